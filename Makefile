@@ -1,0 +1,59 @@
+# Lepton: every command a user or CI needs. `make demo` and `make test` set
+# themselves up, so each is the only command a new machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lepton-setup
+PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai \
+	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+
+.PHONY: setup protos check test up demo bench lock clean
+
+setup: $(STAMP)
+
+# Pinned, in one pass: the full lock first, then our packages editable without deps.
+$(STAMP): requirements/lock.txt $(PYPROJECTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check pip==25.3
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat $(addprefix -e ,$(PACKAGES))
+	$(BIN)/python tools/smoke_imports.py
+	touch $@
+
+# Regenerates the checked-in protobuf/gRPC code from protos/.
+protos: setup
+	bash tools/gen_protos.sh
+
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python tools/check_events_doc.py
+	tmp=$$(mktemp -d) && bash tools/gen_protos.sh $$tmp >/dev/null && \
+		diff -r $$tmp/lepton libs/lepton-proto/src/lepton -x __pycache__ && rm -rf $$tmp && echo "protos up to date"
+
+test: setup
+	$(BIN)/python -m pytest
+
+# The whole platform in the foreground (NATS, Triton, six services) until Ctrl-C.
+up: setup
+	$(BIN)/python -m lepton_core.embedded
+
+demo: setup
+	$(BIN)/python -m lepton_core.demo
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+# Re-resolves requirements/base.in into the exact lock (needs the network).
+lock:
+	rm -rf /tmp/lepton-lock && $(PYTHON) -m venv /tmp/lepton-lock
+	/tmp/lepton-lock/bin/pip install -q pip==25.3 && /tmp/lepton-lock/bin/pip install -q -r requirements/base.in
+	(echo "# Full pinned lock of every package in the venv, made from base.in by 'make lock'. Do not edit by hand."; \
+		/tmp/lepton-lock/bin/pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/+cpu$$//') > requirements/lock.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

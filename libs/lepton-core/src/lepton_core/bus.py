@@ -1,0 +1,265 @@
+"""NATS: the connection, the JetStream topology, KV records and the object store.
+
+The topology (streams, KV buckets, object stores) is declared by every service at
+start-up; declaring is idempotent, so the services can start in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from lepton_core.errors import Conflict, DataIntegrityError, NotFound
+
+log = logging.getLogger(__name__)
+
+EVENTS_STREAM = "EVENTS"
+JOBS_STREAM = "JOBS"
+PREDICTIONS_STREAM = "PREDICTIONS"
+DEADLETTER_STREAM = "DEADLETTER"
+
+# Subject roots; the catalogue in docs/events.md lists the full subjects.
+EVENTS_ROOT = "lepton.evt"
+JOBS_ROOT = "lepton.jobs"
+PREDICTIONS_ROOT = "lepton.pred"
+DEADLETTER_ROOT = "lepton.dlq"
+
+KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor")
+OBJECT_BUCKETS = ("datasets", "artifacts")
+
+#: Object store chunk size: ~1 MB chunks keep large objects to few messages.
+CHUNK_SIZE = 1024 * 1024
+DUPLICATE_WINDOW_S = 120.0
+DAY_S = 24 * 3600.0
+
+
+def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
+    """The platform's streams; see docs/architecture.md for why each is shaped so."""
+    common = {
+        "storage": js_api.StorageType.FILE,
+        "num_replicas": replicas,
+        "duplicate_window": DUPLICATE_WINDOW_S,
+    }
+    return [
+        js_api.StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_ROOT}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_age=30 * DAY_S,
+            **common,  # type: ignore[arg-type]
+        ),
+        js_api.StreamConfig(
+            name=JOBS_STREAM,
+            subjects=[f"{JOBS_ROOT}.>"],
+            retention=js_api.RetentionPolicy.WORK_QUEUE,
+            **common,  # type: ignore[arg-type]
+        ),
+        js_api.StreamConfig(
+            name=PREDICTIONS_STREAM,
+            subjects=[f"{PREDICTIONS_ROOT}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_age=7 * DAY_S,
+            **common,  # type: ignore[arg-type]
+        ),
+        js_api.StreamConfig(
+            name=DEADLETTER_STREAM,
+            subjects=[f"{DEADLETTER_ROOT}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_age=30 * DAY_S,
+            **common,  # type: ignore[arg-type]
+        ),
+    ]
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connects with unlimited reconnects: a broker restart is waited out, not fatal."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    return await nats.connect(
+        servers=[u.strip() for u in url.split(",") if u.strip()],
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+    )
+
+
+async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
+    """Creates or updates every stream, KV bucket and object store. Idempotent."""
+    for config in stream_configs(replicas):
+        try:
+            await js.add_stream(config=config)
+        except js_errors.BadRequestError:
+            # Exists with another config: bring it to ours.
+            await js.update_stream(config=config)
+    for bucket in KV_BUCKETS:
+        await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5, replicas=replicas))
+    for bucket in OBJECT_BUCKETS:
+        await js.create_object_store(bucket, config=js_api.ObjectStoreConfig(bucket=bucket, replicas=replicas))
+
+
+def sha256_digest(data: bytes) -> str:
+    """The digest format used in every :class:`ObjectRefRecord`: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class ObjectRefRecord(BaseModel):
+    """Where an object lives and what its bytes hash to."""
+
+    bucket: str
+    name: str
+    digest: str
+    size: int
+
+
+class ObjectStore:
+    """Object store access that verifies digests and reads in one pass.
+
+    Reads go through ``writeinto`` so large objects are assembled once instead of
+    by repeated ``bytes`` concatenation (nats-py's ``.data`` path is quadratic).
+    """
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def put(self, bucket: str, name: str, data: bytes) -> ObjectRefRecord:
+        """Stores ``data`` under ``name``; a second put of the same bytes stores nothing."""
+        digest = sha256_digest(data)
+        store = await self._js.object_store(bucket)
+        try:
+            info = await store.get_info(name)
+            existing = (info.headers or {}).get("Lepton-Digest") if info.headers else None
+            if existing == digest:
+                return ObjectRefRecord(bucket=bucket, name=name, digest=digest, size=len(data))
+        except js_errors.ObjectNotFoundError:
+            pass
+        meta = js_api.ObjectMeta(
+            name=name,
+            headers={"Lepton-Digest": digest},
+            options=js_api.ObjectMetaOptions(max_chunk_size=CHUNK_SIZE),
+        )
+        await store.put(name, data, meta=meta)
+        return ObjectRefRecord(bucket=bucket, name=name, digest=digest, size=len(data))
+
+    async def get(self, ref: ObjectRefRecord) -> bytes:
+        """Reads an object and checks its digest; a mismatch is a :class:`DataIntegrityError`."""
+        store = await self._js.object_store(ref.bucket)
+        buf = io.BytesIO()
+        try:
+            await store.get(ref.name, writeinto=buf)
+        except js_errors.ObjectNotFoundError as exc:
+            raise NotFound(f"object {ref.bucket}/{ref.name} does not exist") from exc
+        data = buf.getvalue()
+        actual = sha256_digest(data)
+        if actual != ref.digest:
+            raise DataIntegrityError(
+                f"object {ref.bucket}/{ref.name} has digest {actual}, expected {ref.digest}; "
+                "it was modified or corrupted after it was written"
+            )
+        return data
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[R]):
+    """A KV record and the revision it was read at, for compare-and-set."""
+
+    value: R
+    revision: int
+
+
+class RecordStore(Generic[R]):
+    """Typed JSON records in one KV bucket, with optimistic concurrency."""
+
+    def __init__(self, kv: KeyValue, model: type[R]) -> None:
+        self._kv = kv
+        self._model = model
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, bucket: str, model: type[R]) -> RecordStore[R]:
+        return cls(await js.key_value(bucket), model)
+
+    async def get(self, key: str) -> Versioned[R] | None:
+        try:
+            entry = await self._kv.get(key)
+        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
+            return None
+        if entry.value is None:
+            return None
+        return Versioned(self._model.model_validate_json(entry.value), entry.revision or 0)
+
+    async def require(self, key: str, what: str) -> Versioned[R]:
+        found = await self.get(key)
+        if found is None:
+            raise NotFound(f"{what} does not exist")
+        return found
+
+    async def create(self, key: str, value: R) -> int:
+        """Writes only if the key is absent; :class:`Conflict` otherwise."""
+        try:
+            return await self._kv.create(key, value.model_dump_json().encode())
+        except js_errors.KeyWrongLastSequenceError as exc:
+            raise Conflict(f"{key} already exists") from exc
+
+    async def update(self, key: str, value: R, revision: int) -> int:
+        """Writes only if the key is still at ``revision``; :class:`Conflict` otherwise."""
+        try:
+            return await self._kv.update(key, value.model_dump_json().encode(), last=revision)
+        except js_errors.KeyWrongLastSequenceError as exc:
+            raise Conflict(f"{key} changed concurrently") from exc
+
+    async def put(self, key: str, value: R) -> int:
+        return await self._kv.put(key, value.model_dump_json().encode())
+
+    async def keys(self, pattern: str) -> list[str]:
+        """Keys matching a NATS subject pattern (``tenant.v.*``), sorted."""
+        try:
+            return sorted(await self._kv.keys(filters=[pattern]))
+        except js_errors.NoKeysError:
+            return []
+
+    async def values(self, pattern: str) -> list[R]:
+        out: list[R] = []
+        for key in await self.keys(pattern):
+            found = await self.get(key)
+            if found is not None:
+                out.append(found.value)
+        return out
+
+
+async def wait_for_stream(js: JetStreamContext, name: str, timeout: float = 10.0) -> None:
+    """Waits until ``name`` exists (another service may still be declaring it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await js.stream_info(name)
+            return
+        except js_errors.NotFoundError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -1,0 +1,152 @@
+"""The whole platform on one machine: NATS, Triton and the six services.
+
+``make up`` runs :func:`main`; ``make demo`` and the end-to-end tests use
+:class:`EmbeddedPlatform` directly, so all three start the platform the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lepton_core.processes import SERVICES, NatsServer, Process, TritonServer, free_port, start_service, wait_until
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class EmbeddedPlatform:
+    """Starts and stops every process of the platform; a context manager.
+
+    Args:
+        workdir: Where logs, the JetStream store and Triton's files go.
+        api_key: The key clients use; it maps to ``tenant``.
+        tenant: The tenant of ``api_key``.
+        otlp_endpoint: Where services send spans (none: spans are not exported).
+        services: Which services to start (all six by default).
+        triton: Whether to start the embedded Triton server.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        api_key: str,
+        tenant: str = "default",
+        otlp_endpoint: str | None = None,
+        services: Sequence[str] = SERVICES,
+        triton: bool = True,
+    ) -> None:
+        self.workdir = workdir
+        self.api_key = api_key
+        self.tenant = tenant
+        self.otlp_endpoint = otlp_endpoint
+        self.service_names = tuple(services)
+        self.want_triton = triton
+        self.nats: NatsServer | None = None
+        self.triton: TritonServer | None = None
+        self.processes: dict[str, Process] = {}
+        self.addresses: dict[str, str] = {}
+
+    @property
+    def nats_url(self) -> str:
+        assert self.nats is not None, "platform not started"
+        return self.nats.url
+
+    @property
+    def triton_url(self) -> str:
+        assert self.triton is not None, "Triton not started"
+        return self.triton.url
+
+    def start(self) -> EmbeddedPlatform:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.nats = NatsServer(self.workdir / "nats")
+        if self.want_triton:
+            self.triton = TritonServer(self.workdir / "triton")
+        ports = {name: free_port() for name in self.service_names}
+        self.addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        for name in self.service_names:
+            values = {
+                "nats_url": self.nats.url,
+                "grpc_port": str(ports[name]),
+                "api_keys": json.dumps({self.api_key: self.tenant}),
+                "trace_export_delay_ms": "200",
+            }
+            if self.otlp_endpoint:
+                values["otlp_endpoint"] = self.otlp_endpoint
+            if name == "trainer":
+                values["data_url"] = self.addresses.get("data", "127.0.0.1:50051")
+            if name == "deployer" and self.triton is not None:
+                values["triton_url"] = self.triton.url
+            self.processes[name] = start_service(name, values, self.workdir / "logs")
+        for name, process in self.processes.items():
+            address = self.addresses[name]
+            try:
+                wait_until(lambda a=address: _serving(a), 60, f"service {name}", process.proc)
+            except Exception as exc:
+                raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from exc
+
+    def stop(self) -> None:
+        """Stops services first (they drain and flush spans), then Triton, then NATS."""
+        for process in self.processes.values():
+            process.stop()
+        self.processes.clear()
+        if self.triton is not None:
+            self.triton.stop()
+            self.triton = None
+        if self.nats is not None:
+            self.nats.stop()
+            self.nats = None
+
+    def __enter__(self) -> EmbeddedPlatform:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM."""
+    api_key = os.environ.get("LEPTON_API_KEY") or secrets.token_urlsafe(24)
+    workdir = Path(os.environ.get("LEPTON_HOME") or tempfile.mkdtemp(prefix="lepton-"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"starting Lepton in {workdir} ...", flush=True)
+    with EmbeddedPlatform(workdir, api_key=api_key, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")) as p:
+        print(f"NATS      {p.nats_url}")
+        print(f"Triton    {p.triton_url} (gRPC, KServe V2)")
+        for name, address in p.addresses.items():
+            print(f"{name:<9} {address}")
+        print(f"API key   {api_key}  (tenant {p.tenant})")
+        print(f"logs      {workdir / 'logs'}\nCtrl-C stops everything.", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        print("stopping ...", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

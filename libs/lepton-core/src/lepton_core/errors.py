@@ -1,0 +1,66 @@
+"""The Lepton error tree.
+
+Every error a service raises on purpose derives from :class:`LeptonError`. The gRPC
+layer (:mod:`lepton_core.rpc`) maps each class to one status code, so service code
+never touches gRPC status codes, and event handlers can tell a retryable failure
+from a permanent one.
+"""
+
+from __future__ import annotations
+
+
+class LeptonError(Exception):
+    """Base of all Lepton errors.
+
+    Attributes:
+        message: What went wrong, phrased so the user can act on it.
+        field: The request field at fault, when there is one.
+        retryable: Whether trying the same thing again later may succeed.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.message = message
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidArgument(LeptonError):
+    """The request itself is wrong (bad value, bad file, unknown name)."""
+
+
+class NotFound(LeptonError):
+    """The named thing does not exist for this tenant."""
+
+
+class AlreadyExists(LeptonError):
+    """The thing to create is already there."""
+
+
+class FailedPrecondition(LeptonError):
+    """The system is not in a state where the request can be carried out."""
+
+
+class Conflict(LeptonError):
+    """A concurrent change won a compare-and-set; re-read and try again."""
+
+    retryable = True
+
+
+class Unauthenticated(LeptonError):
+    """No API key, or one that is not known."""
+
+
+class PermissionDenied(LeptonError):
+    """The key is known but may not do this."""
+
+
+class Unavailable(LeptonError):
+    """A dependency (NATS, Triton, another service) cannot be reached right now."""
+
+    retryable = True
+
+
+class DataIntegrityError(LeptonError):
+    """Stored bytes do not match their recorded digest (tampered or corrupt)."""

@@ -1,0 +1,326 @@
+"""CloudEvents 1.0 over NATS (binary mode) with protobuf payloads.
+
+One typed publisher (:func:`publish`) and one typed consumer (:class:`Consumer`).
+Headers carry the CloudEvents attributes (``ce-*``), the W3C trace context and
+``Nats-Msg-Id`` (= ``ce-id``) so JetStream drops duplicate publishes. Event ids are
+derived from natural keys (a job id, a version id), so a redelivered handler that
+publishes again produces the same id and the broker keeps one copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+from lepton.events.v1 import events_pb2 as ev
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
+from lepton_core.errors import LeptonError
+from lepton_core.telemetry import extract_context, inject_context
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+CE_SPECVERSION = "1.0"
+CONTENT_TYPE = "application/protobuf"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One event type: its payload message, CloudEvents type and subject."""
+
+    message: type[Message]
+    #: Dotted name inside the area, e.g. ``training.completed``.
+    name: str
+    #: Subject root: events, the job queue or prediction logs.
+    root: str = EVENTS_ROOT
+
+    @property
+    def ce_type(self) -> str:
+        return f"ai.lepton.{self.name}.v1"
+
+    def subject(self, tenant: str, key: str | None = None) -> str:
+        """``lepton.evt.<tenant>.<name>``; jobs and prediction logs have their own shapes."""
+        if self.root == JOBS_ROOT:
+            return f"{JOBS_ROOT}.{self.name.split('.')[0]}"
+        if self.root == PREDICTIONS_ROOT:
+            return f"{PREDICTIONS_ROOT}.{tenant}.{key or '_'}"
+        return f"{self.root}.{tenant}.{self.name}"
+
+    def filter(self, tenant: str = "*") -> str:
+        """The subject filter that selects this event for one tenant or all."""
+        if self.root == PREDICTIONS_ROOT:
+            return f"{PREDICTIONS_ROOT}.{tenant}.*"
+        return self.subject(tenant)
+
+
+#: The event catalogue. docs/events.md is checked against this list by a test.
+CATALOGUE: tuple[EventSpec, ...] = (
+    EventSpec(ev.DatasetVersionCreated, "dataset.version.created"),
+    EventSpec(ev.TrainingRequested, "training.requested", root=JOBS_ROOT),
+    EventSpec(ev.TrainingQueued, "training.queued"),
+    EventSpec(ev.TrainingStarted, "training.started"),
+    EventSpec(ev.TrainingCompleted, "training.completed"),
+    EventSpec(ev.TrainingFailed, "training.failed"),
+    EventSpec(ev.EvaluationCompleted, "evaluation.completed"),
+    EventSpec(ev.ModelVersionCreated, "registry.version.created"),
+    EventSpec(ev.DeploymentReady, "deployment.ready"),
+    EventSpec(ev.DeploymentFailed, "deployment.failed"),
+    EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),
+)
+_BY_MESSAGE: dict[type[Message], EventSpec] = {s.message: s for s in CATALOGUE}
+_BY_TYPE: dict[str, EventSpec] = {s.ce_type: s for s in CATALOGUE}
+
+
+def spec_of(message: type[Message] | Message) -> EventSpec:
+    cls = message if isinstance(message, type) else type(message)
+    return _BY_MESSAGE[cls]
+
+
+def spec_for_type(ce_type: str) -> EventSpec:
+    try:
+        return _BY_TYPE[ce_type]
+    except KeyError:
+        raise ValueError(f"unknown ce-type {ce_type!r}") from None
+
+
+@dataclass(frozen=True)
+class Event(Generic[M]):
+    """A received event: CloudEvents attributes, the decoded payload, delivery info."""
+
+    id: str
+    type: str
+    source: str
+    time: str
+    subject: str
+    data: M
+    headers: dict[str, str]
+    delivery: int = 1
+
+
+def headers_for(message: Message, *, event_id: str, source: str, ce_subject: str) -> dict[str, str]:
+    """The CloudEvents binary-mode headers for one event, with the current trace context."""
+    spec = spec_of(message)
+    headers = {
+        "ce-specversion": CE_SPECVERSION,
+        "ce-id": event_id,
+        "ce-type": spec.ce_type,
+        "ce-source": source,
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "ce-subject": ce_subject,
+        "content-type": f"{CONTENT_TYPE}; proto={message.DESCRIPTOR.full_name}",
+        "Nats-Msg-Id": event_id,
+    }
+    inject_context(headers)
+    return headers
+
+
+async def publish(
+    js: JetStreamContext,
+    message: Message,
+    *,
+    tenant: str,
+    event_id: str,
+    source: str,
+    key: str | None = None,
+    ce_subject: str = "",
+) -> js_api.PubAck:
+    """Publishes ``message`` as a CloudEvent and waits for the stream's ack.
+
+    Args:
+        js: JetStream context.
+        message: A payload from ``lepton.events.v1``; its type picks the subject.
+        tenant: The owning tenant (part of the subject).
+        event_id: Deterministic id from a natural key; repeats are dropped by NATS.
+        source: ``ce-source``, e.g. ``/lepton/trainer``.
+        key: Extra subject token (the deployment, for prediction logs).
+        ce_subject: ``ce-subject``, the id of the thing the event is about.
+    """
+    spec = spec_of(message)
+    headers = headers_for(message, event_id=event_id, source=source, ce_subject=ce_subject or key or "")
+    return await js.publish(spec.subject(tenant, key), message.SerializeToString(), headers=headers)
+
+
+def decode(msg: Msg) -> Event[Any]:
+    """Parses a NATS message as a CloudEvent; ``ValueError`` when it is not one of ours."""
+    headers = dict(msg.headers or {})
+    if headers.get("ce-specversion") != CE_SPECVERSION:
+        raise ValueError(f"not a CloudEvent 1.0 (ce-specversion={headers.get('ce-specversion')!r})")
+    for attr in ("ce-id", "ce-type", "ce-source"):
+        if not headers.get(attr):
+            raise ValueError(f"CloudEvent lacks required attribute {attr}")
+    spec = spec_for_type(headers["ce-type"])
+    data = spec.message()
+    try:
+        data.ParseFromString(msg.data)
+    except DecodeError as exc:
+        raise ValueError(f"payload is not a valid {spec.message.DESCRIPTOR.full_name}: {exc}") from exc
+    delivery = 1
+    try:
+        delivery = int(msg.metadata.num_delivered)
+    except Exception:
+        pass
+    return Event(
+        id=headers["ce-id"],
+        type=headers["ce-type"],
+        source=headers["ce-source"],
+        time=headers.get("ce-time", ""),
+        subject=headers.get("ce-subject", ""),
+        data=data,
+        headers=headers,
+        delivery=delivery,
+    )
+
+
+class Retry(Exception):
+    """Raised by a handler to have the event redelivered after ``delay`` seconds."""
+
+    def __init__(self, reason: str, delay: float = 1.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+Handler = Callable[[Event[Any]], Awaitable[None]]
+
+
+@dataclass
+class Consumer:
+    """A durable pull consumer that dispatches events to typed handlers.
+
+    Outcomes: the handler returns → ack; raises :class:`Retry` or a retryable
+    :class:`LeptonError` → nak with delay; raises anything else → nak with
+    back-off until ``max_deliver``, then the message goes to the dead-letter
+    subject ``lepton.dlq.<durable>`` with the error and is terminated. A message
+    that is not a valid event is dead-lettered at once.
+    """
+
+    js: JetStreamContext
+    stream: str
+    durable: str
+    handlers: dict[type[Message], Handler]
+    tenant_filter: str = "*"
+    max_deliver: int = 5
+    ack_wait: float = 60.0
+    batch: int = 8
+    source: str = "/lepton"
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
+
+    async def start(self) -> None:
+        filters = [spec_of(m).filter(self.tenant_filter) for m in self.handlers]
+        config = js_api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=1000,
+        )
+        if len(filters) == 1:
+            config.filter_subject = filters[0]
+        else:
+            config.filter_subjects = filters
+        # Consumer create is create-or-update on the server: idempotent at start-up.
+        await self.js.add_consumer(self.stream, config=config)
+        self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._task = asyncio.create_task(self._run(), name=f"consumer-{self.durable}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                msgs = await self._sub.fetch(self.batch, timeout=1.0)
+            except (TimeoutError, js_errors.FetchTimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("fetch from %s failed: %s", self.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._dispatch(msg)
+
+    async def _dispatch(self, msg: Msg) -> None:
+        tracer = trace.get_tracer("lepton.events")
+        try:
+            event = decode(msg)
+        except ValueError as exc:
+            await self._dead_letter(msg, f"undecodable: {exc}")
+            return
+        handler = self.handlers.get(type(event.data))
+        if handler is None:
+            await msg.ack()
+            return
+        with tracer.start_as_current_span(
+            f"{event.type} process",
+            context=extract_context(event.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.durable,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "messaging.delivery_count": event.delivery,
+            },
+        ) as span:
+            heartbeat = asyncio.create_task(self._keep_alive(msg))
+            try:
+                await handler(event)
+            except Retry as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                await msg.nak(delay=exc.delay)
+                return
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                permanent = isinstance(exc, LeptonError) and not exc.retryable
+                if permanent or event.delivery >= self.max_deliver:
+                    log.error("event %s failed for good: %s", event.id, exc, exc_info=exc)
+                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
+                else:
+                    log.warning("event %s failed (delivery %d), retrying: %s", event.id, event.delivery, exc)
+                    await msg.nak(delay=min(30.0, 0.5 * 2**event.delivery))
+                return
+            finally:
+                heartbeat.cancel()
+            await msg.ack()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tells the server the message is still being worked on, so a long job
+        (training, a model load) is not redelivered to another process mid-way."""
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            try:
+                await msg.in_progress()
+            except Exception as exc:
+                log.warning("in-progress heartbeat failed: %s", exc)
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        headers = dict(msg.headers or {})
+        headers.pop("Nats-Msg-Id", None)
+        headers["Lepton-Error"] = reason[:1000]
+        headers["Lepton-Original-Subject"] = msg.subject
+        await self.js.publish(f"{DEADLETTER_ROOT}.{self.durable}", msg.data, headers=headers)
+        await msg.term()

@@ -1,0 +1,100 @@
+"""The start-up and shutdown every service shares (used by each ``__main__``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf.message import Message
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from lepton_core import events
+from lepton_core.bus import ObjectStore, connect, declare_topology
+from lepton_core.logs import setup_logging
+from lepton_core.processes import DEFAULT_PORTS
+from lepton_core.rpc import create_server
+from lepton_core.settings import ServiceSettings
+from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What a service's set-up code gets: connections, settings, event helpers."""
+
+    name: str
+    settings: ServiceSettings
+    nc: NATS
+    js: JetStreamContext
+    objects: ObjectStore
+    consumers: list[events.Consumer] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        return f"/lepton/{self.name}"
+
+    def consume(self, stream: str, durable: str, handlers: dict[type[Message], events.Handler]) -> None:
+        """Registers a durable consumer, started once the gRPC server is up."""
+        self.consumers.append(
+            events.Consumer(
+                js=self.js,
+                stream=stream,
+                durable=durable,
+                handlers=handlers,
+                max_deliver=self.settings.max_deliver,
+                source=self.source,
+            )
+        )
+
+    async def publish(
+        self, message: Message, *, tenant: str, event_id: str, key: str | None = None, ce_subject: str = ""
+    ) -> None:
+        await events.publish(
+            self.js, message, tenant=tenant, event_id=event_id, source=self.source, key=key, ce_subject=ce_subject
+        )
+
+
+Register = Callable[[grpc.aio.Server], Iterable[str]]
+Setup = Callable[[Runtime], Awaitable[Register]]
+
+
+def run_service(name: str, settings: ServiceSettings, setup: Setup) -> None:
+    """Runs a service until SIGTERM/SIGINT; the process entry point of each service."""
+    setup_logging(name, settings.log_level)
+    asyncio.run(_serve(name, settings, setup))
+
+
+async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
+    setup_telemetry(f"lepton-{name}", settings.otlp_endpoint, export_delay_ms=settings.trace_export_delay_ms)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await connect(settings.nats_url, f"lepton-{name}")
+    js = nc.jetstream()
+    await declare_topology(js, settings.nats_replicas)
+    runtime = Runtime(name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js))
+    register = await setup(runtime)
+    server = await create_server(
+        service=name,
+        host=settings.grpc_host,
+        port=settings.grpc_port or DEFAULT_PORTS[name],
+        api_keys=settings.api_keys,
+        register=register,
+    )
+    for consumer in runtime.consumers:
+        await consumer.start()
+    log.info("%s serving", name, extra={"grpc_port": server.port, "nats": settings.nats_url})
+    await stop.wait()
+    log.info("%s stopping", name)
+    for consumer in runtime.consumers:
+        await consumer.stop()
+    await server.stop()
+    await nc.drain()
+    shutdown_telemetry()

@@ -1,0 +1,357 @@
+"""The Triton Python-backend model, served by the real embedded Triton server.
+
+Starts ``tritonserver`` (CPU-only) and ``nats-server -js`` through the same
+launchers ``make up`` uses, deploys a scikit-learn LinearRegression exactly as the
+deployer does (``model.py`` + ``model.skops`` + ``signature.json`` sent with
+``load_model``) and checks predictions, per-request errors and the prediction logs
+the model publishes to JetStream with the caller's trace context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+import tritonclient.grpc as triton_grpc
+from lepton.events.v1 import events_pb2
+from numpy.typing import NDArray
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LinearRegression
+from tritonclient.utils import InferenceServerException
+
+import lepton_core
+from lepton_core.processes import NatsServer, TritonServer, free_port
+
+pytestmark = pytest.mark.timeout(300)
+
+MODEL_PY = Path(lepton_core.__file__).parent / "triton_model" / "model.py"
+MODEL = "diabetes"
+TENANT = "acme"
+DEPLOYMENT = "diabetes-prod"
+SUBJECT = f"lepton.pred.{TENANT}.{DEPLOYMENT}"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@dataclass
+class Trained:
+    model: LinearRegression
+    X: NDArray[Any]
+    files: dict[str, bytes]
+
+
+@dataclass
+class Served:
+    triton: TritonServer
+    nats: NatsServer
+    client: triton_grpc.InferenceServerClient
+    trained: Trained
+
+
+def _train() -> Trained:
+    data = load_diabetes()
+    x = np.asarray(data.data, dtype=np.float64)
+    model = LinearRegression().fit(x, data.target)
+    signature = {
+        "features": list(data.feature_names),
+        "target": "progression",
+        "task": "regression",
+        "algorithm": "linear_regression",
+        "input_dtype": "float64",
+        "libraries": {"scikit-learn": "1.9.1", "skops": "0.16.0"},
+    }
+    files = {
+        "file:1/model.py": MODEL_PY.read_bytes(),
+        "file:1/model.skops": sio.dumps(model),
+        "file:1/signature.json": json.dumps(signature).encode(),
+    }
+    return Trained(model, x, files)
+
+
+def _config(nats_url: str, n_features: int) -> str:
+    params = {
+        "nats_url": nats_url,
+        "tenant": TENANT,
+        "deployment": DEPLOYMENT,
+        "model_name": MODEL,
+        "model_version": "3",
+        "log_sample_rate": "1.0",
+    }
+    return json.dumps(
+        {
+            "name": MODEL,
+            "backend": "python",
+            "max_batch_size": 64,
+            "input": [{"name": "features", "data_type": "TYPE_FP64", "dims": [n_features]}],
+            "output": [{"name": "prediction", "data_type": "TYPE_FP64", "dims": [1]}],
+            "dynamic_batching": {"max_queue_delay_microseconds": 200},
+            "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+            "parameters": {k: {"string_value": v} for k, v in params.items()},
+        }
+    )
+
+
+async def _create_stream(url: str) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(name="PREDICTIONS", subjects=["lepton.pred.>"])
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    try:
+        asyncio.run(_create_stream(server.url))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> Iterator[Served]:
+    trained = _train()
+    t0 = time.monotonic()
+    triton = TritonServer(tmp_path_factory.mktemp("triton"))
+    client: triton_grpc.InferenceServerClient | None = None
+    try:
+        t1 = time.monotonic()
+        client = triton_grpc.InferenceServerClient(triton.url)
+        client.load_model(
+            MODEL,
+            config=_config(nats_server.url, trained.X.shape[1]),
+            files=trained.files,
+            client_timeout=120,
+        )
+        assert client.is_model_ready(MODEL, client_timeout=10)
+        print(f"triton live in {t1 - t0:.1f}s, model loaded in {time.monotonic() - t1:.1f}s")
+        yield Served(triton, nats_server, client, trained)
+    except BaseException:
+        print(triton.process.tail(60), file=sys.stderr)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        triton.stop()  # unloads the model: finalize() flushes prediction logs
+
+
+def _infer(client: triton_grpc.InferenceServerClient, x: NDArray[Any], **kwargs: Any) -> NDArray[Any]:
+    inp = triton_grpc.InferInput("features", list(x.shape), "FP64")
+    inp.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    result = client.infer(
+        MODEL, [inp], outputs=[triton_grpc.InferRequestedOutput("prediction")], client_timeout=30, **kwargs
+    )
+    out = result.as_numpy("prediction")
+    assert out is not None
+    return np.asarray(out, dtype=np.float64)
+
+
+def test_predictions_match_sklearn(served: Served) -> None:
+    x = served.trained.X[:5]
+    got = _infer(served.client, x)
+    assert got.shape == (5, 1)
+    np.testing.assert_allclose(got[:, 0], served.trained.model.predict(x), rtol=0, atol=1e-6)
+
+
+def test_wrong_width_is_an_error_and_the_next_request_works(served: Served) -> None:
+    with pytest.raises(InferenceServerException):
+        _infer(served.client, served.trained.X[:2, :9])
+    x = served.trained.X[10:13]
+    np.testing.assert_allclose(_infer(served.client, x)[:, 0], served.trained.model.predict(x), atol=1e-6)
+
+
+async def _find_log(url: str, traceparent: str, timeout: float) -> tuple[events_pb2.PredictionLogged, dict[str, str]]:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(SUBJECT, ordered_consumer=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            headers = dict(msg.headers or {})
+            if headers.get("traceparent") == traceparent:
+                logged = events_pb2.PredictionLogged()
+                logged.ParseFromString(msg.data)
+                return logged, headers
+        raise AssertionError(f"no prediction log with traceparent {traceparent} on {SUBJECT} within {timeout}s")
+    finally:
+        await nc.close()
+
+
+def test_prediction_log_reaches_jetstream_with_trace_context(served: Served) -> None:
+    x = served.trained.X[20:25]
+    got = _infer(served.client, x, parameters={"traceparent": TRACEPARENT})
+
+    logged, headers = asyncio.run(_find_log(served.nats.url, TRACEPARENT, timeout=30))
+
+    assert logged.batch_rows == 5
+    assert logged.tenant == TENANT
+    assert (logged.lineage.model_name, logged.lineage.model_version, logged.lineage.deployment) == (
+        MODEL,
+        3,
+        DEPLOYMENT,
+    )
+    assert logged.error == ""
+    np.testing.assert_allclose(list(logged.first_row_inputs), x[0])
+    np.testing.assert_allclose(list(logged.first_row_outputs), got[0], atol=1e-9)
+    assert logged.time.seconds > 0
+    assert headers["ce-specversion"] == "1.0"
+    assert headers["ce-type"] == "ai.lepton.prediction.logged.v1"
+    assert headers["ce-source"] == f"/lepton/triton/{MODEL}"
+    assert headers["ce-subject"] == DEPLOYMENT
+    assert headers["ce-id"] == headers["Nats-Msg-Id"] == logged.log_id
+    assert headers["ce-time"].endswith("Z")
+    assert headers["content-type"] == "application/protobuf; proto=lepton.events.v1.PredictionLogged"
+
+
+# --- model.py in-process, with a stand-in for the stub's triton_python_backend_utils ---
+# Triton checks the input width against the config before the model sees a request,
+# so the model's own per-request error path is exercised here directly.
+
+
+class _Tensor:
+    def __init__(self, name: str, array: NDArray[Any]) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> NDArray[Any]:
+        return self._array
+
+
+class _Error:
+    def __init__(self, msg: str) -> None:
+        self._msg = msg
+
+    def message(self) -> str:
+        return self._msg
+
+
+class _Response:
+    def __init__(self, output_tensors: list[_Tensor], error: _Error | None = None) -> None:
+        self.output_tensors, self._error = output_tensors, error
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self) -> _Error | None:
+        return self._error
+
+
+class _Request:
+    def __init__(self, x: NDArray[Any]) -> None:
+        self.tensors = [_Tensor("features", x)]
+
+    def parameters(self) -> str:
+        return "{}"
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    mod = types.ModuleType("triton_python_backend_utils")
+
+    def by_name(obj: Any, name: str) -> _Tensor | None:
+        tensors = obj.tensors if isinstance(obj, _Request) else obj.output_tensors
+        return next((t for t in tensors if t.name() == name), None)
+
+    mod.Tensor = _Tensor  # type: ignore[attr-defined]
+    mod.TritonError = _Error  # type: ignore[attr-defined]
+    mod.InferenceResponse = _Response  # type: ignore[attr-defined]
+    mod.get_input_tensor_by_name = by_name  # type: ignore[attr-defined]
+    mod.get_output_tensor_by_name = by_name  # type: ignore[attr-defined]
+    return mod
+
+
+@pytest.fixture
+def model_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
+    spec = importlib.util.spec_from_file_location("lepton_triton_model_under_test", MODEL_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_execute_splits_a_batch_and_fails_only_the_bad_request(model_module: Any, tmp_path: Path) -> None:
+    trained = _train()
+    version = tmp_path / "1"
+    version.mkdir()
+    for key, data in trained.files.items():
+        (version / key.removeprefix("file:1/")).write_bytes(data)
+    model = model_module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_name": MODEL,
+            "model_repository": str(tmp_path),
+            "model_version": "1",
+            "model_config": json.dumps({"parameters": {}}),
+        }
+    )
+    x = trained.X
+    responses = model.execute([_Request(x[:3]), _Request(x[3:5, :9]), _Request(x[5:9])])
+    assert [r.has_error() for r in responses] == [False, True, False]
+    assert "shape" in responses[1].error().message()
+    np.testing.assert_allclose(responses[0].output_tensors[0].as_numpy()[:, 0], trained.model.predict(x[:3]))
+    np.testing.assert_allclose(responses[2].output_tensors[0].as_numpy()[:, 0], trained.model.predict(x[5:9]))
+    assert responses[2].output_tensors[0].as_numpy().shape == (4, 1)
+    model.finalize()
+
+
+def test_untrusted_types_in_a_skops_file_are_refused(model_module: Any) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    pipeline = make_pipeline(FunctionTransformer(_double), LinearRegression())
+    data = sio.dumps(pipeline.fit(np.ones((4, 2)), np.arange(4.0)))
+    with pytest.raises(ValueError, match="not trusted"):
+        model_module.load_estimator(data)
+    assert isinstance(model_module.load_estimator(sio.dumps(LinearRegression())), LinearRegression)
+
+
+def _double(x: NDArray[Any]) -> NDArray[Any]:
+    return x * 2
+
+
+def test_nats_down_never_blocks_execute_and_finalize_is_bounded(model_module: Any, tmp_path: Path) -> None:
+    trained = _train()
+    version = tmp_path / "1"
+    version.mkdir()
+    for key, data in trained.files.items():
+        (version / key.removeprefix("file:1/")).write_bytes(data)
+    dead_url = f"nats://127.0.0.1:{free_port()}"
+    model = model_module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_name": MODEL,
+            "model_repository": str(tmp_path),
+            "model_version": "1",
+            "model_config": _config(dead_url, trained.X.shape[1]),
+        }
+    )
+    t0 = time.monotonic()
+    for _ in range(1100):  # more than the queue holds
+        model.execute([_Request(trained.X[:2])])
+    assert time.monotonic() - t0 < 10
+    assert model.logger.dropped >= 100
+    t1 = time.monotonic()
+    model.finalize()
+    assert time.monotonic() - t1 < 4

@@ -1,0 +1,1 @@
+"""The data service: dataset upload, immutable content-addressed versions, look-up."""

@@ -1,0 +1,35 @@
+"""``python -m lepton_data``: runs the data service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from lepton.data.v1 import data_pb2, data_pb2_grpc
+
+from lepton_core.bus import RecordStore
+from lepton_core.service import Register, Runtime, run_service
+from lepton_data.api import DataServicer
+from lepton_data.core import Datasets, VersionRecord
+from lepton_data.settings import DataSettings
+
+
+def main() -> None:
+    settings = DataSettings()
+
+    async def setup(rt: Runtime) -> Register:
+        versions = await RecordStore.open(rt.js, "datasets", VersionRecord)
+        datasets = Datasets(versions, rt.objects, settings.max_rows, settings.max_columns)
+        servicer = DataServicer(rt, datasets, settings.max_upload_bytes)
+
+        def register(server: grpc.aio.Server) -> Iterable[str]:
+            data_pb2_grpc.add_DataServiceServicer_to_server(servicer, server)
+            return [data_pb2.DESCRIPTOR.services_by_name["DataService"].full_name]
+
+        return register
+
+    run_service("data", settings, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The deployer service: registered model versions served on Triton."""

@@ -1,0 +1,53 @@
+"""``python -m lepton_deployer``: runs the deployer service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+from lepton.events.v1 import events_pb2
+
+from lepton_core.bus import EVENTS_STREAM, RecordStore
+from lepton_core.service import Register, Runtime, run_service
+from lepton_deployer.api import DeploymentServicer, VersionCreatedHandler
+from lepton_deployer.core import Deployer, DeploymentRecord, ModelConfigOptions
+from lepton_deployer.settings import DeployerSettings
+
+
+def main() -> None:
+    settings = DeployerSettings()
+
+    async def setup(rt: Runtime) -> Register:
+        opts = ModelConfigOptions(
+            nats_url=settings.model_nats_url or settings.nats_url,
+            log_sample_rate=settings.log_sample_rate,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_us=settings.max_queue_delay_us,
+        )
+        deployer = Deployer(
+            await RecordStore.open(rt.js, "deployments", DeploymentRecord),
+            rt.objects,
+            settings.triton_url,
+            opts,
+            settings.load_timeout_s,
+        )
+        if settings.auto_deploy:
+            rt.consume(
+                EVENTS_STREAM,
+                "deployer",
+                {events_pb2.ModelVersionCreated: VersionCreatedHandler(rt, deployer, settings.triton_url)},
+            )
+        servicer = DeploymentServicer(deployer)
+
+        def register(server: grpc.aio.Server) -> Iterable[str]:
+            deployer_pb2_grpc.add_DeploymentServiceServicer_to_server(servicer, server)
+            return [deployer_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name]
+
+        return register
+
+    run_service("deployer", settings, setup)
+
+
+if __name__ == "__main__":
+    main()

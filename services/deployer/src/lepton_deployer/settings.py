@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lepton_core.settings import ServiceSettings
+
+
+class DeployerSettings(ServiceSettings):
+    """Settings of the deployer service (env prefix ``LEPTON_DEPLOYER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEPTON_DEPLOYER_", extra="ignore")
+
+    triton_url: str = Field("127.0.0.1:8001", description="gRPC address of the Triton server.")
+    auto_deploy: bool = Field(
+        True, description="Deploy every new registry version to the deployment named after its model."
+    )
+    model_nats_url: str | None = Field(
+        None, description="NATS URL the served models log predictions to (default: nats_url)."
+    )
+    log_sample_rate: float = Field(
+        1.0, ge=0.0, le=1.0, description="Fraction of requests whose predictions are logged."
+    )
+    max_batch_size: int = Field(64, ge=1, description="Triton max_batch_size of deployed models.")
+    max_queue_delay_us: int = Field(200, ge=0, description="Triton dynamic batching max queue delay.")
+    load_timeout_s: float = Field(180.0, description="Longest wait for Triton to load a model.")

@@ -1,0 +1,1 @@
+"""The evaluator service: metrics of trained models on their held-out split."""

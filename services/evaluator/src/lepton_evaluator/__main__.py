@@ -1,0 +1,38 @@
+"""``python -m lepton_evaluator``: runs the evaluator service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
+from lepton.events.v1 import events_pb2
+
+from lepton_core.bus import EVENTS_STREAM, RecordStore
+from lepton_core.service import Register, Runtime, run_service
+from lepton_evaluator.api import EvaluationServicer, TrainingCompletedHandler
+from lepton_evaluator.core import EvaluationRecord, Evaluations
+from lepton_evaluator.settings import EvaluatorSettings
+
+
+def main() -> None:
+    settings = EvaluatorSettings()
+
+    async def setup(rt: Runtime) -> Register:
+        evaluations = Evaluations(await RecordStore.open(rt.js, "evaluations", EvaluationRecord), rt.objects)
+        rt.consume(
+            EVENTS_STREAM, "evaluator", {events_pb2.TrainingCompleted: TrainingCompletedHandler(rt, evaluations)}
+        )
+        servicer = EvaluationServicer(evaluations)
+
+        def register(server: grpc.aio.Server) -> Iterable[str]:
+            evaluator_pb2_grpc.add_EvaluationServiceServicer_to_server(servicer, server)
+            return [evaluator_pb2.DESCRIPTOR.services_by_name["EvaluationService"].full_name]
+
+        return register
+
+    run_service("evaluator", settings, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The monitor service: statistics from the sampled prediction logs."""

@@ -1,0 +1,1 @@
+"""The registry service: registered models, versions and their lineage."""

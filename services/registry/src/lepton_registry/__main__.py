@@ -1,0 +1,42 @@
+"""``python -m lepton_registry``: runs the registry service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from lepton.events.v1 import events_pb2
+from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from lepton_core.bus import EVENTS_STREAM, RecordStore
+from lepton_core.service import Register, Runtime, run_service
+from lepton_registry.api import EvaluationCompletedHandler, RegistryServicer
+from lepton_registry.core import JobIndex, ModelRecord, Registry, VersionRecord
+from lepton_registry.settings import RegistrySettings
+
+
+def main() -> None:
+    settings = RegistrySettings()
+
+    async def setup(rt: Runtime) -> Register:
+        registry = Registry(
+            await RecordStore.open(rt.js, "models", ModelRecord),
+            await RecordStore.open(rt.js, "models", VersionRecord),
+            await RecordStore.open(rt.js, "models", JobIndex),
+        )
+        rt.consume(
+            EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
+        )
+        servicer = RegistryServicer(registry)
+
+        def register(server: grpc.aio.Server) -> Iterable[str]:
+            registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
+            return [registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name]
+
+        return register
+
+    run_service("registry", settings, setup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""gRPC and event adapters of the registry service."""
+
+from __future__ import annotations
+
+import grpc
+from lepton.common.v1 import common_pb2
+from lepton.events.v1 import events_pb2
+from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from lepton_core import events
+from lepton_core.errors import InvalidArgument
+from lepton_core.rpc import current_tenant
+from lepton_core.service import Runtime
+from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
+from lepton_registry.core import ModelRecord, Registry, VersionRecord
+
+
+def version_lineage(v: VersionRecord) -> common_pb2.Lineage:
+    return lineage(
+        dataset_id=v.dataset_id,
+        dataset_version_id=v.dataset_version_id,
+        training_job_id=v.training_job_id,
+        evaluation_id=v.evaluation_id,
+        model_name=v.model_name,
+        model_version=v.version,
+    )
+
+
+def version_to_pb(v: VersionRecord) -> registry_pb2.ModelVersion:
+    return registry_pb2.ModelVersion(
+        model_name=v.model_name,
+        version=v.version,
+        lineage=version_lineage(v),
+        artifact=ref_to_pb(v.artifact),
+        algorithm=v.algorithm,
+        params=v.params,
+        metrics=v.metrics,
+        features=v.features,
+        target=v.target,
+        created_at=ts(v.created_at),
+    )
+
+
+def model_to_pb(m: ModelRecord) -> registry_pb2.RegisteredModel:
+    return registry_pb2.RegisteredModel(name=m.name, latest_version=m.latest_version, created_at=ts(m.created_at))
+
+
+def _name(value: str) -> str:
+    if not value:
+        raise InvalidArgument("a model name is required", field="model_name")
+    return value
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def GetModel(
+        self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisteredModel:
+        return model_to_pb(await self._registry.get_model(current_tenant(), _name(request.name)))
+
+    async def ListModels(
+        self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelsResponse:
+        return registry_pb2.ListModelsResponse(
+            models=[model_to_pb(m) for m in await self._registry.list_models(current_tenant())]
+        )
+
+    async def GetModelVersion(
+        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        return version_to_pb(
+            await self._registry.get_version(current_tenant(), _name(request.model_name), request.version)
+        )
+
+    async def ListModelVersions(
+        self, request: registry_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ListModelVersionsResponse:
+        versions = await self._registry.list_versions(current_tenant(), _name(request.model_name))
+        return registry_pb2.ListModelVersionsResponse(versions=[version_to_pb(v) for v in versions])
+
+
+class EvaluationCompletedHandler:
+    """Registers each evaluated model as a new version (once per training job)."""
+
+    def __init__(self, rt: Runtime, registry: Registry) -> None:
+        self._rt = rt
+        self._registry = registry
+
+    async def __call__(self, event: events.Event[events_pb2.EvaluationCompleted]) -> None:
+        ev = event.data
+        t = ev.training
+        record, _ = await self._registry.register(
+            VersionRecord(
+                tenant=ev.tenant,
+                model_name=t.model_name,
+                version=0,
+                dataset_id=ev.lineage.dataset_id,
+                dataset_version_id=ev.lineage.dataset_version_id,
+                training_job_id=ev.lineage.training_job_id,
+                evaluation_id=ev.lineage.evaluation_id,
+                artifact=ref_from_pb(t.artifact),
+                algorithm=t.algorithm,
+                params=dict(t.params),
+                metrics=dict(ev.metrics),
+                features=list(t.features),
+                target=t.target,
+                created_at=now(),
+            )
+        )
+        await self._rt.publish(
+            events_pb2.ModelVersionCreated(
+                tenant=ev.tenant,
+                lineage=version_lineage(record),
+                artifact=ref_to_pb(record.artifact),
+                metrics=record.metrics,
+                features=record.features,
+                target=record.target,
+                algorithm=record.algorithm,
+            ),
+            tenant=ev.tenant,
+            event_id=f"registry.version.created:{ev.tenant}:{record.model_name}:{record.version}",
+            ce_subject=f"{record.model_name}/{record.version}",
+        )

@@ -1,0 +1,108 @@
+"""Models and versions in JetStream KV, with compare-and-set on every change.
+
+Keys in bucket ``models``: ``<tenant>.m.<name>`` (the model), ``<tenant>.m.<name>.v.<n>``
+(version n) and ``<tenant>.job.<job_id>`` (which version a training job became, so a
+redelivered event registers nothing twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from lepton_core.bus import ObjectRefRecord, RecordStore
+from lepton_core.errors import Conflict, NotFound
+from lepton_core.wire import now
+
+
+class ModelRecord(BaseModel):
+    tenant: str
+    name: str
+    latest_version: int
+    created_at: datetime
+
+
+class VersionRecord(BaseModel):
+    tenant: str
+    model_name: str
+    version: int
+    dataset_id: str
+    dataset_version_id: str
+    training_job_id: str
+    evaluation_id: str
+    artifact: ObjectRefRecord
+    algorithm: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    features: list[str]
+    target: str
+    created_at: datetime
+
+
+class JobIndex(BaseModel):
+    model_name: str
+    version: int
+
+
+class Registry:
+    def __init__(
+        self, models: RecordStore[ModelRecord], versions: RecordStore[VersionRecord], jobs: RecordStore[JobIndex]
+    ) -> None:
+        self._models = models
+        self._versions = versions
+        self._jobs = jobs
+
+    async def register(self, draft: VersionRecord) -> tuple[VersionRecord, bool]:
+        """Adds ``draft`` as the model's next version. Returns it and whether it is new.
+
+        The version number comes from a compare-and-set on the model record, so two
+        registrations racing for the same model get different numbers.
+        """
+        tenant, job_id = draft.tenant, draft.training_job_id
+        existing = await self._jobs.get(f"{tenant}.job.{job_id}")
+        if existing is not None:
+            return await self.get_version(tenant, existing.value.model_name, existing.value.version), False
+        number = await self._next_version(tenant, draft.model_name)
+        record = draft.model_copy(update={"version": number, "created_at": now()})
+        await self._versions.create(f"{tenant}.m.{draft.model_name}.v.{number}", record)
+        await self._jobs.put(f"{tenant}.job.{job_id}", JobIndex(model_name=draft.model_name, version=number))
+        return record, True
+
+    async def _next_version(self, tenant: str, name: str) -> int:
+        key = f"{tenant}.m.{name}"
+        for _ in range(50):
+            current = await self._models.get(key)
+            try:
+                if current is None:
+                    await self._models.create(
+                        key, ModelRecord(tenant=tenant, name=name, latest_version=1, created_at=now())
+                    )
+                    return 1
+                number = current.value.latest_version + 1
+                await self._models.update(
+                    key, current.value.model_copy(update={"latest_version": number}), current.revision
+                )
+                return number
+            except Conflict:
+                await asyncio.sleep(0.01)
+        raise Conflict(f"model {name} is being changed too often; try again")
+
+    async def get_model(self, tenant: str, name: str) -> ModelRecord:
+        return (await self._models.require(f"{tenant}.m.{name}", f"model {name!r}")).value
+
+    async def list_models(self, tenant: str) -> list[ModelRecord]:
+        return await self._models.values(f"{tenant}.m.*")
+
+    async def get_version(self, tenant: str, name: str, version: int = 0) -> VersionRecord:
+        if version <= 0:
+            version = (await self.get_model(tenant, name)).latest_version
+        found = await self._versions.get(f"{tenant}.m.{name}.v.{version}")
+        if found is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return found.value
+
+    async def list_versions(self, tenant: str, name: str) -> list[VersionRecord]:
+        await self.get_model(tenant, name)
+        return sorted(await self._versions.values(f"{tenant}.m.{name}.v.*"), key=lambda v: v.version)

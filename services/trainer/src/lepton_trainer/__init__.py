@@ -1,0 +1,1 @@
+"""The trainer service: training jobs from the JOBS work queue."""

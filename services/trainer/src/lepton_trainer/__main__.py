@@ -1,0 +1,41 @@
+"""``python -m lepton_trainer``: runs the trainer service (API and, by default, a worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from lepton.events.v1 import events_pb2
+from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+from lepton_core.bus import JOBS_STREAM, RecordStore
+from lepton_core.service import Register, Runtime, run_service
+from lepton_trainer.api import TrainingServicer, Worker
+from lepton_trainer.core import JobRecord, Jobs
+from lepton_trainer.settings import TrainerSettings
+
+#: One durable consumer shared by every trainer process: add processes to scale out.
+WORKERS_DURABLE = "trainers"
+
+
+def main() -> None:
+    settings = TrainerSettings()
+
+    async def setup(rt: Runtime) -> Register:
+        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects)
+        servicer = TrainingServicer(rt, jobs, settings.data_url)
+        if settings.run_worker:
+            worker = Worker(rt, jobs, settings.worker_id)
+            rt.consume(JOBS_STREAM, WORKERS_DURABLE, {events_pb2.TrainingRequested: worker.on_requested})
+
+        def register(server: grpc.aio.Server) -> Iterable[str]:
+            trainer_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
+            return [trainer_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name]
+
+        return register
+
+    run_service("trainer", settings, setup)
+
+
+if __name__ == "__main__":
+    main()

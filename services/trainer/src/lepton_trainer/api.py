@@ -1,0 +1,180 @@
+"""gRPC and event adapters of the trainer service."""
+
+from __future__ import annotations
+
+import grpc
+from lepton.common.v1 import common_pb2
+from lepton.data.v1 import data_pb2, data_pb2_grpc
+from lepton.events.v1 import events_pb2
+from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+from lepton_core import events
+from lepton_core.errors import InvalidArgument, NotFound, Unavailable
+from lepton_core.rpc import client_channel, current_api_key, current_tenant
+from lepton_core.service import Runtime
+from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
+from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job
+
+_STATE = {
+    JobState.QUEUED: trainer_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: trainer_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: trainer_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: trainer_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: trainer_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def job_lineage(job: JobRecord) -> common_pb2.Lineage:
+    return lineage(
+        dataset_id=job.dataset_id,
+        dataset_version_id=job.dataset_version_id,
+        training_job_id=job.job_id,
+        model_name=job.model_name,
+    )
+
+
+def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
+    return trainer_pb2.TrainingJob(
+        job_id=job.job_id,
+        state=_STATE[job.state],
+        lineage=job_lineage(job),
+        algorithm=job.algorithm,
+        params=job.params,
+        target=job.target,
+        features=job.features,
+        model_name=job.model_name,
+        worker_id=job.worker_id,
+        error=job.error,
+        artifact=ref_to_pb(job.artifact),
+        created_at=ts(job.created_at),
+        started_at=ts(job.started_at),
+        finished_at=ts(job.finished_at),
+        attempts=job.attempts,
+    )
+
+
+async def fetch_dataset(data_url: str, version_id: str) -> DatasetInfo:
+    """Asks the data service for a version, on behalf of the caller (their key, their tenant)."""
+    if not version_id:
+        raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
+    async with client_channel(data_url, current_api_key()) as channel:
+        try:
+            v = await data_pb2_grpc.DataServiceStub(channel).GetDatasetVersion(
+                data_pb2.GetDatasetVersionRequest(version_id=version_id), timeout=10
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"dataset version {version_id!r} does not exist", field="dataset_version_id") from exc
+            raise Unavailable(f"data service at {data_url}: {exc.details()}") from exc
+    return DatasetInfo(
+        dataset_id=v.dataset_id,
+        dataset_name=v.dataset_name,
+        version_id=v.version_id,
+        object=ref_from_pb(v.object),
+        columns={c.name: c.dtype for c in v.columns},
+    )
+
+
+class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, rt: Runtime, jobs: Jobs, data_url: str) -> None:
+        self._rt = rt
+        self._jobs = jobs
+        self._data_url = data_url
+
+    async def SubmitTraining(
+        self, request: trainer_pb2.SubmitTrainingRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.TrainingJob:
+        tenant = current_tenant()
+        dataset = await fetch_dataset(self._data_url, request.dataset_version_id)
+        job = plan_job(
+            tenant,
+            dataset,
+            request.algorithm,
+            request.target,
+            dict(request.params),
+            request.model_name,
+            request.split_seed or 42,
+            request.test_fraction or 0.2,
+        )
+        await self._jobs.create(job)
+        await self._rt.publish(
+            events_pb2.TrainingRequested(
+                tenant=tenant,
+                lineage=job_lineage(job),
+                algorithm=job.algorithm,
+                params=job.params,
+                target=job.target,
+                features=job.features,
+                dataset_object=ref_to_pb(job.dataset_object),
+                split_seed=job.split_seed,
+                test_fraction=job.test_fraction,
+                model_name=job.model_name,
+            ),
+            tenant=tenant,
+            event_id=f"training.requested:{job.job_id}",
+            ce_subject=job.job_id,
+        )
+        await self._rt.publish(
+            events_pb2.TrainingQueued(tenant=tenant, lineage=job_lineage(job), algorithm=job.algorithm),
+            tenant=tenant,
+            event_id=f"training.queued:{job.job_id}",
+            ce_subject=job.job_id,
+        )
+        return job_to_pb(job)
+
+    async def GetTrainingJob(
+        self, request: trainer_pb2.GetTrainingJobRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.TrainingJob:
+        if not request.job_id:
+            raise InvalidArgument("a job id is required", field="job_id")
+        return job_to_pb(await self._jobs.get(current_tenant(), request.job_id))
+
+
+class Worker:
+    """Runs jobs pulled from the JOBS work queue and announces the outcome."""
+
+    def __init__(self, rt: Runtime, jobs: Jobs, worker_id: str) -> None:
+        self._rt = rt
+        self._jobs = jobs
+        self._worker_id = worker_id
+
+    async def on_requested(self, event: events.Event[events_pb2.TrainingRequested]) -> None:
+        req = event.data
+        tenant, job_id = req.tenant, req.lineage.training_job_id
+        await self._rt.publish(
+            events_pb2.TrainingStarted(
+                tenant=tenant, lineage=req.lineage, worker_id=self._worker_id, attempt=event.delivery
+            ),
+            tenant=tenant,
+            event_id=f"training.started:{job_id}:{event.delivery}",
+            ce_subject=job_id,
+        )
+        job = await self._jobs.run(tenant, job_id, self._worker_id)
+        if job.state == JobState.SUCCEEDED and job.artifact is not None:
+            await self._rt.publish(
+                events_pb2.TrainingCompleted(
+                    tenant=tenant,
+                    lineage=job_lineage(job),
+                    algorithm=job.algorithm,
+                    params=job.params,
+                    target=job.target,
+                    features=job.features,
+                    artifact=ref_to_pb(job.artifact),
+                    dataset_object=ref_to_pb(job.dataset_object),
+                    split_seed=job.split_seed,
+                    test_fraction=job.test_fraction,
+                    worker_id=job.worker_id,
+                    finished_at=ts(job.finished_at),
+                    model_name=job.model_name,
+                ),
+                tenant=tenant,
+                event_id=f"training.completed:{job_id}",
+                ce_subject=job_id,
+            )
+        elif job.state == JobState.FAILED:
+            await self._rt.publish(
+                events_pb2.TrainingFailed(tenant=tenant, lineage=job_lineage(job), reason=job.error),
+                tenant=tenant,
+                event_id=f"training.failed:{job_id}",
+                ce_subject=job_id,
+            )

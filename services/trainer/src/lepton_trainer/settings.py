@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lepton_core.settings import ServiceSettings
+
+
+class TrainerSettings(ServiceSettings):
+    """Settings of the trainer service (env prefix ``LEPTON_TRAINER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEPTON_TRAINER_", extra="ignore")
+
+    data_url: str = Field("127.0.0.1:50051", description="gRPC address of the data service.")
+    worker_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        description="Name of this worker in job records.",
+    )
+    run_worker: bool = Field(True, description="Pull and run jobs in this process (off: API only).")
