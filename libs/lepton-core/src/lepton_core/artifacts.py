@@ -1,8 +1,8 @@
 """Model artifacts: one zip holding the skops-serialised model and its signature.
 
 No pickle anywhere: models are written with skops and loaded only when every type
-inside is on an allow-list. The bundle is byte-for-byte deterministic for the
-same model, so its digest can be the artifact's identity.
+inside is on an allow-list. Artifacts are stored under their content digest; skops
+names arrays by object id, so two trainings of the same model are two artifacts.
 """
 
 from __future__ import annotations
@@ -52,18 +52,25 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def pack(model: Any, signature: Signature) -> bytes:
-    """The artifact bytes for ``model``: a deterministic zip of model and signature."""
+def _zip(files: list[tuple[str, bytes]]) -> bytes:
+    """A zip whose bytes depend only on the names and contents (fixed timestamps)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in (
-            (MODEL_FILE, sio.dumps(model)),
-            (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode()),
-        ):
+        for name, data in files:
             info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, data)
     return buf.getvalue()
+
+
+def pack(model: Any, signature: Signature) -> bytes:
+    """The artifact bytes for ``model``: a zip of the skops model and its signature."""
+    return _zip(
+        [
+            (MODEL_FILE, sio.dumps(model)),
+            (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode()),
+        ]
+    )
 
 
 def unpack_files(artifact: bytes) -> dict[str, bytes]:

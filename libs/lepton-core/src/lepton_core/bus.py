@@ -238,10 +238,18 @@ class RecordStore(Generic[R]):
 
     async def keys(self, pattern: str) -> list[str]:
         """Keys matching a NATS subject pattern (``tenant.v.*``), sorted."""
+        # nats-py's keys(filters=...) matches substrings over every key; a watch on the
+        # pattern lets the server select the keys by subject instead.
+        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
+        found: list[str] = []
         try:
-            return sorted(await self._kv.keys(filters=[pattern]))
-        except js_errors.NoKeysError:
-            return []
+            async for entry in watcher:
+                if entry is None:
+                    break
+                found.append(entry.key)
+        finally:
+            await watcher.stop()
+        return sorted(found)
 
     async def values(self, pattern: str) -> list[R]:
         out: list[R] = []

@@ -238,13 +238,21 @@ class Consumer:
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.durable}")
 
     async def stop(self) -> None:
+        """Lets the current fetch and handler finish (bounded), then unsubscribes."""
         self._stopping = True
         if self._task is not None:
-            self._task.cancel()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(asyncio.shield(self._task), 10.0)
+            except TimeoutError:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
+        try:
+            await self._sub.unsubscribe()
+        except Exception as exc:
+            log.debug("unsubscribe of %s failed: %s", self.durable, exc)
 
     async def _run(self) -> None:
         while not self._stopping:

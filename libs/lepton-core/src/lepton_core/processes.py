@@ -71,6 +71,12 @@ class Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def terminate(self) -> None:
+        """Sends SIGTERM to the group without waiting (stop() waits)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM the group, wait ``grace`` seconds, then SIGKILL. Returns the exit code."""
         if self.proc.poll() is None:

@@ -23,6 +23,9 @@ from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
+#: Longest wait for one shutdown step (consumers, gRPC server, NATS close).
+SHUTDOWN_STEP_S = 15.0
+
 
 @dataclass
 class Runtime:
@@ -93,8 +96,16 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
     log.info("%s serving", name, extra={"grpc_port": server.port, "nats": settings.nats_url})
     await stop.wait()
     log.info("%s stopping", name)
-    for consumer in runtime.consumers:
-        await consumer.stop()
-    await server.stop()
-    await nc.drain()
+    # Each step is bounded so one stuck step cannot keep the process alive.
+    for what, step in (
+        ("consumers", asyncio.gather(*(c.stop() for c in runtime.consumers))),
+        ("grpc server", server.stop()),
+        # Consumers are stopped and every publish awaited its ack: nothing is in flight.
+        ("nats close", nc.close()),
+    ):
+        try:
+            await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+        except (TimeoutError, Exception) as exc:
+            log.warning("shutdown step %s did not finish cleanly: %r", what, exc)
     shutdown_telemetry()
+    log.info("%s stopped", name)

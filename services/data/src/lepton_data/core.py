@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import re
@@ -68,11 +69,18 @@ def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pl.DataFrame:
     if not raw.strip():
         raise InvalidArgument("the file is empty", field="chunk")
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidArgument(
             f"the file is not UTF-8 text (invalid byte at offset {exc.start})", field="chunk"
         ) from exc
+    if "\x00" in text:
+        raise InvalidArgument("the file holds NUL bytes: it is binary, not CSV", field="chunk")
+    # polars renames repeated header names silently; a repeated name is an error here.
+    header = next(csv.reader(io.StringIO(text)), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InvalidArgument(f"duplicate column names: {', '.join(repeated)}", field="chunk")
     try:
         df = pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000)
     except (pl.exceptions.PolarsError, ValueError) as exc:

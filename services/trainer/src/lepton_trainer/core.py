@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -22,6 +23,7 @@ from lepton_trainer.catalogue import algorithm
 log = logging.getLogger(__name__)
 
 NUMERIC_PREFIXES = ("Int", "UInt", "Float", "Boolean")
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class JobState(StrEnum):
@@ -98,6 +100,12 @@ def plan_job(
         raise InvalidArgument("the dataset has no numeric feature columns besides the target", field="target")
     if not 0.0 < test_fraction < 1.0:
         raise InvalidArgument(f"must be between 0 and 1, got {test_fraction}", field="test_fraction")
+    model_name = model_name or f"{dataset.dataset_name}-{algo.name}".replace("_", "-")
+    if not MODEL_NAME_RE.match(model_name):
+        raise InvalidArgument(
+            f"{model_name!r} is not a valid model name: use 1-64 lower-case letters, digits, '-' or '_'",
+            field="model_name",
+        )
     return JobRecord(
         tenant=tenant,
         job_id="job_" + uuid.uuid4().hex[:20],
@@ -106,7 +114,7 @@ def plan_job(
         params=params,
         target=target,
         features=features,
-        model_name=model_name or f"{dataset.dataset_name}-{algo.name}".replace("_", "-"),
+        model_name=model_name,
         dataset_id=dataset.dataset_id,
         dataset_version_id=dataset.version_id,
         dataset_object=dataset.object,

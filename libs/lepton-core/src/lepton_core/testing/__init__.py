@@ -1,0 +1,81 @@
+"""Pytest fixtures that start the real parts: nats-server, Triton, the platform.
+
+Enable with ``pytest_plugins = ["lepton_core.testing"]`` in a conftest. Set
+``LEPTON_TEST_NATS_URL`` to run the NATS tests against an existing server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+
+from lepton_core.bus import connect, declare_topology
+from lepton_core.embedded import EmbeddedPlatform
+from lepton_core.processes import NatsServer, TritonServer
+from lepton_core.telemetry import setup_telemetry
+from lepton_core.tracesink import TraceSink
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real JetStream-enabled nats-server for the whole session."""
+    existing = os.environ.get("LEPTON_TEST_NATS_URL")
+    if existing:
+        yield existing
+        return
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    """A connection to the session's server with the platform topology declared."""
+    conn = await connect(nats_url, f"test-{uuid.uuid4().hex[:6]}")
+    await declare_topology(conn.jetstream())
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The real Triton server from nvidia-pytriton, CPU-only, for the whole session."""
+    server = TritonServer(tmp_path_factory.mktemp("triton"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def trace_sink() -> Iterator[TraceSink]:
+    """An OTLP receiver; this process's spans and the services' spans land in it."""
+    sink = TraceSink()
+    setup_telemetry("lepton-tests", sink.endpoint, export_delay_ms=100)
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) -> Iterator[EmbeddedPlatform]:
+    """The whole platform (NATS, Triton, six services as processes) for the session."""
+    workdir: Path = tmp_path_factory.mktemp("platform")
+    p = EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(16), otlp_endpoint=trace_sink.endpoint)
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop()

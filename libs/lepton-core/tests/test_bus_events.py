@@ -1,0 +1,195 @@
+"""The NATS layer against a real nats-server: topology, KV records, objects, events."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from lepton.events.v1 import events_pb2
+from nats.aio.client import Client as NATS
+from pydantic import BaseModel
+
+from lepton_core import events
+from lepton_core.bus import (
+    DEADLETTER_STREAM,
+    EVENTS_STREAM,
+    ObjectRefRecord,
+    ObjectStore,
+    RecordStore,
+    declare_topology,
+    sha256_digest,
+)
+from lepton_core.errors import Conflict, DataIntegrityError, InvalidArgument, NotFound
+from lepton_core.wire import lineage
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Thing(BaseModel):
+    name: str
+    count: int = 0
+
+
+def tenant() -> str:
+    """A fresh tenant per test keeps subjects and keys apart on the shared server."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+async def test_topology_declaration_is_idempotent(nc: NATS) -> None:
+    js = nc.jetstream()
+    await declare_topology(js)
+    await declare_topology(js)
+    names = {s.config.name for s in await js.streams_info()}
+    assert {"EVENTS", "JOBS", "PREDICTIONS", "DEADLETTER"} <= names
+    assert str((await js.stream_info("JOBS")).config.retention) in ("workqueue", "RetentionPolicy.WORK_QUEUE")
+
+
+async def test_record_store_compare_and_set_and_patterns(nc: NATS) -> None:
+    t = tenant()
+    store = await RecordStore.open(nc.jetstream(), "models", Thing)
+    rev = await store.create(f"{t}.m.a", Thing(name="a"))
+    with pytest.raises(Conflict):
+        await store.create(f"{t}.m.a", Thing(name="a"))
+    await store.update(f"{t}.m.a", Thing(name="a", count=1), rev)
+    with pytest.raises(Conflict):
+        await store.update(f"{t}.m.a", Thing(name="a", count=2), rev)
+    await store.put(f"{t}.m.b", Thing(name="b"))
+    await store.put(f"{t}.m.b.v.1", Thing(name="b1"))
+    assert await store.keys(f"{t}.m.*") == [f"{t}.m.a", f"{t}.m.b"]
+    assert [x.name for x in await store.values(f"{t}.m.b.v.*")] == ["b1"]
+    assert await store.keys(f"{tenant()}.m.*") == []
+    with pytest.raises(NotFound):
+        await store.require(f"{t}.m.zzz", "thing zzz")
+
+
+async def test_concurrent_updates_have_exactly_one_winner(nc: NATS) -> None:
+    t = tenant()
+    store = await RecordStore.open(nc.jetstream(), "models", Thing)
+    rev = await store.create(f"{t}.race", Thing(name="r"))
+    results = await asyncio.gather(
+        *(store.update(f"{t}.race", Thing(name="r", count=i), rev) for i in range(5)), return_exceptions=True
+    )
+    assert sum(not isinstance(r, Exception) for r in results) == 1
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, Exception))
+
+
+async def test_object_store_round_trip_dedupe_and_tamper_detection(nc: NATS) -> None:
+    js = nc.jetstream()
+    objects = ObjectStore(js)
+    data = bytes(range(256)) * 20_000  # 5 MB: several 1 MB chunks
+    name = f"{tenant()}/blob"
+    ref = await objects.put("artifacts", name, data)
+    assert ref.digest == sha256_digest(data) and ref.size == len(data)
+    assert await objects.get(ref) == data
+    assert (await objects.put("artifacts", name, data)).digest == ref.digest
+    # Someone rewrites the object behind our back: the read must refuse it.
+    await (await js.object_store("artifacts")).put(name, b"tampered")
+    with pytest.raises(DataIntegrityError, match="modified or corrupted"):
+        await objects.get(ref)
+    with pytest.raises(NotFound):
+        await objects.get(ObjectRefRecord(bucket="artifacts", name="nope", digest="sha256:0", size=0))
+
+
+def _event(t: str, n: int = 0) -> events_pb2.DatasetVersionCreated:
+    return events_pb2.DatasetVersionCreated(
+        tenant=t, lineage=lineage(dataset_version_id=f"dv_{n}"), dataset_name="d", row_count=n
+    )
+
+
+async def _consume(nc: NATS, t: str, durable: str, handler: events.Handler, max_deliver: int = 3) -> events.Consumer:
+    consumer = events.Consumer(
+        js=nc.jetstream(),
+        stream=EVENTS_STREAM,
+        durable=durable,
+        handlers={events_pb2.DatasetVersionCreated: handler},
+        tenant_filter=t,
+        max_deliver=max_deliver,
+    )
+    await consumer.start()
+    return consumer
+
+
+async def test_publish_and_consume_a_typed_cloudevent(nc: NATS) -> None:
+    t = tenant()
+    js = nc.jetstream()
+    got: list[events.Event[events_pb2.DatasetVersionCreated]] = []
+    done = asyncio.Event()
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        got.append(event)
+        done.set()
+
+    ack = await events.publish(js, _event(t, 7), tenant=t, event_id=f"e1-{t}", source="/test")
+    dup = await events.publish(js, _event(t, 7), tenant=t, event_id=f"e1-{t}", source="/test")
+    assert dup.duplicate and dup.seq == ack.seq
+    consumer = await _consume(nc, t, f"ok-{t}", handler)
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await consumer.stop()
+    (event,) = got
+    assert event.type == "ai.lepton.dataset.version.created.v1"
+    assert event.id == f"e1-{t}" and event.source == "/test"
+    assert event.headers["ce-specversion"] == "1.0"
+    assert event.data.row_count == 7 and event.data.tenant == t
+
+
+async def _dead_letters(nc: NATS, durable: str, count: int) -> list[object]:
+    sub = await nc.jetstream().subscribe(f"lepton.dlq.{durable}", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    try:
+        return [await sub.next_msg(timeout=10) for _ in range(count)]
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered(nc: NATS) -> None:
+    t = tenant()
+    attempts: list[int] = []
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        attempts.append(event.delivery)
+        raise RuntimeError("boom")
+
+    await events.publish(nc.jetstream(), _event(t), tenant=t, event_id=f"e2-{t}", source="/test")
+    consumer = await _consume(nc, t, f"retry-{t}", handler, max_deliver=3)
+    try:
+        (dead,) = await _dead_letters(nc, f"retry-{t}", 1)
+    finally:
+        await consumer.stop()
+    assert attempts == [1, 2, 3]
+    assert "RuntimeError: boom" in dead.headers["Lepton-Error"]  # type: ignore[attr-defined]
+    assert dead.headers["ce-id"] == f"e2-{t}"  # type: ignore[attr-defined]
+
+
+async def test_a_permanent_error_is_dead_lettered_at_once(nc: NATS) -> None:
+    t = tenant()
+    attempts: list[int] = []
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        attempts.append(event.delivery)
+        raise InvalidArgument("bad dataset", field="x")
+
+    await events.publish(nc.jetstream(), _event(t), tenant=t, event_id=f"e3-{t}", source="/test")
+    consumer = await _consume(nc, t, f"perm-{t}", handler, max_deliver=5)
+    try:
+        (dead,) = await _dead_letters(nc, f"perm-{t}", 1)
+    finally:
+        await consumer.stop()
+    assert attempts == [1]
+    assert "InvalidArgument: x: bad dataset" in dead.headers["Lepton-Error"]  # type: ignore[attr-defined]
+
+
+async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered(nc: NATS) -> None:
+    t = tenant()
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        raise AssertionError("must not be called")
+
+    await nc.jetstream().publish(f"lepton.evt.{t}.dataset.version.created", b"\xff\x00junk")
+    consumer = await _consume(nc, t, f"junk-{t}", handler)
+    try:
+        (dead,) = await _dead_letters(nc, f"junk-{t}", 1)
+    finally:
+        await consumer.stop()
+    assert "not a CloudEvent" in dead.headers["Lepton-Error"]  # type: ignore[attr-defined]
