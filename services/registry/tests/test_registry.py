@@ -1,0 +1,58 @@
+"""The registry's KV store against a real nats-server: idempotent, race-free versions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from nats.aio.client import Client as NATS
+
+from lepton_core.bus import ObjectRefRecord, RecordStore
+from lepton_core.wire import now
+from lepton_registry.core import JobIndex, ModelRecord, Registry, VersionRecord
+
+
+async def _registry(nc: NATS) -> Registry:
+    js = nc.jetstream()
+    return Registry(
+        await RecordStore.open(js, "models", ModelRecord),
+        await RecordStore.open(js, "models", VersionRecord),
+        await RecordStore.open(js, "models", JobIndex),
+    )
+
+
+def _draft(tenant: str, job: str) -> VersionRecord:
+    return VersionRecord(
+        tenant=tenant,
+        model_name="m",
+        version=0,
+        dataset_id="ds",
+        dataset_version_id="dv",
+        training_job_id=job,
+        evaluation_id="ev",
+        artifact=ObjectRefRecord(bucket="artifacts", name="a", digest="sha256:00", size=1),
+        algorithm="ridge",
+        params={},
+        metrics={"r2": 0.5},
+        features=["x"],
+        target="y",
+        created_at=now(),
+    )
+
+
+async def test_the_same_job_registers_once(nc: NATS) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc)
+    first, new = await registry.register(_draft(tenant, "job_1"))
+    again, new_again = await registry.register(_draft(tenant, "job_1"))
+    assert (first.version, new, again.version, new_again) == (1, True, 1, False)
+    assert [v.version for v in await registry.list_versions(tenant, "m")] == [1]
+
+
+async def test_concurrent_registrations_get_distinct_versions(nc: NATS) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc)
+    results = await asyncio.gather(*(registry.register(_draft(tenant, f"job_{i}")) for i in range(6)))
+    assert sorted(r.version for r, _ in results) == [1, 2, 3, 4, 5, 6]
+    assert (await registry.get_model(tenant, "m")).latest_version == 6
+    assert (await registry.get_version(tenant, "m")).version == 6
