@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -41,6 +40,8 @@ OBJECT_BUCKETS = ("datasets", "artifacts")
 
 #: Object store chunk size: ~1 MB chunks keep large objects to few messages.
 CHUNK_SIZE = 1024 * 1024
+#: Chunks fetched per pull request when reading an object.
+READ_BATCH = 16
 DUPLICATE_WINDOW_S = 120.0
 DAY_S = 24 * 3600.0
 
@@ -138,8 +139,8 @@ class ObjectRefRecord(BaseModel):
 class ObjectStore:
     """Object store access that verifies digests and reads in one pass.
 
-    Reads go through ``writeinto`` so large objects are assembled once instead of
-    by repeated ``bytes`` concatenation (nats-py's ``.data`` path is quadratic).
+    Writes use ~1 MB chunks; reads assemble the chunks once into a preallocated
+    buffer (nats-py's ``.data`` path concatenates ``bytes``, which is quadratic).
     """
 
     def __init__(self, js: JetStreamContext) -> None:
@@ -165,14 +166,19 @@ class ObjectStore:
         return ObjectRefRecord(bucket=bucket, name=name, digest=digest, size=len(data))
 
     async def get(self, ref: ObjectRefRecord) -> bytes:
-        """Reads an object and checks its digest; a mismatch is a :class:`DataIntegrityError`."""
+        """Reads an object and checks its digest; a mismatch is a :class:`DataIntegrityError`.
+
+        nats-py's ``get`` reads chunks through a flow-controlled ordered consumer and
+        hands each chunk to a thread (``writeinto``) or concatenates bytes (``.data``):
+        about 30 MB/s here. An ephemeral pull consumer fetching chunks in batches into
+        one preallocated buffer reads the same chunks several times faster.
+        """
         store = await self._js.object_store(ref.bucket)
-        buf = io.BytesIO()
         try:
-            await store.get(ref.name, writeinto=buf)
+            info = await store.get_info(ref.name)
         except js_errors.ObjectNotFoundError as exc:
             raise NotFound(f"object {ref.bucket}/{ref.name} does not exist") from exc
-        data = buf.getvalue()
+        data = await self._read_chunks(ref.bucket, info.nuid or "", info.size or 0, info.chunks or 0)
         actual = sha256_digest(data)
         if actual != ref.digest:
             raise DataIntegrityError(
@@ -180,6 +186,39 @@ class ObjectStore:
                 "it was modified or corrupted after it was written"
             )
         return data
+
+    async def _read_chunks(self, bucket: str, nuid: str, size: int, chunks: int) -> bytes:
+        if size == 0:
+            return b""
+        sub = await self._js.pull_subscribe(
+            f"$O.{bucket}.C.{nuid}",
+            stream=f"OBJ_{bucket}",
+            config=js_api.ConsumerConfig(
+                ack_policy=js_api.AckPolicy.NONE,
+                deliver_policy=js_api.DeliverPolicy.ALL,
+                inactive_threshold=30.0,
+                mem_storage=True,
+                num_replicas=1,
+            ),
+        )
+        buf = bytearray(size)
+        view = memoryview(buf)
+        offset = received = 0
+        try:
+            while received < chunks:
+                for msg in await sub.fetch(min(READ_BATCH, chunks - received), timeout=10.0):
+                    end = offset + len(msg.data)
+                    if end > size:
+                        raise DataIntegrityError(f"object in {bucket} is larger than its recorded {size} bytes")
+                    view[offset:end] = msg.data
+                    offset = end
+                    received += 1
+        finally:
+            view.release()
+            await sub.unsubscribe()
+        if offset != size:
+            raise DataIntegrityError(f"object in {bucket} has {offset} bytes, expected {size}")
+        return bytes(buf)
 
 
 R = TypeVar("R", bound=BaseModel)

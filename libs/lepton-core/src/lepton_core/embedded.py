@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lepton_core.processes import SERVICES, NatsServer, Process, TritonServer, free_port, start_service, wait_until
 
 
-def _serving(address: str) -> bool:
+def grpc_serving(address: str) -> bool:
+    """Whether the gRPC server at ``address`` answers grpc.health.v1 with SERVING."""
     with grpc.insecure_channel(address) as channel:
         resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
@@ -104,7 +105,7 @@ class EmbeddedPlatform:
         for name, process in self.processes.items():
             address = self.addresses[name]
             try:
-                wait_until(lambda a=address: _serving(a), 60, f"service {name}", process.proc)
+                wait_until(lambda a=address: grpc_serving(a), 60, f"service {name}", process.proc)
             except Exception as exc:
                 raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from exc
 

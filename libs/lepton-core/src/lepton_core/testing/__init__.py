@@ -6,10 +6,11 @@ Enable with ``pytest_plugins = ["lepton_core.testing"]`` in a conftest. Set
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,8 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from lepton_core.bus import connect, declare_topology
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import NatsServer, TritonServer
+from lepton_core.embedded import EmbeddedPlatform, grpc_serving
+from lepton_core.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tracesink import TraceSink
 
@@ -79,3 +80,36 @@ def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) ->
         yield p
     finally:
         p.stop()
+
+
+StartService = Callable[..., str]
+
+
+@pytest.fixture
+def service(nats_url: str, tmp_path: Path) -> Iterator[StartService]:
+    """Starts single services as subprocesses against the session's NATS.
+
+    ``service("data", {"key": "tenant"}, max_rows="10")`` returns the gRPC address once
+    the service answers health checks; extra keywords become its settings. Every
+    service started is stopped after the test.
+    """
+    started: list[Process] = []
+
+    def start(name: str, api_keys: Mapping[str, str], **settings: str) -> str:
+        address = f"127.0.0.1:{free_port()}"
+        values = {
+            "nats_url": nats_url,
+            "grpc_port": address.rsplit(":", 1)[1],
+            "api_keys": json.dumps(dict(api_keys)),
+            **settings,
+        }
+        process = start_service(name, values, tmp_path / "logs")
+        started.append(process)
+        wait_until(lambda: grpc_serving(address), 60, f"service {name}", process.proc)
+        return address
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
