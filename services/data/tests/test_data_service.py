@@ -36,7 +36,9 @@ async def test_upload_emits_one_event_and_keeps_tenants_apart(service: StartServ
     assert [c.dtype for c in version.columns] == ["Int64", "Float64"]
     await _upload(address, "key-a", "small", CSV)  # same bytes: no second event
 
-    sub = await nc.jetstream().subscribe(f"lepton.evt.{a}.>", stream=EVENTS_STREAM, ordered_consumer=True)
+    sub = await nc.jetstream().subscribe(
+        f"lepton.evt.{a}.dataset.version.created", stream=EVENTS_STREAM, ordered_consumer=True
+    )
     msg = await sub.next_msg(timeout=5)
     event = events.decode(msg)
     assert isinstance(event.data, events_pb2.DatasetVersionCreated)

@@ -187,6 +187,15 @@ class ObjectStore:
             )
         return data
 
+    async def delete(self, ref: ObjectRefRecord) -> bool:
+        """Deletes an object; False when it was already gone."""
+        store = await self._js.object_store(ref.bucket)
+        try:
+            await store.delete(ref.name)
+        except js_errors.ObjectNotFoundError:
+            return False
+        return True
+
     async def _read_chunks(self, bucket: str, nuid: str, size: int, chunks: int) -> bytes:
         if size == 0:
             return b""
@@ -274,6 +283,10 @@ class RecordStore(Generic[R]):
 
     async def put(self, key: str, value: R) -> int:
         return await self._kv.put(key, value.model_dump_json().encode())
+
+    async def delete(self, key: str) -> None:
+        """Deletes a key (a tombstone in the bucket's history)."""
+        await self._kv.delete(key)
 
     async def keys(self, pattern: str) -> list[str]:
         """Keys matching a NATS subject pattern (``tenant.v.*``), sorted."""

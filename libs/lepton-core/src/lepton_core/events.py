@@ -68,7 +68,11 @@ class EventSpec:
 
 #: The event catalogue. docs/events.md is checked against this list by a test.
 CATALOGUE: tuple[EventSpec, ...] = (
+    EventSpec(ev.DatasetCreated, "dataset.created"),
     EventSpec(ev.DatasetVersionCreated, "dataset.version.created"),
+    EventSpec(ev.DatasetValidationFailed, "dataset.validation.failed"),
+    EventSpec(ev.DatasetRulesUpdated, "dataset.rules.updated"),
+    EventSpec(ev.DatasetDeleted, "dataset.deleted"),
     EventSpec(ev.TrainingRequested, "training.requested", root=JOBS_ROOT),
     EventSpec(ev.TrainingQueued, "training.queued"),
     EventSpec(ev.TrainingStarted, "training.started"),

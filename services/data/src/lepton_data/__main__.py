@@ -10,7 +10,8 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton_core.bus import RecordStore
 from lepton_core.service import Register, Runtime, run_service
 from lepton_data.api import DataServicer
-from lepton_data.core import Datasets, VersionRecord
+from lepton_data.core import DatasetRecord, Datasets, VersionRecord
+from lepton_data.ingest import Limits
 from lepton_data.settings import DataSettings
 
 
@@ -18,9 +19,13 @@ def main() -> None:
     settings = DataSettings()
 
     async def setup(rt: Runtime) -> Register:
-        versions = await RecordStore.open(rt.js, "datasets", VersionRecord)
-        datasets = Datasets(versions, rt.objects, settings.max_rows, settings.max_columns)
-        servicer = DataServicer(rt, datasets, settings.max_upload_bytes)
+        datasets = Datasets(
+            await RecordStore.open(rt.js, "datasets", VersionRecord),
+            await RecordStore.open(rt.js, "datasets", DatasetRecord),
+            rt.objects,
+            Limits(max_rows=settings.max_rows, max_columns=settings.max_columns),
+        )
+        servicer = DataServicer(rt, datasets, settings.max_upload_bytes, settings.spool_dir)
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             data_pb2_grpc.add_DataServiceServicer_to_server(servicer, server)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from lepton.common.v1 import common_pb2
@@ -13,7 +17,10 @@ from lepton_core.errors import InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_to_pb, ts
-from lepton_data.core import Datasets, VersionRecord
+from lepton_data.core import DatasetRecord, Datasets, Stored, VersionRecord, arrow_batches
+from lepton_data.ingest import CsvOptions
+from lepton_data.profiling import DatasetProfile
+from lepton_data.splits import SplitSpec
 
 
 def version_to_pb(v: VersionRecord, deduplicated: bool = False) -> data_pb2.DatasetVersion:
@@ -22,68 +29,282 @@ def version_to_pb(v: VersionRecord, deduplicated: bool = False) -> data_pb2.Data
         version_id=v.version_id,
         dataset_name=v.dataset_name,
         object=ref_to_pb(v.object),
-        columns=[common_pb2.Column(name=c.name, dtype=c.dtype, nullable=c.nullable) for c in v.columns],
+        columns=[
+            common_pb2.Column(name=c.name, dtype=c.dtype, nullable=c.nullable, categorical=c.categorical)
+            for c in v.columns
+        ],
         row_count=v.row_count,
         created_at=ts(v.created_at),
         deduplicated=deduplicated,
+        origin=v.origin,
+        parent_version_id=v.parent_version_id,
+        recipe_json=v.recipe_json,
+        recipe_digest=v.recipe_digest,
+        fitted_json=v.fitted_json,
+        format=v.format,
+    )
+
+
+def dataset_to_pb(d: DatasetRecord) -> data_pb2.Dataset:
+    return data_pb2.Dataset(
+        dataset_id=d.dataset_id,
+        name=d.name,
+        version_count=len(d.version_ids),
+        latest_version_id=d.version_ids[-1] if d.version_ids else "",
+        rules_json=d.rules_json,
+        created_at=ts(d.created_at),
+        updated_at=ts(d.updated_at),
+    )
+
+
+def profile_to_pb(version_id: str, p: DatasetProfile) -> data_pb2.DatasetProfile:
+    columns = []
+    for c in p.columns:
+        col = data_pb2.ColumnProfile(
+            name=c.name,
+            dtype=c.dtype,
+            count=c.count,
+            nulls=c.nulls,
+            distinct=c.distinct,
+            categorical=c.categorical,
+            quantiles=c.quantiles or {},
+            top_values=[data_pb2.TopValue(value=str(t.value), count=t.count) for t in (c.top_values or [])],
+        )
+        for attr in ("min", "max", "mean", "std"):
+            value = getattr(c, attr)
+            if value is not None:
+                setattr(col, attr, float(value))
+        if c.histogram is not None:
+            col.histogram.edges.extend(c.histogram.edges)
+            col.histogram.counts.extend(c.histogram.counts)
+        columns.append(col)
+    return data_pb2.DatasetProfile(version_id=version_id, rows=p.rows, columns=columns)
+
+
+def spec_from_pb(spec: data_pb2.SplitSpec) -> SplitSpec:
+    return SplitSpec.of(spec.seed, spec.train, spec.validation, spec.test, spec.stratify_column)
+
+
+def csv_options(header: data_pb2.UploadHeader) -> CsvOptions:
+    c = header.csv
+    return CsvOptions(
+        delimiter=c.delimiter,
+        has_header=c.has_header if c.HasField("has_header") else True,
+        encoding=c.encoding or "utf-8",
+        quote_char=c.quote_char or '"',
     )
 
 
 class DataServicer(data_pb2_grpc.DataServiceServicer):
-    def __init__(self, runtime: Runtime, datasets: Datasets, max_upload_bytes: int) -> None:
+    def __init__(self, runtime: Runtime, datasets: Datasets, max_upload_bytes: int, spool_dir: str | None) -> None:
         self._rt = runtime
         self._datasets = datasets
         self._max_upload = max_upload_bytes
+        self._spool_dir = spool_dir
+
+    async def _announce(self, tenant: str, stored: Stored) -> None:
+        """Events for a stored version: dataset.created, version.created, validation.failed."""
+        if stored.deduplicated:
+            return
+        v = stored.version
+        lin = lineage(dataset_id=v.dataset_id, dataset_version_id=v.version_id)
+        if stored.dataset_created:
+            await self._rt.publish(
+                events_pb2.DatasetCreated(tenant=tenant, lineage=lin, dataset_name=v.dataset_name),
+                tenant=tenant,
+                event_id=f"dataset.created:{tenant}:{v.dataset_id}:{v.version_id}",
+                ce_subject=v.dataset_id,
+            )
+        await self._rt.publish(
+            events_pb2.DatasetVersionCreated(
+                tenant=tenant,
+                lineage=lin,
+                dataset_name=v.dataset_name,
+                object=ref_to_pb(v.object),
+                columns=version_to_pb(v).columns,
+                row_count=v.row_count,
+                origin=v.origin,
+                parent_version_id=v.parent_version_id,
+                recipe_digest=v.recipe_digest,
+            ),
+            tenant=tenant,
+            event_id=f"dataset.version.created:{tenant}:{v.version_id}",
+            ce_subject=v.version_id,
+        )
+        if stored.violations:
+            await self._rt.publish(
+                events_pb2.DatasetValidationFailed(
+                    tenant=tenant,
+                    lineage=lin,
+                    violations=len(stored.violations),
+                    descriptions=[x.description for x in stored.violations],
+                ),
+                tenant=tenant,
+                event_id=f"dataset.validation.failed:{tenant}:{v.version_id}",
+                ce_subject=v.version_id,
+            )
 
     async def UploadDataset(
         self, request_iterator: AsyncIterator[data_pb2.UploadDatasetRequest], context: grpc.aio.ServicerContext
     ) -> data_pb2.DatasetVersion:
         tenant = current_tenant()
+        with tempfile.TemporaryDirectory(prefix="lepton-upload-", dir=self._spool_dir) as tmp:
+            path = Path(tmp) / "upload"
+            header, size, digest = await self._spool(request_iterator, path)
+            if header.expected_size and size != header.expected_size:
+                raise InvalidArgument(
+                    f"received {size} bytes but the header announced {header.expected_size}: the upload was cut off",
+                    field="header.expected_size",
+                )
+            if header.expected_digest and header.expected_digest != digest:
+                raise InvalidArgument(
+                    f"the bytes hash to {digest}, not {header.expected_digest}", field="header.expected_digest"
+                )
+            stored = await self._datasets.ingest_file(
+                tenant, header.dataset_name, header.format or "csv", csv_options(header), path, digest
+            )
+        await self._announce(tenant, stored)
+        return version_to_pb(stored.version, deduplicated=stored.deduplicated)
+
+    async def _spool(
+        self, request_iterator: AsyncIterator[data_pb2.UploadDatasetRequest], path: Path
+    ) -> tuple[data_pb2.UploadHeader, int, str]:
+        """Writes the chunks to a local file, hashing as they come; nothing is kept on failure."""
         header: data_pb2.UploadHeader | None = None
-        parts: list[bytes] = []
         size = 0
-        async for req in request_iterator:
-            if header is None:
-                if req.WhichOneof("part") != "header":
-                    raise InvalidArgument("the first message must be the header", field="header")
-                header = req.header
-                continue
-            if req.WhichOneof("part") != "chunk":
-                raise InvalidArgument("only chunks may follow the header", field="chunk")
-            size += len(req.chunk)
-            if size > self._max_upload:
-                raise InvalidArgument(f"upload exceeds the limit of {self._max_upload} bytes", field="chunk")
-            parts.append(req.chunk)
+        hasher = hashlib.sha256()
+        with path.open("wb") as out:
+            async for req in request_iterator:
+                if header is None:
+                    if req.WhichOneof("part") != "header":
+                        raise InvalidArgument("the first message must be the header", field="header")
+                    header = req.header
+                    continue
+                if req.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("only chunks may follow the header", field="chunk")
+                size += len(req.chunk)
+                if size > self._max_upload:
+                    raise InvalidArgument(f"upload exceeds the limit of {self._max_upload} bytes", field="chunk")
+                hasher.update(req.chunk)
+                out.write(req.chunk)
         if header is None:
             raise InvalidArgument("no header was sent", field="header")
-        version, existed = await self._datasets.ingest(
-            tenant, header.dataset_name, header.format or "csv", b"".join(parts)
-        )
-        if not existed:
-            await self._rt.publish(
-                events_pb2.DatasetVersionCreated(
-                    tenant=tenant,
-                    lineage=lineage(dataset_id=version.dataset_id, dataset_version_id=version.version_id),
-                    dataset_name=version.dataset_name,
-                    object=ref_to_pb(version.object),
-                    columns=version_to_pb(version).columns,
-                    row_count=version.row_count,
-                ),
-                tenant=tenant,
-                event_id=f"dataset.version.created:{tenant}:{version.version_id}",
-                ce_subject=version.version_id,
-            )
-        return version_to_pb(version, deduplicated=existed)
+        return header, size, "sha256:" + hasher.hexdigest()
 
     async def GetDatasetVersion(
         self, request: data_pb2.GetDatasetVersionRequest, context: grpc.aio.ServicerContext
     ) -> data_pb2.DatasetVersion:
-        if not request.version_id:
-            raise InvalidArgument("a version id is required", field="version_id")
         return version_to_pb(await self._datasets.get(current_tenant(), request.version_id))
 
     async def ListDatasetVersions(
         self, request: data_pb2.ListDatasetVersionsRequest, context: grpc.aio.ServicerContext
     ) -> data_pb2.ListDatasetVersionsResponse:
-        versions = await self._datasets.list(current_tenant(), request.dataset_name)
+        versions = await self._datasets.list_versions(current_tenant(), request.dataset_name)
         return data_pb2.ListDatasetVersionsResponse(versions=[version_to_pb(v) for v in versions])
+
+    async def GetDataset(
+        self, request: data_pb2.GetDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.Dataset:
+        return dataset_to_pb(await self._datasets.dataset(current_tenant(), request.dataset))
+
+    async def ListDatasets(
+        self, request: data_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.ListDatasetsResponse:
+        found = await self._datasets.list_datasets(current_tenant(), request.search)
+        return data_pb2.ListDatasetsResponse(datasets=[dataset_to_pb(d) for d in found])
+
+    async def DeleteDataset(
+        self, request: data_pb2.DeleteDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.DeleteDatasetResponse:
+        tenant = current_tenant()
+        record, versions, objects = await self._datasets.delete(tenant, request.dataset)
+        await self._rt.publish(
+            events_pb2.DatasetDeleted(
+                tenant=tenant,
+                lineage=lineage(dataset_id=record.dataset_id),
+                dataset_name=record.name,
+                versions_deleted=versions,
+            ),
+            tenant=tenant,
+            event_id=f"dataset.deleted:{tenant}:{record.dataset_id}:{record.updated_at.isoformat()}",
+            ce_subject=record.dataset_id,
+        )
+        return data_pb2.DeleteDatasetResponse(versions_deleted=versions, objects_deleted=objects)
+
+    async def UpdateSchema(
+        self, request: data_pb2.UpdateSchemaRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.DatasetVersion:
+        tenant = current_tenant()
+        stored = await self._datasets.update_schema(
+            tenant, request.version_id, [(c.name, c.dtype) for c in request.changes]
+        )
+        await self._announce(tenant, stored)
+        return version_to_pb(stored.version, deduplicated=stored.deduplicated)
+
+    async def SetValidationRules(
+        self, request: data_pb2.SetValidationRulesRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.Dataset:
+        tenant = current_tenant()
+        record = await self._datasets.set_rules(tenant, request.dataset, request.rules_json or "[]")
+        await self._rt.publish(
+            events_pb2.DatasetRulesUpdated(
+                tenant=tenant, lineage=lineage(dataset_id=record.dataset_id), rules=len(json.loads(record.rules_json))
+            ),
+            tenant=tenant,
+            event_id=f"dataset.rules.updated:{tenant}:{record.dataset_id}:{record.updated_at.isoformat()}",
+            ce_subject=record.dataset_id,
+        )
+        return dataset_to_pb(record)
+
+    async def ValidateVersion(
+        self, request: data_pb2.ValidateVersionRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.ValidationReport:
+        checked, violations = await self._datasets.validate(current_tenant(), request.version_id, request.rules_json)
+        return data_pb2.ValidationReport(
+            version_id=request.version_id,
+            valid=not violations,
+            rules_checked=checked,
+            violations=[
+                data_pb2.Violation(
+                    rule_index=v.rule_index,
+                    kind=v.kind,
+                    column=v.column,
+                    description=v.description,
+                    count=v.count,
+                    examples_json=[json.dumps(e, default=str) for e in v.examples],
+                )
+                for v in violations
+            ],
+        )
+
+    async def ApplyRecipe(
+        self, request: data_pb2.ApplyRecipeRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.DatasetVersion:
+        tenant = current_tenant()
+        stored = await self._datasets.apply_recipe(tenant, request.version_id, request.recipe_json)
+        await self._announce(tenant, stored)
+        return version_to_pb(stored.version, deduplicated=stored.deduplicated)
+
+    async def GetProfile(
+        self, request: data_pb2.GetProfileRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.DatasetProfile:
+        return profile_to_pb(request.version_id, await self._datasets.profile(current_tenant(), request.version_id))
+
+    async def SplitVersion(
+        self, request: data_pb2.SplitVersionRequest, context: grpc.aio.ServicerContext
+    ) -> data_pb2.SplitVersionResponse:
+        train, val, test = await self._datasets.split_counts(
+            current_tenant(), request.version_id, spec_from_pb(request.spec)
+        )
+        return data_pb2.SplitVersionResponse(train_rows=train, validation_rows=val, test_rows=test)
+
+    async def ReadDataset(
+        self, request: data_pb2.ReadDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[data_pb2.RecordBatchChunk]:
+        if request.batch_rows < 0:
+            raise InvalidArgument(f"must be positive, got {request.batch_rows}", field="batch_rows")
+        df = await self._datasets.read(
+            current_tenant(), request.version_id, list(request.columns), request.split, spec_from_pb(request.spec)
+        )
+        for data, rows in arrow_batches(df, request.batch_rows or 65_536):
+            yield data_pb2.RecordBatchChunk(arrow_ipc=data, rows=rows)

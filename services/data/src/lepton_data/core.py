@@ -1,160 +1,387 @@
-"""Dataset ingest and versions, independent of gRPC and protobuf."""
+"""Datasets and their immutable versions, independent of gRPC and protobuf.
+
+KV bucket ``datasets`` holds ``<tenant>.d.<name>`` (the dataset, its version list and
+rules) and ``<tenant>.v.<version_id>`` (one version). Object store ``datasets`` holds
+each version's Parquet file and profile. Version ids are content addresses, so the
+same input gives the same version and no second copy.
+"""
 
 from __future__ import annotations
 
-import csv
+import asyncio
 import hashlib
 import io
+import json
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel
+import pyarrow as pa
+from pydantic import BaseModel, ValidationError
 
-from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
-from lepton_core.errors import Conflict, InvalidArgument
+from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
+from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
+from lepton_data import ingest, recipes, validation
+from lepton_data.ingest import CsvOptions, Limits
+from lepton_data.profiling import DatasetProfile, profile
+from lepton_data.splits import SplitSpec, assign_splits, split_index
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-SUPPORTED_FORMATS = ("csv",)
+BUCKET = "datasets"
+CAST_TYPES = ("int", "float", "str", "bool", "category")
 
 
 class ColumnRecord(BaseModel):
     name: str
     dtype: str
     nullable: bool
+    categorical: bool = False
 
 
 class VersionRecord(BaseModel):
-    """One immutable dataset version, keyed ``<tenant>.v.<version_id>`` in KV ``datasets``."""
+    """One immutable dataset version."""
 
     tenant: str
     dataset_id: str
     version_id: str
     dataset_name: str
     object: ObjectRefRecord
+    profile: ObjectRefRecord | None = None
     columns: list[ColumnRecord]
     row_count: int
     created_at: datetime
+    origin: str = "upload"
+    format: str = "csv"
+    parent_version_id: str = ""
+    recipe_json: str = ""
+    recipe_digest: str = ""
+    fitted_json: str = ""
+
+
+class DatasetRecord(BaseModel):
+    """A named dataset: its versions in order, and its validation rules."""
+
+    tenant: str
+    dataset_id: str
+    name: str
+    version_ids: list[str]
+    rules_json: str = "[]"
+    created_at: datetime
+    updated_at: datetime
+    deleted: bool = False
+
+
+@dataclass
+class Stored:
+    """The outcome of storing a version, with what the caller should announce."""
+
+    version: VersionRecord
+    deduplicated: bool
+    dataset_created: bool = False
+    violations: list[validation.Violation] = field(default_factory=list)
 
 
 def dataset_id_for(tenant: str, name: str) -> str:
-    """Dataset ids are stable per tenant and name, so re-uploads add versions to one dataset."""
+    """Stable per tenant and name, so re-uploads add versions to one dataset."""
     return "ds_" + hashlib.sha256(f"{tenant}/{name}".encode()).hexdigest()[:16]
 
 
-def version_id_for(tenant: str, name: str, raw: bytes) -> str:
-    """Content address of an upload: the same bytes under the same dataset give the same id."""
-    h = hashlib.sha256()
-    h.update(f"{tenant}/{name}\0".encode())
-    h.update(raw)
-    return "dv_" + h.hexdigest()[:24]
+def content_id(*parts: str) -> str:
+    return "dv_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
-def version_key(tenant: str, version_id: str) -> str:
-    return f"{tenant}.v.{version_id}"
-
-
-def validate_name(name: str) -> None:
+def validate_name(name: str, field: str = "header.dataset_name") -> None:
     if not NAME_RE.match(name):
         raise InvalidArgument(
             f"{name!r} is not a valid dataset name: use 1-64 lower-case letters, digits, '-' or '_', "
             "starting with a letter or digit",
-            field="header.dataset_name",
+            field=field,
         )
 
 
-def parse_csv(raw: bytes, max_rows: int, max_columns: int) -> pl.DataFrame:
-    """Parses CSV bytes with polars; every failure is an :class:`InvalidArgument` saying why."""
-    if not raw.strip():
-        raise InvalidArgument("the file is empty", field="chunk")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(
-            f"the file is not UTF-8 text (invalid byte at offset {exc.start})", field="chunk"
-        ) from exc
-    if "\x00" in text:
-        raise InvalidArgument("the file holds NUL bytes: it is binary, not CSV", field="chunk")
-    # polars renames repeated header names silently; a repeated name is an error here.
-    header = next(csv.reader(io.StringIO(text)), [])
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise InvalidArgument(f"duplicate column names: {', '.join(repeated)}", field="chunk")
-    try:
-        df = pl.read_csv(io.BytesIO(raw), infer_schema_length=10_000)
-    except (pl.exceptions.PolarsError, ValueError) as exc:
-        raise InvalidArgument(f"the CSV could not be parsed: {exc}".splitlines()[0], field="chunk") from exc
-    if df.width > max_columns:
-        raise InvalidArgument(f"{df.width} columns; at most {max_columns} are allowed", field="chunk")
-    if df.height == 0:
-        raise InvalidArgument("the CSV has a header but no data rows", field="chunk")
-    if df.height > max_rows:
-        raise InvalidArgument(f"{df.height} rows; at most {max_rows} are allowed", field="chunk")
-    for name in df.columns:
-        if not name.strip() or "/" in name or name in (".", ".."):
-            raise InvalidArgument(f"column name {name!r} is empty or path-like", field="chunk")
-    return df
-
-
-def columns_of(df: pl.DataFrame) -> list[ColumnRecord]:
+def columns_of(df: pl.DataFrame, prof: DatasetProfile) -> list[ColumnRecord]:
+    categorical = {c.name: c.categorical for c in prof.columns}
     return [
-        ColumnRecord(name=name, dtype=str(dtype), nullable=bool(df[name].null_count() > 0))
+        ColumnRecord(
+            name=name,
+            dtype=str(dtype),
+            nullable=bool(df[name].null_count() > 0),
+            categorical=categorical.get(name, False),
+        )
         for name, dtype in df.schema.items()
     ]
 
 
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+def arrow_batches(df: pl.DataFrame, batch_rows: int) -> Iterator[tuple[bytes, int]]:
+    """Each slice of ``df`` as a complete Arrow IPC stream (decodable on its own)."""
+    for start in range(0, max(df.height, 1), batch_rows):
+        table = df.slice(start, batch_rows).to_arrow()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        yield sink.getvalue().to_pybytes(), min(batch_rows, df.height - start)
+
+
 class Datasets:
-    """Ingest and look-up of dataset versions for all tenants."""
+    """Every dataset operation, for all tenants."""
 
     def __init__(
-        self, versions: RecordStore[VersionRecord], objects: ObjectStore, max_rows: int, max_columns: int
+        self,
+        store: RecordStore[VersionRecord],
+        datasets: RecordStore[DatasetRecord],
+        objects: ObjectStore,
+        limits: Limits,
     ) -> None:
-        self._versions = versions
+        self._versions = store
+        self._datasets = datasets
         self._objects = objects
-        self._max_rows = max_rows
-        self._max_columns = max_columns
+        self._limits = limits
 
-    async def ingest(self, tenant: str, name: str, fmt: str, raw: bytes) -> tuple[VersionRecord, bool]:
-        """Stores an upload as a Parquet version. Returns the version and whether it already existed."""
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def get(self, tenant: str, version_id: str) -> VersionRecord:
+        if not version_id:
+            raise InvalidArgument("a version id is required", field="version_id")
+        found = await self._versions.get(f"{tenant}.v.{version_id}")
+        if found is None:
+            raise NotFound(f"dataset version {version_id!r} does not exist", field="version_id")
+        return found.value
+
+    async def dataset(self, tenant: str, ref: str) -> DatasetRecord:
+        """A live dataset by name or id."""
+        if not ref:
+            raise InvalidArgument("a dataset name or id is required", field="dataset")
+        if ref.startswith("ds_"):
+            for record in await self._datasets.values(f"{tenant}.d.*"):
+                if record.dataset_id == ref and not record.deleted:
+                    return record
+        else:
+            found = await self._datasets.get(f"{tenant}.d.{ref}") if NAME_RE.match(ref) else None
+            if found is not None and not found.value.deleted:
+                return found.value
+        raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
+
+    async def list_datasets(self, tenant: str, search: str = "") -> list[DatasetRecord]:
+        records = await self._datasets.values(f"{tenant}.d.*")
+        return [r for r in records if not r.deleted and search in r.name]
+
+    async def list_versions(self, tenant: str, name: str = "") -> list[VersionRecord]:
+        if name:
+            record = await self.dataset(tenant, name)
+            return [await self.get(tenant, v) for v in record.version_ids]
+        return sorted(await self._versions.values(f"{tenant}.v.*"), key=lambda r: r.created_at)
+
+    async def frame(self, version: VersionRecord) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(await self._objects.get(version.object)))
+
+    async def profile(self, tenant: str, version_id: str) -> DatasetProfile:
+        version = await self.get(tenant, version_id)
+        if version.profile is None:
+            raise NotFound(f"version {version_id} has no profile", field="version_id")
+        return DatasetProfile.model_validate_json(await self._objects.get(version.profile))
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    async def ingest_file(
+        self, tenant: str, name: str, fmt: str, opts: CsvOptions, path: Path, raw_digest: str
+    ) -> Stored:
+        """Stores an uploaded file (already on local disk) as a version."""
         validate_name(name)
-        if fmt not in SUPPORTED_FORMATS:
-            raise InvalidArgument(
-                f"format {fmt!r} is not supported; use one of {SUPPORTED_FORMATS}", field="header.format"
-            )
-        version_id = version_id_for(tenant, name, raw)
-        existing = await self._versions.get(version_key(tenant, version_id))
+        ingest.check_options(fmt, opts)
+        version_id = content_id(tenant, name, fmt, opts.canonical(), raw_digest)
+        existing = await self._versions.get(f"{tenant}.v.{version_id}")
         if existing is not None:
-            return existing.value, True
-        df = parse_csv(raw, self._max_rows, self._max_columns)
-        buf = io.BytesIO()
-        df.write_parquet(buf, compression="zstd", statistics=True)
-        ref = await self._objects.put("datasets", f"{tenant}/{version_id}.parquet", buf.getvalue())
+            return Stored(existing.value, deduplicated=True)
+        df = await asyncio.to_thread(ingest.read_file, path, fmt, opts)
+        ingest.check_frame(df, self._limits)
+        return await self._store(tenant, name, version_id, df, origin="upload", fmt=fmt)
+
+    async def update_schema(self, tenant: str, version_id: str, changes: list[tuple[str, str]]) -> Stored:
+        """Casts columns into a new version, with the recipe ``cast`` step's strict rules."""
+        parent = await self.get(tenant, version_id)
+        if not changes:
+            raise InvalidArgument("no column changes given", field="changes")
+        try:
+            recipe = recipes.Recipe(steps=[recipes.Cast(column=c, dtype=t) for c, t in changes])
+        except ValidationError as exc:
+            bad = exc.errors()[0]
+            index = bad["loc"][1] if len(bad["loc"]) > 1 else 0
+            raise InvalidArgument(
+                f"unknown type; use one of {', '.join(CAST_TYPES)}", field=f"changes[{index}].dtype"
+            ) from None
+        df = await self.frame(parent)
+        try:
+            new, _ = await asyncio.to_thread(recipes.fit_transform, df, recipe)
+        except InvalidArgument as exc:
+            # The cast steps are the request's changes: name the change, not a recipe step.
+            field = (exc.field or "changes").replace("recipe.steps[", "changes[").replace("].column", "].name")
+            raise InvalidArgument(exc.message, field=field) from None
+        new_id = content_id(tenant, parent.dataset_name, "schema", parent.version_id, recipes.recipe_digest(recipe))
+        return await self._derived(tenant, parent, new_id, new, origin="schema")
+
+    async def apply_recipe(self, tenant: str, version_id: str, recipe_json: str) -> Stored:
+        parent = await self.get(tenant, version_id)
+        recipe = recipes.parse_recipe(recipe_json)
+        df = await self.frame(parent)
+        new, fitted = await asyncio.to_thread(recipes.fit_transform, df, recipe)
+        if new.height == 0:
+            raise InvalidArgument("the recipe removed every row", field="recipe_json")
+        digest = recipes.recipe_digest(recipe)
+        new_id = content_id(tenant, parent.dataset_name, "recipe", parent.version_id, digest)
+        return await self._derived(
+            tenant,
+            parent,
+            new_id,
+            new,
+            origin="recipe",
+            recipe_json=recipe.model_dump_json(),
+            recipe_digest=digest,
+            fitted_json=json.dumps(fitted, sort_keys=True, default=str),
+        )
+
+    async def _derived(self, tenant: str, parent: VersionRecord, new_id: str, df: pl.DataFrame, **extra: Any) -> Stored:
+        existing = await self._versions.get(f"{tenant}.v.{new_id}")
+        if existing is not None:
+            return Stored(existing.value, deduplicated=True)
+        ingest.check_frame(df, self._limits)
+        return await self._store(
+            tenant, parent.dataset_name, new_id, df, fmt=parent.format, parent_version_id=parent.version_id, **extra
+        )
+
+    async def _store(self, tenant: str, name: str, version_id: str, df: pl.DataFrame, **extra: Any) -> Stored:
+        prof = await asyncio.to_thread(profile, df)
+        data = await asyncio.to_thread(parquet_bytes, df)
+        ref = await self._objects.put(BUCKET, f"{tenant}/{version_id}.parquet", data)
+        prof_ref = await self._objects.put(
+            BUCKET, f"{tenant}/{version_id}.profile.json", prof.model_dump_json().encode()
+        )
         record = VersionRecord(
             tenant=tenant,
             dataset_id=dataset_id_for(tenant, name),
             version_id=version_id,
             dataset_name=name,
             object=ref,
-            columns=columns_of(df),
+            profile=prof_ref,
+            columns=columns_of(df, prof),
             row_count=df.height,
             created_at=now(),
+            **extra,
         )
         try:
-            await self._versions.create(version_key(tenant, version_id), record)
+            await self._versions.create(f"{tenant}.v.{version_id}", record)
         except Conflict:
-            # A concurrent upload of the same bytes won; both callers get the one version.
-            found = await self._versions.require(version_key(tenant, version_id), f"dataset version {version_id}")
-            return found.value, True
-        return record, False
+            # A concurrent request for the same content won; both callers get that version.
+            return Stored((await self._versions.require(f"{tenant}.v.{version_id}", "version")).value, True)
+        dataset, created = await self._append_version(tenant, name, version_id)
+        rules = validation.parse_rules(dataset.rules_json)
+        violations = validation.validate(df, rules) if rules else []
+        return Stored(record, deduplicated=False, dataset_created=created, violations=violations)
 
-    async def get(self, tenant: str, version_id: str) -> VersionRecord:
-        found = await self._versions.require(version_key(tenant, version_id), f"dataset version {version_id!r}")
-        return found.value
+    async def _update_dataset(
+        self, tenant: str, name: str, change: Callable[[DatasetRecord | None], DatasetRecord]
+    ) -> tuple[DatasetRecord, bool]:
+        """Compare-and-set on the dataset record; returns it and whether it was created."""
+        key = f"{tenant}.d.{name}"
+        for _ in range(50):
+            current = await self._datasets.get(key)
+            live = current.value if current is not None and not current.value.deleted else None
+            updated = change(live)
+            try:
+                if current is None:
+                    await self._datasets.create(key, updated)
+                else:
+                    await self._datasets.update(key, updated, current.revision)
+                return updated, live is None
+            except Conflict:
+                await asyncio.sleep(0.01)
+        raise Conflict(f"dataset {name} is changing too fast; try again")
 
-    async def list(self, tenant: str, name: str = "") -> list[VersionRecord]:
-        records = await self._versions.values(f"{tenant}.v.*")
-        return sorted((r for r in records if not name or r.dataset_name == name), key=lambda r: r.created_at)
+    async def _append_version(self, tenant: str, name: str, version_id: str) -> tuple[DatasetRecord, bool]:
+        def change(record: DatasetRecord | None) -> DatasetRecord:
+            stamp = now()
+            if record is None:
+                return DatasetRecord(
+                    tenant=tenant,
+                    dataset_id=dataset_id_for(tenant, name),
+                    name=name,
+                    version_ids=[version_id],
+                    created_at=stamp,
+                    updated_at=stamp,
+                )
+            return record.model_copy(update={"version_ids": [*record.version_ids, version_id], "updated_at": stamp})
 
+        return await self._update_dataset(tenant, name, change)
 
-__all__ = ["ColumnRecord", "Datasets", "VersionRecord", "sha256_digest"]
+    async def set_rules(self, tenant: str, ref: str, rules_json: str) -> DatasetRecord:
+        dataset = await self.dataset(tenant, ref)
+        rules = validation.parse_rules(rules_json)
+        canonical = json.dumps([r.model_dump() for r in rules], sort_keys=True)
+
+        def change(record: DatasetRecord | None) -> DatasetRecord:
+            if record is None:
+                raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
+            return record.model_copy(update={"rules_json": canonical, "updated_at": now()})
+
+        updated, _ = await self._update_dataset(tenant, dataset.name, change)
+        return updated
+
+    async def validate(
+        self, tenant: str, version_id: str, rules_json: str = ""
+    ) -> tuple[int, list[validation.Violation]]:
+        version = await self.get(tenant, version_id)
+        if not rules_json:
+            rules_json = (await self.dataset(tenant, version.dataset_name)).rules_json
+        rules = validation.parse_rules(rules_json)
+        df = await self.frame(version)
+        return len(rules), await asyncio.to_thread(validation.validate, df, rules)
+
+    async def delete(self, tenant: str, ref: str) -> tuple[DatasetRecord, int, int]:
+        """Tombstones the dataset, deletes its versions and their objects."""
+        dataset = await self.dataset(tenant, ref)
+        objects = 0
+        for version_id in dataset.version_ids:
+            found = await self._versions.get(f"{tenant}.v.{version_id}")
+            if found is None:
+                continue
+            for obj in (found.value.object, found.value.profile):
+                if obj is not None and await self._objects.delete(obj):
+                    objects += 1
+            await self._versions.delete(f"{tenant}.v.{version_id}")
+
+        def change(record: DatasetRecord | None) -> DatasetRecord:
+            if record is None:
+                raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
+            return record.model_copy(update={"deleted": True, "updated_at": now()})
+
+        updated, _ = await self._update_dataset(tenant, dataset.name, change)
+        return updated, len(dataset.version_ids), objects
+
+    # -- splits and reading back -----------------------------------------------------------------
+
+    async def split_counts(self, tenant: str, version_id: str, spec: SplitSpec) -> tuple[int, int, int]:
+        df = await self.frame(await self.get(tenant, version_id))
+        labels = assign_splits(df, spec)
+        return int((labels == 0).sum()), int((labels == 1).sum()), int((labels == 2).sum())
+
+    async def read(self, tenant: str, version_id: str, columns: list[str], split: str, spec: SplitSpec) -> pl.DataFrame:
+        version = await self.get(tenant, version_id)
+        known = [c.name for c in version.columns]
+        missing = [c for c in columns if c not in known]
+        if missing:
+            raise InvalidArgument(f"no column {missing[0]!r}; columns: {known}", field="columns")
+        df = await self.frame(version)
+        if split:
+            wanted = split_index(split)
+            df = df.filter(pl.Series(assign_splits(df, spec) == wanted))
+        return df.select(columns) if columns else df

@@ -14,3 +14,6 @@ class DataSettings(ServiceSettings):
     max_upload_bytes: int = Field(1024**3, description="Largest upload accepted, in bytes.")
     max_rows: int = Field(50_000_000, description="Most rows a dataset version may have.")
     max_columns: int = Field(10_000, description="Most columns a dataset version may have.")
+    spool_dir: str | None = Field(
+        None, description="Where uploads are spooled while they arrive (default: the temp dir)."
+    )

@@ -85,15 +85,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) ->
 StartService = Callable[..., str]
 
 
-@pytest.fixture
-def service(nats_url: str, tmp_path: Path) -> Iterator[StartService]:
+@pytest.fixture(scope="module")
+def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartService]:
     """Starts single services as subprocesses against the session's NATS.
 
     ``service("data", {"key": "tenant"}, max_rows="10")`` returns the gRPC address once
     the service answers health checks; extra keywords become its settings. Every
-    service started is stopped after the test.
+    service started is stopped at the end of the test module.
     """
     started: list[Process] = []
+    logs = tmp_path_factory.mktemp("service-logs")
 
     def start(name: str, api_keys: Mapping[str, str], **settings: str) -> str:
         address = f"127.0.0.1:{free_port()}"
@@ -103,7 +104,7 @@ def service(nats_url: str, tmp_path: Path) -> Iterator[StartService]:
             "api_keys": json.dumps(dict(api_keys)),
             **settings,
         }
-        process = start_service(name, values, tmp_path / "logs")
+        process = start_service(name, values, logs)
         started.append(process)
         wait_until(lambda: grpc_serving(address), 60, f"service {name}", process.proc)
         return address

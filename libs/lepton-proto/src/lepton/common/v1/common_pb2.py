@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/common/v1/common.proto\x12\x10lepton.common.v1\"\xa8\x01\n\x07Lineage\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x1a\n\x12\x64\x61taset_version_id\x18\x02 \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x03 \x01(\t\x12\x15\n\revaluation_id\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x12\n\ndeployment\x18\x07 \x01(\t\"7\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\"G\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/common/v1/common.proto\x12\x10lepton.common.v1\"\xa8\x01\n\x07Lineage\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x1a\n\x12\x64\x61taset_version_id\x18\x02 \x01(\t\x12\x17\n\x0ftraining_job_id\x18\x03 \x01(\t\x12\x15\n\revaluation_id\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12\x12\n\ndeployment\x18\x07 \x01(\t\"L\n\x06\x43olumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x10\n\x08nullable\x18\x03 \x01(\x08\x12\x13\n\x0b\x63\x61tegorical\x18\x04 \x01(\x08\"G\n\tObjectRef\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINEAGE']._serialized_start=52
   _globals['_LINEAGE']._serialized_end=220
   _globals['_COLUMN']._serialized_start=222
-  _globals['_COLUMN']._serialized_end=277
-  _globals['_OBJECTREF']._serialized_start=279
-  _globals['_OBJECTREF']._serialized_end=350
+  _globals['_COLUMN']._serialized_end=298
+  _globals['_OBJECTREF']._serialized_start=300
+  _globals['_OBJECTREF']._serialized_end=371
 # @@protoc_insertion_point(module_scope)

@@ -67,20 +67,24 @@ class Column(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
     NULLABLE_FIELD_NUMBER: _builtins.int
+    CATEGORICAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     dtype: _builtins.str
     """polars dtype name, e.g. "Float64", "Int64", "String"."""
     nullable: _builtins.bool
+    categorical: _builtins.bool
+    """Few distinct values: treat as a category (inferred, or set by a schema edit)."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         dtype: _builtins.str = ...,
         nullable: _builtins.bool = ...,
+        categorical: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "name", b"name", "nullable", b"nullable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categorical", b"categorical", "dtype", b"dtype", "name", b"name", "nullable", b"nullable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

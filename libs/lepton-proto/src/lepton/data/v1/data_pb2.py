@@ -26,25 +26,77 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lepton/data/v1/data.proto\x12\x0elepton.data.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"4\n\x0cUploadHeader\x12\x14\n\x0c\x64\x61taset_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"_\n\x14UploadDatasetRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.lepton.data.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xff\x01\n\x0e\x44\x61tasetVersion\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x12\n\nversion_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\x12+\n\x06object\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12)\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x18.lepton.common.v1.Column\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x08 \x01(\x08\".\n\x18GetDatasetVersionRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\"2\n\x1aListDatasetVersionsRequest\x12\x14\n\x0c\x64\x61taset_name\x18\x01 \x01(\t\"O\n\x1bListDatasetVersionsResponse\x12\x30\n\x08versions\x18\x01 \x03(\x0b\x32\x1e.lepton.data.v1.DatasetVersion2\xb5\x02\n\x0b\x44\x61taService\x12W\n\rUploadDataset\x12$.lepton.data.v1.UploadDatasetRequest\x1a\x1e.lepton.data.v1.DatasetVersion(\x01\x12]\n\x11GetDatasetVersion\x12(.lepton.data.v1.GetDatasetVersionRequest\x1a\x1e.lepton.data.v1.DatasetVersion\x12n\n\x13ListDatasetVersions\x12*.lepton.data.v1.ListDatasetVersionsRequest\x1a+.lepton.data.v1.ListDatasetVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lepton/data/v1/data.proto\x12\x0elepton.data.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"m\n\nCsvOptions\x12\x11\n\tdelimiter\x18\x01 \x01(\t\x12\x17\n\nhas_header\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\x12\x12\n\nquote_char\x18\x04 \x01(\tB\r\n\x0b_has_header\"\x8d\x01\n\x0cUploadHeader\x12\x14\n\x0c\x64\x61taset_name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\'\n\x03\x63sv\x18\x03 \x01(\x0b\x32\x1a.lepton.data.v1.CsvOptions\x12\x15\n\rexpected_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x65xpected_digest\x18\x05 \x01(\t\"_\n\x14UploadDatasetRequest\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.lepton.data.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xfb\x02\n\x0e\x44\x61tasetVersion\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x12\n\nversion_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\x12+\n\x06object\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12)\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x18.lepton.common.v1.Column\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x08 \x01(\x08\x12\x0e\n\x06origin\x18\t \x01(\t\x12\x19\n\x11parent_version_id\x18\n \x01(\t\x12\x13\n\x0brecipe_json\x18\x0b \x01(\t\x12\x15\n\rrecipe_digest\x18\x0c \x01(\t\x12\x13\n\x0b\x66itted_json\x18\r \x01(\t\x12\x0e\n\x06\x66ormat\x18\x0e \x01(\t\"\xd1\x01\n\x07\x44\x61taset\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rversion_count\x18\x03 \x01(\x03\x12\x19\n\x11latest_version_id\x18\x04 \x01(\t\x12\x12\n\nrules_json\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x18GetDatasetVersionRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\"2\n\x1aListDatasetVersionsRequest\x12\x14\n\x0c\x64\x61taset_name\x18\x01 \x01(\t\"O\n\x1bListDatasetVersionsResponse\x12\x30\n\x08versions\x18\x01 \x03(\x0b\x32\x1e.lepton.data.v1.DatasetVersion\"$\n\x11GetDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"%\n\x13ListDatasetsRequest\x12\x0e\n\x06search\x18\x01 \x01(\t\"A\n\x14ListDatasetsResponse\x12)\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x17.lepton.data.v1.Dataset\"\'\n\x14\x44\x65leteDatasetRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\"J\n\x15\x44\x65leteDatasetResponse\x12\x18\n\x10versions_deleted\x18\x01 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x03\"+\n\x0c\x43olumnChange\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\"X\n\x13UpdateSchemaRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12-\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x1c.lepton.data.v1.ColumnChange\"@\n\x19SetValidationRulesRequest\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x12\n\nrules_json\x18\x02 \x01(\t\"@\n\x16ValidateVersionRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x12\n\nrules_json\x18\x02 \x01(\t\"x\n\tViolation\x12\x12\n\nrule_index\x18\x01 \x01(\x05\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\x12\x15\n\rexamples_json\x18\x06 \x03(\t\"{\n\x10ValidationReport\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\r\n\x05valid\x18\x02 \x01(\x08\x12\x15\n\rrules_checked\x18\x03 \x01(\x05\x12-\n\nviolations\x18\x04 \x03(\x0b\x32\x19.lepton.data.v1.Violation\"=\n\x12\x41pplyRecipeRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x13\n\x0brecipe_json\x18\x02 \x01(\t\"\'\n\x11GetProfileRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\"*\n\tHistogram\x12\r\n\x05\x65\x64ges\x18\x01 \x03(\x01\x12\x0e\n\x06\x63ounts\x18\x02 \x03(\x03\"(\n\x08TopValue\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xaa\x03\n\rColumnProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\r\n\x05nulls\x18\x04 \x01(\x03\x12\x10\n\x08\x64istinct\x18\x05 \x01(\x03\x12\x13\n\x0b\x63\x61tegorical\x18\x06 \x01(\x08\x12\x10\n\x03min\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03std\x18\n \x01(\x01H\x03\x88\x01\x01\x12?\n\tquantiles\x18\x0b \x03(\x0b\x32,.lepton.data.v1.ColumnProfile.QuantilesEntry\x12,\n\thistogram\x18\x0c \x01(\x0b\x32\x19.lepton.data.v1.Histogram\x12,\n\ntop_values\x18\r \x03(\x0b\x32\x18.lepton.data.v1.TopValue\x1a\x30\n\x0eQuantilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x06\n\x04_minB\x06\n\x04_maxB\x07\n\x05_meanB\x06\n\x04_std\"b\n\x0e\x44\x61tasetProfile\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12.\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x1d.lepton.data.v1.ColumnProfile\"c\n\tSplitSpec\x12\x0c\n\x04seed\x18\x01 \x01(\x03\x12\r\n\x05train\x18\x02 \x01(\x01\x12\x12\n\nvalidation\x18\x03 \x01(\x01\x12\x0c\n\x04test\x18\x04 \x01(\x01\x12\x17\n\x0fstratify_column\x18\x05 \x01(\t\"R\n\x13SplitVersionRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.lepton.data.v1.SplitSpec\"V\n\x14SplitVersionResponse\x12\x12\n\ntrain_rows\x18\x01 \x01(\x03\x12\x17\n\x0fvalidation_rows\x18\x02 \x01(\x03\x12\x11\n\ttest_rows\x18\x03 \x01(\x03\"\x85\x01\n\x12ReadDatasetRequest\x12\x12\n\nversion_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63olumns\x18\x02 \x03(\t\x12\r\n\x05split\x18\x03 \x01(\t\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x19.lepton.data.v1.SplitSpec\x12\x12\n\nbatch_rows\x18\x05 \x01(\x03\"3\n\x10RecordBatchChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x32\x9a\t\n\x0b\x44\x61taService\x12W\n\rUploadDataset\x12$.lepton.data.v1.UploadDatasetRequest\x1a\x1e.lepton.data.v1.DatasetVersion(\x01\x12]\n\x11GetDatasetVersion\x12(.lepton.data.v1.GetDatasetVersionRequest\x1a\x1e.lepton.data.v1.DatasetVersion\x12n\n\x13ListDatasetVersions\x12*.lepton.data.v1.ListDatasetVersionsRequest\x1a+.lepton.data.v1.ListDatasetVersionsResponse\x12H\n\nGetDataset\x12!.lepton.data.v1.GetDatasetRequest\x1a\x17.lepton.data.v1.Dataset\x12Y\n\x0cListDatasets\x12#.lepton.data.v1.ListDatasetsRequest\x1a$.lepton.data.v1.ListDatasetsResponse\x12\\\n\rDeleteDataset\x12$.lepton.data.v1.DeleteDatasetRequest\x1a%.lepton.data.v1.DeleteDatasetResponse\x12S\n\x0cUpdateSchema\x12#.lepton.data.v1.UpdateSchemaRequest\x1a\x1e.lepton.data.v1.DatasetVersion\x12X\n\x12SetValidationRules\x12).lepton.data.v1.SetValidationRulesRequest\x1a\x17.lepton.data.v1.Dataset\x12[\n\x0fValidateVersion\x12&.lepton.data.v1.ValidateVersionRequest\x1a .lepton.data.v1.ValidationReport\x12Q\n\x0b\x41pplyRecipe\x12\".lepton.data.v1.ApplyRecipeRequest\x1a\x1e.lepton.data.v1.DatasetVersion\x12O\n\nGetProfile\x12!.lepton.data.v1.GetProfileRequest\x1a\x1e.lepton.data.v1.DatasetProfile\x12Y\n\x0cSplitVersion\x12#.lepton.data.v1.SplitVersionRequest\x1a$.lepton.data.v1.SplitVersionResponse\x12U\n\x0bReadDataset\x12\".lepton.data.v1.ReadDatasetRequest\x1a .lepton.data.v1.RecordBatchChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.data.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPLOADHEADER']._serialized_start=109
-  _globals['_UPLOADHEADER']._serialized_end=161
-  _globals['_UPLOADDATASETREQUEST']._serialized_start=163
-  _globals['_UPLOADDATASETREQUEST']._serialized_end=258
-  _globals['_DATASETVERSION']._serialized_start=261
-  _globals['_DATASETVERSION']._serialized_end=516
-  _globals['_GETDATASETVERSIONREQUEST']._serialized_start=518
-  _globals['_GETDATASETVERSIONREQUEST']._serialized_end=564
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=566
-  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=616
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=618
-  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=697
-  _globals['_DATASERVICE']._serialized_start=700
-  _globals['_DATASERVICE']._serialized_end=1009
+  _globals['_COLUMNPROFILE_QUANTILESENTRY']._loaded_options = None
+  _globals['_COLUMNPROFILE_QUANTILESENTRY']._serialized_options = b'8\001'
+  _globals['_CSVOPTIONS']._serialized_start=109
+  _globals['_CSVOPTIONS']._serialized_end=218
+  _globals['_UPLOADHEADER']._serialized_start=221
+  _globals['_UPLOADHEADER']._serialized_end=362
+  _globals['_UPLOADDATASETREQUEST']._serialized_start=364
+  _globals['_UPLOADDATASETREQUEST']._serialized_end=459
+  _globals['_DATASETVERSION']._serialized_start=462
+  _globals['_DATASETVERSION']._serialized_end=841
+  _globals['_DATASET']._serialized_start=844
+  _globals['_DATASET']._serialized_end=1053
+  _globals['_GETDATASETVERSIONREQUEST']._serialized_start=1055
+  _globals['_GETDATASETVERSIONREQUEST']._serialized_end=1101
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_start=1103
+  _globals['_LISTDATASETVERSIONSREQUEST']._serialized_end=1153
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_start=1155
+  _globals['_LISTDATASETVERSIONSRESPONSE']._serialized_end=1234
+  _globals['_GETDATASETREQUEST']._serialized_start=1236
+  _globals['_GETDATASETREQUEST']._serialized_end=1272
+  _globals['_LISTDATASETSREQUEST']._serialized_start=1274
+  _globals['_LISTDATASETSREQUEST']._serialized_end=1311
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=1313
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=1378
+  _globals['_DELETEDATASETREQUEST']._serialized_start=1380
+  _globals['_DELETEDATASETREQUEST']._serialized_end=1419
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=1421
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=1495
+  _globals['_COLUMNCHANGE']._serialized_start=1497
+  _globals['_COLUMNCHANGE']._serialized_end=1540
+  _globals['_UPDATESCHEMAREQUEST']._serialized_start=1542
+  _globals['_UPDATESCHEMAREQUEST']._serialized_end=1630
+  _globals['_SETVALIDATIONRULESREQUEST']._serialized_start=1632
+  _globals['_SETVALIDATIONRULESREQUEST']._serialized_end=1696
+  _globals['_VALIDATEVERSIONREQUEST']._serialized_start=1698
+  _globals['_VALIDATEVERSIONREQUEST']._serialized_end=1762
+  _globals['_VIOLATION']._serialized_start=1764
+  _globals['_VIOLATION']._serialized_end=1884
+  _globals['_VALIDATIONREPORT']._serialized_start=1886
+  _globals['_VALIDATIONREPORT']._serialized_end=2009
+  _globals['_APPLYRECIPEREQUEST']._serialized_start=2011
+  _globals['_APPLYRECIPEREQUEST']._serialized_end=2072
+  _globals['_GETPROFILEREQUEST']._serialized_start=2074
+  _globals['_GETPROFILEREQUEST']._serialized_end=2113
+  _globals['_HISTOGRAM']._serialized_start=2115
+  _globals['_HISTOGRAM']._serialized_end=2157
+  _globals['_TOPVALUE']._serialized_start=2159
+  _globals['_TOPVALUE']._serialized_end=2199
+  _globals['_COLUMNPROFILE']._serialized_start=2202
+  _globals['_COLUMNPROFILE']._serialized_end=2628
+  _globals['_COLUMNPROFILE_QUANTILESENTRY']._serialized_start=2547
+  _globals['_COLUMNPROFILE_QUANTILESENTRY']._serialized_end=2595
+  _globals['_DATASETPROFILE']._serialized_start=2630
+  _globals['_DATASETPROFILE']._serialized_end=2728
+  _globals['_SPLITSPEC']._serialized_start=2730
+  _globals['_SPLITSPEC']._serialized_end=2829
+  _globals['_SPLITVERSIONREQUEST']._serialized_start=2831
+  _globals['_SPLITVERSIONREQUEST']._serialized_end=2913
+  _globals['_SPLITVERSIONRESPONSE']._serialized_start=2915
+  _globals['_SPLITVERSIONRESPONSE']._serialized_end=3001
+  _globals['_READDATASETREQUEST']._serialized_start=3004
+  _globals['_READDATASETREQUEST']._serialized_end=3137
+  _globals['_RECORDBATCHCHUNK']._serialized_start=3139
+  _globals['_RECORDBATCHCHUNK']._serialized_end=3190
+  _globals['_DATASERVICE']._serialized_start=3193
+  _globals['_DATASERVICE']._serialized_end=4371
 # @@protoc_insertion_point(module_scope)

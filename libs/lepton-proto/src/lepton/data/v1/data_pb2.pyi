@@ -21,24 +21,72 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CsvOptions(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIMITER_FIELD_NUMBER: _builtins.int
+    HAS_HEADER_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    QUOTE_CHAR_FIELD_NUMBER: _builtins.int
+    delimiter: _builtins.str
+    """One character; detected among , ; tab | when empty."""
+    has_header: _builtins.bool
+    """Defaults to true."""
+    encoding: _builtins.str
+    """Python codec name; default utf-8."""
+    quote_char: _builtins.str
+    """Defaults to '"'."""
+    def __init__(
+        self,
+        *,
+        delimiter: _builtins.str = ...,
+        has_header: _builtins.bool | None = ...,
+        encoding: _builtins.str = ...,
+        quote_char: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_header", b"_has_header", "has_header", b"has_header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_header", b"_has_header", "delimiter", b"delimiter", "encoding", b"encoding", "has_header", b"has_header", "quote_char", b"quote_char"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_header: _TypeAlias = _typing.Literal["has_header"]  # noqa: Y015
+    _WhichOneofArgType__has_header: _TypeAlias = _typing.Literal["_has_header", b"_has_header"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_header) -> _WhichOneofReturnType__has_header | None: ...
+
+Global___CsvOptions: _TypeAlias = CsvOptions  # noqa: Y015
+
+@_typing.final
 class UploadHeader(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_NAME_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
+    CSV_FIELD_NUMBER: _builtins.int
+    EXPECTED_SIZE_FIELD_NUMBER: _builtins.int
+    EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     """Lower-case letters, digits, '-' and '_', 1 to 64 characters."""
     format: _builtins.str
-    """"csv" for now."""
+    """"csv", "parquet", "jsonl" or "arrow" (Arrow IPC file or stream)."""
+    expected_size: _builtins.int
+    """When set, the upload must have exactly this many bytes (a cut-off upload
+    is refused instead of stored short).
+    """
+    expected_digest: _builtins.str
+    """When set ("sha256:<hex>"), the bytes must hash to it."""
+    @_builtins.property
+    def csv(self) -> Global___CsvOptions: ...
     def __init__(
         self,
         *,
         dataset_name: _builtins.str = ...,
         format: _builtins.str = ...,
+        csv: Global___CsvOptions | None = ...,
+        expected_size: _builtins.int = ...,
+        expected_digest: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_name", b"dataset_name", "format", b"format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "dataset_name", b"dataset_name", "expected_digest", b"expected_digest", "expected_size", b"expected_size", "format", b"format"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,12 +129,27 @@ class DatasetVersion(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    PARENT_VERSION_ID_FIELD_NUMBER: _builtins.int
+    RECIPE_JSON_FIELD_NUMBER: _builtins.int
+    RECIPE_DIGEST_FIELD_NUMBER: _builtins.int
+    FITTED_JSON_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     dataset_id: _builtins.str
     version_id: _builtins.str
     dataset_name: _builtins.str
     row_count: _builtins.int
     deduplicated: _builtins.bool
-    """True when this upload matched an existing version byte for byte."""
+    """True when this request matched an existing version: nothing new was stored."""
+    origin: _builtins.str
+    """"upload", "recipe" or "schema"."""
+    parent_version_id: _builtins.str
+    """The version this one was derived from (recipe or schema edit)."""
+    recipe_json: _builtins.str
+    """The recipe (JSON), its digest and the parameters it fitted (JSON list, one per step)."""
+    recipe_digest: _builtins.str
+    fitted_json: _builtins.str
+    format: _builtins.str
     @_builtins.property
     def object(self) -> _common_pb2.ObjectRef: ...
     @_builtins.property
@@ -104,14 +167,60 @@ class DatasetVersion(_message.Message):
         row_count: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         deduplicated: _builtins.bool = ...,
+        origin: _builtins.str = ...,
+        parent_version_id: _builtins.str = ...,
+        recipe_json: _builtins.str = ...,
+        recipe_digest: _builtins.str = ...,
+        fitted_json: _builtins.str = ...,
+        format: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "deduplicated", b"deduplicated", "object", b"object", "row_count", b"row_count", "version_id", b"version_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "deduplicated", b"deduplicated", "fitted_json", b"fitted_json", "format", b"format", "object", b"object", "origin", b"origin", "parent_version_id", b"parent_version_id", "recipe_digest", b"recipe_digest", "recipe_json", b"recipe_json", "row_count", b"row_count", "version_id", b"version_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DatasetVersion: _TypeAlias = DatasetVersion  # noqa: Y015
+
+@_typing.final
+class Dataset(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_COUNT_FIELD_NUMBER: _builtins.int
+    LATEST_VERSION_ID_FIELD_NUMBER: _builtins.int
+    RULES_JSON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    dataset_id: _builtins.str
+    name: _builtins.str
+    version_count: _builtins.int
+    latest_version_id: _builtins.str
+    rules_json: _builtins.str
+    """Validation rules (JSON list), checked on every new version."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dataset_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version_count: _builtins.int = ...,
+        latest_version_id: _builtins.str = ...,
+        rules_json: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "latest_version_id", b"latest_version_id", "name", b"name", "rules_json", b"rules_json", "updated_at", b"updated_at", "version_count", b"version_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
 
 @_typing.final
 class GetDatasetVersionRequest(_message.Message):
@@ -171,3 +280,610 @@ class ListDatasetVersionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDatasetVersionsResponse: _TypeAlias = ListDatasetVersionsResponse  # noqa: Y015
+
+@_typing.final
+class GetDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    """A dataset name or id (ds_...)."""
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDatasetRequest: _TypeAlias = GetDatasetRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_FIELD_NUMBER: _builtins.int
+    search: _builtins.str
+    """Only names that contain this text."""
+    def __init__(
+        self,
+        *,
+        search: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["search", b"search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dataset]: ...
+    def __init__(
+        self,
+        *,
+        datasets: _abc.Iterable[Global___Dataset] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datasets", b"datasets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetsResponse: _TypeAlias = ListDatasetsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetRequest: _TypeAlias = DeleteDatasetRequest  # noqa: Y015
+
+@_typing.final
+class DeleteDatasetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_DELETED_FIELD_NUMBER: _builtins.int
+    OBJECTS_DELETED_FIELD_NUMBER: _builtins.int
+    versions_deleted: _builtins.int
+    objects_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        versions_deleted: _builtins.int = ...,
+        objects_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["objects_deleted", b"objects_deleted", "versions_deleted", b"versions_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteDatasetResponse: _TypeAlias = DeleteDatasetResponse  # noqa: Y015
+
+@_typing.final
+class ColumnChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    dtype: _builtins.str
+    """"int", "float", "str", "bool" or "category"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        dtype: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtype", b"dtype", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ColumnChange: _TypeAlias = ColumnChange  # noqa: Y015
+
+@_typing.final
+class UpdateSchemaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnChange]: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        changes: _abc.Iterable[Global___ColumnChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSchemaRequest: _TypeAlias = UpdateSchemaRequest  # noqa: Y015
+
+@_typing.final
+class SetValidationRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    RULES_JSON_FIELD_NUMBER: _builtins.int
+    dataset: _builtins.str
+    rules_json: _builtins.str
+    """JSON list of rules; docs/data.md lists the kinds."""
+    def __init__(
+        self,
+        *,
+        dataset: _builtins.str = ...,
+        rules_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset", "rules_json", b"rules_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetValidationRulesRequest: _TypeAlias = SetValidationRulesRequest  # noqa: Y015
+
+@_typing.final
+class ValidateVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    RULES_JSON_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    rules_json: _builtins.str
+    """Rules to check instead of the dataset's own (JSON list); empty uses the dataset's."""
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        rules_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules_json", b"rules_json", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidateVersionRequest: _TypeAlias = ValidateVersionRequest  # noqa: Y015
+
+@_typing.final
+class Violation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_INDEX_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    EXAMPLES_JSON_FIELD_NUMBER: _builtins.int
+    rule_index: _builtins.int
+    kind: _builtins.str
+    column: _builtins.str
+    description: _builtins.str
+    count: _builtins.int
+    @_builtins.property
+    def examples_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to five offending rows, each a JSON object with "_row" (0-based index)."""
+
+    def __init__(
+        self,
+        *,
+        rule_index: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        column: _builtins.str = ...,
+        description: _builtins.str = ...,
+        count: _builtins.int = ...,
+        examples_json: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["column", b"column", "count", b"count", "description", b"description", "examples_json", b"examples_json", "kind", b"kind", "rule_index", b"rule_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Violation: _TypeAlias = Violation  # noqa: Y015
+
+@_typing.final
+class ValidationReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    VALID_FIELD_NUMBER: _builtins.int
+    RULES_CHECKED_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    valid: _builtins.bool
+    rules_checked: _builtins.int
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Violation]: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        valid: _builtins.bool = ...,
+        rules_checked: _builtins.int = ...,
+        violations: _abc.Iterable[Global___Violation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules_checked", b"rules_checked", "valid", b"valid", "version_id", b"version_id", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidationReport: _TypeAlias = ValidationReport  # noqa: Y015
+
+@_typing.final
+class ApplyRecipeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    RECIPE_JSON_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    recipe_json: _builtins.str
+    """{"steps": [{"op": "fill_nulls", ...}, ...]}; docs/data.md lists the steps."""
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        recipe_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recipe_json", b"recipe_json", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRecipeRequest: _TypeAlias = ApplyRecipeRequest  # noqa: Y015
+
+@_typing.final
+class GetProfileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProfileRequest: _TypeAlias = GetProfileRequest  # noqa: Y015
+
+@_typing.final
+class Histogram(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EDGES_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        edges: _abc.Iterable[_builtins.float] | None = ...,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "edges", b"edges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Histogram: _TypeAlias = Histogram  # noqa: Y015
+
+@_typing.final
+class TopValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopValue: _TypeAlias = TopValue  # noqa: Y015
+
+@_typing.final
+class ColumnProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class QuantilesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    NULLS_FIELD_NUMBER: _builtins.int
+    DISTINCT_FIELD_NUMBER: _builtins.int
+    CATEGORICAL_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    QUANTILES_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
+    TOP_VALUES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    dtype: _builtins.str
+    count: _builtins.int
+    nulls: _builtins.int
+    distinct: _builtins.int
+    categorical: _builtins.bool
+    min: _builtins.float
+    max: _builtins.float
+    mean: _builtins.float
+    std: _builtins.float
+    @_builtins.property
+    def quantiles(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def histogram(self) -> Global___Histogram: ...
+    @_builtins.property
+    def top_values(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopValue]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        dtype: _builtins.str = ...,
+        count: _builtins.int = ...,
+        nulls: _builtins.int = ...,
+        distinct: _builtins.int = ...,
+        categorical: _builtins.bool = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+        mean: _builtins.float | None = ...,
+        std: _builtins.float | None = ...,
+        quantiles: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        histogram: Global___Histogram | None = ...,
+        top_values: _abc.Iterable[Global___TopValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_mean", b"_mean", "_min", b"_min", "_std", b"_std", "histogram", b"histogram", "max", b"max", "mean", b"mean", "min", b"min", "std", b"std"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_mean", b"_mean", "_min", b"_min", "_std", b"_std", "categorical", b"categorical", "count", b"count", "distinct", b"distinct", "dtype", b"dtype", "histogram", b"histogram", "max", b"max", "mean", b"mean", "min", b"min", "name", b"name", "nulls", b"nulls", "quantiles", b"quantiles", "std", b"std", "top_values", b"top_values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__mean: _TypeAlias = _typing.Literal["mean"]  # noqa: Y015
+    _WhichOneofArgType__mean: _TypeAlias = _typing.Literal["_mean", b"_mean"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    _WhichOneofReturnType__std: _TypeAlias = _typing.Literal["std"]  # noqa: Y015
+    _WhichOneofArgType__std: _TypeAlias = _typing.Literal["_std", b"_std"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mean) -> _WhichOneofReturnType__mean | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__std) -> _WhichOneofReturnType__std | None: ...
+
+Global___ColumnProfile: _TypeAlias = ColumnProfile  # noqa: Y015
+
+@_typing.final
+class DatasetProfile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    rows: _builtins.int
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnProfile]: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        columns: _abc.Iterable[Global___ColumnProfile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "rows", b"rows", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetProfile: _TypeAlias = DatasetProfile  # noqa: Y015
+
+@_typing.final
+class SplitSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEED_FIELD_NUMBER: _builtins.int
+    TRAIN_FIELD_NUMBER: _builtins.int
+    VALIDATION_FIELD_NUMBER: _builtins.int
+    TEST_FIELD_NUMBER: _builtins.int
+    STRATIFY_COLUMN_FIELD_NUMBER: _builtins.int
+    seed: _builtins.int
+    train: _builtins.float
+    """Fractions; they must sum to 1. Defaults 0.8 / 0.0 / 0.2."""
+    validation: _builtins.float
+    test: _builtins.float
+    stratify_column: _builtins.str
+    """Keep each value's share equal across the splits."""
+    def __init__(
+        self,
+        *,
+        seed: _builtins.int = ...,
+        train: _builtins.float = ...,
+        validation: _builtins.float = ...,
+        test: _builtins.float = ...,
+        stratify_column: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seed", b"seed", "stratify_column", b"stratify_column", "test", b"test", "train", b"train", "validation", b"validation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitSpec: _TypeAlias = SplitSpec  # noqa: Y015
+
+@_typing.final
+class SplitVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    @_builtins.property
+    def spec(self) -> Global___SplitSpec: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        spec: Global___SplitSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitVersionRequest: _TypeAlias = SplitVersionRequest  # noqa: Y015
+
+@_typing.final
+class SplitVersionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAIN_ROWS_FIELD_NUMBER: _builtins.int
+    VALIDATION_ROWS_FIELD_NUMBER: _builtins.int
+    TEST_ROWS_FIELD_NUMBER: _builtins.int
+    train_rows: _builtins.int
+    validation_rows: _builtins.int
+    test_rows: _builtins.int
+    def __init__(
+        self,
+        *,
+        train_rows: _builtins.int = ...,
+        validation_rows: _builtins.int = ...,
+        test_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["test_rows", b"test_rows", "train_rows", b"train_rows", "validation_rows", b"validation_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitVersionResponse: _TypeAlias = SplitVersionResponse  # noqa: Y015
+
+@_typing.final
+class ReadDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_ID_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    BATCH_ROWS_FIELD_NUMBER: _builtins.int
+    version_id: _builtins.str
+    split: _builtins.str
+    """"", "train", "validation" or "test"."""
+    batch_rows: _builtins.int
+    """Rows per record batch; default 65536."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty reads every column."""
+
+    @_builtins.property
+    def spec(self) -> Global___SplitSpec: ...
+    def __init__(
+        self,
+        *,
+        version_id: _builtins.str = ...,
+        columns: _abc.Iterable[_builtins.str] | None = ...,
+        split: _builtins.str = ...,
+        spec: Global___SplitSpec | None = ...,
+        batch_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "columns", b"columns", "spec", b"spec", "split", b"split", "version_id", b"version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadDatasetRequest: _TypeAlias = ReadDatasetRequest  # noqa: Y015
+
+@_typing.final
+class RecordBatchChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARROW_IPC_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    arrow_ipc: _builtins.bytes
+    """A complete Arrow IPC stream (schema + one record batch)."""
+    rows: _builtins.int
+    def __init__(
+        self,
+        *,
+        arrow_ipc: _builtins.bytes = ...,
+        rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrow_ipc", b"arrow_ipc", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordBatchChunk: _TypeAlias = RecordBatchChunk  # noqa: Y015

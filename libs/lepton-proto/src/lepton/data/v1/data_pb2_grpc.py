@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class DataServiceStub:
-    """Datasets: upload, immutable content-addressed versions, look-up.
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
     """
 
     def __init__(self, channel):
@@ -50,16 +51,67 @@ class DataServiceStub:
                 request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsRequest.SerializeToString,
                 response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsResponse.FromString,
                 _registered_method=True)
+        self.GetDataset = channel.unary_unary(
+                '/lepton.data.v1.DataService/GetDataset',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.GetDatasetRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/lepton.data.v1.DataService/ListDatasets',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/lepton.data.v1.DataService/DeleteDataset',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchema = channel.unary_unary(
+                '/lepton.data.v1.DataService/UpdateSchema',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.UpdateSchemaRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.FromString,
+                _registered_method=True)
+        self.SetValidationRules = channel.unary_unary(
+                '/lepton.data.v1.DataService/SetValidationRules',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.SetValidationRulesRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ValidateVersion = channel.unary_unary(
+                '/lepton.data.v1.DataService/ValidateVersion',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ValidateVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ValidationReport.FromString,
+                _registered_method=True)
+        self.ApplyRecipe = channel.unary_unary(
+                '/lepton.data.v1.DataService/ApplyRecipe',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ApplyRecipeRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.FromString,
+                _registered_method=True)
+        self.GetProfile = channel.unary_unary(
+                '/lepton.data.v1.DataService/GetProfile',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.GetProfileRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetProfile.FromString,
+                _registered_method=True)
+        self.SplitVersion = channel.unary_unary(
+                '/lepton.data.v1.DataService/SplitVersion',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionResponse.FromString,
+                _registered_method=True)
+        self.ReadDataset = channel.unary_stream(
+                '/lepton.data.v1.DataService/ReadDataset',
+                request_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ReadDatasetRequest.SerializeToString,
+                response_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.RecordBatchChunk.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
-    """Datasets: upload, immutable content-addressed versions, look-up.
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
     """
 
     def UploadDataset(self, request_iterator, context):
         """Client-streaming upload: the first message is the header, the rest are
-        chunks of the file (any size each, up to the gRPC message limit), so a
-        file larger than one message or one NATS payload works.
+        chunks of the file (any size each), so a file larger than one gRPC message
+        or one NATS payload works. Nothing is stored unless the whole upload parses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,6 +125,72 @@ class DataServiceServicer:
 
     def ListDatasetVersions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Tombstones the dataset and deletes its versions' objects.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchema(self, request, context):
+        """Casts columns of a version; the result is a new version (versions are immutable).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetValidationRules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidateVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyRecipe(self, request, context):
+        """Applies a recipe to a version; the result is a new version whose lineage
+        records the parent and the recipe, with the recipe's fitted parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProfile(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SplitVersion(self, request, context):
+        """Row counts of a deterministic train/validation/test split.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDataset(self, request, context):
+        """Streams a version back as Arrow IPC record batches.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -95,6 +213,56 @@ def add_DataServiceServicer_to_server(servicer, server):
                     request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsRequest.FromString,
                     response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsResponse.SerializeToString,
             ),
+            'GetDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataset,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.GetDatasetRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.Dataset.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetResponse.SerializeToString,
+            ),
+            'UpdateSchema': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchema,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.UpdateSchemaRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.SerializeToString,
+            ),
+            'SetValidationRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetValidationRules,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.SetValidationRulesRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.Dataset.SerializeToString,
+            ),
+            'ValidateVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidateVersion,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ValidateVersionRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.ValidationReport.SerializeToString,
+            ),
+            'ApplyRecipe': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyRecipe,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ApplyRecipeRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.SerializeToString,
+            ),
+            'GetProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProfile,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.GetProfileRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.DatasetProfile.SerializeToString,
+            ),
+            'SplitVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitVersion,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionResponse.SerializeToString,
+            ),
+            'ReadDataset': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadDataset,
+                    request_deserializer=lepton_dot_data_dot_v1_dot_data__pb2.ReadDatasetRequest.FromString,
+                    response_serializer=lepton_dot_data_dot_v1_dot_data__pb2.RecordBatchChunk.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lepton.data.v1.DataService', rpc_method_handlers)
@@ -104,7 +272,8 @@ def add_DataServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DataService:
-    """Datasets: upload, immutable content-addressed versions, look-up.
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
     """
 
     @staticmethod
@@ -178,6 +347,276 @@ class DataService:
             '/lepton.data.v1.DataService/ListDatasetVersions',
             lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsRequest.SerializeToString,
             lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/GetDataset',
+            lepton_dot_data_dot_v1_dot_data__pb2.GetDatasetRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/ListDatasets',
+            lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/DeleteDataset',
+            lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.DeleteDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchema(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/UpdateSchema',
+            lepton_dot_data_dot_v1_dot_data__pb2.UpdateSchemaRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetValidationRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/SetValidationRules',
+            lepton_dot_data_dot_v1_dot_data__pb2.SetValidationRulesRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidateVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/ValidateVersion',
+            lepton_dot_data_dot_v1_dot_data__pb2.ValidateVersionRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.ValidationReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyRecipe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/ApplyRecipe',
+            lepton_dot_data_dot_v1_dot_data__pb2.ApplyRecipeRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.DatasetVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/GetProfile',
+            lepton_dot_data_dot_v1_dot_data__pb2.GetProfileRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.DatasetProfile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.data.v1.DataService/SplitVersion',
+            lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.SplitVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lepton.data.v1.DataService/ReadDataset',
+            lepton_dot_data_dot_v1_dot_data__pb2.ReadDatasetRequest.SerializeToString,
+            lepton_dot_data_dot_v1_dot_data__pb2.RecordBatchChunk.FromString,
             options,
             channel_credentials,
             insecure,

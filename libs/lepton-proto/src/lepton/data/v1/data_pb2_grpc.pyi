@@ -27,7 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DataServiceStub:
-    """Datasets: upload, immutable content-addressed versions, look-up."""
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,27 +37,65 @@ class DataServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DataServiceAsyncStub: ...
     UploadDataset: _grpc.StreamUnaryMultiCallable[_data_pb2.UploadDatasetRequest, _data_pb2.DatasetVersion]
     """Client-streaming upload: the first message is the header, the rest are
-    chunks of the file (any size each, up to the gRPC message limit), so a
-    file larger than one message or one NATS payload works.
+    chunks of the file (any size each), so a file larger than one gRPC message
+    or one NATS payload works. Nothing is stored unless the whole upload parses.
     """
     GetDatasetVersion: _grpc.UnaryUnaryMultiCallable[_data_pb2.GetDatasetVersionRequest, _data_pb2.DatasetVersion]
     ListDatasetVersions: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListDatasetVersionsRequest, _data_pb2.ListDatasetVersionsResponse]
+    GetDataset: _grpc.UnaryUnaryMultiCallable[_data_pb2.GetDatasetRequest, _data_pb2.Dataset]
+    ListDatasets: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListDatasetsRequest, _data_pb2.ListDatasetsResponse]
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_data_pb2.DeleteDatasetRequest, _data_pb2.DeleteDatasetResponse]
+    """Tombstones the dataset and deletes its versions' objects."""
+    UpdateSchema: _grpc.UnaryUnaryMultiCallable[_data_pb2.UpdateSchemaRequest, _data_pb2.DatasetVersion]
+    """Casts columns of a version; the result is a new version (versions are immutable)."""
+    SetValidationRules: _grpc.UnaryUnaryMultiCallable[_data_pb2.SetValidationRulesRequest, _data_pb2.Dataset]
+    ValidateVersion: _grpc.UnaryUnaryMultiCallable[_data_pb2.ValidateVersionRequest, _data_pb2.ValidationReport]
+    ApplyRecipe: _grpc.UnaryUnaryMultiCallable[_data_pb2.ApplyRecipeRequest, _data_pb2.DatasetVersion]
+    """Applies a recipe to a version; the result is a new version whose lineage
+    records the parent and the recipe, with the recipe's fitted parameters.
+    """
+    GetProfile: _grpc.UnaryUnaryMultiCallable[_data_pb2.GetProfileRequest, _data_pb2.DatasetProfile]
+    SplitVersion: _grpc.UnaryUnaryMultiCallable[_data_pb2.SplitVersionRequest, _data_pb2.SplitVersionResponse]
+    """Row counts of a deterministic train/validation/test split."""
+    ReadDataset: _grpc.UnaryStreamMultiCallable[_data_pb2.ReadDatasetRequest, _data_pb2.RecordBatchChunk]
+    """Streams a version back as Arrow IPC record batches."""
 
 @_typing.type_check_only
 class DataServiceAsyncStub(DataServiceStub):
-    """Datasets: upload, immutable content-addressed versions, look-up."""
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     UploadDataset: _aio.StreamUnaryMultiCallable[_data_pb2.UploadDatasetRequest, _data_pb2.DatasetVersion]  # type: ignore[assignment]
     """Client-streaming upload: the first message is the header, the rest are
-    chunks of the file (any size each, up to the gRPC message limit), so a
-    file larger than one message or one NATS payload works.
+    chunks of the file (any size each), so a file larger than one gRPC message
+    or one NATS payload works. Nothing is stored unless the whole upload parses.
     """
     GetDatasetVersion: _aio.UnaryUnaryMultiCallable[_data_pb2.GetDatasetVersionRequest, _data_pb2.DatasetVersion]  # type: ignore[assignment]
     ListDatasetVersions: _aio.UnaryUnaryMultiCallable[_data_pb2.ListDatasetVersionsRequest, _data_pb2.ListDatasetVersionsResponse]  # type: ignore[assignment]
+    GetDataset: _aio.UnaryUnaryMultiCallable[_data_pb2.GetDatasetRequest, _data_pb2.Dataset]  # type: ignore[assignment]
+    ListDatasets: _aio.UnaryUnaryMultiCallable[_data_pb2.ListDatasetsRequest, _data_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_data_pb2.DeleteDatasetRequest, _data_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Tombstones the dataset and deletes its versions' objects."""
+    UpdateSchema: _aio.UnaryUnaryMultiCallable[_data_pb2.UpdateSchemaRequest, _data_pb2.DatasetVersion]  # type: ignore[assignment]
+    """Casts columns of a version; the result is a new version (versions are immutable)."""
+    SetValidationRules: _aio.UnaryUnaryMultiCallable[_data_pb2.SetValidationRulesRequest, _data_pb2.Dataset]  # type: ignore[assignment]
+    ValidateVersion: _aio.UnaryUnaryMultiCallable[_data_pb2.ValidateVersionRequest, _data_pb2.ValidationReport]  # type: ignore[assignment]
+    ApplyRecipe: _aio.UnaryUnaryMultiCallable[_data_pb2.ApplyRecipeRequest, _data_pb2.DatasetVersion]  # type: ignore[assignment]
+    """Applies a recipe to a version; the result is a new version whose lineage
+    records the parent and the recipe, with the recipe's fitted parameters.
+    """
+    GetProfile: _aio.UnaryUnaryMultiCallable[_data_pb2.GetProfileRequest, _data_pb2.DatasetProfile]  # type: ignore[assignment]
+    SplitVersion: _aio.UnaryUnaryMultiCallable[_data_pb2.SplitVersionRequest, _data_pb2.SplitVersionResponse]  # type: ignore[assignment]
+    """Row counts of a deterministic train/validation/test split."""
+    ReadDataset: _aio.UnaryStreamMultiCallable[_data_pb2.ReadDatasetRequest, _data_pb2.RecordBatchChunk]  # type: ignore[assignment]
+    """Streams a version back as Arrow IPC record batches."""
 
 class DataServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Datasets: upload, immutable content-addressed versions, look-up."""
+    """Datasets: ingest, immutable content-addressed versions, schema, validation,
+    recipes, profiles, splits and reading back. docs/data.md explains each.
+    """
 
     @_abc_1.abstractmethod
     def UploadDataset(
@@ -64,8 +104,8 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.DatasetVersion, _abc.Awaitable[_data_pb2.DatasetVersion]]:
         """Client-streaming upload: the first message is the header, the rest are
-        chunks of the file (any size each, up to the gRPC message limit), so a
-        file larger than one message or one NATS payload works.
+        chunks of the file (any size each), so a file larger than one gRPC message
+        or one NATS payload works. Nothing is stored unless the whole upload parses.
         """
 
     @_abc_1.abstractmethod
@@ -81,5 +121,82 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _data_pb2.ListDatasetVersionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.ListDatasetVersionsResponse, _abc.Awaitable[_data_pb2.ListDatasetVersionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDataset(
+        self,
+        request: _data_pb2.GetDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.Dataset, _abc.Awaitable[_data_pb2.Dataset]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDatasets(
+        self,
+        request: _data_pb2.ListDatasetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ListDatasetsResponse, _abc.Awaitable[_data_pb2.ListDatasetsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _data_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.DeleteDatasetResponse, _abc.Awaitable[_data_pb2.DeleteDatasetResponse]]:
+        """Tombstones the dataset and deletes its versions' objects."""
+
+    @_abc_1.abstractmethod
+    def UpdateSchema(
+        self,
+        request: _data_pb2.UpdateSchemaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.DatasetVersion, _abc.Awaitable[_data_pb2.DatasetVersion]]:
+        """Casts columns of a version; the result is a new version (versions are immutable)."""
+
+    @_abc_1.abstractmethod
+    def SetValidationRules(
+        self,
+        request: _data_pb2.SetValidationRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.Dataset, _abc.Awaitable[_data_pb2.Dataset]]: ...
+
+    @_abc_1.abstractmethod
+    def ValidateVersion(
+        self,
+        request: _data_pb2.ValidateVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ValidationReport, _abc.Awaitable[_data_pb2.ValidationReport]]: ...
+
+    @_abc_1.abstractmethod
+    def ApplyRecipe(
+        self,
+        request: _data_pb2.ApplyRecipeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.DatasetVersion, _abc.Awaitable[_data_pb2.DatasetVersion]]:
+        """Applies a recipe to a version; the result is a new version whose lineage
+        records the parent and the recipe, with the recipe's fitted parameters.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProfile(
+        self,
+        request: _data_pb2.GetProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.DatasetProfile, _abc.Awaitable[_data_pb2.DatasetProfile]]: ...
+
+    @_abc_1.abstractmethod
+    def SplitVersion(
+        self,
+        request: _data_pb2.SplitVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.SplitVersionResponse, _abc.Awaitable[_data_pb2.SplitVersionResponse]]:
+        """Row counts of a deterministic train/validation/test split."""
+
+    @_abc_1.abstractmethod
+    def ReadDataset(
+        self,
+        request: _data_pb2.ReadDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_data_pb2.RecordBatchChunk], _abc.AsyncIterator[_data_pb2.RecordBatchChunk]]:
+        """Streams a version back as Arrow IPC record batches."""
 
 def add_DataServiceServicer_to_server(servicer: DataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/events/v1/events.proto\x12\x10lepton.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xea\x01\n\x15\x44\x61tasetVersionCreated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\x12+\n\x06object\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12)\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x18.lepton.common.v1.Column\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\"\xe8\x02\n\x11TrainingRequested\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12?\n\x06params\x18\x04 \x03(\x0b\x32/.lepton.events.v1.TrainingRequested.ParamsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12\x33\n\x0e\x64\x61taset_object\x18\x07 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x12\n\nsplit_seed\x18\x08 \x01(\x03\x12\x15\n\rtest_fraction\x18\t \x01(\x01\x12\x12\n\nmodel_name\x18\n \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"_\n\x0eTrainingQueued\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\"q\n\x0fTrainingStarted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\xdb\x03\n\x11TrainingCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12?\n\x06params\x18\x04 \x03(\x0b\x32/.lepton.events.v1.TrainingCompleted.ParamsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12-\n\x08\x61rtifact\x18\x07 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x33\n\x0e\x64\x61taset_object\x18\x08 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x12\n\nsplit_seed\x18\t \x01(\x03\x12\x15\n\rtest_fraction\x18\n \x01(\x01\x12\x11\n\tworker_id\x18\x0b \x01(\t\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\r \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0eTrainingFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x90\x02\n\x13\x45valuationCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x43\n\x07metrics\x18\x03 \x03(\x0b\x32\x32.lepton.events.v1.EvaluationCompleted.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12\x35\n\x08training\x18\x05 \x01(\x0b\x32#.lepton.events.v1.TrainingCompleted\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaa\x02\n\x13ModelVersionCreated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12-\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x43\n\x07metrics\x18\x04 \x03(\x0b\x32\x32.lepton.events.v1.ModelVersionCreated.MetricsEntry\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x11\n\talgorithm\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x89\x01\n\x0f\x44\x65ploymentReady\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x03 \x01(\t\x12\x16\n\x0etriton_version\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\"^\n\x10\x44\x65ploymentFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf4\x01\n\x10PredictionLogged\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06log_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nbatch_rows\x18\x05 \x01(\x03\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x18\n\x10\x66irst_row_inputs\x18\x07 \x03(\x01\x12\x19\n\x11\x66irst_row_outputs\x18\x08 \x03(\x01\x12\r\n\x05\x65rror\x18\t \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/events/v1/events.proto\x12\x10lepton.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xac\x02\n\x15\x44\x61tasetVersionCreated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\x12+\n\x06object\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12)\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x18.lepton.common.v1.Column\x12\x11\n\trow_count\x18\x06 \x01(\x03\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\x12\x0e\n\x06origin\x18\x08 \x01(\t\x12\x19\n\x11parent_version_id\x18\t \x01(\t\x12\x15\n\rrecipe_digest\x18\n \x01(\t\"\xe8\x02\n\x11TrainingRequested\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12?\n\x06params\x18\x04 \x03(\x0b\x32/.lepton.events.v1.TrainingRequested.ParamsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12\x33\n\x0e\x64\x61taset_object\x18\x07 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x12\n\nsplit_seed\x18\x08 \x01(\x03\x12\x15\n\rtest_fraction\x18\t \x01(\x01\x12\x12\n\nmodel_name\x18\n \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"b\n\x0e\x44\x61tasetCreated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\"\x7f\n\x17\x44\x61tasetValidationFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x12\n\nviolations\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65scriptions\x18\x04 \x03(\t\"`\n\x13\x44\x61tasetRulesUpdated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\r\n\x05rules\x18\x03 \x01(\x05\"|\n\x0e\x44\x61tasetDeleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0c\x64\x61taset_name\x18\x03 \x01(\t\x12\x18\n\x10versions_deleted\x18\x04 \x01(\x03\"_\n\x0eTrainingQueued\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\"q\n\x0fTrainingStarted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\"\xdb\x03\n\x11TrainingCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12?\n\x06params\x18\x04 \x03(\x0b\x32/.lepton.events.v1.TrainingCompleted.ParamsEntry\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12-\n\x08\x61rtifact\x18\x07 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x33\n\x0e\x64\x61taset_object\x18\x08 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x12\n\nsplit_seed\x18\t \x01(\x03\x12\x15\n\rtest_fraction\x18\n \x01(\x01\x12\x11\n\tworker_id\x18\x0b \x01(\t\x12/\n\x0b\x66inished_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmodel_name\x18\r \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0eTrainingFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"\x90\x02\n\x13\x45valuationCompleted\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x43\n\x07metrics\x18\x03 \x03(\x0b\x32\x32.lepton.events.v1.EvaluationCompleted.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12\x35\n\x08training\x18\x05 \x01(\x0b\x32#.lepton.events.v1.TrainingCompleted\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaa\x02\n\x13ModelVersionCreated\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12-\n\x08\x61rtifact\x18\x03 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x43\n\x07metrics\x18\x04 \x03(\x0b\x32\x32.lepton.events.v1.ModelVersionCreated.MetricsEntry\x12\x10\n\x08\x66\x65\x61tures\x18\x05 \x03(\t\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x11\n\talgorithm\x18\x07 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x89\x01\n\x0f\x44\x65ploymentReady\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x03 \x01(\t\x12\x16\n\x0etriton_version\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\"^\n\x10\x44\x65ploymentFailed\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf4\x01\n\x10PredictionLogged\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x0e\n\x06log_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nbatch_rows\x18\x05 \x01(\x03\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x18\n\x10\x66irst_row_inputs\x18\x07 \x03(\x01\x12\x19\n\x11\x66irst_row_outputs\x18\x08 \x03(\x01\x12\r\n\x05\x65rror\x18\t \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,33 +42,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSIONCREATED_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSIONCREATED_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_DATASETVERSIONCREATED']._serialized_start=116
-  _globals['_DATASETVERSIONCREATED']._serialized_end=350
-  _globals['_TRAININGREQUESTED']._serialized_start=353
-  _globals['_TRAININGREQUESTED']._serialized_end=713
-  _globals['_TRAININGREQUESTED_PARAMSENTRY']._serialized_start=668
-  _globals['_TRAININGREQUESTED_PARAMSENTRY']._serialized_end=713
-  _globals['_TRAININGQUEUED']._serialized_start=715
-  _globals['_TRAININGQUEUED']._serialized_end=810
-  _globals['_TRAININGSTARTED']._serialized_start=812
-  _globals['_TRAININGSTARTED']._serialized_end=925
-  _globals['_TRAININGCOMPLETED']._serialized_start=928
-  _globals['_TRAININGCOMPLETED']._serialized_end=1403
-  _globals['_TRAININGCOMPLETED_PARAMSENTRY']._serialized_start=668
-  _globals['_TRAININGCOMPLETED_PARAMSENTRY']._serialized_end=713
-  _globals['_TRAININGFAILED']._serialized_start=1405
-  _globals['_TRAININGFAILED']._serialized_end=1516
-  _globals['_EVALUATIONCOMPLETED']._serialized_start=1519
-  _globals['_EVALUATIONCOMPLETED']._serialized_end=1791
-  _globals['_EVALUATIONCOMPLETED_METRICSENTRY']._serialized_start=1745
-  _globals['_EVALUATIONCOMPLETED_METRICSENTRY']._serialized_end=1791
-  _globals['_MODELVERSIONCREATED']._serialized_start=1794
-  _globals['_MODELVERSIONCREATED']._serialized_end=2092
-  _globals['_MODELVERSIONCREATED_METRICSENTRY']._serialized_start=1745
-  _globals['_MODELVERSIONCREATED_METRICSENTRY']._serialized_end=1791
-  _globals['_DEPLOYMENTREADY']._serialized_start=2095
-  _globals['_DEPLOYMENTREADY']._serialized_end=2232
-  _globals['_DEPLOYMENTFAILED']._serialized_start=2234
-  _globals['_DEPLOYMENTFAILED']._serialized_end=2328
-  _globals['_PREDICTIONLOGGED']._serialized_start=2331
-  _globals['_PREDICTIONLOGGED']._serialized_end=2575
+  _globals['_DATASETVERSIONCREATED']._serialized_end=416
+  _globals['_TRAININGREQUESTED']._serialized_start=419
+  _globals['_TRAININGREQUESTED']._serialized_end=779
+  _globals['_TRAININGREQUESTED_PARAMSENTRY']._serialized_start=734
+  _globals['_TRAININGREQUESTED_PARAMSENTRY']._serialized_end=779
+  _globals['_DATASETCREATED']._serialized_start=781
+  _globals['_DATASETCREATED']._serialized_end=879
+  _globals['_DATASETVALIDATIONFAILED']._serialized_start=881
+  _globals['_DATASETVALIDATIONFAILED']._serialized_end=1008
+  _globals['_DATASETRULESUPDATED']._serialized_start=1010
+  _globals['_DATASETRULESUPDATED']._serialized_end=1106
+  _globals['_DATASETDELETED']._serialized_start=1108
+  _globals['_DATASETDELETED']._serialized_end=1232
+  _globals['_TRAININGQUEUED']._serialized_start=1234
+  _globals['_TRAININGQUEUED']._serialized_end=1329
+  _globals['_TRAININGSTARTED']._serialized_start=1331
+  _globals['_TRAININGSTARTED']._serialized_end=1444
+  _globals['_TRAININGCOMPLETED']._serialized_start=1447
+  _globals['_TRAININGCOMPLETED']._serialized_end=1922
+  _globals['_TRAININGCOMPLETED_PARAMSENTRY']._serialized_start=734
+  _globals['_TRAININGCOMPLETED_PARAMSENTRY']._serialized_end=779
+  _globals['_TRAININGFAILED']._serialized_start=1924
+  _globals['_TRAININGFAILED']._serialized_end=2035
+  _globals['_EVALUATIONCOMPLETED']._serialized_start=2038
+  _globals['_EVALUATIONCOMPLETED']._serialized_end=2310
+  _globals['_EVALUATIONCOMPLETED_METRICSENTRY']._serialized_start=2264
+  _globals['_EVALUATIONCOMPLETED_METRICSENTRY']._serialized_end=2310
+  _globals['_MODELVERSIONCREATED']._serialized_start=2313
+  _globals['_MODELVERSIONCREATED']._serialized_end=2611
+  _globals['_MODELVERSIONCREATED_METRICSENTRY']._serialized_start=2264
+  _globals['_MODELVERSIONCREATED_METRICSENTRY']._serialized_end=2310
+  _globals['_DEPLOYMENTREADY']._serialized_start=2614
+  _globals['_DEPLOYMENTREADY']._serialized_end=2751
+  _globals['_DEPLOYMENTFAILED']._serialized_start=2753
+  _globals['_DEPLOYMENTFAILED']._serialized_end=2847
+  _globals['_PREDICTIONLOGGED']._serialized_start=2850
+  _globals['_PREDICTIONLOGGED']._serialized_end=3094
 # @@protoc_insertion_point(module_scope)

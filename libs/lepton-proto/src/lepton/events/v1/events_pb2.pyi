@@ -37,11 +37,18 @@ class DatasetVersionCreated(_message.Message):
     COLUMNS_FIELD_NUMBER: _builtins.int
     ROW_COUNT_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    PARENT_VERSION_ID_FIELD_NUMBER: _builtins.int
+    RECIPE_DIGEST_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     dataset_name: _builtins.str
     row_count: _builtins.int
     deduplicated: _builtins.bool
     """True when these exact bytes were uploaded before: no new copy was stored."""
+    origin: _builtins.str
+    """"upload", "recipe" or "schema", and the version it was derived from."""
+    parent_version_id: _builtins.str
+    recipe_digest: _builtins.str
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -58,10 +65,13 @@ class DatasetVersionCreated(_message.Message):
         columns: _abc.Iterable[_common_pb2.Column] | None = ...,
         row_count: _builtins.int = ...,
         deduplicated: _builtins.bool = ...,
+        origin: _builtins.str = ...,
+        parent_version_id: _builtins.str = ...,
+        recipe_digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_name", b"dataset_name", "deduplicated", b"deduplicated", "lineage", b"lineage", "object", b"object", "row_count", b"row_count", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_name", b"dataset_name", "deduplicated", b"deduplicated", "lineage", b"lineage", "object", b"object", "origin", b"origin", "parent_version_id", b"parent_version_id", "recipe_digest", b"recipe_digest", "row_count", b"row_count", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,6 +151,129 @@ class TrainingRequested(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainingRequested: _TypeAlias = TrainingRequested  # noqa: Y015
+
+@_typing.final
+class DatasetCreated(_message.Message):
+    """ai.lepton.dataset.created.v1 on lepton.evt.<tenant>.dataset.created: the first
+    version of a new dataset name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    DATASET_NAME_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    dataset_name: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        dataset_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_name", b"dataset_name", "lineage", b"lineage", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetCreated: _TypeAlias = DatasetCreated  # noqa: Y015
+
+@_typing.final
+class DatasetValidationFailed(_message.Message):
+    """ai.lepton.dataset.validation.failed.v1 on lepton.evt.<tenant>.dataset.validation.failed"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    DESCRIPTIONS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    violations: _builtins.int
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def descriptions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One human sentence per violated rule."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        violations: _builtins.int = ...,
+        descriptions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptions", b"descriptions", "lineage", b"lineage", "tenant", b"tenant", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetValidationFailed: _TypeAlias = DatasetValidationFailed  # noqa: Y015
+
+@_typing.final
+class DatasetRulesUpdated(_message.Message):
+    """ai.lepton.dataset.rules.updated.v1 on lepton.evt.<tenant>.dataset.rules.updated"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    rules: _builtins.int
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        rules: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "rules", b"rules", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetRulesUpdated: _TypeAlias = DatasetRulesUpdated  # noqa: Y015
+
+@_typing.final
+class DatasetDeleted(_message.Message):
+    """ai.lepton.dataset.deleted.v1 on lepton.evt.<tenant>.dataset.deleted"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    DATASET_NAME_FIELD_NUMBER: _builtins.int
+    VERSIONS_DELETED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    dataset_name: _builtins.str
+    versions_deleted: _builtins.int
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        dataset_name: _builtins.str = ...,
+        versions_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_name", b"dataset_name", "lineage", b"lineage", "tenant", b"tenant", "versions_deleted", b"versions_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetDeleted: _TypeAlias = DatasetDeleted  # noqa: Y015
 
 @_typing.final
 class TrainingQueued(_message.Message):

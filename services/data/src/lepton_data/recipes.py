@@ -1,0 +1,976 @@
+"""Declared, replayable cleaning and preprocessing recipes over polars frames.
+
+A recipe is an ordered list of steps, declared as JSON. :func:`fit_transform` runs it on
+training data and returns, per step, the parameters it learned (means, categories,
+quantile bounds); :func:`transform` replays the recipe on new data with those parameters
+and never refits, which is what serving applies to each request. Nothing here evaluates a
+user string as code: every operation is one of a fixed set of polars expressions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, get_args
+
+import polars as pl
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lepton_core.errors import InvalidArgument
+
+MAX_STEPS = 200
+# One-hot encoding an id-like column would create one output column per row; past this
+# many fitted categories the recipe is almost certainly wrong, so fitting refuses.
+MAX_ONE_HOT_CATEGORIES = 1000
+MAX_QUANTILE_BUCKETS = 100
+# Lower-cased, stripped strings a strict cast to bool accepts.
+TRUE_STRINGS = ("true", "1", "yes")
+FALSE_STRINGS = ("false", "0", "no")
+
+
+class FieldError(ValueError):
+    """A validator error that knows which field of the model is at fault.
+
+    Pydantic reports errors from model validators at the model's location; carrying the
+    field here lets :func:`invalid_argument_from` point at the exact field instead.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class _Step(BaseModel):
+    # Unknown keys are errors: a misspelt option silently ignored would change what a
+    # recipe does without anyone noticing.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _unique_names(names: list[str], what: str = "column") -> list[str]:
+    seen: set[str] = set()
+    for name in names:
+        if not name:
+            raise ValueError(f"{what} names must be non-empty strings")
+        if name in seen:
+            raise ValueError(f"{what} {name!r} is listed twice; expected each {what} once")
+        seen.add(name)
+    return names
+
+
+# A list of column names: non-empty, each name non-empty and listed once.
+ColumnList = Annotated[list[str], Field(min_length=1), AfterValidator(_unique_names)]
+
+
+class DropNulls(_Step):
+    """Drops rows with a null in any of ``columns`` (every column when omitted). Drops rows."""
+
+    op: Literal["drop_nulls"] = "drop_nulls"
+    columns: ColumnList | None = None
+
+
+class FillNulls(_Step):
+    """Replaces nulls in ``column``: with a fitted mean/median/mode, a constant, or the previous value."""
+
+    op: Literal["fill_nulls"] = "fill_nulls"
+    column: str
+    strategy: Literal["mean", "median", "mode", "constant", "forward"]
+    value: bool | int | float | str | None = None
+
+    @model_validator(mode="after")
+    def _value_matches_strategy(self) -> FillNulls:
+        if self.strategy == "constant" and self.value is None:
+            raise FieldError("value", "strategy 'constant' needs a value: a number, string or boolean")
+        if self.strategy != "constant" and self.value is not None:
+            raise FieldError(
+                "value", f"strategy {self.strategy!r} computes its own fill; expected no value (it is for 'constant')"
+            )
+        return self
+
+
+class Dedupe(_Step):
+    """Keeps the first of rows that are equal on ``columns`` (every column when omitted). Drops rows."""
+
+    op: Literal["dedupe"] = "dedupe"
+    columns: ColumnList | None = None
+
+
+class Cast(_Step):
+    """Casts ``column`` strictly: any non-null value that does not convert is an error, never a null."""
+
+    op: Literal["cast"] = "cast"
+    column: str
+    dtype: Literal["int", "float", "str", "bool", "category"]
+
+
+class Clip(_Step):
+    """Clips ``column`` to bounds given as numbers or as quantiles fitted on the training data."""
+
+    op: Literal["clip"] = "clip"
+    column: str
+    lower: float | None = None
+    upper: float | None = None
+    lower_quantile: float | None = Field(default=None, ge=0.0, le=1.0)
+    upper_quantile: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _one_bound_each_side(self) -> Clip:
+        if self.lower is not None and self.lower_quantile is not None:
+            raise FieldError("lower_quantile", "give lower or lower_quantile, not both")
+        if self.upper is not None and self.upper_quantile is not None:
+            raise FieldError("upper_quantile", "give upper or upper_quantile, not both")
+        if all(b is None for b in (self.lower, self.upper, self.lower_quantile, self.upper_quantile)):
+            raise FieldError("lower", "expected at least one of lower, upper, lower_quantile, upper_quantile")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise FieldError("upper", f"upper ({self.upper}) must be >= lower ({self.lower})")
+        lq, uq = self.lower_quantile, self.upper_quantile
+        if lq is not None and uq is not None and lq > uq:
+            raise FieldError("upper_quantile", f"upper_quantile ({uq}) must be >= lower_quantile ({lq})")
+        return self
+
+
+FilterScalar = bool | int | float | str
+
+
+class Filter(_Step):
+    """Keeps the rows where ``column <operator> value`` holds; a null never passes. Drops rows."""
+
+    op: Literal["filter"] = "filter"
+    column: str
+    operator: Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_null"]
+    value: FilterScalar | list[FilterScalar] | None = None
+
+    @model_validator(mode="after")
+    def _value_matches_operator(self) -> Filter:
+        if self.operator == "not_null":
+            if self.value is not None:
+                raise FieldError("value", "operator 'not_null' takes no value; expected value to be omitted")
+        elif self.operator == "in":
+            if not isinstance(self.value, list) or not self.value:
+                raise FieldError("value", "operator 'in' expects a non-empty list of values")
+        elif self.value is None or isinstance(self.value, list):
+            raise FieldError("value", f"operator {self.operator!r} expects a single number, string or boolean")
+        elif isinstance(self.value, bool) and self.operator not in ("==", "!="):
+            raise FieldError("value", f"operator {self.operator!r} expects a number or string, not a boolean")
+        return self
+
+
+class Select(_Step):
+    """Keeps only ``columns``, in the order given."""
+
+    op: Literal["select"] = "select"
+    columns: ColumnList
+
+
+class Rename(_Step):
+    """Renames columns: ``mapping`` is old name to new name."""
+
+    op: Literal["rename"] = "rename"
+    mapping: dict[str, str] = Field(min_length=1)
+
+    @field_validator("mapping")
+    @classmethod
+    def _distinct_targets(cls, mapping: dict[str, str]) -> dict[str, str]:
+        _unique_names(list(mapping.values()), "new name")
+        return mapping
+
+
+class Derive(_Step):
+    """Adds (or replaces) column ``name`` computed from ``left`` and ``right`` (a column name or a number).
+
+    ``log`` and ``abs`` are unary and take no ``right``. Division by zero, the log of a
+    non-positive number and a non-finite power give null rather than inf or NaN.
+    """
+
+    op: Literal["derive"] = "derive"
+    name: str = Field(min_length=1)
+    left: str
+    operator: Literal["+", "-", "*", "/", "log", "abs", "pow"]
+    right: str | int | float | None = None
+
+    @model_validator(mode="after")
+    def _arity(self) -> Derive:
+        if self.operator in ("log", "abs") and self.right is not None:
+            raise FieldError("right", f"operator {self.operator!r} is unary; expected right to be omitted")
+        if self.operator not in ("log", "abs") and self.right is None:
+            raise FieldError("right", f"operator {self.operator!r} expects right: a column name or a number")
+        if isinstance(self.right, bool):
+            raise FieldError("right", "expected a column name or a number, not a boolean")
+        return self
+
+
+class Standardize(_Step):
+    """Rescales each of ``columns`` to (x - mean) / std, with mean and std fitted on the training data."""
+
+    op: Literal["standardize"] = "standardize"
+    columns: ColumnList
+
+
+class OneHot(_Step):
+    """Replaces ``column`` by 0/1 columns named ``<column>=<category>``; unseen values get all zeros."""
+
+    op: Literal["one_hot"] = "one_hot"
+    column: str
+    categories: list[str] | None = Field(default=None, min_length=1, max_length=MAX_ONE_HOT_CATEGORIES)
+
+    @field_validator("categories")
+    @classmethod
+    def _distinct_categories(cls, categories: list[str] | None) -> list[str] | None:
+        if categories is not None and len(set(categories)) != len(categories):
+            raise ValueError("categories must be distinct")
+        return categories
+
+
+class Bucketize(_Step):
+    """Adds ``<column>_bucket``: the index of the half-open interval [b[i-1], b[i]) holding the value.
+
+    Boundaries are given, or fitted as the ``quantiles``-quantiles of the training data.
+    """
+
+    op: Literal["bucketize"] = "bucketize"
+    column: str
+    boundaries: list[float] | None = Field(default=None, min_length=1)
+    quantiles: int | None = Field(default=None, ge=2, le=MAX_QUANTILE_BUCKETS)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Bucketize:
+        if (self.boundaries is None) == (self.quantiles is None):
+            raise FieldError("boundaries", "expected exactly one of boundaries or quantiles")
+        b = self.boundaries
+        if b is not None and any(x >= y for x, y in itertools.pairwise(b)):
+            raise FieldError("boundaries", "boundaries must be strictly increasing")
+        return self
+
+
+Step = Annotated[
+    DropNulls | FillNulls | Dedupe | Cast | Clip | Filter | Select | Rename | Derive | Standardize | OneHot | Bucketize,
+    Field(discriminator="op"),
+]
+
+STEP_MODELS: dict[str, type[_Step]] = {
+    get_args(model.model_fields["op"].annotation)[0]: model
+    for model in (
+        DropNulls,
+        FillNulls,
+        Dedupe,
+        Cast,
+        Clip,
+        Filter,
+        Select,
+        Rename,
+        Derive,
+        Standardize,
+        OneHot,
+        Bucketize,
+    )
+}
+# Steps that remove rows; serving skips them because a request must get one prediction per row.
+ROW_DROPPING_OPS = frozenset({"drop_nulls", "dedupe", "filter"})
+
+
+class Recipe(BaseModel):
+    """An ordered list of steps; identified in lineage by :func:`recipe_digest`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+_TYPE_WORDS = {"bool": "a boolean", "int": "a number", "float": "a number", "str": "a string", "none": "null"}
+
+
+def _is_type_label(label: str) -> bool:
+    return label in _TYPE_WORDS or label.startswith(("list[", "dict[", "function-"))
+
+
+def _describe_type_label(label: str) -> str:
+    if label.startswith("list["):
+        return "a list"
+    if label.startswith("dict["):
+        return "an object"
+    return _TYPE_WORDS.get(label, label)
+
+
+def invalid_argument_from(
+    exc: ValidationError,
+    root: str,
+    tag_field: str,
+    models: Mapping[str, type[BaseModel]],
+    expected_root: str = "",
+) -> InvalidArgument:
+    """Turns the first error of a pydantic ValidationError over a tagged union into an InvalidArgument.
+
+    Args:
+        exc: The validation error.
+        root: Name of the validated value, the start of the reported field (``recipe``, ``rules``).
+        tag_field: The discriminator field (``op``, ``kind``).
+        models: The union's members by tag, to list allowed tags and fields.
+        expected_root: What the whole value should be, said when it has the wrong shape.
+
+    Returns:
+        An InvalidArgument whose field is a path like ``recipe.steps[2].op``.
+    """
+    errors = exc.errors()
+    err = errors[0]
+    loc = list(err["loc"])
+    # A value that matches no member of a plain union (``bool | float | str``) gives one error
+    # per member, each located under the member's type name; they are one error to the user.
+    alternatives = [e for e in errors if list(e["loc"][: len(loc) - 1]) == loc[:-1]]
+    union_labels = [str(e["loc"][-1]) for e in alternatives if e["loc"]]
+    is_union = len(alternatives) > 1 and all(_is_type_label(label) for label in union_labels)
+    if is_union:
+        loc = loc[:-1]
+    path = root
+    tag: str | None = None
+    prev: Any = None
+    for part in loc:
+        # A discriminated union inserts the member's tag into the location, right after the
+        # list index; the user never wrote it, so it is left out of the field path.
+        if isinstance(prev, int) and isinstance(part, str) and part in models and tag is None:
+            tag = part
+        elif isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}"
+        prev = part
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    expected_tags = ", ".join(models)
+    if is_union:
+        wanted = list(dict.fromkeys(_describe_type_label(label) for label in union_labels))
+        field, message = (
+            path,
+            "expected " + (" or ".join([", ".join(wanted[:-1]), wanted[-1]]) if len(wanted) > 1 else wanted[0]),
+        )
+    elif kind == "union_tag_invalid":
+        field, message = (
+            f"{path}.{tag_field}",
+            f"unknown {tag_field} {ctx.get('tag')!r}; expected one of: {expected_tags}",
+        )
+    elif kind == "union_tag_not_found":
+        field, message = f"{path}.{tag_field}", f"missing {tag_field!r}; expected one of: {expected_tags}"
+    elif kind == "extra_forbidden":
+        name = loc[-1] if loc else ""
+        allowed = ", ".join(models[tag].model_fields) if tag else ""
+        message = f"unknown field {name!r}" + (f"; expected only: {allowed}" if allowed else "")
+        field = path
+    elif kind in ("model_type", "dict_type", "list_type") and path == root and expected_root:
+        field, message = path, f"expected {expected_root}"
+    elif kind in ("model_attributes_type", "model_type", "dict_type"):
+        field, message = path, f"expected a JSON object with {tag_field!r}"
+    elif kind == "missing":
+        field, message = path, "this field is required"
+    elif kind == "value_error" and isinstance(ctx.get("error"), FieldError):
+        error: FieldError = ctx["error"]
+        field, message = f"{path}.{error.field}", error.message
+    elif kind == "value_error":
+        field, message = path, str(ctx.get("error", err["msg"]))
+    else:
+        field, message = path, err["msg"]
+    others = len(errors) - (len(alternatives) if is_union else 1)
+    if others > 0:
+        message += f" (and {others} more error{'s' if others > 1 else ''})"
+    return InvalidArgument(message, field=field)
+
+
+def _load_json(text: str, root: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(
+            f"expected JSON text; it does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}", field=root
+        ) from exc
+
+
+def parse_recipe(text: str) -> Recipe:
+    """Parses a recipe declared as JSON, such as ``{"steps": [{"op": "dedupe"}]}``.
+
+    Args:
+        text: The JSON text.
+
+    Returns:
+        The validated recipe.
+
+    Raises:
+        InvalidArgument: The text is not JSON or not a valid recipe; ``field`` points at the
+            fault, e.g. ``recipe.steps[2].op``.
+    """
+    data = _load_json(text, "recipe")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_argument_from(
+            exc, "recipe", "op", STEP_MODELS, 'a JSON object like {"steps": [{"op": ...}, ...]}'
+        ) from exc
+
+
+def recipe_digest(recipe: Recipe) -> str:
+    """The identity of a recipe in lineage: ``sha256:<hex>`` of its canonical JSON.
+
+    Canonical means sorted keys, no whitespace and defaults filled in, so two spellings of
+    one recipe (an omitted optional field vs an explicit null) get one digest.
+
+    Args:
+        recipe: The recipe.
+
+    Returns:
+        The digest, in the same ``sha256:<hex>`` format as stored objects.
+    """
+    canonical = json.dumps(recipe.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _column_list(df: pl.DataFrame) -> str:
+    names = df.columns
+    shown = ", ".join(repr(n) for n in names[:50])
+    return shown + (f" and {len(names) - 50} more" if len(names) > 50 else "") if names else "(none)"
+
+
+def _require(df: pl.DataFrame, names: Sequence[str], field: str) -> None:
+    present = set(df.columns)
+    for name in names:
+        if name not in present:
+            raise InvalidArgument(
+                f"column {name!r} does not exist; expected one of the existing columns: {_column_list(df)}", field=field
+            )
+
+
+def _require_numeric(df: pl.DataFrame, name: str, field: str, what: str) -> None:
+    _require(df, [name], field)
+    dtype = df.schema[name]
+    if not dtype.is_numeric():
+        raise InvalidArgument(
+            f"column {name!r} is {dtype}; {what} expects a numeric column (add a cast step before it)", field=field
+        )
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype == pl.String or isinstance(dtype, pl.Categorical | pl.Enum)
+
+
+def _fit_values(df: pl.DataFrame, name: str) -> pl.Expr:
+    # NaN is not a value to learn from: it would poison means and quantiles, and fitted
+    # parameters must stay JSON numbers.
+    col = pl.col(name)
+    return col.fill_nan(None) if df.schema[name].is_float() else col
+
+
+def _json_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _json_scalar(value: Any) -> bool | int | float | str:
+    if isinstance(value, bool | int | str):
+        return value
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"{value!r} is not a finite number")
+    return f
+
+
+def _param(params: Mapping[str, Any], key: str, i: int) -> Any:
+    if key not in params:
+        raise InvalidArgument(
+            f"fitted parameters lack {key!r}; expected the output of fit_transform", field=f"fitted[{i}]"
+        )
+    return params[key]
+
+
+def _param_number(params: Mapping[str, Any], key: str, i: int, *, nullable: bool = False) -> float | None:
+    value = _param(params, key, i)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidArgument(f"expected a finite number, got {value!r}", field=f"fitted[{i}].{key}")
+    return float(value)
+
+
+def _param_list(params: Mapping[str, Any], key: str, i: int, item: type | tuple[type, ...], what: str) -> list[Any]:
+    value = _param(params, key, i)
+    if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        raise InvalidArgument(f"expected a list of {what}, got {value!r}", field=f"fitted[{i}].{key}")
+    return value
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _fit(df: pl.DataFrame, step: _Step, i: int) -> dict[str, Any]:
+    """Learns a step's parameters from ``df`` (the frame as it reaches the step)."""
+    at = f"recipe.steps[{i}]"
+    match step:
+        case FillNulls(strategy="mean" | "median" as strategy):
+            _require_numeric(df, step.column, f"{at}.column", f"fill_nulls with strategy {strategy!r}")
+            values = _fit_values(df, step.column)
+            fill = df.select(values.mean() if strategy == "mean" else values.median()).item()
+            if fill is None:
+                raise InvalidArgument(
+                    f"column {step.column!r} has no non-null values to compute the {strategy} from; "
+                    "expected some data, or use strategy 'constant'",
+                    field=f"{at}.column",
+                )
+            return {"fill": float(fill)}
+        case FillNulls(strategy="mode"):
+            _require(df, [step.column], f"{at}.column")
+            dtype = df.schema[step.column]
+            if not (dtype.is_numeric() or dtype == pl.Boolean or _is_text(dtype)):
+                raise InvalidArgument(
+                    f"column {step.column!r} is {dtype}; mode expects a numeric, boolean or text column",
+                    field=f"{at}.column",
+                )
+            series = df.get_column(step.column)
+            series = series.cast(pl.String) if _is_text(dtype) else series
+            # NaN and inf are not fills a JSON parameter can carry, nor sensible ones.
+            series = series.filter(series.is_finite()) if dtype.is_float() else series
+            # polars counts null as a value in mode(); it must never be the fill.
+            modes = series.drop_nulls().mode()
+            if modes.len() == 0:
+                raise InvalidArgument(
+                    f"column {step.column!r} has no non-null values to take the mode of; expected some data, "
+                    "or use strategy 'constant'",
+                    field=f"{at}.column",
+                )
+            # Ties are broken by the smallest value so refits on the same data agree.
+            return {"fill": _json_scalar(modes.sort().item(0))}
+        case Clip():
+            _require_numeric(df, step.column, f"{at}.column", "clip")
+            values = _fit_values(df, step.column)
+            wanted = {"lower": step.lower_quantile, "upper": step.upper_quantile}
+            exprs = [values.quantile(q, interpolation="linear").alias(k) for k, q in wanted.items() if q is not None]
+            fitted = df.select(exprs).row(0, named=True) if exprs else {}
+            for key in fitted:
+                if fitted[key] is None:
+                    raise InvalidArgument(
+                        f"column {step.column!r} has no non-null values to fit the {key} quantile from; "
+                        "expected some data, or give a fixed bound",
+                        field=f"{at}.{key}_quantile",
+                    )
+            lower = step.lower if step.lower is not None else _json_number(fitted.get("lower"))
+            upper = step.upper if step.upper is not None else _json_number(fitted.get("upper"))
+            if lower is not None and upper is not None and lower > upper:
+                raise InvalidArgument(
+                    f"the fitted bounds cross (lower {lower} > upper {upper}); expected lower <= upper", field=at
+                )
+            return {"lower": lower, "upper": upper}
+        case Standardize():
+            for name in step.columns:
+                _require_numeric(df, name, f"{at}.columns", "standardize")
+            # Population std (ddof=0), as scikit-learn's StandardScaler uses.
+            exprs = [
+                e
+                for n in step.columns
+                for e in (_fit_values(df, n).mean().alias(f"m{n}"), _fit_values(df, n).std(ddof=0).alias(f"s{n}"))
+            ]
+            row = df.select(exprs).row(0, named=True)
+            out: dict[str, Any] = {}
+            for name in step.columns:
+                mean = _json_number(row[f"m{name}"])
+                std = _json_number(row[f"s{name}"])
+                # A constant (or empty) column has no spread to divide out; dividing by 1 keeps it finite.
+                out[name] = {"mean": mean if mean is not None else 0.0, "std": std if std else 1.0}
+            return out
+        case OneHot(categories=None):
+            _require(df, [step.column], f"{at}.column")
+            seen = df.get_column(step.column).cast(pl.String).drop_nulls().unique()
+            if seen.len() == 0:
+                raise InvalidArgument(
+                    f"column {step.column!r} has no non-null values to learn categories from; "
+                    "expected some data, or give categories",
+                    field=f"{at}.column",
+                )
+            if seen.len() > MAX_ONE_HOT_CATEGORIES:
+                raise InvalidArgument(
+                    f"column {step.column!r} has {seen.len()} distinct values; one_hot expects at most "
+                    f"{MAX_ONE_HOT_CATEGORIES} (give categories, or use bucketize)",
+                    field=f"{at}.column",
+                )
+            return {"categories": sorted(seen.to_list())}
+        case OneHot(categories=list() as categories):
+            _require(df, [step.column], f"{at}.column")
+            return {"categories": list(categories)}
+        case Bucketize(quantiles=int() as quantiles):
+            _require_numeric(df, step.column, f"{at}.column", "bucketize")
+            probs = [k / quantiles for k in range(1, quantiles)]
+            # A list of quantiles comes back as one list value, a Series, in a single pass.
+            found = df.select(_fit_values(df, step.column).quantile(probs, interpolation="linear")).item()
+            points = found.to_list() if isinstance(found, pl.Series) else []
+            # Ties in skewed data give repeated quantiles; a boundary counts once.
+            bounds = sorted({b for b in (_json_number(x) for x in points) if b is not None})
+            if not bounds:
+                raise InvalidArgument(
+                    f"column {step.column!r} has no non-null values to fit quantile boundaries from; "
+                    "expected some data, or give boundaries",
+                    field=f"{at}.column",
+                )
+            return {"boundaries": bounds}
+        case Bucketize(boundaries=list() as boundaries):
+            _require_numeric(df, step.column, f"{at}.column", "bucketize")
+            return {"boundaries": list(boundaries)}
+    return {}
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def _apply(df: pl.DataFrame, step: _Step, params: Mapping[str, Any], i: int) -> pl.DataFrame:
+    """Applies one step to ``df`` with the given (fitted) parameters."""
+    at = f"recipe.steps[{i}]"
+    match step:
+        case DropNulls():
+            _require(df, step.columns or [], f"{at}.columns")
+            return df.drop_nulls(subset=step.columns)
+        case Dedupe():
+            _require(df, step.columns or [], f"{at}.columns")
+            return df.unique(subset=step.columns, keep="first", maintain_order=True)
+        case FillNulls():
+            return _apply_fill(df, step, params, i)
+        case Cast():
+            return _apply_cast(df, step, i)
+        case Clip():
+            return _apply_clip(df, step, params, i)
+        case Filter():
+            return _apply_filter(df, step, i)
+        case Select():
+            _require(df, step.columns, f"{at}.columns")
+            return df.select(step.columns)
+        case Rename():
+            _require(df, list(step.mapping), f"{at}.mapping")
+            kept = set(df.columns) - set(step.mapping)
+            clash = next((new for new in step.mapping.values() if new in kept), None)
+            if clash is not None:
+                raise InvalidArgument(
+                    f"new name {clash!r} is already a column; expected names not in use", field=f"{at}.mapping"
+                )
+            return df.rename(step.mapping)
+        case Derive():
+            return _apply_derive(df, step, i)
+        case Standardize():
+            exprs = []
+            for name in step.columns:
+                _require_numeric(df, name, f"{at}.columns", "standardize")
+                stats = _param(params, name, i)
+                if not isinstance(stats, Mapping):
+                    raise InvalidArgument("expected {'mean': .., 'std': ..}", field=f"fitted[{i}].{name}")
+                mean = _param_number(stats, "mean", i)
+                std = _param_number(stats, "std", i) or 1.0
+                exprs.append(((pl.col(name).cast(pl.Float64) - mean) / std).alias(name))
+            return df.with_columns(exprs)
+        case OneHot():
+            return _apply_one_hot(df, step, params, i)
+        case Bucketize():
+            _require_numeric(df, step.column, f"{at}.column", "bucketize")
+            bounds = _param_list(params, "boundaries", i, (int, float), "numbers")
+            out = f"{step.column}_bucket"
+            if out in df.columns:
+                raise InvalidArgument(
+                    f"column {out!r} already exists; expected a free output name", field=f"{at}.column"
+                )
+            values = _fit_values(df, step.column)
+            # Bucket k holds bounds[k-1] <= x < bounds[k]: the count of boundaries at or below x.
+            index = pl.sum_horizontal([(values >= b).cast(pl.Int32) for b in bounds]) if bounds else pl.lit(0)
+            return df.with_columns(pl.when(values.is_not_null()).then(index).cast(pl.Int32).alias(out))
+    raise AssertionError(f"unhandled step {step!r}")  # pragma: no cover
+
+
+def _apply_fill(df: pl.DataFrame, step: FillNulls, params: Mapping[str, Any], i: int) -> pl.DataFrame:
+    field = f"recipe.steps[{i}].column"
+    _require(df, [step.column], field)
+    col = pl.col(step.column)
+    if step.strategy == "forward":
+        # Leading nulls stay null: there is no earlier value to carry.
+        return df.with_columns(col.fill_null(strategy="forward"))
+    fill = step.value if step.strategy == "constant" else _param(params, "fill", i)
+    dtype = df.schema[step.column]
+    if dtype.is_numeric():
+        ok = isinstance(fill, int | float) and not isinstance(fill, bool)
+        expected = "a number"
+    elif dtype == pl.Boolean:
+        ok, expected = isinstance(fill, bool), "a boolean"
+    elif _is_text(dtype):
+        ok, expected = isinstance(fill, str), "a string"
+    else:
+        raise InvalidArgument(
+            f"column {step.column!r} is {dtype}; fill_nulls expects a numeric, boolean or text column", field=field
+        )
+    if not ok:
+        raise InvalidArgument(
+            f"column {step.column!r} is {dtype}; expected {expected} to fill it, got {fill!r}", field=field
+        )
+    if isinstance(dtype, pl.Enum) and fill not in dtype.categories.to_list():
+        # polars leaves the nulls in place, without an error, for a value outside the enum.
+        raise InvalidArgument(
+            f"column {step.column!r} is an Enum; expected one of its categories to fill it, got {fill!r}", field=field
+        )
+    return df.with_columns(col.fill_null(pl.lit(fill)))
+
+
+def _apply_cast(df: pl.DataFrame, step: Cast, i: int) -> pl.DataFrame:
+    field = f"recipe.steps[{i}].column"
+    _require(df, [step.column], field)
+    src = pl.col(step.column)
+    dtype = df.schema[step.column]
+    text = src.cast(pl.String).str.strip_chars() if _is_text(dtype) else None
+    out: pl.Expr
+    if step.dtype == "str":
+        out = src.cast(pl.String)
+    elif step.dtype == "category":
+        out = src.cast(pl.String).cast(pl.Categorical)
+    elif step.dtype == "int":
+        if dtype.is_float():
+            # polars truncates 1.5 to 1 even in a strict cast; a fraction is a bad value here.
+            out = pl.when(src.is_finite() & (src == src.floor())).then(src).cast(pl.Int64, strict=False)
+        else:
+            out = (text if text is not None else src).cast(pl.Int64, strict=False)
+    elif step.dtype == "float":
+        out = (text if text is not None else src).cast(pl.Float64, strict=False)
+    elif text is not None:
+        lowered = text.str.to_lowercase()
+        out = pl.when(lowered.is_in(TRUE_STRINGS)).then(True).when(lowered.is_in(FALSE_STRINGS)).then(False)
+    elif dtype.is_numeric():
+        out = pl.when(src == 1).then(True).when(src == 0).then(False)
+    else:
+        out = src.cast(pl.Boolean, strict=False)
+    bad = src.is_not_null() & out.is_null()
+    n_bad, example = df.select(bad.sum().alias("n"), src.filter(bad).first().alias("e")).row(0)
+    if n_bad:
+        hint = {
+            "bool": f"true/false ({', '.join(TRUE_STRINGS + FALSE_STRINGS)}, or 0/1)",
+            "int": "whole numbers",
+            "float": "numbers",
+        }.get(step.dtype, step.dtype)
+        raise InvalidArgument(
+            f"column {step.column!r} cannot be cast to {step.dtype}: {n_bad} value{'s' if n_bad > 1 else ''} "
+            f"do not convert, e.g. {example!r}; expected {hint}",
+            field=field,
+        )
+    return df.with_columns(out.alias(step.column))
+
+
+def _apply_clip(df: pl.DataFrame, step: Clip, params: Mapping[str, Any], i: int) -> pl.DataFrame:
+    field = f"recipe.steps[{i}].column"
+    _require_numeric(df, step.column, field, "clip")
+    lower = _param_number(params, "lower", i, nullable=True)
+    upper = _param_number(params, "upper", i, nullable=True)
+    if df.schema[step.column].is_integer():
+        # polars casts the bounds to the column's type, turning a lower bound of 1.5 into 1.
+        # For integers, clipping to [ceil(lower), floor(upper)] is exact and keeps the dtype.
+        lo = math.ceil(lower) if lower is not None else None
+        hi = math.floor(upper) if upper is not None else None
+        if lo is not None and hi is not None and lo > hi:
+            raise InvalidArgument(
+                f"no whole number lies in [{lower}, {upper}]; expected bounds that hold an integer", field=field
+            )
+        return df.with_columns(pl.col(step.column).clip(lo, hi))
+    return df.with_columns(pl.col(step.column).clip(lower, upper))
+
+
+def _apply_filter(df: pl.DataFrame, step: Filter, i: int) -> pl.DataFrame:
+    field = f"recipe.steps[{i}].column"
+    _require(df, [step.column], field)
+    col = pl.col(step.column)
+    if step.operator == "not_null":
+        return df.filter(col.is_not_null())
+    dtype = df.schema[step.column]
+    values: list[FilterScalar] = (
+        step.value if isinstance(step.value, list) else [step.value] if step.value is not None else []
+    )
+    if dtype.is_numeric():
+        ok = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        expected = "numbers"
+    elif dtype == pl.Boolean:
+        ok, expected = all(isinstance(v, bool) for v in values) and step.operator in ("==", "!=", "in"), "booleans"
+    elif _is_text(dtype):
+        ok, expected = all(isinstance(v, str) for v in values), "strings"
+        col = col.cast(pl.String)
+    else:
+        raise InvalidArgument(
+            f"column {step.column!r} is {dtype}; filter expects a numeric, boolean or text column", field=field
+        )
+    if not ok:
+        raise InvalidArgument(
+            f"column {step.column!r} is {dtype}; expected {expected} to compare with "
+            f"(booleans only with ==, != and in), got {step.value!r}",
+            field=f"recipe.steps[{i}].value",
+        )
+    if step.operator == "in":
+        if dtype.is_integer():
+            # Since polars 2.0, is_in no longer coerces; a fractional value can never match an integer.
+            members = pl.Series([int(v) for v in values if float(v).is_integer()], dtype=dtype)
+        elif dtype.is_numeric():
+            members = pl.Series([float(v) for v in values], dtype=pl.Float64)
+            col = col.cast(pl.Float64)
+        else:
+            members = pl.Series(values, dtype=pl.Boolean if dtype == pl.Boolean else pl.String)
+        return df.filter(col.is_in(members.implode()))
+    value = pl.lit(values[0])
+    compare = {
+        "==": col.__eq__,
+        "!=": col.__ne__,
+        "<": col.__lt__,
+        "<=": col.__le__,
+        ">": col.__gt__,
+        ">=": col.__ge__,
+    }[step.operator]
+    # filter() drops rows where the predicate is null, so nulls never pass a comparison.
+    return df.filter(compare(value))
+
+
+def _apply_derive(df: pl.DataFrame, step: Derive, i: int) -> pl.DataFrame:
+    at = f"recipe.steps[{i}]"
+    _require_numeric(df, step.left, f"{at}.left", f"derive {step.operator!r}")
+    left = pl.col(step.left)
+    right: pl.Expr | None = None
+    if isinstance(step.right, str):
+        _require_numeric(df, step.right, f"{at}.right", f"derive {step.operator!r}")
+        right = pl.col(step.right)
+    elif step.right is not None:
+        right = pl.lit(step.right)
+    out: pl.Expr
+    if step.operator == "abs":
+        out = left.abs()
+    elif step.operator == "log":
+        out = pl.when(left > 0).then(left.cast(pl.Float64).log())
+    elif right is None:  # pragma: no cover - the model validator rules this out
+        raise AssertionError("binary operator without right")
+    elif step.operator == "+":
+        out = left + right
+    elif step.operator == "-":
+        out = left - right
+    elif step.operator == "*":
+        out = left * right
+    elif step.operator == "/":
+        out = pl.when(right != 0).then(left.cast(pl.Float64) / right)
+    else:
+        powered = left.cast(pl.Float64).pow(right)
+        out = pl.when(powered.is_finite()).then(powered)
+    return df.with_columns(out.alias(step.name))
+
+
+def _apply_one_hot(df: pl.DataFrame, step: OneHot, params: Mapping[str, Any], i: int) -> pl.DataFrame:
+    field = f"recipe.steps[{i}].column"
+    _require(df, [step.column], field)
+    categories = _param_list(params, "categories", i, str, "strings")
+    names = [f"{step.column}={c}" for c in categories]
+    clash = next((n for n in names if n in df.columns and n != step.column), None)
+    if clash is not None:
+        raise InvalidArgument(f"output column {clash!r} already exists; expected a free output name", field=field)
+    values = pl.col(step.column).cast(pl.String)
+    # A null or a value not seen in training matches no category and so gets all zeros.
+    dummies = [(values == c).fill_null(False).cast(pl.Int8).alias(n) for c, n in zip(categories, names, strict=True)]
+    at = df.columns.index(step.column)
+    order = [*df.columns[:at], *names, *df.columns[at + 1 :]]
+    return df.with_columns(dummies).select(order)
+
+
+def _run(df: pl.DataFrame, step: _Step, params: Mapping[str, Any], i: int) -> pl.DataFrame:
+    try:
+        return _apply(df, step, params, i)
+    except InvalidArgument:
+        raise
+    except pl.exceptions.PolarsError as exc:
+        # A combination the checks above did not foresee is still the recipe's fault, not the service's.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        op = getattr(step, "op", "?")
+        raise InvalidArgument(
+            f"step {op!r} cannot be applied to this data ({reason}); expected columns of a type it supports",
+            field=f"recipe.steps[{i}]",
+        ) from exc
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def fit_transform(df: pl.DataFrame, recipe: Recipe) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """Runs ``recipe`` on training data, fitting each step on the frame as it reaches that step.
+
+    Args:
+        df: The training frame.
+        recipe: The recipe.
+
+    Returns:
+        The transformed frame and one JSON-serializable dict of fitted parameters per step
+        (``{}`` for stateless steps), to pass to :func:`transform`.
+
+    Raises:
+        InvalidArgument: A step names a missing column, meets a column of the wrong type, a
+            value that does not cast, or data it cannot fit on.
+    """
+    fitted: list[dict[str, Any]] = []
+    for i, step in enumerate(recipe.steps):
+        params = _fit(df, step, i)
+        df = _run(df, step, params, i)
+        fitted.append(params)
+    return df, fitted
+
+
+def transform(
+    df: pl.DataFrame, recipe: Recipe, fitted: Sequence[Mapping[str, Any]], *, serving: bool = True
+) -> pl.DataFrame:
+    """Replays ``recipe`` on new data with parameters fitted earlier; it never refits.
+
+    Args:
+        df: The new frame.
+        recipe: The recipe that was fitted.
+        fitted: The parameters :func:`fit_transform` returned for this recipe (possibly after
+            a JSON round trip).
+        serving: Skip the row-dropping steps (drop_nulls, dedupe, filter). Serving must
+            return one prediction per input row, in order, so it cannot silently drop rows;
+            pass ``False`` for batch use, such as preparing a held-out evaluation set.
+
+    Returns:
+        The transformed frame.
+
+    Raises:
+        InvalidArgument: ``fitted`` does not match the recipe, or a step cannot be applied to
+            ``df`` (missing column, wrong type, uncastable value).
+    """
+    if len(fitted) != len(recipe.steps):
+        raise InvalidArgument(
+            f"{len(fitted)} fitted entries for {len(recipe.steps)} steps; expected one per step", field="fitted"
+        )
+    for i, (step, params) in enumerate(zip(recipe.steps, fitted, strict=True)):
+        if not isinstance(params, Mapping):
+            raise InvalidArgument(f"expected a dict of parameters, got {params!r}", field=f"fitted[{i}]")
+        if serving and step.op in ROW_DROPPING_OPS:
+            continue
+        df = _run(df, step, params, i)
+    return df
+
+
+__all__ = [
+    "MAX_STEPS",
+    "ROW_DROPPING_OPS",
+    "STEP_MODELS",
+    "Bucketize",
+    "Cast",
+    "Clip",
+    "Dedupe",
+    "Derive",
+    "DropNulls",
+    "FieldError",
+    "FillNulls",
+    "Filter",
+    "OneHot",
+    "Recipe",
+    "Rename",
+    "Select",
+    "Standardize",
+    "Step",
+    "fit_transform",
+    "invalid_argument_from",
+    "parse_recipe",
+    "recipe_digest",
+    "transform",
+]
