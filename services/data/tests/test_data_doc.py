@@ -23,7 +23,7 @@ def test_the_documented_example_runs(service: StartService) -> None:
     address = service("data", {key: "doc" + uuid.uuid4().hex[:8]})
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(blocks[0], str(DOC), "exec"), {"ADDRESS": address, "API_KEY": key, "__name__": "__doc__"})  # noqa: S102
+        exec(compile(blocks[0], str(DOC), "exec"), {"ADDRESS": address, "API_KEY": key, "__name__": "__doc__"})
     printed = out.getvalue()
     assert "6 rows: [('age', 'Int64'), ('income', 'Int64'), ('city', 'String')]" in printed
     assert printed.count("violation:") == 2

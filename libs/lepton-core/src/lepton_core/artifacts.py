@@ -16,12 +16,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 import skops.io as sio
 
 from lepton_core.errors import DataIntegrityError
 
 MODEL_FILE = "model.skops"
 SIGNATURE_FILE = "signature.json"
+#: Present when the model was trained on a recipe-made dataset version: the recipes
+#: (with their fitted parameters) that turn raw input rows into the model's features.
+PREPROCESS_FILE = "preprocess.json"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 #: Type prefixes a model file may contain; anything else is refused on load.
@@ -30,7 +34,12 @@ TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sp
 
 @dataclass(frozen=True)
 class Signature:
-    """What a model takes and gives, and what made it."""
+    """What a model takes and gives, and what made it.
+
+    ``features`` are the columns the estimator sees. ``inputs`` are the raw columns a
+    caller sends (name and polars dtype) when a preprocessing chain stands between
+    the two; empty when the features are the inputs.
+    """
 
     features: list[str]
     target: str
@@ -38,6 +47,68 @@ class Signature:
     algorithm: str
     input_dtype: str = "float64"
     libraries: dict[str, str] = field(default_factory=dict)
+    inputs: list[dict[str, str]] = field(default_factory=list)
+
+    def numeric_inputs(self) -> list[str]:
+        """Inputs sent as the FP64 ``features`` tensor (all of them when there is no chain)."""
+        if not self.inputs:
+            return list(self.features)
+        return [c["name"] for c in self.inputs if not is_text_dtype(c["dtype"])]
+
+    def text_inputs(self) -> list[str]:
+        """Inputs sent as the BYTES ``text_features`` tensor."""
+        return [c["name"] for c in self.inputs if is_text_dtype(c["dtype"])]
+
+
+def is_text_dtype(dtype: str) -> bool:
+    return dtype in ("String", "Utf8", "Categorical") or dtype.startswith(("Enum", "Categorical"))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The recipes, oldest first, that made the training data from raw uploads."""
+
+    recipes: list[dict[str, Any]]
+    target: str
+    target_dtype: str
+
+    def apply(self, raw: pl.DataFrame) -> pl.DataFrame:
+        """Replays every recipe on raw rows with its fitted parameters (never refitting).
+
+        Row-dropping steps are skipped (one prediction per row). Steps may name the
+        target, which a caller does not send, so it is added as nulls first.
+        """
+        from lepton_core import recipes
+
+        frame = raw
+        if self.target not in frame.columns:
+            frame = frame.with_columns(pl.lit(None).cast(_polars_dtype(self.target_dtype)).alias(self.target))
+        for entry in self.recipes:
+            recipe = recipes.Recipe.model_validate(entry["recipe"])
+            frame = recipes.transform(frame, recipe, entry["fitted"], serving=True)
+        return frame
+
+
+def _polars_dtype(name: str) -> pl.DataType:
+    dtype = getattr(pl, name.split("(")[0], None)
+    return dtype() if isinstance(dtype, type) else pl.Float64()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything in an artifact: the estimator, its signature, its preprocessing."""
+
+    model: Any
+    signature: Signature
+    preprocess: Preprocess | None = None
+
+    def features(self, raw: pl.DataFrame) -> npt.NDArray[np.float64]:
+        """The estimator's input matrix for raw rows (the signature's inputs, or its features)."""
+        frame = self.preprocess.apply(raw) if self.preprocess is not None else raw
+        return frame.select(self.signature.features).to_numpy().astype(np.float64)
+
+    def predict(self, raw: pl.DataFrame) -> npt.NDArray[Any]:
+        return np.asarray(self.model.predict(self.features(raw)))
 
 
 def library_versions() -> dict[str, str]:
@@ -63,21 +134,25 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def pack(model: Any, signature: Signature) -> bytes:
-    """The artifact bytes for ``model``: a zip of the skops model and its signature."""
-    return _zip(
-        [
-            (MODEL_FILE, sio.dumps(model)),
-            (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode()),
-        ]
-    )
+def pack(model: Any, signature: Signature, preprocess: Preprocess | None = None) -> bytes:
+    """The artifact bytes for ``model``: a zip of the skops model, its signature and preprocessing."""
+    files = [
+        (MODEL_FILE, sio.dumps(model)),
+        (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode()),
+    ]
+    if preprocess is not None:
+        files.append((PREPROCESS_FILE, json.dumps(asdict(preprocess), sort_keys=True).encode()))
+    return _zip(files)
 
 
 def unpack_files(artifact: bytes) -> dict[str, bytes]:
     """The files inside an artifact (what the deployer ships to Triton)."""
     try:
         with zipfile.ZipFile(io.BytesIO(artifact)) as zf:
-            return {name: zf.read(name) for name in (MODEL_FILE, SIGNATURE_FILE)}
+            names = [MODEL_FILE, SIGNATURE_FILE]
+            if PREPROCESS_FILE in zf.namelist():
+                names.append(PREPROCESS_FILE)
+            return {name: zf.read(name) for name in names}
     except (zipfile.BadZipFile, KeyError) as exc:
         raise DataIntegrityError(f"artifact is not a Lepton model bundle: {exc}") from exc
 
@@ -93,9 +168,16 @@ def load_model_bytes(model_bytes: bytes) -> Any:
 
 def unpack(artifact: bytes) -> tuple[Any, Signature]:
     """The model and signature inside an artifact."""
+    bundle = load_bundle(artifact)
+    return bundle.model, bundle.signature
+
+
+def load_bundle(artifact: bytes) -> Bundle:
+    """The model, signature and preprocessing chain inside an artifact."""
     files = unpack_files(artifact)
     signature = Signature(**json.loads(files[SIGNATURE_FILE]))
-    return load_model_bytes(files[MODEL_FILE]), signature
+    preprocess = Preprocess(**json.loads(files[PREPROCESS_FILE])) if PREPROCESS_FILE in files else None
+    return Bundle(load_model_bytes(files[MODEL_FILE]), signature, preprocess)
 
 
 def holdout_split(n_rows: int, seed: int, test_fraction: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

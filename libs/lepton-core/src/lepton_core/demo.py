@@ -21,6 +21,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 import tritonclient.grpc.aio as triton_aio
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
@@ -158,13 +159,10 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
                 raise RuntimeError(f"deployment failed: {deployment.error}")
             seconds["deployed"] = time.monotonic() - t0
 
-            import polars as pl
-
-            frame = pl.read_csv(csv_path)
-            sample = frame.head(5)
+            sample = pl.read_csv(csv_path).head(5)
             rows = sample.select(list(model_version.features)).to_numpy().astype(np.float64)
             truth = sample[model_version.target].to_numpy().astype(np.float64)
-            predictions = await infer(deployment, rows)
+            predictions = await infer(deployment, sample)
             seconds["predicted"] = time.monotonic() - t0
             monitor = monitor_pb2_grpc.MonitorServiceStub(mon_ch)
             stats = await poll(
@@ -198,20 +196,34 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
     return result
 
 
-async def infer(deployment: deployer_pb2.Deployment, rows: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def input_tensors(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> list[triton_aio.InferInput]:
+    """Triton inputs for raw rows, laid out as the deployment says (missing numbers as NaN)."""
+    numeric = frame.select([pl.col(c).cast(pl.Float64) for c in deployment.feature_columns]).to_numpy()
+    tensors = [triton_aio.InferInput(deployment.input_names[0], list(numeric.shape), "FP64")]
+    tensors[0].set_data_from_numpy(numeric.astype(np.float64))
+    if deployment.text_columns:
+        text = np.array(
+            [
+                [("" if v is None else str(v)).encode() for v in row]
+                for row in frame.select(deployment.text_columns).rows()
+            ],
+            dtype=np.object_,
+        )
+        tensors.append(triton_aio.InferInput(deployment.input_names[1], list(text.shape), "BYTES"))
+        tensors[1].set_data_from_numpy(text)
+    return tensors
+
+
+async def infer(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt.NDArray[np.float64]:
     """Predictions straight from Triton (KServe V2 gRPC), with the trace context attached."""
     client = triton_aio.InferenceServerClient(deployment.triton_url)
     try:
-        inp = triton_aio.InferInput(deployment.input_names[0], list(rows.shape), "FP64")
-        inp.set_data_from_numpy(rows)
-        carrier: dict[str, str] = {}
-        inject_context(carrier)
         with trace.get_tracer("lepton.demo").start_as_current_span("triton infer"):
-            carrier = {}
+            carrier: dict[str, str] = {}
             inject_context(carrier)
             result = await client.infer(
                 deployment.triton_model,
-                [inp],
+                input_tensors(deployment, frame),
                 model_version=deployment.triton_version,
                 outputs=[triton_aio.InferRequestedOutput(deployment.output_names[0])],
                 parameters=carrier,

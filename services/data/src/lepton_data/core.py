@@ -23,10 +23,11 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
+from lepton_core import recipes
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
-from lepton_data import ingest, recipes, validation
+from lepton_data import ingest, validation
 from lepton_data.ingest import CsvOptions, Limits
 from lepton_data.profiling import DatasetProfile, profile
 from lepton_data.splits import SplitSpec, assign_splits, split_index
@@ -222,13 +223,24 @@ class Datasets:
             ) from None
         df = await self.frame(parent)
         try:
-            new, _ = await asyncio.to_thread(recipes.fit_transform, df, recipe)
+            new, fitted = await asyncio.to_thread(recipes.fit_transform, df, recipe)
         except InvalidArgument as exc:
             # The cast steps are the request's changes: name the change, not a recipe step.
             field = (exc.field or "changes").replace("recipe.steps[", "changes[").replace("].column", "].name")
             raise InvalidArgument(exc.message, field=field) from None
-        new_id = content_id(tenant, parent.dataset_name, "schema", parent.version_id, recipes.recipe_digest(recipe))
-        return await self._derived(tenant, parent, new_id, new, origin="schema")
+        digest = recipes.recipe_digest(recipe)
+        new_id = content_id(tenant, parent.dataset_name, "schema", parent.version_id, digest)
+        # Recorded as a recipe of cast steps, so a model trained on it can replay the casts.
+        return await self._derived(
+            tenant,
+            parent,
+            new_id,
+            new,
+            origin="schema",
+            recipe_json=recipe.model_dump_json(),
+            recipe_digest=digest,
+            fitted_json=json.dumps(fitted),
+        )
 
     async def apply_recipe(self, tenant: str, version_id: str, recipe_json: str) -> Stored:
         parent = await self.get(tenant, version_id)

@@ -12,7 +12,15 @@ from lepton_core.errors import InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ts
-from lepton_deployer.core import INPUT_NAME, OUTPUT_NAME, Deployer, DeploymentRecord, DeploymentState, triton_model_name
+from lepton_deployer.core import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TEXT_INPUT_NAME,
+    Deployer,
+    DeploymentRecord,
+    DeploymentState,
+    triton_model_name,
+)
 
 _STATE = {
     DeploymentState.LOADING: deployer_pb2.DEPLOYMENT_STATE_LOADING,
@@ -41,7 +49,9 @@ def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
         triton_model=d.triton_model,
         triton_version=str(d.model_version),
         triton_url=d.triton_url,
-        input_names=[INPUT_NAME],
+        input_names=[INPUT_NAME, TEXT_INPUT_NAME] if d.text_columns else [INPUT_NAME],
+        feature_columns=d.feature_columns,
+        text_columns=d.text_columns,
         output_names=[OUTPUT_NAME],
         error=d.error,
         updated_at=ts(d.updated_at),

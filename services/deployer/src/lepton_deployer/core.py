@@ -22,6 +22,7 @@ from lepton_core.errors import Unavailable
 from lepton_core.wire import now
 
 INPUT_NAME = "features"
+TEXT_INPUT_NAME = "text_features"
 OUTPUT_NAME = "prediction"
 
 
@@ -45,6 +46,8 @@ class DeploymentRecord(BaseModel):
     evaluation_id: str = ""
     triton_model: str
     triton_url: str
+    feature_columns: list[str] = []
+    text_columns: list[str] = []
     error: str = ""
     updated_at: datetime
 
@@ -61,15 +64,22 @@ def triton_model_name(tenant: str, deployment: str) -> str:
     return f"{tenant}--{deployment}"
 
 
-def model_config(name: str, n_features: int, labels: dict[str, str], opts: ModelConfigOptions) -> str:
-    """The Triton model configuration (JSON) for a Python-backend Lepton model."""
+def model_config(name: str, signature: artifacts.Signature, labels: dict[str, str], opts: ModelConfigOptions) -> str:
+    """The Triton model configuration (JSON) for a Python-backend Lepton model.
+
+    Numeric inputs travel as one FP64 matrix; text inputs (only models trained on a
+    recipe over text columns take them) as one BYTES matrix beside it.
+    """
     params = {**labels, "nats_url": opts.nats_url, "log_sample_rate": str(opts.log_sample_rate)}
+    inputs = [{"name": INPUT_NAME, "data_type": "TYPE_FP64", "dims": [len(signature.numeric_inputs())]}]
+    if signature.text_inputs():
+        inputs.append({"name": TEXT_INPUT_NAME, "data_type": "TYPE_STRING", "dims": [len(signature.text_inputs())]})
     return json.dumps(
         {
             "name": name,
             "backend": "python",
             "max_batch_size": opts.max_batch_size,
-            "input": [{"name": INPUT_NAME, "data_type": "TYPE_FP64", "dims": [n_features]}],
+            "input": inputs,
             "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP64", "dims": [1]}],
             "dynamic_batching": {"max_queue_delay_microseconds": opts.max_queue_delay_us},
             "instance_group": [{"kind": "KIND_CPU", "count": 1}],
@@ -117,11 +127,14 @@ class Deployer:
         await self.store.put(key, draft.model_copy(update={"state": DeploymentState.LOADING, "updated_at": now()}))
         try:
             files = artifacts.unpack_files(await self._objects.get(artifact))
-            signature = json.loads(files[artifacts.SIGNATURE_FILE])
+            signature = artifacts.Signature(**json.loads(files[artifacts.SIGNATURE_FILE]))
+            draft = draft.model_copy(
+                update={"feature_columns": signature.numeric_inputs(), "text_columns": signature.text_inputs()}
+            )
             version = str(draft.model_version)
             config = model_config(
                 draft.triton_model,
-                len(signature["features"]),
+                signature,
                 {
                     "tenant": draft.tenant,
                     "deployment": draft.name,
@@ -130,11 +143,8 @@ class Deployer:
                 },
                 self._opts,
             )
-            payload = {
-                f"file:{version}/model.py": serving_model_source(),
-                f"file:{version}/{artifacts.MODEL_FILE}": files[artifacts.MODEL_FILE],
-                f"file:{version}/{artifacts.SIGNATURE_FILE}": files[artifacts.SIGNATURE_FILE],
-            }
+            payload = {f"file:{version}/model.py": serving_model_source()}
+            payload.update({f"file:{version}/{name}": data for name, data in files.items()})
             client = triton_aio.InferenceServerClient(self._triton_url)
             try:
                 await client.load_model(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from lepton.common.v1 import common_pb2
 from lepton.data.v1 import data_pb2, data_pb2_grpc
@@ -53,26 +55,51 @@ def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
     )
 
 
+#: Longest chain of recipe/schema versions followed back to the raw upload.
+MAX_CHAIN = 50
+
+
 async def fetch_dataset(data_url: str, version_id: str) -> DatasetInfo:
-    """Asks the data service for a version, on behalf of the caller (their key, their tenant)."""
+    """Asks the data service for a version and the recipe chain back to its raw upload.
+
+    The calls go on behalf of the caller (their key, their tenant). The chain is what
+    lets serving take raw rows: the model carries each recipe's fitted parameters.
+    """
     if not version_id:
         raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
     async with client_channel(data_url, current_api_key()) as channel:
-        try:
-            v = await data_pb2_grpc.DataServiceStub(channel).GetDatasetVersion(
-                data_pb2.GetDatasetVersionRequest(version_id=version_id), timeout=10
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"dataset version {version_id!r} does not exist", field="dataset_version_id") from exc
-            raise Unavailable(f"data service at {data_url}: {exc.details()}") from exc
+        stub = data_pb2_grpc.DataServiceStub(channel)
+        version = await _get_version(stub, data_url, version_id)
+        chain: list[dict[str, object]] = []
+        root = version
+        while root.origin in ("recipe", "schema") and root.parent_version_id:
+            if len(chain) >= MAX_CHAIN:
+                raise InvalidArgument(f"more than {MAX_CHAIN} recipe versions in a row", field="dataset_version_id")
+            if not root.recipe_json:
+                raise InvalidArgument(f"version {root.version_id} was derived without a recorded recipe")
+            chain.append({"recipe": json.loads(root.recipe_json), "fitted": json.loads(root.fitted_json or "[]")})
+            root = await _get_version(stub, data_url, root.parent_version_id)
     return DatasetInfo(
-        dataset_id=v.dataset_id,
-        dataset_name=v.dataset_name,
-        version_id=v.version_id,
-        object=ref_from_pb(v.object),
-        columns={c.name: c.dtype for c in v.columns},
+        dataset_id=version.dataset_id,
+        dataset_name=version.dataset_name,
+        version_id=version.version_id,
+        object=ref_from_pb(version.object),
+        columns={c.name: c.dtype for c in version.columns},
+        preprocess=list(reversed(chain)),
+        raw_columns={c.name: c.dtype for c in root.columns} if chain else {},
     )
+
+
+async def _get_version(stub: data_pb2_grpc.DataServiceStub, data_url: str, version_id: str) -> data_pb2.DatasetVersion:
+    try:
+        version: data_pb2.DatasetVersion = await stub.GetDatasetVersion(
+            data_pb2.GetDatasetVersionRequest(version_id=version_id), timeout=10
+        )
+        return version
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"dataset version {version_id!r} does not exist", field="dataset_version_id") from exc
+        raise Unavailable(f"data service at {data_url}: {exc.details()}") from exc
 
 
 class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):

@@ -9,6 +9,7 @@ import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -54,6 +55,10 @@ class JobRecord(BaseModel):
     error: str = ""
     attempts: int = 0
     artifact: ObjectRefRecord | None = None
+    #: Raw input columns (name, dtype) when the model carries a preprocessing chain.
+    inputs: list[dict[str, str]] = []
+    preprocess: list[dict[str, Any]] = []
+    raw_target_dtype: str = ""
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -67,6 +72,10 @@ class DatasetInfo(BaseModel):
     version_id: str
     object: ObjectRefRecord
     columns: dict[str, str]
+    #: Recipes (with fitted parameters) from the raw upload to this version, oldest first.
+    preprocess: list[dict[str, Any]] = []
+    #: The raw upload's columns, when there is a chain.
+    raw_columns: dict[str, str] = {}
 
 
 def job_key(tenant: str, job_id: str) -> str:
@@ -120,6 +129,9 @@ def plan_job(
         dataset_object=dataset.object,
         split_seed=split_seed,
         test_fraction=test_fraction,
+        inputs=[{"name": n, "dtype": t} for n, t in dataset.raw_columns.items() if n != target],
+        preprocess=dataset.preprocess,
+        raw_target_dtype=dataset.raw_columns.get(target, ""),
         created_at=now(),
     )
 
@@ -144,8 +156,14 @@ def fit(job: JobRecord, frame: pl.DataFrame) -> bytes:
         task=algo.task,
         algorithm=algo.name,
         libraries=artifacts.library_versions(),
+        inputs=job.inputs,
     )
-    return artifacts.pack(estimator, signature)
+    preprocess = None
+    if job.preprocess:
+        preprocess = artifacts.Preprocess(
+            recipes=job.preprocess, target=job.target, target_dtype=job.raw_target_dtype or "Float64"
+        )
+    return artifacts.pack(estimator, signature, preprocess)
 
 
 class Jobs:

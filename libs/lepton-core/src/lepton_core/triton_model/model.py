@@ -2,14 +2,18 @@
 
 Triton copies this file into each deployed model's version folder next to
 ``model.skops`` and ``signature.json``, and runs it in the Python backend's stub
-process. It is therefore self-contained: it imports only numpy, skops, nats-py,
-the generated Lepton protos, the standard library and ``triton_python_backend_utils``
-(never ``lepton_core``), so a serving host needs nothing else.
+process. A plain model needs only numpy, skops, nats-py, the generated Lepton protos,
+the standard library and ``triton_python_backend_utils``. A model trained on a
+recipe-made dataset version also ships ``preprocess.json`` and takes raw rows: it
+replays the recipes with ``lepton_core.artifacts`` (polars), the one implementation
+the data service and the SDK use too, so serving transforms exactly as training did.
 
-Tensors: input ``features`` FP64 ``[batch, n_features]``, output ``prediction`` FP64
-``[batch, 1]``. Requests arrive dynamically batched; each ``execute`` call predicts
-all valid rows with one ``model.predict`` call, then splits the result back per
-request. A malformed request gets its own error response and never fails the others.
+Tensors: input ``features`` FP64 ``[batch, n]`` (the model's features, or its raw
+numeric inputs when it has a recipe chain; NaN means missing), ``text_features``
+BYTES ``[batch, m]`` for raw text inputs, output ``prediction`` FP64 ``[batch, 1]``.
+Requests arrive dynamically batched; each ``execute`` call predicts all valid rows
+with one ``model.predict`` call, then splits the result back per request. A malformed
+request gets its own error response and never fails the others.
 
 Prediction logging: when the model config's ``nats_url`` parameter is set, a sample
 of requests (``log_sample_rate``) is published as ``PredictionLogged`` CloudEvents to
@@ -52,6 +56,7 @@ if not log.handlers:
 TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
 
 INPUT_NAME = "features"
+TEXT_INPUT_NAME = "text_features"
 OUTPUT_NAME = "prediction"
 CE_TYPE = "ai.lepton.prediction.logged.v1"
 CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogged"
@@ -241,6 +246,30 @@ class PredictionLogger:
         return msg.SerializeToString(), headers
 
 
+def raw_frame(
+    numeric: list[str],
+    x: np.ndarray[Any, Any],
+    text: list[str],
+    t: np.ndarray[Any, Any] | None,
+    dtypes: dict[str, str],
+) -> Any:
+    """A polars frame of raw input rows, each column in the dtype it had at upload."""
+    import polars as pl
+
+    columns: dict[str, Any] = {}
+    for j, name in enumerate(numeric):
+        series = pl.Series(name, x[:, j], dtype=pl.Float64)
+        # NaN in the tensor means missing; integer columns go back to their integer type.
+        series = series.fill_nan(None)
+        dtype = getattr(pl, dtypes.get(name, "Float64"), pl.Float64)
+        columns[name] = series.cast(dtype) if dtype != pl.Float64 else series
+    for j, name in enumerate(text):
+        assert t is not None
+        values = [v.decode("utf-8") if isinstance(v, bytes) else (None if v is None else str(v)) for v in t[:, j]]
+        columns[name] = pl.Series(name, values, dtype=pl.String)
+    return pl.DataFrame(columns)
+
+
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
     """The model config's ``parameters`` as plain strings."""
     out: dict[str, str] = {}
@@ -277,6 +306,22 @@ class TritonPythonModel:
         expected = getattr(self.model, "n_features_in_", self.n_features)
         if expected != self.n_features:
             raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
+        # A model trained on a recipe-made dataset takes raw rows and replays the recipes
+        # (fitted parameters included) from preprocess.json before predicting.
+        self.bundle: Any = None
+        self.raw_dtypes: dict[str, str] = {c["name"]: c["dtype"] for c in self.signature.get("inputs") or []}
+        self.numeric_inputs: list[str] = list(self.features)
+        self.text_inputs: list[str] = []
+        preprocess_path = os.path.join(version_dir, "preprocess.json")
+        if os.path.exists(preprocess_path):
+            from lepton_core import artifacts
+
+            with open(preprocess_path, encoding="utf-8") as f:
+                preprocess = artifacts.Preprocess(**json.load(f))
+            signature = artifacts.Signature(**self.signature)
+            self.bundle = artifacts.Bundle(self.model, signature, preprocess)
+            self.numeric_inputs = signature.numeric_inputs()
+            self.text_inputs = signature.text_inputs()
 
         params = _parameters(json.loads(args["model_config"]))
         try:
@@ -317,14 +362,10 @@ class TritonPythonModel:
         inputs: list[np.ndarray[Any, Any]] = []
         valid: list[int] = []
         for i, request in enumerate(requests):
-            tensor = pb_utils.get_input_tensor_by_name(request, INPUT_NAME)
-            x = tensor.as_numpy() if tensor is not None else None
-            if x is None or x.ndim != 2 or x.shape[1] != self.n_features:
-                shape = None if x is None else list(x.shape)
-                responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[],
-                    error=pb_utils.TritonError(f"{INPUT_NAME} must have shape [batch, {self.n_features}], got {shape}"),
-                )
+            try:
+                x = self._matrix(request)
+            except ValueError as exc:
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
                 continue
             inputs.append(x)
             valid.append(i)
@@ -354,6 +395,28 @@ class TritonPythonModel:
                     continue
                 self.logger.submit(self._log_item(request, responses[i], latency_us))
         return responses
+
+    def _matrix(self, request: Any) -> np.ndarray[Any, Any]:
+        """The estimator's input rows for one request; ValueError says what is wrong with it."""
+        tensor = pb_utils.get_input_tensor_by_name(request, INPUT_NAME)
+        x = tensor.as_numpy() if tensor is not None else None
+        width = len(self.numeric_inputs)
+        if x is None or x.ndim != 2 or x.shape[1] != width:
+            shape = None if x is None else list(x.shape)
+            raise ValueError(f"{INPUT_NAME} must have shape [batch, {width}], got {shape}")
+        if self.bundle is None:
+            return x
+        text = None
+        if self.text_inputs:
+            t_tensor = pb_utils.get_input_tensor_by_name(request, TEXT_INPUT_NAME)
+            text = t_tensor.as_numpy() if t_tensor is not None else None
+            if text is None or text.ndim != 2 or text.shape != (len(x), len(self.text_inputs)):
+                shape = None if text is None else list(text.shape)
+                raise ValueError(f"{TEXT_INPUT_NAME} must have shape [{len(x)}, {len(self.text_inputs)}], got {shape}")
+        try:
+            return self.bundle.features(raw_frame(self.numeric_inputs, x, self.text_inputs, text, self.raw_dtypes))
+        except Exception as exc:
+            raise ValueError(f"preprocessing failed: {exc}") from exc
 
     def _log_item(self, request: Any, response: Any, latency_us: int) -> LogItem:
         """What to log about one request (first row only, to keep logs small)."""

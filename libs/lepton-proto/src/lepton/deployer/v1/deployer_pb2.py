@@ -26,23 +26,23 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/deployer/v1/deployer.proto\x12\x12lepton.deployer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xa6\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lepton.deployer.v1.DeploymentState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x16\n\x0etriton_version\x18\x05 \x01(\t\x12\x12\n\ntriton_url\x18\x06 \x01(\t\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListDeploymentsRequest\"N\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.lepton.deployer.v1.Deployment*\x8a\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x01\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x02\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x03\x32\xda\x01\n\x11\x44\x65ploymentService\x12Y\n\rGetDeployment\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12j\n\x0fListDeployments\x12*.lepton.deployer.v1.ListDeploymentsRequest\x1a+.lepton.deployer.v1.ListDeploymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/deployer/v1/deployer.proto\x12\x12lepton.deployer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xd5\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lepton.deployer.v1.DeploymentState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x16\n\x0etriton_version\x18\x05 \x01(\t\x12\x12\n\ntriton_url\x18\x06 \x01(\t\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x0b \x03(\t\x12\x14\n\x0ctext_columns\x18\x0c \x03(\t\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListDeploymentsRequest\"N\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.lepton.deployer.v1.Deployment*\x8a\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x01\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x02\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x03\x32\xda\x01\n\x11\x44\x65ploymentService\x12Y\n\rGetDeployment\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12j\n\x0fListDeployments\x12*.lepton.deployer.v1.ListDeploymentsRequest\x1a+.lepton.deployer.v1.ListDeploymentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.deployer.v1.deployer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATE']._serialized_start=563
-  _globals['_DEPLOYMENTSTATE']._serialized_end=701
+  _globals['_DEPLOYMENTSTATE']._serialized_start=610
+  _globals['_DEPLOYMENTSTATE']._serialized_end=748
   _globals['_DEPLOYMENT']._serialized_start=122
-  _globals['_DEPLOYMENT']._serialized_end=416
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=418
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=454
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=456
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=480
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=482
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=560
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=704
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=922
+  _globals['_DEPLOYMENT']._serialized_end=463
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=465
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=501
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=503
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=527
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=529
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=607
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=751
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=969
 # @@protoc_insertion_point(module_scope)

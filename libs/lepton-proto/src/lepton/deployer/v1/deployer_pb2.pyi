@@ -54,6 +54,8 @@ class Deployment(_message.Message):
     OUTPUT_NAMES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    FEATURE_COLUMNS_FIELD_NUMBER: _builtins.int
+    TEXT_COLUMNS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     state: Global___DeploymentState.ValueType
     triton_model: _builtins.str
@@ -70,6 +72,14 @@ class Deployment(_message.Message):
     def output_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def feature_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Columns, in order, of the FP64 "features" tensor ([batch, n])."""
+
+    @_builtins.property
+    def text_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Columns, in order, of the BYTES "text_features" tensor, when the model takes text."""
+
     def __init__(
         self,
         *,
@@ -83,10 +93,12 @@ class Deployment(_message.Message):
         output_names: _abc.Iterable[_builtins.str] | None = ...,
         error: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        feature_columns: _abc.Iterable[_builtins.str] | None = ...,
+        text_columns: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "input_names", b"input_names", "lineage", b"lineage", "name", b"name", "output_names", b"output_names", "state", b"state", "triton_model", b"triton_model", "triton_url", b"triton_url", "triton_version", b"triton_version", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "feature_columns", b"feature_columns", "input_names", b"input_names", "lineage", b"lineage", "name", b"name", "output_names", b"output_names", "state", b"state", "text_columns", b"text_columns", "triton_model", b"triton_model", "triton_url", b"triton_url", "triton_version", b"triton_version", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
