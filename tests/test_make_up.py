@@ -44,7 +44,13 @@ def _running(pid: int) -> bool:
 
 
 def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
-    env = {**os.environ, "LEPTON_API_KEY": "up-test-key", "LEPTON_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "LEPTON_API_KEY": "up-test-key",
+        "LEPTON_HOME": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "LEPTON_BASE_PORT": "0",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "lepton_core.embedded"],
         stdout=subprocess.PIPE,
@@ -61,6 +67,7 @@ def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
                 break
         text = "".join(lines)
         assert "API key   up-test-key" in text, text
+        assert "export LEPTON_URL=127.0.0.1:" in text, text
         addresses = [
             line.split()[1]
             for line in lines

@@ -1,9 +1,45 @@
 """The Lepton SDK: ``import lepton_ai as la``.
 
-The client API (``la.Client``, ``la.models``) grows in the SDK issue; this package
-is the name users import and ships ``py.typed``.
+>>> import lepton_ai as la
+>>> client = la.Client("your_api_key")
+>>> dataset = client.datasets.get("your_dataset_id")
+
+Errors are documented in :mod:`lepton_ai.errors`: every failure is a
+:class:`LeptonError`, chosen by the platform's gRPC status.
 """
 
-__all__ = ["__version__"]
+from lepton_ai.client import Client
+from lepton_ai.datasets import Dataset, DatasetSummary, SplitCounts, SplitSpec, ValidationReport, Violation
+from lepton_ai.errors import (
+    Conflict,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    LeptonError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+__all__ = [
+    "Client",
+    "Conflict",
+    "DataLoss",
+    "Dataset",
+    "DatasetSummary",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "LeptonError",
+    "NotFound",
+    "PermissionDenied",
+    "SplitCounts",
+    "SplitSpec",
+    "Unauthenticated",
+    "Unavailable",
+    "ValidationReport",
+    "Violation",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -20,7 +20,15 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lepton_core.processes import SERVICES, NatsServer, Process, TritonServer, free_port, start_service, wait_until
+from lepton_core.processes import (
+    SERVICES,
+    NatsServer,
+    Process,
+    TritonServer,
+    free_port_block,
+    start_service,
+    wait_until,
+)
 
 
 def grpc_serving(address: str) -> bool:
@@ -40,6 +48,8 @@ class EmbeddedPlatform:
         otlp_endpoint: Where services send spans (none: spans are not exported).
         services: Which services to start (all six by default).
         triton: Whether to start the embedded Triton server.
+        base_port: The data service's port; the others follow in SERVICES order (the
+            layout the SDK's ``LEPTON_URL`` assumes). None picks a free block.
     """
 
     def __init__(
@@ -51,6 +61,7 @@ class EmbeddedPlatform:
         otlp_endpoint: str | None = None,
         services: Sequence[str] = SERVICES,
         triton: bool = True,
+        base_port: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -58,6 +69,7 @@ class EmbeddedPlatform:
         self.otlp_endpoint = otlp_endpoint
         self.service_names = tuple(services)
         self.want_triton = triton
+        self.base_port = base_port
         self.nats: NatsServer | None = None
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
@@ -67,6 +79,11 @@ class EmbeddedPlatform:
     def nats_url(self) -> str:
         assert self.nats is not None, "platform not started"
         return self.nats.url
+
+    @property
+    def url(self) -> str:
+        """What the SDK's ``LEPTON_URL`` should be: the data service's address."""
+        return f"127.0.0.1:{self.base_port}"
 
     @property
     def triton_url(self) -> str:
@@ -86,7 +103,8 @@ class EmbeddedPlatform:
         self.nats = NatsServer(self.workdir / "nats")
         if self.want_triton:
             self.triton = TritonServer(self.workdir / "triton")
-        ports = {name: free_port() for name in self.service_names}
+        base = self.base_port = self.base_port or free_port_block(len(SERVICES))
+        ports = {name: base + SERVICES.index(name) for name in self.service_names}
         self.addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         for name in self.service_names:
             values = {
@@ -133,16 +151,20 @@ class EmbeddedPlatform:
 def main() -> None:
     """``make up``: the platform in the foreground until Ctrl-C or SIGTERM."""
     api_key = os.environ.get("LEPTON_API_KEY") or secrets.token_urlsafe(24)
+    base_port = int(os.environ.get("LEPTON_BASE_PORT", "50051")) or None
     workdir = Path(os.environ.get("LEPTON_HOME") or tempfile.mkdtemp(prefix="lepton-"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting Lepton in {workdir} ...", flush=True)
-    with EmbeddedPlatform(workdir, api_key=api_key, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")) as p:
+    with EmbeddedPlatform(
+        workdir, api_key=api_key, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), base_port=base_port
+    ) as p:
         print(f"NATS      {p.nats_url}")
         print(f"Triton    {p.triton_url} (gRPC, KServe V2)")
         for name, address in p.addresses.items():
             print(f"{name:<9} {address}")
         print(f"API key   {api_key}  (tenant {p.tenant})")
+        print(f"SDK/CLI   export LEPTON_URL={p.url} LEPTON_API_KEY={api_key}")
         print(f"logs      {workdir / 'logs'}\nCtrl-C stops everything.", flush=True)
         try:
             stop.wait()

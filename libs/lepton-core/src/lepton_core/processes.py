@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,6 +31,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_port_block(count: int, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive ports that are all free on 127.0.0.1 right now."""
+    for _ in range(attempts):
+        base = random.randint(20_000, 60_000 - count)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise Unavailable(f"no {count} consecutive free ports found")
 
 
 def wait_until(predicate: object, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:

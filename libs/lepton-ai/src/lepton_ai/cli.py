@@ -1,0 +1,244 @@
+"""The ``lepton`` command line: the SDK's work from a shell.
+
+Exit codes: 0 success, 1 an unexpected error, 2 bad usage, 3 invalid argument,
+4 not found, 5 unauthenticated or permission denied, 6 platform unavailable.
+``--output json`` prints machine-readable results on stdout; messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lepton_ai import errors
+from lepton_ai.client import Client
+from lepton_ai.datasets import Dataset, SplitSpec
+
+app = typer.Typer(help="Lepton: data, training, registry, serving and monitoring from a shell.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: upload, inspect, validate, transform.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_CODES: dict[type[errors.LeptonError], int] = {
+    errors.InvalidArgument: 3,
+    errors.NotFound: 4,
+    errors.Unauthenticated: 5,
+    errors.PermissionDenied: 5,
+    errors.Unavailable: 6,
+}
+
+
+class State:
+    url: str | None = None
+    api_key: str | None = None
+    output: str = "table"
+
+
+state = State()
+
+
+@app.callback()
+def _options(
+    url: Annotated[
+        str | None, typer.Option(envvar="LEPTON_URL", help="Platform address (host:port of the data service).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LEPTON_API_KEY", help="Your API key.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+) -> None:
+    if output not in ("table", "json"):
+        raise typer.BadParameter("use table or json", param_hint="--output")
+    state.url, state.api_key, state.output = url, api_key, output
+
+
+def client() -> Client:
+    return Client(state.api_key, state.url)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Dataset):
+        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def emit(value: Any, table: Table | str | None = None) -> None:
+    """JSON on stdout with --output json, else the table (or text)."""
+    if state.output == "json":
+        sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+    elif table is not None:
+        out.print(table)
+
+
+def version_table(d: Dataset) -> Table:
+    t = Table(title=f"{d.name}  {d.version_id}", title_justify="left")
+    t.add_column("column")
+    t.add_column("type")
+    for name, dtype in d.columns.items():
+        t.add_row(name, dtype)
+    t.caption = f"{d.row_count} rows · dataset {d.id} · origin {d.origin}" + (
+        f" · parent {d.parent_version_id}" if d.parent_version_id else ""
+    )
+    return t
+
+
+@data_app.command("upload")
+def data_upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet, JSON lines or Arrow file.")],
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: from the file name).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv, parquet, jsonl or arrow (default: from suffix).")
+    ] = None,
+    delimiter: Annotated[str, typer.Option(help="CSV delimiter (default: detected).")] = "",
+    encoding: Annotated[str, typer.Option(help="CSV encoding (default: utf-8).")] = "",
+    no_header: Annotated[bool, typer.Option("--no-header", help="The CSV has no header row.")] = False,
+) -> None:
+    """Upload a file as a new dataset version (with a progress bar)."""
+    with client() as c:
+        d = c.datasets.upload(
+            path, name, format=fmt, delimiter=delimiter, encoding=encoding, has_header=False if no_header else None
+        )
+    if state.output == "table":
+        err.print(f"{'same bytes as existing version' if d.deduplicated else 'stored new version'} {d.version_id}")
+    emit(d, version_table(d))
+
+
+@data_app.command("list")
+def data_list(search: Annotated[str, typer.Option(help="Only names containing this.")] = "") -> None:
+    """List datasets."""
+    with client() as c:
+        found = c.datasets.list(search)
+    t = Table("dataset", "id", "versions", "latest version", "rules")
+    for d in found:
+        t.add_row(d.name, d.id, str(d.version_count), d.latest_version_id, str(len(d.rules)))
+    emit(found, t)
+
+
+@data_app.command("show")
+def data_show(ref: Annotated[str, typer.Argument(help="Version id (dv_...), dataset name or id.")]) -> None:
+    """Show a version: its columns, size and lineage."""
+    with client() as c:
+        d = c.datasets.get(ref)
+    emit(d, version_table(d))
+
+
+@data_app.command("versions")
+def data_versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """List a dataset's versions, oldest first."""
+    with client() as c:
+        found = c.datasets.versions(name)
+    t = Table("version", "origin", "parent", "rows", "columns")
+    for d in found:
+        t.add_row(d.version_id, d.origin, d.parent_version_id, str(d.row_count), str(len(d.columns)))
+    emit(found, t)
+
+
+@data_app.command("validate")
+def data_validate(
+    ref: Annotated[str, typer.Argument(help="Version id, dataset name or id.")],
+    rules: Annotated[
+        Path | None, typer.Option(exists=True, help="JSON file of rules (default: the dataset's).")
+    ] = None,
+) -> None:
+    """Check a version against validation rules; exit code 3 when a rule is broken."""
+    with client() as c:
+        report = c.datasets.get(ref).validate(json.loads(rules.read_text()) if rules else None)
+    t = Table("rule", "column", "rows", "problem", title=f"{report.rules_checked} rules checked", title_justify="left")
+    for v in report.violations:
+        t.add_row(v.kind, v.column, str(v.count), v.description)
+    emit(report, t if report.violations else "[green]valid[/green]")
+    if not report.valid:
+        raise typer.Exit(3)
+
+
+@data_app.command("profile")
+def data_profile(ref: Annotated[str, typer.Argument(help="Version id, dataset name or id.")]) -> None:
+    """Per-column statistics of a version."""
+    with client() as c:
+        prof = c.datasets.get(ref).profile()
+    t = Table("column", "type", "count", "nulls", "distinct", "min", "mean", "max")
+    for name, p in prof.items():
+        stats = [f"{p[k]:.4g}" if k in p else "" for k in ("min", "mean", "max")]
+        t.add_row(name, p["dtype"], str(p["count"]), str(p["nulls"]), str(p["distinct"]), *stats)
+    emit(prof, t)
+
+
+@data_app.command("apply")
+def data_apply(
+    ref: Annotated[str, typer.Argument(help="Version id, dataset name or id.")],
+    recipe: Annotated[Path, typer.Argument(exists=True, help='JSON file: {"steps": [...]}.')],
+) -> None:
+    """Apply a recipe; prints the new version."""
+    with client() as c:
+        d = c.datasets.get(ref).apply(json.loads(recipe.read_text()))
+    emit(d, version_table(d))
+
+
+@data_app.command("split")
+def data_split(
+    ref: Annotated[str, typer.Argument(help="Version id, dataset name or id.")],
+    train: float = 0.8,
+    validation: float = 0.0,
+    test: float = 0.2,
+    seed: int = 0,
+    stratify: str = "",
+) -> None:
+    """Row counts of a deterministic train/validation/test split."""
+    with client() as c:
+        counts = c.datasets.get(ref).split(SplitSpec(train, validation, test, seed, stratify))
+    emit(counts, f"train {counts.train} · validation {counts.validation} · test {counts.test}")
+
+
+@data_app.command("delete")
+def data_delete(name: Annotated[str, typer.Argument(help="Dataset name or id.")]) -> None:
+    """Delete a dataset and all its versions."""
+    with client() as c:
+        n = c.datasets.delete(name)
+    emit({"versions_deleted": n}, f"deleted {name} ({n} versions)")
+
+
+@app.command("up")
+def up() -> None:
+    """Run the whole platform on this machine until Ctrl-C."""
+    from lepton_core.embedded import main as embedded_main
+
+    embedded_main()
+
+
+def main() -> None:
+    """Entry point: maps SDK errors to messages and exit codes."""
+    try:
+        # Without standalone mode click returns an Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except errors.LeptonError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.BadParameter, typer.Abort) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

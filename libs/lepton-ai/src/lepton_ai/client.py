@@ -1,0 +1,47 @@
+"""``la.Client``: the entry point of the SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+
+from lepton_ai._transport import Transport
+from lepton_ai.datasets import Datasets
+
+
+class Client:
+    """A connection to a Lepton platform.
+
+    Args:
+        api_key: Your API key; defaults to ``LEPTON_API_KEY``.
+        url: The platform's address, ``host:port`` of its data service with the other
+            services on the next five ports (what ``make up`` prints), or
+            ``grpcs://host:port`` for TLS. Defaults to ``LEPTON_URL``, else the local
+            embedded platform at ``127.0.0.1:50051``.
+        endpoints: Per-service addresses that override ``url`` (``{"trainer": "h:p"}``).
+
+    Example:
+        >>> import lepton_ai as la
+        >>> client = la.Client("your_api_key")
+        >>> dataset = client.datasets.upload("sales.csv")
+    """
+
+    def __init__(
+        self, api_key: str | None = None, url: str | None = None, *, endpoints: Mapping[str, str] | None = None
+    ) -> None:
+        self._transport = Transport(api_key, url, endpoints)
+        self.datasets = Datasets(self._transport)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """The address of each service this client talks to."""
+        return dict(self._transport.endpoints)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

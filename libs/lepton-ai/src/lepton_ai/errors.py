@@ -1,0 +1,87 @@
+"""The SDK's exceptions: one tree, each carrying the platform's gRPC status.
+
+``LeptonError`` is the base. Every error from the platform is one of the classes
+below, chosen by its gRPC status code; the message is the platform's own (it starts
+with the request field at fault, e.g. ``params.alpha: ...``).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class LeptonError(Exception):
+    """Base of every error the SDK raises.
+
+    Attributes:
+        message: What went wrong, as the platform phrased it.
+        field: The request field at fault, when the message names one.
+        code: The gRPC status code name (``"INVALID_ARGUMENT"``), or ``""``.
+    """
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        head, sep, _ = message.partition(": ")
+        self.field = head if sep and " " not in head else None
+
+
+class InvalidArgument(LeptonError):
+    """The request is wrong: a bad value, a bad file, an unknown name."""
+
+
+class NotFound(LeptonError):
+    """The named thing does not exist for your API key's tenant."""
+
+
+class Unauthenticated(LeptonError):
+    """No API key, or a key the platform does not know."""
+
+
+class PermissionDenied(LeptonError):
+    """The key may not do this."""
+
+
+class Conflict(LeptonError):
+    """A concurrent change won; read again and retry."""
+
+
+class Unavailable(LeptonError):
+    """The platform could not be reached, or a service behind it is down."""
+
+
+class FailedPrecondition(LeptonError):
+    """The platform is not in a state to do this yet."""
+
+
+class DataLoss(LeptonError):
+    """Stored bytes failed their digest check."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[LeptonError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.ABORTED: Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.DATA_LOSS: DataLoss,
+}
+
+
+def from_rpc_error(exc: grpc.RpcError, address: str) -> LeptonError:
+    """The SDK exception for a failed call to ``address``."""
+    code: grpc.StatusCode = exc.code()
+    details: str = exc.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        details = (
+            f"cannot reach the Lepton platform at {address} ({details}). Start it with `make up` or "
+            "`lepton up`, or point LEPTON_URL at it"
+        )
+    elif code == grpc.StatusCode.UNAUTHENTICATED:
+        details = f"{details} (platform at {address}). Pass api_key= or set LEPTON_API_KEY"
+    return _BY_CODE.get(code, LeptonError)(details, code=code.name)
