@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 from sklearn.linear_model import Ridge
 
 from lepton_core.errors import InvalidArgument
-from lepton_trainer.catalogue import CATALOGUE, algorithm
+from lepton_trainer.catalogue import CATALOGUE, CLUSTERING, algorithm
 
 
 def test_defaults_and_parsed_values() -> None:
     est, used = algorithm("ridge").make({"alpha": "0.5", "fit_intercept": "false"})
     assert isinstance(est, Ridge) and est.alpha == 0.5 and est.fit_intercept is False
     assert used == {"alpha": 0.5, "fit_intercept": False}
-    _, defaults = algorithm("linear_regression").make({})
-    assert defaults == {"fit_intercept": True}
+    forest, _ = algorithm("random_forest_classifier").make({"max_depth": "none", "max_features": "all"}, seed=7)
+    assert forest.max_depth is None and forest.max_features is None and forest.random_state == 7
 
 
 @pytest.mark.parametrize(
-    ("params", "field", "words"),
+    ("name", "params", "field", "words"),
     [
-        ({"alpha": "-0.1"}, "params.alpha", "outside the allowed range [0.0, 1000000000.0]"),
-        ({"alpha": "nan"}, "params.alpha", "finite"),
-        ({"alpha": "big"}, "params.alpha", "expected a float"),
-        ({"fit_intercept": "maybe"}, "params.fit_intercept", "expected a bool"),
-        ({"max_depth": "3"}, "params.max_depth", "has no parameter 'max_depth'"),
+        ("ridge", {"alpha": "-0.1"}, "params.alpha", "outside the allowed range: expected a float in [0, 1e+09]"),
+        ("ridge", {"alpha": "nan"}, "params.alpha", "expected a float"),
+        ("ridge", {"alpha": "big"}, "params.alpha", "got 'big'; expected a float"),
+        ("ridge", {"fit_intercept": "maybe"}, "params.fit_intercept", "expected true or false"),
+        ("ridge", {"max_depth": "3"}, "params.max_depth", "ridge has no parameter 'max_depth'"),
+        ("svc", {"kernel": "cubic"}, "params.kernel", "expected one of linear, rbf, poly, sigmoid"),
+        ("kmeans", {"n_clusters": "0"}, "params.n_clusters", "expected a int in [1, 10000]"),
+        ("decision_tree_classifier", {"max_depth": "-1"}, "params.max_depth", "or none"),
     ],
 )
-def test_bad_parameters(params: dict[str, str], field: str, words: str) -> None:
+def test_bad_parameters(name: str, params: dict[str, str], field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as err:
-        algorithm("ridge").make(params)
+        algorithm(name).make(params)
     assert err.value.field == field
-    assert words in err.value.message
+    assert words in err.value.message, err.value.message
 
 
 def test_unknown_algorithm_lists_the_known_ones() -> None:
-    with pytest.raises(InvalidArgument, match="available: linear_regression, ridge") as err:
+    with pytest.raises(InvalidArgument, match="available: decision_tree_classifier") as err:
         algorithm("xgboost")
     assert err.value.field == "algorithm"
-    assert set(CATALOGUE) == {"linear_regression", "ridge"}
+
+
+def test_every_default_estimator_fits() -> None:
+    x, y = load_iris(return_X_y=True)
+    assert len(CATALOGUE) == 17
+    for algo in CATALOGUE.values():
+        est, _ = algo.make({}, seed=0)
+        est.fit(x) if algo.task == CLUSTERING else est.fit(x, y)
+        assert np.asarray(est.predict(x[:3])).shape == (3,), algo.name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -287,6 +288,17 @@ class RecordStore(Generic[R]):
     async def delete(self, key: str) -> None:
         """Deletes a key (a tombstone in the bucket's history)."""
         await self._kv.delete(key)
+
+    async def watch(self, key: str) -> AsyncIterator[R]:
+        """The record now (if any) and after every change; runs until the caller stops."""
+        watcher = await self._kv.watch(key, include_history=False)
+        try:
+            async for entry in watcher:
+                if entry is None or entry.value is None or entry.operation is not None:
+                    continue  # the end-of-initial-values marker, or a delete
+                yield self._model.model_validate_json(entry.value)
+        finally:
+            await watcher.stop()
 
     async def keys(self, pattern: str) -> list[str]:
         """Keys matching a NATS subject pattern (``tenant.v.*``), sorted."""

@@ -76,6 +76,8 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.TrainingRequested, "training.requested", root=JOBS_ROOT),
     EventSpec(ev.TrainingQueued, "training.queued"),
     EventSpec(ev.TrainingStarted, "training.started"),
+    EventSpec(ev.TrainingProgress, "training.progress"),
+    EventSpec(ev.TrainingCancelled, "training.cancelled"),
     EventSpec(ev.TrainingCompleted, "training.completed"),
     EventSpec(ev.TrainingFailed, "training.failed"),
     EventSpec(ev.EvaluationCompleted, "evaluation.completed"),

@@ -42,8 +42,14 @@ class Runtime:
     def source(self) -> str:
         return f"/lepton/{self.name}"
 
-    def consume(self, stream: str, durable: str, handlers: dict[type[Message], events.Handler]) -> None:
-        """Registers a durable consumer, started once the gRPC server is up."""
+    def consume(
+        self, stream: str, durable: str, handlers: dict[type[Message], events.Handler], ack_wait: float = 60.0
+    ) -> None:
+        """Registers a durable consumer, started once the gRPC server is up.
+
+        ``ack_wait`` is how long a delivery may go without an ack or heartbeat before
+        JetStream redelivers it: how fast work of a dead process moves elsewhere.
+        """
         self.consumers.append(
             events.Consumer(
                 js=self.js,
@@ -52,6 +58,7 @@ class Runtime:
                 handlers=handlers,
                 max_deliver=self.settings.max_deliver,
                 source=self.source,
+                ack_wait=ack_wait,
             )
         )
 

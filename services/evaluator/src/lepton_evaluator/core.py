@@ -40,14 +40,38 @@ def regression_metrics(y_true: npt.NDArray[np.float64], y_pred: npt.NDArray[np.f
     }
 
 
+def classification_metrics(y_true: npt.NDArray[np.float64], y_pred: npt.NDArray[np.float64]) -> dict[str, float]:
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "precision_macro": float(skm.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+        "recall_macro": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def clustering_metrics(x: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Silhouette needs 2 <= clusters < rows; outside that it is not defined and left out."""
+    n_labels = len(np.unique(labels))
+    out = {"clusters": float(n_labels)}
+    if 2 <= n_labels < len(labels):
+        out["silhouette"] = float(skm.silhouette_score(x, labels))
+    return out
+
+
 def evaluate_artifact(artifact: bytes, dataset: bytes, seed: int, test_fraction: float) -> tuple[dict[str, float], int]:
-    """Metrics of the model in ``artifact`` on the held-out rows of ``dataset``."""
+    """Metrics of the model in ``artifact`` on the held-out rows of ``dataset``, by task."""
     model, signature = artifacts.unpack(artifact)
     frame = pl.read_parquet(io.BytesIO(dataset))
     x = frame.select(signature.features).to_numpy().astype(np.float64)
-    y = frame[signature.target].to_numpy().astype(np.float64)
-    _, test_idx = artifacts.holdout_split(len(y), seed, test_fraction)
-    return regression_metrics(y[test_idx], model.predict(x[test_idx])), len(test_idx)
+    _, test_idx = artifacts.holdout_split(len(x), seed, test_fraction)
+    predicted = np.asarray(model.predict(x[test_idx]), dtype=np.float64)
+    if signature.task == "clustering":
+        return clustering_metrics(x[test_idx], predicted), len(test_idx)
+    y = frame[signature.target].to_numpy().astype(np.float64)[test_idx]
+    if signature.task == "classification":
+        return classification_metrics(y, predicted), len(test_idx)
+    return regression_metrics(y, predicted), len(test_idx)
 
 
 class Evaluations:

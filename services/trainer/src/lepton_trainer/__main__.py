@@ -26,7 +26,13 @@ def main() -> None:
         servicer = TrainingServicer(rt, jobs, settings.data_url)
         if settings.run_worker:
             worker = Worker(rt, jobs, settings.worker_id)
-            rt.consume(JOBS_STREAM, WORKERS_DURABLE, {events_pb2.TrainingRequested: worker.on_requested})
+            await jobs.warm()
+            rt.consume(
+                JOBS_STREAM,
+                WORKERS_DURABLE,
+                {events_pb2.TrainingRequested: worker.on_requested},
+                ack_wait=settings.job_ack_wait_s,
+            )
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             trainer_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import grpc
 from lepton.common.v1 import common_pb2
@@ -15,6 +16,7 @@ from lepton_core.errors import InvalidArgument, NotFound, Unavailable
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
+from lepton_trainer.catalogue import CATALOGUE, Algorithm
 from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job
 
 _STATE = {
@@ -37,6 +39,11 @@ def job_lineage(job: JobRecord) -> common_pb2.Lineage:
 
 def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
     return trainer_pb2.TrainingJob(
+        task=job.task,
+        stage=job.stage,
+        progress=job.progress,
+        metrics=job.metrics,
+        seed=job.seed,
         job_id=job.job_id,
         state=_STATE[job.state],
         lineage=job_lineage(job),
@@ -102,6 +109,34 @@ async def _get_version(stub: data_pb2_grpc.DataServiceStub, data_url: str, versi
         raise Unavailable(f"data service at {data_url}: {exc.details()}") from exc
 
 
+_STATE_OF = {v: k for k, v in _STATE.items()}
+
+
+def _job_id(request: trainer_pb2.GetTrainingJobRequest) -> str:
+    if not request.job_id:
+        raise InvalidArgument("a job id is required", field="job_id")
+    return request.job_id
+
+
+def algorithm_to_pb(a: Algorithm) -> trainer_pb2.AlgorithmInfo:
+    params = []
+    for name, p in a.params.items():
+        info = trainer_pb2.ParamInfo(
+            name=name,
+            type=p.type_name,
+            default="none" if p.default is None else str(p.default).lower() if p.kind is bool else str(p.default),
+            choices=list(p.choices),
+            nullable=p.nullable,
+            description=p.description,
+        )
+        if p.low is not None:
+            info.min = p.low
+        if p.high is not None:
+            info.max = p.high
+        params.append(info)
+    return trainer_pb2.AlgorithmInfo(name=a.name, task=a.task, description=a.description, params=params)
+
+
 class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
     def __init__(self, rt: Runtime, jobs: Jobs, data_url: str) -> None:
         self._rt = rt
@@ -122,6 +157,7 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
             request.model_name,
             request.split_seed or 42,
             request.test_fraction or 0.2,
+            request.seed if request.HasField("seed") else None,
         )
         await self._jobs.create(job)
         await self._rt.publish(
@@ -152,9 +188,41 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
     async def GetTrainingJob(
         self, request: trainer_pb2.GetTrainingJobRequest, context: grpc.aio.ServicerContext
     ) -> trainer_pb2.TrainingJob:
-        if not request.job_id:
-            raise InvalidArgument("a job id is required", field="job_id")
-        return job_to_pb(await self._jobs.get(current_tenant(), request.job_id))
+        return job_to_pb(await self._jobs.get(current_tenant(), _job_id(request)))
+
+    async def ListTrainingJobs(
+        self, request: trainer_pb2.ListTrainingJobsRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.ListTrainingJobsResponse:
+        if request.limit < 0:
+            raise InvalidArgument(f"must be positive, got {request.limit}", field="limit")
+        state = _STATE_OF.get(request.state)
+        jobs = await self._jobs.list(current_tenant(), state, request.limit or 100)
+        return trainer_pb2.ListTrainingJobsResponse(jobs=[job_to_pb(j) for j in jobs])
+
+    async def WatchTrainingJob(
+        self, request: trainer_pb2.GetTrainingJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[trainer_pb2.TrainingJob]:
+        async for job in self._jobs.watch(current_tenant(), _job_id(request)):
+            yield job_to_pb(job)
+
+    async def CancelTrainingJob(
+        self, request: trainer_pb2.GetTrainingJobRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.TrainingJob:
+        tenant = current_tenant()
+        job = await self._jobs.cancel(tenant, _job_id(request))
+        if job.state == JobState.CANCELLED:
+            await self._rt.publish(
+                events_pb2.TrainingCancelled(tenant=tenant, lineage=job_lineage(job)),
+                tenant=tenant,
+                event_id=f"training.cancelled:{job.job_id}",
+                ce_subject=job.job_id,
+            )
+        return job_to_pb(job)
+
+    async def ListAlgorithms(
+        self, request: trainer_pb2.ListAlgorithmsRequest, context: grpc.aio.ServicerContext
+    ) -> trainer_pb2.ListAlgorithmsResponse:
+        return trainer_pb2.ListAlgorithmsResponse(algorithms=[algorithm_to_pb(a) for a in CATALOGUE.values()])
 
 
 class Worker:
@@ -164,6 +232,24 @@ class Worker:
         self._rt = rt
         self._jobs = jobs
         self._worker_id = worker_id
+        self._progress_seq = 0
+
+    async def _progress(self, job: JobRecord, stage: str, progress: float, metrics: dict[str, float]) -> None:
+        self._progress_seq += 1
+        await self._rt.publish(
+            events_pb2.TrainingProgress(
+                tenant=job.tenant,
+                lineage=job_lineage(job),
+                stage=stage,
+                progress=progress,
+                epoch=int(metrics.get("epoch", 0)),
+                epochs=int(metrics.get("epochs", 0)),
+                metrics=metrics,
+            ),
+            tenant=job.tenant,
+            event_id=f"training.progress:{job.job_id}:{job.attempts}:{self._progress_seq}",
+            ce_subject=job.job_id,
+        )
 
     async def on_requested(self, event: events.Event[events_pb2.TrainingRequested]) -> None:
         req = event.data
@@ -176,7 +262,20 @@ class Worker:
             event_id=f"training.started:{job_id}:{event.delivery}",
             ce_subject=job_id,
         )
-        job = await self._jobs.run(tenant, job_id, self._worker_id)
+        try:
+            job = await self._jobs.run(tenant, job_id, self._worker_id, self._progress)
+        except Exception as exc:
+            if event.delivery >= self._rt.settings.max_deliver:
+                # Last delivery: the job fails for good (the consumer dead-letters the message).
+                job = await self._jobs.transition(
+                    tenant, job_id, state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}", stage="failed"
+                )
+                await self._announce(job)
+            raise
+        await self._announce(job)
+
+    async def _announce(self, job: JobRecord) -> None:
+        tenant, job_id = job.tenant, job.job_id
         if job.state == JobState.SUCCEEDED and job.artifact is not None:
             await self._rt.publish(
                 events_pb2.TrainingCompleted(
@@ -193,6 +292,7 @@ class Worker:
                     worker_id=job.worker_id,
                     finished_at=ts(job.finished_at),
                     model_name=job.model_name,
+                    task=job.task,
                 ),
                 tenant=tenant,
                 event_id=f"training.completed:{job_id}",
@@ -203,5 +303,12 @@ class Worker:
                 events_pb2.TrainingFailed(tenant=tenant, lineage=job_lineage(job), reason=job.error),
                 tenant=tenant,
                 event_id=f"training.failed:{job_id}",
+                ce_subject=job_id,
+            )
+        elif job.state == JobState.CANCELLED:
+            await self._rt.publish(
+                events_pb2.TrainingCancelled(tenant=tenant, lineage=job_lineage(job), worker_id=self._worker_id),
+                tenant=tenant,
+                event_id=f"training.cancelled:{job_id}",
                 ce_subject=job_id,
             )

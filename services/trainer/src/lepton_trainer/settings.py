@@ -20,3 +20,6 @@ class TrainerSettings(ServiceSettings):
         description="Name of this worker in job records.",
     )
     run_worker: bool = Field(True, description="Pull and run jobs in this process (off: API only).")
+    job_ack_wait_s: float = Field(
+        15.0, description="Seconds without a heartbeat before a job moves to another worker (a worker that died)."
+    )

@@ -10,7 +10,7 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -82,35 +82,47 @@ def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) ->
         p.stop()
 
 
-StartService = Callable[..., str]
-
-
-@pytest.fixture(scope="module")
-def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartService]:
+class StartService:
     """Starts single services as subprocesses against the session's NATS.
 
     ``service("data", {"key": "tenant"}, max_rows="10")`` returns the gRPC address once
-    the service answers health checks; extra keywords become its settings. Every
-    service started is stopped at the end of the test module.
+    the service answers health checks; extra keywords become its settings.
+    ``service.process(address)`` is the process behind an address (to kill it).
     """
-    started: list[Process] = []
-    logs = tmp_path_factory.mktemp("service-logs")
 
-    def start(name: str, api_keys: Mapping[str, str], **settings: str) -> str:
+    def __init__(self, nats_url: str, logs: Path) -> None:
+        self._nats_url = nats_url
+        self._logs = logs
+        self.started: dict[str, Process] = {}
+
+    def __call__(self, name: str, api_keys: Mapping[str, str], **settings: str) -> str:
         address = f"127.0.0.1:{free_port()}"
         values = {
-            "nats_url": nats_url,
+            "nats_url": self._nats_url,
             "grpc_port": address.rsplit(":", 1)[1],
             "api_keys": json.dumps(dict(api_keys)),
             **settings,
         }
-        process = start_service(name, values, logs)
-        started.append(process)
+        process = start_service(name, values, self._logs)
+        self.started[address] = process
         wait_until(lambda: grpc_serving(address), 60, f"service {name}", process.proc)
         return address
 
-    try:
-        yield start
-    finally:
-        for process in started:
+    def process(self, address: str) -> Process:
+        return self.started[address]
+
+    def stop_all(self) -> None:
+        for process in self.started.values():
+            process.terminate()
+        for process in self.started.values():
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartService]:
+    """Single services as subprocesses on the session's NATS, stopped at the end of the module."""
+    launcher = StartService(nats_url, tmp_path_factory.mktemp("service-logs"))
+    try:
+        yield launcher
+    finally:
+        launcher.stop_all()

@@ -335,6 +335,97 @@ class TrainingStarted(_message.Message):
 Global___TrainingStarted: _TypeAlias = TrainingStarted  # noqa: Y015
 
 @_typing.final
+class TrainingProgress(_message.Message):
+    """ai.lepton.training.progress.v1 on lepton.evt.<tenant>.training.progress: per epoch
+    (neural networks) or per stage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    EPOCHS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    stage: _builtins.str
+    progress: _builtins.float
+    epoch: _builtins.int
+    epochs: _builtins.int
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        stage: _builtins.str = ...,
+        progress: _builtins.float = ...,
+        epoch: _builtins.int = ...,
+        epochs: _builtins.int = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "epochs", b"epochs", "lineage", b"lineage", "metrics", b"metrics", "progress", b"progress", "stage", b"stage", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingProgress: _TypeAlias = TrainingProgress  # noqa: Y015
+
+@_typing.final
+class TrainingCancelled(_message.Message):
+    """ai.lepton.training.cancelled.v1 on lepton.evt.<tenant>.training.cancelled"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    worker_id: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "tenant", b"tenant", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingCancelled: _TypeAlias = TrainingCancelled  # noqa: Y015
+
+@_typing.final
 class TrainingCompleted(_message.Message):
     """ai.lepton.training.completed.v1 on lepton.evt.<tenant>.training.completed"""
 
@@ -373,6 +464,7 @@ class TrainingCompleted(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     algorithm: _builtins.str
     target: _builtins.str
@@ -381,6 +473,8 @@ class TrainingCompleted(_message.Message):
     test_fraction: _builtins.float
     worker_id: _builtins.str
     model_name: _builtins.str
+    task: _builtins.str
+    """"regression", "classification" or "clustering"."""
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -409,10 +503,11 @@ class TrainingCompleted(_message.Message):
         worker_id: _builtins.str = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         model_name: _builtins.str = ...,
+        task: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "dataset_object", b"dataset_object", "finished_at", b"finished_at", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "dataset_object", b"dataset_object", "features", b"features", "finished_at", b"finished_at", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "split_seed", b"split_seed", "target", b"target", "tenant", b"tenant", "test_fraction", b"test_fraction", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "dataset_object", b"dataset_object", "features", b"features", "finished_at", b"finished_at", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "split_seed", b"split_seed", "target", b"target", "task", b"task", "tenant", b"tenant", "test_fraction", b"test_fraction", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -45,6 +45,165 @@ JOB_STATE_CANCELLED: JobState.ValueType  # 5
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
+class ListTrainingJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    state: Global___JobState.ValueType
+    """Only jobs in this state (unspecified: all)."""
+    limit: _builtins.int
+    """Most jobs returned, newest first; default 100."""
+    def __init__(
+        self,
+        *,
+        state: Global___JobState.ValueType = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingJobsRequest: _TypeAlias = ListTrainingJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListTrainingJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingJob]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___TrainingJob] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTrainingJobsResponse: _TypeAlias = ListTrainingJobsResponse  # noqa: Y015
+
+@_typing.final
+class ListAlgorithmsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlgorithmsRequest: _TypeAlias = ListAlgorithmsRequest  # noqa: Y015
+
+@_typing.final
+class ParamInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    NULLABLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    """"int", "float", "bool" or "choice"."""
+    default: _builtins.str
+    """The default, as text ("none" when it is none)."""
+    min: _builtins.float
+    max: _builtins.float
+    nullable: _builtins.bool
+    description: _builtins.str
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        default: _builtins.str = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+        choices: _abc.Iterable[_builtins.str] | None = ...,
+        nullable: _builtins.bool = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "choices", b"choices", "default", b"default", "description", b"description", "max", b"max", "min", b"min", "name", b"name", "nullable", b"nullable", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___ParamInfo: _TypeAlias = ParamInfo  # noqa: Y015
+
+@_typing.final
+class AlgorithmInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    task: _builtins.str
+    """"regression", "classification" or "clustering"."""
+    description: _builtins.str
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParamInfo]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        task: _builtins.str = ...,
+        description: _builtins.str = ...,
+        params: _abc.Iterable[Global___ParamInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "params", b"params", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlgorithmInfo: _TypeAlias = AlgorithmInfo  # noqa: Y015
+
+@_typing.final
+class ListAlgorithmsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALGORITHMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def algorithms(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlgorithmInfo]: ...
+    def __init__(
+        self,
+        *,
+        algorithms: _abc.Iterable[Global___AlgorithmInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithms", b"algorithms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlgorithmsResponse: _TypeAlias = ListAlgorithmsResponse  # noqa: Y015
+
+@_typing.final
 class SubmitTrainingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -75,6 +234,7 @@ class SubmitTrainingRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     SPLIT_SEED_FIELD_NUMBER: _builtins.int
     TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
     dataset_version_id: _builtins.str
     algorithm: _builtins.str
     """e.g. "linear_regression"."""
@@ -85,6 +245,8 @@ class SubmitTrainingRequest(_message.Message):
     split_seed: _builtins.int
     """Hold-out split shared with the evaluator; defaults: seed 42, 0.2."""
     test_fraction: _builtins.float
+    seed: _builtins.int
+    """Seed of the estimator itself (random_state); defaults to split_seed."""
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -97,12 +259,15 @@ class SubmitTrainingRequest(_message.Message):
         model_name: _builtins.str = ...,
         split_seed: _builtins.int = ...,
         test_fraction: _builtins.float = ...,
+        seed: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "dataset_version_id", b"dataset_version_id", "model_name", b"model_name", "params", b"params", "split_seed", b"split_seed", "target", b"target", "test_fraction", b"test_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "algorithm", b"algorithm", "dataset_version_id", b"dataset_version_id", "model_name", b"model_name", "params", b"params", "seed", b"seed", "split_seed", b"split_seed", "target", b"target", "test_fraction", b"test_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___SubmitTrainingRequest: _TypeAlias = SubmitTrainingRequest  # noqa: Y015
 
@@ -149,6 +314,26 @@ class TrainingJob(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     LINEAGE_FIELD_NUMBER: _builtins.int
@@ -164,6 +349,11 @@ class TrainingJob(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     algorithm: _builtins.str
@@ -172,6 +362,12 @@ class TrainingJob(_message.Message):
     worker_id: _builtins.str
     error: _builtins.str
     attempts: _builtins.int
+    task: _builtins.str
+    stage: _builtins.str
+    """What the job is doing now ("queued", "loading data", "fitting", "epoch 3/20", ...)."""
+    progress: _builtins.float
+    """0..1 where the job can tell (epochs), else 0 until done."""
+    seed: _builtins.int
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -186,6 +382,10 @@ class TrainingJob(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """The latest progress metrics (loss, val_loss, ...)."""
+
     def __init__(
         self,
         *,
@@ -204,10 +404,15 @@ class TrainingJob(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
+        task: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        progress: _builtins.float = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "finished_at", b"finished_at", "lineage", b"lineage", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "features", b"features", "finished_at", b"finished_at", "job_id", b"job_id", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "started_at", b"started_at", "state", b"state", "target", b"target", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "features", b"features", "finished_at", b"finished_at", "job_id", b"job_id", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "progress", b"progress", "seed", b"seed", "stage", b"stage", "started_at", b"started_at", "state", b"state", "target", b"target", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

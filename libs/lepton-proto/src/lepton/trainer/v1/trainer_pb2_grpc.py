@@ -46,6 +46,26 @@ class TrainingServiceStub:
                 request_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
                 response_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
                 _registered_method=True)
+        self.ListTrainingJobs = channel.unary_unary(
+                '/lepton.trainer.v1.TrainingService/ListTrainingJobs',
+                request_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsRequest.SerializeToString,
+                response_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsResponse.FromString,
+                _registered_method=True)
+        self.WatchTrainingJob = channel.unary_stream(
+                '/lepton.trainer.v1.TrainingService/WatchTrainingJob',
+                request_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
+                response_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
+                _registered_method=True)
+        self.CancelTrainingJob = channel.unary_unary(
+                '/lepton.trainer.v1.TrainingService/CancelTrainingJob',
+                request_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
+                response_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
+                _registered_method=True)
+        self.ListAlgorithms = channel.unary_unary(
+                '/lepton.trainer.v1.TrainingService/ListAlgorithms',
+                request_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsRequest.SerializeToString,
+                response_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -66,6 +86,34 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTrainingJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTrainingJob(self, request, context):
+        """Streams the job each time it changes (state, progress), ending when it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTrainingJob(self, request, context):
+        """A queued job is cancelled at once; a running one is stopped (its fit process is
+        terminated, so a torch job stops within the current batch).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlgorithms(self, request, context):
+        """The algorithms, their tasks and hyper-parameters, for validation before submitting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +126,26 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.GetTrainingJob,
                     request_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.FromString,
                     response_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.SerializeToString,
+            ),
+            'ListTrainingJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrainingJobs,
+                    request_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsRequest.FromString,
+                    response_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsResponse.SerializeToString,
+            ),
+            'WatchTrainingJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTrainingJob,
+                    request_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.FromString,
+                    response_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.SerializeToString,
+            ),
+            'CancelTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTrainingJob,
+                    request_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.FromString,
+                    response_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.SerializeToString,
+            ),
+            'ListAlgorithms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlgorithms,
+                    request_deserializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsRequest.FromString,
+                    response_serializer=lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,6 +204,114 @@ class TrainingService:
             '/lepton.trainer.v1.TrainingService/GetTrainingJob',
             lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
             lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrainingJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.trainer.v1.TrainingService/ListTrainingJobs',
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsRequest.SerializeToString,
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListTrainingJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lepton.trainer.v1.TrainingService/WatchTrainingJob',
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.trainer.v1.TrainingService/CancelTrainingJob',
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.GetTrainingJobRequest.SerializeToString,
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.TrainingJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlgorithms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.trainer.v1.TrainingService/ListAlgorithms',
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsRequest.SerializeToString,
+            lepton_dot_trainer_dot_v1_dot_trainer__pb2.ListAlgorithmsResponse.FromString,
             options,
             channel_credentials,
             insecure,

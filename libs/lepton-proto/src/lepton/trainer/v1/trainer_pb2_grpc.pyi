@@ -38,6 +38,15 @@ class TrainingServiceStub:
     SubmitTraining: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.SubmitTrainingRequest, _trainer_pb2.TrainingJob]
     """Validates the request, queues the job and returns at once."""
     GetTrainingJob: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]
+    ListTrainingJobs: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingJobsRequest, _trainer_pb2.ListTrainingJobsResponse]
+    WatchTrainingJob: _grpc.UnaryStreamMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]
+    """Streams the job each time it changes (state, progress), ending when it ends."""
+    CancelTrainingJob: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]
+    """A queued job is cancelled at once; a running one is stopped (its fit process is
+    terminated, so a torch job stops within the current batch).
+    """
+    ListAlgorithms: _grpc.UnaryUnaryMultiCallable[_trainer_pb2.ListAlgorithmsRequest, _trainer_pb2.ListAlgorithmsResponse]
+    """The algorithms, their tasks and hyper-parameters, for validation before submitting."""
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -49,6 +58,15 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     SubmitTraining: _aio.UnaryUnaryMultiCallable[_trainer_pb2.SubmitTrainingRequest, _trainer_pb2.TrainingJob]  # type: ignore[assignment]
     """Validates the request, queues the job and returns at once."""
     GetTrainingJob: _aio.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]  # type: ignore[assignment]
+    ListTrainingJobs: _aio.UnaryUnaryMultiCallable[_trainer_pb2.ListTrainingJobsRequest, _trainer_pb2.ListTrainingJobsResponse]  # type: ignore[assignment]
+    WatchTrainingJob: _aio.UnaryStreamMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]  # type: ignore[assignment]
+    """Streams the job each time it changes (state, progress), ending when it ends."""
+    CancelTrainingJob: _aio.UnaryUnaryMultiCallable[_trainer_pb2.GetTrainingJobRequest, _trainer_pb2.TrainingJob]  # type: ignore[assignment]
+    """A queued job is cancelled at once; a running one is stopped (its fit process is
+    terminated, so a torch job stops within the current batch).
+    """
+    ListAlgorithms: _aio.UnaryUnaryMultiCallable[_trainer_pb2.ListAlgorithmsRequest, _trainer_pb2.ListAlgorithmsResponse]  # type: ignore[assignment]
+    """The algorithms, their tasks and hyper-parameters, for validation before submitting."""
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Training jobs: submitted here, run by any trainer process that pulls from
@@ -69,5 +87,38 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trainer_pb2.GetTrainingJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_pb2.TrainingJob, _abc.Awaitable[_trainer_pb2.TrainingJob]]: ...
+
+    @_abc_1.abstractmethod
+    def ListTrainingJobs(
+        self,
+        request: _trainer_pb2.ListTrainingJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.ListTrainingJobsResponse, _abc.Awaitable[_trainer_pb2.ListTrainingJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchTrainingJob(
+        self,
+        request: _trainer_pb2.GetTrainingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_trainer_pb2.TrainingJob], _abc.AsyncIterator[_trainer_pb2.TrainingJob]]:
+        """Streams the job each time it changes (state, progress), ending when it ends."""
+
+    @_abc_1.abstractmethod
+    def CancelTrainingJob(
+        self,
+        request: _trainer_pb2.GetTrainingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.TrainingJob, _abc.Awaitable[_trainer_pb2.TrainingJob]]:
+        """A queued job is cancelled at once; a running one is stopped (its fit process is
+        terminated, so a torch job stops within the current batch).
+        """
+
+    @_abc_1.abstractmethod
+    def ListAlgorithms(
+        self,
+        request: _trainer_pb2.ListAlgorithmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_pb2.ListAlgorithmsResponse, _abc.Awaitable[_trainer_pb2.ListAlgorithmsResponse]]:
+        """The algorithms, their tasks and hyper-parameters, for validation before submitting."""
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
