@@ -47,7 +47,7 @@ def test_unknown_algorithm_lists_the_known_ones() -> None:
 
 def test_every_default_estimator_fits() -> None:
     x, y = load_iris(return_X_y=True)
-    assert len(CATALOGUE) == 17
+    assert len(CATALOGUE) == 19
     for algo in CATALOGUE.values():
         est, _ = algo.make({}, seed=0)
         est.fit(x) if algo.task == CLUSTERING else est.fit(x, y)

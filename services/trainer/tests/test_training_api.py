@@ -47,6 +47,8 @@ PARAMS = {
     "lasso": {"alpha": "0.1"},
     "elastic_net": {"alpha": "0.01"},
     "kmeans": {"n_clusters": "3"},
+    "mlp_classifier": {"epochs": "60"},
+    "mlp_regressor": {"epochs": "60", "hidden_layers": "32"},
 }
 
 
@@ -140,6 +142,9 @@ async def test_every_algorithm_matches_scikit_learn(stubs: tuple, nc: NATS) -> N
         model, signature = artifacts.unpack(await objects.get(ref_from_pb(job.artifact)))
         assert signature.task == algo.task and list(job.features) == features
         np.testing.assert_allclose(model.predict(x[test]), direct.predict(x[test]), rtol=0, atol=1e-9, err_msg=name)
+        if name == "mlp_classifier":
+            assert (model.predict(x[test]) == y[test]).mean() >= 0.9  # breast cancer
+            assert job.metrics["epoch"] >= 1 and "train_loss" in job.metrics
 
 
 async def test_list_watch_and_catalogue(stubs: tuple) -> None:  # type: ignore[type-arg]

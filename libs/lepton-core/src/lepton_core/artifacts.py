@@ -26,6 +26,8 @@ SIGNATURE_FILE = "signature.json"
 #: Present when the model was trained on a recipe-made dataset version: the recipes
 #: (with their fitted parameters) that turn raw input rows into the model's features.
 PREPROCESS_FILE = "preprocess.json"
+#: The weights file of a torch MLP bundle (with architecture.json and model.onnx).
+TORCH_WEIGHTS = "model.safetensors"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 #: Type prefixes a model file may contain; anything else is refused on load.
@@ -136,10 +138,9 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
 
 def pack(model: Any, signature: Signature, preprocess: Preprocess | None = None) -> bytes:
     """The artifact bytes for ``model``: a zip of the skops model, its signature and preprocessing."""
-    files = [
-        (MODEL_FILE, sio.dumps(model)),
-        (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode()),
-    ]
+    # A torch MLP brings its own files (safetensors, architecture JSON, ONNX); the rest is skops.
+    model_files = model.to_files() if hasattr(model, "to_files") else {MODEL_FILE: sio.dumps(model)}
+    files = [*sorted(model_files.items()), (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode())]
     if preprocess is not None:
         files.append((PREPROCESS_FILE, json.dumps(asdict(preprocess), sort_keys=True).encode()))
     return _zip(files)
@@ -149,10 +150,10 @@ def unpack_files(artifact: bytes) -> dict[str, bytes]:
     """The files inside an artifact (what the deployer ships to Triton)."""
     try:
         with zipfile.ZipFile(io.BytesIO(artifact)) as zf:
-            names = [MODEL_FILE, SIGNATURE_FILE]
-            if PREPROCESS_FILE in zf.namelist():
-                names.append(PREPROCESS_FILE)
-            return {name: zf.read(name) for name in names}
+            files = {name: zf.read(name) for name in zf.namelist()}
+        if SIGNATURE_FILE not in files or not (MODEL_FILE in files or TORCH_WEIGHTS in files):
+            raise KeyError(f"{SIGNATURE_FILE} and a model file are required, found {sorted(files)}")
+        return files
     except (zipfile.BadZipFile, KeyError) as exc:
         raise DataIntegrityError(f"artifact is not a Lepton model bundle: {exc}") from exc
 
@@ -177,7 +178,16 @@ def load_bundle(artifact: bytes) -> Bundle:
     files = unpack_files(artifact)
     signature = Signature(**json.loads(files[SIGNATURE_FILE]))
     preprocess = Preprocess(**json.loads(files[PREPROCESS_FILE])) if PREPROCESS_FILE in files else None
-    return Bundle(load_model_bytes(files[MODEL_FILE]), signature, preprocess)
+    return Bundle(load_model_files(files), signature, preprocess)
+
+
+def load_model_files(files: dict[str, bytes]) -> Any:
+    """The estimator from a bundle's files: skops for scikit-learn, safetensors for the MLP."""
+    if MODEL_FILE in files:
+        return load_model_bytes(files[MODEL_FILE])
+    from lepton_core.mlp import MLPModel
+
+    return MLPModel.from_files(files)
 
 
 def holdout_split(n_rows: int, seed: int, test_fraction: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sklearn import cluster, ensemble, linear_model, naive_bayes, neighbors, svm, tree
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.mlp import EpochReport, MLPModel, MLPParams, train_mlp
 
 REGRESSION, CLASSIFICATION, CLUSTERING = "regression", "classification", "clustering"
 NONE_WORDS = ("none", "null", "")
@@ -130,6 +131,54 @@ _HGB = {
 }
 
 
+class MLPEstimator:
+    """The torch MLP behind the scikit-learn ``fit``/``predict`` the trainer calls.
+
+    ``on_epoch`` (set by the trainer) receives each epoch's report, which becomes the
+    job's progress and ``training.progress`` events.
+    """
+
+    def __init__(self, task: str, random_state: int = 0, **values: Any) -> None:
+        self.task = task
+        self.params = MLPParams.from_strings({k: str(v) for k, v in values.items()} | {"seed": str(random_state)})
+        self.on_epoch: Callable[[EpochReport], None] | None = None
+        self.model_: MLPModel | None = None
+
+    def fit(self, x: Any, y: Any) -> MLPEstimator:
+        task: Literal["classification", "regression"] = (
+            "classification" if self.task == CLASSIFICATION else "regression"
+        )
+        self.model_ = train_mlp(x, y, task, self.params, on_epoch=self.on_epoch)
+        return self
+
+    def predict(self, x: Any) -> Any:
+        assert self.model_ is not None, "fit first"
+        return self.model_.predict(x)
+
+
+def _mlp(task: str) -> Callable[..., Any]:
+    def build(**values: Any) -> MLPEstimator:
+        return MLPEstimator(task, **values)
+
+    return build
+
+
+_MLP = {
+    "hidden_layers": Param(str, "64,32", description="Widths of the hidden layers, comma-separated."),
+    "learning_rate": Param(float, 1e-3, 1e-9, 1.0, description="Optimiser step size."),
+    "epochs": Param(int, 100, 1, 10_000, description="Most passes over the training rows."),
+    "batch_size": Param(int, 32, 1, 65_536, description="Rows per gradient step."),
+    "dropout": Param(float, 0.0, 0.0, 0.9, description="Dropout after each hidden layer."),
+    "optimizer": Param(str, "adam", choices=("adam", "adamw", "sgd"), description="Optimiser."),
+    "weight_decay": Param(float, 0.0, 0.0, 1.0, description="L2 weight decay."),
+    "early_stopping_patience": Param(
+        int, 10, 0, 1000, description="Epochs without improvement before stopping (0: off)."
+    ),
+    "validation_fraction": Param(float, 0.1, 0.0, 0.5, description="Training rows held for early stopping."),
+    "device": Param(str, "auto", choices=("auto", "cpu", "cuda"), description="auto uses CUDA when the host has it."),
+}
+
+
 def _forest(cls: Callable[..., Any]) -> Callable[..., Any]:
     def build(max_features: str, **kw: Any) -> Any:
         return cls(max_features=None if max_features == "all" else max_features, **kw)
@@ -190,6 +239,10 @@ _ALGORITHMS = (
     Algorithm("gaussian_nb", CLASSIFICATION, naive_bayes.GaussianNB,
               {"var_smoothing": Param(float, 1e-9, 0.0, 1.0, description="Variance added for stability.")},
               description="Gaussian naive Bayes."),
+    Algorithm("mlp_classifier", CLASSIFICATION, _mlp(CLASSIFICATION), _MLP, seeded=True,
+              description="PyTorch multi-layer perceptron (softmax output)."),
+    Algorithm("mlp_regressor", REGRESSION, _mlp(REGRESSION), _MLP, seeded=True,
+              description="PyTorch multi-layer perceptron (linear output)."),
     Algorithm("kmeans", CLUSTERING, cluster.KMeans,
               {"n_clusters": Param(int, 8, 1, 10_000, description="Clusters to find."),
                "n_init": Param(int, 10, 1, 1000, description="Restarts with new centroids."),

@@ -25,8 +25,9 @@ from pydantic import BaseModel
 from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
+from lepton_core.mlp import EpochReport
 from lepton_core.wire import now
-from lepton_trainer.catalogue import CLUSTERING, algorithm
+from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,18 @@ def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = No
         raise InvalidArgument("the dataset has missing values in feature columns; fill them with a recipe first")
     train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
     report("fitting", 0.0, {})
+    if isinstance(estimator, MLPEstimator):
+        epochs = estimator.params.epochs
+
+        def on_epoch(r: EpochReport) -> None:
+            metrics = {"epoch": float(r.epoch), "epochs": float(epochs), "train_loss": r.train_loss}
+            if r.val_loss is not None:
+                metrics["val_loss"] = r.val_loss
+            if r.val_metric is not None:
+                metrics["val_metric"] = r.val_metric
+            report(f"epoch {r.epoch}/{epochs}", r.epoch / epochs, metrics)
+
+        estimator.on_epoch = on_epoch
     if algo.task == CLUSTERING:
         estimator.fit(x[train_idx])
     else:
@@ -201,7 +214,8 @@ def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = No
         preprocess = artifacts.Preprocess(
             recipes=job.preprocess, target=job.target, target_dtype=job.raw_target_dtype or "Float64"
         )
-    return artifacts.pack(estimator, signature, preprocess)
+    model = estimator.model_ if isinstance(estimator, MLPEstimator) else estimator
+    return artifacts.pack(model, signature, preprocess)
 
 
 TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
@@ -293,13 +307,10 @@ class Jobs:
                     update = json.loads(line)
                 except ValueError:
                     continue
-                await self.transition(
-                    job.tenant,
-                    job.job_id,
-                    stage=update["stage"],
-                    progress=update["progress"],
-                    metrics=update["metrics"],
-                )
+                changes = {"stage": update["stage"], "progress": update["progress"]}
+                if update["metrics"]:  # keep the last epoch's metrics through the final stages
+                    changes["metrics"] = update["metrics"]
+                await self.transition(job.tenant, job.job_id, **changes)
                 if on_progress is not None:
                     await on_progress(job, update["stage"], update["progress"], update["metrics"])
 

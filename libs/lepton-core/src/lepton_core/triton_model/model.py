@@ -301,8 +301,19 @@ class TritonPythonModel:
         self.features: list[str] = list(self.signature["features"])
         self.n_features = len(self.features)
         self.input_dtype = np.dtype(self.signature.get("input_dtype") or "float64")
-        with open(os.path.join(version_dir, "model.skops"), "rb") as f:
-            self.model = load_estimator(f.read())
+        skops_path = os.path.join(version_dir, "model.skops")
+        if os.path.exists(skops_path):
+            with open(skops_path, "rb") as f:
+                self.model = load_estimator(f.read())
+        else:
+            # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
+            from lepton_core.mlp import MLPModel
+
+            files = {}
+            for name in ("model.safetensors", "architecture.json"):
+                with open(os.path.join(version_dir, name), "rb") as f:
+                    files[name] = f.read()
+            self.model = MLPModel.from_files(files)
         expected = getattr(self.model, "n_features_in_", self.n_features)
         if expected != self.n_features:
             raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
