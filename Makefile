@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lepton-setup
-PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai \
+PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai examples/custom-model \
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 

@@ -6,10 +6,13 @@ after a warm-up, and reports medians, throughput and the ratio ours/baseline tim
 Nothing is asserted about speed: the numbers are for reading, not for gating.
 
 Run with ``make bench``. Prints a table and writes ``bench/results/latest.json``.
+Then runs the data-service benchmarks of ``data_bench.py`` (ingest, read back, peak
+memory; ``--no-data`` skips them) and adds their table and a ``"data"`` section.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import json
@@ -29,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
+import data_bench
 import skops.io as sio
 from google.protobuf.message import Message
 from lepton.events.v1 import events_pb2 as ev
@@ -421,7 +425,12 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Lepton benchmarks: ours against the raw library path.")
+    parser.add_argument(
+        "--no-data", dest="data", action="store_false", help="skip the data-service benchmarks (bench/data_bench.py)"
+    )
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     setup_telemetry("lepton-bench")  # a real tracer provider, no exporter
@@ -440,10 +449,15 @@ def main() -> int:
         results.append(bench_artifact())
     finally:
         shutdown_telemetry()
-    elapsed = time.perf_counter() - started
     print(table(results))
     for r in results:
         print(f"  {r.name}: ours = {r.ours}; baseline = {r.baseline}")
+    data: data_bench.DataResults | None = None
+    if args.data:
+        print(flush=True)
+        data = data_bench.run_data_benchmarks()
+        data_bench.report(data)
+    elapsed = time.perf_counter() - started
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "timestamp": stamp,
@@ -452,6 +466,8 @@ def main() -> int:
         "machine": info,
         "benchmarks": [r.summary() for r in results],
     }
+    if data is not None:
+        report["data"] = data.summary()
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{elapsed:.1f} s in all; raw numbers in {RESULTS}")
     return 0

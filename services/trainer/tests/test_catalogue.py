@@ -40,15 +40,28 @@ def test_bad_parameters(name: str, params: dict[str, str], field: str, words: st
 
 
 def test_unknown_algorithm_lists_the_known_ones() -> None:
-    with pytest.raises(InvalidArgument, match="available: decision_tree_classifier") as err:
+    with pytest.raises(InvalidArgument, match="available: custom:clipped_ridge, decision_tree_classifier") as err:
         algorithm("xgboost")
     assert err.value.field == "algorithm"
 
 
 def test_every_default_estimator_fits() -> None:
     x, y = load_iris(return_X_y=True)
-    assert len(CATALOGUE) == 19
+    assert len([a for a in CATALOGUE if not a.startswith("custom:")]) == 19 and "custom:clipped_ridge" in CATALOGUE
     for algo in CATALOGUE.values():
         est, _ = algo.make({}, seed=0)
         est.fit(x) if algo.task == CLUSTERING else est.fit(x, y)
         assert np.asarray(est.predict(x[:3])).shape == (3,), algo.name
+
+
+def test_custom_models_come_from_entry_points() -> None:
+    clipped = CATALOGUE["custom:clipped_ridge"]
+    assert clipped.task == "regression"
+    assert {k: (p.kind, p.default) for k, p in clipped.params.items()} == {
+        "alpha": (float, 1.0),
+        "margin": (float, 0.0),
+    }
+    est, used = clipped.make({"alpha": "0.5"})
+    assert type(est).__name__ == "ClippedRidge" and used == {"alpha": 0.5, "margin": 0.0}
+    with pytest.raises(InvalidArgument, match="expected a float"):
+        clipped.make({"margin": "wide"})

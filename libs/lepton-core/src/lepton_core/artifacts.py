@@ -7,6 +7,7 @@ names arrays by object id, so two trainings of the same model are two artifacts.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import platform
@@ -158,10 +159,31 @@ def unpack_files(artifact: bytes) -> dict[str, bytes]:
         raise DataIntegrityError(f"artifact is not a Lepton model bundle: {exc}") from exc
 
 
+#: The entry-point group where hosts register custom models (see examples/custom-model).
+CUSTOM_MODELS_GROUP = "lepton.models"
+
+
+@functools.cache
+def custom_model_classes() -> dict[str, type]:
+    """Custom estimator classes registered on this host, by entry-point name."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in entry_points(group=CUSTOM_MODELS_GROUP)}
+
+
+def trusted_prefixes() -> tuple[str, ...]:
+    """Types a model file may hold: scikit-learn, numpy and friends, and the top-level
+    packages of custom models installed on this host (the operator chose to install
+    them; nothing uploaded over the network is ever trusted)."""
+    custom = {cls.__module__.split(".")[0] + "." for cls in custom_model_classes().values()}
+    return TRUSTED_PREFIXES + tuple(sorted(custom))
+
+
 def load_model_bytes(model_bytes: bytes) -> Any:
-    """Loads a skops model, refusing any type outside :data:`TRUSTED_PREFIXES`."""
+    """Loads a skops model, refusing any type outside :func:`trusted_prefixes`."""
     untrusted = sio.get_untrusted_types(data=model_bytes)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    allowed = trusted_prefixes()
+    refused = [t for t in untrusted if not t.startswith(allowed)]
     if refused:
         raise DataIntegrityError(f"model file holds types that are not trusted: {', '.join(sorted(refused))}")
     return sio.loads(model_bytes, trusted=untrusted)

@@ -17,7 +17,7 @@ from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
 from lepton_trainer.catalogue import CATALOGUE, Algorithm
-from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job
+from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job, plan_search
 
 _STATE = {
     JobState.QUEUED: trainer_pb2.JOB_STATE_QUEUED,
@@ -26,6 +26,22 @@ _STATE = {
     JobState.FAILED: trainer_pb2.JOB_STATE_FAILED,
     JobState.CANCELLED: trainer_pb2.JOB_STATE_CANCELLED,
 }
+
+
+def requested_event(job: JobRecord) -> events_pb2.TrainingRequested:
+    """The work-queue message for a job (or a trial, or a search's final fit)."""
+    return events_pb2.TrainingRequested(
+        tenant=job.tenant,
+        lineage=job_lineage(job),
+        algorithm=job.algorithm,
+        params=job.params,
+        target=job.target,
+        features=job.features,
+        dataset_object=ref_to_pb(job.dataset_object),
+        split_seed=job.split_seed,
+        test_fraction=job.test_fraction,
+        model_name=job.model_name,
+    )
 
 
 def job_lineage(job: JobRecord) -> common_pb2.Lineage:
@@ -38,7 +54,18 @@ def job_lineage(job: JobRecord) -> common_pb2.Lineage:
 
 
 def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
+    trials = []
+    for t in job.trials:
+        trial = trainer_pb2.Trial(job_id=t.job_id, params=t.params, state=_STATE[t.state], error=t.error)
+        if t.score is not None:
+            trial.score = t.score
+        trials.append(trial)
     return trainer_pb2.TrainingJob(
+        kind=job.kind,
+        parent_job_id=job.parent_job_id,
+        trials=trials,
+        best_trial_id=job.best_trial_id,
+        search_metric=job.search_metric,
         task=job.task,
         stage=job.stage,
         progress=job.progress,
@@ -159,24 +186,28 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
             request.test_fraction or 0.2,
             request.seed if request.HasField("seed") else None,
         )
+        children: list[JobRecord] = []
+        if request.HasField("search") and request.search.kind:
+            job, children = plan_search(
+                job,
+                request.search.kind,
+                {name: list(values.values) for name, values in request.search.space.items()},
+                request.search.trials,
+                request.search.metric,
+            )
         await self._jobs.create(job)
-        await self._rt.publish(
-            events_pb2.TrainingRequested(
+        for child in children:
+            await self._jobs.create(child)
+            await self._rt.publish(
+                requested_event(child),
                 tenant=tenant,
-                lineage=job_lineage(job),
-                algorithm=job.algorithm,
-                params=job.params,
-                target=job.target,
-                features=job.features,
-                dataset_object=ref_to_pb(job.dataset_object),
-                split_seed=job.split_seed,
-                test_fraction=job.test_fraction,
-                model_name=job.model_name,
-            ),
-            tenant=tenant,
-            event_id=f"training.requested:{job.job_id}",
-            ce_subject=job.job_id,
-        )
+                event_id=f"training.requested:{child.job_id}",
+                ce_subject=child.job_id,
+            )
+        if not children:
+            await self._rt.publish(
+                requested_event(job), tenant=tenant, event_id=f"training.requested:{job.job_id}", ce_subject=job.job_id
+            )
         await self._rt.publish(
             events_pb2.TrainingQueued(tenant=tenant, lineage=job_lineage(job), algorithm=job.algorithm),
             tenant=tenant,
@@ -270,9 +301,28 @@ class Worker:
                 job = await self._jobs.transition(
                     tenant, job_id, state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}", stage="failed"
                 )
-                await self._announce(job)
+                await self._finish(job)
             raise
-        await self._announce(job)
+        await self._finish(job)
+
+    async def _finish(self, job: JobRecord) -> None:
+        """Announces a job's end; a trial instead reports to its search, which may then
+        queue its final fit (the best candidate on all training rows)."""
+        if job.kind != "trial":
+            await self._announce(job)
+            return
+        if job.state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
+            return
+        parent, ready = await self._jobs.record_trial(job)
+        if ready:
+            await self._rt.publish(
+                requested_event(parent),
+                tenant=parent.tenant,
+                event_id=f"training.requested:{parent.job_id}:final",
+                ce_subject=parent.job_id,
+            )
+        elif parent.state == JobState.FAILED:
+            await self._announce(parent)
 
     async def _announce(self, job: JobRecord) -> None:
         tenant, job_id = job.tenant, job.job_id

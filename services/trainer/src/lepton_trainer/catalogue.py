@@ -8,6 +8,7 @@ get the job's seed, so a job is reproducible and matches a direct scikit-learn f
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from sklearn import cluster, ensemble, linear_model, naive_bayes, neighbors, svm, tree
 
+from lepton_core import artifacts
 from lepton_core.errors import InvalidArgument
 from lepton_core.mlp import EpochReport, MLPModel, MLPParams, train_mlp
 
@@ -43,6 +45,10 @@ class Param:
             return "one of " + ", ".join(self.choices)
         if self.kind is bool:
             return "true or false"
+        if self.kind is str:
+            return "text" + (" or none" if self.nullable else "")
+        if self.low is None and self.high is None:
+            return f"a {self.kind.__name__}" + (" or none" if self.nullable else "")
         span = f"a {self.kind.__name__} in [{_num(self.low)}, {_num(self.high)}]"
         return span + (" or none" if self.nullable else "")
 
@@ -250,7 +256,41 @@ _ALGORITHMS = (
               seeded=True, description="k-means clustering (no target)."),
 )  # fmt: skip
 
-CATALOGUE: dict[str, Algorithm] = {a.name: a for a in _ALGORITHMS}
+_TASK_OF = {"regressor": REGRESSION, "classifier": CLASSIFICATION, "clusterer": CLUSTERING}
+
+
+def custom_algorithm(name: str, cls: type) -> Algorithm:
+    """An Algorithm for a registered custom estimator class.
+
+    Parameters come from ``__init__``'s signature, typed by their defaults; the task
+    from scikit-learn's estimator type (a ``RegressorMixin`` is a regressor).
+    """
+    params: dict[str, Param] = {}
+    seeded = False
+    for p in inspect.signature(cls).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name == "random_state":
+            seeded = True
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        kind = type(default) if isinstance(default, bool | int | float | str) else str
+        params[p.name] = Param(kind, default, nullable=default is None, description=f"{cls.__name__}.{p.name}")
+    tags = getattr(cls, "__sklearn_tags__", None)
+    estimator_type = getattr(cls, "_estimator_type", None)
+    if estimator_type is None and tags is not None:
+        try:
+            estimator_type = tags(cls()).estimator_type
+        except Exception:
+            estimator_type = None
+    task = _TASK_OF.get(str(estimator_type), REGRESSION)
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return Algorithm(f"custom:{name}", task, cls, params, seeded=seeded, description=doc[0] if doc else cls.__name__)
+
+
+CATALOGUE: dict[str, Algorithm] = {a.name: a for a in _ALGORITHMS} | {
+    f"custom:{name}": custom_algorithm(name, cls) for name, cls in artifacts.custom_model_classes().items()
+}
 
 
 def algorithm(name: str) -> Algorithm:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import io
+import itertools
 import json
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from pydantic import BaseModel
+from sklearn import metrics as skm
 
 from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
@@ -73,9 +75,25 @@ class JobRecord(BaseModel):
     progress: float = 0.0
     metrics: dict[str, float] = {}
     cancel_requested: bool = False
+    #: "single", "search" (the parent of trials) or "trial".
+    kind: str = "single"
+    parent_job_id: str = ""
+    search_metric: str = ""
+    trials: list[TrialRecord] = []
+    best_trial_id: str = ""
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+class TrialRecord(BaseModel):
+    """One candidate of a search, as its parent job sees it."""
+
+    job_id: str
+    params: dict[str, str]
+    state: JobState = JobState.QUEUED
+    score: float | None = None
+    error: str = ""
 
 
 class DatasetInfo(BaseModel):
@@ -128,7 +146,7 @@ def plan_job(
         raise InvalidArgument("the dataset has no numeric feature columns besides the target", field="target")
     if not 0.0 < test_fraction < 1.0:
         raise InvalidArgument(f"must be between 0 and 1, got {test_fraction}", field="test_fraction")
-    model_name = model_name or f"{dataset.dataset_name}-{algo.name}".replace("_", "-")
+    model_name = model_name or re.sub(r"[^a-z0-9-]+", "-", f"{dataset.dataset_name}-{algo.name}".lower())
     if not MODEL_NAME_RE.match(model_name):
         raise InvalidArgument(
             f"{model_name!r} is not a valid model name: use 1-64 lower-case letters, digits, '-' or '_'",
@@ -156,6 +174,101 @@ def plan_job(
         stage="queued",
         created_at=now(),
     )
+
+
+#: Metric name -> (function of (y_true, y_pred) or (x, labels), higher is better).
+SCORERS: dict[str, tuple[Callable[..., float], bool]] = {
+    "r2": (lambda y, p: float(skm.r2_score(y, p)), True),
+    "rmse": (lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))), False),
+    "mae": (lambda y, p: float(skm.mean_absolute_error(y, p)), False),
+    "accuracy": (lambda y, p: float(skm.accuracy_score(y, p)), True),
+    "balanced_accuracy": (lambda y, p: float(skm.balanced_accuracy_score(y, p)), True),
+    "f1_macro": (lambda y, p: float(skm.f1_score(y, p, average="macro", zero_division=0)), True),
+    "silhouette": (lambda x, labels: float(skm.silhouette_score(x, labels)), True),
+}
+METRICS_FOR = {
+    "regression": ("r2", "rmse", "mae"),
+    "classification": ("accuracy", "balanced_accuracy", "f1_macro"),
+    "clustering": ("silhouette",),
+}
+DEFAULT_METRIC = {task: metrics[0] for task, metrics in METRICS_FOR.items()}
+MAX_TRIALS = 256
+#: Share of the training rows a trial holds back to score itself.
+VALIDATION_FRACTION = 0.2
+
+
+def plan_search(
+    parent: JobRecord, kind: str, space: dict[str, list[str]], trials: int, metric: str
+) -> tuple[JobRecord, list[JobRecord]]:
+    """The search parent and its trial jobs: one per candidate, validated up front."""
+    algo = algorithm(parent.algorithm)
+    if kind not in ("grid", "random"):
+        raise InvalidArgument(f"unknown search kind {kind!r}; use grid or random", field="search.kind")
+    if not space:
+        raise InvalidArgument("a search needs at least one parameter with candidate values", field="search.space")
+    for name, values in space.items():
+        if not values:
+            raise InvalidArgument(f"no candidate values for {name!r}", field=f"search.space.{name}")
+        for value in values:
+            algo.parse({**parent.params, name: value})
+    metric = metric or DEFAULT_METRIC[algo.task]
+    if metric not in METRICS_FOR[algo.task]:
+        usable = ", ".join(METRICS_FOR[algo.task])
+        raise InvalidArgument(
+            f"metric {metric!r} does not fit a {algo.task} search; use {usable}", field="search.metric"
+        )
+    names = sorted(space)
+    grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(space[n] for n in names))]
+    if kind == "grid":
+        if trials:
+            raise InvalidArgument("a grid search tries every combination: leave trials at 0", field="search.trials")
+        chosen = grid
+    else:
+        if not 1 <= trials <= len(grid):
+            raise InvalidArgument(
+                f"must be between 1 and {len(grid)} (the combinations), got {trials}", field="search.trials"
+            )
+        order = np.random.default_rng(parent.seed).permutation(len(grid))[:trials]
+        chosen = [grid[i] for i in sorted(order)]
+    if len(chosen) > MAX_TRIALS:
+        raise InvalidArgument(f"{len(chosen)} candidates; at most {MAX_TRIALS} are allowed", field="search.space")
+    children = [
+        parent.model_copy(
+            update={
+                "job_id": f"{parent.job_id}_t{i}",
+                "kind": "trial",
+                "parent_job_id": parent.job_id,
+                "params": {**parent.params, **candidate},
+                "search_metric": metric,
+            }
+        )
+        for i, candidate in enumerate(chosen)
+    ]
+    search = parent.model_copy(
+        update={
+            "kind": "search",
+            "search_metric": metric,
+            "trials": [TrialRecord(job_id=c.job_id, params=c.params) for c in children],
+        }
+    )
+    return search, children
+
+
+def score_trial(job: JobRecord, frame: pl.DataFrame) -> float:
+    """A trial's score: fit on part of the training rows, score on the rest (never the test rows)."""
+    algo = algorithm(job.algorithm)
+    estimator, _ = algo.make(job.params, seed=job.seed)
+    x = frame.select(job.features).to_numpy().astype(np.float64)
+    train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
+    inner, held = artifacts.holdout_split(len(train_idx), job.seed, VALIDATION_FRACTION)
+    fit_rows, val_rows = train_idx[inner], train_idx[held]
+    scorer, _ = SCORERS[job.search_metric]
+    if algo.task == CLUSTERING:
+        estimator.fit(x[fit_rows])
+        return scorer(x[val_rows], estimator.predict(x[val_rows]))
+    y = frame[job.target].to_numpy().astype(np.float64)
+    estimator.fit(x[fit_rows], y[fit_rows])
+    return scorer(y[val_rows], estimator.predict(x[val_rows]))
 
 
 def load_frame(data: bytes) -> pl.DataFrame:
@@ -220,6 +333,8 @@ def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = No
 
 TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 CANCEL_POLL_S = 0.5
+#: Exit code the fit process reports for a user error (see fit_worker).
+USER_ERROR_EXIT = 3
 PR_SET_PDEATHSIG = 1
 AsyncProgress = Callable[[JobRecord, str, float, dict[str, float]], Awaitable[None]]
 
@@ -230,7 +345,7 @@ class Jobs:
     def __init__(self, store: RecordStore[JobRecord], objects: ObjectStore) -> None:
         self.store = store
         self.objects = objects
-        self._spare: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | None = None
 
     async def create(self, job: JobRecord) -> None:
         await self.store.create(job_key(job.tenant, job.job_id), job)
@@ -270,6 +385,8 @@ class Jobs:
             attempts=job.attempts + 1,
             stage="loading data",
         )
+        if job.kind == "trial":
+            await self._parent_running(job)
         data = await self.objects.get(job.dataset_object)
         with tempfile.TemporaryDirectory(prefix="lepton-fit-") as tmp:
             workdir = Path(tmp)
@@ -286,6 +403,17 @@ class Jobs:
                 return await self.transition(
                     tenant, job_id, state=JobState.FAILED, error=message, stage="failed", finished_at=now()
                 )
+            if job.kind == "trial":
+                score = json.loads((workdir / "score.json").read_text())["score"]
+                return await self.transition(
+                    tenant,
+                    job_id,
+                    state=JobState.SUCCEEDED,
+                    stage="done",
+                    progress=1.0,
+                    metrics={job.search_metric: score},
+                    finished_at=now(),
+                )
             artifact = (workdir / "artifact.zip").read_bytes()
         ref = await self.objects.put("artifacts", f"{tenant}/{artifacts_name(artifact)}", artifact)
         return await self.transition(
@@ -293,85 +421,149 @@ class Jobs:
         )
 
     async def _fit_process(self, job: JobRecord, workdir: Path, on_progress: AsyncProgress | None) -> str:
-        """Runs the fit process; returns "ok", "user-error" or "cancelled"."""
-        proc = await self._take_process()
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        """Runs one fit in the fit process; returns "ok", "user-error" or "cancelled"."""
+        proc = await self._process()
+        assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(f"{workdir}\n".encode())
         await proc.stdin.drain()
-        proc.stdin.close()
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-        async def read_progress() -> None:
+        async def read() -> None:
             assert proc.stdout is not None
             async for line in proc.stdout:
                 try:
                     update = json.loads(line)
                 except ValueError:
                     continue
+                if "done" in update:
+                    done.set_result(int(update["done"]))
+                    return
                 changes = {"stage": update["stage"], "progress": update["progress"]}
                 if update["metrics"]:  # keep the last epoch's metrics through the final stages
                     changes["metrics"] = update["metrics"]
                 await self.transition(job.tenant, job.job_id, **changes)
                 if on_progress is not None:
                     await on_progress(job, update["stage"], update["progress"], update["metrics"])
+            if not done.done():
+                done.set_exception(RuntimeError(f"the fit process died (exit code {await proc.wait()}); see the log"))
 
-        reader = asyncio.create_task(read_progress())
-        errors = asyncio.create_task(proc.stderr.read())
+        reader = asyncio.create_task(read())
         try:
-            while True:
-                try:
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), CANCEL_POLL_S)
+            while not done.done():
+                await asyncio.wait({done}, timeout=CANCEL_POLL_S)
+                if done.done():
                     break
-                except TimeoutError:
-                    current = await self.get(job.tenant, job.job_id)
-                    if current.cancel_requested or current.state == JobState.CANCELLED:
-                        proc.kill()
-                        await proc.wait()
-                        return "cancelled"
+                current = await self.get(job.tenant, job.job_id)
+                if current.cancel_requested or current.state == JobState.CANCELLED:
+                    await self._kill()
+                    return "cancelled"
+            code = done.result()
+        except RuntimeError:
+            self._proc = None
+            current = await self.get(job.tenant, job.job_id)
+            if current.cancel_requested:
+                return "cancelled"
+            raise
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await reader
-        stderr = (await errors).decode(errors="replace")
-        if proc.returncode == 0:
-            return "ok"
-        if proc.returncode == 3:
+            if not reader.done():
+                reader.cancel()
+        if code == USER_ERROR_EXIT:
             return "user-error"
-        current = await self.get(job.tenant, job.job_id)
-        if current.cancel_requested:
-            return "cancelled"
-        raise RuntimeError(f"fit process exited with code {proc.returncode}: {stderr[-2000:]}")
+        if code != 0:
+            raise RuntimeError(f"the fit failed with code {code}; see the trainer log")
+        return "ok"
 
     async def warm(self) -> None:
-        """Starts a fit process now, so the first job does not wait for its imports."""
-        if self._spare is None:
-            self._spare = await _spawn_fit_process()
+        """Starts the fit process now, so the first job does not wait for its imports."""
+        await self._process()
 
-    async def _take_process(self) -> asyncio.subprocess.Process:
-        """A fit process that has (been) importing while idle; the next one starts now."""
-        spare = self._spare
-        self._spare = await _spawn_fit_process()
-        if spare is None or spare.returncode is not None:
-            return await _spawn_fit_process()
-        return spare
+    async def _process(self) -> asyncio.subprocess.Process:
+        """The long-lived fit process (started again after a cancel or a crash)."""
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "lepton_trainer.fit_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                preexec_fn=_die_with_parent,
+            )
+        return self._proc
+
+    async def _kill(self) -> None:
+        """Stops a fit mid-way: scikit-learn cannot be interrupted inside fit, its process can."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
 
     async def close(self) -> None:
-        if self._spare is not None and self._spare.returncode is None:
-            self._spare.kill()
-            await self._spare.wait()
-        self._spare = None
+        await self._kill()
+
+    async def _parent_running(self, trial: JobRecord) -> None:
+        parent = await self.get(trial.tenant, trial.parent_job_id)
+        if parent.state == JobState.QUEUED:
+            await self.transition(trial.tenant, parent.job_id, state=JobState.RUNNING, started_at=now(), stage="trials")
+
+    async def record_trial(self, trial: JobRecord) -> tuple[JobRecord, bool]:
+        """Records a finished trial on its parent. Returns the parent and whether it is now
+        ready for its final fit (every trial done, at least one succeeded)."""
+        for _ in range(50):
+            current = await self.store.require(job_key(trial.tenant, trial.parent_job_id), "search job")
+            parent = current.value
+            if parent.state in TERMINAL:
+                return parent, False
+            trials = [
+                t.model_copy(
+                    update={
+                        "state": trial.state,
+                        "score": trial.metrics.get(trial.search_metric),
+                        "error": trial.error,
+                    }
+                )
+                if t.job_id == trial.job_id
+                else t
+                for t in parent.trials
+            ]
+            done = [t for t in trials if t.state in TERMINAL]
+            changes: dict[str, Any] = {"trials": trials, "stage": f"trials {len(done)}/{len(trials)}"}
+            changes["progress"] = len(done) / (len(trials) + 1)
+            ready = False
+            if len(done) == len(trials):
+                scored = [t for t in trials if t.state == JobState.SUCCEEDED and t.score is not None]
+                if scored:
+                    _, higher_is_better = SCORERS[parent.search_metric]
+                    best = (max if higher_is_better else min)(scored, key=lambda t: t.score or 0.0)
+                    changes.update(best_trial_id=best.job_id, params=best.params, stage="final fit")
+                    ready = True
+                else:
+                    errors = "; ".join(sorted({t.error for t in trials if t.error})) or "cancelled"
+                    changes.update(state=JobState.FAILED, error=f"every trial failed: {errors}", finished_at=now())
+            updated = parent.model_copy(update=changes)
+            try:
+                await self.store.update(job_key(trial.tenant, parent.job_id), updated, current.revision)
+                return updated, ready
+            except Conflict:
+                await asyncio.sleep(0.02)
+        raise Conflict(f"search {trial.parent_job_id} kept changing")
 
     async def cancel(self, tenant: str, job_id: str) -> JobRecord:
         """Cancels a queued job at once; asks the worker of a running one to stop it."""
         job = await self.get(tenant, job_id)
         if job.state in TERMINAL:
             raise FailedPrecondition(f"job {job_id} already {job.state.value}", field="job_id")
+        if job.kind == "search":
+            for trial in job.trials:
+                child = await self.get(tenant, trial.job_id)
+                if child.state not in TERMINAL:
+                    await self.cancel(tenant, trial.job_id)
+            return await self.transition(tenant, job_id, state=JobState.CANCELLED, stage="cancelled", finished_at=now())
         if job.state == JobState.QUEUED:
             return await self.transition(tenant, job_id, state=JobState.CANCELLED, stage="cancelled", finished_at=now())
         return await self.transition(tenant, job_id, cancel_requested=True, stage="cancelling")
 
     async def list(self, tenant: str, state: JobState | None, limit: int) -> list[JobRecord]:
-        jobs = await self.store.values(f"{tenant}.*")
+        jobs = [j for j in await self.store.values(f"{tenant}.*") if j.kind != "trial"]
         picked = [j for j in jobs if state is None or j.state == state]
         return sorted(picked, key=lambda j: j.created_at, reverse=True)[:limit]
 
@@ -382,18 +574,6 @@ class Jobs:
             yield job
             if job.state in TERMINAL:
                 return
-
-
-async def _spawn_fit_process() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "lepton_trainer.fit_worker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
-    )
 
 
 def _die_with_parent() -> None:

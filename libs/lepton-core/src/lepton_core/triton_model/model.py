@@ -76,7 +76,14 @@ def load_estimator(data: bytes) -> Any:
     rather than run code from an uploaded file. Pickle is never used.
     """
     untrusted = sio.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    try:
+        # The same list the trainer used: built-ins plus custom models installed here.
+        from lepton_core.artifacts import trusted_prefixes
+
+        allowed = trusted_prefixes()
+    except ImportError:  # a serving host without lepton-core serves the built-in models
+        allowed = TRUSTED_PREFIXES
+    refused = [t for t in untrusted if not t.startswith(allowed)]
     if refused:
         raise ValueError(f"model.skops contains types that are not trusted: {', '.join(sorted(refused))}")
     return sio.loads(data, trusted=untrusted)

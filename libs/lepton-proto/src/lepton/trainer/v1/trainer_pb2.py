@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flepton/trainer/v1/trainer.proto\x12\x11lepton.trainer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"T\n\x17ListTrainingJobsRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.lepton.trainer.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"H\n\x18ListTrainingJobsResponse\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lepton.trainer.v1.TrainingJob\"\x17\n\x15ListAlgorithmsRequest\"\xa4\x01\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x10\n\x08nullable\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"n\n\rAlgorithmInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x03(\x0b\x32\x1c.lepton.trainer.v1.ParamInfo\"N\n\x16ListAlgorithmsResponse\x12\x34\n\nalgorithms\x18\x01 \x03(\x0b\x32 .lepton.trainer.v1.AlgorithmInfo\"\xa6\x02\n\x15SubmitTrainingRequest\x12\x1a\n\x12\x64\x61taset_version_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x44\n\x06params\x18\x04 \x03(\x0b\x32\x34.lepton.trainer.v1.SubmitTrainingRequest.ParamsEntry\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x12\n\nsplit_seed\x18\x06 \x01(\x03\x12\x15\n\rtest_fraction\x18\x07 \x01(\x01\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xc8\x05\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.lepton.trainer.v1.JobState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12:\n\x06params\x18\x05 \x03(\x0b\x32*.lepton.trainer.v1.TrainingJob.ParamsEntry\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\t\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x11\n\tworker_id\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12-\n\x08\x61rtifact\x18\x0b \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x12\x0c\n\x04task\x18\x10 \x01(\t\x12\r\n\x05stage\x18\x11 \x01(\t\x12\x10\n\x08progress\x18\x12 \x01(\x01\x12<\n\x07metrics\x18\x13 \x03(\x0b\x32+.lepton.trainer.v1.TrainingJob.MetricsEntry\x12\x0c\n\x04seed\x18\x14 \x01(\x03\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xdc\x04\n\x0fTrainingService\x12Z\n\x0eSubmitTraining\x12(.lepton.trainer.v1.SubmitTrainingRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12Z\n\x0eGetTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12k\n\x10ListTrainingJobs\x12*.lepton.trainer.v1.ListTrainingJobsRequest\x1a+.lepton.trainer.v1.ListTrainingJobsResponse\x12^\n\x10WatchTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob0\x01\x12]\n\x11\x43\x61ncelTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12\x65\n\x0eListAlgorithms\x12(.lepton.trainer.v1.ListAlgorithmsRequest\x1a).lepton.trainer.v1.ListAlgorithmsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flepton/trainer/v1/trainer.proto\x12\x11lepton.trainer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"T\n\x17ListTrainingJobsRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.lepton.trainer.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\"H\n\x18ListTrainingJobsResponse\x12,\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.lepton.trainer.v1.TrainingJob\"\x17\n\x15ListAlgorithmsRequest\"\xa4\x01\n\tParamInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x63hoices\x18\x06 \x03(\t\x12\x10\n\x08nullable\x18\x07 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\tB\x06\n\x04_minB\x06\n\x04_max\"n\n\rAlgorithmInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x06params\x18\x04 \x03(\x0b\x32\x1c.lepton.trainer.v1.ParamInfo\"N\n\x16ListAlgorithmsResponse\x12\x34\n\nalgorithms\x18\x01 \x03(\x0b\x32 .lepton.trainer.v1.AlgorithmInfo\"\xd5\x02\n\x15SubmitTrainingRequest\x12\x1a\n\x12\x64\x61taset_version_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x44\n\x06params\x18\x04 \x03(\x0b\x32\x34.lepton.trainer.v1.SubmitTrainingRequest.ParamsEntry\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x12\n\nsplit_seed\x18\x06 \x01(\x03\x12\x15\n\rtest_fraction\x18\x07 \x01(\x01\x12\x11\n\x04seed\x18\x08 \x01(\x03H\x00\x88\x01\x01\x12-\n\x06search\x18\t \x01(\x0b\x32\x1d.lepton.trainer.v1.SearchSpec\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x07\n\x05_seed\"\x1d\n\x0bParamValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\xc1\x01\n\nSearchSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x37\n\x05space\x18\x02 \x03(\x0b\x32(.lepton.trainer.v1.SearchSpec.SpaceEntry\x12\x0e\n\x06trials\x18\x03 \x01(\x05\x12\x0e\n\x06metric\x18\x04 \x01(\t\x1aL\n\nSpaceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.lepton.trainer.v1.ParamValues:\x02\x38\x01\"\xd5\x01\n\x05Trial\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x34\n\x06params\x18\x02 \x03(\x0b\x32$.lepton.trainer.v1.Trial.ParamsEntry\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.lepton.trainer.v1.JobState\x12\x12\n\x05score\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_score\"\'\n\x15GetTrainingJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xc5\x06\n\x0bTrainingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.lepton.trainer.v1.JobState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12:\n\x06params\x18\x05 \x03(\x0b\x32*.lepton.trainer.v1.TrainingJob.ParamsEntry\x12\x0e\n\x06target\x18\x06 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\t\x12\x12\n\nmodel_name\x18\x08 \x01(\t\x12\x11\n\tworker_id\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12-\n\x08\x61rtifact\x18\x0b \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0f \x01(\x05\x12\x0c\n\x04task\x18\x10 \x01(\t\x12\r\n\x05stage\x18\x11 \x01(\t\x12\x10\n\x08progress\x18\x12 \x01(\x01\x12<\n\x07metrics\x18\x13 \x03(\x0b\x32+.lepton.trainer.v1.TrainingJob.MetricsEntry\x12\x0c\n\x04seed\x18\x14 \x01(\x03\x12\x0c\n\x04kind\x18\x15 \x01(\t\x12\x15\n\rparent_job_id\x18\x16 \x01(\t\x12(\n\x06trials\x18\x17 \x03(\x0b\x32\x18.lepton.trainer.v1.Trial\x12\x15\n\rbest_trial_id\x18\x18 \x01(\t\x12\x15\n\rsearch_metric\x18\x19 \x01(\t\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xdc\x04\n\x0fTrainingService\x12Z\n\x0eSubmitTraining\x12(.lepton.trainer.v1.SubmitTrainingRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12Z\n\x0eGetTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12k\n\x10ListTrainingJobs\x12*.lepton.trainer.v1.ListTrainingJobsRequest\x1a+.lepton.trainer.v1.ListTrainingJobsResponse\x12^\n\x10WatchTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob0\x01\x12]\n\x11\x43\x61ncelTrainingJob\x12(.lepton.trainer.v1.GetTrainingJobRequest\x1a\x1e.lepton.trainer.v1.TrainingJob\x12\x65\n\x0eListAlgorithms\x12(.lepton.trainer.v1.ListAlgorithmsRequest\x1a).lepton.trainer.v1.ListAlgorithmsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._loaded_options = None
   _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_SEARCHSPEC_SPACEENTRY']._loaded_options = None
+  _globals['_SEARCHSPEC_SPACEENTRY']._serialized_options = b'8\001'
+  _globals['_TRIAL_PARAMSENTRY']._loaded_options = None
+  _globals['_TRIAL_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_TRAININGJOB_PARAMSENTRY']._loaded_options = None
   _globals['_TRAININGJOB_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_TRAININGJOB_METRICSENTRY']._loaded_options = None
   _globals['_TRAININGJOB_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1716
-  _globals['_JOBSTATE']._serialized_end=1870
+  _globals['_JOBSTATE']._serialized_start=2331
+  _globals['_JOBSTATE']._serialized_end=2485
   _globals['_LISTTRAININGJOBSREQUEST']._serialized_start=118
   _globals['_LISTTRAININGJOBSREQUEST']._serialized_end=202
   _globals['_LISTTRAININGJOBSRESPONSE']._serialized_start=204
@@ -54,17 +58,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTALGORITHMSRESPONSE']._serialized_start=582
   _globals['_LISTALGORITHMSRESPONSE']._serialized_end=660
   _globals['_SUBMITTRAININGREQUEST']._serialized_start=663
-  _globals['_SUBMITTRAININGREQUEST']._serialized_end=957
-  _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._serialized_start=903
-  _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._serialized_end=948
-  _globals['_GETTRAININGJOBREQUEST']._serialized_start=959
-  _globals['_GETTRAININGJOBREQUEST']._serialized_end=998
-  _globals['_TRAININGJOB']._serialized_start=1001
-  _globals['_TRAININGJOB']._serialized_end=1713
-  _globals['_TRAININGJOB_PARAMSENTRY']._serialized_start=903
-  _globals['_TRAININGJOB_PARAMSENTRY']._serialized_end=948
-  _globals['_TRAININGJOB_METRICSENTRY']._serialized_start=1667
-  _globals['_TRAININGJOB_METRICSENTRY']._serialized_end=1713
-  _globals['_TRAININGSERVICE']._serialized_start=1873
-  _globals['_TRAININGSERVICE']._serialized_end=2477
+  _globals['_SUBMITTRAININGREQUEST']._serialized_end=1004
+  _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._serialized_start=950
+  _globals['_SUBMITTRAININGREQUEST_PARAMSENTRY']._serialized_end=995
+  _globals['_PARAMVALUES']._serialized_start=1006
+  _globals['_PARAMVALUES']._serialized_end=1035
+  _globals['_SEARCHSPEC']._serialized_start=1038
+  _globals['_SEARCHSPEC']._serialized_end=1231
+  _globals['_SEARCHSPEC_SPACEENTRY']._serialized_start=1155
+  _globals['_SEARCHSPEC_SPACEENTRY']._serialized_end=1231
+  _globals['_TRIAL']._serialized_start=1234
+  _globals['_TRIAL']._serialized_end=1447
+  _globals['_TRIAL_PARAMSENTRY']._serialized_start=950
+  _globals['_TRIAL_PARAMSENTRY']._serialized_end=995
+  _globals['_GETTRAININGJOBREQUEST']._serialized_start=1449
+  _globals['_GETTRAININGJOBREQUEST']._serialized_end=1488
+  _globals['_TRAININGJOB']._serialized_start=1491
+  _globals['_TRAININGJOB']._serialized_end=2328
+  _globals['_TRAININGJOB_PARAMSENTRY']._serialized_start=950
+  _globals['_TRAININGJOB_PARAMSENTRY']._serialized_end=995
+  _globals['_TRAININGJOB_METRICSENTRY']._serialized_start=2282
+  _globals['_TRAININGJOB_METRICSENTRY']._serialized_end=2328
+  _globals['_TRAININGSERVICE']._serialized_start=2488
+  _globals['_TRAININGSERVICE']._serialized_end=3092
 # @@protoc_insertion_point(module_scope)

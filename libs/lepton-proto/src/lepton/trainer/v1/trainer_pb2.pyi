@@ -235,6 +235,7 @@ class SubmitTrainingRequest(_message.Message):
     SPLIT_SEED_FIELD_NUMBER: _builtins.int
     TEST_FRACTION_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
     dataset_version_id: _builtins.str
     algorithm: _builtins.str
     """e.g. "linear_regression"."""
@@ -249,6 +250,12 @@ class SubmitTrainingRequest(_message.Message):
     """Seed of the estimator itself (random_state); defaults to split_seed."""
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def search(self) -> Global___SearchSpec:
+        """A hyper-parameter search instead of one fit: the job fans out one trial per
+        candidate over the work queue, then fits the best candidate on all training rows.
+        """
+
     def __init__(
         self,
         *,
@@ -260,16 +267,148 @@ class SubmitTrainingRequest(_message.Message):
         split_seed: _builtins.int = ...,
         test_fraction: _builtins.float = ...,
         seed: _builtins.int | None = ...,
+        search: Global___SearchSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "search", b"search", "seed", b"seed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "algorithm", b"algorithm", "dataset_version_id", b"dataset_version_id", "model_name", b"model_name", "params", b"params", "seed", b"seed", "split_seed", b"split_seed", "target", b"target", "test_fraction", b"test_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "algorithm", b"algorithm", "dataset_version_id", b"dataset_version_id", "model_name", b"model_name", "params", b"params", "search", b"search", "seed", b"seed", "split_seed", b"split_seed", "target", b"target", "test_fraction", b"test_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
 
 Global___SubmitTrainingRequest: _TypeAlias = SubmitTrainingRequest  # noqa: Y015
+
+@_typing.final
+class ParamValues(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParamValues: _TypeAlias = ParamValues  # noqa: Y015
+
+@_typing.final
+class SearchSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class SpaceEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___ParamValues: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___ParamValues | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SPACE_FIELD_NUMBER: _builtins.int
+    TRIALS_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"grid" (every combination) or "random" (trials combinations drawn without replacement)."""
+    trials: _builtins.int
+    """Random search: how many candidates. Grid: must be 0."""
+    metric: _builtins.str
+    """Metric on the validation rows carved from the training rows; default r2
+    (regression), accuracy (classification), silhouette (clustering).
+    """
+    @_builtins.property
+    def space(self) -> _containers.MessageMap[_builtins.str, Global___ParamValues]:
+        """Candidate values per hyper-parameter; other parameters come from params."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        space: _abc.Mapping[_builtins.str, Global___ParamValues] | None = ...,
+        trials: _builtins.int = ...,
+        metric: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "metric", b"metric", "space", b"space", "trials", b"trials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchSpec: _TypeAlias = SearchSpec  # noqa: Y015
+
+@_typing.final
+class Trial(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    state: Global___JobState.ValueType
+    score: _builtins.float
+    error: _builtins.str
+    @_builtins.property
+    def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        state: Global___JobState.ValueType = ...,
+        score: _builtins.float | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "error", b"error", "job_id", b"job_id", "params", b"params", "score", b"score", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+
+Global___Trial: _TypeAlias = Trial  # noqa: Y015
 
 @_typing.final
 class GetTrainingJobRequest(_message.Message):
@@ -354,6 +493,11 @@ class TrainingJob(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
+    TRIALS_FIELD_NUMBER: _builtins.int
+    BEST_TRIAL_ID_FIELD_NUMBER: _builtins.int
+    SEARCH_METRIC_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     algorithm: _builtins.str
@@ -368,6 +512,11 @@ class TrainingJob(_message.Message):
     progress: _builtins.float
     """0..1 where the job can tell (epochs), else 0 until done."""
     seed: _builtins.int
+    kind: _builtins.str
+    """"single", "search" (a parent) or "trial" (one candidate of a search)."""
+    parent_job_id: _builtins.str
+    best_trial_id: _builtins.str
+    search_metric: _builtins.str
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -386,6 +535,8 @@ class TrainingJob(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """The latest progress metrics (loss, val_loss, ...)."""
 
+    @_builtins.property
+    def trials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Trial]: ...
     def __init__(
         self,
         *,
@@ -409,10 +560,15 @@ class TrainingJob(_message.Message):
         progress: _builtins.float = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         seed: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        parent_job_id: _builtins.str = ...,
+        trials: _abc.Iterable[Global___Trial] | None = ...,
+        best_trial_id: _builtins.str = ...,
+        search_metric: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "finished_at", b"finished_at", "lineage", b"lineage", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "features", b"features", "finished_at", b"finished_at", "job_id", b"job_id", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "progress", b"progress", "seed", b"seed", "stage", b"stage", "started_at", b"started_at", "state", b"state", "target", b"target", "task", b"task", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "attempts", b"attempts", "best_trial_id", b"best_trial_id", "created_at", b"created_at", "error", b"error", "features", b"features", "finished_at", b"finished_at", "job_id", b"job_id", "kind", b"kind", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "parent_job_id", b"parent_job_id", "progress", b"progress", "search_metric", b"search_metric", "seed", b"seed", "stage", b"stage", "started_at", b"started_at", "state", b"state", "target", b"target", "task", b"task", "trials", b"trials", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
