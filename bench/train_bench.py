@@ -88,7 +88,7 @@ SEGMENT_HELP = {
     "queue": "record created -> worker started it (publish, JOBS queue, pull, started transition)",
     "load": "started -> 'fitting' seen (dataset from object store, temp files, fit process reads Parquet)",
     "fit": "'fitting' seen -> 'packing' seen (estimator.fit in the fit process)",
-    "pack_store": "'packing' seen -> finished (skops pack, process exit, artifact put, record update)",
+    "pack_store": "'packing' seen -> finished (skops pack, artifact file, artifact put, record update)",
     "notify": "finished -> client sees SUCCEEDED (KV watch to WatchTrainingJob stream)",
 }
 
@@ -314,6 +314,10 @@ class AlgoResult:
     fit_process_pids: list[list[int]]
     predictions_match: bool | None = None
     max_abs_prediction_diff: float | None = None
+    #: Size of the stored artifact, and artifacts.pack of the direct model here (untimed
+    #: diagnostics: how much of pack_store is packing rather than storing).
+    artifact_bytes: int = 0
+    local_pack_s: float = 0.0
 
     @property
     def platform_median_s(self) -> float:
@@ -464,6 +468,20 @@ async def compare_models(nats_url: str, run: PlatformRun, direct: DirectRun, pat
     return diff <= 1e-9, diff
 
 
+def local_pack_s(name: str, model: Any, features: list[str]) -> float:
+    """Seconds artifacts.pack takes here for the direct model, signed as the trainer signs it."""
+    signature = artifacts.Signature(
+        features=features,
+        target=TARGET,
+        task=algorithm(name).task,
+        algorithm=name,
+        libraries=artifacts.library_versions(),
+    )
+    t0 = time.perf_counter()
+    artifacts.pack(model, signature)
+    return time.perf_counter() - t0
+
+
 async def bench(stack: Stack, path: Path, reps: int, algorithms: list[tuple[str, dict[str, str]]]) -> dict[str, Any]:
     data = path.read_bytes()
     async with (
@@ -517,6 +535,8 @@ async def bench(stack: Stack, path: Path, reps: int, algorithms: list[tuple[str,
             r.predictions_match, r.max_abs_prediction_diff = await compare_models(
                 stack.nats_url, last_platform, last_direct, path
             )
+            r.artifact_bytes = int(last_platform.artifact.size)
+            r.local_pack_s = local_pack_s(name, last_direct.model, [f"f{i:02d}" for i in range(FEATURES)])
             results.append(r)
     return {
         "upload_s": upload_s,
@@ -574,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         match = "identical" if r.predictions_match else f"DIFFER (max |diff| {r.max_abs_prediction_diff:.3g})"
         print(
-            f"  {r.algorithm}: predictions {match}; untimed wait for an idle fit process "
+            f"  {r.algorithm}: predictions {match}; artifact {r.artifact_bytes / 1e6:.1f} MB, "
+            f"artifacts.pack here {r.local_pack_s:.2f} s; untimed wait for an idle fit process "
             f"{max(r.ready_wait_s):.2f} s at most; fit-process pids {r.fit_process_pids}"
         )
     elapsed = time.perf_counter() - started

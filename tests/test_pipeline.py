@@ -219,7 +219,7 @@ async def test_same_bytes_give_the_same_version_and_no_second_copy(
     [
         ("empty", b"", "chunk", "empty"),
         ("header-only", b"a,b,c\n", "chunk", "no data rows"),
-        ("garbage", bytes(range(256)) * 4, "chunk", "UTF-8"),
+        ("garbage", bytes(range(256)) * 4, "chunk", "binary, not CSV"),
         ("ragged", b"a,b\n1,2\n3,4,5,6\n", "chunk", "could not be parsed"),
         ("dup-cols", b"a,a\n1,2\n", "chunk", "duplicate column names: a"),
         ("bad-quoting", b'a,b\n1,"2\n', "chunk", "could not be parsed"),

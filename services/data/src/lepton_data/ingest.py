@@ -102,9 +102,13 @@ def _sniff(sample: str) -> str:
 
 
 def read_csv(path: Path, opts: CsvOptions) -> pl.DataFrame:
-    text_path = _utf8_text(path, opts.encoding)
-    with text_path.open("r", encoding="utf-8", newline="") as f:
-        sample = f.read(SNIFF_BYTES)
+    utf8 = codecs.lookup(opts.encoding).name == "utf-8"
+    # UTF-8 files go straight to polars, which validates as it parses; the byte-exact
+    # check (which says where the file breaks) runs only when polars refuses the file.
+    text_path = path if utf8 else _utf8_text(path, opts.encoding)
+    with text_path.open("rb") as raw:
+        head = raw.read(SNIFF_BYTES)
+    sample = head.decode("utf-8", errors="ignore")
     if not sample.strip():
         raise InvalidArgument("the file is empty", field="chunk")
     if "\x00" in sample:
@@ -125,6 +129,8 @@ def read_csv(path: Path, opts: CsvOptions) -> pl.DataFrame:
             infer_schema_length=10_000,
         )
     except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+        if utf8:
+            _utf8_text(path, opts.encoding)  # raises the precise error when the bytes are not UTF-8
         raise InvalidArgument(f"the CSV could not be parsed: {str(exc).splitlines()[0]}", field="chunk") from exc
 
 

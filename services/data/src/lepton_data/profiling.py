@@ -118,6 +118,10 @@ def _top_values(name: str) -> pl.Expr:
     return ranked.head(TOP_VALUES).implode()
 
 
+#: Rows above which distinct counts of numbers are estimated and quantiles sampled.
+LARGE = 100_000
+
+
 def profile(df: pl.DataFrame) -> DatasetProfile:
     """Profiles every column of ``df``.
 
@@ -131,9 +135,15 @@ def profile(df: pl.DataFrame) -> DatasetProfile:
     numeric = {j for j, (_, dtype) in enumerate(schema) if dtype.is_numeric()}
     # Columns are referred to by position in the aliases, so any column name is safe.
     exprs: list[pl.Expr] = []
+    quantile_exprs: list[pl.Expr] = []
+    large = df.height > LARGE
     for j, (name, dtype) in enumerate(schema):
         col = pl.col(name)
-        exprs += [col.null_count().alias(f"{j}.nulls"), col.n_unique().alias(f"{j}.unique")]
+        # Above LARGE rows, exact distinct counts and quantiles (a hash set and a sort per
+        # column) were most of an ingest's time: distinct is then a HyperLogLog estimate of
+        # numbers, and quantiles come from a fixed uniform sample of LARGE rows.
+        unique = col.approx_n_unique() if large and j in numeric else col.n_unique()
+        exprs += [col.null_count().alias(f"{j}.nulls"), unique.alias(f"{j}.unique")]
         if j in numeric:
             values = _numeric_values(name, dtype)
             exprs += [
@@ -141,13 +151,16 @@ def profile(df: pl.DataFrame) -> DatasetProfile:
                 values.max().alias(f"{j}.max"),
                 values.mean().alias(f"{j}.mean"),
                 values.std().alias(f"{j}.std"),
-                values.quantile(list(QUANTILES.values()), interpolation="linear").alias(f"{j}.q"),
             ]
+            quantile_exprs.append(values.quantile(list(QUANTILES.values()), interpolation="linear").alias(f"{j}.q"))
             if dtype.is_float():
                 exprs.append((col.is_not_null() & ~col.is_finite()).sum().alias(f"{j}.nonfinite"))
         elif not dtype.is_nested() and dtype != pl.Object:
             exprs.append(_top_values(name).alias(f"{j}.top"))
     first = df.select(exprs).row(0, named=True) if exprs else {}
+    if quantile_exprs:
+        source = df.sample(n=LARGE, seed=0) if large else df
+        first.update(source.select(quantile_exprs).row(0, named=True))
 
     # Second pass: histogram bin counts, for numeric columns with a finite range.
     ranges: dict[int, tuple[float, float]] = {}
