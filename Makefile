@@ -47,6 +47,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/train_bench.py
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:

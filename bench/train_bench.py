@@ -312,6 +312,8 @@ class AlgoResult:
     ready_wait_s: list[float]
     #: The trainer's fit-process pids before each platform run (the same pid: one reused process).
     fit_process_pids: list[list[int]]
+    #: 1-minute load average after each rep: the host is shared, so this shows the noise.
+    loadavg_1m: list[float] = field(default_factory=list)
     predictions_match: bool | None = None
     max_abs_prediction_diff: float | None = None
     #: Size of the stored artifact, and artifacts.pack of the direct model here (untimed
@@ -527,8 +529,10 @@ async def bench(stack: Stack, path: Path, reps: int, algorithms: list[tuple[str,
                         r.direct_s.append(last_direct.total_s)
                         r.direct_read_s.append(last_direct.read_s)
                         r.direct_fit_s.append(last_direct.fit_s)
+                r.loadavg_1m.append(os.getloadavg()[0])
                 print(
-                    f"  {name} rep {rep + 1}/{reps}: platform {r.platform_s[-1]:.2f} s, direct {r.direct_s[-1]:.2f} s",
+                    f"  {name} rep {rep + 1}/{reps}: platform {r.platform_s[-1]:.2f} s, "
+                    f"direct {r.direct_s[-1]:.2f} s  (load {r.loadavg_1m[-1]:.2f})",
                     flush=True,
                 )
             assert last_platform is not None and last_direct is not None

@@ -8,6 +8,7 @@ Errors are documented in :mod:`lepton_ai.errors`: every failure is a
 :class:`LeptonError`, chosen by the platform's gRPC status.
 """
 
+from lepton_ai import models
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, DatasetSummary, SplitCounts, SplitSpec, ValidationReport, Violation
 from lepton_ai.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "__version__",
+    "models",
 ]
 
 __version__ = "0.1.0"

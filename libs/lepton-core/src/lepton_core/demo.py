@@ -31,6 +31,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from opentelemetry import trace
 
+from lepton_core import serving
 from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.processes import SERVICES
 from lepton_core.rpc import client_channel
@@ -197,18 +198,11 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
 
 
 def input_tensors(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> list[triton_aio.InferInput]:
-    """Triton inputs for raw rows, laid out as the deployment says (missing numbers as NaN)."""
-    numeric = frame.select([pl.col(c).cast(pl.Float64) for c in deployment.feature_columns]).to_numpy()
+    """Triton inputs for raw rows, laid out as the deployment says."""
+    numeric, text = serving.arrays(frame, deployment.feature_columns, deployment.text_columns)
     tensors = [triton_aio.InferInput(deployment.input_names[0], list(numeric.shape), "FP64")]
-    tensors[0].set_data_from_numpy(numeric.astype(np.float64))
-    if deployment.text_columns:
-        text = np.array(
-            [
-                [("" if v is None else str(v)).encode() for v in row]
-                for row in frame.select(deployment.text_columns).rows()
-            ],
-            dtype=np.object_,
-        )
+    tensors[0].set_data_from_numpy(numeric)
+    if text is not None:
         tensors.append(triton_aio.InferInput(deployment.input_names[1], list(text.shape), "BYTES"))
         tensors[1].set_data_from_numpy(text)
     return tensors

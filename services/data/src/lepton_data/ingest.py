@@ -116,7 +116,10 @@ def read_csv(path: Path, opts: CsvOptions) -> pl.DataFrame:
     delimiter = opts.delimiter or _sniff(sample)
     if opts.has_header:
         # polars renames repeated header names silently; a repeated name is an error here.
-        header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=opts.quote_char), [])
+        try:
+            header = next(csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=opts.quote_char), [])
+        except csv.Error as exc:
+            raise InvalidArgument(f"the CSV could not be parsed: {exc}", field="chunk") from exc
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise InvalidArgument(f"duplicate column names: {', '.join(repeated)}", field="chunk")

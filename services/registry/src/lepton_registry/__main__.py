@@ -27,7 +27,7 @@ def main() -> None:
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
         )
-        servicer = RegistryServicer(registry)
+        servicer = RegistryServicer(registry, rt.objects)
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from sklearn import cluster, ensemble, linear_model, naive_bayes, neighbors, svm, tree
 
 from lepton_core import artifacts
@@ -148,9 +150,21 @@ class MLPEstimator:
         self.task = task
         self.params = MLPParams.from_strings({k: str(v) for k, v in values.items()} | {"seed": str(random_state)})
         self.on_epoch: Callable[[EpochReport], None] | None = None
+        self.threads = int(os.environ.get("LEPTON_TORCH_THREADS", "1"))
         self.model_: MLPModel | None = None
 
     def fit(self, x: Any, y: Any) -> MLPEstimator:
+        # torch's intra-op threads contend with everything else on the host (an MLP took
+        # 30-46 s instead of 4 s on a busy 2-core machine). Set only around this fit:
+        # torch's setting is process-wide and would slow scikit-learn's OpenMP fits too.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._fit(x, y)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, x: Any, y: Any) -> MLPEstimator:
         task: Literal["classification", "regression"] = (
             "classification" if self.task == CLASSIFICATION else "regression"
         )

@@ -16,13 +16,11 @@ progress lines. Cancelling a job kills the process; the worker starts a new one.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from lepton_core.errors import LeptonError
 from lepton_trainer.core import USER_ERROR_EXIT, JobRecord, fit, score_trial
@@ -34,9 +32,6 @@ def _progress(stage: str, progress: float, metrics: dict[str, float]) -> None:
 
 
 def main(workdir: Path) -> int:
-    # One fit per process and the worker's other jobs in other processes: torch's
-    # intra-op threads only contend (4 s vs 30-46 s for an MLP on a busy 2-core host).
-    torch.set_num_threads(int(os.environ.get("LEPTON_TORCH_THREADS", "1")))
     job = JobRecord.model_validate_json((workdir / "job.json").read_text())
     frame = pl.read_parquet(workdir / "data.parquet")
     try:

@@ -55,6 +55,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
                 _registered_method=True)
+        self.DownloadArtifact = channel.unary_stream(
+                '/lepton.registry.v1.RegistryService/DownloadArtifact',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -85,6 +90,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadArtifact(self, request, context):
+        """Streams a version's artifact (the model bundle zip), digest-checked, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +119,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListModelVersions,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'DownloadArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadArtifact,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +235,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/ListModelVersions',
             lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/DownloadArtifact',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
             options,
             channel_credentials,
             insecure,

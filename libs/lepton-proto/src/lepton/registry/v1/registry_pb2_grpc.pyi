@@ -37,6 +37,8 @@ class RegistryServiceStub:
     ListModels: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]
     GetModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
+    DownloadArtifact: _grpc.UnaryStreamMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ArtifactChunk]
+    """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -47,6 +49,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListModels: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelsRequest, _registry_pb2.ListModelsResponse]  # type: ignore[assignment]
     GetModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
+    DownloadArtifact: _aio.UnaryStreamMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ArtifactChunk]  # type: ignore[assignment]
+    """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -78,5 +82,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.ListModelVersionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListModelVersionsResponse, _abc.Awaitable[_registry_pb2.ListModelVersionsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DownloadArtifact(
+        self,
+        request: _registry_pb2.GetModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_registry_pb2.ArtifactChunk], _abc.AsyncIterator[_registry_pb2.ArtifactChunk]]:
+        """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
