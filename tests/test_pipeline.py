@@ -273,3 +273,41 @@ async def test_bad_training_requests_are_refused_with_the_field(
         )
     assert err.value.code() == code
     assert (err.value.details() or "").startswith(field + ":"), err.value.details()
+
+
+async def test_aliases_over_grpc_compare_and_set_and_an_event(
+    pipeline: PipelineResult, platform: EmbeddedPlatform
+) -> None:
+    name, version = pipeline.model_version.model_name, pipeline.model_version.version
+    async with client_channel(platform.addresses["registry"], platform.api_key) as ch:
+        registry = registry_pb2_grpc.RegistryServiceStub(ch)
+        moved = await registry.SetAlias(
+            registry_pb2.SetAliasRequest(model_name=name, alias="champion", version=version, expected_version=0)
+        )
+        assert (moved.version, moved.previous_version) == (version, 0)
+        by_alias = await registry.GetModelVersion(
+            registry_pb2.GetModelVersionRequest(model_name=name, alias="champion")
+        )
+        assert by_alias.version == version
+        assert dict((await registry.GetModel(registry_pb2.GetModelRequest(name=name))).aliases) == {"champion": version}
+        # A move from a state the alias is no longer in loses (the race itself is in the registry's tests).
+        with pytest.raises(grpc.aio.AioRpcError) as stale:
+            await registry.SetAlias(
+                registry_pb2.SetAliasRequest(model_name=name, alias="champion", version=version, expected_version=0)
+            )
+        assert stale.value.code() == grpc.StatusCode.ABORTED
+        assert (stale.value.details() or "").startswith("expected_version:")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await registry.SetAlias(registry_pb2.SetAliasRequest(model_name=name, alias="champion", version=99))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    nc = await connect(platform.nats_url, "test-alias")
+    try:
+        sub = await nc.jetstream().subscribe(
+            f"lepton.evt.{platform.tenant}.registry.alias.moved", stream=EVENTS_STREAM, ordered_consumer=True
+        )
+        event = events.decode(await sub.next_msg(timeout=5))
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    assert isinstance(event.data, events_pb2.ModelAliasMoved)
+    assert event.data.alias == "champion" and event.data.lineage.model_version == version

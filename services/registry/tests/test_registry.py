@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from nats.aio.client import Client as NATS
 
 from lepton_core.bus import ObjectRefRecord, RecordStore
+from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
-from lepton_registry.core import JobIndex, ModelRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, Registry, VersionRecord
 
 
 async def _registry(nc: NATS) -> Registry:
@@ -18,6 +20,7 @@ async def _registry(nc: NATS) -> Registry:
         await RecordStore.open(js, "models", ModelRecord),
         await RecordStore.open(js, "models", VersionRecord),
         await RecordStore.open(js, "models", JobIndex),
+        await RecordStore.open(js, "models", AliasRecord),
     )
 
 
@@ -56,3 +59,32 @@ async def test_concurrent_registrations_get_distinct_versions(nc: NATS) -> None:
     assert sorted(r.version for r, _ in results) == [1, 2, 3, 4, 5, 6]
     assert (await registry.get_model(tenant, "m")).latest_version == 6
     assert (await registry.get_version(tenant, "m")).version == 6
+
+
+async def test_alias_moves_are_compare_and_set(nc: NATS) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc)
+    for job in ("job_a", "job_b", "job_c"):
+        await registry.register(_draft(tenant, job))
+    first = await registry.set_alias(tenant, "m", "champion", 1, expected=0)
+    assert (first.version, first.previous_version) == (1, 0)
+    # Two challengers race to replace champion v1: exactly one wins.
+    results = await asyncio.gather(
+        registry.set_alias(tenant, "m", "champion", 2, expected=1),
+        registry.set_alias(tenant, "m", "champion", 3, expected=1),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, AliasRecord)]
+    assert len(winners) == 1 and all(isinstance(r, Conflict) for r in results if not isinstance(r, AliasRecord))
+    assert await registry.resolve_alias(tenant, "m", "champion") == winners[0].version
+    assert await registry.aliases(tenant, "m") == {"champion": winners[0].version}
+    with pytest.raises(Conflict, match="points at version"):
+        await registry.set_alias(tenant, "m", "champion", 1, expected=1)
+    with pytest.raises(NotFound):
+        await registry.set_alias(tenant, "m", "champion", 9, expected=None)
+    with pytest.raises(InvalidArgument):
+        await registry.set_alias(tenant, "m", "Champion!", 1, expected=None)
+    gone = await registry.delete_alias(tenant, "m", "champion")
+    assert gone.version == 0 and gone.previous_version == winners[0].version
+    with pytest.raises(NotFound):
+        await registry.resolve_alias(tenant, "m", "champion")

@@ -68,7 +68,9 @@ async def run_search(trainer_address: str, version_id: str, name: str) -> tuple[
         return job, time.monotonic() - start
 
 
-async def test_search_fans_out_and_scales_with_workers(service: StartService, nc: NATS) -> None:
+async def test_search_fans_out_and_scales_with_workers(
+    service: StartService, nc: NATS, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys = {KEY: TENANT}
     data = service("data", keys)
     first = service("trainer", keys, data_url=data, worker_id="w1")
@@ -76,7 +78,8 @@ async def test_search_fans_out_and_scales_with_workers(service: StartService, nc
     one, one_s = await run_search(first, version_id, "search-one")
     service("trainer", keys, data_url=data, worker_id="w2")
     two, two_s = await run_search(first, version_id, "search-two")
-    print(f"\n4-trial grid search: 1 worker {one_s:.1f} s, 2 workers {two_s:.1f} s, ratio {two_s / one_s:.2f}")
+    with capsys.disabled():  # the ratio is reported in every run's output, never asserted
+        print(f"\n4-trial grid search: 1 worker {one_s:.1f} s, 2 workers {two_s:.1f} s, ratio {two_s / one_s:.2f}")
 
     for job in (one, two):
         assert job.state == trainer_pb2.JOB_STATE_SUCCEEDED, job.error

@@ -82,6 +82,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.TrainingFailed, "training.failed"),
     EventSpec(ev.EvaluationCompleted, "evaluation.completed"),
     EventSpec(ev.ModelVersionCreated, "registry.version.created"),
+    EventSpec(ev.ModelAliasMoved, "registry.alias.moved"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),
     EventSpec(ev.DeploymentFailed, "deployment.failed"),
     EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),

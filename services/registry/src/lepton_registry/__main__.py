@@ -11,7 +11,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
 from lepton_registry.api import EvaluationCompletedHandler, RegistryServicer
-from lepton_registry.core import JobIndex, ModelRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, Registry, VersionRecord
 from lepton_registry.settings import RegistrySettings
 
 
@@ -23,11 +23,12 @@ def main() -> None:
             await RecordStore.open(rt.js, "models", ModelRecord),
             await RecordStore.open(rt.js, "models", VersionRecord),
             await RecordStore.open(rt.js, "models", JobIndex),
+            await RecordStore.open(rt.js, "models", AliasRecord),
         )
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
         )
-        servicer = RegistryServicer(registry, rt.objects)
+        servicer = RegistryServicer(rt, registry, rt.objects)
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

@@ -15,7 +15,7 @@ from lepton_core.errors import InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
-from lepton_registry.core import ModelRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, ModelRecord, Registry, VersionRecord
 
 
 def version_lineage(v: VersionRecord) -> common_pb2.Lineage:
@@ -44,8 +44,20 @@ def version_to_pb(v: VersionRecord) -> registry_pb2.ModelVersion:
     )
 
 
-def model_to_pb(m: ModelRecord) -> registry_pb2.RegisteredModel:
-    return registry_pb2.RegisteredModel(name=m.name, latest_version=m.latest_version, created_at=ts(m.created_at))
+def model_to_pb(m: ModelRecord, aliases: dict[str, int] | None = None) -> registry_pb2.RegisteredModel:
+    return registry_pb2.RegisteredModel(
+        name=m.name, latest_version=m.latest_version, created_at=ts(m.created_at), aliases=aliases or {}
+    )
+
+
+def alias_to_pb(a: AliasRecord) -> registry_pb2.ModelAlias:
+    return registry_pb2.ModelAlias(
+        model_name=a.model_name,
+        alias=a.alias,
+        version=a.version,
+        previous_version=a.previous_version,
+        updated_at=ts(a.updated_at),
+    )
 
 
 def _name(value: str) -> str:
@@ -58,14 +70,56 @@ ARTIFACT_CHUNK = 1024 * 1024
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, registry: Registry, objects: ObjectStore) -> None:
+    def __init__(self, rt: Runtime, registry: Registry, objects: ObjectStore) -> None:
+        self._rt = rt
         self._registry = registry
         self._objects = objects
+
+    async def _version_of(self, tenant: str, request: registry_pb2.GetModelVersionRequest) -> VersionRecord:
+        name = _name(request.model_name)
+        number = request.version
+        if request.alias:
+            number = await self._registry.resolve_alias(tenant, name, request.alias)
+        return await self._registry.get_version(tenant, name, number)
+
+    async def _moved(self, tenant: str, alias: AliasRecord) -> None:
+        await self._rt.publish(
+            events_pb2.ModelAliasMoved(
+                tenant=tenant,
+                lineage=lineage(model_name=alias.model_name, model_version=alias.version),
+                alias=alias.alias,
+                previous_version=alias.previous_version,
+            ),
+            tenant=tenant,
+            event_id=f"registry.alias.moved:{tenant}:{alias.model_name}:{alias.alias}:{alias.updated_at.isoformat()}",
+            ce_subject=f"{alias.model_name}@{alias.alias}",
+        )
+
+    async def SetAlias(
+        self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelAlias:
+        tenant = current_tenant()
+        if request.version <= 0:
+            raise InvalidArgument(f"must be a version number, got {request.version}", field="version")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        alias = await self._registry.set_alias(
+            tenant, _name(request.model_name), request.alias, request.version, expected
+        )
+        await self._moved(tenant, alias)
+        return alias_to_pb(alias)
+
+    async def DeleteAlias(
+        self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelAlias:
+        tenant = current_tenant()
+        alias = await self._registry.delete_alias(tenant, _name(request.model_name), request.alias)
+        await self._moved(tenant, alias)
+        return alias_to_pb(alias)
 
     async def DownloadArtifact(
         self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[registry_pb2.ArtifactChunk]:
-        version = await self._registry.get_version(current_tenant(), _name(request.model_name), request.version)
+        version = await self._version_of(current_tenant(), request)
         data = await self._objects.get(version.artifact)  # refuses a tampered artifact (DATA_LOSS)
         for start in range(0, max(len(data), 1), ARTIFACT_CHUNK):
             first = start == 0
@@ -78,7 +132,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModel(
         self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RegisteredModel:
-        return model_to_pb(await self._registry.get_model(current_tenant(), _name(request.name)))
+        tenant, name = current_tenant(), _name(request.name)
+        return model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -8,12 +8,13 @@ redelivered event registers nothing twice).
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 from pydantic import BaseModel
 
 from lepton_core.bus import ObjectRefRecord, RecordStore
-from lepton_core.errors import Conflict, NotFound
+from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
 
 
@@ -41,6 +42,18 @@ class VersionRecord(BaseModel):
     created_at: datetime
 
 
+class AliasRecord(BaseModel):
+    tenant: str
+    model_name: str
+    alias: str
+    version: int
+    previous_version: int = 0
+    updated_at: datetime
+
+
+ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
 class JobIndex(BaseModel):
     model_name: str
     version: int
@@ -48,11 +61,58 @@ class JobIndex(BaseModel):
 
 class Registry:
     def __init__(
-        self, models: RecordStore[ModelRecord], versions: RecordStore[VersionRecord], jobs: RecordStore[JobIndex]
+        self,
+        models: RecordStore[ModelRecord],
+        versions: RecordStore[VersionRecord],
+        jobs: RecordStore[JobIndex],
+        aliases: RecordStore[AliasRecord],
     ) -> None:
         self._models = models
         self._versions = versions
         self._jobs = jobs
+        self._aliases = aliases
+
+    async def set_alias(self, tenant: str, name: str, alias: str, version: int, expected: int | None) -> AliasRecord:
+        """Points ``alias`` at ``version``; with ``expected``, only if it still points there.
+
+        One compare-and-set on the alias's key: of two racing moves from the same
+        state exactly one wins; the other gets :class:`Conflict` (ABORTED).
+        """
+        if not ALIAS_RE.match(alias):
+            raise InvalidArgument(
+                f"{alias!r} is not a valid alias: 1-64 lower-case letters, digits, '-', '_'", field="alias"
+            )
+        await self.get_version(tenant, name, version)
+        key = f"{tenant}.alias.{name}.{alias}"
+        current = await self._aliases.get(key)
+        now_at = current.value.version if current is not None else 0
+        if expected is not None and expected != now_at:
+            raise Conflict(
+                f"alias {alias!r} of {name} points at version {now_at}, not {expected}", field="expected_version"
+            )
+        record = AliasRecord(
+            tenant=tenant, model_name=name, alias=alias, version=version, previous_version=now_at, updated_at=now()
+        )
+        if current is None:
+            await self._aliases.create(key, record)
+        else:
+            await self._aliases.update(key, record, current.revision)
+        return record
+
+    async def delete_alias(self, tenant: str, name: str, alias: str) -> AliasRecord:
+        key = f"{tenant}.alias.{name}.{alias}"
+        current = await self._aliases.require(key, f"alias {alias!r} of model {name!r}")
+        await self._aliases.delete(key)
+        return current.value.model_copy(update={"version": 0, "previous_version": current.value.version})
+
+    async def aliases(self, tenant: str, name: str) -> dict[str, int]:
+        return {a.alias: a.version for a in await self._aliases.values(f"{tenant}.alias.{name}.*")}
+
+    async def resolve_alias(self, tenant: str, name: str, alias: str) -> int:
+        found = await self._aliases.get(f"{tenant}.alias.{name}.{alias}")
+        if found is None:
+            raise NotFound(f"model {name!r} has no alias {alias!r}", field="alias")
+        return found.value.version
 
     async def register(self, draft: VersionRecord) -> tuple[VersionRecord, bool]:
         """Adds ``draft`` as the model's next version. Returns it and whether it is new.

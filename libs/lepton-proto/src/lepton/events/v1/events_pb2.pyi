@@ -668,6 +668,39 @@ class ModelVersionCreated(_message.Message):
 Global___ModelVersionCreated: _TypeAlias = ModelVersionCreated  # noqa: Y015
 
 @_typing.final
+class ModelAliasMoved(_message.Message):
+    """ai.lepton.registry.alias.moved.v1 on lepton.evt.<tenant>.registry.alias.moved: an
+    alias now points at lineage.model_version (0 when it was deleted).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    alias: _builtins.str
+    previous_version: _builtins.int
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        alias: _builtins.str = ...,
+        previous_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "lineage", b"lineage", "previous_version", b"previous_version", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelAliasMoved: _TypeAlias = ModelAliasMoved  # noqa: Y015
+
+@_typing.final
 class DeploymentReady(_message.Message):
     """ai.lepton.deployment.ready.v1 on lepton.evt.<tenant>.deployment.ready"""
 

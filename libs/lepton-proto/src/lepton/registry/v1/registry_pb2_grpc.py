@@ -60,6 +60,16 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/SetAlias',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/DeleteAlias',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -97,6 +107,21 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAlias(self, request, context):
+        """Points an alias ("champion", "challenger", any name) at a version, atomically:
+        with expected_version set, the move happens only if the alias still points
+        there (0: only if it does not exist yet), so two racing moves never both win.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +149,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DownloadArtifact,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetAliasRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +297,60 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/DownloadArtifact',
             lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/SetAlias',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.SetAliasRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/DeleteAlias',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class RegistryServiceStub:
     ListModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]
     DownloadArtifact: _grpc.UnaryStreamMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ArtifactChunk]
     """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
+    SetAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.ModelAlias]
+    """Points an alias ("champion", "challenger", any name) at a version, atomically:
+    with expected_version set, the move happens only if the alias still points
+    there (0: only if it does not exist yet), so two racing moves never both win.
+    """
+    DeleteAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -51,6 +57,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListModelVersionsRequest, _registry_pb2.ListModelVersionsResponse]  # type: ignore[assignment]
     DownloadArtifact: _aio.UnaryStreamMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.ArtifactChunk]  # type: ignore[assignment]
     """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
+    SetAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetAliasRequest, _registry_pb2.ModelAlias]  # type: ignore[assignment]
+    """Points an alias ("champion", "challenger", any name) at a version, atomically:
+    with expected_version set, the move happens only if the alias still points
+    there (0: only if it does not exist yet), so two racing moves never both win.
+    """
+    DeleteAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]  # type: ignore[assignment]
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -90,5 +102,23 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_registry_pb2.ArtifactChunk], _abc.AsyncIterator[_registry_pb2.ArtifactChunk]]:
         """Streams a version's artifact (the model bundle zip), digest-checked, in chunks."""
+
+    @_abc_1.abstractmethod
+    def SetAlias(
+        self,
+        request: _registry_pb2.SetAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelAlias, _abc.Awaitable[_registry_pb2.ModelAlias]]:
+        """Points an alias ("champion", "challenger", any name) at a version, atomically:
+        with expected_version set, the move happens only if the alias still points
+        there (0: only if it does not exist yet), so two racing moves never both win.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAlias(
+        self,
+        request: _registry_pb2.DeleteAliasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelAlias, _abc.Awaitable[_registry_pb2.ModelAlias]]: ...
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
