@@ -80,7 +80,7 @@ async def test_lineage_points_to_dataset_version_and_job(pipeline: PipelineResul
 
 def test_metrics_are_those_of_the_held_out_rows(pipeline: PipelineResult) -> None:
     m = pipeline.evaluation.metrics
-    assert set(m) == {"r2", "mse", "rmse", "mae"}
+    assert {"r2", "mse", "rmse", "mae", "mape", "explained_variance"} <= set(m)
     assert pipeline.evaluation.test_rows == round(442 * 0.2)
     assert m["rmse"] == pytest.approx(m["mse"] ** 0.5)
     # A linear model on diabetes explains a fair share of the variance, not all of it.
@@ -311,3 +311,23 @@ async def test_aliases_over_grpc_compare_and_set_and_an_event(
         await nc.close()
     assert isinstance(event.data, events_pb2.ModelAliasMoved)
     assert event.data.alias == "champion" and event.data.lineage.model_version == version
+
+
+async def test_evaluation_has_a_confidence_interval_and_png_plots(
+    pipeline: PipelineResult, platform: EmbeddedPlatform
+) -> None:
+    from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
+
+    ev = pipeline.evaluation
+    assert ev.headline_metric == "r2"
+    assert ev.ci_low < ev.metrics["r2"] < ev.ci_high
+    assert {"mape", "explained_variance", "residual_std"} <= set(ev.metrics)
+    assert set(ev.plots) == {"predicted_vs_actual", "residuals", "feature_importance"}
+    async with client_channel(platform.addresses["evaluator"], platform.api_key) as ch:
+        stub = evaluator_pb2_grpc.EvaluationServiceStub(ch)
+        plot = await stub.GetPlot(evaluator_pb2.GetPlotRequest(training_job_id=pipeline.job.job_id, name="residuals"))
+        assert plot.png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert int.from_bytes(plot.png[16:20], "big") == 640 and int.from_bytes(plot.png[20:24], "big") == 480
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetPlot(evaluator_pb2.GetPlotRequest(training_job_id=pipeline.job.job_id, name="roc"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and "residuals" in (err.value.details() or "")

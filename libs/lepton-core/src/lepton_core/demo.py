@@ -244,7 +244,11 @@ def print_result(r: PipelineResult) -> None:
         print(f"  {i:>3}  {p:>10.2f}  {t:>8.1f}")
     print(f"\nevaluation on {r.evaluation.test_rows} held-out rows:")
     for name in sorted(r.evaluation.metrics):
-        print(f"  {name:<5} {r.evaluation.metrics[name]:.4f}")
+        ci = ""
+        if name == r.evaluation.headline_metric and r.evaluation.ci_high > r.evaluation.ci_low:
+            ci = f"  (95% bootstrap CI {r.evaluation.ci_low:.4f} to {r.evaluation.ci_high:.4f})"
+        print(f"  {name:<18} {r.evaluation.metrics[name]:.4f}{ci}")
+    print(f"  plots: {', '.join(r.evaluation.plots)} (EvaluationService.GetPlot)")
     print(f"\nmonitor    {r.monitor.logged_requests} prediction log(s), {r.monitor.logged_rows} rows")
     print(f"\ntrace {r.trace_id}")
     print(f"  services with spans in it: {', '.join(sorted(r.services_in_trace))}")

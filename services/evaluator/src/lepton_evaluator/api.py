@@ -37,13 +37,29 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
         record = await self._evaluations.get(current_tenant(), request.training_job_id)
         if record is None:
             raise NotFound(f"no evaluation for training job {request.training_job_id!r} (yet)")
-        return evaluator_pb2.Evaluation(
+        out = evaluator_pb2.Evaluation(
             evaluation_id=record.evaluation_id,
             lineage=evaluation_lineage(record),
             metrics=record.metrics,
             test_rows=record.test_rows,
             created_at=ts(record.created_at),
+            headline_metric=record.headline_metric,
+            per_class=[evaluator_pb2.ClassMetrics(label=k, metrics=v) for k, v in record.per_class.items()],
+            classes=record.classes,
+            confusion=[n for row in record.confusion for n in row],
+            plots=sorted(record.plots),
         )
+        if record.ci_low is not None and record.ci_high is not None:
+            out.ci_low, out.ci_high = record.ci_low, record.ci_high
+        return out
+
+    async def GetPlot(
+        self, request: evaluator_pb2.GetPlotRequest, context: grpc.aio.ServicerContext
+    ) -> evaluator_pb2.Plot:
+        if not request.training_job_id:
+            raise InvalidArgument("a training job id is required", field="training_job_id")
+        png = await self._evaluations.plot(current_tenant(), request.training_job_id, request.name)
+        return evaluator_pb2.Plot(name=request.name, png=png)
 
 
 class TrainingCompletedHandler:

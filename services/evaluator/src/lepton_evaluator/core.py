@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sklearn import metrics as skm
 
 from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
+from lepton_core.errors import NotFound
 from lepton_core.wire import now
+from lepton_evaluator import metrics as m
+from lepton_evaluator import plots
+
+#: Resamples behind each headline confidence interval.
+BOOTSTRAP_RESAMPLES = 1000
+_HEADLINE_FN = {
+    "r2": lambda y, p: float(skm.r2_score(y, p)),
+    "accuracy": lambda y, p: float(skm.accuracy_score(y, p)),
+}
 
 
 class EvaluationRecord(BaseModel):
@@ -28,50 +40,62 @@ class EvaluationRecord(BaseModel):
     metrics: dict[str, float]
     test_rows: int
     created_at: datetime
+    headline_metric: str = ""
+    ci_low: float | None = None
+    ci_high: float | None = None
+    classes: list[str] = Field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = Field(default_factory=dict)
+    confusion: list[list[int]] = Field(default_factory=list)
+    plots: dict[str, ObjectRefRecord] = Field(default_factory=dict)
 
 
-def regression_metrics(y_true: npt.NDArray[np.float64], y_pred: npt.NDArray[np.float64]) -> dict[str, float]:
-    mse = float(skm.mean_squared_error(y_true, y_pred))
-    return {
-        "r2": float(skm.r2_score(y_true, y_pred)),
-        "mse": mse,
-        "rmse": float(np.sqrt(mse)),
-        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-    }
+@dataclass
+class Outcome:
+    """Everything an evaluation computed, before it is stored."""
+
+    metrics: dict[str, float]
+    test_rows: int
+    headline: str
+    ci: tuple[float, float] | None = None
+    classes: list[str] = field(default_factory=list)
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
+    plots: dict[str, bytes] = field(default_factory=dict)
 
 
-def classification_metrics(y_true: npt.NDArray[np.float64], y_pred: npt.NDArray[np.float64]) -> dict[str, float]:
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "f1_macro": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "precision_macro": float(skm.precision_score(y_true, y_pred, average="macro", zero_division=0)),
-        "recall_macro": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
-
-
-def clustering_metrics(x: npt.NDArray[np.float64], labels: npt.NDArray[np.float64]) -> dict[str, float]:
-    """Silhouette needs 2 <= clusters < rows; outside that it is not defined and left out."""
-    n_labels = len(np.unique(labels))
-    out = {"clusters": float(n_labels)}
-    if 2 <= n_labels < len(labels):
-        out["silhouette"] = float(skm.silhouette_score(x, labels))
-    return out
-
-
-def evaluate_artifact(artifact: bytes, dataset: bytes, seed: int, test_fraction: float) -> tuple[dict[str, float], int]:
-    """Metrics of the model in ``artifact`` on the held-out rows of ``dataset``, by task."""
-    model, signature = artifacts.unpack(artifact)
+def evaluate_artifact(artifact: bytes, dataset: bytes, seed: int, test_fraction: float) -> Outcome:
+    """Metrics, a confidence interval and plots of ``artifact`` on the held-out rows of ``dataset``."""
+    bundle = artifacts.load_bundle(artifact)
+    model, signature = bundle.model, bundle.signature
     frame = pl.read_parquet(io.BytesIO(dataset))
     x = frame.select(signature.features).to_numpy().astype(np.float64)
     _, test_idx = artifacts.holdout_split(len(x), seed, test_fraction)
-    predicted = np.asarray(model.predict(x[test_idx]), dtype=np.float64)
+    x_test = x[test_idx]
+    predicted = np.asarray(model.predict(x_test))
+    headline = m.headline(signature.task)
     if signature.task == "clustering":
-        return clustering_metrics(x[test_idx], predicted), len(test_idx)
-    y = frame[signature.target].to_numpy().astype(np.float64)[test_idx]
+        return Outcome(m.clustering_metrics(x_test, predicted), len(test_idx), headline)
+    y = frame[signature.target].to_numpy()[test_idx]
+    out = Outcome({}, len(test_idx), headline)
+    proba: Any = None
     if signature.task == "classification":
-        return classification_metrics(y, predicted), len(test_idx)
-    return regression_metrics(y, predicted), len(test_idx)
+        classes = list(getattr(model, "classes_", np.unique(np.concatenate([y, predicted]))))
+        if hasattr(model, "predict_proba"):
+            try:
+                proba = np.asarray(model.predict_proba(x_test))
+            except (AttributeError, ValueError):  # e.g. SVC without probability=True
+                proba = None
+        report = m.classification_metrics(y, predicted, proba, classes)
+        out.metrics, out.per_class, out.confusion = report.metrics, report.per_class, report.confusion
+        out.classes = [str(c) for c in classes]
+    else:
+        y = y.astype(np.float64)
+        out.metrics = m.regression_metrics(y, predicted.astype(np.float64))
+        classes = None
+    if headline in _HEADLINE_FN and len(y) >= 2:
+        out.ci = m.bootstrap_ci(y, predicted, _HEADLINE_FN[headline], n=BOOTSTRAP_RESAMPLES, seed=seed)
+    out.plots = plots.plots_for(signature.task, y, predicted, proba, classes, signature.features, model)
+    return out
 
 
 class Evaluations:
@@ -82,6 +106,16 @@ class Evaluations:
     async def get(self, tenant: str, job_id: str) -> EvaluationRecord | None:
         found = await self.store.get(f"{tenant}.{job_id}")
         return found.value if found else None
+
+    async def plot(self, tenant: str, job_id: str, name: str) -> bytes:
+        record = await self.get(tenant, job_id)
+        if record is None:
+            raise NotFound(f"no evaluation for training job {job_id!r}", field="training_job_id")
+        if name not in record.plots:
+            raise NotFound(
+                f"no plot {name!r}; this evaluation has {', '.join(sorted(record.plots)) or 'none'}", field="name"
+            )
+        return await self.objects.get(record.plots[name])
 
     async def evaluate(
         self,
@@ -100,19 +134,31 @@ class Evaluations:
         existing = await self.get(tenant, job_id)
         if existing is not None:
             return existing
-        metrics, rows = evaluate_artifact(
-            await self.objects.get(artifact), await self.objects.get(dataset), seed, test_fraction
+        outcome = await asyncio.to_thread(
+            evaluate_artifact, await self.objects.get(artifact), await self.objects.get(dataset), seed, test_fraction
         )
+        evaluation_id = f"ev_{job_id.removeprefix('job_')}"
+        refs = {
+            name: await self.objects.put("artifacts", f"{tenant}/plots/{evaluation_id}/{name}.png", png)
+            for name, png in outcome.plots.items()
+        }
         record = EvaluationRecord(
             tenant=tenant,
-            evaluation_id=f"ev_{job_id.removeprefix('job_')}",
+            evaluation_id=evaluation_id,
             training_job_id=job_id,
             dataset_id=dataset_id,
             dataset_version_id=dataset_version_id,
             model_name=model_name,
-            metrics=metrics,
-            test_rows=rows,
+            metrics=outcome.metrics,
+            test_rows=outcome.test_rows,
             created_at=now(),
+            headline_metric=outcome.headline,
+            ci_low=outcome.ci[0] if outcome.ci else None,
+            ci_high=outcome.ci[1] if outcome.ci else None,
+            classes=outcome.classes,
+            per_class=outcome.per_class,
+            confusion=outcome.confusion,
+            plots=refs,
         )
         await self.store.put(f"{tenant}.{job_id}", record)
         return record

@@ -26,21 +26,31 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lepton/evaluator/v1/evaluator.proto\x12\x13lepton.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"/\n\x14GetEvaluationRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\"\x81\x02\n\nEvaluation\x12\x15\n\revaluation_id\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.lepton.evaluator.v1.Evaluation.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32p\n\x11\x45valuationService\x12[\n\rGetEvaluation\x12).lepton.evaluator.v1.GetEvaluationRequest\x1a\x1f.lepton.evaluator.v1.Evaluationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lepton/evaluator/v1/evaluator.proto\x12\x13lepton.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"7\n\x0eGetPlotRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"!\n\x04Plot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\"\x8e\x01\n\x0c\x43lassMetrics\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\x07metrics\x18\x02 \x03(\x0b\x32..lepton.evaluator.v1.ClassMetrics.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x14GetEvaluationRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\"\xa4\x03\n\nEvaluation\x12\x15\n\revaluation_id\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.lepton.evaluator.v1.Evaluation.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fheadline_metric\x18\x06 \x01(\t\x12\x0e\n\x06\x63i_low\x18\x07 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x08 \x01(\x01\x12\x34\n\tper_class\x18\t \x03(\x0b\x32!.lepton.evaluator.v1.ClassMetrics\x12\x0f\n\x07\x63lasses\x18\n \x03(\t\x12\x11\n\tconfusion\x18\x0b \x03(\x03\x12\r\n\x05plots\x18\x0c \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xbb\x01\n\x11\x45valuationService\x12[\n\rGetEvaluation\x12).lepton.evaluator.v1.GetEvaluationRequest\x1a\x1f.lepton.evaluator.v1.Evaluation\x12I\n\x07GetPlot\x12#.lepton.evaluator.v1.GetPlotRequest\x1a\x19.lepton.evaluator.v1.Plotb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.evaluator.v1.evaluator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CLASSMETRICS_METRICSENTRY']._loaded_options = None
+  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATION_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_GETEVALUATIONREQUEST']._serialized_start=124
-  _globals['_GETEVALUATIONREQUEST']._serialized_end=171
-  _globals['_EVALUATION']._serialized_start=174
-  _globals['_EVALUATION']._serialized_end=431
-  _globals['_EVALUATION_METRICSENTRY']._serialized_start=385
-  _globals['_EVALUATION_METRICSENTRY']._serialized_end=431
-  _globals['_EVALUATIONSERVICE']._serialized_start=433
-  _globals['_EVALUATIONSERVICE']._serialized_end=545
+  _globals['_GETPLOTREQUEST']._serialized_start=124
+  _globals['_GETPLOTREQUEST']._serialized_end=179
+  _globals['_PLOT']._serialized_start=181
+  _globals['_PLOT']._serialized_end=214
+  _globals['_CLASSMETRICS']._serialized_start=217
+  _globals['_CLASSMETRICS']._serialized_end=359
+  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_start=313
+  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_end=359
+  _globals['_GETEVALUATIONREQUEST']._serialized_start=361
+  _globals['_GETEVALUATIONREQUEST']._serialized_end=408
+  _globals['_EVALUATION']._serialized_start=411
+  _globals['_EVALUATION']._serialized_end=831
+  _globals['_EVALUATION_METRICSENTRY']._serialized_start=313
+  _globals['_EVALUATION_METRICSENTRY']._serialized_end=359
+  _globals['_EVALUATIONSERVICE']._serialized_start=834
+  _globals['_EVALUATIONSERVICE']._serialized_end=1021
 # @@protoc_insertion_point(module_scope)

@@ -21,6 +21,94 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class GetPlotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    training_job_id: _builtins.str
+    name: _builtins.str
+    """One of Evaluation.plots, e.g. "confusion_matrix", "roc", "residuals"."""
+    def __init__(
+        self,
+        *,
+        training_job_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "training_job_id", b"training_job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlotRequest: _TypeAlias = GetPlotRequest  # noqa: Y015
+
+@_typing.final
+class Plot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PNG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    png: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        png: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "png", b"png"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Plot: _TypeAlias = Plot  # noqa: Y015
+
+@_typing.final
+class ClassMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "metrics", b"metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClassMetrics: _TypeAlias = ClassMetrics  # noqa: Y015
+
+@_typing.final
 class GetEvaluationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -69,14 +157,35 @@ class Evaluation(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     TEST_ROWS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    HEADLINE_METRIC_FIELD_NUMBER: _builtins.int
+    CI_LOW_FIELD_NUMBER: _builtins.int
+    CI_HIGH_FIELD_NUMBER: _builtins.int
+    PER_CLASS_FIELD_NUMBER: _builtins.int
+    CLASSES_FIELD_NUMBER: _builtins.int
+    CONFUSION_FIELD_NUMBER: _builtins.int
+    PLOTS_FIELD_NUMBER: _builtins.int
     evaluation_id: _builtins.str
     test_rows: _builtins.int
+    headline_metric: _builtins.str
+    """The task's headline metric and its 95% bootstrap confidence interval."""
+    ci_low: _builtins.float
+    ci_high: _builtins.float
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def per_class(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassMetrics]: ...
+    @_builtins.property
+    def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rows are true classes, columns predicted ones, in the order of classes."""
+
+    @_builtins.property
+    def confusion(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def plots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -85,10 +194,17 @@ class Evaluation(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         test_rows: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        headline_metric: _builtins.str = ...,
+        ci_low: _builtins.float = ...,
+        ci_high: _builtins.float = ...,
+        per_class: _abc.Iterable[Global___ClassMetrics] | None = ...,
+        classes: _abc.Iterable[_builtins.str] | None = ...,
+        confusion: _abc.Iterable[_builtins.int] | None = ...,
+        plots: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "evaluation_id", b"evaluation_id", "lineage", b"lineage", "metrics", b"metrics", "test_rows", b"test_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "classes", b"classes", "confusion", b"confusion", "created_at", b"created_at", "evaluation_id", b"evaluation_id", "headline_metric", b"headline_metric", "lineage", b"lineage", "metrics", b"metrics", "per_class", b"per_class", "plots", b"plots", "test_rows", b"test_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

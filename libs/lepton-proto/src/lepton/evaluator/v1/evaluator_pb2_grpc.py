@@ -40,6 +40,11 @@ class EvaluationServiceStub:
                 request_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetEvaluationRequest.SerializeToString,
                 response_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.FromString,
                 _registered_method=True)
+        self.GetPlot = channel.unary_unary(
+                '/lepton.evaluator.v1.EvaluationService/GetPlot',
+                request_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.SerializeToString,
+                response_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.FromString,
+                _registered_method=True)
 
 
 class EvaluationServiceServicer:
@@ -52,6 +57,13 @@ class EvaluationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPlot(self, request, context):
+        """One of the evaluation's plots as a PNG.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +71,11 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     servicer.GetEvaluation,
                     request_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetEvaluationRequest.FromString,
                     response_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.SerializeToString,
+            ),
+            'GetPlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlot,
+                    request_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.FromString,
+                    response_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +106,33 @@ class EvaluationService:
             '/lepton.evaluator.v1.EvaluationService/GetEvaluation',
             lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetEvaluationRequest.SerializeToString,
             lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.evaluator.v1.EvaluationService/GetPlot',
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.SerializeToString,
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,8 @@ class EvaluationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EvaluationServiceAsyncStub: ...
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.GetEvaluationRequest, _evaluator_pb2.Evaluation]
+    GetPlot: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.GetPlotRequest, _evaluator_pb2.Plot]
+    """One of the evaluation's plots as a PNG."""
 
 @_typing.type_check_only
 class EvaluationServiceAsyncStub(EvaluationServiceStub):
@@ -41,6 +43,8 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.GetEvaluationRequest, _evaluator_pb2.Evaluation]  # type: ignore[assignment]
+    GetPlot: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.GetPlotRequest, _evaluator_pb2.Plot]  # type: ignore[assignment]
+    """One of the evaluation's plots as a PNG."""
 
 class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Evaluations of trained models on their held-out split."""
@@ -51,5 +55,13 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _evaluator_pb2.GetEvaluationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_evaluator_pb2.Evaluation, _abc.Awaitable[_evaluator_pb2.Evaluation]]: ...
+
+    @_abc_1.abstractmethod
+    def GetPlot(
+        self,
+        request: _evaluator_pb2.GetPlotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_evaluator_pb2.Plot, _abc.Awaitable[_evaluator_pb2.Plot]]:
+        """One of the evaluation's plots as a PNG."""
 
 def add_EvaluationServiceServicer_to_server(servicer: EvaluationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
