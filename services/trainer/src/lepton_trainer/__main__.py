@@ -22,7 +22,7 @@ def main() -> None:
     settings = TrainerSettings()
 
     async def setup(rt: Runtime) -> Register:
-        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects)
+        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, settings.device)
         servicer = TrainingServicer(rt, jobs, settings.data_url)
         if settings.run_worker:
             worker = Worker(rt, jobs, settings.worker_id)

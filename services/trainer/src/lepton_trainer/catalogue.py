@@ -195,7 +195,9 @@ _MLP = {
         int, 10, 0, 1000, description="Epochs without improvement before stopping (0: off)."
     ),
     "validation_fraction": Param(float, 0.1, 0.0, 0.5, description="Training rows held for early stopping."),
-    "device": Param(str, "auto", choices=("auto", "cpu", "cuda"), description="auto uses CUDA when the host has it."),
+    "device": Param(
+        str, "cpu", choices=("auto", "cpu", "cuda"), description="Default: the trainer's LEPTON_TRAINER_DEVICE (cpu)."
+    ),
 }
 
 

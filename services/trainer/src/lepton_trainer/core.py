@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import io
 import itertools
 import json
@@ -77,6 +78,8 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     #: "single", "search" (the parent of trials) or "trial".
     kind: str = "single"
+    #: The device a neural network trains on unless its params say: the worker's setting.
+    device: str = "cpu"
     parent_job_id: str = ""
     search_metric: str = ""
     trials: list[TrialRecord] = []
@@ -293,6 +296,8 @@ def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = No
     train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
     report("fitting", 0.0, {})
     if isinstance(estimator, MLPEstimator):
+        if "device" not in job.params:
+            estimator.params = dataclasses.replace(estimator.params, device=job.device)  # type: ignore[arg-type]
         epochs = estimator.params.epochs
 
         def on_epoch(r: EpochReport) -> None:
@@ -342,9 +347,10 @@ AsyncProgress = Callable[[JobRecord, str, float, dict[str, float]], Awaitable[No
 class Jobs:
     """Job records with compare-and-set transitions."""
 
-    def __init__(self, store: RecordStore[JobRecord], objects: ObjectStore) -> None:
+    def __init__(self, store: RecordStore[JobRecord], objects: ObjectStore, device: str = "cpu") -> None:
         self.store = store
         self.objects = objects
+        self.device = device
         self._proc: asyncio.subprocess.Process | None = None
 
     async def create(self, job: JobRecord) -> None:
@@ -384,6 +390,7 @@ class Jobs:
             started_at=now(),
             attempts=job.attempts + 1,
             stage="loading data",
+            device=self.device,
         )
         if job.kind == "trial":
             await self._parent_running(job)

@@ -23,3 +23,8 @@ class TrainerSettings(ServiceSettings):
     job_ack_wait_s: float = Field(
         15.0, description="Seconds without a heartbeat before a job moves to another worker (a worker that died)."
     )
+    device: str = Field(
+        "cpu",
+        pattern="^(cpu|cuda|auto)$",
+        description="Where neural networks train when a job does not say: cpu, cuda, or auto (CUDA when present).",
+    )
