@@ -1,7 +1,9 @@
 """The ``lepton`` command line: the SDK's work from a shell.
 
 Exit codes: 0 success, 1 an unexpected error, 2 bad usage, 3 invalid argument,
-4 not found, 5 unauthenticated or permission denied, 6 platform unavailable.
+4 not found, 5 unauthenticated or permission denied, 6 platform unavailable,
+7 conflict (an alias moved meanwhile), 8 not possible in the current state (e.g. cancelling
+a finished job). ``lepton jobs watch`` exits 1 unless the job succeeded.
 ``--output json`` prints machine-readable results on stdout; messages go to stderr.
 """
 
@@ -24,6 +26,10 @@ from lepton_ai.datasets import Dataset, SplitSpec
 app = typer.Typer(help="Lepton: data, training, registry, serving and monitoring from a shell.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: upload, inspect, validate, transform.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+jobs_app = typer.Typer(help="Training jobs: list, watch, cancel.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+models_app = typer.Typer(help="The model registry: list, show, promote.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
@@ -34,6 +40,8 @@ EXIT_CODES: dict[type[errors.LeptonError], int] = {
     errors.Unauthenticated: 5,
     errors.PermissionDenied: 5,
     errors.Unavailable: 6,
+    errors.Conflict: 7,
+    errors.FailedPrecondition: 8,
 }
 
 
@@ -206,6 +214,154 @@ def data_delete(name: Annotated[str, typer.Argument(help="Dataset name or id.")]
     with client() as c:
         n = c.datasets.delete(name)
     emit({"versions_deleted": n}, f"deleted {name} ({n} versions)")
+
+
+def _params(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected name=value, got {item!r}", param_hint="--param")
+        out[key] = value
+    return out
+
+
+@app.command("train")
+def train(
+    dataset: Annotated[str, typer.Argument(help="Version id, dataset name or id.")],
+    algorithm: Annotated[str, typer.Option("--algorithm", "-a", help="From `lepton jobs algorithms`.")],
+    target: Annotated[str | None, typer.Option(help="Column to predict (default: target, label or y).")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Hyper-parameter name=value; repeat.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Registry name (default: <dataset>-<algorithm>).")] = "",
+    seed: Annotated[int | None, typer.Option(help="Estimator seed.")] = None,
+) -> None:
+    """Train a model with a live progress bar; prints the registered version and its metrics."""
+    from lepton_ai.models import Model
+
+    estimator = type("CliModel", (Model,), {"algorithm": algorithm})(**_params(param or []))
+    with client() as c:
+        estimator.fit(c.datasets.get(dataset), target, model_name=name, seed=seed)
+    result = {
+        "job_id": estimator.job_id,
+        "model_name": estimator.model_name,
+        "version": estimator.version,
+        "metrics": estimator.metrics,
+    }
+    t = Table("metric", "value", title=f"{estimator.model_name} v{estimator.version}", title_justify="left")
+    for k, v in sorted(estimator.metrics.items()):
+        t.add_row(k, f"{v:.4f}")
+    emit(result, t)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    state: Annotated[str, typer.Option(help="queued, running, succeeded, failed or cancelled.")] = "",
+    limit: int = 20,
+) -> None:
+    """Recent training jobs, newest first."""
+    from lepton_ai.registry import STATES, state_name
+
+    if state and state not in STATES:
+        raise typer.BadParameter(f"use one of {', '.join(STATES)}", param_hint="--state")
+    with client() as c:
+        found = c.jobs.list(state, limit)
+    t = Table("job", "state", "algorithm", "model", "stage", "worker")
+    for j in found:
+        t.add_row(j.job_id, state_name(j.state), j.algorithm, j.model_name, j.stage, j.worker_id)
+    emit([{"job_id": j.job_id, "state": state_name(j.state), "model_name": j.model_name} for j in found], t)
+
+
+@jobs_app.command("watch")
+def jobs_watch(job_id: str) -> None:
+    """Follow a job until it ends."""
+    from lepton_ai.registry import state_name
+
+    with client() as c:
+        last = None
+        for last in c.jobs.watch(job_id):
+            if state.output == "table":
+                err.print(f"{state_name(last.state):<10} {last.progress:>4.0%}  {last.stage}")
+    if last is not None:
+        emit({"job_id": job_id, "state": state_name(last.state), "error": last.error}, None)
+        if state_name(last.state) != "succeeded":
+            raise typer.Exit(1)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    from lepton_ai.registry import state_name
+
+    with client() as c:
+        job = c.jobs.cancel(job_id)
+    emit({"job_id": job_id, "state": state_name(job.state)}, f"{job_id}: {job.stage}")
+
+
+@jobs_app.command("algorithms")
+def jobs_algorithms() -> None:
+    """The algorithms the trainer runs and their hyper-parameters."""
+    with client() as c:
+        found = c.jobs.algorithms()
+    t = Table("algorithm", "task", "parameters")
+    for a in found:
+        t.add_row(a.name, a.task, ", ".join(f"{p.name}={p.default}" for p in a.params))
+    emit([{"name": a.name, "task": a.task, "params": [p.name for p in a.params]} for a in found], t)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered models."""
+    with client() as c:
+        found = c.models.list()
+    t = Table("model", "latest version")
+    for m in found:
+        t.add_row(m.name, str(m.latest_version))
+    emit([{"name": m.name, "latest_version": m.latest_version} for m in found], t)
+
+
+@models_app.command("show")
+def models_show(
+    name: str,
+    version: Annotated[int, typer.Option(help="Version (default: latest).")] = 0,
+    alias: Annotated[str, typer.Option(help="Or an alias, e.g. champion.")] = "",
+) -> None:
+    """A model version: lineage and metrics."""
+    with client() as c:
+        v = c.models.version(name, version, alias)
+    lin = v.lineage
+    info = {
+        "model_name": v.model_name,
+        "version": v.version,
+        "algorithm": v.algorithm,
+        "dataset_version_id": lin.dataset_version_id,
+        "training_job_id": lin.training_job_id,
+        "evaluation_id": lin.evaluation_id,
+        "metrics": dict(v.metrics),
+    }
+    t = Table("field", "value", title=f"{v.model_name} v{v.version}", title_justify="left")
+    for k, val in info.items():
+        t.add_row(k, json.dumps(val) if isinstance(val, dict) else str(val))
+    emit(info, t)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str,
+    version: int,
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    expected: Annotated[
+        int | None, typer.Option(help="Only if the alias points at this version now (0: unset).")
+    ] = None,
+) -> None:
+    """Point an alias (champion by default) at a version, atomically."""
+    with client() as c:
+        moved = c.models.set_alias(name, alias, version, expected)
+    emit(
+        {"model_name": name, "alias": alias, "version": moved.version, "previous_version": moved.previous_version},
+        f"{name}@{alias}: v{moved.previous_version or '-'} -> v{moved.version}",
+    )
 
 
 @app.command("up")

@@ -7,6 +7,7 @@ from types import TracebackType
 
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Datasets
+from lepton_ai.registry import Jobs, Models
 
 
 class Client:
@@ -31,6 +32,8 @@ class Client:
     ) -> None:
         self._transport = Transport(api_key, url, endpoints)
         self.datasets = Datasets(self._transport)
+        self.jobs = Jobs(self._transport)
+        self.models = Models(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:

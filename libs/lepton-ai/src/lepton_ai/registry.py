@@ -1,0 +1,101 @@
+"""``client.jobs`` and ``client.models``: training jobs and the model registry."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+
+from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
+from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+from lepton_ai._transport import Transport
+
+STATES: dict[str, trainer_pb2.JobState.ValueType] = {
+    "queued": trainer_pb2.JOB_STATE_QUEUED,
+    "running": trainer_pb2.JOB_STATE_RUNNING,
+    "succeeded": trainer_pb2.JOB_STATE_SUCCEEDED,
+    "failed": trainer_pb2.JOB_STATE_FAILED,
+    "cancelled": trainer_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def state_name(state: int) -> str:
+    return next((k for k, v in STATES.items() if v == state), "unknown")
+
+
+class Jobs:
+    """Training jobs; reached as ``client.jobs``. Returns the platform's TrainingJob messages."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def _stub(self) -> trainer_pb2_grpc.TrainingServiceStub:
+        return trainer_pb2_grpc.TrainingServiceStub(self._t.channel("trainer"))
+
+    def get(self, job_id: str) -> trainer_pb2.TrainingJob:
+        result: trainer_pb2.TrainingJob = self._t.call(
+            "trainer", self._stub().GetTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+        return result
+
+    def list(self, state: str = "", limit: int = 100) -> builtins.list[trainer_pb2.TrainingJob]:
+        request = trainer_pb2.ListTrainingJobsRequest(limit=limit)
+        if state:
+            request.state = STATES[state]
+        return list(self._t.call("trainer", self._stub().ListTrainingJobs, request).jobs)
+
+    def watch(self, job_id: str) -> Iterator[trainer_pb2.TrainingJob]:
+        """The job after every change, until it ends."""
+        yield from self._t.stream(
+            "trainer", self._stub().WatchTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+
+    def cancel(self, job_id: str) -> trainer_pb2.TrainingJob:
+        result: trainer_pb2.TrainingJob = self._t.call(
+            "trainer", self._stub().CancelTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+        return result
+
+    def algorithms(self) -> builtins.list[trainer_pb2.AlgorithmInfo]:
+        return list(
+            self._t.call("trainer", self._stub().ListAlgorithms, trainer_pb2.ListAlgorithmsRequest()).algorithms
+        )
+
+
+class Models:
+    """The model registry; reached as ``client.models``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def _stub(self) -> registry_pb2_grpc.RegistryServiceStub:
+        return registry_pb2_grpc.RegistryServiceStub(self._t.channel("registry"))
+
+    def list(self) -> builtins.list[registry_pb2.RegisteredModel]:
+        return list(self._t.call("registry", self._stub().ListModels, registry_pb2.ListModelsRequest()).models)
+
+    def get(self, name: str) -> registry_pb2.RegisteredModel:
+        result: registry_pb2.RegisteredModel = self._t.call(
+            "registry", self._stub().GetModel, registry_pb2.GetModelRequest(name=name)
+        )
+        return result
+
+    def version(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.ModelVersion:
+        """A version by number, by alias, or the latest."""
+        request = registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias)
+        result: registry_pb2.ModelVersion = self._t.call("registry", self._stub().GetModelVersion, request)
+        return result
+
+    def versions(self, name: str) -> builtins.list[registry_pb2.ModelVersion]:
+        request = registry_pb2.ListModelVersionsRequest(model_name=name)
+        return list(self._t.call("registry", self._stub().ListModelVersions, request).versions)
+
+    def set_alias(
+        self, name: str, alias: str, version: int, expected_version: int | None = None
+    ) -> registry_pb2.ModelAlias:
+        """Moves an alias; with ``expected_version``, only if it still points there (else Conflict)."""
+        request = registry_pb2.SetAliasRequest(model_name=name, alias=alias, version=version)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        result: registry_pb2.ModelAlias = self._t.call("registry", self._stub().SetAlias, request)
+        return result

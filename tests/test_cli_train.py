@@ -1,0 +1,55 @@
+"""`lepton train`, `lepton jobs ...` and `lepton models ...` against the running platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sklearn.datasets import load_wine
+
+from lepton_core.embedded import EmbeddedPlatform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def lepton(platform: EmbeddedPlatform, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
+    cli = Path(sys.executable).parent / "lepton"
+    return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=240)
+
+
+def test_train_list_show_promote(platform: EmbeddedPlatform, tmp_path: Path) -> None:
+    path = tmp_path / "cli-train-wine.csv"
+    load_wine(as_frame=True).frame.to_csv(path, index=False)
+    assert lepton(platform, "data", "upload", str(path)).returncode == 0
+    trained = lepton(
+        platform, "-o", "json", "train", "cli-train-wine", "-a", "logistic_regression", "-p", "max_iter=5000",
+        "--name", "cli-wine",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert result["model_name"] == "cli-wine" and result["version"] >= 1 and result["metrics"]["accuracy"] > 0.8
+    jobs = json.loads(lepton(platform, "-o", "json", "jobs", "list", "--state", "succeeded").stdout)
+    assert result["job_id"] in [j["job_id"] for j in jobs]
+    watched = lepton(platform, "-o", "json", "jobs", "watch", result["job_id"])
+    assert watched.returncode == 0 and json.loads(watched.stdout)["state"] == "succeeded"
+    assert "cli-wine" in lepton(platform, "models", "list").stdout
+    shown = json.loads(lepton(platform, "-o", "json", "models", "show", "cli-wine").stdout)
+    assert shown["training_job_id"] == result["job_id"]
+    promoted = lepton(
+        platform, "-o", "json", "models", "promote", "cli-wine", str(result["version"]), "--expected", "0"
+    )
+    assert promoted.returncode == 0 and json.loads(promoted.stdout)["previous_version"] == 0
+    again = lepton(platform, "models", "promote", "cli-wine", str(result["version"]), "--expected", "0")
+    assert again.returncode == 7 and "expected_version" in again.stderr
+    champion = json.loads(lepton(platform, "-o", "json", "models", "show", "cli-wine", "--alias", "champion").stdout)
+    assert champion["version"] == result["version"]
+    bad = lepton(platform, "train", "cli-train-wine", "-a", "logistic_regression", "-p", "C=-1")
+    assert bad.returncode == 3 and "params.C" in bad.stderr
+    assert "logistic_regression" in lepton(platform, "jobs", "algorithms").stdout
+    cancelled = lepton(platform, "jobs", "cancel", result["job_id"])
+    assert cancelled.returncode == 8 and "already succeeded" in cancelled.stderr
