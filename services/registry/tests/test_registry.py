@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from lepton_core.bus import ObjectRefRecord, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
-from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
 
 
 async def _registry(nc: NATS) -> Registry:
@@ -21,6 +21,7 @@ async def _registry(nc: NATS) -> Registry:
         await RecordStore.open(js, "models", VersionRecord),
         await RecordStore.open(js, "models", JobIndex),
         await RecordStore.open(js, "models", AliasRecord),
+        await RecordStore.open(js, "models", PolicyRecord),
     )
 
 

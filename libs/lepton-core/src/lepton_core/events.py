@@ -81,6 +81,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.TrainingCompleted, "training.completed"),
     EventSpec(ev.TrainingFailed, "training.failed"),
     EventSpec(ev.EvaluationCompleted, "evaluation.completed"),
+    EventSpec(ev.EvaluationComparisonCompleted, "evaluation.comparison.completed"),
     EventSpec(ev.ModelVersionCreated, "registry.version.created"),
     EventSpec(ev.ModelAliasMoved, "registry.alias.moved"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),

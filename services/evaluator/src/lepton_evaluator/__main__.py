@@ -10,7 +10,7 @@ from lepton.events.v1 import events_pb2
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
-from lepton_evaluator.api import EvaluationServicer, TrainingCompletedHandler
+from lepton_evaluator.api import ComparisonHandler, EvaluationServicer, TrainingCompletedHandler
 from lepton_evaluator.core import EvaluationRecord, Evaluations
 from lepton_evaluator.settings import EvaluatorSettings
 
@@ -22,6 +22,9 @@ def main() -> None:
         evaluations = Evaluations(await RecordStore.open(rt.js, "evaluations", EvaluationRecord), rt.objects)
         rt.consume(
             EVENTS_STREAM, "evaluator", {events_pb2.TrainingCompleted: TrainingCompletedHandler(rt, evaluations)}
+        )
+        rt.consume(
+            EVENTS_STREAM, "evaluator-compare", {events_pb2.ModelVersionCreated: ComparisonHandler(rt, rt.objects)}
         )
         servicer = EvaluationServicer(evaluations)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from lepton.common.v1 import common_pb2
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.events.v1 import events_pb2
 
 from lepton_core import events
+from lepton_core.bus import ObjectStore
 from lepton_core.errors import InvalidArgument, NotFound
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_evaluator.core import EvaluationRecord, Evaluations
+from lepton_evaluator.core import EvaluationRecord, Evaluations, compare
 
 
 def evaluation_lineage(record: EvaluationRecord) -> common_pb2.Lineage:
@@ -91,4 +94,48 @@ class TrainingCompletedHandler:
             tenant=done.tenant,
             event_id=f"evaluation.completed:{record.training_job_id}",
             ce_subject=record.evaluation_id,
+        )
+
+
+class ComparisonHandler:
+    """Compares each new registry version with the champion and publishes the decision."""
+
+    def __init__(self, rt: Runtime, objects: ObjectStore) -> None:
+        self._rt = rt
+        self._objects = objects
+
+    async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
+        ev = event.data
+        if not ev.dataset_object.name:
+            return  # a version registered without its evaluation data cannot be compared
+        champion = await self._objects.get(ref_from_pb(ev.champion_artifact)) if ev.champion_version else None
+        result = await asyncio.to_thread(
+            compare,
+            await self._objects.get(ref_from_pb(ev.artifact)),
+            champion,
+            await self._objects.get(ref_from_pb(ev.dataset_object)),
+            ev.split_seed,
+            ev.test_fraction,
+            ev.policy.metric,
+            ev.policy.min_improvement,
+            ev.policy.require_significant,
+        )
+        await self._rt.publish(
+            events_pb2.EvaluationComparisonCompleted(
+                tenant=ev.tenant,
+                lineage=ev.lineage,
+                champion_version=ev.champion_version,
+                metric=result.metric,
+                challenger_value=result.challenger,
+                champion_value=result.champion if result.champion is not None else 0.0,
+                difference=result.difference,
+                ci_low=result.ci[0],
+                ci_high=result.ci[1],
+                decision=result.decision,
+                reasons=result.reasons,
+                policy=ev.policy,
+            ),
+            tenant=ev.tenant,
+            event_id=f"evaluation.comparison.completed:{ev.tenant}:{ev.lineage.model_name}:{ev.lineage.model_version}",
+            ce_subject=f"{ev.lineage.model_name}/{ev.lineage.model_version}",
         )

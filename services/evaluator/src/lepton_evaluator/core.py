@@ -162,3 +162,85 @@ class Evaluations:
         )
         await self.store.put(f"{tenant}.{job_id}", record)
         return record
+
+
+@dataclass
+class Comparison:
+    """A challenger against the champion on the challenger's held-out rows."""
+
+    metric: str
+    challenger: float
+    champion: float | None
+    difference: float = 0.0
+    ci: tuple[float, float] = (0.0, 0.0)
+    decision: str = "keep"
+    reasons: list[str] = field(default_factory=list)
+
+
+_SCORE: dict[str, Any] = {
+    "r2": skm.r2_score,
+    "mse": skm.mean_squared_error,
+    "rmse": lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))),
+    "mae": skm.mean_absolute_error,
+    "accuracy": skm.accuracy_score,
+    "balanced_accuracy": skm.balanced_accuracy_score,
+    "f1_macro": lambda y, p: skm.f1_score(y, p, average="macro", zero_division=0),
+}
+
+
+def compare(
+    challenger: bytes,
+    champion: bytes | None,
+    dataset: bytes,
+    seed: int,
+    test_fraction: float,
+    metric: str,
+    min_improvement: float,
+    require_significant: bool,
+) -> Comparison:
+    """Scores both models on the same held-out rows and decides whether to promote.
+
+    The difference's 95% interval comes from a paired bootstrap (the same resampled
+    rows score both models), so a shared hard subset does not look like a difference.
+    """
+    new = artifacts.load_bundle(challenger)
+    frame = pl.read_parquet(io.BytesIO(dataset))
+    _, test_idx = artifacts.holdout_split(frame.height, seed, test_fraction)
+    rows = frame[test_idx.tolist()]
+    metric = metric or m.headline(new.signature.task)
+    if metric not in _SCORE:
+        return Comparison(metric, float("nan"), None, reasons=[f"metric {metric!r} cannot compare models; kept"])
+    score = _SCORE[metric]
+    y = rows[new.signature.target].to_numpy()
+    ours = np.asarray(new.model.predict(new.features(rows)))
+    value = float(score(y, ours))
+    if champion is None:
+        return Comparison(metric, value, None, decision="promote", reasons=["there is no champion yet"])
+    old = artifacts.load_bundle(champion)
+    try:
+        theirs = np.asarray(old.model.predict(old.features(rows)))
+    except Exception as exc:
+        return Comparison(
+            metric, value, None, decision="promote", reasons=[f"the champion cannot score this data ({exc})"]
+        )
+    champion_value = float(score(y, theirs))
+    higher = m.HIGHER_IS_BETTER.get(metric, True)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(y), size=(BOOTSTRAP_RESAMPLES, len(y)))
+    diffs = np.array([score(y[i], ours[i]) - score(y[i], theirs[i]) for i in draws], dtype=np.float64)
+    low, high = (float(v) for v in np.percentile(diffs, [2.5, 97.5]))
+    out = Comparison(metric, value, champion_value, value - champion_value, (low, high))
+    gain = out.difference if higher else -out.difference
+    significant = low > 0 if higher else high < 0
+    better = "higher" if higher else "lower"
+    out.reasons.append(
+        f"{metric} {value:.4g} vs champion {champion_value:.4g} ({better} is better): "
+        f"difference {out.difference:+.4g}, 95% CI [{low:+.4g}, {high:+.4g}]"
+    )
+    if gain < min_improvement or gain <= 0:
+        out.reasons.append(f"improvement {gain:+.4g} is below the policy's minimum {min_improvement:g}")
+    elif require_significant and not significant:
+        out.reasons.append("the improvement is not significant: the interval includes 0")
+    else:
+        out.decision = "promote"
+    return out

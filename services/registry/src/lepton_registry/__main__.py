@@ -10,8 +10,8 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
-from lepton_registry.api import EvaluationCompletedHandler, RegistryServicer
-from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, Registry, VersionRecord
+from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
+from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
 from lepton_registry.settings import RegistrySettings
 
 
@@ -24,11 +24,17 @@ def main() -> None:
             await RecordStore.open(rt.js, "models", VersionRecord),
             await RecordStore.open(rt.js, "models", JobIndex),
             await RecordStore.open(rt.js, "models", AliasRecord),
+            await RecordStore.open(rt.js, "models", PolicyRecord),
         )
+        servicer = RegistryServicer(rt, registry, rt.objects)
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
         )
-        servicer = RegistryServicer(rt, registry, rt.objects)
+        rt.consume(
+            EVENTS_STREAM,
+            "registry-promotions",
+            {events_pb2.EvaluationComparisonCompleted: ComparisonHandler(servicer, registry)},
+        )
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,11 +12,11 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
 from lepton_core.bus import ObjectStore
-from lepton_core.errors import InvalidArgument
+from lepton_core.errors import Conflict, InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
-from lepton_registry.core import AliasRecord, ModelRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, ModelRecord, PolicyRecord, Registry, VersionRecord
 
 
 def version_lineage(v: VersionRecord) -> common_pb2.Lineage:
@@ -60,6 +61,15 @@ def alias_to_pb(a: AliasRecord) -> registry_pb2.ModelAlias:
     )
 
 
+def policy_to_pb(p: PolicyRecord) -> events_pb2.PromotionPolicy:
+    return events_pb2.PromotionPolicy(
+        metric=p.metric,
+        min_improvement=p.min_improvement,
+        require_significant=p.require_significant,
+        auto_promote=p.auto_promote,
+    )
+
+
 def _name(value: str) -> str:
     if not value:
         raise InvalidArgument("a model name is required", field="model_name")
@@ -67,6 +77,7 @@ def _name(value: str) -> str:
 
 
 ARTIFACT_CHUNK = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -82,7 +93,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             number = await self._registry.resolve_alias(tenant, name, request.alias)
         return await self._registry.get_version(tenant, name, number)
 
-    async def _moved(self, tenant: str, alias: AliasRecord) -> None:
+    async def moved(self, tenant: str, alias: AliasRecord) -> None:
         await self._rt.publish(
             events_pb2.ModelAliasMoved(
                 tenant=tenant,
@@ -105,15 +116,34 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         alias = await self._registry.set_alias(
             tenant, _name(request.model_name), request.alias, request.version, expected
         )
-        await self._moved(tenant, alias)
+        await self.moved(tenant, alias)
         return alias_to_pb(alias)
+
+    async def SetPromotionPolicy(
+        self, request: registry_pb2.SetPromotionPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisteredModel:
+        tenant, name = current_tenant(), _name(request.model_name)
+        p = request.policy
+        policy = await self._registry.set_policy(
+            tenant,
+            name,
+            PolicyRecord(
+                metric=p.metric,
+                min_improvement=p.min_improvement,
+                require_significant=p.require_significant,
+                auto_promote=p.auto_promote,
+            ),
+        )
+        out = model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
+        out.policy.CopyFrom(policy_to_pb(policy))
+        return out
 
     async def DeleteAlias(
         self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelAlias:
         tenant = current_tenant()
         alias = await self._registry.delete_alias(tenant, _name(request.model_name), request.alias)
-        await self._moved(tenant, alias)
+        await self.moved(tenant, alias)
         return alias_to_pb(alias)
 
     async def DownloadArtifact(
@@ -133,7 +163,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RegisteredModel:
         tenant, name = current_tenant(), _name(request.name)
-        return model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
+        out = model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
+        out.policy.CopyFrom(policy_to_pb(await self._registry.policy(tenant, name)))
+        return out
 
     async def ListModels(
         self, request: registry_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -182,8 +214,13 @@ class EvaluationCompletedHandler:
                 features=list(t.features),
                 target=t.target,
                 created_at=now(),
+                dataset_object=ref_from_pb(t.dataset_object),
+                split_seed=t.split_seed,
+                test_fraction=t.test_fraction,
             )
         )
+        champion = await self._registry.champion(ev.tenant, record.model_name)
+        policy = await self._registry.policy(ev.tenant, record.model_name)
         await self._rt.publish(
             events_pb2.ModelVersionCreated(
                 tenant=ev.tenant,
@@ -193,8 +230,40 @@ class EvaluationCompletedHandler:
                 features=record.features,
                 target=record.target,
                 algorithm=record.algorithm,
+                dataset_object=ref_to_pb(record.dataset_object),
+                split_seed=record.split_seed,
+                test_fraction=record.test_fraction,
+                champion_version=champion.version if champion and champion.version != record.version else 0,
+                champion_artifact=ref_to_pb(champion.artifact if champion else None),
+                policy=policy_to_pb(policy),
             ),
             tenant=ev.tenant,
             event_id=f"registry.version.created:{ev.tenant}:{record.model_name}:{record.version}",
             ce_subject=f"{record.model_name}/{record.version}",
         )
+
+
+class ComparisonHandler:
+    """Moves ``champion`` when a comparison says promote and the model's policy auto-promotes.
+
+    The move is a compare-and-set from the champion the comparison was made
+    against: if the champion moved meanwhile, this stale decision loses.
+    """
+
+    def __init__(self, servicer: RegistryServicer, registry: Registry) -> None:
+        self._servicer = servicer
+        self._registry = registry
+
+    async def __call__(self, event: events.Event[events_pb2.EvaluationComparisonCompleted]) -> None:
+        ev = event.data
+        if ev.decision != "promote" or not ev.policy.auto_promote:
+            return
+        name, version = ev.lineage.model_name, ev.lineage.model_version
+        try:
+            alias = await self._registry.set_alias(ev.tenant, name, "champion", version, expected=ev.champion_version)
+        except Conflict:
+            current = await self._registry.champion(ev.tenant, name)
+            if current is None or current.version != version:
+                log.info("champion of %s moved meanwhile; not promoting v%d", name, version)
+            return
+        await self._servicer.moved(ev.tenant, alias)

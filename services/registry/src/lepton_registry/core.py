@@ -40,6 +40,9 @@ class VersionRecord(BaseModel):
     features: list[str]
     target: str
     created_at: datetime
+    dataset_object: ObjectRefRecord | None = None
+    split_seed: int = 42
+    test_fraction: float = 0.2
 
 
 class AliasRecord(BaseModel):
@@ -54,6 +57,15 @@ class AliasRecord(BaseModel):
 ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+class PolicyRecord(BaseModel):
+    """How a model's champion is chosen; no record means: compare, never auto-promote."""
+
+    metric: str = ""
+    min_improvement: float = 0.0
+    require_significant: bool = False
+    auto_promote: bool = False
+
+
 class JobIndex(BaseModel):
     model_name: str
     version: int
@@ -66,11 +78,28 @@ class Registry:
         versions: RecordStore[VersionRecord],
         jobs: RecordStore[JobIndex],
         aliases: RecordStore[AliasRecord],
+        policies: RecordStore[PolicyRecord],
     ) -> None:
         self._models = models
         self._versions = versions
         self._jobs = jobs
         self._aliases = aliases
+        self._policies = policies
+
+    async def policy(self, tenant: str, name: str) -> PolicyRecord:
+        found = await self._policies.get(f"{tenant}.policy.{name}")
+        return found.value if found else PolicyRecord()
+
+    async def set_policy(self, tenant: str, name: str, policy: PolicyRecord) -> PolicyRecord:
+        await self.get_model(tenant, name)
+        if policy.min_improvement < 0:
+            raise InvalidArgument(f"must be 0 or more, got {policy.min_improvement}", field="policy.min_improvement")
+        await self._policies.put(f"{tenant}.policy.{name}", policy)
+        return policy
+
+    async def champion(self, tenant: str, name: str) -> VersionRecord | None:
+        found = await self._aliases.get(f"{tenant}.alias.{name}.champion")
+        return await self.get_version(tenant, name, found.value.version) if found else None
 
     async def set_alias(self, tenant: str, name: str, alias: str, version: int, expected: int | None) -> AliasRecord:
         """Points ``alias`` at ``version``; with ``expected``, only if it still points there.

@@ -605,6 +605,40 @@ class EvaluationCompleted(_message.Message):
 Global___EvaluationCompleted: _TypeAlias = EvaluationCompleted  # noqa: Y015
 
 @_typing.final
+class PromotionPolicy(_message.Message):
+    """How a model's champion is chosen (set per model in the registry)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    MIN_IMPROVEMENT_FIELD_NUMBER: _builtins.int
+    REQUIRE_SIGNIFICANT_FIELD_NUMBER: _builtins.int
+    AUTO_PROMOTE_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """Metric to compare on; empty: the task's headline (r2, accuracy, silhouette)."""
+    min_improvement: _builtins.float
+    """Least improvement (in the metric's units, in its better direction) to promote."""
+    require_significant: _builtins.bool
+    """Promote only when the paired bootstrap interval of the difference excludes 0."""
+    auto_promote: _builtins.bool
+    """Move the champion alias when the comparison says promote."""
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        min_improvement: _builtins.float = ...,
+        require_significant: _builtins.bool = ...,
+        auto_promote: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_promote", b"auto_promote", "metric", b"metric", "min_improvement", b"min_improvement", "require_significant", b"require_significant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromotionPolicy: _TypeAlias = PromotionPolicy  # noqa: Y015
+
+@_typing.final
 class ModelVersionCreated(_message.Message):
     """ai.lepton.registry.version.created.v1 on lepton.evt.<tenant>.registry.version.created"""
 
@@ -637,9 +671,19 @@ class ModelVersionCreated(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     TARGET_FIELD_NUMBER: _builtins.int
     ALGORITHM_FIELD_NUMBER: _builtins.int
+    DATASET_OBJECT_FIELD_NUMBER: _builtins.int
+    SPLIT_SEED_FIELD_NUMBER: _builtins.int
+    TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    CHAMPION_ARTIFACT_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     target: _builtins.str
     algorithm: _builtins.str
+    split_seed: _builtins.int
+    test_fraction: _builtins.float
+    champion_version: _builtins.int
+    """The champion when this version was registered (0: none) and the model's policy."""
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -648,6 +692,14 @@ class ModelVersionCreated(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dataset_object(self) -> _common_pb2.ObjectRef:
+        """The held-out rows this version was evaluated on, for comparisons."""
+
+    @_builtins.property
+    def champion_artifact(self) -> _common_pb2.ObjectRef: ...
+    @_builtins.property
+    def policy(self) -> Global___PromotionPolicy: ...
     def __init__(
         self,
         *,
@@ -658,14 +710,82 @@ class ModelVersionCreated(_message.Message):
         features: _abc.Iterable[_builtins.str] | None = ...,
         target: _builtins.str = ...,
         algorithm: _builtins.str = ...,
+        dataset_object: _common_pb2.ObjectRef | None = ...,
+        split_seed: _builtins.int = ...,
+        test_fraction: _builtins.float = ...,
+        champion_version: _builtins.int = ...,
+        champion_artifact: _common_pb2.ObjectRef | None = ...,
+        policy: Global___PromotionPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "lineage", b"lineage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "champion_artifact", b"champion_artifact", "dataset_object", b"dataset_object", "lineage", b"lineage", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "features", b"features", "lineage", b"lineage", "metrics", b"metrics", "target", b"target", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "champion_artifact", b"champion_artifact", "champion_version", b"champion_version", "dataset_object", b"dataset_object", "features", b"features", "lineage", b"lineage", "metrics", b"metrics", "policy", b"policy", "split_seed", b"split_seed", "target", b"target", "tenant", b"tenant", "test_fraction", b"test_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelVersionCreated: _TypeAlias = ModelVersionCreated  # noqa: Y015
+
+@_typing.final
+class EvaluationComparisonCompleted(_message.Message):
+    """ai.lepton.evaluation.comparison.completed.v1 on
+    lepton.evt.<tenant>.evaluation.comparison.completed: a new version (lineage)
+    against the champion on the new version's held-out rows, and the decision.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    CHAMPION_VERSION_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    CHALLENGER_VALUE_FIELD_NUMBER: _builtins.int
+    CHAMPION_VALUE_FIELD_NUMBER: _builtins.int
+    DIFFERENCE_FIELD_NUMBER: _builtins.int
+    CI_LOW_FIELD_NUMBER: _builtins.int
+    CI_HIGH_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    champion_version: _builtins.int
+    metric: _builtins.str
+    challenger_value: _builtins.float
+    champion_value: _builtins.float
+    difference: _builtins.float
+    """challenger - champion, and its 95% paired bootstrap interval."""
+    ci_low: _builtins.float
+    ci_high: _builtins.float
+    decision: _builtins.str
+    """"promote" or "keep"."""
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def policy(self) -> Global___PromotionPolicy: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        champion_version: _builtins.int = ...,
+        metric: _builtins.str = ...,
+        challenger_value: _builtins.float = ...,
+        champion_value: _builtins.float = ...,
+        difference: _builtins.float = ...,
+        ci_low: _builtins.float = ...,
+        ci_high: _builtins.float = ...,
+        decision: _builtins.str = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        policy: Global___PromotionPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenger_value", b"challenger_value", "champion_value", b"champion_value", "champion_version", b"champion_version", "ci_high", b"ci_high", "ci_low", b"ci_low", "decision", b"decision", "difference", b"difference", "lineage", b"lineage", "metric", b"metric", "policy", b"policy", "reasons", b"reasons", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluationComparisonCompleted: _TypeAlias = EvaluationComparisonCompleted  # noqa: Y015
 
 @_typing.final
 class ModelAliasMoved(_message.Message):

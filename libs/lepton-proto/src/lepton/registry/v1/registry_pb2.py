@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
+from lepton.events.v1 import events_pb2 as lepton_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/registry/v1/registry.proto\x12\x12lepton.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"y\n\x0fSetAliasRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"7\n\x12\x44\x65leteAliasRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"\x8a\x01\n\nModelAlias\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x18\n\x10previous_version\x18\x04 \x01(\x03\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"\xda\x01\n\x0fRegisteredModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x41\n\x07\x61liases\x18\x04 \x03(\x0b\x32\x30.lepton.registry.v1.RegisteredModel.AliasesEntry\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd0\x03\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12-\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12<\n\x06params\x18\x06 \x03(\x0b\x32,.lepton.registry.v1.ModelVersion.ParamsEntry\x12>\n\x07metrics\x18\x07 \x03(\x0b\x32-.lepton.registry.v1.ModelVersion.MetricsEntry\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t\x12\x0e\n\x06target\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.lepton.registry.v1.RegisteredModel\"L\n\x16GetModelVersionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61lias\x18\x03 \x01(\t\".\n\x18ListModelVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"O\n\x19ListModelVersionsResponse\x12\x32\n\x08versions\x18\x01 \x03(\x0b\x32 .lepton.registry.v1.ModelVersion2\xa4\x05\n\x0fRegistryService\x12T\n\x08GetModel\x12#.lepton.registry.v1.GetModelRequest\x1a#.lepton.registry.v1.RegisteredModel\x12[\n\nListModels\x12%.lepton.registry.v1.ListModelsRequest\x1a&.lepton.registry.v1.ListModelsResponse\x12_\n\x0fGetModelVersion\x12*.lepton.registry.v1.GetModelVersionRequest\x1a .lepton.registry.v1.ModelVersion\x12p\n\x11ListModelVersions\x12,.lepton.registry.v1.ListModelVersionsRequest\x1a-.lepton.registry.v1.ListModelVersionsResponse\x12\x63\n\x10\x44ownloadArtifact\x12*.lepton.registry.v1.GetModelVersionRequest\x1a!.lepton.registry.v1.ArtifactChunk0\x01\x12O\n\x08SetAlias\x12#.lepton.registry.v1.SetAliasRequest\x1a\x1e.lepton.registry.v1.ModelAlias\x12U\n\x0b\x44\x65leteAlias\x12&.lepton.registry.v1.DeleteAliasRequest\x1a\x1e.lepton.registry.v1.ModelAliasb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/registry/v1/registry.proto\x12\x12lepton.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\x1a\x1dlepton/events/v1/events.proto\"b\n\x19SetPromotionPolicyRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x31\n\x06policy\x18\x02 \x01(\x0b\x32!.lepton.events.v1.PromotionPolicy\"y\n\x0fSetAliasRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"7\n\x12\x44\x65leteAliasRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"\x8a\x01\n\nModelAlias\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x18\n\x10previous_version\x18\x04 \x01(\x03\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\rArtifactChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"\x8d\x02\n\x0fRegisteredModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x03\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x41\n\x07\x61liases\x18\x04 \x03(\x0b\x32\x30.lepton.registry.v1.RegisteredModel.AliasesEntry\x12\x31\n\x06policy\x18\x05 \x01(\x0b\x32!.lepton.events.v1.PromotionPolicy\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd0\x03\n\x0cModelVersion\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12-\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x1b.lepton.common.v1.ObjectRef\x12\x11\n\talgorithm\x18\x05 \x01(\t\x12<\n\x06params\x18\x06 \x03(\x0b\x32,.lepton.registry.v1.ModelVersion.ParamsEntry\x12>\n\x07metrics\x18\x07 \x03(\x0b\x32-.lepton.registry.v1.ModelVersion.MetricsEntry\x12\x10\n\x08\x66\x65\x61tures\x18\x08 \x03(\t\x12\x0e\n\x06target\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x13\n\x11ListModelsRequest\"I\n\x12ListModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.lepton.registry.v1.RegisteredModel\"L\n\x16GetModelVersionRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\r\n\x05\x61lias\x18\x03 \x01(\t\".\n\x18ListModelVersionsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"O\n\x19ListModelVersionsResponse\x12\x32\n\x08versions\x18\x01 \x03(\x0b\x32 .lepton.registry.v1.ModelVersion2\x8e\x06\n\x0fRegistryService\x12T\n\x08GetModel\x12#.lepton.registry.v1.GetModelRequest\x1a#.lepton.registry.v1.RegisteredModel\x12[\n\nListModels\x12%.lepton.registry.v1.ListModelsRequest\x1a&.lepton.registry.v1.ListModelsResponse\x12_\n\x0fGetModelVersion\x12*.lepton.registry.v1.GetModelVersionRequest\x1a .lepton.registry.v1.ModelVersion\x12p\n\x11ListModelVersions\x12,.lepton.registry.v1.ListModelVersionsRequest\x1a-.lepton.registry.v1.ListModelVersionsResponse\x12\x63\n\x10\x44ownloadArtifact\x12*.lepton.registry.v1.GetModelVersionRequest\x1a!.lepton.registry.v1.ArtifactChunk0\x01\x12O\n\x08SetAlias\x12#.lepton.registry.v1.SetAliasRequest\x1a\x1e.lepton.registry.v1.ModelAlias\x12U\n\x0b\x44\x65leteAlias\x12&.lepton.registry.v1.DeleteAliasRequest\x1a\x1e.lepton.registry.v1.ModelAlias\x12h\n\x12SetPromotionPolicy\x12-.lepton.registry.v1.SetPromotionPolicyRequest\x1a#.lepton.registry.v1.RegisteredModelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +40,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION_PARAMSENTRY']._serialized_options = b'8\001'
   _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_SETALIASREQUEST']._serialized_start=121
-  _globals['_SETALIASREQUEST']._serialized_end=242
-  _globals['_DELETEALIASREQUEST']._serialized_start=244
-  _globals['_DELETEALIASREQUEST']._serialized_end=299
-  _globals['_MODELALIAS']._serialized_start=302
-  _globals['_MODELALIAS']._serialized_end=440
-  _globals['_ARTIFACTCHUNK']._serialized_start=442
-  _globals['_ARTIFACTCHUNK']._serialized_end=501
-  _globals['_REGISTEREDMODEL']._serialized_start=504
-  _globals['_REGISTEREDMODEL']._serialized_end=722
-  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_start=676
-  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_end=722
-  _globals['_MODELVERSION']._serialized_start=725
-  _globals['_MODELVERSION']._serialized_end=1189
-  _globals['_MODELVERSION_PARAMSENTRY']._serialized_start=1096
-  _globals['_MODELVERSION_PARAMSENTRY']._serialized_end=1141
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1143
-  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1189
-  _globals['_GETMODELREQUEST']._serialized_start=1191
-  _globals['_GETMODELREQUEST']._serialized_end=1222
-  _globals['_LISTMODELSREQUEST']._serialized_start=1224
-  _globals['_LISTMODELSREQUEST']._serialized_end=1243
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1245
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1318
-  _globals['_GETMODELVERSIONREQUEST']._serialized_start=1320
-  _globals['_GETMODELVERSIONREQUEST']._serialized_end=1396
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1398
-  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1444
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1446
-  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1525
-  _globals['_REGISTRYSERVICE']._serialized_start=1528
-  _globals['_REGISTRYSERVICE']._serialized_end=2204
+  _globals['_SETPROMOTIONPOLICYREQUEST']._serialized_start=152
+  _globals['_SETPROMOTIONPOLICYREQUEST']._serialized_end=250
+  _globals['_SETALIASREQUEST']._serialized_start=252
+  _globals['_SETALIASREQUEST']._serialized_end=373
+  _globals['_DELETEALIASREQUEST']._serialized_start=375
+  _globals['_DELETEALIASREQUEST']._serialized_end=430
+  _globals['_MODELALIAS']._serialized_start=433
+  _globals['_MODELALIAS']._serialized_end=571
+  _globals['_ARTIFACTCHUNK']._serialized_start=573
+  _globals['_ARTIFACTCHUNK']._serialized_end=632
+  _globals['_REGISTEREDMODEL']._serialized_start=635
+  _globals['_REGISTEREDMODEL']._serialized_end=904
+  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_start=858
+  _globals['_REGISTEREDMODEL_ALIASESENTRY']._serialized_end=904
+  _globals['_MODELVERSION']._serialized_start=907
+  _globals['_MODELVERSION']._serialized_end=1371
+  _globals['_MODELVERSION_PARAMSENTRY']._serialized_start=1278
+  _globals['_MODELVERSION_PARAMSENTRY']._serialized_end=1323
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=1325
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=1371
+  _globals['_GETMODELREQUEST']._serialized_start=1373
+  _globals['_GETMODELREQUEST']._serialized_end=1404
+  _globals['_LISTMODELSREQUEST']._serialized_start=1406
+  _globals['_LISTMODELSREQUEST']._serialized_end=1425
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1427
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1500
+  _globals['_GETMODELVERSIONREQUEST']._serialized_start=1502
+  _globals['_GETMODELVERSIONREQUEST']._serialized_end=1578
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_start=1580
+  _globals['_LISTMODELVERSIONSREQUEST']._serialized_end=1626
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_start=1628
+  _globals['_LISTMODELVERSIONSRESPONSE']._serialized_end=1707
+  _globals['_REGISTRYSERVICE']._serialized_start=1710
+  _globals['_REGISTRYSERVICE']._serialized_end=2492
 # @@protoc_insertion_point(module_scope)

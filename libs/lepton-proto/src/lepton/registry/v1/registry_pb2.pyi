@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from lepton.common.v1 import common_pb2 as _common_pb2
+from lepton.events.v1 import events_pb2 as _events_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,29 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class SetPromotionPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    @_builtins.property
+    def policy(self) -> _events_pb2.PromotionPolicy: ...
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        policy: _events_pb2.PromotionPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPromotionPolicyRequest: _TypeAlias = SetPromotionPolicyRequest  # noqa: Y015
 
 @_typing.final
 class SetAliasRequest(_message.Message):
@@ -159,6 +183,7 @@ class RegisteredModel(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ALIASES_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     latest_version: _builtins.int
     @_builtins.property
@@ -167,6 +192,8 @@ class RegisteredModel(_message.Message):
     def aliases(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Alias -> version."""
 
+    @_builtins.property
+    def policy(self) -> _events_pb2.PromotionPolicy: ...
     def __init__(
         self,
         *,
@@ -174,10 +201,11 @@ class RegisteredModel(_message.Message):
         latest_version: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         aliases: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        policy: _events_pb2.PromotionPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "created_at", b"created_at", "latest_version", b"latest_version", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "created_at", b"created_at", "latest_version", b"latest_version", "name", b"name", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

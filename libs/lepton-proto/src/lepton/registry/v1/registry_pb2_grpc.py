@@ -70,6 +70,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
                 _registered_method=True)
+        self.SetPromotionPolicy = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/SetPromotionPolicy',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -122,6 +127,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPromotionPolicy(self, request, context):
+        """How the model's champion is chosen from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DeleteAlias,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.SerializeToString,
+            ),
+            'SetPromotionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPromotionPolicy,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +368,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/DeleteAlias',
             lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteAliasRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.ModelAlias.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPromotionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/SetPromotionPolicy',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class RegistryServiceStub:
     there (0: only if it does not exist yet), so two racing moves never both win.
     """
     DeleteAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]
+    SetPromotionPolicy: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionPolicyRequest, _registry_pb2.RegisteredModel]
+    """How the model's champion is chosen from now on."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -63,6 +65,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     there (0: only if it does not exist yet), so two racing moves never both win.
     """
     DeleteAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]  # type: ignore[assignment]
+    SetPromotionPolicy: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionPolicyRequest, _registry_pb2.RegisteredModel]  # type: ignore[assignment]
+    """How the model's champion is chosen from now on."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -120,5 +124,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.DeleteAliasRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ModelAlias, _abc.Awaitable[_registry_pb2.ModelAlias]]: ...
+
+    @_abc_1.abstractmethod
+    def SetPromotionPolicy(
+        self,
+        request: _registry_pb2.SetPromotionPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RegisteredModel, _abc.Awaitable[_registry_pb2.RegisteredModel]]:
+        """How the model's champion is chosen from now on."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
