@@ -51,5 +51,9 @@ def test_train_list_show_promote(platform: EmbeddedPlatform, tmp_path: Path) -> 
     bad = lepton(platform, "train", "cli-train-wine", "-a", "logistic_regression", "-p", "C=-1")
     assert bad.returncode == 3 and "params.C" in bad.stderr
     assert "logistic_regression" in lepton(platform, "jobs", "algorithms").stdout
+    tree = lepton(platform, "models", "lineage", "cli-wine")
+    assert tree.returncode == 0 and "dataset cli-train-wine" in tree.stdout and result["job_id"] in tree.stdout
+    graph = json.loads(lepton(platform, "-o", "json", "models", "lineage", "cli-wine", "--alias", "champion").stdout)
+    assert graph["job"]["job_id"] == result["job_id"] and graph["datasets"][0]["origin"] == "upload"
     cancelled = lepton(platform, "jobs", "cancel", result["job_id"])
     assert cancelled.returncode == 8 and "already succeeded" in cancelled.stderr

@@ -125,3 +125,15 @@ async def test_serving_replays_the_recipe_on_raw_rows(platform: EmbeddedPlatform
         await nc.close()
     assert bundle.preprocess is not None and bundle.signature.text_inputs() == ["region"]
     np.testing.assert_allclose(bundle.predict(rows), expected, rtol=0, atol=1e-6)
+
+    # The lineage of that version, gathered from every service: recipe'd dataset back to the upload.
+    async with client_channel(a["registry"], key) as reg_ch:
+        graph = await registry_pb2_grpc.RegistryServiceStub(reg_ch).GetLineage(
+            registry_pb2.GetModelVersionRequest(model_name="diabetes-prep", version=version.version)
+        )
+    assert list(graph.warnings) == []
+    assert [(d.version_id, d.origin) for d in graph.datasets] == [(v1.version_id, "recipe"), (v0.version_id, "upload")]
+    assert graph.datasets[0].parent_version_id == v0.version_id and '"one_hot"' in graph.datasets[0].recipe_json
+    assert (graph.job.job_id, graph.job.algorithm, graph.job.state) == (job.job_id, "ridge", "succeeded")
+    assert graph.evaluations[0].metrics["r2"] == version.metrics["r2"]
+    assert [(d.name, d.state) for d in graph.deployments] == [("diabetes-prep", "ready")]

@@ -81,7 +81,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def emit(value: Any, table: Table | str | None = None) -> None:
+def emit(value: Any, table: Any = None) -> None:
     """JSON on stdout with --output json, else the table (or text)."""
     if state.output == "json":
         sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
@@ -344,6 +344,35 @@ def models_show(
     for k, val in info.items():
         t.add_row(k, json.dumps(val) if isinstance(val, dict) else str(val))
     emit(info, t)
+
+
+@models_app.command("lineage")
+def models_lineage(
+    name: str,
+    version: Annotated[int, typer.Option(help="Version (default: latest).")] = 0,
+    alias: Annotated[str, typer.Option(help="Or an alias, e.g. champion.")] = "",
+) -> None:
+    """Everything behind a version, as a tree: datasets and recipes, job, evaluation, deployments."""
+    from google.protobuf.json_format import MessageToDict
+    from rich.tree import Tree
+
+    with client() as c:
+        g = c.models.lineage(name, version, alias)
+    root = Tree(f"[bold]{g.version.model_name} v{g.version.version}[/bold]  {g.version.algorithm}")
+    branch = root
+    for d in g.datasets:
+        recipe = f"  recipe {d.recipe_digest[:19]}" if d.recipe_digest else ""
+        branch = branch.add(f"dataset {d.dataset_name} {d.version_id} ({d.origin}, {d.row_count} rows){recipe}")
+    if g.job.job_id:
+        root.add(f"training job {g.job.job_id} {g.job.state} on {g.job.worker_id}  params {dict(g.job.params)}")
+    for e in g.evaluations:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(e.metrics.items())[:4])
+        root.add(f"evaluation {e.evaluation_id}: {shown}")
+    for dep in g.deployments:
+        root.add(f"deployment {dep.name} {dep.state} (Triton {dep.triton_model} v{dep.triton_version})")
+    for w in g.warnings:
+        root.add(f"[yellow]{w}[/yellow]")
+    emit(MessageToDict(g, preserving_proto_field_name=True), root)
 
 
 @models_app.command("promote")

@@ -90,6 +90,12 @@ class Models:
         request = registry_pb2.ListModelVersionsRequest(model_name=name)
         return list(self._t.call("registry", self._stub().ListModelVersions, request).versions)
 
+    def lineage(self, name: str, version: int = 0, alias: str = "") -> registry_pb2.LineageGraph:
+        """Datasets (back to the raw upload, with recipes), training job, evaluations, deployments."""
+        request = registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias)
+        result: registry_pb2.LineageGraph = self._t.call("registry", self._stub().GetLineage, request)
+        return result
+
     def set_alias(
         self, name: str, alias: str, version: int, expected_version: int | None = None
     ) -> registry_pb2.ModelAlias:

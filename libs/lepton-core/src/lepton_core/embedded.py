@@ -115,8 +115,11 @@ class EmbeddedPlatform:
             }
             if self.otlp_endpoint:
                 values["otlp_endpoint"] = self.otlp_endpoint
-            if name == "trainer":
+            if name in ("trainer", "registry"):
                 values["data_url"] = self.addresses.get("data", "127.0.0.1:50051")
+            if name == "registry":
+                for peer in ("trainer", "evaluator", "deployer"):
+                    values[f"{peer}_url"] = self.addresses.get(peer, "")
             if name == "deployer" and self.triton is not None:
                 values["triton_url"] = self.triton.url
             self.processes[name] = start_service(name, values, self.workdir / "logs")

@@ -12,6 +12,7 @@ from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
 from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
 from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
+from lepton_registry.lineage import Peers
 from lepton_registry.settings import RegistrySettings
 
 
@@ -26,7 +27,8 @@ def main() -> None:
             await RecordStore.open(rt.js, "models", AliasRecord),
             await RecordStore.open(rt.js, "models", PolicyRecord),
         )
-        servicer = RegistryServicer(rt, registry, rt.objects)
+        peers = Peers(settings.data_url, settings.trainer_url, settings.evaluator_url, settings.deployer_url)
+        servicer = RegistryServicer(rt, registry, rt.objects, peers)
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
         )

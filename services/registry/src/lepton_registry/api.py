@@ -17,6 +17,7 @@ from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
 from lepton_registry.core import AliasRecord, ModelRecord, PolicyRecord, Registry, VersionRecord
+from lepton_registry.lineage import Peers, gather
 
 
 def version_lineage(v: VersionRecord) -> common_pb2.Lineage:
@@ -81,10 +82,17 @@ log = logging.getLogger(__name__)
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, rt: Runtime, registry: Registry, objects: ObjectStore) -> None:
+    def __init__(self, rt: Runtime, registry: Registry, objects: ObjectStore, peers: Peers) -> None:
         self._rt = rt
         self._registry = registry
         self._objects = objects
+        self._peers = peers
+
+    async def GetLineage(
+        self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.LineageGraph:
+        version = await self._version_of(current_tenant(), request)
+        return await gather(self._peers, version_to_pb(version))
 
     async def _version_of(self, tenant: str, request: registry_pb2.GetModelVersionRequest) -> VersionRecord:
         name = _name(request.model_name)

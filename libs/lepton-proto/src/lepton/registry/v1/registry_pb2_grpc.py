@@ -75,6 +75,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/GetLineage',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -134,6 +139,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """The whole chain behind a version: dataset versions back to the raw upload (with
+        each recipe), the training job, evaluations and deployments, gathered from the
+        services that own them on the caller's behalf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +190,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SetPromotionPolicy,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +414,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/SetPromotionPolicy',
             lepton_dot_registry_dot_v1_dot_registry__pb2.SetPromotionPolicyRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/GetLineage',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.FromString,
             options,
             channel_credentials,
             insecure,

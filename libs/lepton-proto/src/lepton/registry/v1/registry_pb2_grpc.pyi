@@ -47,6 +47,11 @@ class RegistryServiceStub:
     DeleteAlias: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]
     SetPromotionPolicy: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionPolicyRequest, _registry_pb2.RegisteredModel]
     """How the model's champion is chosen from now on."""
+    GetLineage: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.LineageGraph]
+    """The whole chain behind a version: dataset versions back to the raw upload (with
+    each recipe), the training job, evaluations and deployments, gathered from the
+    services that own them on the caller's behalf.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -67,6 +72,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     DeleteAlias: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteAliasRequest, _registry_pb2.ModelAlias]  # type: ignore[assignment]
     SetPromotionPolicy: _aio.UnaryUnaryMultiCallable[_registry_pb2.SetPromotionPolicyRequest, _registry_pb2.RegisteredModel]  # type: ignore[assignment]
     """How the model's champion is chosen from now on."""
+    GetLineage: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetModelVersionRequest, _registry_pb2.LineageGraph]  # type: ignore[assignment]
+    """The whole chain behind a version: dataset versions back to the raw upload (with
+    each recipe), the training job, evaluations and deployments, gathered from the
+    services that own them on the caller's behalf.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -132,5 +142,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.RegisteredModel, _abc.Awaitable[_registry_pb2.RegisteredModel]]:
         """How the model's champion is chosen from now on."""
+
+    @_abc_1.abstractmethod
+    def GetLineage(
+        self,
+        request: _registry_pb2.GetModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.LineageGraph, _abc.Awaitable[_registry_pb2.LineageGraph]]:
+        """The whole chain behind a version: dataset versions back to the raw upload (with
+        each recipe), the training job, evaluations and deployments, gathered from the
+        services that own them on the caller's behalf.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
