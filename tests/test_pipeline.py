@@ -290,6 +290,10 @@ async def test_aliases_over_grpc_compare_and_set_and_an_event(
         )
         assert by_alias.version == version
         assert dict((await registry.GetModel(registry_pb2.GetModelRequest(name=name))).aliases) == {"champion": version}
+        found = await registry.SearchModelVersions(
+            registry_pb2.SearchModelVersionsRequest(alias="champion", metric="r2", min_value=0.2, name_contains=name)
+        )
+        assert [(v.model_name, v.version) for v in found.versions] == [(name, version)] and not found.next_page_token
         # A move from a state the alias is no longer in loses (the race itself is in the registry's tests).
         with pytest.raises(grpc.aio.AioRpcError) as stale:
             await registry.SetAlias(

@@ -11,7 +11,15 @@ from nats.aio.client import Client as NATS
 from lepton_core.bus import ObjectRefRecord, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.wire import now
-from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
+from lepton_registry.core import (
+    AliasRecord,
+    JobIndex,
+    ModelRecord,
+    PolicyRecord,
+    Registry,
+    SearchQuery,
+    VersionRecord,
+)
 
 
 async def _registry(nc: NATS) -> Registry:
@@ -89,3 +97,26 @@ async def test_alias_moves_are_compare_and_set(nc: NATS) -> None:
     assert gone.version == 0 and gone.previous_version == winners[0].version
     with pytest.raises(NotFound):
         await registry.resolve_alias(tenant, "m", "champion")
+
+
+async def test_search_filters_and_pages(nc: NATS) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc)
+    for i in range(5):
+        draft = _draft(tenant, f"job_{i}").model_copy(update={"metrics": {"r2": i / 10}, "model_name": f"m{i % 2}"})
+        await registry.register(draft)
+    await registry.set_alias(tenant, "m0", "champion", 2, expected=0)
+    every, token = await registry.search(tenant, SearchQuery(page_size=2))
+    assert [(v.model_name, v.version) for v in every] == [("m0", 1), ("m0", 2)] and token == "2"
+    rest, end = await registry.search(tenant, SearchQuery(page_size=2, page_token=token))
+    assert [(v.model_name, v.version) for v in rest] == [("m0", 3), ("m1", 1)] and end == "4"
+    good, _ = await registry.search(tenant, SearchQuery(metric="r2", min_value=0.25))
+    assert sorted(v.metrics["r2"] for v in good) == [0.3, 0.4]
+    champions, _ = await registry.search(tenant, SearchQuery(alias="champion"))
+    assert [(v.model_name, v.version) for v in champions] == [("m0", 2)]
+    assert (await registry.search(tenant, SearchQuery(name_contains="m1")))[0][0].model_name == "m1"
+    with pytest.raises(InvalidArgument) as err:
+        await registry.search(tenant, SearchQuery(page_size=0))
+    assert err.value.field == "page_size"
+    with pytest.raises(InvalidArgument):
+        await registry.search(tenant, SearchQuery(min_value=1.0))

@@ -245,13 +245,15 @@ class Versioned(Generic[R]):
 class RecordStore(Generic[R]):
     """Typed JSON records in one KV bucket, with optimistic concurrency."""
 
-    def __init__(self, kv: KeyValue, model: type[R]) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, model: type[R]) -> None:
+        self._js = js
         self._kv = kv
+        self._bucket = bucket
         self._model = model
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, model: type[R]) -> RecordStore[R]:
-        return cls(await js.key_value(bucket), model)
+        return cls(js, await js.key_value(bucket), bucket, model)
 
     async def get(self, key: str) -> Versioned[R] | None:
         try:
@@ -301,19 +303,15 @@ class RecordStore(Generic[R]):
             await watcher.stop()
 
     async def keys(self, pattern: str) -> list[str]:
-        """Keys matching a NATS subject pattern (``tenant.v.*``), sorted."""
-        # nats-py's keys(filters=...) matches substrings over every key; a watch on the
-        # pattern lets the server select the keys by subject instead.
-        watcher = await self._kv.watch(pattern, ignore_deletes=True, meta_only=True)
-        found: list[str] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                found.append(entry.key)
-        finally:
-            await watcher.stop()
-        return sorted(found)
+        """Keys matching a NATS subject pattern (``tenant.v.*``), sorted (deleted ones included).
+
+        The server lists the bucket stream's subjects for the pattern. Both nats-py
+        paths lose keys: ``keys(filters=)`` matches substrings over every key, and a
+        watch can signal "no more values" before values already sent have arrived.
+        """
+        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{pattern}")
+        prefix = len(f"$KV.{self._bucket}.")
+        return sorted(subject[prefix:] for subject in (info.state.subjects or {}))
 
     async def values(self, pattern: str) -> list[R]:
         out: list[R] = []

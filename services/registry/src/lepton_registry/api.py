@@ -16,7 +16,7 @@ from lepton_core.errors import Conflict, InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
-from lepton_registry.core import AliasRecord, ModelRecord, PolicyRecord, Registry, VersionRecord
+from lepton_registry.core import AliasRecord, ModelRecord, PolicyRecord, Registry, SearchQuery, VersionRecord
 from lepton_registry.lineage import Peers, gather
 
 
@@ -87,6 +87,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self._registry = registry
         self._objects = objects
         self._peers = peers
+
+    async def SearchModelVersions(
+        self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.SearchModelVersionsResponse:
+        query = SearchQuery(
+            name_contains=request.name_contains,
+            alias=request.alias,
+            dataset_version_id=request.dataset_version_id,
+            algorithm=request.algorithm,
+            metric=request.metric,
+            min_value=request.min_value if request.HasField("min_value") else None,
+            max_value=request.max_value if request.HasField("max_value") else None,
+            page_size=request.page_size or 50,
+            page_token=request.page_token,
+        )
+        versions, token = await self._registry.search(current_tenant(), query)
+        return registry_pb2.SearchModelVersionsResponse(
+            versions=[version_to_pb(v) for v in versions], next_page_token=token
+        )
 
     async def GetLineage(
         self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext

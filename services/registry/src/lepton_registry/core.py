@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -64,6 +65,22 @@ class PolicyRecord(BaseModel):
     min_improvement: float = 0.0
     require_significant: bool = False
     auto_promote: bool = False
+
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    name_contains: str = ""
+    alias: str = ""
+    dataset_version_id: str = ""
+    algorithm: str = ""
+    metric: str = ""
+    min_value: float | None = None
+    max_value: float | None = None
+    page_size: int = 50
+    page_token: str = ""
 
 
 class JobIndex(BaseModel):
@@ -191,6 +208,43 @@ class Registry:
         if found is None:
             raise NotFound(f"model {name!r} has no version {version}")
         return found.value
+
+    async def search(self, tenant: str, query: SearchQuery) -> tuple[list[VersionRecord], str]:
+        """Versions matching ``query`` in (model, version) order, and the next page's token."""
+        if not 1 <= query.page_size <= MAX_PAGE:
+            raise InvalidArgument(f"must be between 1 and {MAX_PAGE}, got {query.page_size}", field="page_size")
+        try:
+            offset = int(query.page_token or 0)
+        except ValueError:
+            raise InvalidArgument("not a token this call returned", field="page_token") from None
+        if query.metric == "" and (query.min_value is not None or query.max_value is not None):
+            raise InvalidArgument("a metric is needed for a threshold", field="metric")
+        found = await self._versions.values(f"{tenant}.m.*.v.*")
+        if query.alias:
+            pointed = {(a.model_name, a.version) for a in await self._aliases.values(f"{tenant}.alias.*.{query.alias}")}
+            found = [v for v in found if (v.model_name, v.version) in pointed]
+
+        def keep(v: VersionRecord) -> bool:
+            if query.name_contains not in v.model_name:
+                return False
+            if query.dataset_version_id and v.dataset_version_id != query.dataset_version_id:
+                return False
+            if query.algorithm and v.algorithm != query.algorithm:
+                return False
+            if query.metric:
+                value = v.metrics.get(query.metric)
+                if value is None:
+                    return False
+                if query.min_value is not None and value < query.min_value:
+                    return False
+                if query.max_value is not None and value > query.max_value:
+                    return False
+            return True
+
+        matches = sorted((v for v in found if keep(v)), key=lambda v: (v.model_name, v.version))
+        page = matches[offset : offset + query.page_size]
+        more = offset + query.page_size < len(matches)
+        return page, str(offset + query.page_size) if more else ""
 
     async def list_versions(self, tenant: str, name: str) -> list[VersionRecord]:
         await self.get_model(tenant, name)

@@ -22,6 +22,84 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SearchModelVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_CONTAINS_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    MIN_VALUE_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name_contains: _builtins.str
+    """Model names containing this text."""
+    alias: _builtins.str
+    """Only the version an alias points at (e.g. "champion")."""
+    dataset_version_id: _builtins.str
+    algorithm: _builtins.str
+    metric: _builtins.str
+    """Metric threshold: versions whose metric is within [min_value, max_value]."""
+    min_value: _builtins.float
+    max_value: _builtins.float
+    page_size: _builtins.int
+    """Default 50, at most 500."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        name_contains: _builtins.str = ...,
+        alias: _builtins.str = ...,
+        dataset_version_id: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        min_value: _builtins.float | None = ...,
+        max_value: _builtins.float | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "max_value", b"max_value", "min_value", b"min_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_value", b"_max_value", "_min_value", b"_min_value", "algorithm", b"algorithm", "alias", b"alias", "dataset_version_id", b"dataset_version_id", "max_value", b"max_value", "metric", b"metric", "min_value", b"min_value", "name_contains", b"name_contains", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_value: _TypeAlias = _typing.Literal["max_value"]  # noqa: Y015
+    _WhichOneofArgType__max_value: _TypeAlias = _typing.Literal["_max_value", b"_max_value"]  # noqa: Y015
+    _WhichOneofReturnType__min_value: _TypeAlias = _typing.Literal["min_value"]  # noqa: Y015
+    _WhichOneofArgType__min_value: _TypeAlias = _typing.Literal["_min_value", b"_min_value"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_value) -> _WhichOneofReturnType__max_value | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_value) -> _WhichOneofReturnType__min_value | None: ...
+
+Global___SearchModelVersionsRequest: _TypeAlias = SearchModelVersionsRequest  # noqa: Y015
+
+@_typing.final
+class SearchModelVersionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass back to get the next page; empty on the last one."""
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelVersion]: ...
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___ModelVersion] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchModelVersionsResponse: _TypeAlias = SearchModelVersionsResponse  # noqa: Y015
+
+@_typing.final
 class DatasetNode(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

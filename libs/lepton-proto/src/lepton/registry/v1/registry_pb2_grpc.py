@@ -80,6 +80,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.FromString,
                 _registered_method=True)
+        self.SearchModelVersions = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/SearchModelVersions',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -148,6 +153,13 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchModelVersions(self, request, context):
+        """Versions across models, filtered, in (model name, version) order, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +207,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetLineage,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.SerializeToString,
+            ),
+            'SearchModelVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchModelVersions,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +458,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/GetLineage',
             lepton_dot_registry_dot_v1_dot_registry__pb2.GetModelVersionRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.LineageGraph.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchModelVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/SearchModelVersions',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

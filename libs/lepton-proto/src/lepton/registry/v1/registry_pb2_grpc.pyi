@@ -52,6 +52,8 @@ class RegistryServiceStub:
     each recipe), the training job, evaluations and deployments, gathered from the
     services that own them on the caller's behalf.
     """
+    SearchModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.SearchModelVersionsResponse]
+    """Versions across models, filtered, in (model name, version) order, a page at a time."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -77,6 +79,8 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     each recipe), the training job, evaluations and deployments, gathered from the
     services that own them on the caller's behalf.
     """
+    SearchModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.SearchModelVersionsResponse]  # type: ignore[assignment]
+    """Versions across models, filtered, in (model name, version) order, a page at a time."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -153,5 +157,13 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         each recipe), the training job, evaluations and deployments, gathered from the
         services that own them on the caller's behalf.
         """
+
+    @_abc_1.abstractmethod
+    def SearchModelVersions(
+        self,
+        request: _registry_pb2.SearchModelVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.SearchModelVersionsResponse, _abc.Awaitable[_registry_pb2.SearchModelVersionsResponse]]:
+        """Versions across models, filtered, in (model name, version) order, a page at a time."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
