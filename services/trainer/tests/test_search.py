@@ -101,8 +101,6 @@ async def test_search_fans_out_and_scales_with_workers(
             break
     await sub.unsubscribe()
     assert sorted(completed) == sorted([one.job_id, two.job_id])
-    workers = {t.job_id: t for t in two.trials}
-    assert len(workers) == 4
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ start-up; declaring is idempotent, so the services can start in any order.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -320,16 +319,3 @@ class RecordStore(Generic[R]):
             if found is not None:
                 out.append(found.value)
         return out
-
-
-async def wait_for_stream(js: JetStreamContext, name: str, timeout: float = 10.0) -> None:
-    """Waits until ``name`` exists (another service may still be declaring it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await js.stream_info(name)
-            return
-        except js_errors.NotFoundError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.1)

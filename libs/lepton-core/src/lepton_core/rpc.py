@@ -277,11 +277,3 @@ def client_channel(target: str, api_key: str | None) -> grpc.aio.Channel:
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
     )
-
-
-async def check_health(target: str, timeout: float = 2.0) -> int:
-    """One ``grpc.health.v1`` check; returns the serving status enum value."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        return int(resp.status)

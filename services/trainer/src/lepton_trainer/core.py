@@ -504,9 +504,6 @@ class Jobs:
             await self._proc.wait()
         self._proc = None
 
-    async def close(self) -> None:
-        await self._kill()
-
     async def _parent_running(self, trial: JobRecord) -> None:
         parent = await self.get(trial.tenant, trial.parent_job_id)
         if parent.state == JobState.QUEUED:
