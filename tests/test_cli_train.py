@@ -57,3 +57,20 @@ def test_train_list_show_promote(platform: EmbeddedPlatform, tmp_path: Path) -> 
     assert graph["job"]["job_id"] == result["job_id"] and graph["datasets"][0]["origin"] == "upload"
     cancelled = lepton(platform, "jobs", "cancel", result["job_id"])
     assert cancelled.returncode == 8 and "already succeeded" in cancelled.stderr
+    # Tags, search and an evaluation on request, with the plots written to disk.
+    tagged = lepton(platform, "-o", "json", "models", "tag", "cli-wine", "-t", "team=cellar", "--description", "wine")
+    assert tagged.returncode == 0 and json.loads(tagged.stdout)["tags"] == {"team": "cellar"}
+    found = json.loads(lepton(platform, "-o", "json", "models", "search", "-t", "team=cellar").stdout)
+    assert [v["model_name"] for v in found] == ["cli-wine"]
+    bad_tag = lepton(platform, "models", "tag", "cli-wine", "-t", "novalue")
+    assert bad_tag.returncode == 2 and "KEY=VALUE" in bad_tag.stderr
+    evaluated = lepton(
+        platform, "-o", "json", "models", "evaluate", "cli-wine", "--rows", "all", "--cv", "3",
+        "--plots", str(tmp_path / "plots"),
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["rows"] == "all" and report["test_rows"] == 178 and "accuracy" in report["cross_validation"]
+    assert (tmp_path / "plots" / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
+    refused = lepton(platform, "models", "evaluate", "cli-wine", "--cv", "1")
+    assert refused.returncode == 3 and "cv_folds" in refused.stderr

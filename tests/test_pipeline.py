@@ -24,27 +24,15 @@ from nats.js import api as js_api
 
 from lepton_core import artifacts, events
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, ObjectStore, connect
-from lepton_core.demo import PipelineResult, run_pipeline, write_diabetes_csv
+from lepton_core.demo import PipelineResult, write_diabetes_csv
 from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.processes import SERVICES
 from lepton_core.rpc import client_channel
+from lepton_core.testing import find_event
 from lepton_core.tracesink import TraceSink
 from lepton_core.wire import ref_from_pb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-_RESULT: dict[str, PipelineResult] = {}
-
-
-@pytest_asyncio.fixture
-async def pipeline(
-    platform: EmbeddedPlatform, trace_sink: TraceSink, tmp_path_factory: pytest.TempPathFactory
-) -> PipelineResult:
-    """Runs the pipeline once per session; later tests reuse the result."""
-    if "run" not in _RESULT:
-        csv = write_diabetes_csv(tmp_path_factory.mktemp("data") / "diabetes.csv")
-        _RESULT["run"] = await run_pipeline(platform, csv, trace_sink)
-    return _RESULT["run"]
 
 
 async def test_triton_predictions_equal_in_process_predictions(
@@ -304,15 +292,9 @@ async def test_aliases_over_grpc_compare_and_set_and_an_event(
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await registry.SetAlias(registry_pb2.SetAliasRequest(model_name=name, alias="champion", version=99))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    nc = await connect(platform.nats_url, "test-alias")
-    try:
-        sub = await nc.jetstream().subscribe(
-            f"lepton.evt.{platform.tenant}.registry.alias.moved", stream=EVENTS_STREAM, ordered_consumer=True
-        )
-        event = events.decode(await sub.next_msg(timeout=5))
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
+    event = await find_event(
+        platform.nats_url, f"lepton.evt.{platform.tenant}.registry.alias.moved", lambda e: e.alias == "champion"
+    )
     assert isinstance(event.data, events_pb2.ModelAliasMoved)
     assert event.data.alias == "champion" and event.data.lineage.model_version == version
 

@@ -1,4 +1,4 @@
-"""The registry's KV store against a real nats-server: idempotent, race-free versions."""
+"""The registry's logic against a real nats-server (and the in-memory store): idempotent, race-free versions."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from lepton_core.bus import ObjectRefRecord, RecordStore
-from lepton_core.errors import Conflict, InvalidArgument, NotFound
+from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from lepton_core.store import MemoryStore
 from lepton_core.wire import now
 from lepton_registry.core import (
     AliasRecord,
+    Edit,
     JobIndex,
     ModelRecord,
     PolicyRecord,
@@ -22,7 +24,15 @@ from lepton_registry.core import (
 )
 
 
-async def _registry(nc: NATS) -> Registry:
+async def _registry(nc: NATS, backend: str = "jetstream-kv") -> Registry:
+    if backend == "memory":
+        return Registry(
+            MemoryStore(ModelRecord),
+            MemoryStore(VersionRecord),
+            MemoryStore(JobIndex),
+            MemoryStore(AliasRecord),
+            MemoryStore(PolicyRecord),
+        )
     js = nc.jetstream()
     return Registry(
         await RecordStore.open(js, "models", ModelRecord),
@@ -120,3 +130,90 @@ async def test_search_filters_and_pages(nc: NATS) -> None:
     assert err.value.field == "page_size"
     with pytest.raises(InvalidArgument):
         await registry.search(tenant, SearchQuery(min_value=1.0))
+
+
+BACKENDS = pytest.mark.parametrize("backend", ["jetstream-kv", "memory"])
+
+
+@BACKENDS
+async def test_models_take_descriptions_and_tags(nc: NATS, backend: str) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc, backend)
+    await registry.register(_draft(tenant, "job_1").model_copy(update={"task": "regression"}))
+    model = await registry.get_model(tenant, "m")
+    assert (model.task, model.description, model.tags) == ("regression", "", {})
+    model, changed = await registry.update_model(
+        tenant, "m", Edit(description="diabetes progression", set_tags={"team": "care", "stage": "beta"})
+    )
+    assert changed == ["description", "tags"] and model.tags == {"team": "care", "stage": "beta"}
+    model, changed = await registry.update_model(tenant, "m", Edit(remove_tags=("stage",)))
+    assert changed == ["tags"] and model.tags == {"team": "care"} and model.description == "diabetes progression"
+    _, changed = await registry.update_model(tenant, "m", Edit(set_tags={"team": "care"}))
+    assert changed == []  # nothing changed, nothing written
+    with pytest.raises(InvalidArgument) as err:
+        await registry.update_model(tenant, "m", Edit(set_tags={"bad key!": "x"}))
+    assert err.value.field == "set_tags"
+    with pytest.raises(InvalidArgument):
+        await registry.update_model(tenant, "m", Edit(set_tags={"a": "1"}, remove_tags=("a",)))
+    with pytest.raises(InvalidArgument) as err:
+        await registry.update_model(tenant, "m", Edit(status="archived"))
+    assert err.value.field == "status"
+    with pytest.raises(NotFound):
+        await registry.update_model(tenant, "nope", Edit(description="x"))
+
+
+@BACKENDS
+async def test_concurrent_tag_edits_are_all_kept(nc: NATS, backend: str) -> None:
+    """Each edit is read-change-compare-and-set, retried on conflict: no edit is lost."""
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc, backend)
+    await registry.register(_draft(tenant, "job_1"))
+    await asyncio.gather(*(registry.update_model(tenant, "m", Edit(set_tags={f"k{i}": str(i)})) for i in range(8)))
+    assert (await registry.get_model(tenant, "m")).tags == {f"k{i}": str(i) for i in range(8)}
+
+
+@BACKENDS
+async def test_archived_versions_take_no_alias_and_aliased_ones_cannot_be_archived(nc: NATS, backend: str) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc, backend)
+    for job in ("job_a", "job_b"):
+        await registry.register(_draft(tenant, job))
+    await registry.set_alias(tenant, "m", "champion", 1, expected=0)
+    with pytest.raises(FailedPrecondition, match="aliased as champion"):
+        await registry.update_version(tenant, "m", 1, Edit(status="archived"))
+    v2, changed = await registry.update_version(tenant, "m", 2, Edit(status="archived", set_tags={"why": "leak"}))
+    assert changed == ["tags", "status"] and v2.status == "archived" and v2.updated_at is not None
+    with pytest.raises(FailedPrecondition, match="archived"):
+        await registry.set_alias(tenant, "m", "champion", 2, expected=1)
+    assert await registry.resolve_alias(tenant, "m", "champion") == 1
+    with pytest.raises(InvalidArgument) as err:
+        await registry.update_version(tenant, "m", 2, Edit(status="deleted"))
+    assert err.value.field == "status"
+
+
+@BACKENDS
+async def test_search_by_tags_task_and_status(nc: NATS, backend: str) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc, backend)
+    for i, name in enumerate(["fraud", "fraud", "churn"]):
+        draft = _draft(tenant, f"job_{i}").model_copy(
+            update={"model_name": name, "task": "classification" if name == "fraud" else "regression"}
+        )
+        await registry.register(draft)
+    await registry.update_model(tenant, "fraud", Edit(set_tags={"team": "risk"}))
+    await registry.update_version(tenant, "churn", 1, Edit(set_tags={"team": "risk", "gpu": "no"}))
+    await registry.update_version(tenant, "fraud", 1, Edit(status="archived"))
+
+    async def found(**query: object) -> list[tuple[str, int]]:
+        page, _ = await registry.search(tenant, SearchQuery(**query))  # type: ignore[arg-type]
+        return [(v.model_name, v.version) for v in page]
+
+    # A tag matches on the version or on its model.
+    assert await found(tags=(("team", "risk"),)) == [("churn", 1), ("fraud", 1), ("fraud", 2)]
+    assert await found(tags=(("team", "risk"), ("gpu", "no"))) == [("churn", 1)]
+    assert await found(task="classification") == [("fraud", 1), ("fraud", 2)]
+    assert await found(status="ready") == [("churn", 1), ("fraud", 2)]
+    assert await found(status="archived", tags=(("team", "risk"),)) == [("fraud", 1)]
+    with pytest.raises(InvalidArgument) as err:
+        await found(status="gone")
+    assert err.value.field == "status"

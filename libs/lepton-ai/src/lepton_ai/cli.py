@@ -216,12 +216,13 @@ def data_delete(name: Annotated[str, typer.Argument(help="Dataset name or id.")]
     emit({"versions_deleted": n}, f"deleted {name} ({n} versions)")
 
 
-def _params(items: list[str]) -> dict[str, str]:
+def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
+    """``KEY=VALUE`` options (repeatable) as a dict."""
     out = {}
-    for item in items:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"expected name=value, got {item!r}", param_hint="--param")
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
         out[key] = value
     return out
 
@@ -240,7 +241,7 @@ def train(
     """Train a model with a live progress bar; prints the registered version and its metrics."""
     from lepton_ai.models import Model
 
-    estimator = type("CliModel", (Model,), {"algorithm": algorithm})(**_params(param or []))
+    estimator = type("CliModel", (Model,), {"algorithm": algorithm})(**_pairs(param, "--param"))
     with client() as c:
         estimator.fit(c.datasets.get(dataset), target, model_name=name, seed=seed)
     result = {
@@ -338,11 +339,16 @@ def models_show(
         "dataset_version_id": lin.dataset_version_id,
         "training_job_id": lin.training_job_id,
         "evaluation_id": lin.evaluation_id,
+        "task": v.task,
+        "status": v.status,
+        "tags": dict(v.tags),
+        "description": v.description,
+        "plots": list(v.plots),
         "metrics": dict(v.metrics),
     }
     t = Table("field", "value", title=f"{v.model_name} v{v.version}", title_justify="left")
     for k, val in info.items():
-        t.add_row(k, json.dumps(val) if isinstance(val, dict) else str(val))
+        t.add_row(k, json.dumps(val) if isinstance(val, dict | list) else str(val))
     emit(info, t)
 
 
@@ -367,7 +373,8 @@ def models_lineage(
         root.add(f"training job {g.job.job_id} {g.job.state} on {g.job.worker_id}  params {dict(g.job.params)}")
     for e in g.evaluations:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(e.metrics.items())[:4])
-        root.add(f"evaluation {e.evaluation_id}: {shown}")
+        on = f" on {e.dataset_version_id} ({e.rows})" if e.dataset_version_id else ""
+        root.add(f"evaluation {e.evaluation_id}{on}: {shown}")
     for dep in g.deployments:
         root.add(f"deployment {dep.name} {dep.state} (Triton {dep.triton_model} v{dep.triton_version})")
     for w in g.warnings:
@@ -391,6 +398,112 @@ def models_promote(
         {"model_name": name, "alias": alias, "version": moved.version, "previous_version": moved.previous_version},
         f"{name}@{alias}: v{moved.previous_version or '-'} -> v{moved.version}",
     )
+
+
+@models_app.command("tag")
+def models_tag(
+    name: str,
+    version: Annotated[int, typer.Option(help="Tag this version (default: the model itself).")] = 0,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE to set (repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option(help="Tag key to remove (repeatable).")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    status: Annotated[str, typer.Option(help="Version status: ready or archived.")] = "",
+) -> None:
+    """Set a model's or a version's tags, description or status."""
+    tags = _pairs(tag, "--tag")
+    with client() as c:
+        if version:
+            v = c.models.update_version(
+                name, version, description=description, tags=tags, remove_tags=remove or [], status=status
+            )
+            info: dict[str, Any] = {"model_name": name, "version": v.version, "tags": dict(v.tags), "status": v.status}
+        else:
+            if status:
+                raise typer.BadParameter("models have no status; give --version", param_hint="--status")
+            m = c.models.update(name, description=description, tags=tags, remove_tags=remove or [])
+            info = {"model_name": name, "description": m.description, "tags": dict(m.tags)}
+    emit(info, " ".join(f"{k}={v}" for k, v in info["tags"].items()) or "(no tags)")
+
+
+@models_app.command("search")
+def models_search(
+    name: Annotated[str, typer.Option(help="Model names containing this.")] = "",
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE that must match.")] = None,
+    alias: Annotated[str, typer.Option(help="Only the version this alias points at.")] = "",
+    dataset: Annotated[str, typer.Option(help="Trained on this dataset version.")] = "",
+    metric: Annotated[str, typer.Option(help="Metric to bound with --min/--max.")] = "",
+    min_value: Annotated[float | None, typer.Option("--min")] = None,
+    max_value: Annotated[float | None, typer.Option("--max")] = None,
+    status: Annotated[str, typer.Option(help="ready or archived (default both).")] = "",
+) -> None:
+    """Versions across models: by name, tag, alias, dataset and metric threshold."""
+    with client() as c:
+        found = list(
+            c.models.search(
+                name_contains=name,
+                tags=_pairs(tag, "--tag"),
+                alias=alias,
+                dataset_version_id=dataset,
+                metric=metric,
+                min_value=min_value,
+                max_value=max_value,
+                status=status,
+            )
+        )
+    t = Table("model", "version", "algorithm", "status", metric or "metrics")
+    for v in found:
+        shown = (
+            f"{v.metrics[metric]:.4g}"
+            if metric
+            else ", ".join(f"{k} {x:.3g}" for k, x in sorted(v.metrics.items())[:3])
+        )
+        t.add_row(v.model_name, str(v.version), v.algorithm, v.status, shown)
+    emit(
+        [
+            {"model_name": v.model_name, "version": v.version, "metrics": dict(v.metrics), "tags": dict(v.tags)}
+            for v in found
+        ],
+        t,
+    )
+
+
+@models_app.command("evaluate")
+def models_evaluate(
+    name: str,
+    version: Annotated[int, typer.Option(help="Version (default: latest).")] = 0,
+    alias: Annotated[str, typer.Option(help="Or an alias, e.g. champion.")] = "",
+    dataset: Annotated[str, typer.Option(help="Dataset version id (default: the training one).")] = "",
+    rows: Annotated[str, typer.Option(help="holdout or all (default: holdout on the training data).")] = "",
+    cv: Annotated[int, typer.Option(help="K-fold cross-validation folds (0: none).")] = 0,
+    plots: Annotated[Path | None, typer.Option(help="Write the PNG plots into this directory.")] = None,
+) -> None:
+    """Evaluate a version now, on any dataset version, with optional cross-validation."""
+    with client() as c:
+        e = c.models.evaluate(name, version, alias=alias, dataset_version_id=dataset, rows=rows, cv_folds=cv)
+        written = []
+        if plots is not None:
+            plots.mkdir(parents=True, exist_ok=True)
+            for plot in e.plots:
+                path = plots / f"{plot}.png"
+                path.write_bytes(c.models.plot(e.evaluation_id, plot))
+                written.append(str(path))
+    info = {
+        "evaluation_id": e.evaluation_id,
+        "dataset_version_id": e.lineage.dataset_version_id,
+        "rows": e.rows,
+        "test_rows": e.test_rows,
+        "metrics": dict(e.metrics),
+        "cross_validation": {
+            k: [e.cross_validation.mean[k], e.cross_validation.std[k]] for k in e.cross_validation.mean
+        },
+        "plots": written or list(e.plots),
+    }
+    t = Table("metric", "value", title=f"{e.evaluation_id} ({e.rows}, {e.test_rows} rows)", title_justify="left")
+    for k, val in sorted(e.metrics.items()):
+        t.add_row(k, f"{val:.6g}")
+    for k in sorted(e.cross_validation.mean):
+        t.add_row(f"cv {k}", f"{e.cross_validation.mean[k]:.6g} ± {e.cross_validation.std[k]:.3g}")
+    emit(info, t)
 
 
 @app.command("up")

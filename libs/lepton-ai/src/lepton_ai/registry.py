@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator
 
+from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -105,3 +106,119 @@ class Models:
             request.expected_version = expected_version
         result: registry_pb2.ModelAlias = self._t.call("registry", self._stub().SetAlias, request)
         return result
+
+    def search(
+        self,
+        *,
+        name_contains: str = "",
+        tags: dict[str, str] | None = None,
+        alias: str = "",
+        dataset_version_id: str = "",
+        algorithm: str = "",
+        task: str = "",
+        status: str = "",
+        metric: str = "",
+        min_value: float | None = None,
+        max_value: float | None = None,
+        page_size: int = 50,
+    ) -> Iterator[registry_pb2.ModelVersion]:
+        """Versions across models matching every filter given, page after page.
+
+        ``tags`` match on the version or on its model; ``min_value``/``max_value``
+        bound ``metric``.
+        """
+        request = registry_pb2.SearchModelVersionsRequest(
+            name_contains=name_contains,
+            tags=tags or {},
+            alias=alias,
+            dataset_version_id=dataset_version_id,
+            algorithm=algorithm,
+            task=task,
+            status=status,
+            metric=metric,
+            page_size=page_size,
+        )
+        if min_value is not None:
+            request.min_value = min_value
+        if max_value is not None:
+            request.max_value = max_value
+        while True:
+            page = self._t.call("registry", self._stub().SearchModelVersions, request)
+            yield from page.versions
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def update(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        remove_tags: builtins.list[str] | tuple[str, ...] = (),
+    ) -> registry_pb2.RegisteredModel:
+        """Sets a model's description and tags (only what is given changes)."""
+        request = registry_pb2.UpdateModelRequest(name=name, set_tags=tags or {}, remove_tags=list(remove_tags))
+        if description is not None:
+            request.description = description
+        result: registry_pb2.RegisteredModel = self._t.call("registry", self._stub().UpdateModel, request)
+        return result
+
+    def update_version(
+        self,
+        name: str,
+        version: int,
+        *,
+        description: str | None = None,
+        tags: dict[str, str] | None = None,
+        remove_tags: builtins.list[str] | tuple[str, ...] = (),
+        status: str = "",
+    ) -> registry_pb2.ModelVersion:
+        """Sets a version's description, tags or status (``"ready"`` or ``"archived"``)."""
+        request = registry_pb2.UpdateModelVersionRequest(
+            model_name=name, version=version, set_tags=tags or {}, remove_tags=list(remove_tags), status=status
+        )
+        if description is not None:
+            request.description = description
+        result: registry_pb2.ModelVersion = self._t.call("registry", self._stub().UpdateModelVersion, request)
+        return result
+
+    def _evaluator(self) -> evaluator_pb2_grpc.EvaluationServiceStub:
+        return evaluator_pb2_grpc.EvaluationServiceStub(self._t.channel("evaluator"))
+
+    def evaluate(
+        self,
+        name: str,
+        version: int = 0,
+        *,
+        alias: str = "",
+        dataset_version_id: str = "",
+        rows: str = "",
+        cv_folds: int = 0,
+        timeout: float = 600.0,
+    ) -> evaluator_pb2.Evaluation:
+        """Evaluates a version now, on its training data's held-out rows or on any dataset version.
+
+        ``rows``: ``"holdout"`` or ``"all"`` (default: holdout on the training version,
+        all rows on another). ``cv_folds`` >= 2 adds k-fold cross-validation.
+        """
+        request = evaluator_pb2.EvaluateRequest(
+            model_name=name,
+            model_version=version,
+            alias=alias,
+            dataset_version_id=dataset_version_id,
+            rows=rows,
+            cv_folds=cv_folds,
+        )
+        result: evaluator_pb2.Evaluation = self._t.call("evaluator", self._evaluator().Evaluate, request, timeout)
+        return result
+
+    def evaluations(self, name: str, version: int = 0) -> builtins.list[evaluator_pb2.Evaluation]:
+        """A model's evaluations (one version's, when given), newest first."""
+        request = evaluator_pb2.ListEvaluationsRequest(model_name=name, model_version=version)
+        return list(self._t.call("evaluator", self._evaluator().ListEvaluations, request).evaluations)
+
+    def plot(self, evaluation_id: str, name: str) -> bytes:
+        """One PNG of an evaluation (``Evaluation.plots`` names them)."""
+        request = evaluator_pb2.GetPlotRequest(evaluation_id=evaluation_id, name=name)
+        return bytes(self._t.call("evaluator", self._evaluator().GetPlot, request).png)

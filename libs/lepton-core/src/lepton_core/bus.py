@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -21,6 +19,8 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
 from lepton_core.errors import Conflict, DataIntegrityError, NotFound
+from lepton_core.store import R, Store
+from lepton_core.store import Versioned as Versioned  # re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
 
@@ -230,19 +230,8 @@ class ObjectStore:
         return bytes(buf)
 
 
-R = TypeVar("R", bound=BaseModel)
-
-
-@dataclass(frozen=True)
-class Versioned(Generic[R]):
-    """A KV record and the revision it was read at, for compare-and-set."""
-
-    value: R
-    revision: int
-
-
-class RecordStore(Generic[R]):
-    """Typed JSON records in one KV bucket, with optimistic concurrency."""
+class RecordStore(Store[R]):
+    """Typed JSON records in one KV bucket, with optimistic concurrency (the default :class:`Store`)."""
 
     def __init__(self, js: JetStreamContext, kv: KeyValue, bucket: str, model: type[R]) -> None:
         self._js = js
@@ -262,12 +251,6 @@ class RecordStore(Generic[R]):
         if entry.value is None:
             return None
         return Versioned(self._model.model_validate_json(entry.value), entry.revision or 0)
-
-    async def require(self, key: str, what: str) -> Versioned[R]:
-        found = await self.get(key)
-        if found is None:
-            raise NotFound(f"{what} does not exist")
-        return found
 
     async def create(self, key: str, value: R) -> int:
         """Writes only if the key is absent; :class:`Conflict` otherwise."""
@@ -311,11 +294,3 @@ class RecordStore(Generic[R]):
         info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{pattern}")
         prefix = len(f"$KV.{self._bucket}.")
         return sorted(subject[prefix:] for subject in (info.state.subjects or {}))
-
-    async def values(self, pattern: str) -> list[R]:
-        out: list[R] = []
-        for key in await self.keys(pattern):
-            found = await self.get(key)
-            if found is not None:
-                out.append(found.value)
-        return out

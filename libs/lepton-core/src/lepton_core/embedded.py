@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -50,6 +50,7 @@ class EmbeddedPlatform:
         triton: Whether to start the embedded Triton server.
         base_port: The data service's port; the others follow in SERVICES order (the
             layout the SDK's ``LEPTON_URL`` assumes). None picks a free block.
+        extra_api_keys: More keys, each to its tenant (e.g. a second tenant in tests).
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class EmbeddedPlatform:
         services: Sequence[str] = SERVICES,
         triton: bool = True,
         base_port: int | None = None,
+        extra_api_keys: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -70,6 +72,7 @@ class EmbeddedPlatform:
         self.service_names = tuple(services)
         self.want_triton = triton
         self.base_port = base_port
+        self.extra_api_keys = dict(extra_api_keys or {})
         self.nats: NatsServer | None = None
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
@@ -110,13 +113,15 @@ class EmbeddedPlatform:
             values = {
                 "nats_url": self.nats.url,
                 "grpc_port": str(ports[name]),
-                "api_keys": json.dumps({self.api_key: self.tenant}),
+                "api_keys": json.dumps({**self.extra_api_keys, self.api_key: self.tenant}),
                 "trace_export_delay_ms": "200",
             }
             if self.otlp_endpoint:
                 values["otlp_endpoint"] = self.otlp_endpoint
-            if name in ("trainer", "registry"):
+            if name in ("trainer", "registry", "evaluator"):
                 values["data_url"] = self.addresses.get("data", "127.0.0.1:50051")
+            if name == "evaluator":
+                values["registry_url"] = self.addresses.get("registry", "127.0.0.1:50054")
             if name == "registry":
                 for peer in ("trainer", "evaluator", "deployer"):
                     values[f"{peer}_url"] = self.addresses.get(peer, "")

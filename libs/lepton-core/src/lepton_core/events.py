@@ -84,6 +84,8 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.EvaluationComparisonCompleted, "evaluation.comparison.completed"),
     EventSpec(ev.ModelVersionCreated, "registry.version.created"),
     EventSpec(ev.ModelAliasMoved, "registry.alias.moved"),
+    EventSpec(ev.ModelUpdated, "registry.model.updated"),
+    EventSpec(ev.ModelVersionUpdated, "registry.version.updated"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),
     EventSpec(ev.DeploymentFailed, "deployment.failed"),
     EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),

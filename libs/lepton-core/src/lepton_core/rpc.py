@@ -47,6 +47,20 @@ STATUS_OF: dict[type[errors.LeptonError], grpc.StatusCode] = {
 }
 
 
+#: Status codes of a peer's answer that pass through to the caller unchanged.
+_PASSED_ON = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
 def status_code_for(exc: errors.LeptonError) -> grpc.StatusCode:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
@@ -122,6 +136,16 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, str(exc)))
     if isinstance(exc, errors.LeptonError):
         await context.abort(status_code_for(exc), str(exc))
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A service this call asked on the caller's behalf (with the caller's key) said no:
+        # the caller gets that answer, not an INTERNAL that hides it.
+        code = exc.code()
+        if code in _PASSED_ON:
+            await context.abort(code, exc.details() or code.name)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"a service this call needs did not answer ({code.name}: {exc.details()})"
+            )
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", error_id, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the service log")

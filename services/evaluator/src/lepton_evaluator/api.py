@@ -6,16 +6,18 @@ import asyncio
 
 import grpc
 from lepton.common.v1 import common_pb2
+from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.events.v1 import events_pb2
+from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
 from lepton_core.bus import ObjectStore
-from lepton_core.errors import InvalidArgument, NotFound
-from lepton_core.rpc import current_tenant
+from lepton_core.errors import InvalidArgument
+from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_evaluator.core import EvaluationRecord, Evaluations, compare
+from lepton_evaluator.core import ALL_ROWS, HOLDOUT, MAX_FOLDS, EvaluationRecord, Evaluations, Run, compare
 
 
 def evaluation_lineage(record: EvaluationRecord) -> common_pb2.Lineage:
@@ -25,44 +27,114 @@ def evaluation_lineage(record: EvaluationRecord) -> common_pb2.Lineage:
         training_job_id=record.training_job_id,
         evaluation_id=record.evaluation_id,
         model_name=record.model_name,
+        model_version=record.model_version,
     )
 
 
+def evaluation_to_pb(record: EvaluationRecord) -> evaluator_pb2.Evaluation:
+    out = evaluator_pb2.Evaluation(
+        evaluation_id=record.evaluation_id,
+        lineage=evaluation_lineage(record),
+        metrics=record.metrics,
+        test_rows=record.test_rows,
+        created_at=ts(record.created_at),
+        headline_metric=record.headline_metric,
+        per_class=[evaluator_pb2.ClassMetrics(label=k, metrics=v) for k, v in record.per_class.items()],
+        classes=record.classes,
+        confusion=[n for row in record.confusion for n in row],
+        plots=sorted(record.plots),
+        rows=record.rows,
+        trigger=record.trigger,
+    )
+    if record.ci_low is not None and record.ci_high is not None:
+        out.ci_low, out.ci_high = record.ci_low, record.ci_high
+    if record.cv_folds:
+        out.cross_validation.CopyFrom(
+            evaluator_pb2.CrossValidation(folds=record.cv_folds, mean=record.cv_mean, std=record.cv_std)
+        )
+    return out
+
+
 class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
-    def __init__(self, evaluations: Evaluations) -> None:
+    def __init__(self, evaluations: Evaluations, registry_url: str, data_url: str) -> None:
         self._evaluations = evaluations
+        self._registry_url = registry_url
+        self._data_url = data_url
+
+    async def _version(self, name: str, number: int, alias: str) -> registry_pb2.ModelVersion:
+        """A registry version, asked for with the caller's key (so only the caller's tenant's)."""
+        async with client_channel(self._registry_url, current_api_key()) as ch:
+            version: registry_pb2.ModelVersion = await registry_pb2_grpc.RegistryServiceStub(ch).GetModelVersion(
+                registry_pb2.GetModelVersionRequest(model_name=name, version=number, alias=alias), timeout=10
+            )
+        return version
 
     async def GetEvaluation(
         self, request: evaluator_pb2.GetEvaluationRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Evaluation:
-        if not request.training_job_id:
-            raise InvalidArgument("a training job id is required", field="training_job_id")
-        record = await self._evaluations.get(current_tenant(), request.training_job_id)
-        if record is None:
-            raise NotFound(f"no evaluation for training job {request.training_job_id!r} (yet)")
-        out = evaluator_pb2.Evaluation(
-            evaluation_id=record.evaluation_id,
-            lineage=evaluation_lineage(record),
-            metrics=record.metrics,
-            test_rows=record.test_rows,
-            created_at=ts(record.created_at),
-            headline_metric=record.headline_metric,
-            per_class=[evaluator_pb2.ClassMetrics(label=k, metrics=v) for k, v in record.per_class.items()],
-            classes=record.classes,
-            confusion=[n for row in record.confusion for n in row],
-            plots=sorted(record.plots),
+        record = await self._evaluations.require(
+            current_tenant(), job_id=request.training_job_id, evaluation_id=request.evaluation_id
         )
-        if record.ci_low is not None and record.ci_high is not None:
-            out.ci_low, out.ci_high = record.ci_low, record.ci_high
-        return out
+        return evaluation_to_pb(record)
 
     async def GetPlot(
         self, request: evaluator_pb2.GetPlotRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Plot:
-        if not request.training_job_id:
-            raise InvalidArgument("a training job id is required", field="training_job_id")
-        png = await self._evaluations.plot(current_tenant(), request.training_job_id, request.name)
+        png = await self._evaluations.plot(
+            current_tenant(), request.name, job_id=request.training_job_id, evaluation_id=request.evaluation_id
+        )
         return evaluator_pb2.Plot(name=request.name, png=png)
+
+    async def ListEvaluations(
+        self, request: evaluator_pb2.ListEvaluationsRequest, context: grpc.aio.ServicerContext
+    ) -> evaluator_pb2.ListEvaluationsResponse:
+        if not request.model_name:
+            raise InvalidArgument("a model name is required", field="model_name")
+        also = ""
+        if request.model_version:
+            # The automatic evaluation ran before the registry numbered the version: the
+            # version's own record says which evaluation it was.
+            version = await self._version(request.model_name, request.model_version, "")
+            also = version.lineage.evaluation_id
+        found = await self._evaluations.list(current_tenant(), request.model_name, request.model_version, also)
+        return evaluator_pb2.ListEvaluationsResponse(evaluations=[evaluation_to_pb(r) for r in found])
+
+    async def Evaluate(
+        self, request: evaluator_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
+    ) -> evaluator_pb2.Evaluation:
+        if not request.model_name:
+            raise InvalidArgument("a model name is required", field="model_name")
+        if request.rows not in ("", HOLDOUT, ALL_ROWS):
+            raise InvalidArgument(f"must be {HOLDOUT!r} or {ALL_ROWS!r}, got {request.rows!r}", field="rows")
+        if request.cv_folds != 0 and not 2 <= request.cv_folds <= MAX_FOLDS:
+            raise InvalidArgument(f"must be 0 or 2..{MAX_FOLDS}, got {request.cv_folds}", field="cv_folds")
+        tenant, key = current_tenant(), current_api_key()
+        version = await self._version(request.model_name, request.model_version, request.alias)
+        trained_on = version.lineage.dataset_version_id
+        dataset_version_id = request.dataset_version_id or trained_on
+        async with client_channel(self._data_url, key) as ch:
+            dv = await data_pb2_grpc.DataServiceStub(ch).GetDatasetVersion(
+                data_pb2.GetDatasetVersionRequest(version_id=dataset_version_id), timeout=10
+            )
+        rows = request.rows or (HOLDOUT if dataset_version_id == trained_on else ALL_ROWS)
+        record = await self._evaluations.evaluate(
+            Run(
+                tenant=tenant,
+                job_id=version.lineage.training_job_id,
+                dataset_id=dv.dataset_id,
+                dataset_version_id=dv.version_id,
+                model_name=version.model_name,
+                model_version=version.version,
+                artifact=ref_from_pb(version.artifact),
+                dataset=ref_from_pb(dv.object),
+                seed=version.split_seed,
+                test_fraction=version.test_fraction,
+                rows=rows,
+                cv_folds=request.cv_folds,
+                trigger="request",
+            )
+        )
+        return evaluation_to_pb(record)
 
 
 class TrainingCompletedHandler:
@@ -73,15 +145,17 @@ class TrainingCompletedHandler:
     async def __call__(self, event: events.Event[events_pb2.TrainingCompleted]) -> None:
         done = event.data
         record = await self._evaluations.evaluate(
-            tenant=done.tenant,
-            job_id=done.lineage.training_job_id,
-            dataset_id=done.lineage.dataset_id,
-            dataset_version_id=done.lineage.dataset_version_id,
-            model_name=done.model_name,
-            artifact=ref_from_pb(done.artifact),
-            dataset=ref_from_pb(done.dataset_object),
-            seed=done.split_seed,
-            test_fraction=done.test_fraction,
+            Run(
+                tenant=done.tenant,
+                job_id=done.lineage.training_job_id,
+                dataset_id=done.lineage.dataset_id,
+                dataset_version_id=done.lineage.dataset_version_id,
+                model_name=done.model_name,
+                artifact=ref_from_pb(done.artifact),
+                dataset=ref_from_pb(done.dataset_object),
+                seed=done.split_seed,
+                test_fraction=done.test_fraction,
+            )
         )
         await self._rt.publish(
             events_pb2.EvaluationCompleted(
@@ -90,6 +164,7 @@ class TrainingCompletedHandler:
                 metrics=record.metrics,
                 test_rows=record.test_rows,
                 training=done,
+                plots=sorted(record.plots),
             ),
             tenant=done.tenant,
             event_id=f"evaluation.completed:{record.training_job_id}",

@@ -16,7 +16,7 @@ from lepton_core.errors import Conflict, InvalidArgument
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
-from lepton_registry.core import AliasRecord, ModelRecord, PolicyRecord, Registry, SearchQuery, VersionRecord
+from lepton_registry.core import AliasRecord, Edit, ModelRecord, PolicyRecord, Registry, SearchQuery, VersionRecord
 from lepton_registry.lineage import Peers, gather
 
 
@@ -43,12 +43,38 @@ def version_to_pb(v: VersionRecord) -> registry_pb2.ModelVersion:
         features=v.features,
         target=v.target,
         created_at=ts(v.created_at),
+        task=v.task,
+        inputs=[common_pb2.Column(name=c["name"], dtype=c["dtype"]) for c in v.inputs],
+        plots=v.plots,
+        status=v.status,
+        tags=v.tags,
+        description=v.description,
+        split_seed=v.split_seed,
+        test_fraction=v.test_fraction,
+        updated_at=ts(v.updated_at or v.created_at),
     )
 
 
 def model_to_pb(m: ModelRecord, aliases: dict[str, int] | None = None) -> registry_pb2.RegisteredModel:
     return registry_pb2.RegisteredModel(
-        name=m.name, latest_version=m.latest_version, created_at=ts(m.created_at), aliases=aliases or {}
+        name=m.name,
+        latest_version=m.latest_version,
+        created_at=ts(m.created_at),
+        aliases=aliases or {},
+        description=m.description,
+        task=m.task,
+        tags=m.tags,
+        owner=m.tenant,
+        updated_at=ts(m.updated_at or m.created_at),
+    )
+
+
+def edit_from_pb(request: registry_pb2.UpdateModelRequest | registry_pb2.UpdateModelVersionRequest) -> Edit:
+    return Edit(
+        description=request.description if request.HasField("description") else None,
+        set_tags=dict(request.set_tags),
+        remove_tags=tuple(request.remove_tags),
+        status=getattr(request, "status", ""),
     )
 
 
@@ -101,11 +127,65 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             max_value=request.max_value if request.HasField("max_value") else None,
             page_size=request.page_size or 50,
             page_token=request.page_token,
+            tags=tuple(sorted(request.tags.items())),
+            task=request.task,
+            status=request.status,
         )
         versions, token = await self._registry.search(current_tenant(), query)
         return registry_pb2.SearchModelVersionsResponse(
             versions=[version_to_pb(v) for v in versions], next_page_token=token
         )
+
+    async def UpdateModel(
+        self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.RegisteredModel:
+        tenant, name = current_tenant(), _name(request.name)
+        model, changed = await self._registry.update_model(tenant, name, edit_from_pb(request))
+        policy = policy_to_pb(await self._registry.policy(tenant, name))
+        if changed:
+            await self.model_updated(model, policy, changed)
+        out = model_to_pb(model, await self._registry.aliases(tenant, name))
+        out.policy.CopyFrom(policy)
+        return out
+
+    async def model_updated(self, model: ModelRecord, policy: events_pb2.PromotionPolicy, changed: list[str]) -> None:
+        await self._rt.publish(
+            events_pb2.ModelUpdated(
+                tenant=model.tenant,
+                lineage=lineage(model_name=model.name),
+                description=model.description,
+                tags=model.tags,
+                policy=policy,
+                changed=changed,
+            ),
+            tenant=model.tenant,
+            event_id=f"registry.model.updated:{model.tenant}:{model.name}:{now().isoformat()}",
+            ce_subject=model.name,
+        )
+
+    async def UpdateModelVersion(
+        self, request: registry_pb2.UpdateModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ModelVersion:
+        tenant, name = current_tenant(), _name(request.model_name)
+        if request.version <= 0:
+            raise InvalidArgument(f"must be a version number, got {request.version}", field="version")
+        version, changed = await self._registry.update_version(tenant, name, request.version, edit_from_pb(request))
+        if changed:
+            at = version.updated_at or now()
+            await self._rt.publish(
+                events_pb2.ModelVersionUpdated(
+                    tenant=tenant,
+                    lineage=version_lineage(version),
+                    description=version.description,
+                    tags=version.tags,
+                    status=version.status,
+                    changed=changed,
+                ),
+                tenant=tenant,
+                event_id=f"registry.version.updated:{tenant}:{name}:{version.version}:{at.isoformat()}",
+                ce_subject=f"{name}/{version.version}",
+            )
+        return version_to_pb(version)
 
     async def GetLineage(
         self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
@@ -161,7 +241,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 auto_promote=p.auto_promote,
             ),
         )
-        out = model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
+        model = await self._registry.get_model(tenant, name)
+        await self.model_updated(model, policy_to_pb(policy), ["policy"])
+        out = model_to_pb(model, await self._registry.aliases(tenant, name))
         out.policy.CopyFrom(policy_to_pb(policy))
         return out
 
@@ -204,9 +286,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModelVersion(
         self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelVersion:
-        return version_to_pb(
-            await self._registry.get_version(current_tenant(), _name(request.model_name), request.version)
-        )
+        return version_to_pb(await self._version_of(current_tenant(), request))
 
     async def ListModelVersions(
         self, request: registry_pb2.ListModelVersionsRequest, context: grpc.aio.ServicerContext
@@ -244,6 +324,9 @@ class EvaluationCompletedHandler:
                 dataset_object=ref_from_pb(t.dataset_object),
                 split_seed=t.split_seed,
                 test_fraction=t.test_fraction,
+                task=t.task,
+                inputs=[{"name": c.name, "dtype": c.dtype} for c in t.inputs],
+                plots=list(ev.plots),
             )
         )
         champion = await self._registry.champion(ev.tenant, record.model_name)

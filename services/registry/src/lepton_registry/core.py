@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from lepton_core.bus import ObjectRefRecord, RecordStore
-from lepton_core.errors import Conflict, InvalidArgument, NotFound
+from lepton_core.bus import ObjectRefRecord
+from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from lepton_core.store import R, Store
 from lepton_core.wire import now
+
+#: Version statuses: a registered version is ``ready``; ``archived`` keeps it (and its
+#: lineage) but it can no longer take an alias.
+STATUSES = ("ready", "archived")
+TAG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+MAX_TAGS = 50
+MAX_TAG_VALUE = 512
+MAX_DESCRIPTION = 8192
 
 
 class ModelRecord(BaseModel):
@@ -24,6 +34,10 @@ class ModelRecord(BaseModel):
     name: str
     latest_version: int
     created_at: datetime
+    description: str = ""
+    task: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    updated_at: datetime | None = None
 
 
 class VersionRecord(BaseModel):
@@ -44,6 +58,56 @@ class VersionRecord(BaseModel):
     dataset_object: ObjectRefRecord | None = None
     split_seed: int = 42
     test_fraction: float = 0.2
+    task: str = ""
+    inputs: list[dict[str, str]] = Field(default_factory=list)
+    plots: list[str] = Field(default_factory=list)
+    status: str = "ready"
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A change to a model's or a version's metadata; None / empty means unchanged."""
+
+    description: str | None = None
+    set_tags: dict[str, str] = field(default_factory=dict)
+    remove_tags: tuple[str, ...] = ()
+    status: str = ""
+
+    def check(self) -> None:
+        if self.description is not None and len(self.description) > MAX_DESCRIPTION:
+            raise InvalidArgument(
+                f"at most {MAX_DESCRIPTION} characters, got {len(self.description)}", field="description"
+            )
+        for key, value in self.set_tags.items():
+            if not TAG_KEY_RE.match(key):
+                raise InvalidArgument(
+                    f"tag key {key!r} must be 1-128 letters, digits or '_.:/-', starting with a letter or digit",
+                    field="set_tags",
+                )
+            if len(value) > MAX_TAG_VALUE:
+                raise InvalidArgument(f"tag {key!r}: value longer than {MAX_TAG_VALUE} characters", field="set_tags")
+        both = set(self.set_tags) & set(self.remove_tags)
+        if both:
+            raise InvalidArgument(f"tags both set and removed: {sorted(both)}", field="remove_tags")
+        if self.status and self.status not in STATUSES:
+            raise InvalidArgument(f"must be one of {list(STATUSES)}, got {self.status!r}", field="status")
+
+    def tags(self, current: dict[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in current.items() if k not in self.remove_tags}
+        out.update(self.set_tags)
+        if len(out) > MAX_TAGS:
+            raise InvalidArgument(f"at most {MAX_TAGS} tags, this would make {len(out)}", field="set_tags")
+        return out
+
+    def changed(self, before: BaseModel, after: BaseModel) -> list[str]:
+        return [
+            name
+            for name in ("description", "tags", "status")
+            if getattr(before, name, None) != getattr(after, name, None)
+        ]
 
 
 class AliasRecord(BaseModel):
@@ -81,6 +145,9 @@ class SearchQuery:
     max_value: float | None = None
     page_size: int = 50
     page_token: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    task: str = ""
+    status: str = ""
 
 
 class JobIndex(BaseModel):
@@ -91,11 +158,11 @@ class JobIndex(BaseModel):
 class Registry:
     def __init__(
         self,
-        models: RecordStore[ModelRecord],
-        versions: RecordStore[VersionRecord],
-        jobs: RecordStore[JobIndex],
-        aliases: RecordStore[AliasRecord],
-        policies: RecordStore[PolicyRecord],
+        models: Store[ModelRecord],
+        versions: Store[VersionRecord],
+        jobs: Store[JobIndex],
+        aliases: Store[AliasRecord],
+        policies: Store[PolicyRecord],
     ) -> None:
         self._models = models
         self._versions = versions
@@ -128,7 +195,9 @@ class Registry:
             raise InvalidArgument(
                 f"{alias!r} is not a valid alias: 1-64 lower-case letters, digits, '-', '_'", field="alias"
             )
-        await self.get_version(tenant, name, version)
+        target = await self.get_version(tenant, name, version)
+        if target.status != "ready":
+            raise FailedPrecondition(f"version {version} of {name} is {target.status}; it cannot take an alias")
         key = f"{tenant}.alias.{name}.{alias}"
         current = await self._aliases.get(key)
         now_at = current.value.version if current is not None else 0
@@ -170,20 +239,24 @@ class Registry:
         existing = await self._jobs.get(f"{tenant}.job.{job_id}")
         if existing is not None:
             return await self.get_version(tenant, existing.value.model_name, existing.value.version), False
-        number = await self._next_version(tenant, draft.model_name)
+        number = await self._next_version(tenant, draft.model_name, draft.task)
         record = draft.model_copy(update={"version": number, "created_at": now()})
         await self._versions.create(f"{tenant}.m.{draft.model_name}.v.{number}", record)
         await self._jobs.put(f"{tenant}.job.{job_id}", JobIndex(model_name=draft.model_name, version=number))
         return record, True
 
-    async def _next_version(self, tenant: str, name: str) -> int:
+    async def _next_version(self, tenant: str, name: str, task: str) -> int:
         key = f"{tenant}.m.{name}"
         for _ in range(50):
             current = await self._models.get(key)
             try:
                 if current is None:
+                    at = now()
                     await self._models.create(
-                        key, ModelRecord(tenant=tenant, name=name, latest_version=1, created_at=now())
+                        key,
+                        ModelRecord(
+                            tenant=tenant, name=name, latest_version=1, created_at=at, updated_at=at, task=task
+                        ),
                     )
                     return 1
                 number = current.value.latest_version + 1
@@ -194,6 +267,42 @@ class Registry:
             except Conflict:
                 await asyncio.sleep(0.01)
         raise Conflict(f"model {name} is being changed too often; try again")
+
+    async def update_model(self, tenant: str, name: str, edit: Edit) -> tuple[ModelRecord, list[str]]:
+        """Applies ``edit`` to the model with compare-and-set (retried on a concurrent change)."""
+        edit.check()
+        if edit.status:
+            raise InvalidArgument("models have no status; versions do", field="status")
+
+        def change(m: ModelRecord) -> ModelRecord:
+            update: dict[str, object] = {"tags": edit.tags(m.tags)}
+            if edit.description is not None:
+                update["description"] = edit.description
+            return m.model_copy(update=update)
+
+        return await _edit(self._models, f"{tenant}.m.{name}", f"model {name!r}", change, edit)
+
+    async def update_version(self, tenant: str, name: str, version: int, edit: Edit) -> tuple[VersionRecord, list[str]]:
+        """Applies ``edit`` to a version; archiving one an alias points at is refused."""
+        edit.check()
+        await self.get_version(tenant, name, version)
+        if edit.status == "archived":
+            pointing = sorted(a for a, v in (await self.aliases(tenant, name)).items() if v == version)
+            if pointing:
+                raise FailedPrecondition(
+                    f"version {version} of {name} is aliased as {', '.join(pointing)}; move the alias first"
+                )
+
+        def change(v: VersionRecord) -> VersionRecord:
+            update: dict[str, object] = {"tags": edit.tags(v.tags)}
+            if edit.description is not None:
+                update["description"] = edit.description
+            if edit.status:
+                update["status"] = edit.status
+            return v.model_copy(update=update)
+
+        key = f"{tenant}.m.{name}.v.{version}"
+        return await _edit(self._versions, key, f"version {version} of model {name!r}", change, edit)
 
     async def get_model(self, tenant: str, name: str) -> ModelRecord:
         return (await self._models.require(f"{tenant}.m.{name}", f"model {name!r}")).value
@@ -217,9 +326,12 @@ class Registry:
             offset = int(query.page_token or 0)
         except ValueError:
             raise InvalidArgument("not a token this call returned", field="page_token") from None
+        if query.status and query.status not in STATUSES:
+            raise InvalidArgument(f"must be one of {list(STATUSES)} or empty, got {query.status!r}", field="status")
         if query.metric == "" and (query.min_value is not None or query.max_value is not None):
             raise InvalidArgument("a metric is needed for a threshold", field="metric")
         found = await self._versions.values(f"{tenant}.m.*.v.*")
+        models = {m.name: m for m in await self.list_models(tenant)} if query.tags or query.task else {}
         if query.alias:
             pointed = {(a.model_name, a.version) for a in await self._aliases.values(f"{tenant}.alias.*.{query.alias}")}
             found = [v for v in found if (v.model_name, v.version) in pointed]
@@ -231,6 +343,14 @@ class Registry:
                 return False
             if query.algorithm and v.algorithm != query.algorithm:
                 return False
+            if query.status and v.status != query.status:
+                return False
+            model = models.get(v.model_name)
+            if query.task and (v.task or (model.task if model else "")) != query.task:
+                return False
+            for tag, wanted in query.tags:
+                if v.tags.get(tag) != wanted and (model is None or model.tags.get(tag) != wanted):
+                    return False
             if query.metric:
                 value = v.metrics.get(query.metric)
                 if value is None:
@@ -249,3 +369,22 @@ class Registry:
     async def list_versions(self, tenant: str, name: str) -> list[VersionRecord]:
         await self.get_model(tenant, name)
         return sorted(await self._versions.values(f"{tenant}.m.{name}.v.*"), key=lambda v: v.version)
+
+
+async def _edit(
+    store: Store[R], key: str, what: str, change: Callable[[R], R], edit: Edit, attempts: int = 20
+) -> tuple[R, list[str]]:
+    """Read, change, compare-and-set; a concurrent writer makes it read again (never lost updates)."""
+    for _ in range(attempts):
+        current = await store.require(key, what)
+        changed = change(current.value)
+        names = edit.changed(current.value, changed)
+        if not names:
+            return current.value, []
+        changed = changed.model_copy(update={"updated_at": now()})
+        try:
+            await store.update(key, changed, current.revision)
+            return changed, names
+        except Conflict:
+            await asyncio.sleep(0.01)
+    raise Conflict(f"{what} is being changed too often; try again")

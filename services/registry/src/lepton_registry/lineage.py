@@ -78,10 +78,25 @@ async def gather(peers: Peers, version: registry_pb2.ModelVersion) -> registry_p
 
     async def evaluation() -> None:
         async with client_channel(peers.evaluator, key) as ch:
-            e = await evaluator_pb2_grpc.EvaluationServiceStub(ch).GetEvaluation(
+            stub = evaluator_pb2_grpc.EvaluationServiceStub(ch)
+            first = await stub.GetEvaluation(
                 evaluator_pb2.GetEvaluationRequest(training_job_id=lin.training_job_id), timeout=10
             )
-        graph.evaluations.append(registry_pb2.EvaluationNode(evaluation_id=e.evaluation_id, metrics=e.metrics))
+            later = await stub.ListEvaluations(
+                evaluator_pb2.ListEvaluationsRequest(model_name=version.model_name, model_version=version.version),
+                timeout=10,
+            )
+        for e in [first, *reversed(later.evaluations)]:  # the training's own first, then requests oldest first
+            if all(e.evaluation_id != n.evaluation_id for n in graph.evaluations):
+                graph.evaluations.append(
+                    registry_pb2.EvaluationNode(
+                        evaluation_id=e.evaluation_id,
+                        metrics=e.metrics,
+                        dataset_version_id=e.lineage.dataset_version_id,
+                        rows=e.rows,
+                        trigger=e.trigger,
+                    )
+                )
 
     async def deployments() -> None:
         async with client_channel(peers.deployer, key) as ch:

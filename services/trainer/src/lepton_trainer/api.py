@@ -343,6 +343,7 @@ class Worker:
                     finished_at=ts(job.finished_at),
                     model_name=job.model_name,
                     task=job.task,
+                    inputs=[common_pb2.Column(name=c["name"], dtype=c["dtype"]) for c in job.inputs],
                 ),
                 tenant=tenant,
                 event_id=f"training.completed:{job_id}",

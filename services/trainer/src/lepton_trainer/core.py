@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 from pydantic import BaseModel
-from sklearn import metrics as skm
 
 from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.mlp import EpochReport
+from lepton_core.scoring import SCORERS
 from lepton_core.wire import now
 from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
 
@@ -179,16 +179,6 @@ def plan_job(
     )
 
 
-#: Metric name -> (function of (y_true, y_pred) or (x, labels), higher is better).
-SCORERS: dict[str, tuple[Callable[..., float], bool]] = {
-    "r2": (lambda y, p: float(skm.r2_score(y, p)), True),
-    "rmse": (lambda y, p: float(np.sqrt(skm.mean_squared_error(y, p))), False),
-    "mae": (lambda y, p: float(skm.mean_absolute_error(y, p)), False),
-    "accuracy": (lambda y, p: float(skm.accuracy_score(y, p)), True),
-    "balanced_accuracy": (lambda y, p: float(skm.balanced_accuracy_score(y, p)), True),
-    "f1_macro": (lambda y, p: float(skm.f1_score(y, p, average="macro", zero_division=0)), True),
-    "silhouette": (lambda x, labels: float(skm.silhouette_score(x, labels)), True),
-}
 METRICS_FOR = {
     "regression": ("r2", "rmse", "mae"),
     "classification": ("accuracy", "balanced_accuracy", "f1_macro"),
@@ -265,7 +255,7 @@ def score_trial(job: JobRecord, frame: pl.DataFrame) -> float:
     train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
     inner, held = artifacts.holdout_split(len(train_idx), job.seed, VALIDATION_FRACTION)
     fit_rows, val_rows = train_idx[inner], train_idx[held]
-    scorer, _ = SCORERS[job.search_metric]
+    scorer = SCORERS[job.search_metric].fn
     if algo.task == CLUSTERING:
         estimator.fit(x[fit_rows])
         return scorer(x[val_rows], estimator.predict(x[val_rows]))
@@ -536,7 +526,7 @@ class Jobs:
             if len(done) == len(trials):
                 scored = [t for t in trials if t.state == JobState.SUCCEEDED and t.score is not None]
                 if scored:
-                    _, higher_is_better = SCORERS[parent.search_metric]
+                    higher_is_better = SCORERS[parent.search_metric].higher_is_better
                     best = (max if higher_is_better else min)(scored, key=lambda t: t.score or 0.0)
                     changes.update(best_trial_id=best.job_id, params=best.params, stage="final fit")
                     ready = True

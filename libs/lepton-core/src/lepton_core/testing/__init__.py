@@ -10,14 +10,16 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
 
-from lepton_core.bus import connect, declare_topology
+from lepton_core import events
+from lepton_core.bus import EVENTS_STREAM, connect, declare_topology
 from lepton_core.embedded import EmbeddedPlatform, grpc_serving
 from lepton_core.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
 from lepton_core.telemetry import setup_telemetry
@@ -72,9 +74,18 @@ def trace_sink() -> Iterator[TraceSink]:
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) -> Iterator[EmbeddedPlatform]:
-    """The whole platform (NATS, Triton, six services as processes) for the session."""
+    """The whole platform (NATS, Triton, six services as processes) for the session.
+
+    Besides ``api_key`` (tenant ``default``) it accepts one key of tenant ``intruder``,
+    ``platform.extra_api_keys``, for tenant-isolation tests.
+    """
     workdir: Path = tmp_path_factory.mktemp("platform")
-    p = EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(16), otlp_endpoint=trace_sink.endpoint)
+    p = EmbeddedPlatform(
+        workdir,
+        api_key=secrets.token_urlsafe(16),
+        otlp_endpoint=trace_sink.endpoint,
+        extra_api_keys={secrets.token_urlsafe(16): "intruder"},
+    )
     p.start()
     try:
         yield p
@@ -126,3 +137,21 @@ def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield launcher
     finally:
         launcher.stop_all()
+
+
+async def find_event(
+    nats_url: str, subject: str, match: Callable[[Any], bool], timeout: float = 10.0
+) -> events.Event[Any]:
+    """The first event on ``subject`` (stream EVENTS, from its start) whose payload ``match``es.
+
+    Tests share one platform, so a subject may already hold other tests' events.
+    """
+    nc = await connect(nats_url, "test-find-event")
+    try:
+        sub = await nc.jetstream().subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
+        while True:
+            event = events.decode(await sub.next_msg(timeout=timeout))
+            if match(event.data):
+                return event
+    finally:
+        await nc.close()

@@ -26,31 +26,47 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lepton/evaluator/v1/evaluator.proto\x12\x13lepton.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"7\n\x0eGetPlotRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"!\n\x04Plot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\"\x8e\x01\n\x0c\x43lassMetrics\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\x07metrics\x18\x02 \x03(\x0b\x32..lepton.evaluator.v1.ClassMetrics.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"/\n\x14GetEvaluationRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\"\xa4\x03\n\nEvaluation\x12\x15\n\revaluation_id\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.lepton.evaluator.v1.Evaluation.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fheadline_metric\x18\x06 \x01(\t\x12\x0e\n\x06\x63i_low\x18\x07 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x08 \x01(\x01\x12\x34\n\tper_class\x18\t \x03(\x0b\x32!.lepton.evaluator.v1.ClassMetrics\x12\x0f\n\x07\x63lasses\x18\n \x03(\t\x12\x11\n\tconfusion\x18\x0b \x03(\x03\x12\r\n\x05plots\x18\x0c \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xbb\x01\n\x11\x45valuationService\x12[\n\rGetEvaluation\x12).lepton.evaluator.v1.GetEvaluationRequest\x1a\x1f.lepton.evaluator.v1.Evaluation\x12I\n\x07GetPlot\x12#.lepton.evaluator.v1.GetPlotRequest\x1a\x19.lepton.evaluator.v1.Plotb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#lepton/evaluator/v1/evaluator.proto\x12\x13lepton.evaluator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\x87\x01\n\x0f\x45valuateRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\x12\r\n\x05\x61lias\x18\x03 \x01(\t\x12\x1a\n\x12\x64\x61taset_version_id\x18\x04 \x01(\t\x12\x0c\n\x04rows\x18\x05 \x01(\t\x12\x10\n\x08\x63v_folds\x18\x06 \x01(\x05\"C\n\x16ListEvaluationsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\x03\"O\n\x17ListEvaluationsResponse\x12\x34\n\x0b\x65valuations\x18\x01 \x03(\x0b\x32\x1f.lepton.evaluator.v1.Evaluation\"\xf3\x01\n\x0f\x43rossValidation\x12\r\n\x05\x66olds\x18\x01 \x01(\x05\x12<\n\x04mean\x18\x02 \x03(\x0b\x32..lepton.evaluator.v1.CrossValidation.MeanEntry\x12:\n\x03std\x18\x03 \x03(\x0b\x32-.lepton.evaluator.v1.CrossValidation.StdEntry\x1a+\n\tMeanEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a*\n\x08StdEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"N\n\x0eGetPlotRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\x12\x15\n\revaluation_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"!\n\x04Plot\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03png\x18\x02 \x01(\x0c\"\x8e\x01\n\x0c\x43lassMetrics\x12\r\n\x05label\x18\x01 \x01(\t\x12?\n\x07metrics\x18\x02 \x03(\x0b\x32..lepton.evaluator.v1.ClassMetrics.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"F\n\x14GetEvaluationRequest\x12\x17\n\x0ftraining_job_id\x18\x01 \x01(\t\x12\x15\n\revaluation_id\x18\x02 \x01(\t\"\x83\x04\n\nEvaluation\x12\x15\n\revaluation_id\x18\x01 \x01(\t\x12*\n\x07lineage\x18\x02 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12=\n\x07metrics\x18\x03 \x03(\x0b\x32,.lepton.evaluator.v1.Evaluation.MetricsEntry\x12\x11\n\ttest_rows\x18\x04 \x01(\x03\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fheadline_metric\x18\x06 \x01(\t\x12\x0e\n\x06\x63i_low\x18\x07 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x08 \x01(\x01\x12\x34\n\tper_class\x18\t \x03(\x0b\x32!.lepton.evaluator.v1.ClassMetrics\x12\x0f\n\x07\x63lasses\x18\n \x03(\t\x12\x11\n\tconfusion\x18\x0b \x03(\x03\x12\r\n\x05plots\x18\x0c \x03(\t\x12\x0c\n\x04rows\x18\r \x01(\t\x12>\n\x10\x63ross_validation\x18\x0e \x01(\x0b\x32$.lepton.evaluator.v1.CrossValidation\x12\x0f\n\x07trigger\x18\x0f \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xfc\x02\n\x11\x45valuationService\x12[\n\rGetEvaluation\x12).lepton.evaluator.v1.GetEvaluationRequest\x1a\x1f.lepton.evaluator.v1.Evaluation\x12I\n\x07GetPlot\x12#.lepton.evaluator.v1.GetPlotRequest\x1a\x19.lepton.evaluator.v1.Plot\x12Q\n\x08\x45valuate\x12$.lepton.evaluator.v1.EvaluateRequest\x1a\x1f.lepton.evaluator.v1.Evaluation\x12l\n\x0fListEvaluations\x12+.lepton.evaluator.v1.ListEvaluationsRequest\x1a,.lepton.evaluator.v1.ListEvaluationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.evaluator.v1.evaluator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CROSSVALIDATION_MEANENTRY']._loaded_options = None
+  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_options = b'8\001'
+  _globals['_CROSSVALIDATION_STDENTRY']._loaded_options = None
+  _globals['_CROSSVALIDATION_STDENTRY']._serialized_options = b'8\001'
   _globals['_CLASSMETRICS_METRICSENTRY']._loaded_options = None
   _globals['_CLASSMETRICS_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATION_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATION_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_GETPLOTREQUEST']._serialized_start=124
-  _globals['_GETPLOTREQUEST']._serialized_end=179
-  _globals['_PLOT']._serialized_start=181
-  _globals['_PLOT']._serialized_end=214
-  _globals['_CLASSMETRICS']._serialized_start=217
-  _globals['_CLASSMETRICS']._serialized_end=359
-  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_start=313
-  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_end=359
-  _globals['_GETEVALUATIONREQUEST']._serialized_start=361
-  _globals['_GETEVALUATIONREQUEST']._serialized_end=408
-  _globals['_EVALUATION']._serialized_start=411
-  _globals['_EVALUATION']._serialized_end=831
-  _globals['_EVALUATION_METRICSENTRY']._serialized_start=313
-  _globals['_EVALUATION_METRICSENTRY']._serialized_end=359
-  _globals['_EVALUATIONSERVICE']._serialized_start=834
-  _globals['_EVALUATIONSERVICE']._serialized_end=1021
+  _globals['_EVALUATEREQUEST']._serialized_start=125
+  _globals['_EVALUATEREQUEST']._serialized_end=260
+  _globals['_LISTEVALUATIONSREQUEST']._serialized_start=262
+  _globals['_LISTEVALUATIONSREQUEST']._serialized_end=329
+  _globals['_LISTEVALUATIONSRESPONSE']._serialized_start=331
+  _globals['_LISTEVALUATIONSRESPONSE']._serialized_end=410
+  _globals['_CROSSVALIDATION']._serialized_start=413
+  _globals['_CROSSVALIDATION']._serialized_end=656
+  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_start=569
+  _globals['_CROSSVALIDATION_MEANENTRY']._serialized_end=612
+  _globals['_CROSSVALIDATION_STDENTRY']._serialized_start=614
+  _globals['_CROSSVALIDATION_STDENTRY']._serialized_end=656
+  _globals['_GETPLOTREQUEST']._serialized_start=658
+  _globals['_GETPLOTREQUEST']._serialized_end=736
+  _globals['_PLOT']._serialized_start=738
+  _globals['_PLOT']._serialized_end=771
+  _globals['_CLASSMETRICS']._serialized_start=774
+  _globals['_CLASSMETRICS']._serialized_end=916
+  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_start=870
+  _globals['_CLASSMETRICS_METRICSENTRY']._serialized_end=916
+  _globals['_GETEVALUATIONREQUEST']._serialized_start=918
+  _globals['_GETEVALUATIONREQUEST']._serialized_end=988
+  _globals['_EVALUATION']._serialized_start=991
+  _globals['_EVALUATION']._serialized_end=1506
+  _globals['_EVALUATION_METRICSENTRY']._serialized_start=870
+  _globals['_EVALUATION_METRICSENTRY']._serialized_end=916
+  _globals['_EVALUATIONSERVICE']._serialized_start=1509
+  _globals['_EVALUATIONSERVICE']._serialized_end=1889
 # @@protoc_insertion_point(module_scope)

@@ -21,23 +21,181 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class EvaluateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    CV_FOLDS_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    model_version: _builtins.int
+    """0: the latest version (or the alias's, when alias is set)."""
+    alias: _builtins.str
+    dataset_version_id: _builtins.str
+    """Empty: the dataset version the model was trained on."""
+    rows: _builtins.str
+    """Which rows: "holdout" (the rows training held out; the default on the
+    training dataset version) or "all" (the default on any other version).
+    """
+    cv_folds: _builtins.int
+    """K-fold cross-validation on the same rows with a fresh copy of the estimator
+    per fold: 0 (none) or 2..20.
+    """
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.int = ...,
+        alias: _builtins.str = ...,
+        dataset_version_id: _builtins.str = ...,
+        rows: _builtins.str = ...,
+        cv_folds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alias", b"alias", "cv_folds", b"cv_folds", "dataset_version_id", b"dataset_version_id", "model_name", b"model_name", "model_version", b"model_version", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateRequest: _TypeAlias = EvaluateRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    model_version: _builtins.int
+    """0: every version."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_name", b"model_name", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsRequest: _TypeAlias = ListEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
+    def __init__(
+        self,
+        *,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsResponse: _TypeAlias = ListEvaluationsResponse  # noqa: Y015
+
+@_typing.final
+class CrossValidation(_message.Message):
+    """Mean and population standard deviation of a metric over the folds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MeanEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class StdEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FOLDS_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    folds: _builtins.int
+    @_builtins.property
+    def mean(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def std(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        folds: _builtins.int = ...,
+        mean: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        std: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["folds", b"folds", "mean", b"mean", "std", b"std"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CrossValidation: _TypeAlias = CrossValidation  # noqa: Y015
+
+@_typing.final
 class GetPlotRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     training_job_id: _builtins.str
+    """Either the training job (its automatic evaluation) or an evaluation id."""
+    evaluation_id: _builtins.str
     name: _builtins.str
     """One of Evaluation.plots, e.g. "confusion_matrix", "roc", "residuals"."""
     def __init__(
         self,
         *,
         training_job_id: _builtins.str = ...,
+        evaluation_id: _builtins.str = ...,
         name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "training_job_id", b"training_job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation_id", b"evaluation_id", "name", b"name", "training_job_id", b"training_job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,16 +271,20 @@ class GetEvaluationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
+    EVALUATION_ID_FIELD_NUMBER: _builtins.int
     training_job_id: _builtins.str
-    """The training job whose model was evaluated."""
+    """The training job whose model was evaluated (its automatic evaluation) ..."""
+    evaluation_id: _builtins.str
+    """... or any evaluation by id."""
     def __init__(
         self,
         *,
         training_job_id: _builtins.str = ...,
+        evaluation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["training_job_id", b"training_job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation_id", b"evaluation_id", "training_job_id", b"training_job_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,12 +326,19 @@ class Evaluation(_message.Message):
     CLASSES_FIELD_NUMBER: _builtins.int
     CONFUSION_FIELD_NUMBER: _builtins.int
     PLOTS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    CROSS_VALIDATION_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
     evaluation_id: _builtins.str
     test_rows: _builtins.int
     headline_metric: _builtins.str
     """The task's headline metric and its 95% bootstrap confidence interval."""
     ci_low: _builtins.float
     ci_high: _builtins.float
+    rows: _builtins.str
+    """"holdout" or "all"."""
+    trigger: _builtins.str
+    """"training" (after training.completed) or "request" (Evaluate)."""
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -186,6 +355,8 @@ class Evaluation(_message.Message):
     def confusion(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def plots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def cross_validation(self) -> Global___CrossValidation: ...
     def __init__(
         self,
         *,
@@ -201,10 +372,13 @@ class Evaluation(_message.Message):
         classes: _abc.Iterable[_builtins.str] | None = ...,
         confusion: _abc.Iterable[_builtins.int] | None = ...,
         plots: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _builtins.str = ...,
+        cross_validation: Global___CrossValidation | None = ...,
+        trigger: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "lineage", b"lineage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "cross_validation", b"cross_validation", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "classes", b"classes", "confusion", b"confusion", "created_at", b"created_at", "evaluation_id", b"evaluation_id", "headline_metric", b"headline_metric", "lineage", b"lineage", "metrics", b"metrics", "per_class", b"per_class", "plots", b"plots", "test_rows", b"test_rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ci_high", b"ci_high", "ci_low", b"ci_low", "classes", b"classes", "confusion", b"confusion", "created_at", b"created_at", "cross_validation", b"cross_validation", "evaluation_id", b"evaluation_id", "headline_metric", b"headline_metric", "lineage", b"lineage", "metrics", b"metrics", "per_class", b"per_class", "plots", b"plots", "rows", b"rows", "test_rows", b"test_rows", "trigger", b"trigger"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

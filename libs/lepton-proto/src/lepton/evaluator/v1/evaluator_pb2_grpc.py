@@ -45,6 +45,16 @@ class EvaluationServiceStub:
                 request_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.SerializeToString,
                 response_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.FromString,
                 _registered_method=True)
+        self.Evaluate = channel.unary_unary(
+                '/lepton.evaluator.v1.EvaluationService/Evaluate',
+                request_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.EvaluateRequest.SerializeToString,
+                response_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.FromString,
+                _registered_method=True)
+        self.ListEvaluations = channel.unary_unary(
+                '/lepton.evaluator.v1.EvaluationService/ListEvaluations',
+                request_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsRequest.SerializeToString,
+                response_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsResponse.FromString,
+                _registered_method=True)
 
 
 class EvaluationServiceServicer:
@@ -64,6 +74,21 @@ class EvaluationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Evaluate(self, request, context):
+        """Evaluates a registered model version on a dataset version, now. The same
+        request twice returns the stored result (evaluations are deterministic).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvaluations(self, request, context):
+        """Evaluations of one model (optionally one version), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +101,16 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     servicer.GetPlot,
                     request_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.FromString,
                     response_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.SerializeToString,
+            ),
+            'Evaluate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Evaluate,
+                    request_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.EvaluateRequest.FromString,
+                    response_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.SerializeToString,
+            ),
+            'ListEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvaluations,
+                    request_deserializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsRequest.FromString,
+                    response_serializer=lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +168,60 @@ class EvaluationService:
             '/lepton.evaluator.v1.EvaluationService/GetPlot',
             lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.GetPlotRequest.SerializeToString,
             lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Plot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Evaluate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.evaluator.v1.EvaluationService/Evaluate',
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.EvaluateRequest.SerializeToString,
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.Evaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.evaluator.v1.EvaluationService/ListEvaluations',
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsRequest.SerializeToString,
+            lepton_dot_evaluator_dot_v1_dot_evaluator__pb2.ListEvaluationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,12 @@ class EvaluationServiceStub:
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.GetEvaluationRequest, _evaluator_pb2.Evaluation]
     GetPlot: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.GetPlotRequest, _evaluator_pb2.Plot]
     """One of the evaluation's plots as a PNG."""
+    Evaluate: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.EvaluateRequest, _evaluator_pb2.Evaluation]
+    """Evaluates a registered model version on a dataset version, now. The same
+    request twice returns the stored result (evaluations are deterministic).
+    """
+    ListEvaluations: _grpc.UnaryUnaryMultiCallable[_evaluator_pb2.ListEvaluationsRequest, _evaluator_pb2.ListEvaluationsResponse]
+    """Evaluations of one model (optionally one version), newest first."""
 
 @_typing.type_check_only
 class EvaluationServiceAsyncStub(EvaluationServiceStub):
@@ -45,6 +51,12 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.GetEvaluationRequest, _evaluator_pb2.Evaluation]  # type: ignore[assignment]
     GetPlot: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.GetPlotRequest, _evaluator_pb2.Plot]  # type: ignore[assignment]
     """One of the evaluation's plots as a PNG."""
+    Evaluate: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.EvaluateRequest, _evaluator_pb2.Evaluation]  # type: ignore[assignment]
+    """Evaluates a registered model version on a dataset version, now. The same
+    request twice returns the stored result (evaluations are deterministic).
+    """
+    ListEvaluations: _aio.UnaryUnaryMultiCallable[_evaluator_pb2.ListEvaluationsRequest, _evaluator_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
+    """Evaluations of one model (optionally one version), newest first."""
 
 class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Evaluations of trained models on their held-out split."""
@@ -63,5 +75,23 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_evaluator_pb2.Plot, _abc.Awaitable[_evaluator_pb2.Plot]]:
         """One of the evaluation's plots as a PNG."""
+
+    @_abc_1.abstractmethod
+    def Evaluate(
+        self,
+        request: _evaluator_pb2.EvaluateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_evaluator_pb2.Evaluation, _abc.Awaitable[_evaluator_pb2.Evaluation]]:
+        """Evaluates a registered model version on a dataset version, now. The same
+        request twice returns the stored result (evaluations are deterministic).
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvaluations(
+        self,
+        request: _evaluator_pb2.ListEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_evaluator_pb2.ListEvaluationsResponse, _abc.Awaitable[_evaluator_pb2.ListEvaluationsResponse]]:
+        """Evaluations of one model (optionally one version), newest first."""
 
 def add_EvaluationServiceServicer_to_server(servicer: EvaluationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

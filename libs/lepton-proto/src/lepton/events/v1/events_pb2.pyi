@@ -465,6 +465,7 @@ class TrainingCompleted(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     algorithm: _builtins.str
     target: _builtins.str
@@ -487,6 +488,10 @@ class TrainingCompleted(_message.Message):
     def dataset_object(self) -> _common_pb2.ObjectRef: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]:
+        """The raw columns callers send, when a preprocessing chain makes the features."""
+
     def __init__(
         self,
         *,
@@ -504,10 +509,11 @@ class TrainingCompleted(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         model_name: _builtins.str = ...,
         task: _builtins.str = ...,
+        inputs: _abc.Iterable[_common_pb2.Column] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "dataset_object", b"dataset_object", "finished_at", b"finished_at", "lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "dataset_object", b"dataset_object", "features", b"features", "finished_at", b"finished_at", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "split_seed", b"split_seed", "target", b"target", "task", b"task", "tenant", b"tenant", "test_fraction", b"test_fraction", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "dataset_object", b"dataset_object", "features", b"features", "finished_at", b"finished_at", "inputs", b"inputs", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "split_seed", b"split_seed", "target", b"target", "task", b"task", "tenant", b"tenant", "test_fraction", b"test_fraction", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,6 +581,7 @@ class EvaluationCompleted(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     TEST_ROWS_FIELD_NUMBER: _builtins.int
     TRAINING_FIELD_NUMBER: _builtins.int
+    PLOTS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     test_rows: _builtins.int
     @_builtins.property
@@ -587,6 +594,10 @@ class EvaluationCompleted(_message.Message):
         version from one event without a second lookup.
         """
 
+    @_builtins.property
+    def plots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the PNG plots (EvaluationService.GetPlot)."""
+
     def __init__(
         self,
         *,
@@ -595,10 +606,11 @@ class EvaluationCompleted(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         test_rows: _builtins.int = ...,
         training: Global___TrainingCompleted | None = ...,
+        plots: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "training", b"training"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "metrics", b"metrics", "tenant", b"tenant", "test_rows", b"test_rows", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "metrics", b"metrics", "plots", b"plots", "tenant", b"tenant", "test_rows", b"test_rows", "training", b"training"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -819,6 +831,131 @@ class ModelAliasMoved(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelAliasMoved: _TypeAlias = ModelAliasMoved  # noqa: Y015
+
+@_typing.final
+class ModelUpdated(_message.Message):
+    """ai.lepton.registry.model.updated.v1 on lepton.evt.<tenant>.registry.model.updated:
+    a model's description, tags or promotion policy changed; the model as it is now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def policy(self) -> Global___PromotionPolicy: ...
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What changed: "description", "tags", "policy"."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        description: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        policy: Global___PromotionPolicy | None = ...,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "description", b"description", "lineage", b"lineage", "policy", b"policy", "tags", b"tags", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelUpdated: _TypeAlias = ModelUpdated  # noqa: Y015
+
+@_typing.final
+class ModelVersionUpdated(_message.Message):
+    """ai.lepton.registry.version.updated.v1 on lepton.evt.<tenant>.registry.version.updated:
+    a version's description, tags or status changed; the version as it is now.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    description: _builtins.str
+    status: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        description: _builtins.str = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        status: _builtins.str = ...,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "description", b"description", "lineage", b"lineage", "status", b"status", "tags", b"tags", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVersionUpdated: _TypeAlias = ModelVersionUpdated  # noqa: Y015
 
 @_typing.final
 class DeploymentReady(_message.Message):

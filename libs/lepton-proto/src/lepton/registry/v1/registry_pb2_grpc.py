@@ -85,6 +85,16 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
                 _registered_method=True)
+        self.UpdateModel = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/UpdateModel',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+                _registered_method=True)
+        self.UpdateModelVersion = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/UpdateModelVersion',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -160,6 +170,21 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModel(self, request, context):
+        """Changes a model's description and tags; only the fields given change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateModelVersion(self, request, context):
+        """Changes a version's description, tags and status ("ready" or "archived").
+        An archived version cannot take an alias; one an alias points at cannot be archived.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -212,6 +237,16 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SearchModelVersions,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.SerializeToString,
+            ),
+            'UpdateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModel,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.SerializeToString,
+            ),
+            'UpdateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelVersion,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -485,6 +520,60 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/SearchModelVersions',
             lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.SearchModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/UpdateModel',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.RegisteredModel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/UpdateModelVersion',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,

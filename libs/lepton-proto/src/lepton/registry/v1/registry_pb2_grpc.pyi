@@ -54,6 +54,12 @@ class RegistryServiceStub:
     """
     SearchModelVersions: _grpc.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.SearchModelVersionsResponse]
     """Versions across models, filtered, in (model name, version) order, a page at a time."""
+    UpdateModel: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelRequest, _registry_pb2.RegisteredModel]
+    """Changes a model's description and tags; only the fields given change."""
+    UpdateModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelVersionRequest, _registry_pb2.ModelVersion]
+    """Changes a version's description, tags and status ("ready" or "archived").
+    An archived version cannot take an alias; one an alias points at cannot be archived.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -81,6 +87,12 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
     SearchModelVersions: _aio.UnaryUnaryMultiCallable[_registry_pb2.SearchModelVersionsRequest, _registry_pb2.SearchModelVersionsResponse]  # type: ignore[assignment]
     """Versions across models, filtered, in (model name, version) order, a page at a time."""
+    UpdateModel: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelRequest, _registry_pb2.RegisteredModel]  # type: ignore[assignment]
+    """Changes a model's description and tags; only the fields given change."""
+    UpdateModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
+    """Changes a version's description, tags and status ("ready" or "archived").
+    An archived version cannot take an alias; one an alias points at cannot be archived.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Registered models and their versions, with lineage."""
@@ -165,5 +177,23 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.SearchModelVersionsResponse, _abc.Awaitable[_registry_pb2.SearchModelVersionsResponse]]:
         """Versions across models, filtered, in (model name, version) order, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def UpdateModel(
+        self,
+        request: _registry_pb2.UpdateModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RegisteredModel, _abc.Awaitable[_registry_pb2.RegisteredModel]]:
+        """Changes a model's description and tags; only the fields given change."""
+
+    @_abc_1.abstractmethod
+    def UpdateModelVersion(
+        self,
+        request: _registry_pb2.UpdateModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
+        """Changes a version's description, tags and status ("ready" or "archived").
+        An archived version cannot take an alias; one an alias points at cannot be archived.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
