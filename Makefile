@@ -9,7 +9,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai examples/custom-mo
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test up demo bench lock clean
+.PHONY: setup protos check test up demo bench bench-serve lock clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,19 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/train_bench.py
+
+MLSERVER_VENV := .venv-mlserver
+
+# The serving benchmark's MLServer peer lives in its own venv (git-ignored), pinned.
+$(MLSERVER_VENV)/.lepton-setup: requirements/mlserver-lock.txt
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -q --disable-pip-version-check pip==25.3
+	$(MLSERVER_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/mlserver-lock.txt
+	touch $@
+
+# Serving: our deployment on Triton vs hand-loaded Triton, MLServer, a gRPC echo floor (~3.5 min).
+bench-serve: setup $(MLSERVER_VENV)/.lepton-setup
+	$(BIN)/python bench/serve_bench.py
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:

@@ -204,11 +204,16 @@ def test_prediction_log_reaches_jetstream_with_trace_context(served: Served) -> 
 
     assert logged.batch_rows == 5
     assert logged.tenant == TENANT
+    # The version is Triton's version directory (1), not the shared "model_version" parameter (3):
+    # during a rollout one Triton model holds two versions under one configuration.
     assert (logged.lineage.model_name, logged.lineage.model_version, logged.lineage.deployment) == (
         MODEL,
-        3,
+        1,
         DEPLOYMENT,
     )
+    assert logged.logged_rows == 5 and len(logged.inputs) == 5 * x.shape[1] and len(logged.outputs) == 5
+    assert logged.outputs == pytest.approx(list(got.reshape(-1)))
+    assert logged.trace_id == TRACEPARENT.split("-")[1] and logged.request_id == logged.log_id
     assert logged.error == ""
     np.testing.assert_allclose(list(logged.first_row_inputs), x[0])
     np.testing.assert_allclose(list(logged.first_row_outputs), got[0], atol=1e-9)
@@ -263,6 +268,9 @@ class _Request:
 
     def parameters(self) -> str:
         return "{}"
+
+    def request_id(self) -> str:
+        return ""
 
 
 def _fake_pb_utils() -> types.ModuleType:

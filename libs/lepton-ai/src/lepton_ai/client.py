@@ -7,6 +7,7 @@ from types import TracebackType
 
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Datasets
+from lepton_ai.deployments import Deployments
 from lepton_ai.registry import Jobs, Models
 
 
@@ -34,6 +35,7 @@ class Client:
         self.datasets = Datasets(self._transport)
         self.jobs = Jobs(self._transport)
         self.models = Models(self._transport)
+        self.deployments = Deployments(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:

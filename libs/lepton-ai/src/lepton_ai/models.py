@@ -13,10 +13,9 @@ locally (the same bundle Triton serves, recipe preprocessing included).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,7 +27,7 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
-from lepton_ai.errors import DataLoss, FailedPrecondition, InvalidArgument, LeptonError, NotFound
+from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
 from lepton_core import artifacts, serving
 
 DONE = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED)
@@ -216,16 +215,9 @@ class Model:
     def bundle(self) -> artifacts.Bundle:
         """The trained artifact (model, signature, preprocessing), downloaded once and digest-checked."""
         if self._bundle is None:
-            t = self._require_fitted()
-            registry = registry_pb2_grpc.RegistryServiceStub(t.channel("registry"))
-            chunks = t.stream(
-                "registry",
-                registry.DownloadArtifact,
-                registry_pb2.GetModelVersionRequest(model_name=self.model_name, version=self.version),
-            )
-            data, digest = _collect(chunks)
-            if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-                raise DataLoss(f"the artifact of {self.model_name} v{self.version} arrived damaged")
+            from lepton_ai.registry import Models
+
+            data = Models(self._require_fitted()).download(self.model_name, self.version)
             self._bundle = artifacts.load_bundle(data)
         return self._bundle
 
@@ -249,14 +241,6 @@ class Model:
                 return True
             time.sleep(0.25)
         return False
-
-
-def _collect(chunks: Iterator[registry_pb2.ArtifactChunk]) -> tuple[bytes, str]:
-    parts, digest = [], ""
-    for chunk in chunks:
-        digest = digest or chunk.digest
-        parts.append(chunk.data)
-    return b"".join(parts), digest
 
 
 def _triton_predict(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt.NDArray[Any]:

@@ -10,6 +10,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai._transport import Transport
+from lepton_ai.errors import DataLoss
 
 STATES: dict[str, trainer_pb2.JobState.ValueType] = {
     "queued": trainer_pb2.JOB_STATE_QUEUED,
@@ -182,6 +183,20 @@ class Models:
             request.description = description
         result: registry_pb2.ModelVersion = self._t.call("registry", self._stub().UpdateModelVersion, request)
         return result
+
+    def download(self, name: str, version: int = 0, alias: str = "") -> bytes:
+        """A version's artifact (the model bundle zip), checked against its digest."""
+        import hashlib
+
+        request = registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias)
+        parts, digest = [], ""
+        for chunk in self._t.stream("registry", self._stub().DownloadArtifact, request):
+            digest = digest or chunk.digest
+            parts.append(chunk.data)
+        data = b"".join(parts)
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise DataLoss(f"the artifact of {name} v{version or alias or 'latest'} arrived damaged")
+        return data
 
     def _evaluator(self) -> evaluator_pb2_grpc.EvaluationServiceStub:
         return evaluator_pb2_grpc.EvaluationServiceStub(self._t.channel("evaluator"))

@@ -197,7 +197,11 @@ def unpack(artifact: bytes) -> tuple[Any, Signature]:
 
 def load_bundle(artifact: bytes) -> Bundle:
     """The model, signature and preprocessing chain inside an artifact."""
-    files = unpack_files(artifact)
+    return bundle_from_files(unpack_files(artifact))
+
+
+def bundle_from_files(files: dict[str, bytes]) -> Bundle:
+    """The bundle from an artifact's files (:func:`unpack_files`)."""
     signature = Signature(**json.loads(files[SIGNATURE_FILE]))
     preprocess = Preprocess(**json.loads(files[PREPROCESS_FILE])) if PREPROCESS_FILE in files else None
     return Bundle(load_model_files(files), signature, preprocess)

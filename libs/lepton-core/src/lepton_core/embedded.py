@@ -51,6 +51,7 @@ class EmbeddedPlatform:
         base_port: The data service's port; the others follow in SERVICES order (the
             layout the SDK's ``LEPTON_URL`` assumes). None picks a free block.
         extra_api_keys: More keys, each to its tenant (e.g. a second tenant in tests).
+        settings: Extra settings per service (``{"monitor": {"evaluation_interval_s": "2"}}``).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class EmbeddedPlatform:
         triton: bool = True,
         base_port: int | None = None,
         extra_api_keys: Mapping[str, str] | None = None,
+        settings: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -73,6 +75,7 @@ class EmbeddedPlatform:
         self.want_triton = triton
         self.base_port = base_port
         self.extra_api_keys = dict(extra_api_keys or {})
+        self.settings = {name: dict(values) for name, values in (settings or {}).items()}
         self.nats: NatsServer | None = None
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
@@ -120,13 +123,14 @@ class EmbeddedPlatform:
                 values["otlp_endpoint"] = self.otlp_endpoint
             if name in ("trainer", "registry", "evaluator"):
                 values["data_url"] = self.addresses.get("data", "127.0.0.1:50051")
-            if name == "evaluator":
+            if name in ("evaluator", "deployer"):
                 values["registry_url"] = self.addresses.get("registry", "127.0.0.1:50054")
             if name == "registry":
                 for peer in ("trainer", "evaluator", "deployer"):
                     values[f"{peer}_url"] = self.addresses.get(peer, "")
             if name == "deployer" and self.triton is not None:
                 values["triton_url"] = self.triton.url
+            values.update(self.settings.get(name, {}))
             self.processes[name] = start_service(name, values, self.workdir / "logs")
         for name, process in self.processes.items():
             address = self.addresses[name]

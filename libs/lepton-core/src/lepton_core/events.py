@@ -88,7 +88,15 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.ModelVersionUpdated, "registry.version.updated"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),
     EventSpec(ev.DeploymentFailed, "deployment.failed"),
+    EventSpec(ev.DeploymentRolloutStarted, "deployment.rollout.started"),
+    EventSpec(ev.DeploymentRolledBack, "deployment.rolled_back"),
     EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),
+    EventSpec(ev.AlertFired, "monitor.alert.fired"),
+    EventSpec(ev.AlertResolved, "monitor.alert.resolved"),
+    EventSpec(ev.DriftDetected, "monitor.drift.detected"),
+    EventSpec(ev.DriftResolved, "monitor.drift.resolved"),
+    EventSpec(ev.RetrainingRequested, "monitor.retraining.requested"),
+    EventSpec(ev.LabelsReceived, "monitor.labels.received"),
 )
 _BY_MESSAGE: dict[type[Message], EventSpec] = {s.message: s for s in CATALOGUE}
 _BY_TYPE: dict[str, EventSpec] = {s.ce_type: s for s in CATALOGUE}

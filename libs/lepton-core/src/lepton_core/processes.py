@@ -194,7 +194,8 @@ class TritonServer:
     #: Packages a Lepton Triton model imports besides the venv's third-party ones.
     STUB_PACKAGES: tuple[str, ...] = ("lepton", "lepton_core")
 
-    def __init__(self, workdir: Path, timeout: float = 120.0) -> None:
+    def __init__(self, workdir: Path, timeout: float = 120.0, grpc_port: int | None = None) -> None:
+        """Starts Triton in ``workdir``; ``grpc_port`` reuses an address (a restarted host)."""
         root = triton_root()
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         backends = workdir / "backends" / "python"
@@ -209,7 +210,7 @@ class TritonServer:
         self._link_source_packages(backends)
         repo = workdir / "model-repository"
         repo.mkdir(parents=True, exist_ok=True)
-        self.grpc_port = free_port()
+        self.grpc_port = grpc_port or free_port()
         self.http_port = free_port()
         self.metrics_port = free_port()
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]

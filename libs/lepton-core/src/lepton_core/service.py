@@ -37,6 +37,7 @@ class Runtime:
     js: JetStreamContext
     objects: ObjectStore
     consumers: list[events.Consumer] = field(default_factory=list)
+    periodic: list[tuple[str, float, Callable[[], Awaitable[object]]]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -61,6 +62,14 @@ class Runtime:
                 ack_wait=ack_wait,
             )
         )
+
+    def every(self, name: str, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+        """Runs ``job`` every ``seconds`` once the service serves, until it stops.
+
+        A failing run is logged and the next one runs on time: a periodic check must
+        outlive a broker or host that is down for a while.
+        """
+        self.periodic.append((name, seconds, job))
 
     async def publish(
         self, message: Message, *, tenant: str, event_id: str, key: str | None = None, ce_subject: str = ""
@@ -100,9 +109,13 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
     )
     for consumer in runtime.consumers:
         await consumer.start()
+    tasks = [asyncio.create_task(_periodic(*p), name=p[0]) for p in runtime.periodic]
     log.info("%s serving", name, extra={"grpc_port": server.port, "nats": settings.nats_url})
     await stop.wait()
     log.info("%s stopping", name)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     # Each step is bounded so one stuck step cannot keep the process alive.
     for what, step in (
         ("consumers", asyncio.gather(*(c.stop() for c in runtime.consumers))),
@@ -116,3 +129,14 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
             log.warning("shutdown step %s did not finish cleanly: %r", what, exc)
     shutdown_telemetry()
     log.info("%s stopped", name)
+
+
+async def _periodic(name: str, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic job %s failed", name)

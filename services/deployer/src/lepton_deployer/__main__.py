@@ -10,8 +10,8 @@ from lepton.events.v1 import events_pb2
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
-from lepton_deployer.api import DeploymentServicer, VersionCreatedHandler
-from lepton_deployer.core import Deployer, DeploymentRecord, ModelConfigOptions
+from lepton_deployer.api import AliasMovedHandler, Announcer, DeploymentServicer, VersionCreatedHandler
+from lepton_deployer.core import Defaults, Deployer, DeploymentRecord, VersionInfo
 from lepton_deployer.settings import DeployerSettings
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     settings = DeployerSettings()
 
     async def setup(rt: Runtime) -> Register:
-        opts = ModelConfigOptions(
+        defaults = Defaults(
             nats_url=settings.model_nats_url or settings.nats_url,
             log_sample_rate=settings.log_sample_rate,
             max_batch_size=settings.max_batch_size,
@@ -27,18 +27,25 @@ def main() -> None:
         )
         deployer = Deployer(
             await RecordStore.open(rt.js, "deployments", DeploymentRecord),
+            await RecordStore.open(rt.js, "deployments", VersionInfo),
             rt.objects,
             settings.triton_url,
-            opts,
+            defaults,
             settings.load_timeout_s,
+            Announcer(rt),
+            drain_s=settings.drain_s,
         )
-        if settings.auto_deploy:
-            rt.consume(
-                EVENTS_STREAM,
-                "deployer",
-                {events_pb2.ModelVersionCreated: VersionCreatedHandler(rt, deployer, settings.triton_url)},
-            )
-        servicer = DeploymentServicer(deployer)
+        rt.consume(
+            EVENTS_STREAM,
+            "deployer",
+            {
+                events_pb2.ModelVersionCreated: VersionCreatedHandler(deployer, settings.auto_deploy),
+                events_pb2.ModelAliasMoved: AliasMovedHandler(deployer),
+            },
+            ack_wait=settings.load_timeout_s + 30,
+        )
+        rt.every("reconcile", settings.reconcile_interval_s, deployer.reconcile)
+        servicer = DeploymentServicer(deployer, settings.registry_url)
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             deployer_pb2_grpc.add_DeploymentServiceServicer_to_server(servicer, server)

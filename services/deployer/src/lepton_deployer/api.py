@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from lepton.common.v1 import common_pb2
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.events.v1 import events_pb2
+from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
 from lepton_core.errors import InvalidArgument
-from lepton_core.rpc import current_tenant
+from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
-from lepton_core.wire import lineage, now, ref_from_pb, ts
+from lepton_core.wire import lineage, ref_from_pb, ts
 from lepton_deployer.core import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -19,26 +22,61 @@ from lepton_deployer.core import (
     Deployer,
     DeploymentRecord,
     DeploymentState,
-    triton_model_name,
+    ServingConfig,
+    VersionInfo,
 )
 
 _STATE = {
     DeploymentState.LOADING: deployer_pb2.DEPLOYMENT_STATE_LOADING,
     DeploymentState.READY: deployer_pb2.DEPLOYMENT_STATE_READY,
     DeploymentState.FAILED: deployer_pb2.DEPLOYMENT_STATE_FAILED,
+    DeploymentState.ROLLING_OUT: deployer_pb2.DEPLOYMENT_STATE_ROLLING_OUT,
 }
+NAME_MAX = 64
 
 
-def deployment_lineage(d: DeploymentRecord) -> common_pb2.Lineage:
+def deployment_lineage(d: DeploymentRecord, version: int | None = None) -> common_pb2.Lineage:
     return lineage(
         dataset_id=d.dataset_id,
         dataset_version_id=d.dataset_version_id,
         training_job_id=d.training_job_id,
         evaluation_id=d.evaluation_id,
         model_name=d.model_name,
-        model_version=d.model_version,
+        model_version=d.model_version if version is None else version,
         deployment=d.name,
     )
+
+
+def config_to_pb(c: ServingConfig) -> deployer_pb2.ServingConfig:
+    return deployer_pb2.ServingConfig(
+        max_batch_size=c.max_batch_size,
+        preferred_batch_sizes=c.preferred_batch_sizes,
+        max_queue_delay_us=c.max_queue_delay_us,
+        instance_count=c.instance_count,
+        instance_kind=c.instance_kind,
+        log_sample_rate=c.log_sample_rate,
+        backend=c.backend,
+    )
+
+
+def config_from_pb(pb: deployer_pb2.ServingConfig, base: ServingConfig) -> ServingConfig:
+    """``base`` with what ``pb`` sets (zero / empty fields keep the base value)."""
+    update: dict[str, Any] = {}
+    if pb.max_batch_size:
+        update["max_batch_size"] = pb.max_batch_size
+    if pb.preferred_batch_sizes:
+        update["preferred_batch_sizes"] = list(pb.preferred_batch_sizes)
+    if pb.HasField("max_queue_delay_us"):
+        update["max_queue_delay_us"] = pb.max_queue_delay_us
+    if pb.instance_count:
+        update["instance_count"] = pb.instance_count
+    if pb.instance_kind:
+        update["instance_kind"] = pb.instance_kind
+    if pb.HasField("log_sample_rate"):
+        update["log_sample_rate"] = pb.log_sample_rate
+    if pb.backend:
+        update["backend"] = pb.backend
+    return base.model_copy(update=update)
 
 
 def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
@@ -47,7 +85,7 @@ def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
         state=_STATE[d.state],
         lineage=deployment_lineage(d),
         triton_model=d.triton_model,
-        triton_version=str(d.model_version),
+        triton_version=str(d.model_version) if d.model_version else "",
         triton_url=d.triton_url,
         input_names=[INPUT_NAME, TEXT_INPUT_NAME] if d.text_columns else [INPUT_NAME],
         feature_columns=d.feature_columns,
@@ -55,19 +93,70 @@ def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
         output_names=[OUTPUT_NAME],
         error=d.error,
         updated_at=ts(d.updated_at),
+        hosts=d.hosts,
+        host_states=[
+            deployer_pb2.HostState(
+                url=h.url,
+                versions=h.versions,
+                ready=h.ready,
+                error=h.error,
+                checked_at=ts(h.checked_at or d.updated_at),
+            )
+            for h in d.host_states
+        ],
+        routes=[
+            deployer_pb2.Route(
+                triton_model=r.triton_model,
+                triton_version=str(r.model_version),
+                weight=r.weight,
+                model_version=r.model_version,
+            )
+            for r in d.routes
+        ],
+        follow=d.follow,
+        strategy=d.strategy,
+        canary_weights=d.canary_weights,
+        canary_step_seconds=d.canary_step_seconds,
+        config=config_to_pb(d.config),
+        target_version=d.target_version,
+        history=[
+            deployer_pb2.Rollout(
+                from_version=r.from_version,
+                to_version=r.to_version,
+                strategy=r.strategy,
+                outcome=r.outcome,
+                reason=r.reason,
+                smoke_rows=r.smoke_rows,
+                started_at=ts(r.started_at),
+                finished_at=ts(r.finished_at or r.started_at),
+                seconds=r.seconds,
+            )
+            for r in d.history
+        ],
+        backend=d.backend,
+        backend_reason=d.backend_reason,
     )
 
 
+def _name(value: str) -> str:
+    if not value:
+        raise InvalidArgument("a deployment name is required", field="name")
+    if len(value) > NAME_MAX or not all(c.isalnum() or c in "-_" for c in value) or value.startswith("-"):
+        raise InvalidArgument(
+            f"{value!r}: 1-{NAME_MAX} letters, digits, '-' or '_', not starting with '-'", field="name"
+        )
+    return value
+
+
 class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
-    def __init__(self, deployer: Deployer) -> None:
+    def __init__(self, deployer: Deployer, registry_url: str) -> None:
         self._deployer = deployer
+        self._registry_url = registry_url
 
     async def GetDeployment(
         self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.Deployment:
-        if not request.name:
-            raise InvalidArgument("a deployment name is required", field="name")
-        return deployment_to_pb(await self._deployer.get(current_tenant(), request.name))
+        return deployment_to_pb(await self._deployer.get(current_tenant(), _name(request.name)))
 
     async def ListDeployments(
         self, request: deployer_pb2.ListDeploymentsRequest, context: grpc.aio.ServicerContext
@@ -76,54 +165,175 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
             deployments=[deployment_to_pb(d) for d in await self._deployer.list(current_tenant())]
         )
 
+    async def Deploy(
+        self, request: deployer_pb2.DeployRequest, context: grpc.aio.ServicerContext
+    ) -> deployer_pb2.Deployment:
+        tenant, name = current_tenant(), _name(request.name)
+        if not request.model_name:
+            raise InvalidArgument("a model name is required", field="model_name")
+        if request.version < 0:
+            raise InvalidArgument(f"must be 0 (latest) or a version number, got {request.version}", field="version")
+        version = request.version
+        if not version:
+            # The registry resolves aliases and "latest" (with the caller's key: their tenant only).
+            async with client_channel(self._registry_url, current_api_key()) as ch:
+                found = await registry_pb2_grpc.RegistryServiceStub(ch).GetModelVersion(
+                    registry_pb2.GetModelVersionRequest(model_name=request.model_name, alias=request.alias), timeout=10
+                )
+            version = found.version
+        current = await self._deployer.store.get(f"{tenant}.{name}")
+        base = current.value.config if current else self._deployer._default_config()
+        record = await self._deployer.deploy(
+            tenant,
+            name,
+            request.model_name,
+            version,
+            hosts=list(request.hosts) or None,
+            strategy=request.strategy or None,
+            canary_weights=list(request.canary_weights) or None,
+            canary_step_seconds=request.canary_step_seconds or None,
+            follow=request.follow if request.HasField("follow") else None,
+            config=config_from_pb(request.config, base),
+            wait=request.wait,
+        )
+        return deployment_to_pb(record)
+
+    async def Rollback(
+        self, request: deployer_pb2.RollbackRequest, context: grpc.aio.ServicerContext
+    ) -> deployer_pb2.Deployment:
+        return deployment_to_pb(await self._deployer.rollback(current_tenant(), _name(request.name), request.wait))
+
+    async def DeleteDeployment(
+        self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> deployer_pb2.Deployment:
+        return deployment_to_pb(await self._deployer.delete(current_tenant(), _name(request.name)))
+
+    async def GetDeploymentStatus(
+        self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
+    ) -> deployer_pb2.DeploymentStatus:
+        record = await self._deployer.get(current_tenant(), _name(request.name))
+        stats, warnings = await self._deployer.statistics(record)
+        out = deployer_pb2.DeploymentStatus(deployment=deployment_to_pb(record), warnings=warnings)
+        for s in stats:
+            inference = s.get("inference_stats", {})
+            success = int(inference.get("success", {}).get("count", 0))
+
+            def avg(key: str, count: int = success, inference: dict[str, Any] = inference) -> float:
+                return float(inference.get(key, {}).get("ns", 0)) / 1000 / count if count else 0.0
+
+            out.statistics.append(
+                deployer_pb2.VersionStatistics(
+                    host=s["host"],
+                    triton_model=s.get("name", ""),
+                    triton_version=s.get("version", ""),
+                    ready=bool(s.get("ready")),
+                    inference_count=int(s.get("inference_count", 0)),
+                    execution_count=int(s.get("execution_count", 0)),
+                    success_count=success,
+                    failure_count=int(inference.get("fail", {}).get("count", 0)),
+                    avg_queue_us=avg("queue"),
+                    avg_compute_us=avg("compute_infer"),
+                    avg_request_us=avg("success"),
+                )
+            )
+        return out
+
+
+class Announcer:
+    """Publishes the deployer's events for a deployment record."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    async def __call__(self, kind: str, d: DeploymentRecord, extra: dict[str, Any]) -> None:
+        tenant = d.tenant
+        message: Any
+        if kind == "started":
+            version = d.target_version
+            message = events_pb2.DeploymentRolloutStarted(
+                tenant=tenant,
+                lineage=deployment_lineage(d, version),
+                from_version=extra["from_version"],
+                strategy=d.strategy,
+                hosts=d.hosts,
+            )
+            event_id = f"deployment.rollout.started:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
+        elif kind == "ready":
+            version = d.model_version
+            message = events_pb2.DeploymentReady(
+                tenant=tenant,
+                lineage=deployment_lineage(d),
+                triton_model=d.triton_model,
+                triton_version=str(d.model_version),
+                host=",".join(d.hosts),
+            )
+            event_id = f"deployment.ready:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
+        elif kind == "rolled_back":
+            version = extra["version"]
+            message = events_pb2.DeploymentRolledBack(
+                tenant=tenant,
+                lineage=deployment_lineage(d, version),
+                serving_version=d.model_version,
+                reason=extra["reason"],
+            )
+            event_id = f"deployment.rolled_back:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
+        else:
+            version = extra["version"]
+            message = events_pb2.DeploymentFailed(
+                tenant=tenant, lineage=deployment_lineage(d, version), reason=extra["reason"]
+            )
+            event_id = f"deployment.failed:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
+        await self._rt.publish(message, tenant=tenant, event_id=event_id, ce_subject=d.name)
+
 
 class VersionCreatedHandler:
-    """Auto-deploy: each new registry version goes to the deployment named after its model."""
+    """Remembers every new registry version; with auto-deploy, rolls it out to the
+    deployment named after its model (created on the first version, following "latest")."""
 
-    def __init__(self, rt: Runtime, deployer: Deployer, triton_url: str) -> None:
-        self._rt = rt
+    def __init__(self, deployer: Deployer, auto_deploy: bool) -> None:
         self._deployer = deployer
-        self._triton_url = triton_url
+        self._auto_deploy = auto_deploy
 
     async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
         lin = ev.lineage
-        name = lin.model_name
-        record = await self._deployer.deploy(
-            DeploymentRecord(
-                tenant=ev.tenant,
-                name=name,
-                state=DeploymentState.LOADING,
-                model_name=lin.model_name,
-                model_version=lin.model_version,
-                dataset_id=lin.dataset_id,
-                dataset_version_id=lin.dataset_version_id,
-                training_job_id=lin.training_job_id,
-                evaluation_id=lin.evaluation_id,
-                triton_model=triton_model_name(ev.tenant, name),
-                triton_url=self._triton_url,
-                updated_at=now(),
-            ),
-            ref_from_pb(ev.artifact),
+        info = VersionInfo(
+            tenant=ev.tenant,
+            model_name=lin.model_name,
+            version=lin.model_version,
+            artifact=ref_from_pb(ev.artifact),
+            dataset_object=ref_from_pb(ev.dataset_object) if ev.dataset_object.name else None,
+            split_seed=ev.split_seed,
+            test_fraction=ev.test_fraction,
+            dataset_id=lin.dataset_id,
+            dataset_version_id=lin.dataset_version_id,
+            training_job_id=lin.training_job_id,
+            evaluation_id=lin.evaluation_id,
         )
-        key = f"{ev.tenant}:{name}:{record.model_version}"
-        if record.state == DeploymentState.READY:
-            await self._rt.publish(
-                events_pb2.DeploymentReady(
-                    tenant=ev.tenant,
-                    lineage=deployment_lineage(record),
-                    triton_model=record.triton_model,
-                    triton_version=str(record.model_version),
-                    host=record.triton_url,
-                ),
-                tenant=ev.tenant,
-                event_id=f"deployment.ready:{key}",
-                ce_subject=name,
+        await self._deployer.remember(info)
+        found = await self._deployer.store.get(f"{ev.tenant}.{lin.model_name}")
+        if found is None and self._auto_deploy:
+            await self._deployer.deploy(
+                ev.tenant, lin.model_name, lin.model_name, info.version, follow="latest", wait=True
             )
-        else:
-            await self._rt.publish(
-                events_pb2.DeploymentFailed(tenant=ev.tenant, lineage=deployment_lineage(record), reason=record.error),
-                tenant=ev.tenant,
-                event_id=f"deployment.failed:{key}",
-                ce_subject=name,
-            )
+        await _follow(self._deployer, ev.tenant, lin.model_name, "latest", info.version)
+
+
+class AliasMovedHandler:
+    """Rolls out the version an alias moved to, in every deployment that follows that alias."""
+
+    def __init__(self, deployer: Deployer) -> None:
+        self._deployer = deployer
+
+    async def __call__(self, event: events.Event[events_pb2.ModelAliasMoved]) -> None:
+        ev = event.data
+        if ev.lineage.model_version:  # 0: the alias was deleted; keep serving what serves
+            await _follow(self._deployer, ev.tenant, ev.lineage.model_name, ev.alias, ev.lineage.model_version)
+
+
+async def _follow(deployer: Deployer, tenant: str, model: str, follow: str, version: int) -> None:
+    for d in await deployer.list(tenant):
+        if d.model_name == model and d.follow == follow and d.model_version < version and d.target_version != version:
+            if d.state == DeploymentState.ROLLING_OUT:
+                continue  # the running rollout finishes first; the next event (or Deploy) moves it on
+            await deployer.deploy(tenant, d.name, model, version, wait=True)

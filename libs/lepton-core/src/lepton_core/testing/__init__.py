@@ -85,6 +85,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) ->
         api_key=secrets.token_urlsafe(16),
         otlp_endpoint=trace_sink.endpoint,
         extra_api_keys={secrets.token_urlsafe(16): "intruder"},
+        # The monitor checks often, so drift and retraining tests take seconds, not minutes.
+        settings={"monitor": {"evaluation_interval_s": "2"}, "deployer": {"reconcile_interval_s": "2"}},
     )
     p.start()
     try:

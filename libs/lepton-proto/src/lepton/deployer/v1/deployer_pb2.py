@@ -26,23 +26,39 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lepton.common.v1 import common_pb2 as lepton_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/deployer/v1/deployer.proto\x12\x12lepton.deployer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xd5\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lepton.deployer.v1.DeploymentState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x16\n\x0etriton_version\x18\x05 \x01(\t\x12\x12\n\ntriton_url\x18\x06 \x01(\t\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x0b \x03(\t\x12\x14\n\x0ctext_columns\x18\x0c \x03(\t\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListDeploymentsRequest\"N\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.lepton.deployer.v1.Deployment*\x8a\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x01\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x02\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x03\x32\xda\x01\n\x11\x44\x65ploymentService\x12Y\n\rGetDeployment\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12j\n\x0fListDeployments\x12*.lepton.deployer.v1.ListDeploymentsRequest\x1a+.lepton.deployer.v1.ListDeploymentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!lepton/deployer/v1/deployer.proto\x12\x12lepton.deployer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dlepton/common/v1/common.proto\"\xf0\x01\n\rServingConfig\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x1d\n\x15preferred_batch_sizes\x18\x02 \x03(\x05\x12\x1f\n\x12max_queue_delay_us\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\x0einstance_count\x18\x04 \x01(\x05\x12\x15\n\rinstance_kind\x18\x05 \x01(\t\x12\x1c\n\x0flog_sample_rate\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\tB\x15\n\x13_max_queue_delay_usB\x12\n\x10_log_sample_rate\"\\\n\x05Route\x12\x14\n\x0ctriton_model\x18\x01 \x01(\t\x12\x16\n\x0etriton_version\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x15\n\rmodel_version\x18\x04 \x01(\x03\"x\n\tHostState\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\nchecked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x01\n\x07Rollout\x12\x14\n\x0c\x66rom_version\x18\x01 \x01(\x03\x12\x12\n\nto_version\x18\x02 \x01(\x03\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nsmoke_rows\x18\x06 \x01(\x05\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07seconds\x18\t \x01(\x01\"\xbc\x05\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.lepton.deployer.v1.DeploymentState\x12*\n\x07lineage\x18\x03 \x01(\x0b\x32\x19.lepton.common.v1.Lineage\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x16\n\x0etriton_version\x18\x05 \x01(\t\x12\x12\n\ntriton_url\x18\x06 \x01(\t\x12\x13\n\x0binput_names\x18\x07 \x03(\t\x12\x14\n\x0coutput_names\x18\x08 \x03(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66\x65\x61ture_columns\x18\x0b \x03(\t\x12\x14\n\x0ctext_columns\x18\x0c \x03(\t\x12\r\n\x05hosts\x18\r \x03(\t\x12\x32\n\x0bhost_states\x18\x0e \x03(\x0b\x32\x1d.lepton.deployer.v1.HostState\x12)\n\x06routes\x18\x0f \x03(\x0b\x32\x19.lepton.deployer.v1.Route\x12\x0e\n\x06\x66ollow\x18\x10 \x01(\t\x12\x10\n\x08strategy\x18\x11 \x01(\t\x12\x16\n\x0e\x63\x61nary_weights\x18\x12 \x03(\x01\x12\x1b\n\x13\x63\x61nary_step_seconds\x18\x13 \x01(\x01\x12\x31\n\x06\x63onfig\x18\x14 \x01(\x0b\x32!.lepton.deployer.v1.ServingConfig\x12\x16\n\x0etarget_version\x18\x15 \x01(\x03\x12,\n\x07history\x18\x16 \x03(\x0b\x32\x1b.lepton.deployer.v1.Rollout\x12\x0f\n\x07\x62\x61\x63kend\x18\x17 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x18 \x01(\t\"\x88\x02\n\rDeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05\x61lias\x18\x04 \x01(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x10\n\x08strategy\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61nary_weights\x18\x07 \x03(\x01\x12\x1b\n\x13\x63\x61nary_step_seconds\x18\x08 \x01(\x01\x12\x13\n\x06\x66ollow\x18\t \x01(\tH\x00\x88\x01\x01\x12\x31\n\x06\x63onfig\x18\n \x01(\x0b\x32!.lepton.deployer.v1.ServingConfig\x12\x0c\n\x04wait\x18\x0b \x01(\x08\x42\t\n\x07_follow\"-\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListDeploymentsRequest\"N\n\x17ListDeploymentsResponse\x12\x33\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1e.lepton.deployer.v1.Deployment\"\x84\x02\n\x11VersionStatistics\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x16\n\x0etriton_version\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x17\n\x0finference_count\x18\x05 \x01(\x03\x12\x17\n\x0f\x65xecution_count\x18\x06 \x01(\x03\x12\x15\n\rsuccess_count\x18\x07 \x01(\x03\x12\x15\n\rfailure_count\x18\x08 \x01(\x03\x12\x14\n\x0c\x61vg_queue_us\x18\t \x01(\x01\x12\x16\n\x0e\x61vg_compute_us\x18\n \x01(\x01\x12\x16\n\x0e\x61vg_request_us\x18\x0b \x01(\x01\"\x93\x01\n\x10\x44\x65ploymentStatus\x12\x32\n\ndeployment\x18\x01 \x01(\x0b\x32\x1e.lepton.deployer.v1.Deployment\x12\x39\n\nstatistics\x18\x02 \x03(\x0b\x32%.lepton.deployer.v1.VersionStatistics\x12\x10\n\x08warnings\x18\x03 \x03(\t*\xac\x01\n\x0f\x44\x65ploymentState\x12 \n\x1c\x44\x45PLOYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45PLOYMENT_STATE_LOADING\x10\x01\x12\x1a\n\x16\x44\x45PLOYMENT_STATE_READY\x10\x02\x12\x1b\n\x17\x44\x45PLOYMENT_STATE_FAILED\x10\x03\x12 \n\x1c\x44\x45PLOYMENT_STATE_ROLLING_OUT\x10\x04\x32\xbd\x04\n\x11\x44\x65ploymentService\x12Y\n\rGetDeployment\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12j\n\x0fListDeployments\x12*.lepton.deployer.v1.ListDeploymentsRequest\x1a+.lepton.deployer.v1.ListDeploymentsResponse\x12K\n\x06\x44\x65ploy\x12!.lepton.deployer.v1.DeployRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12O\n\x08Rollback\x12#.lepton.deployer.v1.RollbackRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12\\\n\x10\x44\x65leteDeployment\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a\x1e.lepton.deployer.v1.Deployment\x12\x65\n\x13GetDeploymentStatus\x12(.lepton.deployer.v1.GetDeploymentRequest\x1a$.lepton.deployer.v1.DeploymentStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.deployer.v1.deployer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEPLOYMENTSTATE']._serialized_start=610
-  _globals['_DEPLOYMENTSTATE']._serialized_end=748
-  _globals['_DEPLOYMENT']._serialized_start=122
-  _globals['_DEPLOYMENT']._serialized_end=463
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=465
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=501
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=503
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=527
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=529
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=607
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=751
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=969
+  _globals['_DEPLOYMENTSTATE']._serialized_start=2394
+  _globals['_DEPLOYMENTSTATE']._serialized_end=2566
+  _globals['_SERVINGCONFIG']._serialized_start=122
+  _globals['_SERVINGCONFIG']._serialized_end=362
+  _globals['_ROUTE']._serialized_start=364
+  _globals['_ROUTE']._serialized_end=456
+  _globals['_HOSTSTATE']._serialized_start=458
+  _globals['_HOSTSTATE']._serialized_end=578
+  _globals['_ROLLOUT']._serialized_start=581
+  _globals['_ROLLOUT']._serialized_end=817
+  _globals['_DEPLOYMENT']._serialized_start=820
+  _globals['_DEPLOYMENT']._serialized_end=1520
+  _globals['_DEPLOYREQUEST']._serialized_start=1523
+  _globals['_DEPLOYREQUEST']._serialized_end=1787
+  _globals['_ROLLBACKREQUEST']._serialized_start=1789
+  _globals['_ROLLBACKREQUEST']._serialized_end=1834
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=1836
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=1872
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=1874
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1898
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1900
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1978
+  _globals['_VERSIONSTATISTICS']._serialized_start=1981
+  _globals['_VERSIONSTATISTICS']._serialized_end=2241
+  _globals['_DEPLOYMENTSTATUS']._serialized_start=2244
+  _globals['_DEPLOYMENTSTATUS']._serialized_end=2391
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=2569
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=3142
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,8 @@ class _DeploymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Deplo
     DEPLOYMENT_STATE_LOADING: _DeploymentState.ValueType  # 1
     DEPLOYMENT_STATE_READY: _DeploymentState.ValueType  # 2
     DEPLOYMENT_STATE_FAILED: _DeploymentState.ValueType  # 3
+    DEPLOYMENT_STATE_ROLLING_OUT: _DeploymentState.ValueType  # 4
+    """Serving the stable version while a new one is being rolled out."""
 
 class DeploymentState(_DeploymentState, metaclass=_DeploymentStateEnumTypeWrapper): ...
 
@@ -38,7 +40,178 @@ DEPLOYMENT_STATE_UNSPECIFIED: DeploymentState.ValueType  # 0
 DEPLOYMENT_STATE_LOADING: DeploymentState.ValueType  # 1
 DEPLOYMENT_STATE_READY: DeploymentState.ValueType  # 2
 DEPLOYMENT_STATE_FAILED: DeploymentState.ValueType  # 3
+DEPLOYMENT_STATE_ROLLING_OUT: DeploymentState.ValueType  # 4
+"""Serving the stable version while a new one is being rolled out."""
 Global___DeploymentState: _TypeAlias = DeploymentState  # noqa: Y015
+
+@_typing.final
+class ServingConfig(_message.Message):
+    """Triton model configuration choices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    PREFERRED_BATCH_SIZES_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_DELAY_US_FIELD_NUMBER: _builtins.int
+    INSTANCE_COUNT_FIELD_NUMBER: _builtins.int
+    INSTANCE_KIND_FIELD_NUMBER: _builtins.int
+    LOG_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    max_batch_size: _builtins.int
+    """0: the deployer's default (64)."""
+    max_queue_delay_us: _builtins.int
+    """Unset: the deployer's default."""
+    instance_count: _builtins.int
+    """Model instances per host (0: 1), and "cpu" (default) or "gpu"."""
+    instance_kind: _builtins.str
+    log_sample_rate: _builtins.float
+    """Fraction of requests logged for the monitor; unset: the deployer's default."""
+    backend: _builtins.str
+    """"auto" (default: ONNX on hosts with Triton's onnxruntime backend when the
+    conversion is exact, else the Python backend), "python" or "onnx".
+    """
+    @_builtins.property
+    def preferred_batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        max_batch_size: _builtins.int = ...,
+        preferred_batch_sizes: _abc.Iterable[_builtins.int] | None = ...,
+        max_queue_delay_us: _builtins.int | None = ...,
+        instance_count: _builtins.int = ...,
+        instance_kind: _builtins.str = ...,
+        log_sample_rate: _builtins.float | None = ...,
+        backend: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "log_sample_rate", b"log_sample_rate", "max_queue_delay_us", b"max_queue_delay_us"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "backend", b"backend", "instance_count", b"instance_count", "instance_kind", b"instance_kind", "log_sample_rate", b"log_sample_rate", "max_batch_size", b"max_batch_size", "max_queue_delay_us", b"max_queue_delay_us", "preferred_batch_sizes", b"preferred_batch_sizes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__log_sample_rate: _TypeAlias = _typing.Literal["log_sample_rate"]  # noqa: Y015
+    _WhichOneofArgType__log_sample_rate: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate"]  # noqa: Y015
+    _WhichOneofReturnType__max_queue_delay_us: _TypeAlias = _typing.Literal["max_queue_delay_us"]  # noqa: Y015
+    _WhichOneofArgType__max_queue_delay_us: _TypeAlias = _typing.Literal["_max_queue_delay_us", b"_max_queue_delay_us"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_sample_rate) -> _WhichOneofReturnType__log_sample_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_queue_delay_us) -> _WhichOneofReturnType__max_queue_delay_us | None: ...
+
+Global___ServingConfig: _TypeAlias = ServingConfig  # noqa: Y015
+
+@_typing.final
+class Route(_message.Message):
+    """Where routed clients (the SDK) send requests: a weighted choice of routes.
+    Unrouted clients calling triton_model without a version get the stable one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRITON_MODEL_FIELD_NUMBER: _builtins.int
+    TRITON_VERSION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    triton_model: _builtins.str
+    triton_version: _builtins.str
+    weight: _builtins.float
+    model_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        triton_model: _builtins.str = ...,
+        triton_version: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        model_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "triton_model", b"triton_model", "triton_version", b"triton_version", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class HostState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    ready: _builtins.bool
+    error: _builtins.str
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Model versions loaded there for this deployment."""
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        versions: _abc.Iterable[_builtins.int] | None = ...,
+        ready: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "error", b"error", "ready", b"ready", "url", b"url", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostState: _TypeAlias = HostState  # noqa: Y015
+
+@_typing.final
+class Rollout(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    TO_VERSION_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SMOKE_ROWS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    from_version: _builtins.int
+    to_version: _builtins.int
+    strategy: _builtins.str
+    """"all_at_once" or "canary"."""
+    outcome: _builtins.str
+    """"completed", "rolled_back" or "failed"."""
+    reason: _builtins.str
+    smoke_rows: _builtins.int
+    seconds: _builtins.float
+    """Seconds from start to the new version serving everywhere."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        from_version: _builtins.int = ...,
+        to_version: _builtins.int = ...,
+        strategy: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        smoke_rows: _builtins.int = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "from_version", b"from_version", "outcome", b"outcome", "reason", b"reason", "seconds", b"seconds", "smoke_rows", b"smoke_rows", "started_at", b"started_at", "strategy", b"strategy", "to_version", b"to_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rollout: _TypeAlias = Rollout  # noqa: Y015
 
 @_typing.final
 class Deployment(_message.Message):
@@ -56,14 +229,37 @@ class Deployment(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FEATURE_COLUMNS_FIELD_NUMBER: _builtins.int
     TEXT_COLUMNS_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    HOST_STATES_FIELD_NUMBER: _builtins.int
+    ROUTES_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    CANARY_WEIGHTS_FIELD_NUMBER: _builtins.int
+    CANARY_STEP_SECONDS_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    TARGET_VERSION_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    BACKEND_REASON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     state: Global___DeploymentState.ValueType
     triton_model: _builtins.str
-    """Name and version of the model inside Triton, for tritonclient calls."""
+    """Name and version of the stable model inside Triton, for tritonclient calls."""
     triton_version: _builtins.str
     triton_url: _builtins.str
-    """Triton's gRPC address."""
+    """Triton's gRPC address (the first host)."""
     error: _builtins.str
+    follow: _builtins.str
+    """Roll out each version this alias moves to ("champion"), "latest" for every
+    new version, or empty: only on Deploy.
+    """
+    strategy: _builtins.str
+    canary_step_seconds: _builtins.float
+    target_version: _builtins.int
+    """The version being rolled out (0: none)."""
+    backend: _builtins.str
+    """The backend serving the stable version, and why it was chosen."""
+    backend_reason: _builtins.str
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -80,6 +276,18 @@ class Deployment(_message.Message):
     def text_columns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Columns, in order, of the BYTES "text_features" tensor, when the model takes text."""
 
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def host_states(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostState]: ...
+    @_builtins.property
+    def routes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Route]: ...
+    @_builtins.property
+    def canary_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def config(self) -> Global___ServingConfig: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rollout]: ...
     def __init__(
         self,
         *,
@@ -95,14 +303,111 @@ class Deployment(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         feature_columns: _abc.Iterable[_builtins.str] | None = ...,
         text_columns: _abc.Iterable[_builtins.str] | None = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        host_states: _abc.Iterable[Global___HostState] | None = ...,
+        routes: _abc.Iterable[Global___Route] | None = ...,
+        follow: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        canary_weights: _abc.Iterable[_builtins.float] | None = ...,
+        canary_step_seconds: _builtins.float = ...,
+        config: Global___ServingConfig | None = ...,
+        target_version: _builtins.int = ...,
+        history: _abc.Iterable[Global___Rollout] | None = ...,
+        backend: _builtins.str = ...,
+        backend_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "lineage", b"lineage", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "feature_columns", b"feature_columns", "input_names", b"input_names", "lineage", b"lineage", "name", b"name", "output_names", b"output_names", "state", b"state", "text_columns", b"text_columns", "triton_model", b"triton_model", "triton_url", b"triton_url", "triton_version", b"triton_version", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "backend_reason", b"backend_reason", "canary_step_seconds", b"canary_step_seconds", "canary_weights", b"canary_weights", "config", b"config", "error", b"error", "feature_columns", b"feature_columns", "follow", b"follow", "history", b"history", "host_states", b"host_states", "hosts", b"hosts", "input_names", b"input_names", "lineage", b"lineage", "name", b"name", "output_names", b"output_names", "routes", b"routes", "state", b"state", "strategy", b"strategy", "target_version", b"target_version", "text_columns", b"text_columns", "triton_model", b"triton_model", "triton_url", b"triton_url", "triton_version", b"triton_version", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
+
+@_typing.final
+class DeployRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ALIAS_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    CANARY_WEIGHTS_FIELD_NUMBER: _builtins.int
+    CANARY_STEP_SECONDS_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    model_name: _builtins.str
+    version: _builtins.int
+    """0: the version `alias` points at, else the latest."""
+    alias: _builtins.str
+    strategy: _builtins.str
+    """"all_at_once" (default) or "canary"."""
+    canary_step_seconds: _builtins.float
+    """How long each canary share runs before the next (default 5 s)."""
+    follow: _builtins.str
+    wait: _builtins.bool
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hosts (Triton gRPC addresses); empty: the deployer's default host (on a new
+        deployment) or the current ones.
+        """
+
+    @_builtins.property
+    def canary_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Canary shares of routed traffic, ascending, each in (0, 1); default [0.1, 0.5]."""
+
+    @_builtins.property
+    def config(self) -> Global___ServingConfig: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        alias: _builtins.str = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+        strategy: _builtins.str = ...,
+        canary_weights: _abc.Iterable[_builtins.float] | None = ...,
+        canary_step_seconds: _builtins.float = ...,
+        follow: _builtins.str | None = ...,
+        config: Global___ServingConfig | None = ...,
+        wait: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_follow", b"_follow", "config", b"config", "follow", b"follow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_follow", b"_follow", "alias", b"alias", "canary_step_seconds", b"canary_step_seconds", "canary_weights", b"canary_weights", "config", b"config", "follow", b"follow", "hosts", b"hosts", "model_name", b"model_name", "name", b"name", "strategy", b"strategy", "version", b"version", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__follow: _TypeAlias = _typing.Literal["follow"]  # noqa: Y015
+    _WhichOneofArgType__follow: _TypeAlias = _typing.Literal["_follow", b"_follow"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__follow) -> _WhichOneofReturnType__follow | None: ...
+
+Global___DeployRequest: _TypeAlias = DeployRequest  # noqa: Y015
+
+@_typing.final
+class RollbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    wait: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        wait: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RollbackRequest: _TypeAlias = RollbackRequest  # noqa: Y015
 
 @_typing.final
 class GetDeploymentRequest(_message.Message):
@@ -157,3 +462,83 @@ class ListDeploymentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDeploymentsResponse: _TypeAlias = ListDeploymentsResponse  # noqa: Y015
+
+@_typing.final
+class VersionStatistics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    TRITON_MODEL_FIELD_NUMBER: _builtins.int
+    TRITON_VERSION_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    INFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    EXECUTION_COUNT_FIELD_NUMBER: _builtins.int
+    SUCCESS_COUNT_FIELD_NUMBER: _builtins.int
+    FAILURE_COUNT_FIELD_NUMBER: _builtins.int
+    AVG_QUEUE_US_FIELD_NUMBER: _builtins.int
+    AVG_COMPUTE_US_FIELD_NUMBER: _builtins.int
+    AVG_REQUEST_US_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    triton_model: _builtins.str
+    triton_version: _builtins.str
+    ready: _builtins.bool
+    inference_count: _builtins.int
+    execution_count: _builtins.int
+    success_count: _builtins.int
+    failure_count: _builtins.int
+    avg_queue_us: _builtins.float
+    """Average per request, from Triton's cumulative durations."""
+    avg_compute_us: _builtins.float
+    avg_request_us: _builtins.float
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        triton_model: _builtins.str = ...,
+        triton_version: _builtins.str = ...,
+        ready: _builtins.bool = ...,
+        inference_count: _builtins.int = ...,
+        execution_count: _builtins.int = ...,
+        success_count: _builtins.int = ...,
+        failure_count: _builtins.int = ...,
+        avg_queue_us: _builtins.float = ...,
+        avg_compute_us: _builtins.float = ...,
+        avg_request_us: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_compute_us", b"avg_compute_us", "avg_queue_us", b"avg_queue_us", "avg_request_us", b"avg_request_us", "execution_count", b"execution_count", "failure_count", b"failure_count", "host", b"host", "inference_count", b"inference_count", "ready", b"ready", "success_count", b"success_count", "triton_model", b"triton_model", "triton_version", b"triton_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionStatistics: _TypeAlias = VersionStatistics  # noqa: Y015
+
+@_typing.final
+class DeploymentStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployment(self) -> Global___Deployment: ...
+    @_builtins.property
+    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionStatistics]: ...
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hosts that did not answer, said plainly."""
+
+    def __init__(
+        self,
+        *,
+        deployment: Global___Deployment | None = ...,
+        statistics: _abc.Iterable[Global___VersionStatistics] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "statistics", b"statistics", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentStatus: _TypeAlias = DeploymentStatus  # noqa: Y015

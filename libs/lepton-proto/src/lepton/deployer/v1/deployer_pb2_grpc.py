@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class DeploymentServiceStub:
-    """Deployments of registered model versions on Triton.
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
     """
 
     def __init__(self, channel):
@@ -45,10 +52,37 @@ class DeploymentServiceStub:
                 request_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsRequest.SerializeToString,
                 response_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsResponse.FromString,
                 _registered_method=True)
+        self.Deploy = channel.unary_unary(
+                '/lepton.deployer.v1.DeploymentService/Deploy',
+                request_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeployRequest.SerializeToString,
+                response_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/lepton.deployer.v1.DeploymentService/Rollback',
+                request_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.DeleteDeployment = channel.unary_unary(
+                '/lepton.deployer.v1.DeploymentService/DeleteDeployment',
+                request_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.GetDeploymentStatus = channel.unary_unary(
+                '/lepton.deployer.v1.DeploymentService/GetDeploymentStatus',
+                request_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeploymentStatus.FromString,
+                _registered_method=True)
 
 
 class DeploymentServiceServicer:
-    """Deployments of registered model versions on Triton.
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
     """
 
     def GetDeployment(self, request, context):
@@ -59,6 +93,36 @@ class DeploymentServiceServicer:
 
     def ListDeployments(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Deploy(self, request, context):
+        """Creates a deployment or rolls an existing one out to another version.
+        Returns at once (state ROLLING_OUT); watch GetDeployment or the
+        deployment.* events. wait=true returns when the rollout ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Rolls back to the version served before the last completed rollout.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDeployment(self, request, context):
+        """Unloads the deployment from every host and forgets it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeploymentStatus(self, request, context):
+        """Per-host versions and readiness, and Triton's own statistics.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -76,6 +140,26 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
                     request_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsRequest.FromString,
                     response_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsResponse.SerializeToString,
             ),
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeployRequest.FromString,
+                    response_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.RollbackRequest.FromString,
+                    response_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.SerializeToString,
+            ),
+            'DeleteDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDeployment,
+                    request_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.SerializeToString,
+            ),
+            'GetDeploymentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeploymentStatus,
+                    request_deserializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeploymentStatus.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lepton.deployer.v1.DeploymentService', rpc_method_handlers)
@@ -85,7 +169,14 @@ def add_DeploymentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeploymentService:
-    """Deployments of registered model versions on Triton.
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
     """
 
     @staticmethod
@@ -132,6 +223,114 @@ class DeploymentService:
             '/lepton.deployer.v1.DeploymentService/ListDeployments',
             lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsRequest.SerializeToString,
             lepton_dot_deployer_dot_v1_dot_deployer__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.deployer.v1.DeploymentService/Deploy',
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeployRequest.SerializeToString,
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.deployer.v1.DeploymentService/Rollback',
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.RollbackRequest.SerializeToString,
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.deployer.v1.DeploymentService/DeleteDeployment',
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.SerializeToString,
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeploymentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.deployer.v1.DeploymentService/GetDeploymentStatus',
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.GetDeploymentRequest.SerializeToString,
+            lepton_dot_deployer_dot_v1_dot_deployer__pb2.DeploymentStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,15 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class DeploymentServiceStub:
-    """Deployments of registered model versions on Triton."""
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -35,17 +43,55 @@ class DeploymentServiceStub:
     def __new__(cls, channel: _aio.Channel) -> DeploymentServiceAsyncStub: ...
     GetDeployment: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.Deployment]
     ListDeployments: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.ListDeploymentsRequest, _deployer_pb2.ListDeploymentsResponse]
+    Deploy: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.DeployRequest, _deployer_pb2.Deployment]
+    """Creates a deployment or rolls an existing one out to another version.
+    Returns at once (state ROLLING_OUT); watch GetDeployment or the
+    deployment.* events. wait=true returns when the rollout ended.
+    """
+    Rollback: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.RollbackRequest, _deployer_pb2.Deployment]
+    """Rolls back to the version served before the last completed rollout."""
+    DeleteDeployment: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.Deployment]
+    """Unloads the deployment from every host and forgets it."""
+    GetDeploymentStatus: _grpc.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.DeploymentStatus]
+    """Per-host versions and readiness, and Triton's own statistics."""
 
 @_typing.type_check_only
 class DeploymentServiceAsyncStub(DeploymentServiceStub):
-    """Deployments of registered model versions on Triton."""
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetDeployment: _aio.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.Deployment]  # type: ignore[assignment]
     ListDeployments: _aio.UnaryUnaryMultiCallable[_deployer_pb2.ListDeploymentsRequest, _deployer_pb2.ListDeploymentsResponse]  # type: ignore[assignment]
+    Deploy: _aio.UnaryUnaryMultiCallable[_deployer_pb2.DeployRequest, _deployer_pb2.Deployment]  # type: ignore[assignment]
+    """Creates a deployment or rolls an existing one out to another version.
+    Returns at once (state ROLLING_OUT); watch GetDeployment or the
+    deployment.* events. wait=true returns when the rollout ended.
+    """
+    Rollback: _aio.UnaryUnaryMultiCallable[_deployer_pb2.RollbackRequest, _deployer_pb2.Deployment]  # type: ignore[assignment]
+    """Rolls back to the version served before the last completed rollout."""
+    DeleteDeployment: _aio.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.Deployment]  # type: ignore[assignment]
+    """Unloads the deployment from every host and forgets it."""
+    GetDeploymentStatus: _aio.UnaryUnaryMultiCallable[_deployer_pb2.GetDeploymentRequest, _deployer_pb2.DeploymentStatus]  # type: ignore[assignment]
+    """Per-host versions and readiness, and Triton's own statistics."""
 
 class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Deployments of registered model versions on Triton."""
+    """Deployments of registered model versions on one or more Triton hosts.
+
+    A deployment serves one stable version from the Triton model `triton_model`.
+    A rollout loads the new version beside it (as `<triton_model>--next`), checks it
+    ready on every host, smoke-tests it with the deployment's recorded inputs against
+    the model's own in-process predictions, optionally sends it a weighted share of
+    routed traffic (canary), then makes it the stable version and unloads the old one.
+    A failure at any step rolls back: the old version never stops serving.
+    """
 
     @_abc_1.abstractmethod
     def GetDeployment(
@@ -60,5 +106,40 @@ class DeploymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _deployer_pb2.ListDeploymentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_deployer_pb2.ListDeploymentsResponse, _abc.Awaitable[_deployer_pb2.ListDeploymentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Deploy(
+        self,
+        request: _deployer_pb2.DeployRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deployer_pb2.Deployment, _abc.Awaitable[_deployer_pb2.Deployment]]:
+        """Creates a deployment or rolls an existing one out to another version.
+        Returns at once (state ROLLING_OUT); watch GetDeployment or the
+        deployment.* events. wait=true returns when the rollout ended.
+        """
+
+    @_abc_1.abstractmethod
+    def Rollback(
+        self,
+        request: _deployer_pb2.RollbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deployer_pb2.Deployment, _abc.Awaitable[_deployer_pb2.Deployment]]:
+        """Rolls back to the version served before the last completed rollout."""
+
+    @_abc_1.abstractmethod
+    def DeleteDeployment(
+        self,
+        request: _deployer_pb2.GetDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deployer_pb2.Deployment, _abc.Awaitable[_deployer_pb2.Deployment]]:
+        """Unloads the deployment from every host and forgets it."""
+
+    @_abc_1.abstractmethod
+    def GetDeploymentStatus(
+        self,
+        request: _deployer_pb2.GetDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_deployer_pb2.DeploymentStatus, _abc.Awaitable[_deployer_pb2.DeploymentStatus]]:
+        """Per-host versions and readiness, and Triton's own statistics."""
 
 def add_DeploymentServiceServicer_to_server(servicer: DeploymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1020,6 +1020,76 @@ class DeploymentFailed(_message.Message):
 Global___DeploymentFailed: _TypeAlias = DeploymentFailed  # noqa: Y015
 
 @_typing.final
+class DeploymentRolloutStarted(_message.Message):
+    """ai.lepton.deployment.rollout.started.v1 on lepton.evt.<tenant>.deployment.rollout.started:
+    lineage.model_version is the version being rolled out.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    from_version: _builtins.int
+    strategy: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        from_version: _builtins.int = ...,
+        strategy: _builtins.str = ...,
+        hosts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "hosts", b"hosts", "lineage", b"lineage", "strategy", b"strategy", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentRolloutStarted: _TypeAlias = DeploymentRolloutStarted  # noqa: Y015
+
+@_typing.final
+class DeploymentRolledBack(_message.Message):
+    """ai.lepton.deployment.rolled_back.v1 on lepton.evt.<tenant>.deployment.rolled_back:
+    the rollout of lineage.model_version failed; serving_version still serves.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    SERVING_VERSION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    serving_version: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        serving_version: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "reason", b"reason", "serving_version", b"serving_version", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentRolledBack: _TypeAlias = DeploymentRolledBack  # noqa: Y015
+
+@_typing.final
 class PredictionLogged(_message.Message):
     """One sampled prediction, published by the serving model on
     lepton.pred.<tenant>.<deployment> (stream PREDICTIONS), ce-type
@@ -1037,11 +1107,23 @@ class PredictionLogged(_message.Message):
     FIRST_ROW_INPUTS_FIELD_NUMBER: _builtins.int
     FIRST_ROW_OUTPUTS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    FEATURE_NAMES_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    LOGGED_ROWS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     log_id: _builtins.str
     batch_rows: _builtins.int
     latency_us: _builtins.int
     error: _builtins.str
+    logged_rows: _builtins.int
+    request_id: _builtins.str
+    """The caller's request id (KServe ModelInferRequest.id) when it set one, so
+    ground truth sent later can name the prediction; else equal to log_id.
+    """
+    trace_id: _builtins.str
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -1050,6 +1132,20 @@ class PredictionLogged(_message.Message):
     def first_row_inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     @_builtins.property
     def first_row_outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the numeric input columns, in the order of the values in inputs."""
+
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The first logged_rows rows of the request (at most the model's
+        max_logged_rows), row-major: logged_rows x len(feature_names) values.
+        """
+
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One prediction per logged row."""
+
     def __init__(
         self,
         *,
@@ -1062,11 +1158,383 @@ class PredictionLogged(_message.Message):
         first_row_inputs: _abc.Iterable[_builtins.float] | None = ...,
         first_row_outputs: _abc.Iterable[_builtins.float] | None = ...,
         error: _builtins.str = ...,
+        feature_names: _abc.Iterable[_builtins.str] | None = ...,
+        inputs: _abc.Iterable[_builtins.float] | None = ...,
+        outputs: _abc.Iterable[_builtins.float] | None = ...,
+        logged_rows: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "error", b"error", "first_row_inputs", b"first_row_inputs", "first_row_outputs", b"first_row_outputs", "latency_us", b"latency_us", "lineage", b"lineage", "log_id", b"log_id", "tenant", b"tenant", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "error", b"error", "feature_names", b"feature_names", "first_row_inputs", b"first_row_inputs", "first_row_outputs", b"first_row_outputs", "inputs", b"inputs", "latency_us", b"latency_us", "lineage", b"lineage", "log_id", b"log_id", "logged_rows", b"logged_rows", "outputs", b"outputs", "request_id", b"request_id", "tenant", b"tenant", "time", b"time", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictionLogged: _TypeAlias = PredictionLogged  # noqa: Y015
+
+@_typing.final
+class AlertFired(_message.Message):
+    """ai.lepton.monitor.alert.fired.v1 on lepton.evt.<tenant>.monitor.alert.fired: an
+    alert rule of a deployment (lineage.deployment, serving lineage.model_version)
+    started firing. One incident, one event.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    FIRED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    incident_id: _builtins.str
+    rule: _builtins.str
+    metric: _builtins.str
+    comparison: _builtins.str
+    """">" or "<"."""
+    threshold: _builtins.float
+    value: _builtins.float
+    severity: _builtins.str
+    """"info", "warning" or "critical"."""
+    window_seconds: _builtins.float
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def fired_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        incident_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        comparison: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        value: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        window_seconds: _builtins.float = ...,
+        fired_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "fired_at", b"fired_at", "incident_id", b"incident_id", "lineage", b"lineage", "metric", b"metric", "rule", b"rule", "severity", b"severity", "tenant", b"tenant", "threshold", b"threshold", "value", b"value", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertFired: _TypeAlias = AlertFired  # noqa: Y015
+
+@_typing.final
+class AlertResolved(_message.Message):
+    """ai.lepton.monitor.alert.resolved.v1 on lepton.evt.<tenant>.monitor.alert.resolved"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    FIRED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    incident_id: _builtins.str
+    rule: _builtins.str
+    metric: _builtins.str
+    threshold: _builtins.float
+    value: _builtins.float
+    severity: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def fired_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        incident_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        value: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        fired_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "lineage", b"lineage", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "incident_id", b"incident_id", "lineage", b"lineage", "metric", b"metric", "resolved_at", b"resolved_at", "rule", b"rule", "severity", b"severity", "tenant", b"tenant", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertResolved: _TypeAlias = AlertResolved  # noqa: Y015
+
+@_typing.final
+class DriftDetected(_message.Message):
+    """ai.lepton.monitor.drift.detected.v1 on lepton.evt.<tenant>.monitor.drift.detected:
+    the live inputs (or predictions) of a deployment drifted from the training data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PsiEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    PREDICTION_DRIFTED_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    LIVE_ROWS_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    REFERENCE_DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    incident_id: _builtins.str
+    prediction_drifted: _builtins.bool
+    live_rows: _builtins.int
+    """Live rows the verdicts used, and the span they came from."""
+    window_seconds: _builtins.float
+    reference_dataset_version_id: _builtins.str
+    """The dataset version the reference profile was computed from."""
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Input features whose verdict is drift."""
+
+    @_builtins.property
+    def psi(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """PSI of every feature with enough data (and of "prediction")."""
+
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        incident_id: _builtins.str = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+        prediction_drifted: _builtins.bool = ...,
+        psi: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        live_rows: _builtins.int = ...,
+        window_seconds: _builtins.float = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        reference_dataset_version_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "features", b"features", "incident_id", b"incident_id", "lineage", b"lineage", "live_rows", b"live_rows", "prediction_drifted", b"prediction_drifted", "psi", b"psi", "reference_dataset_version_id", b"reference_dataset_version_id", "tenant", b"tenant", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftDetected: _TypeAlias = DriftDetected  # noqa: Y015
+
+@_typing.final
+class DriftResolved(_message.Message):
+    """ai.lepton.monitor.drift.resolved.v1 on lepton.evt.<tenant>.monitor.drift.resolved:
+    the drift incident ended (no feature drifts any more).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    incident_id: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        incident_id: _builtins.str = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "lineage", b"lineage", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at", "incident_id", b"incident_id", "lineage", b"lineage", "resolved_at", b"resolved_at", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftResolved: _TypeAlias = DriftResolved  # noqa: Y015
+
+@_typing.final
+class RetrainingRequested(_message.Message):
+    """ai.lepton.monitor.retraining.requested.v1 on
+    lepton.evt.<tenant>.monitor.retraining.requested: the monitor's retraining
+    policy asks for the serving model (lineage) to be trained again, with the same
+    algorithm and parameters, on dataset_version_id (the newest version of the
+    dataset it was trained on). The trainer turns it into a job whose id derives
+    from incident_id, so one incident makes one job.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    SPLIT_SEED_FIELD_NUMBER: _builtins.int
+    TEST_FRACTION_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    DATASET_NAME_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    incident_id: _builtins.str
+    reason: _builtins.str
+    """"drift" or "alert:<rule>", and a sentence on what happened."""
+    detail: _builtins.str
+    algorithm: _builtins.str
+    target: _builtins.str
+    model_name: _builtins.str
+    split_seed: _builtins.int
+    test_fraction: _builtins.float
+    dataset_id: _builtins.str
+    dataset_name: _builtins.str
+    dataset_version_id: _builtins.str
+    job_id: _builtins.str
+    """The id the trainer gives the job (derived from incident_id)."""
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage:
+        """The serving version: its model, deployment, training job and dataset version."""
+
+    @_builtins.property
+    def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        incident_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        algorithm: _builtins.str = ...,
+        params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        target: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        split_seed: _builtins.int = ...,
+        test_fraction: _builtins.float = ...,
+        dataset_id: _builtins.str = ...,
+        dataset_name: _builtins.str = ...,
+        dataset_version_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "dataset_id", b"dataset_id", "dataset_name", b"dataset_name", "dataset_version_id", b"dataset_version_id", "detail", b"detail", "incident_id", b"incident_id", "job_id", b"job_id", "lineage", b"lineage", "model_name", b"model_name", "params", b"params", "reason", b"reason", "split_seed", b"split_seed", "target", b"target", "tenant", b"tenant", "test_fraction", b"test_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrainingRequested: _TypeAlias = RetrainingRequested  # noqa: Y015
+
+@_typing.final
+class LabelsReceived(_message.Message):
+    """ai.lepton.monitor.labels.received.v1 on lepton.evt.<tenant>.monitor.labels.received:
+    ground truth sent to MonitorService.SendLabels; the monitor reads these back after
+    a restart.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[_builtins.int] | None = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "received_at", b"received_at", "request_ids", b"request_ids", "rows", b"rows", "tenant", b"tenant", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelsReceived: _TypeAlias = LabelsReceived  # noqa: Y015

@@ -1,0 +1,144 @@
+"""``client.deployments``: deploy, roll out, roll back, and predict through the routes."""
+
+from __future__ import annotations
+
+import builtins
+import random
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
+
+from lepton_ai._transport import Transport
+from lepton_ai.errors import FailedPrecondition, InvalidArgument
+from lepton_core import serving
+
+#: How long predict() trusts the routes it read before reading them again.
+ROUTES_TTL_S = 0.5
+
+
+class Deployments:
+    """Deployments on Triton; reached as ``client.deployments``. Returns the platform's Deployment messages."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+        self._routes: dict[str, tuple[float, deployer_pb2.Deployment]] = {}
+        self._rng = random.Random()
+
+    def _stub(self) -> deployer_pb2_grpc.DeploymentServiceStub:
+        return deployer_pb2_grpc.DeploymentServiceStub(self._t.channel("deployer"))
+
+    def get(self, name: str) -> deployer_pb2.Deployment:
+        found: deployer_pb2.Deployment = self._t.call(
+            "deployer", self._stub().GetDeployment, deployer_pb2.GetDeploymentRequest(name=name)
+        )
+        return found
+
+    def list(self) -> builtins.list[deployer_pb2.Deployment]:
+        return builtins.list(
+            self._t.call("deployer", self._stub().ListDeployments, deployer_pb2.ListDeploymentsRequest()).deployments
+        )
+
+    def deploy(
+        self,
+        name: str,
+        model_name: str,
+        version: int = 0,
+        *,
+        alias: str = "",
+        hosts: builtins.list[str] | None = None,
+        strategy: str = "",
+        canary_weights: builtins.list[float] | None = None,
+        canary_step_seconds: float = 0.0,
+        follow: str | None = None,
+        config: dict[str, Any] | None = None,
+        wait: bool = True,
+        timeout: float = 900.0,
+    ) -> deployer_pb2.Deployment:
+        """Creates ``name`` or rolls it out to a version (the latest, or ``alias``'s); waits by default.
+
+        ``config`` keys are those of ``ServingConfig`` (``max_batch_size``,
+        ``preferred_batch_sizes``, ``instance_count``, ``instance_kind``, ...).
+        """
+        request = deployer_pb2.DeployRequest(
+            name=name,
+            model_name=model_name,
+            version=version,
+            alias=alias,
+            hosts=hosts or [],
+            strategy=strategy,
+            canary_weights=canary_weights or [],
+            canary_step_seconds=canary_step_seconds,
+            config=deployer_pb2.ServingConfig(**(config or {})),
+            wait=wait,
+        )
+        if follow is not None:
+            request.follow = follow
+        result: deployer_pb2.Deployment = self._t.call("deployer", self._stub().Deploy, request, timeout)
+        return result
+
+    def rollback(self, name: str, wait: bool = True, timeout: float = 900.0) -> deployer_pb2.Deployment:
+        """Rolls back to the version served before the last completed rollout."""
+        request = deployer_pb2.RollbackRequest(name=name, wait=wait)
+        result: deployer_pb2.Deployment = self._t.call("deployer", self._stub().Rollback, request, timeout)
+        return result
+
+    def delete(self, name: str) -> deployer_pb2.Deployment:
+        result: deployer_pb2.Deployment = self._t.call(
+            "deployer", self._stub().DeleteDeployment, deployer_pb2.GetDeploymentRequest(name=name)
+        )
+        return result
+
+    def status(self, name: str) -> deployer_pb2.DeploymentStatus:
+        """Per-host versions and readiness, and Triton's statistics."""
+        result: deployer_pb2.DeploymentStatus = self._t.call(
+            "deployer", self._stub().GetDeploymentStatus, deployer_pb2.GetDeploymentRequest(name=name)
+        )
+        return result
+
+    def route(self, name: str) -> tuple[deployer_pb2.Deployment, deployer_pb2.Route]:
+        """The deployment and one of its routes, chosen by weight (canary shares included)."""
+        cached = self._routes.get(name)
+        if cached is not None and time.monotonic() - cached[0] <= ROUTES_TTL_S:
+            d = cached[1]
+        else:
+            d = self.get(name)
+            self._routes[name] = (time.monotonic(), d)
+        if not d.routes:
+            raise FailedPrecondition(f"deployment {name!r} serves nothing yet (state {d.state})")
+        chosen = self._rng.choices(list(d.routes), weights=[r.weight for r in d.routes])[0]
+        return d, chosen
+
+    def predict(self, name: str, rows: Any) -> npt.NDArray[np.float64]:
+        """Predictions from the deployment for rows (a DataFrame, a dict of columns, or an array
+        in ``feature_columns`` order), through a route chosen by weight."""
+        import tritonclient.grpc as triton
+
+        d, route = self.route(name)
+        try:
+            frame = serving.as_frame(rows, builtins.list(d.feature_columns) + builtins.list(d.text_columns))
+            numeric, text = serving.arrays(frame, d.feature_columns, d.text_columns)
+        except ValueError as exc:
+            raise InvalidArgument(f"rows: {exc}") from None
+        batch = d.config.max_batch_size or 64
+        client = triton.InferenceServerClient(d.triton_url)
+        out: builtins.list[npt.NDArray[np.float64]] = []
+        try:
+            for start in range(0, len(numeric), batch):
+                inputs = [
+                    triton.InferInput(serving.INPUT, [len(numeric[start : start + batch]), numeric.shape[1]], "FP64")
+                ]
+                inputs[0].set_data_from_numpy(numeric[start : start + batch])
+                if text is not None:
+                    part = text[start : start + batch]
+                    inputs.append(triton.InferInput(serving.TEXT_INPUT, builtins.list(part.shape), "BYTES"))
+                    inputs[1].set_data_from_numpy(part)
+                result = client.infer(route.triton_model, inputs, model_version=route.triton_version, client_timeout=60)
+                out.append(np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1))
+        except triton.InferenceServerException as exc:
+            raise InvalidArgument(f"rows: Triton refused them: {exc.message()}") from None
+        finally:
+            client.close()
+        return np.concatenate(out) if out else np.empty(0)

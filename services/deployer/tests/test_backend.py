@@ -1,0 +1,67 @@
+"""Which backend serves a version, and why: exact ONNX or the bundle as trained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import Ridge
+
+from lepton_core import artifacts
+from lepton_deployer.core import ONNX_FILE, RolloutFailed, choose_backend
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    frame = load_diabetes(as_frame=True).frame
+    features = [c for c in frame.columns if c != "target"]
+    return frame[features].to_numpy(), frame["target"].to_numpy(), features
+
+
+def _files(model: Any, features: list[str]) -> dict[str, bytes]:
+    blob = artifacts.pack(model, artifacts.Signature(features, "target", "regression", type(model).__name__))
+    return artifacts.unpack_files(blob)
+
+
+def _inputs(x: np.ndarray, features: list[str]) -> dict[str, list[Any]]:
+    return {f: x[:16, i].tolist() for i, f in enumerate(features)}
+
+
+def test_an_exact_conversion_is_served_by_onnxruntime(diabetes: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    x, y, features = diabetes
+    model = Ridge().fit(x, y)
+    backend, why, files = choose_backend("auto", _files(model, features), _inputs(x, features))
+    assert backend == "onnxruntime" and "exact ONNX conversion" in why, why
+    session = ort.InferenceSession(files[ONNX_FILE], providers=["CPUExecutionProvider"])
+    (got,) = session.run(["prediction"], {"features": x[:50]})
+    np.testing.assert_allclose(np.asarray(got).reshape(-1), model.predict(x[:50]), atol=1e-9)
+
+
+def test_float32_trees_and_an_explicit_python_keep_the_bundle(
+    diabetes: tuple[np.ndarray, np.ndarray, list[str]],
+) -> None:
+    x, y, features = diabetes
+    forest = RandomForestRegressor(n_estimators=5, random_state=0).fit(x, y)
+    backend, why, files = choose_backend("auto", _files(forest, features), _inputs(x, features))
+    assert backend == "python" and "float32" in why and ONNX_FILE not in files, why
+    with pytest.raises(RolloutFailed, match=r"config\.backend is onnx"):
+        choose_backend("onnx", _files(forest, features), _inputs(x, features))
+    ridge = _files(Ridge().fit(x, y), features)
+    assert choose_backend("python", ridge, _inputs(x, features))[0] == "python"
+
+
+def test_a_model_with_a_preprocessing_chain_keeps_the_python_backend() -> None:
+    frame = pl.DataFrame({"a": [1.0, 2.0, None, 4.0], "target": [1.0, 2.0, 3.0, 4.0]})
+    chain = artifacts.Preprocess(recipes=[], target="target", target_dtype="Float64")
+    blob = artifacts.pack(
+        Ridge().fit(np.array([[1.0], [2.0], [3.0], [4.0]]), frame["target"].to_numpy()),
+        artifacts.Signature(["a"], "target", "regression", "ridge"),
+        chain,
+    )
+    backend, why, _ = choose_backend("auto", artifacts.unpack_files(blob), {"a": [1.0, 2.0]})
+    assert backend == "python" and "preprocessing chain" in why

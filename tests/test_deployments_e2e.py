@@ -1,0 +1,65 @@
+"""client.deployments and the `lepton deployments` / `lepton predict` commands on the real platform."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.datasets import load_diabetes
+
+import lepton_ai as la
+from lepton_core import artifacts
+from lepton_core.demo import PipelineResult
+from lepton_core.embedded import EmbeddedPlatform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def lepton(platform: EmbeddedPlatform, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
+    cli = Path(sys.executable).parent / "lepton"
+    return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_named_deployment_through_the_sdk_and_the_cli(
+    pipeline: PipelineResult, platform: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    name, version = pipeline.model_version.model_name, pipeline.model_version.version
+    rows = pl.from_pandas(load_diabetes(as_frame=True, scaled=False).frame).drop("target").head(70)
+    with la.Client(platform.api_key, url=platform.url) as client:
+        d = client.deployments.deploy(
+            "diabetes-api", name, version, config={"max_batch_size": 32, "preferred_batch_sizes": [8, 32]}
+        )
+        assert d.lineage.model_version == version and d.config.max_batch_size == 32
+        assert d.history[-1].outcome == "completed" and d.history[-1].smoke_rows > 0
+        # 70 rows go in requests of at most 32, through the routes, equal to the model in-process.
+        got = client.deployments.predict("diabetes-api", rows)
+        bundle = artifacts.load_bundle(client.models.download(name, version))
+        np.testing.assert_allclose(got, bundle.predict(rows), atol=1e-6)
+        status = client.deployments.status("diabetes-api")
+        assert status.statistics and all(s.ready for s in status.statistics)
+        assert sum(s.success_count for s in status.statistics) >= 3  # three requests, plus the smoke test's
+        with pytest.raises(la.errors.InvalidArgument, match="rows"):
+            client.deployments.predict("diabetes-api", rows.drop("bmi"))
+        with pytest.raises(la.errors.NotFound):
+            client.deployments.get("no-such-deployment")
+    path = tmp_path / "rows.csv"
+    rows.head(3).write_csv(path)
+    predicted = lepton(platform, "-o", "json", "predict", "diabetes-api", str(path))
+    assert predicted.returncode == 0, predicted.stderr
+    np.testing.assert_allclose(json.loads(predicted.stdout), bundle.predict(rows.head(3)), atol=1e-6)
+    listed = json.loads(lepton(platform, "-o", "json", "deployments", "list").stdout)
+    assert {"diabetes-api", name} <= {d["name"] for d in listed}
+    shown = json.loads(lepton(platform, "-o", "json", "deployments", "show", "diabetes-api").stdout)
+    assert shown["version"] == version and shown["statistics"][0]["ready"] is True
+    rollback = lepton(platform, "deployments", "rollback", "diabetes-api")
+    assert rollback.returncode == 8 and "no earlier version" in rollback.stderr
+    assert lepton(platform, "deployments", "delete", "diabetes-api").returncode == 0
+    gone = lepton(platform, "deployments", "show", "diabetes-api")
+    assert gone.returncode == 4, gone.stderr
