@@ -43,3 +43,11 @@ def test_the_registry_example_runs(platform: EmbeddedPlatform) -> None:
     assert "stale move refused: expected_version: alias 'champion' of wine points at version 2, not 1" in printed
     assert "lineage: upload random_forest_classifier 1 evaluation(s)" in printed
     assert "model: cultivar from chemistry {'champion': 2}" in printed
+
+
+def test_the_monitoring_example_runs(platform: EmbeddedPlatform) -> None:
+    printed = _run("monitoring.md", platform)
+    assert "incident: ['bmi', 'bp'] requested" in printed, printed
+    assert "drifted: ['bmi', 'bp', 'prediction']" in printed, printed
+    assert re.search(r"bmi: PSI \d+\.\d, KS 0\.\d\d", printed), printed
+    assert "logged requests >= 40: True Triton reachable: True" in printed, printed

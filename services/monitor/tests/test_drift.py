@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
-from lepton_data.profiling import profile
+from lepton_core.profiling import profile
 from lepton_monitor.drift import (
     OTHER,
     DriftInputError,
@@ -215,6 +215,11 @@ def test_too_few_samples_are_insufficient_data(reference: dict[str, Any], diabet
     assert drift_report(reference, live, ["bmi"], thresholds=DriftThresholds(min_samples=50)).drifted == ["bmi"]
     big = drift_report(reference, bootstrap(diabetes, 600, 4), ["bmi"], thresholds=DriftThresholds(min_samples=500))
     assert big.features[0].verdict == "insufficient_data" and "reference" in big.features[0].reason
+    # ... unless it has its own threshold (the monitor asks less of a training set than of live traffic).
+    own = DriftThresholds(min_samples=500, min_reference_samples=400)
+    assert (
+        drift_report(reference, bootstrap(diabetes, 600, 4), ["bmi"], thresholds=own).features[0].verdict == "no_drift"
+    )
 
 
 def test_nan_and_missing_live_values_are_dropped_and_counted(reference: dict[str, Any], diabetes: pl.DataFrame) -> None:

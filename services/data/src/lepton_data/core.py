@@ -26,10 +26,10 @@ from pydantic import BaseModel, ValidationError
 from lepton_core import recipes
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
+from lepton_core.profiling import DatasetProfile, profile
 from lepton_core.wire import now
 from lepton_data import ingest, validation
 from lepton_data.ingest import CsvOptions, Limits
-from lepton_data.profiling import DatasetProfile, profile
 from lepton_data.splits import SplitSpec, assign_splits, split_index
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

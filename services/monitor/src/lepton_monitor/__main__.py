@@ -2,25 +2,122 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Iterable
+from functools import partial
 
 import grpc
 from lepton.events.v1 import events_pb2
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
-from lepton_core.bus import PREDICTIONS_STREAM, RecordStore
+from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
-from lepton_monitor.api import MonitorServicer, PredictionLoggedHandler
-from lepton_monitor.core import Monitor, StatsRecord
+from lepton_monitor.api import EventAnnouncer, MonitorServicer, PlatformEventsHandler, PredictionLoggedHandler
+from lepton_monitor.core import Monitor, Options, Stores
+from lepton_monitor.drift import DriftThresholds
+from lepton_monitor.prometheus import MetricsServer
+from lepton_monitor.records import (
+    AlertsRecord,
+    DatasetIndex,
+    DatasetVersionInfo,
+    DeploymentInfo,
+    JobInfo,
+    PolicyRecord,
+    RulesRecord,
+    RuleStatesRecord,
+    StatsRecord,
+    VersionInfo,
+)
+from lepton_monitor.reference import ReferenceRecord
 from lepton_monitor.settings import MonitorSettings
+from lepton_monitor.streams import StreamLogs, read_labels
+from lepton_monitor.triton import TritonSnapshot, triton_statistics
+
+log = logging.getLogger("lepton_monitor")
+
+BUCKET = "monitor"
+
+
+def options(settings: MonitorSettings) -> Options:
+    return Options(
+        window_s=settings.window_s,
+        retention_windows=settings.retention_windows,
+        max_samples=settings.max_samples,
+        drift_rows_per_window=settings.drift_rows_per_window,
+        drift_window_s=settings.drift_window_s,
+        thresholds=DriftThresholds(
+            psi=settings.drift_psi,
+            ks_alpha=settings.drift_ks_alpha,
+            ks_min_statistic=settings.drift_ks_min_statistic,
+            chi2_alpha=settings.drift_chi2_alpha,
+            min_samples=settings.drift_min_samples,
+            min_reference_samples=settings.drift_min_reference_samples,
+        ),
+        drift_for_evaluations=settings.drift_for_evaluations,
+        drift_cooldown_s=settings.drift_cooldown_s,
+        reference_max_rows=settings.reference_max_rows,
+        log_scan_limit=settings.log_scan_limit,
+        alert_history=settings.alert_history,
+    )
 
 
 def main() -> None:
     settings = MonitorSettings()
 
     async def setup(rt: Runtime) -> Register:
-        monitor = Monitor(await RecordStore.open(rt.js, "monitor", StatsRecord))
+        js = rt.js
+        stores = Stores(
+            stats=await RecordStore.open(js, BUCKET, StatsRecord),
+            deployments=await RecordStore.open(js, BUCKET, DeploymentInfo),
+            versions=await RecordStore.open(js, BUCKET, VersionInfo),
+            jobs=await RecordStore.open(js, BUCKET, JobInfo),
+            dataset_versions=await RecordStore.open(js, BUCKET, DatasetVersionInfo),
+            datasets=await RecordStore.open(js, BUCKET, DatasetIndex),
+            references=await RecordStore.open(js, BUCKET, ReferenceRecord),
+            rules=await RecordStore.open(js, BUCKET, RulesRecord),
+            states=await RecordStore.open(js, BUCKET, RuleStatesRecord),
+            policies=await RecordStore.open(js, BUCKET, PolicyRecord),
+            alerts=await RecordStore.open(js, BUCKET, AlertsRecord),
+        )
+        monitor = Monitor(
+            stores,
+            rt.objects.get,
+            EventAnnouncer(rt),
+            StreamLogs(js),
+            partial(_triton, timeout=settings.triton_timeout_s),
+            options(settings),
+        )
+        # Recent logs and labels back into memory before anything is answered; the durable consumers
+        # then carry on (a log both read back and delivered counts once: windows know their log ids).
+        replayed = await monitor.replay()
+        labels = 0
+        async with contextlib.aclosing(read_labels(js, since=monitor.replay_start())) as found:
+            async for tenant, deployment, batch, at in found:
+                monitor.apply_labels(tenant, deployment, batch, at)
+                labels += len(batch)
+        log.info("read back %d prediction logs and %d labels", replayed, labels)
+
         rt.consume(PREDICTIONS_STREAM, "monitor", {events_pb2.PredictionLogged: PredictionLoggedHandler(monitor)})
+        platform = PlatformEventsHandler(monitor)
+        rt.consume(
+            EVENTS_STREAM,
+            "monitor-events",
+            {
+                events_pb2.DatasetVersionCreated: platform.dataset_version,
+                events_pb2.TrainingCompleted: platform.training_completed,
+                events_pb2.ModelVersionCreated: platform.version_created,
+                events_pb2.DeploymentReady: platform.deployment_ready,
+            },
+            ack_wait=120.0,
+        )
+        rt.every("monitor-evaluation", settings.evaluation_interval_s, monitor.tick)
+        if settings.metrics_port:
+            metrics = MetricsServer(settings.metrics_host, settings.metrics_port, monitor.metric_families)
+            await metrics.start()  # fails start-up at once when the port is taken
+            monitor.triton_snapshots = True
+            # A job that serves until the service stops (and is cancelled with the other periodic jobs).
+            rt.every("prometheus", 0.0, metrics.serve_forever)
         servicer = MonitorServicer(monitor)
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
@@ -30,6 +127,10 @@ def main() -> None:
         return register
 
     run_service("monitor", settings, setup)
+
+
+async def _triton(url: str, model: str, version: str, *, timeout: float) -> TritonSnapshot:
+    return await triton_statistics(url, model, version, timeout)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,298 @@
-"""gRPC and event adapters of the monitor service."""
+"""gRPC and event adapters of the monitor service: protobuf in, domain calls, protobuf out."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
 from lepton_core import events
 from lepton_core.errors import InvalidArgument
+from lepton_core.events import Retry
 from lepton_core.rpc import current_tenant
-from lepton_monitor.core import Monitor
+from lepton_core.service import Runtime
+from lepton_core.wire import lineage, ref_from_pb
+from lepton_monitor.core import (
+    DriftOut,
+    FeatureRange,
+    LogQuery,
+    Monitor,
+    PerformanceOut,
+    RuleStatus,
+    ServingOut,
+    check_name,
+    parse_rule,
+)
+from lepton_monitor.drift import FeatureDrift
+from lepton_monitor.live import LabelIn, LogEntry, PerformancePoint
+from lepton_monitor.records import (
+    AlertRecord,
+    DatasetVersionInfo,
+    DeploymentInfo,
+    JobInfo,
+    PolicyRecord,
+    RetrainingRequest,
+    VersionInfo,
+)
+from lepton_monitor.streams import log_entry
+from lepton_monitor.triton import TritonSnapshot
+from lepton_monitor.windows import WindowStats
+
+
+def _ts(seconds: float | None) -> Timestamp:
+    out = Timestamp()
+    if seconds is not None and math.isfinite(seconds):
+        out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def _seconds(ts: Timestamp, present: bool) -> float | None:
+    return ts.ToNanoseconds() / 1e9 if present else None
+
+
+# ------------------------------------------------------------------------------------------ conversions
+
+
+def window_to_pb(w: WindowStats) -> monitor_pb2.ServingWindow:
+    out = monitor_pb2.ServingWindow(
+        start=_ts(w.start),
+        end=_ts(w.end),
+        windows=w.windows,
+        requests=w.requests,
+        errors=w.errors,
+        rows=w.rows,
+        latency_count=w.latency_count,
+        latency_exact=w.latency_exact,
+        prediction_count=w.prediction_count,
+    )
+    for name in (
+        "error_rate",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "latency_mean_ms",
+        "latency_max_ms",
+        "prediction_mean",
+        "prediction_std",
+        "prediction_min",
+        "prediction_max",
+    ):
+        value = getattr(w, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
+
+
+def triton_to_pb(t: TritonSnapshot) -> monitor_pb2.TritonStats:
+    return monitor_pb2.TritonStats(
+        reachable=t.reachable,
+        error=t.error,
+        url=t.url,
+        model=t.model,
+        version=t.version,
+        inference_count=t.inference_count,
+        execution_count=t.execution_count,
+        success_count=t.success_count,
+        failure_count=t.failure_count,
+        success_mean_ms=t.mean_ms(t.success_ns),
+        queue_mean_ms=t.mean_ms(t.queue_ns),
+        compute_infer_mean_ms=t.mean_ms(t.compute_infer_ns),
+    )
+
+
+def serving_to_pb(s: ServingOut) -> monitor_pb2.ServingMetrics:
+    out = monitor_pb2.ServingMetrics(
+        deployment=s.deployment,
+        version=s.version,
+        serving_version=s.serving_version,
+        versions=s.versions,
+        window_seconds=s.window_seconds,
+        window=window_to_pb(s.window),
+        history=[window_to_pb(w) for w in s.history],
+    )
+    if s.triton is not None:
+        out.triton.CopyFrom(triton_to_pb(s.triton))
+    return out
+
+
+def feature_to_pb(f: FeatureDrift) -> monitor_pb2.FeatureDrift:
+    out = monitor_pb2.FeatureDrift(
+        name=f.name,
+        kind=f.kind,
+        verdict=f.verdict,
+        reason=f.reason,
+        n_live=f.n_live,
+        n_dropped=f.n_dropped,
+        n_reference=f.n_reference,
+        ks_method=f.ks_method or "",
+        edges=f.edges or [],
+        categories=f.categories or [],
+        reference_counts=f.reference_counts,
+        live_counts=f.live_counts,
+    )
+    for src, dst in (
+        ("psi", "psi"),
+        ("ks_stat", "ks_statistic"),
+        ("ks_p", "ks_pvalue"),
+        ("chi2", "chi2"),
+        ("chi2_p", "chi2_pvalue"),
+    ):
+        value = getattr(f, src)
+        if value is not None:
+            setattr(out, dst, value)
+    return out
+
+
+def drift_to_pb(d: DriftOut) -> monitor_pb2.DriftReport:
+    t = d.report.thresholds
+    out = monitor_pb2.DriftReport(
+        deployment=d.deployment,
+        version=d.version,
+        start=_ts(d.start),
+        end=_ts(d.end),
+        features=[feature_to_pb(f) for f in d.report.features],
+        has_prediction=d.report.prediction is not None,
+        drifted=d.report.drifted,
+        thresholds=monitor_pb2.DriftThresholds(
+            psi=t.psi,
+            ks_alpha=t.ks_alpha,
+            ks_min_statistic=t.ks_min_statistic,
+            chi2_alpha=t.chi2_alpha,
+            min_samples=t.min_samples,
+        ),
+        reference_dataset_version_id=d.reference_dataset_version_id,
+        png=d.png,
+    )
+    if d.report.prediction is not None:
+        out.prediction.CopyFrom(feature_to_pb(d.report.prediction))
+    return out
+
+
+def point_to_pb(p: PerformancePoint) -> monitor_pb2.PerformanceWindow:
+    out = monitor_pb2.PerformanceWindow(start=_ts(p.start), end=_ts(p.end), labelled=p.labelled)
+    for name in ("accuracy", "rmse", "mae"):
+        value = getattr(p, name)
+        if value is not None:
+            setattr(out, name, value)
+    return out
+
+
+def performance_to_pb(p: PerformanceOut) -> monitor_pb2.LivePerformance:
+    out = monitor_pb2.LivePerformance(
+        deployment=p.deployment,
+        version=p.version,
+        task=p.task,
+        metric=p.metric,
+        overall=point_to_pb(p.overall),
+        windows=[point_to_pb(w) for w in p.windows],
+        trend=p.trend,
+    )
+    if p.slope_per_hour is not None:
+        out.slope_per_hour = p.slope_per_hour
+    return out
+
+
+def rule_to_pb(status: RuleStatus) -> monitor_pb2.RuleStatus:
+    r, s = status.rule, status.state
+    out = monitor_pb2.RuleStatus(
+        rule=monitor_pb2.Rule(
+            name=r.name,
+            metric=r.metric,
+            comparison=r.comparison,
+            threshold=r.threshold,
+            window_seconds=r.window_seconds,
+            severity=r.severity,
+            for_evaluations=r.for_evaluations,
+            resolve_margin=r.resolve_margin,
+            cooldown_seconds=r.cooldown_seconds,
+        ),
+        firing=s.firing,
+        streak=s.streak,
+        last_evaluated_at=_ts(s.last_evaluated_at),
+    )
+    if s.last_value is not None:
+        out.last_value = s.last_value
+    return out
+
+
+def alert_to_pb(a: AlertRecord) -> monitor_pb2.Alert:
+    return monitor_pb2.Alert(
+        incident_id=a.incident_id,
+        deployment=a.deployment,
+        model_version=a.model_version,
+        kind=a.kind,
+        rule=a.rule,
+        metric=a.metric,
+        comparison=a.comparison,
+        threshold=a.threshold,
+        severity=a.severity,
+        state=a.state,
+        value=a.value,
+        fired_at=_ts(a.fired_at),
+        resolved_at=_ts(a.resolved_at),
+        resolved_value=a.resolved_value or 0.0,
+        drifted=a.drifted,
+        retraining=a.retraining,
+        retraining_job_id=a.retraining_job_id,
+    )
+
+
+def policy_to_pb(p: PolicyRecord) -> monitor_pb2.RetrainingPolicy:
+    return monitor_pb2.RetrainingPolicy(
+        deployment=p.deployment,
+        on_drift=p.on_drift,
+        on_alert=p.on_alert,
+        alert_rules=p.alert_rules,
+        min_interval_seconds=p.min_interval_seconds,
+        allow_same_dataset_version=p.allow_same_dataset_version,
+    )
+
+
+def log_to_pb(e: LogEntry) -> monitor_pb2.PredictionLog:
+    return monitor_pb2.PredictionLog(
+        log_id=e.log_id,
+        request_id=e.request_id,
+        trace_id=e.trace_id,
+        deployment=e.deployment,
+        model_name=e.model_name,
+        model_version=e.version,
+        time=_ts(e.time),
+        latency_ms=e.latency_ms or 0.0,
+        batch_rows=e.batch_rows,
+        error=e.error,
+        feature_names=e.feature_names,
+        rows=[monitor_pb2.LoggedRow(values=row) for row in e.rows],
+        outputs=e.outputs,
+    )
+
+
+def _query(
+    deployment: str,
+    version: int,
+    start: Timestamp,
+    has_start: bool,
+    end: Timestamp,
+    has_end: bool,
+) -> LogQuery:
+    if deployment:
+        check_name(deployment, "deployment")
+    return LogQuery(
+        deployment=deployment or None,
+        version=version,
+        start=_seconds(start, has_start),
+        end=_seconds(end, has_end),
+    )
+
+
+# ------------------------------------------------------------------------------------------ servicer
 
 
 class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
@@ -19,9 +302,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def GetPredictionStats(
         self, request: monitor_pb2.GetPredictionStatsRequest, context: grpc.aio.ServicerContext
     ) -> monitor_pb2.PredictionStats:
-        if not request.deployment:
-            raise InvalidArgument("a deployment name is required", field="deployment")
-        s = await self._monitor.get(current_tenant(), request.deployment)
+        s = await self._monitor.stats(current_tenant(), request.deployment)
         return monitor_pb2.PredictionStats(
             deployment=s.deployment,
             logged_requests=s.logged_requests,
@@ -30,18 +311,378 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             requests_by_version=s.requests_by_version,
         )
 
+    async def GetServingMetrics(
+        self, request: monitor_pb2.GetServingMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.ServingMetrics:
+        out = await self._monitor.serving(
+            current_tenant(), request.deployment, request.version, request.last_seconds, request.history, request.triton
+        )
+        return serving_to_pb(out)
+
+    async def GetDriftReport(
+        self, request: monitor_pb2.GetDriftReportRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.DriftReport:
+        out = await self._monitor.drift(
+            current_tenant(),
+            request.deployment,
+            request.version,
+            request.last_seconds,
+            list(request.features),
+            request.png,
+        )
+        return drift_to_pb(out)
+
+    async def SendLabels(
+        self, request: monitor_pb2.SendLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.SendLabelsResponse:
+        labels = [LabelIn(request_id=x.request_id, row=x.row, value=x.value) for x in request.labels]
+        accepted, matched = await self._monitor.send_labels(current_tenant(), request.deployment, labels)
+        return monitor_pb2.SendLabelsResponse(accepted=accepted, matched=matched)
+
+    async def GetLivePerformance(
+        self, request: monitor_pb2.GetLivePerformanceRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.LivePerformance:
+        out = await self._monitor.performance(current_tenant(), request.deployment, request.version, request.task)
+        return performance_to_pb(out)
+
+    async def SetRules(
+        self, request: monitor_pb2.SetRulesRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.RuleList:
+        tenant = current_tenant()
+        check_name(request.deployment, "deployment")
+        rules = []
+        for i, r in enumerate(request.rules):
+            values: dict[str, object] = {
+                "name": r.name,
+                "metric": r.metric,
+                "comparison": r.comparison,
+                "threshold": r.threshold,
+                "window_seconds": r.window_seconds or 300.0,
+                "severity": r.severity or "warning",
+                "for_evaluations": r.for_evaluations or 3,
+                "resolve_margin": r.resolve_margin,
+            }
+            if r.HasField("cooldown_seconds"):
+                values["cooldown_seconds"] = r.cooldown_seconds
+            if not r.name:
+                raise InvalidArgument("is required", field=f"rules[{i}].name")
+            if r.comparison not in (">", "<"):
+                raise InvalidArgument(f"must be '>' or '<', got {r.comparison!r}", field=f"rules[{i}].comparison")
+            rules.append(parse_rule(values, i))
+        statuses = await self._monitor.set_rules(tenant, request.deployment, rules)
+        return monitor_pb2.RuleList(deployment=request.deployment, rules=[rule_to_pb(s) for s in statuses])
+
+    async def ListRules(
+        self, request: monitor_pb2.ListRulesRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.RuleList:
+        statuses = await self._monitor.list_rules(current_tenant(), request.deployment)
+        return monitor_pb2.RuleList(deployment=request.deployment, rules=[rule_to_pb(s) for s in statuses])
+
+    async def ListAlerts(
+        self, request: monitor_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.ListAlertsResponse:
+        found = await self._monitor.alerts(current_tenant(), request.deployment, request.firing_only, request.limit)
+        return monitor_pb2.ListAlertsResponse(alerts=[alert_to_pb(a) for a in found])
+
+    async def SetRetrainingPolicy(
+        self, request: monitor_pb2.SetRetrainingPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.RetrainingPolicy:
+        if not request.HasField("policy"):
+            raise InvalidArgument("is required", field="policy")
+        p = request.policy
+        stored = await self._monitor.set_policy(
+            PolicyRecord(
+                tenant=current_tenant(),
+                deployment=p.deployment,
+                on_drift=p.on_drift,
+                on_alert=p.on_alert,
+                alert_rules=list(p.alert_rules),
+                min_interval_seconds=p.min_interval_seconds,
+                allow_same_dataset_version=p.allow_same_dataset_version,
+            )
+        )
+        return policy_to_pb(stored)
+
+    async def GetRetrainingPolicy(
+        self, request: monitor_pb2.GetRetrainingPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.RetrainingPolicy:
+        return policy_to_pb(await self._monitor.policy(current_tenant(), request.deployment))
+
+    async def QueryPredictionLogs(
+        self, request: monitor_pb2.QueryPredictionLogsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.QueryPredictionLogsResponse:
+        q = _query(
+            request.deployment,
+            request.version,
+            request.start_time,
+            request.HasField("start_time"),
+            request.end_time,
+            request.HasField("end_time"),
+        )
+        q.errors_only = request.errors_only
+        q.trace_id = request.trace_id
+        q.request_id = request.request_id
+        q.ranges = [
+            FeatureRange(
+                feature=r.feature,
+                low=r.min if r.HasField("min") else None,
+                high=r.max if r.HasField("max") else None,
+            )
+            for r in request.feature_ranges
+        ]
+        page = await self._monitor.query_logs(current_tenant(), q, request.page_size, request.page_token)
+        return monitor_pb2.QueryPredictionLogsResponse(
+            logs=[log_to_pb(e) for e in page.logs], next_page_token=page.next_token, scanned=page.scanned
+        )
+
+    async def SummarizeLogs(
+        self, request: monitor_pb2.SummarizeLogsRequest, context: grpc.aio.ServicerContext
+    ) -> monitor_pb2.LogSummary:
+        q = _query(
+            request.deployment,
+            request.version,
+            request.start_time,
+            request.HasField("start_time"),
+            request.end_time,
+            request.HasField("end_time"),
+        )
+        s = await self._monitor.summarize_logs(current_tenant(), q, request.top)
+        out = monitor_pb2.LogSummary(
+            logs=s.logs,
+            errors=s.errors,
+            rows=s.rows,
+            logs_by_version=s.by_version,
+            top_errors=[monitor_pb2.ErrorCount(error=e, count=c) for e, c in s.top_errors],
+            slowest=[log_to_pb(e) for e in s.slowest],
+            truncated=s.truncated,
+        )
+        if s.logs:
+            out.error_rate = s.errors / s.logs
+        for q_, name in ((50.0, "latency_p50_ms"), (95.0, "latency_p95_ms"), (99.0, "latency_p99_ms")):
+            value = s.percentile(q_)
+            if value is not None:
+                setattr(out, name, value)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ events in
+
 
 class PredictionLoggedHandler:
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
     async def __call__(self, event: events.Event[events_pb2.PredictionLogged]) -> None:
-        log = event.data
-        await self._monitor.record(
-            log.tenant,
-            log.lineage.deployment,
-            log.log_id or event.id,
-            log.lineage.model_version,
-            log.batch_rows,
-            bool(log.error),
+        await self._monitor.record_log(log_entry(event.data, event_id=event.id))
+
+
+class PlatformEventsHandler:
+    """What each deployment serves, how it was trained and on which data: from the platform's events."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._monitor = monitor
+
+    async def dataset_version(self, event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        ev = event.data
+        await self._monitor.on_dataset_version(
+            DatasetVersionInfo(
+                tenant=ev.tenant,
+                dataset_id=ev.lineage.dataset_id,
+                dataset_name=ev.dataset_name,
+                version_id=ev.lineage.dataset_version_id,
+                object=ref_from_pb(ev.object),
+                origin=ev.origin or "upload",
+                parent_version_id=ev.parent_version_id,
+                columns={c.name: c.dtype for c in ev.columns},
+                row_count=ev.row_count,
+            )
         )
+
+    async def training_completed(self, event: events.Event[events_pb2.TrainingCompleted]) -> None:
+        ev = event.data
+        await self._monitor.on_training_completed(
+            JobInfo(
+                tenant=ev.tenant,
+                job_id=ev.lineage.training_job_id,
+                algorithm=ev.algorithm,
+                params=dict(ev.params),
+                target=ev.target,
+                model_name=ev.model_name or ev.lineage.model_name,
+                split_seed=ev.split_seed,
+                test_fraction=ev.test_fraction,
+                task=ev.task,
+                dataset_id=ev.lineage.dataset_id,
+                dataset_version_id=ev.lineage.dataset_version_id,
+            )
+        )
+
+    async def version_created(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
+        ev = event.data
+        await self._monitor.on_version_created(
+            VersionInfo(
+                tenant=ev.tenant,
+                model_name=ev.lineage.model_name,
+                version=ev.lineage.model_version,
+                features=list(ev.features),
+                target=ev.target,
+                algorithm=ev.algorithm,
+                artifact=ref_from_pb(ev.artifact),
+                dataset_object=ref_from_pb(ev.dataset_object),
+                dataset_id=ev.lineage.dataset_id,
+                dataset_version_id=ev.lineage.dataset_version_id,
+                training_job_id=ev.lineage.training_job_id,
+                metrics=dict(ev.metrics),
+            )
+        )
+
+    async def deployment_ready(self, event: events.Event[events_pb2.DeploymentReady]) -> None:
+        ev = event.data
+        lin = ev.lineage
+        if not lin.deployment or not lin.model_name:
+            raise Retry("deployment.ready without a deployment or model name", delay=5.0)
+        await self._monitor.on_deployment_ready(
+            DeploymentInfo(
+                tenant=ev.tenant,
+                name=lin.deployment,
+                model_name=lin.model_name,
+                model_version=lin.model_version,
+                triton_model=ev.triton_model,
+                triton_version=ev.triton_version,
+                triton_url=ev.host,
+                dataset_id=lin.dataset_id,
+                dataset_version_id=lin.dataset_version_id,
+                training_job_id=lin.training_job_id,
+                ready_at=event_time(event),
+            )
+        )
+
+
+def event_time(event: events.Event[Any]) -> float:
+    try:
+        return datetime.fromisoformat(event.time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+# ------------------------------------------------------------------------------------------ events out
+
+
+class EventAnnouncer:
+    """The monitor's :class:`~lepton_monitor.core.Announcer`: CloudEvents on EVENTS, ids from natural keys."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    @staticmethod
+    def _lineage(a: AlertRecord) -> common_pb2.Lineage:
+        return lineage(deployment=a.deployment, model_name=a.model_name, model_version=a.model_version)
+
+    async def incident(self, alert: AlertRecord, transition: Literal["fired", "resolved"]) -> None:
+        a = alert
+        message: events_pb2.AlertFired | events_pb2.AlertResolved | events_pb2.DriftDetected | events_pb2.DriftResolved
+        if a.kind == "drift" and transition == "fired":
+            message = events_pb2.DriftDetected(
+                tenant=a.tenant,
+                lineage=self._lineage(a),
+                incident_id=a.incident_id,
+                features=a.drifted,
+                prediction_drifted=a.prediction_drifted,
+                psi=a.psi,
+                live_rows=a.live_rows,
+                window_seconds=a.window_seconds,
+                detected_at=_ts(a.fired_at),
+                reference_dataset_version_id=a.reference_dataset_version_id,
+            )
+            name = "monitor.drift.detected"
+        elif a.kind == "drift":
+            message = events_pb2.DriftResolved(
+                tenant=a.tenant,
+                lineage=self._lineage(a),
+                incident_id=a.incident_id,
+                detected_at=_ts(a.fired_at),
+                resolved_at=_ts(a.resolved_at),
+            )
+            name = "monitor.drift.resolved"
+        elif transition == "fired":
+            message = events_pb2.AlertFired(
+                tenant=a.tenant,
+                lineage=self._lineage(a),
+                incident_id=a.incident_id,
+                rule=a.rule,
+                metric=a.metric,
+                comparison=a.comparison,
+                threshold=a.threshold,
+                value=a.value,
+                severity=a.severity,
+                window_seconds=a.window_seconds,
+                fired_at=_ts(a.fired_at),
+            )
+            name = "monitor.alert.fired"
+        else:
+            message = events_pb2.AlertResolved(
+                tenant=a.tenant,
+                lineage=self._lineage(a),
+                incident_id=a.incident_id,
+                rule=a.rule,
+                metric=a.metric,
+                threshold=a.threshold,
+                value=a.resolved_value or 0.0,
+                severity=a.severity,
+                fired_at=_ts(a.fired_at),
+                resolved_at=_ts(a.resolved_at),
+            )
+            name = "monitor.alert.resolved"
+        await self._rt.publish(message, tenant=a.tenant, event_id=f"{name}:{a.incident_id}", ce_subject=a.deployment)
+
+    async def retraining(self, request: RetrainingRequest) -> None:
+        r = request
+        await self._rt.publish(
+            events_pb2.RetrainingRequested(
+                tenant=r.tenant,
+                lineage=lineage(
+                    dataset_id=r.dataset_id,
+                    dataset_version_id=r.trained_dataset_version_id,
+                    training_job_id=r.training_job_id,
+                    model_name=r.model_name,
+                    model_version=r.model_version,
+                    deployment=r.deployment,
+                ),
+                incident_id=r.incident_id,
+                reason=r.reason,
+                detail=r.detail,
+                algorithm=r.algorithm,
+                params=r.params,
+                target=r.target,
+                model_name=r.model_name,
+                split_seed=r.split_seed,
+                test_fraction=r.test_fraction,
+                dataset_id=r.dataset_id,
+                dataset_name=r.dataset_name,
+                dataset_version_id=r.dataset_version_id,
+                job_id=r.job_id,
+            ),
+            tenant=r.tenant,
+            event_id=f"monitor.retraining.requested:{r.incident_id}",
+            ce_subject=r.deployment,
+        )
+
+    async def labels(self, tenant: str, deployment: str, labels: Sequence[LabelIn], at: float) -> None:
+        digest = hashlib.sha256(
+            "\x00".join(f"{x.request_id}\x01{x.row}\x01{x.value!r}" for x in labels).encode()
+        ).hexdigest()[:24]
+        await self._rt.publish(
+            events_pb2.LabelsReceived(
+                tenant=tenant,
+                lineage=lineage(deployment=deployment),
+                request_ids=[x.request_id for x in labels],
+                rows=[x.row for x in labels],
+                values=[x.value for x in labels],
+                received_at=_ts(at),
+            ),
+            tenant=tenant,
+            event_id=f"monitor.labels.received:{tenant}:{deployment}:{digest}",
+            ce_subject=deployment,
+        )
+
+
+__all__ = ["EventAnnouncer", "MonitorServicer", "PlatformEventsHandler", "PredictionLoggedHandler"]

@@ -145,6 +145,9 @@ class DriftThresholds(BaseModel):
         chi2_alpha: A chi-square p-value below this is drift.
         min_samples: Fewer usable live values than this (or fewer reference values) gives
             ``insufficient_data`` and claims nothing.
+        min_reference_samples: When set, the reference side is held to this instead of ``min_samples``: a
+            training set is as large as it is, while live values keep arriving, so the monitor asks more
+            of the live side than of the reference.
         epsilon: Floor of a bin's share in PSI (and of an expected share in chi-square).
     """
 
@@ -155,6 +158,7 @@ class DriftThresholds(BaseModel):
     ks_min_statistic: float = Field(default=0.1, ge=0, le=1)
     chi2_alpha: float = Field(default=0.01, gt=0, lt=1)
     min_samples: int = Field(default=100, ge=1)
+    min_reference_samples: int | None = Field(default=None, ge=1)
     epsilon: float = Field(default=1e-4, gt=0, lt=1)
 
 
@@ -780,7 +784,10 @@ def looks_discrete(column: ReferenceColumn) -> bool:
 def _insufficient(n_live: int, n_reference: int, t: DriftThresholds) -> str:
     if n_live < t.min_samples:
         return f"{n_live} live values, fewer than min_samples={t.min_samples}"
-    if n_reference < t.min_samples:
+    if t.min_reference_samples is not None:
+        if n_reference < t.min_reference_samples:
+            return f"{n_reference} reference values, fewer than min_reference_samples={t.min_reference_samples}"
+    elif n_reference < t.min_samples:
         return f"{n_reference} reference values, fewer than min_samples={t.min_samples}"
     return ""
 

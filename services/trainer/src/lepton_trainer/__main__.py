@@ -8,14 +8,16 @@ import grpc
 from lepton.events.v1 import events_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from lepton_core.bus import JOBS_STREAM, RecordStore
+from lepton_core.bus import EVENTS_STREAM, JOBS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, run_service
 from lepton_trainer.api import TrainingServicer, Worker
 from lepton_trainer.core import JobRecord, Jobs
+from lepton_trainer.retrain import RetrainingHandler
 from lepton_trainer.settings import TrainerSettings
 
 #: One durable consumer shared by every trainer process: add processes to scale out.
 WORKERS_DURABLE = "trainers"
+RETRAIN_DURABLE = "trainer-retrain"
 
 
 def main() -> None:
@@ -24,6 +26,12 @@ def main() -> None:
     async def setup(rt: Runtime) -> Register:
         jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, settings.device)
         servicer = TrainingServicer(rt, jobs, settings.data_url)
+        # The monitor's retraining requests, submitted as SubmitTraining would (one durable for every process).
+        rt.consume(
+            EVENTS_STREAM,
+            RETRAIN_DURABLE,
+            {events_pb2.RetrainingRequested: RetrainingHandler(rt, jobs, settings.data_url, settings.api_keys)},
+        )
         if settings.run_worker:
             worker = Worker(rt, jobs, settings.worker_id)
             await jobs.warm()

@@ -93,15 +93,16 @@ def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
 MAX_CHAIN = 50
 
 
-async def fetch_dataset(data_url: str, version_id: str) -> DatasetInfo:
+async def fetch_dataset(data_url: str, version_id: str, api_key: str | None = None) -> DatasetInfo:
     """Asks the data service for a version and the recipe chain back to its raw upload.
 
-    The calls go on behalf of the caller (their key, their tenant). The chain is what
-    lets serving take raw rows: the model carries each recipe's fitted parameters.
+    The calls go on behalf of the caller (their key, their tenant; ``api_key`` when the
+    request did not come over gRPC). The chain is what lets serving take raw rows: the
+    model carries each recipe's fitted parameters.
     """
     if not version_id:
         raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
-    async with client_channel(data_url, current_api_key()) as channel:
+    async with client_channel(data_url, api_key or current_api_key()) as channel:
         stub = data_pb2_grpc.DataServiceStub(channel)
         version = await _get_version(stub, data_url, version_id)
         chain: list[dict[str, object]] = []
@@ -164,6 +165,30 @@ def algorithm_to_pb(a: Algorithm) -> trainer_pb2.AlgorithmInfo:
     return trainer_pb2.AlgorithmInfo(name=a.name, task=a.task, description=a.description, params=params)
 
 
+async def submit(rt: Runtime, jobs: Jobs, job: JobRecord, children: list[JobRecord] | None = None) -> None:
+    """Queues a created job: its trials (each created here) or itself on the JOBS work queue,
+    then ``training.queued``. Event ids come from job ids, so a repeat publishes nothing new."""
+    tenant = job.tenant
+    for child in children or []:
+        await jobs.create(child)
+        await rt.publish(
+            requested_event(child),
+            tenant=tenant,
+            event_id=f"training.requested:{child.job_id}",
+            ce_subject=child.job_id,
+        )
+    if not children:
+        await rt.publish(
+            requested_event(job), tenant=tenant, event_id=f"training.requested:{job.job_id}", ce_subject=job.job_id
+        )
+    await rt.publish(
+        events_pb2.TrainingQueued(tenant=tenant, lineage=job_lineage(job), algorithm=job.algorithm),
+        tenant=tenant,
+        event_id=f"training.queued:{job.job_id}",
+        ce_subject=job.job_id,
+    )
+
+
 class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
     def __init__(self, rt: Runtime, jobs: Jobs, data_url: str) -> None:
         self._rt = rt
@@ -196,24 +221,7 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
                 request.search.metric,
             )
         await self._jobs.create(job)
-        for child in children:
-            await self._jobs.create(child)
-            await self._rt.publish(
-                requested_event(child),
-                tenant=tenant,
-                event_id=f"training.requested:{child.job_id}",
-                ce_subject=child.job_id,
-            )
-        if not children:
-            await self._rt.publish(
-                requested_event(job), tenant=tenant, event_id=f"training.requested:{job.job_id}", ce_subject=job.job_id
-            )
-        await self._rt.publish(
-            events_pb2.TrainingQueued(tenant=tenant, lineage=job_lineage(job), algorithm=job.algorithm),
-            tenant=tenant,
-            event_id=f"training.queued:{job.job_id}",
-            ce_subject=job.job_id,
-        )
+        await submit(self._rt, self._jobs, job, children)
         return job_to_pb(job)
 
     async def GetTrainingJob(

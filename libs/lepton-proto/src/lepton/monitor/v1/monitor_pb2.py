@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flepton/monitor/v1/monitor.proto\x12\x11lepton.monitor.v1\"/\n\x19GetPredictionStatsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\xf5\x01\n\x0fPredictionStats\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x17\n\x0flogged_requests\x18\x02 \x01(\x03\x12\x13\n\x0blogged_rows\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12V\n\x13requests_by_version\x18\x05 \x03(\x0b\x32\x39.lepton.monitor.v1.PredictionStats.RequestsByVersionEntry\x1a\x38\n\x16RequestsByVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32x\n\x0eMonitorService\x12\x66\n\x12GetPredictionStats\x12,.lepton.monitor.v1.GetPredictionStatsRequest\x1a\".lepton.monitor.v1.PredictionStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flepton/monitor/v1/monitor.proto\x12\x11lepton.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x19GetPredictionStatsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"\xf5\x01\n\x0fPredictionStats\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x17\n\x0flogged_requests\x18\x02 \x01(\x03\x12\x13\n\x0blogged_rows\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12V\n\x13requests_by_version\x18\x05 \x03(\x0b\x32\x39.lepton.monitor.v1.PredictionStats.RequestsByVersionEntry\x1a\x38\n\x16RequestsByVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"v\n\x18GetServingMetricsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0clast_seconds\x18\x03 \x01(\x01\x12\x0f\n\x07history\x18\x04 \x01(\x08\x12\x0e\n\x06triton\x18\x05 \x01(\x08\"\xc8\x05\n\rServingWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07windows\x18\x03 \x01(\x05\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x17\n\nerror_rate\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04rows\x18\x07 \x01(\x03\x12\x15\n\rlatency_count\x18\x08 \x01(\x03\x12\x1b\n\x0elatency_p50_ms\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0elatency_p95_ms\x18\n \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0elatency_p99_ms\x18\x0b \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0flatency_mean_ms\x18\x0c \x01(\x01H\x04\x88\x01\x01\x12\x1b\n\x0elatency_max_ms\x18\r \x01(\x01H\x05\x88\x01\x01\x12\x15\n\rlatency_exact\x18\x0e \x01(\x08\x12\x18\n\x10prediction_count\x18\x0f \x01(\x03\x12\x1c\n\x0fprediction_mean\x18\x10 \x01(\x01H\x06\x88\x01\x01\x12\x1b\n\x0eprediction_std\x18\x11 \x01(\x01H\x07\x88\x01\x01\x12\x1b\n\x0eprediction_min\x18\x12 \x01(\x01H\x08\x88\x01\x01\x12\x1b\n\x0eprediction_max\x18\x13 \x01(\x01H\t\x88\x01\x01\x42\r\n\x0b_error_rateB\x11\n\x0f_latency_p50_msB\x11\n\x0f_latency_p95_msB\x11\n\x0f_latency_p99_msB\x12\n\x10_latency_mean_msB\x11\n\x0f_latency_max_msB\x12\n\x10_prediction_meanB\x11\n\x0f_prediction_stdB\x11\n\x0f_prediction_minB\x11\n\x0f_prediction_max\"\x8b\x02\n\x0bTritonStats\x12\x11\n\treachable\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x17\n\x0finference_count\x18\x06 \x01(\x03\x12\x17\n\x0f\x65xecution_count\x18\x07 \x01(\x03\x12\x15\n\rsuccess_count\x18\x08 \x01(\x03\x12\x15\n\rfailure_count\x18\t \x01(\x03\x12\x17\n\x0fsuccess_mean_ms\x18\n \x01(\x01\x12\x15\n\rqueue_mean_ms\x18\x0b \x01(\x01\x12\x1d\n\x15\x63ompute_infer_mean_ms\x18\x0c \x01(\x01\"\x8d\x02\n\x0eServingMetrics\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0fserving_version\x18\x03 \x01(\x03\x12\x10\n\x08versions\x18\x04 \x03(\x03\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01\x12\x30\n\x06window\x18\x06 \x01(\x0b\x32 .lepton.monitor.v1.ServingWindow\x12\x31\n\x07history\x18\x07 \x03(\x0b\x32 .lepton.monitor.v1.ServingWindow\x12.\n\x06triton\x18\x08 \x01(\x0b\x32\x1e.lepton.monitor.v1.TritonStats\"q\n\x15GetDriftReportRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0clast_seconds\x18\x03 \x01(\x01\x12\x10\n\x08\x66\x65\x61tures\x18\x04 \x03(\t\x12\x0b\n\x03png\x18\x05 \x01(\x08\"\x9a\x03\n\x0c\x46\x65\x61tureDrift\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07verdict\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0e\n\x06n_live\x18\x05 \x01(\x03\x12\x11\n\tn_dropped\x18\x06 \x01(\x03\x12\x13\n\x0bn_reference\x18\x07 \x01(\x03\x12\x10\n\x03psi\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cks_statistic\x18\t \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tks_pvalue\x18\n \x01(\x01H\x02\x88\x01\x01\x12\x11\n\tks_method\x18\x0b \x01(\t\x12\x11\n\x04\x63hi2\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\x18\n\x0b\x63hi2_pvalue\x18\r \x01(\x01H\x04\x88\x01\x01\x12\r\n\x05\x65\x64ges\x18\x0e \x03(\x01\x12\x12\n\ncategories\x18\x0f \x03(\t\x12\x18\n\x10reference_counts\x18\x10 \x03(\x03\x12\x13\n\x0blive_counts\x18\x11 \x03(\x03\x42\x06\n\x04_psiB\x0f\n\r_ks_statisticB\x0c\n\n_ks_pvalueB\x07\n\x05_chi2B\x0e\n\x0c_chi2_pvalue\"s\n\x0f\x44riftThresholds\x12\x0b\n\x03psi\x18\x01 \x01(\x01\x12\x10\n\x08ks_alpha\x18\x02 \x01(\x01\x12\x18\n\x10ks_min_statistic\x18\x03 \x01(\x01\x12\x12\n\nchi2_alpha\x18\x04 \x01(\x01\x12\x13\n\x0bmin_samples\x18\x05 \x01(\x03\"\x82\x03\n\x0b\x44riftReport\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08\x66\x65\x61tures\x18\x05 \x03(\x0b\x32\x1f.lepton.monitor.v1.FeatureDrift\x12\x33\n\nprediction\x18\x06 \x01(\x0b\x32\x1f.lepton.monitor.v1.FeatureDrift\x12\x16\n\x0ehas_prediction\x18\x07 \x01(\x08\x12\x0f\n\x07\x64rifted\x18\x08 \x03(\t\x12\x36\n\nthresholds\x18\t \x01(\x0b\x32\".lepton.monitor.v1.DriftThresholds\x12$\n\x1creference_dataset_version_id\x18\n \x01(\t\x12\x0b\n\x03png\x18\x0b \x01(\x0c\"7\n\x05Label\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x05\x12\r\n\x05value\x18\x03 \x01(\x01\"Q\n\x11SendLabelsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12(\n\x06labels\x18\x02 \x03(\x0b\x32\x18.lepton.monitor.v1.Label\"7\n\x12SendLabelsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x0f\n\x07matched\x18\x02 \x01(\x03\"N\n\x19GetLivePerformanceRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04task\x18\x03 \x01(\t\"\xd3\x01\n\x11PerformanceWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08labelled\x18\x03 \x01(\x03\x12\x15\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04rmse\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03mae\x18\x06 \x01(\x01H\x02\x88\x01\x01\x42\x0b\n\t_accuracyB\x07\n\x05_rmseB\x06\n\x04_mae\"\x81\x02\n\x0fLivePerformance\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06metric\x18\x04 \x01(\t\x12\x35\n\x07overall\x18\x05 \x01(\x0b\x32$.lepton.monitor.v1.PerformanceWindow\x12\x35\n\x07windows\x18\x06 \x03(\x0b\x32$.lepton.monitor.v1.PerformanceWindow\x12\x1b\n\x0eslope_per_hour\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05trend\x18\x08 \x01(\tB\x11\n\x0f_slope_per_hour\"\xda\x01\n\x04Rule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x12\n\ncomparison\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01\x12\x10\n\x08severity\x18\x06 \x01(\t\x12\x17\n\x0f\x66or_evaluations\x18\x07 \x01(\x05\x12\x16\n\x0eresolve_margin\x18\x08 \x01(\x01\x12\x1d\n\x10\x63ooldown_seconds\x18\t \x01(\x01H\x00\x88\x01\x01\x42\x13\n\x11_cooldown_seconds\"\xb2\x01\n\nRuleStatus\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.lepton.monitor.v1.Rule\x12\x0e\n\x06\x66iring\x18\x02 \x01(\x08\x12\x0e\n\x06streak\x18\x03 \x01(\x05\x12\x17\n\nlast_value\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x35\n\x11last_evaluated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_last_value\"M\n\x0fSetRulesRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12&\n\x05rules\x18\x02 \x03(\x0b\x32\x17.lepton.monitor.v1.Rule\"&\n\x10ListRulesRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"L\n\x08RuleList\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12,\n\x05rules\x18\x02 \x03(\x0b\x32\x1d.lepton.monitor.v1.RuleStatus\"K\n\x11ListAlertsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x13\n\x0b\x66iring_only\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x81\x03\n\x05\x41lert\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12\x12\n\ndeployment\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x0e\n\x06metric\x18\x06 \x01(\t\x12\x12\n\ncomparison\x18\x07 \x01(\t\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x10\n\x08severity\x18\t \x01(\t\x12\r\n\x05state\x18\n \x01(\t\x12\r\n\x05value\x18\x0b \x01(\x01\x12,\n\x08\x66ired_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresolved_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eresolved_value\x18\x0e \x01(\x01\x12\x0f\n\x07\x64rifted\x18\x0f \x03(\t\x12\x12\n\nretraining\x18\x10 \x01(\t\x12\x19\n\x11retraining_job_id\x18\x11 \x01(\t\">\n\x12ListAlertsResponse\x12(\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x18.lepton.monitor.v1.Alert\"\xa1\x01\n\x10RetrainingPolicy\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x10\n\x08on_drift\x18\x02 \x01(\x08\x12\x10\n\x08on_alert\x18\x03 \x01(\x08\x12\x13\n\x0b\x61lert_rules\x18\x04 \x03(\t\x12\x1c\n\x14min_interval_seconds\x18\x05 \x01(\x01\x12\"\n\x1a\x61llow_same_dataset_version\x18\x06 \x01(\x08\"Q\n\x1aSetRetrainingPolicyRequest\x12\x33\n\x06policy\x18\x01 \x01(\x0b\x32#.lepton.monitor.v1.RetrainingPolicy\"0\n\x1aGetRetrainingPolicyRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\"S\n\x0c\x46\x65\x61tureRange\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x10\n\x03min\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"\xba\x02\n\x1aQueryPredictionLogsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65rrors_only\x18\x05 \x01(\x08\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x37\n\x0e\x66\x65\x61ture_ranges\x18\x08 \x03(\x0b\x32\x1f.lepton.monitor.v1.FeatureRange\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\"\x1b\n\tLoggedRow\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\xb9\x02\n\rPredictionLog\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\x12\x12\n\ndeployment\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\x03\x12(\n\x04time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x12\n\nbatch_rows\x18\t \x01(\x03\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x15\n\rfeature_names\x18\x0b \x03(\t\x12*\n\x04rows\x18\x0c \x03(\x0b\x32\x1c.lepton.monitor.v1.LoggedRow\x12\x0f\n\x07outputs\x18\r \x03(\x01\"w\n\x1bQueryPredictionLogsResponse\x12.\n\x04logs\x18\x01 \x03(\x0b\x32 .lepton.monitor.v1.PredictionLog\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x0f\n\x07scanned\x18\x03 \x01(\x03\"\xa6\x01\n\x14SummarizeLogsRequest\x12\x12\n\ndeployment\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03top\x18\x05 \x01(\x05\"*\n\nErrorCount\x12\r\n\x05\x65rror\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xea\x03\n\nLogSummary\x12\x0c\n\x04logs\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x17\n\nerror_rate\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0elatency_p50_ms\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0elatency_p95_ms\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1b\n\x0elatency_p99_ms\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12I\n\x0flogs_by_version\x18\x08 \x03(\x0b\x32\x30.lepton.monitor.v1.LogSummary.LogsByVersionEntry\x12\x31\n\ntop_errors\x18\t \x03(\x0b\x32\x1d.lepton.monitor.v1.ErrorCount\x12\x31\n\x07slowest\x18\n \x03(\x0b\x32 .lepton.monitor.v1.PredictionLog\x12\x11\n\ttruncated\x18\x0b \x01(\x08\x1a\x34\n\x12LogsByVersionEntry\x12\x0b\n\x03key\x18\x01 \x01(\x03\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\r\n\x0b_error_rateB\x11\n\x0f_latency_p50_msB\x11\n\x0f_latency_p95_msB\x11\n\x0f_latency_p99_ms2\x98\t\n\x0eMonitorService\x12\x66\n\x12GetPredictionStats\x12,.lepton.monitor.v1.GetPredictionStatsRequest\x1a\".lepton.monitor.v1.PredictionStats\x12\x63\n\x11GetServingMetrics\x12+.lepton.monitor.v1.GetServingMetricsRequest\x1a!.lepton.monitor.v1.ServingMetrics\x12Z\n\x0eGetDriftReport\x12(.lepton.monitor.v1.GetDriftReportRequest\x1a\x1e.lepton.monitor.v1.DriftReport\x12Y\n\nSendLabels\x12$.lepton.monitor.v1.SendLabelsRequest\x1a%.lepton.monitor.v1.SendLabelsResponse\x12\x66\n\x12GetLivePerformance\x12,.lepton.monitor.v1.GetLivePerformanceRequest\x1a\".lepton.monitor.v1.LivePerformance\x12K\n\x08SetRules\x12\".lepton.monitor.v1.SetRulesRequest\x1a\x1b.lepton.monitor.v1.RuleList\x12M\n\tListRules\x12#.lepton.monitor.v1.ListRulesRequest\x1a\x1b.lepton.monitor.v1.RuleList\x12Y\n\nListAlerts\x12$.lepton.monitor.v1.ListAlertsRequest\x1a%.lepton.monitor.v1.ListAlertsResponse\x12i\n\x13SetRetrainingPolicy\x12-.lepton.monitor.v1.SetRetrainingPolicyRequest\x1a#.lepton.monitor.v1.RetrainingPolicy\x12i\n\x13GetRetrainingPolicy\x12-.lepton.monitor.v1.GetRetrainingPolicyRequest\x1a#.lepton.monitor.v1.RetrainingPolicy\x12t\n\x13QueryPredictionLogs\x12-.lepton.monitor.v1.QueryPredictionLogsRequest\x1a..lepton.monitor.v1.QueryPredictionLogsResponse\x12W\n\rSummarizeLogs\x12\'.lepton.monitor.v1.SummarizeLogsRequest\x1a\x1d.lepton.monitor.v1.LogSummaryb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +34,82 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._loaded_options = None
   _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._serialized_options = b'8\001'
-  _globals['_GETPREDICTIONSTATSREQUEST']._serialized_start=54
-  _globals['_GETPREDICTIONSTATSREQUEST']._serialized_end=101
-  _globals['_PREDICTIONSTATS']._serialized_start=104
-  _globals['_PREDICTIONSTATS']._serialized_end=349
-  _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._serialized_start=293
-  _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._serialized_end=349
-  _globals['_MONITORSERVICE']._serialized_start=351
-  _globals['_MONITORSERVICE']._serialized_end=471
+  _globals['_LOGSUMMARY_LOGSBYVERSIONENTRY']._loaded_options = None
+  _globals['_LOGSUMMARY_LOGSBYVERSIONENTRY']._serialized_options = b'8\001'
+  _globals['_GETPREDICTIONSTATSREQUEST']._serialized_start=87
+  _globals['_GETPREDICTIONSTATSREQUEST']._serialized_end=134
+  _globals['_PREDICTIONSTATS']._serialized_start=137
+  _globals['_PREDICTIONSTATS']._serialized_end=382
+  _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._serialized_start=326
+  _globals['_PREDICTIONSTATS_REQUESTSBYVERSIONENTRY']._serialized_end=382
+  _globals['_GETSERVINGMETRICSREQUEST']._serialized_start=384
+  _globals['_GETSERVINGMETRICSREQUEST']._serialized_end=502
+  _globals['_SERVINGWINDOW']._serialized_start=505
+  _globals['_SERVINGWINDOW']._serialized_end=1217
+  _globals['_TRITONSTATS']._serialized_start=1220
+  _globals['_TRITONSTATS']._serialized_end=1487
+  _globals['_SERVINGMETRICS']._serialized_start=1490
+  _globals['_SERVINGMETRICS']._serialized_end=1759
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=1761
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=1874
+  _globals['_FEATUREDRIFT']._serialized_start=1877
+  _globals['_FEATUREDRIFT']._serialized_end=2287
+  _globals['_DRIFTTHRESHOLDS']._serialized_start=2289
+  _globals['_DRIFTTHRESHOLDS']._serialized_end=2404
+  _globals['_DRIFTREPORT']._serialized_start=2407
+  _globals['_DRIFTREPORT']._serialized_end=2793
+  _globals['_LABEL']._serialized_start=2795
+  _globals['_LABEL']._serialized_end=2850
+  _globals['_SENDLABELSREQUEST']._serialized_start=2852
+  _globals['_SENDLABELSREQUEST']._serialized_end=2933
+  _globals['_SENDLABELSRESPONSE']._serialized_start=2935
+  _globals['_SENDLABELSRESPONSE']._serialized_end=2990
+  _globals['_GETLIVEPERFORMANCEREQUEST']._serialized_start=2992
+  _globals['_GETLIVEPERFORMANCEREQUEST']._serialized_end=3070
+  _globals['_PERFORMANCEWINDOW']._serialized_start=3073
+  _globals['_PERFORMANCEWINDOW']._serialized_end=3284
+  _globals['_LIVEPERFORMANCE']._serialized_start=3287
+  _globals['_LIVEPERFORMANCE']._serialized_end=3544
+  _globals['_RULE']._serialized_start=3547
+  _globals['_RULE']._serialized_end=3765
+  _globals['_RULESTATUS']._serialized_start=3768
+  _globals['_RULESTATUS']._serialized_end=3946
+  _globals['_SETRULESREQUEST']._serialized_start=3948
+  _globals['_SETRULESREQUEST']._serialized_end=4025
+  _globals['_LISTRULESREQUEST']._serialized_start=4027
+  _globals['_LISTRULESREQUEST']._serialized_end=4065
+  _globals['_RULELIST']._serialized_start=4067
+  _globals['_RULELIST']._serialized_end=4143
+  _globals['_LISTALERTSREQUEST']._serialized_start=4145
+  _globals['_LISTALERTSREQUEST']._serialized_end=4220
+  _globals['_ALERT']._serialized_start=4223
+  _globals['_ALERT']._serialized_end=4608
+  _globals['_LISTALERTSRESPONSE']._serialized_start=4610
+  _globals['_LISTALERTSRESPONSE']._serialized_end=4672
+  _globals['_RETRAININGPOLICY']._serialized_start=4675
+  _globals['_RETRAININGPOLICY']._serialized_end=4836
+  _globals['_SETRETRAININGPOLICYREQUEST']._serialized_start=4838
+  _globals['_SETRETRAININGPOLICYREQUEST']._serialized_end=4919
+  _globals['_GETRETRAININGPOLICYREQUEST']._serialized_start=4921
+  _globals['_GETRETRAININGPOLICYREQUEST']._serialized_end=4969
+  _globals['_FEATURERANGE']._serialized_start=4971
+  _globals['_FEATURERANGE']._serialized_end=5054
+  _globals['_QUERYPREDICTIONLOGSREQUEST']._serialized_start=5057
+  _globals['_QUERYPREDICTIONLOGSREQUEST']._serialized_end=5371
+  _globals['_LOGGEDROW']._serialized_start=5373
+  _globals['_LOGGEDROW']._serialized_end=5400
+  _globals['_PREDICTIONLOG']._serialized_start=5403
+  _globals['_PREDICTIONLOG']._serialized_end=5716
+  _globals['_QUERYPREDICTIONLOGSRESPONSE']._serialized_start=5718
+  _globals['_QUERYPREDICTIONLOGSRESPONSE']._serialized_end=5837
+  _globals['_SUMMARIZELOGSREQUEST']._serialized_start=5840
+  _globals['_SUMMARIZELOGSREQUEST']._serialized_end=6006
+  _globals['_ERRORCOUNT']._serialized_start=6008
+  _globals['_ERRORCOUNT']._serialized_end=6050
+  _globals['_LOGSUMMARY']._serialized_start=6053
+  _globals['_LOGSUMMARY']._serialized_end=6543
+  _globals['_LOGSUMMARY_LOGSBYVERSIONENTRY']._serialized_start=6419
+  _globals['_LOGSUMMARY_LOGSBYVERSIONENTRY']._serialized_end=6471
+  _globals['_MONITORSERVICE']._serialized_start=6546
+  _globals['_MONITORSERVICE']._serialized_end=7722
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -92,3 +93,1396 @@ class PredictionStats(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictionStats: _TypeAlias = PredictionStats  # noqa: Y015
+
+@_typing.final
+class GetServingMetricsRequest(_message.Message):
+    """---------------------------------------------------------------- serving metrics"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LAST_SECONDS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    TRITON_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    """0: every version of the deployment merged."""
+    last_seconds: _builtins.float
+    """0: the current window only; else the windows overlapping the last N seconds."""
+    history: _builtins.bool
+    """Also every stored window, oldest first."""
+    triton: _builtins.bool
+    """Also ask Triton for its statistics (skipped when it cannot be reached)."""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        last_seconds: _builtins.float = ...,
+        history: _builtins.bool = ...,
+        triton: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "history", b"history", "last_seconds", b"last_seconds", "triton", b"triton", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServingMetricsRequest: _TypeAlias = GetServingMetricsRequest  # noqa: Y015
+
+@_typing.final
+class ServingWindow(_message.Message):
+    """Statistics of one window, or of several merged. Optional fields are absent
+    when there is no data for them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    LATENCY_COUNT_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_MEAN_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_MAX_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_EXACT_FIELD_NUMBER: _builtins.int
+    PREDICTION_COUNT_FIELD_NUMBER: _builtins.int
+    PREDICTION_MEAN_FIELD_NUMBER: _builtins.int
+    PREDICTION_STD_FIELD_NUMBER: _builtins.int
+    PREDICTION_MIN_FIELD_NUMBER: _builtins.int
+    PREDICTION_MAX_FIELD_NUMBER: _builtins.int
+    windows: _builtins.int
+    """Stored windows merged into this one."""
+    requests: _builtins.int
+    errors: _builtins.int
+    error_rate: _builtins.float
+    rows: _builtins.int
+    latency_count: _builtins.int
+    latency_p50_ms: _builtins.float
+    latency_p95_ms: _builtins.float
+    latency_p99_ms: _builtins.float
+    latency_mean_ms: _builtins.float
+    latency_max_ms: _builtins.float
+    latency_exact: _builtins.bool
+    """False when a window held more latencies than it keeps: percentiles are estimates."""
+    prediction_count: _builtins.int
+    prediction_mean: _builtins.float
+    prediction_std: _builtins.float
+    prediction_min: _builtins.float
+    prediction_max: _builtins.float
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        windows: _builtins.int = ...,
+        requests: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        error_rate: _builtins.float | None = ...,
+        rows: _builtins.int = ...,
+        latency_count: _builtins.int = ...,
+        latency_p50_ms: _builtins.float | None = ...,
+        latency_p95_ms: _builtins.float | None = ...,
+        latency_p99_ms: _builtins.float | None = ...,
+        latency_mean_ms: _builtins.float | None = ...,
+        latency_max_ms: _builtins.float | None = ...,
+        latency_exact: _builtins.bool = ...,
+        prediction_count: _builtins.int = ...,
+        prediction_mean: _builtins.float | None = ...,
+        prediction_std: _builtins.float | None = ...,
+        prediction_min: _builtins.float | None = ...,
+        prediction_max: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_latency_max_ms", b"_latency_max_ms", "_latency_mean_ms", b"_latency_mean_ms", "_latency_p50_ms", b"_latency_p50_ms", "_latency_p95_ms", b"_latency_p95_ms", "_latency_p99_ms", b"_latency_p99_ms", "_prediction_max", b"_prediction_max", "_prediction_mean", b"_prediction_mean", "_prediction_min", b"_prediction_min", "_prediction_std", b"_prediction_std", "end", b"end", "error_rate", b"error_rate", "latency_max_ms", b"latency_max_ms", "latency_mean_ms", b"latency_mean_ms", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "latency_p99_ms", b"latency_p99_ms", "prediction_max", b"prediction_max", "prediction_mean", b"prediction_mean", "prediction_min", b"prediction_min", "prediction_std", b"prediction_std", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_latency_max_ms", b"_latency_max_ms", "_latency_mean_ms", b"_latency_mean_ms", "_latency_p50_ms", b"_latency_p50_ms", "_latency_p95_ms", b"_latency_p95_ms", "_latency_p99_ms", b"_latency_p99_ms", "_prediction_max", b"_prediction_max", "_prediction_mean", b"_prediction_mean", "_prediction_min", b"_prediction_min", "_prediction_std", b"_prediction_std", "end", b"end", "error_rate", b"error_rate", "errors", b"errors", "latency_count", b"latency_count", "latency_exact", b"latency_exact", "latency_max_ms", b"latency_max_ms", "latency_mean_ms", b"latency_mean_ms", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "latency_p99_ms", b"latency_p99_ms", "prediction_count", b"prediction_count", "prediction_max", b"prediction_max", "prediction_mean", b"prediction_mean", "prediction_min", b"prediction_min", "prediction_std", b"prediction_std", "requests", b"requests", "rows", b"rows", "start", b"start", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_rate: _TypeAlias = _typing.Literal["error_rate"]  # noqa: Y015
+    _WhichOneofArgType__error_rate: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate"]  # noqa: Y015
+    _WhichOneofReturnType__latency_max_ms: _TypeAlias = _typing.Literal["latency_max_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_max_ms: _TypeAlias = _typing.Literal["_latency_max_ms", b"_latency_max_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_mean_ms: _TypeAlias = _typing.Literal["latency_mean_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_mean_ms: _TypeAlias = _typing.Literal["_latency_mean_ms", b"_latency_mean_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p50_ms: _TypeAlias = _typing.Literal["latency_p50_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p50_ms: _TypeAlias = _typing.Literal["_latency_p50_ms", b"_latency_p50_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p95_ms: _TypeAlias = _typing.Literal["latency_p95_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p95_ms: _TypeAlias = _typing.Literal["_latency_p95_ms", b"_latency_p95_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p99_ms: _TypeAlias = _typing.Literal["latency_p99_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p99_ms: _TypeAlias = _typing.Literal["_latency_p99_ms", b"_latency_p99_ms"]  # noqa: Y015
+    _WhichOneofReturnType__prediction_max: _TypeAlias = _typing.Literal["prediction_max"]  # noqa: Y015
+    _WhichOneofArgType__prediction_max: _TypeAlias = _typing.Literal["_prediction_max", b"_prediction_max"]  # noqa: Y015
+    _WhichOneofReturnType__prediction_mean: _TypeAlias = _typing.Literal["prediction_mean"]  # noqa: Y015
+    _WhichOneofArgType__prediction_mean: _TypeAlias = _typing.Literal["_prediction_mean", b"_prediction_mean"]  # noqa: Y015
+    _WhichOneofReturnType__prediction_min: _TypeAlias = _typing.Literal["prediction_min"]  # noqa: Y015
+    _WhichOneofArgType__prediction_min: _TypeAlias = _typing.Literal["_prediction_min", b"_prediction_min"]  # noqa: Y015
+    _WhichOneofReturnType__prediction_std: _TypeAlias = _typing.Literal["prediction_std"]  # noqa: Y015
+    _WhichOneofArgType__prediction_std: _TypeAlias = _typing.Literal["_prediction_std", b"_prediction_std"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_rate) -> _WhichOneofReturnType__error_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_max_ms) -> _WhichOneofReturnType__latency_max_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_mean_ms) -> _WhichOneofReturnType__latency_mean_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p50_ms) -> _WhichOneofReturnType__latency_p50_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p95_ms) -> _WhichOneofReturnType__latency_p95_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p99_ms) -> _WhichOneofReturnType__latency_p99_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prediction_max) -> _WhichOneofReturnType__prediction_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prediction_mean) -> _WhichOneofReturnType__prediction_mean | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prediction_min) -> _WhichOneofReturnType__prediction_min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prediction_std) -> _WhichOneofReturnType__prediction_std | None: ...
+
+Global___ServingWindow: _TypeAlias = ServingWindow  # noqa: Y015
+
+@_typing.final
+class TritonStats(_message.Message):
+    """Triton's own cumulative statistics of the model version (since it was loaded)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REACHABLE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    EXECUTION_COUNT_FIELD_NUMBER: _builtins.int
+    SUCCESS_COUNT_FIELD_NUMBER: _builtins.int
+    FAILURE_COUNT_FIELD_NUMBER: _builtins.int
+    SUCCESS_MEAN_MS_FIELD_NUMBER: _builtins.int
+    QUEUE_MEAN_MS_FIELD_NUMBER: _builtins.int
+    COMPUTE_INFER_MEAN_MS_FIELD_NUMBER: _builtins.int
+    reachable: _builtins.bool
+    error: _builtins.str
+    """Why not, when it was not reachable."""
+    url: _builtins.str
+    model: _builtins.str
+    version: _builtins.str
+    inference_count: _builtins.int
+    execution_count: _builtins.int
+    success_count: _builtins.int
+    failure_count: _builtins.int
+    success_mean_ms: _builtins.float
+    """Mean time per successful request: end to end, waiting in the queue, and in
+    the model's execute (milliseconds).
+    """
+    queue_mean_ms: _builtins.float
+    compute_infer_mean_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        reachable: _builtins.bool = ...,
+        error: _builtins.str = ...,
+        url: _builtins.str = ...,
+        model: _builtins.str = ...,
+        version: _builtins.str = ...,
+        inference_count: _builtins.int = ...,
+        execution_count: _builtins.int = ...,
+        success_count: _builtins.int = ...,
+        failure_count: _builtins.int = ...,
+        success_mean_ms: _builtins.float = ...,
+        queue_mean_ms: _builtins.float = ...,
+        compute_infer_mean_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compute_infer_mean_ms", b"compute_infer_mean_ms", "error", b"error", "execution_count", b"execution_count", "failure_count", b"failure_count", "inference_count", b"inference_count", "model", b"model", "queue_mean_ms", b"queue_mean_ms", "reachable", b"reachable", "success_count", b"success_count", "success_mean_ms", b"success_mean_ms", "url", b"url", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TritonStats: _TypeAlias = TritonStats  # noqa: Y015
+
+@_typing.final
+class ServingMetrics(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SERVING_VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    TRITON_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    serving_version: _builtins.int
+    """The version the deployment serves now (0 when unknown)."""
+    window_seconds: _builtins.float
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Versions with stored windows."""
+
+    @_builtins.property
+    def window(self) -> Global___ServingWindow: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServingWindow]: ...
+    @_builtins.property
+    def triton(self) -> Global___TritonStats: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        serving_version: _builtins.int = ...,
+        versions: _abc.Iterable[_builtins.int] | None = ...,
+        window_seconds: _builtins.float = ...,
+        window: Global___ServingWindow | None = ...,
+        history: _abc.Iterable[Global___ServingWindow] | None = ...,
+        triton: Global___TritonStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["triton", b"triton", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "history", b"history", "serving_version", b"serving_version", "triton", b"triton", "version", b"version", "versions", b"versions", "window", b"window", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServingMetrics: _TypeAlias = ServingMetrics  # noqa: Y015
+
+@_typing.final
+class GetDriftReportRequest(_message.Message):
+    """---------------------------------------------------------------------- drift"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    LAST_SECONDS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    PNG_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    """0: the version the deployment serves now."""
+    last_seconds: _builtins.float
+    """0: the monitor's drift window (setting drift_window_s)."""
+    png: _builtins.bool
+    """Also render the report as a PNG."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Empty: every logged feature the reference knows."""
+
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        last_seconds: _builtins.float = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
+        png: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "features", b"features", "last_seconds", b"last_seconds", "png", b"png", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDriftReportRequest: _TypeAlias = GetDriftReportRequest  # noqa: Y015
+
+@_typing.final
+class FeatureDrift(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    N_LIVE_FIELD_NUMBER: _builtins.int
+    N_DROPPED_FIELD_NUMBER: _builtins.int
+    N_REFERENCE_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    KS_STATISTIC_FIELD_NUMBER: _builtins.int
+    KS_PVALUE_FIELD_NUMBER: _builtins.int
+    KS_METHOD_FIELD_NUMBER: _builtins.int
+    CHI2_FIELD_NUMBER: _builtins.int
+    CHI2_PVALUE_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    REFERENCE_COUNTS_FIELD_NUMBER: _builtins.int
+    LIVE_COUNTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """"numeric" or "categorical"."""
+    verdict: _builtins.str
+    """"drift", "no_drift" or "insufficient_data"."""
+    reason: _builtins.str
+    n_live: _builtins.int
+    n_dropped: _builtins.int
+    n_reference: _builtins.int
+    psi: _builtins.float
+    ks_statistic: _builtins.float
+    ks_pvalue: _builtins.float
+    ks_method: _builtins.str
+    """"two_sample", "histogram" or "histogram_binned"."""
+    chi2: _builtins.float
+    chi2_pvalue: _builtins.float
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reference_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def live_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        n_live: _builtins.int = ...,
+        n_dropped: _builtins.int = ...,
+        n_reference: _builtins.int = ...,
+        psi: _builtins.float | None = ...,
+        ks_statistic: _builtins.float | None = ...,
+        ks_pvalue: _builtins.float | None = ...,
+        ks_method: _builtins.str = ...,
+        chi2: _builtins.float | None = ...,
+        chi2_pvalue: _builtins.float | None = ...,
+        edges: _abc.Iterable[_builtins.float] | None = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        reference_counts: _abc.Iterable[_builtins.int] | None = ...,
+        live_counts: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_chi2", b"_chi2", "_chi2_pvalue", b"_chi2_pvalue", "_ks_pvalue", b"_ks_pvalue", "_ks_statistic", b"_ks_statistic", "_psi", b"_psi", "chi2", b"chi2", "chi2_pvalue", b"chi2_pvalue", "ks_pvalue", b"ks_pvalue", "ks_statistic", b"ks_statistic", "psi", b"psi"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_chi2", b"_chi2", "_chi2_pvalue", b"_chi2_pvalue", "_ks_pvalue", b"_ks_pvalue", "_ks_statistic", b"_ks_statistic", "_psi", b"_psi", "categories", b"categories", "chi2", b"chi2", "chi2_pvalue", b"chi2_pvalue", "edges", b"edges", "kind", b"kind", "ks_method", b"ks_method", "ks_pvalue", b"ks_pvalue", "ks_statistic", b"ks_statistic", "live_counts", b"live_counts", "n_dropped", b"n_dropped", "n_live", b"n_live", "n_reference", b"n_reference", "name", b"name", "psi", b"psi", "reason", b"reason", "reference_counts", b"reference_counts", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__chi2: _TypeAlias = _typing.Literal["chi2"]  # noqa: Y015
+    _WhichOneofArgType__chi2: _TypeAlias = _typing.Literal["_chi2", b"_chi2"]  # noqa: Y015
+    _WhichOneofReturnType__chi2_pvalue: _TypeAlias = _typing.Literal["chi2_pvalue"]  # noqa: Y015
+    _WhichOneofArgType__chi2_pvalue: _TypeAlias = _typing.Literal["_chi2_pvalue", b"_chi2_pvalue"]  # noqa: Y015
+    _WhichOneofReturnType__ks_pvalue: _TypeAlias = _typing.Literal["ks_pvalue"]  # noqa: Y015
+    _WhichOneofArgType__ks_pvalue: _TypeAlias = _typing.Literal["_ks_pvalue", b"_ks_pvalue"]  # noqa: Y015
+    _WhichOneofReturnType__ks_statistic: _TypeAlias = _typing.Literal["ks_statistic"]  # noqa: Y015
+    _WhichOneofArgType__ks_statistic: _TypeAlias = _typing.Literal["_ks_statistic", b"_ks_statistic"]  # noqa: Y015
+    _WhichOneofReturnType__psi: _TypeAlias = _typing.Literal["psi"]  # noqa: Y015
+    _WhichOneofArgType__psi: _TypeAlias = _typing.Literal["_psi", b"_psi"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__chi2) -> _WhichOneofReturnType__chi2 | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__chi2_pvalue) -> _WhichOneofReturnType__chi2_pvalue | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ks_pvalue) -> _WhichOneofReturnType__ks_pvalue | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ks_statistic) -> _WhichOneofReturnType__ks_statistic | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__psi) -> _WhichOneofReturnType__psi | None: ...
+
+Global___FeatureDrift: _TypeAlias = FeatureDrift  # noqa: Y015
+
+@_typing.final
+class DriftThresholds(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PSI_FIELD_NUMBER: _builtins.int
+    KS_ALPHA_FIELD_NUMBER: _builtins.int
+    KS_MIN_STATISTIC_FIELD_NUMBER: _builtins.int
+    CHI2_ALPHA_FIELD_NUMBER: _builtins.int
+    MIN_SAMPLES_FIELD_NUMBER: _builtins.int
+    psi: _builtins.float
+    ks_alpha: _builtins.float
+    ks_min_statistic: _builtins.float
+    chi2_alpha: _builtins.float
+    min_samples: _builtins.int
+    def __init__(
+        self,
+        *,
+        psi: _builtins.float = ...,
+        ks_alpha: _builtins.float = ...,
+        ks_min_statistic: _builtins.float = ...,
+        chi2_alpha: _builtins.float = ...,
+        min_samples: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chi2_alpha", b"chi2_alpha", "ks_alpha", b"ks_alpha", "ks_min_statistic", b"ks_min_statistic", "min_samples", b"min_samples", "psi", b"psi"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftThresholds: _TypeAlias = DriftThresholds  # noqa: Y015
+
+@_typing.final
+class DriftReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    PREDICTION_FIELD_NUMBER: _builtins.int
+    HAS_PREDICTION_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    THRESHOLDS_FIELD_NUMBER: _builtins.int
+    REFERENCE_DATASET_VERSION_ID_FIELD_NUMBER: _builtins.int
+    PNG_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    has_prediction: _builtins.bool
+    reference_dataset_version_id: _builtins.str
+    """Where the reference came from (the dataset version id profiled)."""
+    png: _builtins.bytes
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureDrift]: ...
+    @_builtins.property
+    def prediction(self) -> Global___FeatureDrift:
+        """Drift of the predictions against the model's predictions on its training data."""
+
+    @_builtins.property
+    def drifted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the features (and "prediction") whose verdict is drift."""
+
+    @_builtins.property
+    def thresholds(self) -> Global___DriftThresholds: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        features: _abc.Iterable[Global___FeatureDrift] | None = ...,
+        prediction: Global___FeatureDrift | None = ...,
+        has_prediction: _builtins.bool = ...,
+        drifted: _abc.Iterable[_builtins.str] | None = ...,
+        thresholds: Global___DriftThresholds | None = ...,
+        reference_dataset_version_id: _builtins.str = ...,
+        png: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "prediction", b"prediction", "start", b"start", "thresholds", b"thresholds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "drifted", b"drifted", "end", b"end", "features", b"features", "has_prediction", b"has_prediction", "png", b"png", "prediction", b"prediction", "reference_dataset_version_id", b"reference_dataset_version_id", "start", b"start", "thresholds", b"thresholds", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftReport: _TypeAlias = DriftReport  # noqa: Y015
+
+@_typing.final
+class Label(_message.Message):
+    """--------------------------------------------------------------------- labels"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROW_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request id of the prediction (the caller's KServe request id, or the log id)."""
+    row: _builtins.int
+    """Which row of that request (0 for a single-row request)."""
+    value: _builtins.float
+    """The true value: a class label or a number."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        row: _builtins.int = ...,
+        value: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "row", b"row", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Label: _TypeAlias = Label  # noqa: Y015
+
+@_typing.final
+class SendLabelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        labels: _abc.Iterable[Global___Label] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendLabelsRequest: _TypeAlias = SendLabelsRequest  # noqa: Y015
+
+@_typing.final
+class SendLabelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    matched: _builtins.int
+    """Of those, labels whose prediction the monitor holds (the rest may match
+    later, when their prediction log arrives).
+    """
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        matched: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "matched", b"matched"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendLabelsResponse: _TypeAlias = SendLabelsResponse  # noqa: Y015
+
+@_typing.final
+class GetLivePerformanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    """0: the version the deployment serves now."""
+    task: _builtins.str
+    """"", "regression" or "classification"; empty: the model's task."""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        task: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "task", b"task", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLivePerformanceRequest: _TypeAlias = GetLivePerformanceRequest  # noqa: Y015
+
+@_typing.final
+class PerformanceWindow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    LABELLED_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    RMSE_FIELD_NUMBER: _builtins.int
+    MAE_FIELD_NUMBER: _builtins.int
+    labelled: _builtins.int
+    accuracy: _builtins.float
+    rmse: _builtins.float
+    mae: _builtins.float
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        labelled: _builtins.int = ...,
+        accuracy: _builtins.float | None = ...,
+        rmse: _builtins.float | None = ...,
+        mae: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_mae", b"_mae", "_rmse", b"_rmse", "accuracy", b"accuracy", "end", b"end", "mae", b"mae", "rmse", b"rmse", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_mae", b"_mae", "_rmse", b"_rmse", "accuracy", b"accuracy", "end", b"end", "labelled", b"labelled", "mae", b"mae", "rmse", b"rmse", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__accuracy: _TypeAlias = _typing.Literal["accuracy"]  # noqa: Y015
+    _WhichOneofArgType__accuracy: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__mae: _TypeAlias = _typing.Literal["mae"]  # noqa: Y015
+    _WhichOneofArgType__mae: _TypeAlias = _typing.Literal["_mae", b"_mae"]  # noqa: Y015
+    _WhichOneofReturnType__rmse: _TypeAlias = _typing.Literal["rmse"]  # noqa: Y015
+    _WhichOneofArgType__rmse: _TypeAlias = _typing.Literal["_rmse", b"_rmse"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__accuracy) -> _WhichOneofReturnType__accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__mae) -> _WhichOneofReturnType__mae | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rmse) -> _WhichOneofReturnType__rmse | None: ...
+
+Global___PerformanceWindow: _TypeAlias = PerformanceWindow  # noqa: Y015
+
+@_typing.final
+class LivePerformance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    OVERALL_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    SLOPE_PER_HOUR_FIELD_NUMBER: _builtins.int
+    TREND_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    task: _builtins.str
+    metric: _builtins.str
+    """"accuracy" or "rmse": the metric the trend follows."""
+    slope_per_hour: _builtins.float
+    """Least-squares slope of the metric per hour over the labelled windows (absent
+    under two of them), and "improving", "degrading", "steady" or "unknown".
+    """
+    trend: _builtins.str
+    @_builtins.property
+    def overall(self) -> Global___PerformanceWindow: ...
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___PerformanceWindow]: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        task: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        overall: Global___PerformanceWindow | None = ...,
+        windows: _abc.Iterable[Global___PerformanceWindow] | None = ...,
+        slope_per_hour: _builtins.float | None = ...,
+        trend: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_slope_per_hour", b"_slope_per_hour", "overall", b"overall", "slope_per_hour", b"slope_per_hour"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_slope_per_hour", b"_slope_per_hour", "deployment", b"deployment", "metric", b"metric", "overall", b"overall", "slope_per_hour", b"slope_per_hour", "task", b"task", "trend", b"trend", "version", b"version", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__slope_per_hour: _TypeAlias = _typing.Literal["slope_per_hour"]  # noqa: Y015
+    _WhichOneofArgType__slope_per_hour: _TypeAlias = _typing.Literal["_slope_per_hour", b"_slope_per_hour"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__slope_per_hour) -> _WhichOneofReturnType__slope_per_hour | None: ...
+
+Global___LivePerformance: _TypeAlias = LivePerformance  # noqa: Y015
+
+@_typing.final
+class Rule(_message.Message):
+    """---------------------------------------------------------------------- rules"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    FOR_EVALUATIONS_FIELD_NUMBER: _builtins.int
+    RESOLVE_MARGIN_FIELD_NUMBER: _builtins.int
+    COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    metric: _builtins.str
+    """A serving metric (requests, errors, error_rate, rows, latency_p50_ms,
+    latency_p95_ms, latency_p99_ms, latency_mean_ms, latency_max_ms,
+    prediction_mean, prediction_std), a drift metric (drifted_features,
+    psi_max) or a live one (live_accuracy, live_rmse, live_mae).
+    """
+    comparison: _builtins.str
+    """">" or "<"."""
+    threshold: _builtins.float
+    window_seconds: _builtins.float
+    """The span the metric is computed over; 0: 300 s."""
+    severity: _builtins.str
+    """"info", "warning" (default) or "critical"."""
+    for_evaluations: _builtins.int
+    """Consecutive evaluations past the threshold before firing (and back before
+    resolving); 0: 3.
+    """
+    resolve_margin: _builtins.float
+    """Hysteresis: a firing alert resolves only this far back on the good side."""
+    cooldown_seconds: _builtins.float
+    """After resolving, the rule cannot fire again for this long; unset: 300 s."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        comparison: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        window_seconds: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        for_evaluations: _builtins.int = ...,
+        resolve_margin: _builtins.float = ...,
+        cooldown_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cooldown_seconds", b"_cooldown_seconds", "cooldown_seconds", b"cooldown_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cooldown_seconds", b"_cooldown_seconds", "comparison", b"comparison", "cooldown_seconds", b"cooldown_seconds", "for_evaluations", b"for_evaluations", "metric", b"metric", "name", b"name", "resolve_margin", b"resolve_margin", "severity", b"severity", "threshold", b"threshold", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cooldown_seconds: _TypeAlias = _typing.Literal["cooldown_seconds"]  # noqa: Y015
+    _WhichOneofArgType__cooldown_seconds: _TypeAlias = _typing.Literal["_cooldown_seconds", b"_cooldown_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cooldown_seconds) -> _WhichOneofReturnType__cooldown_seconds | None: ...
+
+Global___Rule: _TypeAlias = Rule  # noqa: Y015
+
+@_typing.final
+class RuleStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    FIRING_FIELD_NUMBER: _builtins.int
+    STREAK_FIELD_NUMBER: _builtins.int
+    LAST_VALUE_FIELD_NUMBER: _builtins.int
+    LAST_EVALUATED_AT_FIELD_NUMBER: _builtins.int
+    firing: _builtins.bool
+    streak: _builtins.int
+    last_value: _builtins.float
+    @_builtins.property
+    def rule(self) -> Global___Rule: ...
+    @_builtins.property
+    def last_evaluated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        rule: Global___Rule | None = ...,
+        firing: _builtins.bool = ...,
+        streak: _builtins.int = ...,
+        last_value: _builtins.float | None = ...,
+        last_evaluated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_last_value", b"_last_value", "last_evaluated_at", b"last_evaluated_at", "last_value", b"last_value", "rule", b"rule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_last_value", b"_last_value", "firing", b"firing", "last_evaluated_at", b"last_evaluated_at", "last_value", b"last_value", "rule", b"rule", "streak", b"streak"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__last_value: _TypeAlias = _typing.Literal["last_value"]  # noqa: Y015
+    _WhichOneofArgType__last_value: _TypeAlias = _typing.Literal["_last_value", b"_last_value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_value) -> _WhichOneofReturnType__last_value | None: ...
+
+Global___RuleStatus: _TypeAlias = RuleStatus  # noqa: Y015
+
+@_typing.final
+class SetRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        rules: _abc.Iterable[Global___Rule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRulesRequest: _TypeAlias = SetRulesRequest  # noqa: Y015
+
+@_typing.final
+class ListRulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRulesRequest: _TypeAlias = ListRulesRequest  # noqa: Y015
+
+@_typing.final
+class RuleList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuleStatus]: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        rules: _abc.Iterable[Global___RuleStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "rules", b"rules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleList: _TypeAlias = RuleList  # noqa: Y015
+
+@_typing.final
+class ListAlertsRequest(_message.Message):
+    """--------------------------------------------------------------------- alerts"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    FIRING_ONLY_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    """Empty: every deployment of the tenant."""
+    firing_only: _builtins.bool
+    limit: _builtins.int
+    """0: 100."""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        firing_only: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "firing_only", b"firing_only", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsRequest: _TypeAlias = ListAlertsRequest  # noqa: Y015
+
+@_typing.final
+class Alert(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    FIRED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_VALUE_FIELD_NUMBER: _builtins.int
+    DRIFTED_FIELD_NUMBER: _builtins.int
+    RETRAINING_FIELD_NUMBER: _builtins.int
+    RETRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    deployment: _builtins.str
+    model_version: _builtins.int
+    kind: _builtins.str
+    """"alert" (a rule) or "drift" (the built-in drift check)."""
+    rule: _builtins.str
+    metric: _builtins.str
+    comparison: _builtins.str
+    threshold: _builtins.float
+    severity: _builtins.str
+    state: _builtins.str
+    """"firing" or "resolved"."""
+    value: _builtins.float
+    resolved_value: _builtins.float
+    retraining: _builtins.str
+    """"requested", "skipped: <why>" or empty (no policy applied)."""
+    retraining_job_id: _builtins.str
+    """The training job the retraining request names."""
+    @_builtins.property
+    def fired_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def drifted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Drift incidents: the features that drifted."""
+
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        model_version: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        comparison: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        severity: _builtins.str = ...,
+        state: _builtins.str = ...,
+        value: _builtins.float = ...,
+        fired_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_value: _builtins.float = ...,
+        drifted: _abc.Iterable[_builtins.str] | None = ...,
+        retraining: _builtins.str = ...,
+        retraining_job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fired_at", b"fired_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison", b"comparison", "deployment", b"deployment", "drifted", b"drifted", "fired_at", b"fired_at", "incident_id", b"incident_id", "kind", b"kind", "metric", b"metric", "model_version", b"model_version", "resolved_at", b"resolved_at", "resolved_value", b"resolved_value", "retraining", b"retraining", "retraining_job_id", b"retraining_job_id", "rule", b"rule", "severity", b"severity", "state", b"state", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Alert: _TypeAlias = Alert  # noqa: Y015
+
+@_typing.final
+class ListAlertsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Alert]: ...
+    def __init__(
+        self,
+        *,
+        alerts: _abc.Iterable[Global___Alert] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAlertsResponse: _TypeAlias = ListAlertsResponse  # noqa: Y015
+
+@_typing.final
+class RetrainingPolicy(_message.Message):
+    """----------------------------------------------------------------- retraining"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    ON_DRIFT_FIELD_NUMBER: _builtins.int
+    ON_ALERT_FIELD_NUMBER: _builtins.int
+    ALERT_RULES_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    ALLOW_SAME_DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    on_drift: _builtins.bool
+    """Retrain when drift is detected."""
+    on_alert: _builtins.bool
+    """Retrain when an alert fires (any rule, or only those in alert_rules)."""
+    min_interval_seconds: _builtins.float
+    """Least time between two retrainings of this deployment; 0: 3600 s."""
+    allow_same_dataset_version: _builtins.bool
+    """Retrain even when the training dataset has no version newer than the one the
+    serving model learnt from (off: such an incident is skipped, so a retraining
+    that cannot change anything never repeats).
+    """
+    @_builtins.property
+    def alert_rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        on_drift: _builtins.bool = ...,
+        on_alert: _builtins.bool = ...,
+        alert_rules: _abc.Iterable[_builtins.str] | None = ...,
+        min_interval_seconds: _builtins.float = ...,
+        allow_same_dataset_version: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_rules", b"alert_rules", "allow_same_dataset_version", b"allow_same_dataset_version", "deployment", b"deployment", "min_interval_seconds", b"min_interval_seconds", "on_alert", b"on_alert", "on_drift", b"on_drift"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetrainingPolicy: _TypeAlias = RetrainingPolicy  # noqa: Y015
+
+@_typing.final
+class SetRetrainingPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___RetrainingPolicy: ...
+    def __init__(
+        self,
+        *,
+        policy: Global___RetrainingPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetRetrainingPolicyRequest: _TypeAlias = SetRetrainingPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetRetrainingPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRetrainingPolicyRequest: _TypeAlias = GetRetrainingPolicyRequest  # noqa: Y015
+
+@_typing.final
+class FeatureRange(_message.Message):
+    """----------------------------------------------------------------------- logs"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    min: _builtins.float
+    max: _builtins.float
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "feature", b"feature", "max", b"max", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___FeatureRange: _TypeAlias = FeatureRange  # noqa: Y015
+
+@_typing.final
+class QueryPredictionLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ERRORS_ONLY_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_RANGES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    """Empty: every deployment of the tenant."""
+    version: _builtins.int
+    """0: every version."""
+    errors_only: _builtins.bool
+    trace_id: _builtins.str
+    request_id: _builtins.str
+    page_size: _builtins.int
+    """0: 50; at most 500."""
+    page_token: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def feature_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureRange]:
+        """A log matches when one of its logged rows lies in every range."""
+
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        errors_only: _builtins.bool = ...,
+        trace_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        feature_ranges: _abc.Iterable[Global___FeatureRange] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "end_time", b"end_time", "errors_only", b"errors_only", "feature_ranges", b"feature_ranges", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "start_time", b"start_time", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPredictionLogsRequest: _TypeAlias = QueryPredictionLogsRequest  # noqa: Y015
+
+@_typing.final
+class LoggedRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoggedRow: _TypeAlias = LoggedRow  # noqa: Y015
+
+@_typing.final
+class PredictionLog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    BATCH_ROWS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    FEATURE_NAMES_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    log_id: _builtins.str
+    request_id: _builtins.str
+    trace_id: _builtins.str
+    deployment: _builtins.str
+    model_name: _builtins.str
+    model_version: _builtins.int
+    latency_ms: _builtins.float
+    batch_rows: _builtins.int
+    error: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___LoggedRow]: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        log_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        latency_ms: _builtins.float = ...,
+        batch_rows: _builtins.int = ...,
+        error: _builtins.str = ...,
+        feature_names: _abc.Iterable[_builtins.str] | None = ...,
+        rows: _abc.Iterable[Global___LoggedRow] | None = ...,
+        outputs: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "deployment", b"deployment", "error", b"error", "feature_names", b"feature_names", "latency_ms", b"latency_ms", "log_id", b"log_id", "model_name", b"model_name", "model_version", b"model_version", "outputs", b"outputs", "request_id", b"request_id", "rows", b"rows", "time", b"time", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionLog: _TypeAlias = PredictionLog  # noqa: Y015
+
+@_typing.final
+class QueryPredictionLogsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SCANNED_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty when there is nothing more."""
+    scanned: _builtins.int
+    """Logs read from the stream to answer."""
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictionLog]: ...
+    def __init__(
+        self,
+        *,
+        logs: _abc.Iterable[Global___PredictionLog] | None = ...,
+        next_page_token: _builtins.str = ...,
+        scanned: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["logs", b"logs", "next_page_token", b"next_page_token", "scanned", b"scanned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryPredictionLogsResponse: _TypeAlias = QueryPredictionLogsResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TOP_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    """Empty: every deployment of the tenant."""
+    version: _builtins.int
+    top: _builtins.int
+    """How many top errors and slowest requests; 0: 5."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        top: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "end_time", b"end_time", "start_time", b"start_time", "top", b"top", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeLogsRequest: _TypeAlias = SummarizeLogsRequest  # noqa: Y015
+
+@_typing.final
+class ErrorCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    error: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        error: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "error", b"error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorCount: _TypeAlias = ErrorCount  # noqa: Y015
+
+@_typing.final
+class LogSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LogsByVersionEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LOGS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P95_MS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    LOGS_BY_VERSION_FIELD_NUMBER: _builtins.int
+    TOP_ERRORS_FIELD_NUMBER: _builtins.int
+    SLOWEST_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    logs: _builtins.int
+    errors: _builtins.int
+    rows: _builtins.int
+    error_rate: _builtins.float
+    latency_p50_ms: _builtins.float
+    latency_p95_ms: _builtins.float
+    latency_p99_ms: _builtins.float
+    truncated: _builtins.bool
+    """True when the scan stopped at its limit (setting log_scan_limit) before the range's end."""
+    @_builtins.property
+    def logs_by_version(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]: ...
+    @_builtins.property
+    def top_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCount]: ...
+    @_builtins.property
+    def slowest(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictionLog]: ...
+    def __init__(
+        self,
+        *,
+        logs: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        error_rate: _builtins.float | None = ...,
+        latency_p50_ms: _builtins.float | None = ...,
+        latency_p95_ms: _builtins.float | None = ...,
+        latency_p99_ms: _builtins.float | None = ...,
+        logs_by_version: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        top_errors: _abc.Iterable[Global___ErrorCount] | None = ...,
+        slowest: _abc.Iterable[Global___PredictionLog] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_latency_p50_ms", b"_latency_p50_ms", "_latency_p95_ms", b"_latency_p95_ms", "_latency_p99_ms", b"_latency_p99_ms", "error_rate", b"error_rate", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "latency_p99_ms", b"latency_p99_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate", "_latency_p50_ms", b"_latency_p50_ms", "_latency_p95_ms", b"_latency_p95_ms", "_latency_p99_ms", b"_latency_p99_ms", "error_rate", b"error_rate", "errors", b"errors", "latency_p50_ms", b"latency_p50_ms", "latency_p95_ms", b"latency_p95_ms", "latency_p99_ms", b"latency_p99_ms", "logs", b"logs", "logs_by_version", b"logs_by_version", "rows", b"rows", "slowest", b"slowest", "top_errors", b"top_errors", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_rate: _TypeAlias = _typing.Literal["error_rate"]  # noqa: Y015
+    _WhichOneofArgType__error_rate: _TypeAlias = _typing.Literal["_error_rate", b"_error_rate"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p50_ms: _TypeAlias = _typing.Literal["latency_p50_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p50_ms: _TypeAlias = _typing.Literal["_latency_p50_ms", b"_latency_p50_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p95_ms: _TypeAlias = _typing.Literal["latency_p95_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p95_ms: _TypeAlias = _typing.Literal["_latency_p95_ms", b"_latency_p95_ms"]  # noqa: Y015
+    _WhichOneofReturnType__latency_p99_ms: _TypeAlias = _typing.Literal["latency_p99_ms"]  # noqa: Y015
+    _WhichOneofArgType__latency_p99_ms: _TypeAlias = _typing.Literal["_latency_p99_ms", b"_latency_p99_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_rate) -> _WhichOneofReturnType__error_rate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p50_ms) -> _WhichOneofReturnType__latency_p50_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p95_ms) -> _WhichOneofReturnType__latency_p95_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__latency_p99_ms) -> _WhichOneofReturnType__latency_p99_ms | None: ...
+
+Global___LogSummary: _TypeAlias = LogSummary  # noqa: Y015

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class MonitorServiceStub:
-    """Serving statistics built from the sampled prediction logs.
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -40,14 +43,150 @@ class MonitorServiceStub:
                 request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetPredictionStatsRequest.SerializeToString,
                 response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.PredictionStats.FromString,
                 _registered_method=True)
+        self.GetServingMetrics = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/GetServingMetrics',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetServingMetricsRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ServingMetrics.FromString,
+                _registered_method=True)
+        self.GetDriftReport = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/GetDriftReport',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetDriftReportRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.DriftReport.FromString,
+                _registered_method=True)
+        self.SendLabels = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/SendLabels',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsResponse.FromString,
+                _registered_method=True)
+        self.GetLivePerformance = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/GetLivePerformance',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetLivePerformanceRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.LivePerformance.FromString,
+                _registered_method=True)
+        self.SetRules = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/SetRules',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRulesRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.FromString,
+                _registered_method=True)
+        self.ListRules = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/ListRules',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListRulesRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/ListAlerts',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
+        self.SetRetrainingPolicy = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/SetRetrainingPolicy',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRetrainingPolicyRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.FromString,
+                _registered_method=True)
+        self.GetRetrainingPolicy = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/GetRetrainingPolicy',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetRetrainingPolicyRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.FromString,
+                _registered_method=True)
+        self.QueryPredictionLogs = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/QueryPredictionLogs',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsResponse.FromString,
+                _registered_method=True)
+        self.SummarizeLogs = channel.unary_unary(
+                '/lepton.monitor.v1.MonitorService/SummarizeLogs',
+                request_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SummarizeLogsRequest.SerializeToString,
+                response_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.LogSummary.FromString,
+                _registered_method=True)
 
 
 class MonitorServiceServicer:
-    """Serving statistics built from the sampled prediction logs.
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
     """
 
     def GetPredictionStats(self, request, context):
+        """Counts of every prediction log received for a deployment (kept in KV).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServingMetrics(self, request, context):
+        """Requests, errors, rows and latency per window, from our logs and Triton.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDriftReport(self, request, context):
+        """Drift of each input feature and of the predictions against the training
+        data's profile, as data and optionally as a PNG.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendLabels(self, request, context):
+        """Ground truth for earlier predictions, by request id (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLivePerformance(self, request, context):
+        """Accuracy (classification) or RMSE/MAE (regression) of labelled predictions,
+        per window, and its trend.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRules(self, request, context):
+        """Replaces a deployment's alert rules.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRules(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Alerts (and drift incidents), firing now and past ones, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetrainingPolicy(self, request, context):
+        """When to ask the trainer to retrain a deployment's model by itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRetrainingPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryPredictionLogs(self, request, context):
+        """Prediction logs from the PREDICTIONS stream, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SummarizeLogs(self, request, context):
+        """Counts, top errors and the slowest requests of the logs in a time range.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -60,6 +199,61 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetPredictionStatsRequest.FromString,
                     response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.PredictionStats.SerializeToString,
             ),
+            'GetServingMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServingMetrics,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetServingMetricsRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ServingMetrics.SerializeToString,
+            ),
+            'GetDriftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDriftReport,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetDriftReportRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.DriftReport.SerializeToString,
+            ),
+            'SendLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendLabels,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsResponse.SerializeToString,
+            ),
+            'GetLivePerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLivePerformance,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetLivePerformanceRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.LivePerformance.SerializeToString,
+            ),
+            'SetRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRules,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRulesRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.SerializeToString,
+            ),
+            'ListRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRules,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListRulesRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsResponse.SerializeToString,
+            ),
+            'SetRetrainingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetrainingPolicy,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRetrainingPolicyRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.SerializeToString,
+            ),
+            'GetRetrainingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetrainingPolicy,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetRetrainingPolicyRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.SerializeToString,
+            ),
+            'QueryPredictionLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryPredictionLogs,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsResponse.SerializeToString,
+            ),
+            'SummarizeLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeLogs,
+                    request_deserializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.SummarizeLogsRequest.FromString,
+                    response_serializer=lepton_dot_monitor_dot_v1_dot_monitor__pb2.LogSummary.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lepton.monitor.v1.MonitorService', rpc_method_handlers)
@@ -69,7 +263,10 @@ def add_MonitorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MonitorService:
-    """Serving statistics built from the sampled prediction logs.
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
     """
 
     @staticmethod
@@ -89,6 +286,303 @@ class MonitorService:
             '/lepton.monitor.v1.MonitorService/GetPredictionStats',
             lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetPredictionStatsRequest.SerializeToString,
             lepton_dot_monitor_dot_v1_dot_monitor__pb2.PredictionStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServingMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/GetServingMetrics',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetServingMetricsRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.ServingMetrics.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDriftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/GetDriftReport',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetDriftReportRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.DriftReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/SendLabels',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.SendLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLivePerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/GetLivePerformance',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetLivePerformanceRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.LivePerformance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/SetRules',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRulesRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/ListRules',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListRulesRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.RuleList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/ListAlerts',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.ListAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetrainingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/SetRetrainingPolicy',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.SetRetrainingPolicyRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRetrainingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/GetRetrainingPolicy',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.GetRetrainingPolicyRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.RetrainingPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryPredictionLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/QueryPredictionLogs',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.QueryPredictionLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.monitor.v1.MonitorService/SummarizeLogs',
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.SummarizeLogsRequest.SerializeToString,
+            lepton_dot_monitor_dot_v1_dot_monitor__pb2.LogSummary.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,29 +27,182 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MonitorServiceStub:
-    """Serving statistics built from the sampled prediction logs."""
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MonitorServiceAsyncStub: ...
     GetPredictionStats: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.GetPredictionStatsRequest, _monitor_pb2.PredictionStats]
+    """Counts of every prediction log received for a deployment (kept in KV)."""
+    GetServingMetrics: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.GetServingMetricsRequest, _monitor_pb2.ServingMetrics]
+    """Requests, errors, rows and latency per window, from our logs and Triton."""
+    GetDriftReport: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.GetDriftReportRequest, _monitor_pb2.DriftReport]
+    """Drift of each input feature and of the predictions against the training
+    data's profile, as data and optionally as a PNG.
+    """
+    SendLabels: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.SendLabelsRequest, _monitor_pb2.SendLabelsResponse]
+    """Ground truth for earlier predictions, by request id (idempotent)."""
+    GetLivePerformance: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.GetLivePerformanceRequest, _monitor_pb2.LivePerformance]
+    """Accuracy (classification) or RMSE/MAE (regression) of labelled predictions,
+    per window, and its trend.
+    """
+    SetRules: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.SetRulesRequest, _monitor_pb2.RuleList]
+    """Replaces a deployment's alert rules."""
+    ListRules: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.ListRulesRequest, _monitor_pb2.RuleList]
+    ListAlerts: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.ListAlertsRequest, _monitor_pb2.ListAlertsResponse]
+    """Alerts (and drift incidents), firing now and past ones, newest first."""
+    SetRetrainingPolicy: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.SetRetrainingPolicyRequest, _monitor_pb2.RetrainingPolicy]
+    """When to ask the trainer to retrain a deployment's model by itself."""
+    GetRetrainingPolicy: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.GetRetrainingPolicyRequest, _monitor_pb2.RetrainingPolicy]
+    QueryPredictionLogs: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.QueryPredictionLogsRequest, _monitor_pb2.QueryPredictionLogsResponse]
+    """Prediction logs from the PREDICTIONS stream, filtered and paginated."""
+    SummarizeLogs: _grpc.UnaryUnaryMultiCallable[_monitor_pb2.SummarizeLogsRequest, _monitor_pb2.LogSummary]
+    """Counts, top errors and the slowest requests of the logs in a time range."""
 
 @_typing.type_check_only
 class MonitorServiceAsyncStub(MonitorServiceStub):
-    """Serving statistics built from the sampled prediction logs."""
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPredictionStats: _aio.UnaryUnaryMultiCallable[_monitor_pb2.GetPredictionStatsRequest, _monitor_pb2.PredictionStats]  # type: ignore[assignment]
+    """Counts of every prediction log received for a deployment (kept in KV)."""
+    GetServingMetrics: _aio.UnaryUnaryMultiCallable[_monitor_pb2.GetServingMetricsRequest, _monitor_pb2.ServingMetrics]  # type: ignore[assignment]
+    """Requests, errors, rows and latency per window, from our logs and Triton."""
+    GetDriftReport: _aio.UnaryUnaryMultiCallable[_monitor_pb2.GetDriftReportRequest, _monitor_pb2.DriftReport]  # type: ignore[assignment]
+    """Drift of each input feature and of the predictions against the training
+    data's profile, as data and optionally as a PNG.
+    """
+    SendLabels: _aio.UnaryUnaryMultiCallable[_monitor_pb2.SendLabelsRequest, _monitor_pb2.SendLabelsResponse]  # type: ignore[assignment]
+    """Ground truth for earlier predictions, by request id (idempotent)."""
+    GetLivePerformance: _aio.UnaryUnaryMultiCallable[_monitor_pb2.GetLivePerformanceRequest, _monitor_pb2.LivePerformance]  # type: ignore[assignment]
+    """Accuracy (classification) or RMSE/MAE (regression) of labelled predictions,
+    per window, and its trend.
+    """
+    SetRules: _aio.UnaryUnaryMultiCallable[_monitor_pb2.SetRulesRequest, _monitor_pb2.RuleList]  # type: ignore[assignment]
+    """Replaces a deployment's alert rules."""
+    ListRules: _aio.UnaryUnaryMultiCallable[_monitor_pb2.ListRulesRequest, _monitor_pb2.RuleList]  # type: ignore[assignment]
+    ListAlerts: _aio.UnaryUnaryMultiCallable[_monitor_pb2.ListAlertsRequest, _monitor_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """Alerts (and drift incidents), firing now and past ones, newest first."""
+    SetRetrainingPolicy: _aio.UnaryUnaryMultiCallable[_monitor_pb2.SetRetrainingPolicyRequest, _monitor_pb2.RetrainingPolicy]  # type: ignore[assignment]
+    """When to ask the trainer to retrain a deployment's model by itself."""
+    GetRetrainingPolicy: _aio.UnaryUnaryMultiCallable[_monitor_pb2.GetRetrainingPolicyRequest, _monitor_pb2.RetrainingPolicy]  # type: ignore[assignment]
+    QueryPredictionLogs: _aio.UnaryUnaryMultiCallable[_monitor_pb2.QueryPredictionLogsRequest, _monitor_pb2.QueryPredictionLogsResponse]  # type: ignore[assignment]
+    """Prediction logs from the PREDICTIONS stream, filtered and paginated."""
+    SummarizeLogs: _aio.UnaryUnaryMultiCallable[_monitor_pb2.SummarizeLogsRequest, _monitor_pb2.LogSummary]  # type: ignore[assignment]
+    """Counts, top errors and the slowest requests of the logs in a time range."""
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Serving statistics built from the sampled prediction logs."""
+    """Serving statistics, drift, live performance, alerts and log analysis, built from
+    the sampled prediction logs (docs/monitoring.md). Every deployment named in a
+    request must be one of the caller's tenant's deployments the monitor has seen
+    (a deployment.ready event or prediction logs); anything else is NOT_FOUND.
+    """
 
     @_abc_1.abstractmethod
     def GetPredictionStats(
         self,
         request: _monitor_pb2.GetPredictionStatsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_monitor_pb2.PredictionStats, _abc.Awaitable[_monitor_pb2.PredictionStats]]: ...
+    ) -> _typing.Union[_monitor_pb2.PredictionStats, _abc.Awaitable[_monitor_pb2.PredictionStats]]:
+        """Counts of every prediction log received for a deployment (kept in KV)."""
+
+    @_abc_1.abstractmethod
+    def GetServingMetrics(
+        self,
+        request: _monitor_pb2.GetServingMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.ServingMetrics, _abc.Awaitable[_monitor_pb2.ServingMetrics]]:
+        """Requests, errors, rows and latency per window, from our logs and Triton."""
+
+    @_abc_1.abstractmethod
+    def GetDriftReport(
+        self,
+        request: _monitor_pb2.GetDriftReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.DriftReport, _abc.Awaitable[_monitor_pb2.DriftReport]]:
+        """Drift of each input feature and of the predictions against the training
+        data's profile, as data and optionally as a PNG.
+        """
+
+    @_abc_1.abstractmethod
+    def SendLabels(
+        self,
+        request: _monitor_pb2.SendLabelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.SendLabelsResponse, _abc.Awaitable[_monitor_pb2.SendLabelsResponse]]:
+        """Ground truth for earlier predictions, by request id (idempotent)."""
+
+    @_abc_1.abstractmethod
+    def GetLivePerformance(
+        self,
+        request: _monitor_pb2.GetLivePerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.LivePerformance, _abc.Awaitable[_monitor_pb2.LivePerformance]]:
+        """Accuracy (classification) or RMSE/MAE (regression) of labelled predictions,
+        per window, and its trend.
+        """
+
+    @_abc_1.abstractmethod
+    def SetRules(
+        self,
+        request: _monitor_pb2.SetRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.RuleList, _abc.Awaitable[_monitor_pb2.RuleList]]:
+        """Replaces a deployment's alert rules."""
+
+    @_abc_1.abstractmethod
+    def ListRules(
+        self,
+        request: _monitor_pb2.ListRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.RuleList, _abc.Awaitable[_monitor_pb2.RuleList]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAlerts(
+        self,
+        request: _monitor_pb2.ListAlertsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.ListAlertsResponse, _abc.Awaitable[_monitor_pb2.ListAlertsResponse]]:
+        """Alerts (and drift incidents), firing now and past ones, newest first."""
+
+    @_abc_1.abstractmethod
+    def SetRetrainingPolicy(
+        self,
+        request: _monitor_pb2.SetRetrainingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.RetrainingPolicy, _abc.Awaitable[_monitor_pb2.RetrainingPolicy]]:
+        """When to ask the trainer to retrain a deployment's model by itself."""
+
+    @_abc_1.abstractmethod
+    def GetRetrainingPolicy(
+        self,
+        request: _monitor_pb2.GetRetrainingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.RetrainingPolicy, _abc.Awaitable[_monitor_pb2.RetrainingPolicy]]: ...
+
+    @_abc_1.abstractmethod
+    def QueryPredictionLogs(
+        self,
+        request: _monitor_pb2.QueryPredictionLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.QueryPredictionLogsResponse, _abc.Awaitable[_monitor_pb2.QueryPredictionLogsResponse]]:
+        """Prediction logs from the PREDICTIONS stream, filtered and paginated."""
+
+    @_abc_1.abstractmethod
+    def SummarizeLogs(
+        self,
+        request: _monitor_pb2.SummarizeLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_pb2.LogSummary, _abc.Awaitable[_monitor_pb2.LogSummary]]:
+        """Counts, top errors and the slowest requests of the logs in a time range."""
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

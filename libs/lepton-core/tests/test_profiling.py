@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lepton_data.profiling import QUANTILES, ColumnProfile, DatasetProfile, profile
+from lepton_core.profiling import QUANTILES, ColumnProfile, DatasetProfile, histogram_edges, profile
 
 
 def column(df: pl.DataFrame, name: str) -> ColumnProfile:
@@ -173,3 +173,32 @@ def test_a_million_rows_by_twenty_columns_is_fast() -> None:
     assert cols["g"].nulls == pytest.approx(n * 0.1, rel=0.05)
     assert cols["s0"].categorical and not cols["s3"].categorical and not cols["id"].categorical
     assert cols["id"].distinct == n
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "on_edge"),
+    [(-10.0, 6.0, -8.4), (-4.6, 2.7, -3.505), (2.133, 8.255, 2.4391), (0.87, 8.7, 1.2614999999999998)],
+)
+def test_values_exactly_on_an_edge_fall_in_the_bin_numpy_gives_them(lo: float, hi: float, on_edge: float) -> None:
+    # floor((v - lo) / width) put each of these one bin too low: the division rounds below the edge's index.
+    edges = histogram_edges(lo, hi)
+    assert on_edge in edges
+    x = np.array([lo, on_edge, hi, *edges, *np.random.default_rng(0).uniform(lo, hi, 500)])
+    p = column(pl.DataFrame({"x": x}), "x")
+    assert p.histogram is not None and p.histogram.edges == edges
+    assert p.histogram.counts == np.histogram(x, bins=p.histogram.edges)[0].tolist()
+    # numpy's own equal-width binning (bins=20) agrees too: the same edges, the same counts.
+    counts, numpy_edges = np.histogram(x, bins=20)
+    assert numpy_edges.tolist() == edges and p.histogram.counts == counts.tolist()
+
+
+def test_every_edge_of_many_ranges_bins_like_numpy() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        lo, hi = sorted(rng.uniform(-1000, 1000, 2).round(int(rng.integers(0, 5))))
+        if hi <= lo:
+            continue
+        x = np.array(histogram_edges(lo, hi))
+        p = column(pl.DataFrame({"x": x}), "x")
+        assert p.histogram is not None
+        assert p.histogram.counts == np.histogram(x, bins=p.histogram.edges)[0].tolist(), (lo, hi)

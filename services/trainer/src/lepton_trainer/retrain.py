@@ -1,0 +1,99 @@
+"""Retraining asked for by the monitor: ``monitor.retraining.requested`` becomes a training job.
+
+The monitor holds no user's API key and never calls the trainer's gRPC API; it announces the retraining as
+an event and this handler submits it exactly as ``SubmitTraining`` does (the data service is asked for the
+dataset version and its recipe chain, :func:`~lepton_trainer.core.plan_job` validates, the job is created
+and queued by :func:`~lepton_trainer.api.submit`), so the rest of the chain (train, evaluate, register,
+compare, promote, deploy) follows from the usual events.
+
+Idempotent: the job id is the one the event carries, which the monitor derives from the incident, so a
+redelivered (or re-published) request finds its job and creates nothing twice. A job that exists but is
+still queued is queued again with the same event ids, which finishes a submission a crash cut short (the
+broker drops the repeat inside its duplicate window).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+from lepton.events.v1 import events_pb2
+
+from lepton_core import events
+from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
+from lepton_core.service import Runtime
+from lepton_trainer.api import fetch_dataset, submit
+from lepton_trainer.core import Jobs, JobState, job_key, plan_job
+
+log = logging.getLogger(__name__)
+
+JOB_ID_RE = re.compile(r"^job_[a-z0-9_]{1,60}$")
+
+
+def tenant_key(api_keys: Mapping[str, str], tenant: str) -> str | None:
+    """A key of ``tenant`` among the keys this service accepts (the first in sort order), or None."""
+    keys = sorted(key for key, owner in api_keys.items() if owner == tenant)
+    return keys[0] if keys else None
+
+
+class RetrainingHandler:
+    """Turns ``monitor.retraining.requested`` into a training job; see the module docstring.
+
+    Args:
+        rt: The service runtime (publishing).
+        jobs: The job records.
+        data_url: The data service's address.
+        api_keys: This service's API keys: the request is made with one of the tenant's, as the tenant.
+    """
+
+    def __init__(self, rt: Runtime, jobs: Jobs, data_url: str, api_keys: Mapping[str, str]) -> None:
+        self._rt = rt
+        self._jobs = jobs
+        self._data_url = data_url
+        self._api_keys = dict(api_keys)
+
+    async def __call__(self, event: events.Event[events_pb2.RetrainingRequested]) -> None:
+        req = event.data
+        tenant = req.tenant
+        if not JOB_ID_RE.match(req.job_id):
+            raise InvalidArgument(f"{req.job_id!r} is not a job id", field="job_id")
+        existing = await self._jobs.store.get(job_key(tenant, req.job_id))
+        if existing is not None:
+            if existing.value.state == JobState.QUEUED:
+                await submit(self._rt, self._jobs, existing.value)
+            return
+        key = tenant_key(self._api_keys, tenant)
+        if key is None:
+            raise FailedPrecondition(
+                f"the trainer holds no API key of tenant {tenant!r}, which reading dataset version "
+                f"{req.dataset_version_id} from the data service needs"
+            )
+        dataset = await fetch_dataset(self._data_url, req.dataset_version_id, key)
+        job = plan_job(
+            tenant,
+            dataset,
+            req.algorithm,
+            req.target,
+            dict(req.params),
+            req.model_name,
+            req.split_seed or 42,
+            req.test_fraction or 0.2,
+        ).model_copy(update={"job_id": req.job_id})
+        try:
+            await self._jobs.create(job)
+        except Conflict:
+            return  # another delivery created it a moment ago and submits it
+        log.info(
+            "retraining %s of %s v%d on %s (incident %s: %s)",
+            job.job_id,
+            req.model_name,
+            req.lineage.model_version,
+            req.dataset_version_id,
+            req.incident_id,
+            req.reason,
+        )
+        await submit(self._rt, self._jobs, job)
+
+
+__all__ = ["RetrainingHandler", "tenant_key"]
