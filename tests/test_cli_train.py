@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sklearn.datasets import load_wine
 
 from lepton_core.embedded import EmbeddedPlatform
+from lepton_core.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 def lepton(platform: EmbeddedPlatform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
-    cli = Path(sys.executable).parent / "lepton"
-    return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=240)
+    return lepton_cli(platform, *args)
 
 
 def test_train_list_show_promote(platform: EmbeddedPlatform, tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ new version wins its comparison, becomes champion, and the deployment that follo
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +21,6 @@ import polars as pl
 import pytest
 from lepton.deployer.v1 import deployer_pb2
 from lepton.events.v1 import events_pb2
-from lepton.monitor.v1 import monitor_pb2 as m
-from lepton.monitor.v1 import monitor_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from sklearn.datasets import load_diabetes
 
@@ -29,6 +29,7 @@ from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, connect
 from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
+from lepton_core.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "loop"
@@ -65,7 +66,7 @@ async def _wait(what: str, check: Any, timeout: float = 300) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform) -> None:
+async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform, tmp_path: Path) -> None:
     frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
     calm = frame.sample(640, with_replacement=True, seed=1)
     moved = frame.with_columns([pl.col(c) + 2 * frame[c].std() for c in SHIFTED])
@@ -83,33 +84,28 @@ async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform)
                 model_name=NAME, policy=events_pb2.PromotionPolicy(auto_promote=True)
             )
         )
-    async with client_channel(platform.addresses["monitor"], platform.api_key) as ch:
-        monitor = monitor_pb2_grpc.MonitorServiceStub(ch)
-        await monitor.SetRetrainingPolicy(
-            m.SetRetrainingPolicyRequest(policy=m.RetrainingPolicy(deployment=NAME, on_drift=True))
-        )
-        # Traffic like the training data: no drift.
-        for chunk in calm.drop("target").iter_slices(32):
+    client.monitor.set_retraining_policy(NAME, on_drift=True)
+    # Traffic like the training data: no drift.
+    for chunk in calm.drop("target").iter_slices(32):
+        await asyncio.to_thread(client.deployments.predict, NAME, chunk)
+
+    async def calm_report() -> Any:
+        report = await asyncio.to_thread(client.monitor.drift, NAME)
+        return report if all(f.verdict != "insufficient_data" for f in report.features) else None
+
+    report = await _wait("a drift verdict on calm traffic", calm_report, timeout=120)
+    assert list(report.drifted) == []
+    # The world moves: a newer dataset version, then traffic from it.
+    newer = client.datasets.upload(moved, name=NAME, progress=False)
+    for _ in range(2):
+        for chunk in moved.drop("target").sample(640, seed=3, with_replacement=True).iter_slices(32):
             await asyncio.to_thread(client.deployments.predict, NAME, chunk)
 
-        async def calm_report() -> Any:
-            report = await monitor.GetDriftReport(m.GetDriftReportRequest(deployment=NAME))
-            return report if all(f.verdict != "insufficient_data" for f in report.features) else None
+    async def incident() -> Any:
+        return [a for a in await asyncio.to_thread(client.monitor.alerts, NAME) if a.kind == "drift"]
 
-        report = await _wait("a drift verdict on calm traffic", calm_report, timeout=120)
-        assert list(report.drifted) == []
-        # The world moves: a newer dataset version, then traffic from it.
-        newer = client.datasets.upload(moved, name=NAME, progress=False)
-        for _ in range(2):
-            for chunk in moved.drop("target").sample(640, seed=3, with_replacement=True).iter_slices(32):
-                await asyncio.to_thread(client.deployments.predict, NAME, chunk)
-
-        async def incident() -> Any:
-            alerts = await monitor.ListAlerts(m.ListAlertsRequest(deployment=NAME))
-            return [a for a in alerts.alerts if a.kind == "drift"]
-
-        (drift,) = await _wait("a drift incident", incident, timeout=180)
-        assert sorted(drift.drifted) == sorted(SHIFTED), list(drift.drifted)
+    (drift,) = await _wait("a drift incident", incident, timeout=180)
+    assert sorted(drift.drifted) == sorted(SHIFTED), list(drift.drifted)
     # One retraining, on the newer version, that ends as the champion serving in production.
     requested = await _wait(
         "retraining.requested", lambda: _events(platform, "monitor.retraining.requested"), timeout=120
@@ -135,10 +131,26 @@ async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform)
         *(await _events(platform, "training.completed", lambda e: e.lineage.training_job_id == job_id)),
         *(await _events(platform, "evaluation.completed", lambda e: e.lineage.training_job_id == job_id)),
         *(await _events(platform, "registry.version.created", lambda e: e.lineage.training_job_id == job_id)),
+        *(
+            await _events(
+                platform,
+                "deployment.ready",
+                lambda e: e.lineage.deployment == NAME and e.lineage.model_version == d.lineage.model_version,
+            )
+        ),
     ]
-    assert len(chain) == 4
+    assert len(chain) == 5
     traces = {e.headers["traceparent"].split("-")[1] for e in chain}
     assert len(traces) == 1, traces
     moved_rows = moved.drop("target").head(5)
     served = await asyncio.to_thread(client.deployments.predict, NAME, moved_rows)
     assert np.all(np.isfinite(served))
+    # The same story from a shell.
+    shown = lepton_cli(platform, "-o", "json", "monitor", "alerts", NAME)
+    assert shown.returncode == 0 and any(a["kind"] == "drift" for a in json.loads(shown.stdout)), shown.stderr
+    picture = tmp_path / "drift.png"
+    report_cli = lepton_cli(platform, "-o", "json", "monitor", "drift", NAME, "--png", str(picture))
+    assert report_cli.returncode == 0, report_cli.stderr
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    metrics = lepton_cli(platform, "monitor", "metrics", NAME)
+    assert metrics.returncode == 0 and "requests" in metrics.stdout, metrics.stderr

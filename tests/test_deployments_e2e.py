@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +16,13 @@ import lepton_ai as la
 from lepton_core import artifacts
 from lepton_core.demo import PipelineResult
 from lepton_core.embedded import EmbeddedPlatform
+from lepton_core.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def lepton(platform: EmbeddedPlatform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
-    cli = Path(sys.executable).parent / "lepton"
-    return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=300)
+    return lepton_cli(platform, *args)
 
 
 def test_named_deployment_through_the_sdk_and_the_cli(
@@ -63,3 +61,33 @@ def test_named_deployment_through_the_sdk_and_the_cli(
     assert lepton(platform, "deployments", "delete", "diabetes-api").returncode == 0
     gone = lepton(platform, "deployments", "show", "diabetes-api")
     assert gone.returncode == 4, gone.stderr
+
+
+def test_a_version_exports_as_an_edge_bundle_that_runs_without_lepton(
+    pipeline: PipelineResult, platform: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    import zipfile
+
+    name, version = pipeline.model_version.model_name, pipeline.model_version.version
+    out = tmp_path / "edge.zip"
+    exported = lepton(
+        platform, "models", "export", name, "--version", str(version), "--out", str(out),
+        "--dataset", pipeline.dataset_version.version_id,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "edge")
+    assert {"model.onnx", "signature.json", "check.json", "runner.py"} <= names
+    assert any(n.startswith("triton/") and n.endswith("config.pbtxt") for n in names)
+    rows = pl.from_pandas(load_diabetes(as_frame=True, scaled=False).frame).drop("target").head(4)
+    rows.write_csv(tmp_path / "rows.csv")
+    ran = subprocess.run(
+        [sys.executable, str(tmp_path / "edge" / "runner.py"), str(tmp_path / "edge"), str(tmp_path / "rows.csv")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    predicted = [json.loads(line)["prediction"] for line in ran.stdout.splitlines() if line.strip()]
+    with la.Client(platform.api_key, url=platform.url) as client:
+        bundle = artifacts.load_bundle(client.models.download(name, version))
+    np.testing.assert_allclose(np.asarray(predicted, dtype=float).reshape(-1), bundle.predict(rows), atol=1e-6)

@@ -249,7 +249,9 @@ async def test_a_broken_version_is_rolled_back_and_the_old_one_keeps_serving(env
         client.close()
 
 
-async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(env: Env, nc: NATS, tmp_path: Path) -> None:
+async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
+    env: Env, nc: NATS, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     a, b = env.hosts
     async with client_channel(env.address, KEY) as ch:
         stub = deployer_pb2_grpc.DeploymentServiceStub(ch)
@@ -288,6 +290,7 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(env: Env
         port = b.grpc_port
         b.stop()
         env.hosts[1] = b = TritonServer(tmp_path / "triton-b-restarted", grpc_port=port)
+        request.addfinalizer(b.stop)
         client = triton_grpc.InferenceServerClient(b.url)
         deadline = time.monotonic() + 120
         while not client.is_model_ready(d.triton_model, "2"):

@@ -506,6 +506,22 @@ def models_evaluate(
     emit(info, t)
 
 
+@models_app.command("export")
+def models_export(
+    name: str,
+    out: Annotated[Path, typer.Option("--out", help="Where to write the zip.")],
+    version: Annotated[int, typer.Option(help="Version (default: latest).")] = 0,
+    alias: Annotated[str, typer.Option(help="Or an alias, e.g. champion.")] = "",
+    dataset: Annotated[str, typer.Option(help="Check the conversion on this dataset version's rows.")] = "",
+) -> None:
+    """Export a version for edge devices: ONNX (preprocessing folded in), runner, Triton config."""
+    with client() as c:
+        sample = c.datasets.get(dataset).to_polars().head(500) if dataset else None
+        data = c.models.export_edge(name, version, alias=alias, sample=sample)
+    out.write_bytes(data)
+    emit({"path": str(out), "bytes": len(data)}, f"wrote {out} ({len(data)} bytes)")
+
+
 deploy_app = typer.Typer(help="Deployments on Triton: deploy, roll out, roll back, status.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deployments")
 
@@ -613,6 +629,63 @@ def deployments_delete(name: str) -> None:
     with client() as c:
         c.deployments.delete(name)
     emit({"deleted": name}, f"deleted {name}")
+
+
+monitor_app = typer.Typer(help="Serving metrics, drift, alerts.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("metrics")
+def monitor_metrics(
+    deployment: str,
+    last: Annotated[float, typer.Option(help="Seconds to cover (0: the current window).")] = 300,
+) -> None:
+    """Requests, errors and latency percentiles of a deployment."""
+    from google.protobuf.json_format import MessageToDict
+
+    with client() as c:
+        found = c.monitor.metrics(deployment, last_seconds=last, triton=True)
+    info = MessageToDict(found, preserving_proto_field_name=True)
+    w = found.window
+    text = (
+        f"{deployment}: {w.requests} requests, {w.errors} errors, "
+        f"p50 {w.latency_p50_ms:.2f} ms, p95 {w.latency_p95_ms:.2f} ms, p99 {w.latency_p99_ms:.2f} ms"
+    )
+    emit(info, text)
+
+
+@monitor_app.command("drift")
+def monitor_drift(
+    deployment: str,
+    png: Annotated[Path | None, typer.Option(help="Also write the report as a PNG here.")] = None,
+) -> None:
+    """Per-feature drift of a deployment's inputs and predictions against its training data."""
+    with client() as c:
+        report = c.monitor.drift(deployment, png=png is not None)
+    if png is not None:
+        png.write_bytes(report.png)
+    t = Table("feature", "verdict", "psi", "ks", "live rows")
+    rows = []
+    for f in report.features:
+        t.add_row(f.name, f.verdict, f"{f.psi:.3f}", f"{f.ks_statistic:.3f}", str(f.n_live))
+        rows.append({"feature": f.name, "verdict": f.verdict, "psi": f.psi, "ks": f.ks_statistic, "n_live": f.n_live})
+    emit({"drifted": list(report.drifted), "features": rows}, t)
+
+
+@monitor_app.command("alerts")
+def monitor_alerts(
+    deployment: Annotated[str, typer.Argument(help="Deployment (default: all).")] = "",
+    firing: Annotated[bool, typer.Option(help="Only those firing now.")] = False,
+) -> None:
+    """Alert and drift incidents, newest first."""
+    with client() as c:
+        found = c.monitor.alerts(deployment, firing_only=firing)
+    t = Table("incident", "deployment", "kind", "rule", "state", "value")
+    rows = []
+    for a in found:
+        t.add_row(a.incident_id, a.deployment, a.kind, a.rule, a.state, f"{a.value:.4g}")
+        rows.append({"incident_id": a.incident_id, "deployment": a.deployment, "kind": a.kind, "state": a.state})
+    emit(rows, t)
 
 
 @app.command("predict")

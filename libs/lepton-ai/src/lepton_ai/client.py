@@ -8,6 +8,7 @@ from types import TracebackType
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
+from lepton_ai.monitor import Monitor
 from lepton_ai.registry import Jobs, Models
 
 
@@ -36,6 +37,7 @@ class Client:
         self.jobs = Jobs(self._transport)
         self.models = Models(self._transport)
         self.deployments = Deployments(self._transport)
+        self.monitor = Monitor(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton_ai._transport import Transport
 from lepton_ai.errors import FailedPrecondition, InvalidArgument
 from lepton_core import serving
+from lepton_core.telemetry import inject_context
 
 #: How long predict() trusts the routes it read before reading them again.
 ROUTES_TTL_S = 0.5
@@ -135,7 +136,13 @@ class Deployments:
                     part = text[start : start + batch]
                     inputs.append(triton.InferInput(serving.TEXT_INPUT, builtins.list(part.shape), "BYTES"))
                     inputs[1].set_data_from_numpy(part)
-                result = client.infer(route.triton_model, inputs, model_version=route.triton_version, client_timeout=60)
+                result = client.infer(
+                    route.triton_model,
+                    inputs,
+                    model_version=route.triton_version,
+                    parameters=inject_context({}),  # the caller's trace, when it has one
+                    client_timeout=60,
+                )
                 out.append(np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1))
         except triton.InferenceServerException as exc:
             raise InvalidArgument(f"rows: Triton refused them: {exc.message()}") from None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterator
+from typing import Any
 
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai._transport import Transport
-from lepton_ai.errors import DataLoss
+from lepton_ai.errors import DataLoss, FailedPrecondition
 
 STATES: dict[str, trainer_pb2.JobState.ValueType] = {
     "queued": trainer_pb2.JOB_STATE_QUEUED,
@@ -197,6 +198,26 @@ class Models:
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise DataLoss(f"the artifact of {name} v{version or alias or 'latest'} arrived damaged")
         return data
+
+    def export_edge(self, name: str, version: int = 0, *, alias: str = "", sample: Any = None) -> bytes:
+        """The version as a self-contained edge bundle (zip): ONNX with the preprocessing folded
+        in, the signature, the exactness check, a numpy+onnxruntime runner and a Triton
+        onnxruntime model directory. ``sample`` (rows, e.g. a DataFrame) makes the exactness
+        check use real rows instead of synthesized ones.
+
+        Raises FailedPrecondition when the model has no exact ONNX form (the message says why).
+        """
+        from lepton_core import artifacts, onnx_export, serving
+
+        bundle = artifacts.load_bundle(self.download(name, version, alias))
+        rows = None
+        if sample is not None:
+            columns = [c["name"] for c in bundle.signature.inputs] or list(bundle.signature.features)
+            rows = serving.as_frame(sample, columns)
+        try:
+            return onnx_export.export_edge_bundle(bundle, rows, name=name)
+        except onnx_export.ConversionRefused as exc:
+            raise FailedPrecondition(f"{name} has no exact ONNX form: {exc}") from None
 
     def _evaluator(self) -> evaluator_pb2_grpc.EvaluationServiceStub:
         return evaluator_pb2_grpc.EvaluationServiceStub(self._t.channel("evaluator"))

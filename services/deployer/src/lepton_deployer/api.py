@@ -333,7 +333,9 @@ class AliasMovedHandler:
 
 async def _follow(deployer: Deployer, tenant: str, model: str, follow: str, version: int) -> None:
     for d in await deployer.list(tenant):
-        if d.model_name == model and d.follow == follow and d.model_version < version and d.target_version != version:
+        # "latest" only moves forward; an alias may move back (a rollback by alias is a rollout too).
+        newer = d.model_version < version if follow == "latest" else d.model_version != version
+        if d.model_name == model and d.follow == follow and newer and d.target_version != version:
             if d.state == DeploymentState.ROLLING_OUT:
                 continue  # the running rollout finishes first; the next event (or Deploy) moves it on
             await deployer.deploy(tenant, d.name, model, version, wait=True)

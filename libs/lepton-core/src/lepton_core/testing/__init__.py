@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
@@ -157,3 +159,10 @@ async def find_event(
                 return event
     finally:
         await nc.close()
+
+
+def lepton_cli(platform: EmbeddedPlatform, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Runs the ``lepton`` command of this venv against ``platform`` (its URL and key)."""
+    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
+    cli = Path(sys.executable).parent / "lepton"
+    return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=timeout)

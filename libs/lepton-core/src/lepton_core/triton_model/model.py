@@ -348,6 +348,11 @@ def _is_check(request: Any) -> bool:
         return False
 
 
+def _new_trace() -> dict[str, str]:
+    """A fresh W3C trace context for a request that came without one, so every log has a trace id."""
+    return {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
+
+
 def _trace_context(request: Any) -> dict[str, str]:
     """``traceparent``/``tracestate`` from the request's parameters, if the client sent them."""
     try:
@@ -568,7 +573,7 @@ class TritonPythonModel:
             first_row_inputs=[float(v) for v in x2[0]] if len(x2) else [],
             first_row_outputs=[float(v) for v in y[0]] if len(y) else [],
             error=error,
-            trace=_trace_context(request),
+            trace=_trace_context(request) or _new_trace(),
             inputs=[float(v) for v in x2[:kept].ravel()] if kept else [],
             outputs=[float(v) for v in y[:kept, 0]] if kept and len(y) >= kept else [],
             logged_rows=kept,
