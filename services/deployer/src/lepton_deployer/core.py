@@ -477,7 +477,9 @@ class Deployer:
             await self._publish("started", record, {"from_version": old})
             loop = asyncio.get_running_loop()
             started = loop.time()
-            staged = record.triton_model + STAGED_SUFFIX
+            # Nothing serves yet on a first deployment: the version is staged (and checked)
+            # in the stable model itself, which saves Triton a second load.
+            staged = record.triton_model + STAGED_SUFFIX if old else record.triton_model
             try:
                 files = await self._files(info)
                 signature = artifacts.Signature(**json.loads(files[artifacts.SIGNATURE_FILE]))
@@ -499,13 +501,11 @@ class Deployer:
                         await asyncio.sleep(record.canary_step_seconds)
                         await self._check_failures(record, staged, info.version)
                 # Promote: both versions in the stable model, then routes, then only the new one.
-                old_files: dict[str, bytes] = {}
                 if old:
                     old_info = await self.version(tenant, record.model_name, old)
                     _, _, old_files = await self._serving_files(old_info, record.config.backend, inputs)
-                for host in record.hosts:
-                    both = [old, info.version] if old else [info.version]
-                    await self._load(host, record.triton_model, record, info, files, both, old_files)
+                    for host in record.hosts:
+                        await self._load(host, record.triton_model, record, info, files, [old, info.version], old_files)
             except Exception as exc:
                 reason = exc.message if isinstance(exc, LeptonError) else f"{type(exc).__name__}: {exc}"
                 return await self._abandon(record, info, entry, staged, reason)
@@ -530,8 +530,7 @@ class Deployer:
                 await asyncio.sleep(self._drain_s)  # routed clients re-read the routes meanwhile
                 for host in record.hosts:
                     await self._load(host, record.triton_model, record, info, files, [info.version])
-            for host in record.hosts:
-                await self._quiet_unload(host, staged)
+                    await self._quiet_unload(host, staged)
             entry.outcome, entry.finished_at = "completed", now()
             entry.seconds = loop.time() - started
             record = await self._save(
