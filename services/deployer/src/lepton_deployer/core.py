@@ -371,8 +371,13 @@ class Deployer:
         follow: str | None = None,
         config: ServingConfig | None = None,
         wait: bool = False,
+        strategy_once: str | None = None,
     ) -> DeploymentRecord:
-        """Creates ``name`` or rolls it out to ``version``; the rollout runs in the background unless ``wait``."""
+        """Creates ``name`` or rolls it out to ``version``; the rollout runs in the background unless ``wait``.
+
+        ``strategy_once`` overrides the deployment's strategy for this rollout only (a rollback
+        goes all at once, and the deployment keeps its canary for the next one).
+        """
         info = await self.version(tenant, model, version)
         current = await self.store.get(f"{tenant}.{name}")
         record = current.value if current else None
@@ -431,7 +436,7 @@ class Deployer:
                 }
             )
         )
-        job = self._rollout(tenant, name, info)
+        job = self._rollout(tenant, name, info, strategy_once)
         if wait:
             return await job
         task = asyncio.create_task(job)
@@ -453,7 +458,7 @@ class Deployer:
         )
         if not previous:
             raise FailedPrecondition(f"deployment {name!r} has no earlier version to roll back to")
-        return await self.deploy(tenant, name, record.model_name, previous, strategy="all_at_once", wait=wait)
+        return await self.deploy(tenant, name, record.model_name, previous, wait=wait, strategy_once="all_at_once")
 
     async def delete(self, tenant: str, name: str) -> DeploymentRecord:
         async with self._lock(tenant, name):
@@ -469,11 +474,14 @@ class Deployer:
 
     # -- the rollout ------------------------------------------------------------------------------
 
-    async def _rollout(self, tenant: str, name: str, info: VersionInfo) -> DeploymentRecord:
+    async def _rollout(
+        self, tenant: str, name: str, info: VersionInfo, strategy_once: str | None = None
+    ) -> DeploymentRecord:
         async with self._lock(tenant, name):
             record = await self.get(tenant, name)
             old = record.model_version
-            entry = RolloutRecord(from_version=old, to_version=info.version, strategy=record.strategy, started_at=now())
+            strategy = strategy_once or record.strategy
+            entry = RolloutRecord(from_version=old, to_version=info.version, strategy=strategy, started_at=now())
             await self._publish("started", record, {"from_version": old})
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -493,7 +501,7 @@ class Deployer:
                         await self._smoke(
                             host, staged, info.version, inputs, signature, bundle, record.config.max_batch_size
                         )
-                if old and record.strategy == "canary":
+                if old and strategy == "canary":
                     for weight in record.canary_weights:
                         record = await self._save(
                             record.model_copy(update={"routes": _routes(record, staged, info.version, weight)})
@@ -559,9 +567,13 @@ class Deployer:
             await self._quiet_unload(host, staged)
         old = record.model_version
         if old:
-            old_info = await self.version(record.tenant, record.model_name, old)
-            _, _, old_files = await self._serving_files(old_info, record.config.backend, record.recorded_inputs)
-            for host in record.hosts:
+            try:
+                old_info = await self.version(record.tenant, record.model_name, old)
+                _, _, old_files = await self._serving_files(old_info, record.config.backend, record.recorded_inputs)
+            except Exception as exc:  # the reconcile loop restores it once it can
+                log.error("cannot restore %s v%d: %s", record.name, old, exc)
+                old_files = {}
+            for host in record.hosts if old_files else []:
                 try:  # restores [old] where step 4 got as far as loading both
                     await self._load(host, record.triton_model, record, old_info, old_files, [old])
                 except Exception as exc:
@@ -719,9 +731,13 @@ class Deployer:
     # -- hosts ------------------------------------------------------------------------------------
 
     async def reconcile(self) -> builtins.list[str]:
-        """Reloads the stable version wherever a host lost it; returns what it repaired."""
+        """Reloads the stable version wherever a host lost it, and ends rollouts a stopped
+        deployer left half-way; returns what it repaired."""
         repaired: builtins.list[str] = []
         for record in await self.store.values("*.*"):
+            if await self._interrupted(record):
+                repaired.append(f"{record.name}: interrupted rollout of v{record.target_version} rolled back")
+                continue
             if record.state != DeploymentState.READY or not record.model_version:
                 continue
             lock = self._lock(record.tenant, record.name)
@@ -750,6 +766,34 @@ class Deployer:
                 if current is not None:
                     await self._save(current.value.model_copy(update={"host_states": states}))
         return repaired
+
+    async def _interrupted(self, record: DeploymentRecord) -> bool:
+        """Rolls back a rollout no task of this process runs and that has not moved for longer
+        than a load may take: the deployer that ran it stopped (its replacement finds it here)."""
+        if record.state not in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING):
+            return False
+        lock = self._lock(record.tenant, record.name)
+        if lock.locked() or (now() - record.updated_at).total_seconds() < self._load_timeout + 60:
+            return False
+        async with lock:
+            target = record.target_version
+            info = VersionInfo(
+                tenant=record.tenant,
+                model_name=record.model_name,
+                version=target,
+                artifact=ObjectRefRecord(bucket="", name="", digest="", size=0),
+            )
+            entry = RolloutRecord(
+                from_version=record.model_version,
+                to_version=target,
+                strategy=record.strategy,
+                started_at=record.updated_at,
+            )
+            staged = record.triton_model + STAGED_SUFFIX if record.model_version else record.triton_model
+            await self._abandon(
+                record, info, entry, staged, "the rollout was interrupted: the deployer stopped mid-way"
+            )
+        return True
 
     async def statistics(self, record: DeploymentRecord) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
         """Triton's statistics of the deployment's models on every host, and hosts that did not answer."""
