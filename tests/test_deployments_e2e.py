@@ -61,6 +61,16 @@ def test_named_deployment_through_the_sdk_and_the_cli(
     assert lepton(platform, "deployments", "delete", "diabetes-api").returncode == 0
     gone = lepton(platform, "deployments", "show", "diabetes-api")
     assert gone.returncode == 4, gone.stderr
+    # The same from a shell: `lepton deploy` (an alias of `lepton deployments create`).
+    made = lepton(
+        platform, "-o", "json", "deploy", "diabetes-cli", "-m", name, "--version", str(version), "--batch", "16",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    info = json.loads(made.stdout)
+    assert (info["state"], info["version"], info["last_rollout"]["outcome"]) == ("ready", version, "completed")
+    refused = lepton(platform, "deploy", "diabetes-cli", "-m", name, "--canary", "half")
+    assert refused.returncode == 2 and "--canary" in refused.stderr
+    assert lepton(platform, "deployments", "delete", "diabetes-cli").returncode == 0
 
 
 def test_a_version_exports_as_an_edge_bundle_that_runs_without_lepton(

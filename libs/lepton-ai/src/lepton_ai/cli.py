@@ -553,6 +553,7 @@ def _deployment_table(info: dict[str, Any]) -> Table:
     return t
 
 
+@app.command("deploy")
 @deploy_app.command("create")
 def deployments_create(
     name: str,
@@ -692,8 +693,12 @@ def monitor_alerts(
 def predict(
     deployment: str,
     rows: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file of rows.")],
+    limit: Annotated[int, typer.Option(help="Only the first N rows (0: all).")] = 0,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for a deployment that is still loading.")] = 120,
 ) -> None:
-    """Predictions from a deployment for the rows of a file (one per line)."""
+    """Predictions from a deployment for the rows of a file (one per line); extra columns are ignored."""
+    import time
+
     import polars as pl
 
     readers: dict[str, Any] = {
@@ -705,8 +710,15 @@ def predict(
     reader = readers.get(rows.suffix.lower())
     if reader is None:
         raise typer.BadParameter(f"expected one of {sorted(readers)}, got {rows.suffix!r}", param_hint="ROWS")
+    frame = reader(rows)
+    frame = frame.head(limit) if limit else frame
     with client() as c:
-        out = c.deployments.predict(deployment, reader(rows))
+        deadline = time.monotonic() + wait
+        found = c.deployments.get_or_none(deployment)
+        while (found is None or not found.routes) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a model just trained is still being deployed
+            found = c.deployments.get_or_none(deployment)
+        out = c.deployments.predict(deployment, frame)
     emit([float(v) for v in out], "\n".join(f"{v:.6g}" for v in out))
 
 
@@ -730,7 +742,10 @@ def main() -> None:
         sys.exit(next((code for cls, code in EXIT_CODES.items() if isinstance(exc, cls)), 1))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.BadParameter, typer.Abort) as exc:
+    except typer.BadParameter as exc:
+        err.print(f"[red]error:[/red] {exc.format_message()}")  # names the option: Invalid value for '--tag'
+        sys.exit(2)
+    except typer.Abort as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
     except Exception as exc:

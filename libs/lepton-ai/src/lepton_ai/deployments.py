@@ -12,7 +12,7 @@ import numpy.typing as npt
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
 from lepton_ai._transport import Transport
-from lepton_ai.errors import FailedPrecondition, InvalidArgument
+from lepton_ai.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core import serving
 from lepton_core.telemetry import inject_context
 
@@ -36,6 +36,13 @@ class Deployments:
             "deployer", self._stub().GetDeployment, deployer_pb2.GetDeploymentRequest(name=name)
         )
         return found
+
+    def get_or_none(self, name: str) -> deployer_pb2.Deployment | None:
+        """The deployment, or None when there is none of that name (yet)."""
+        try:
+            return self.get(name)
+        except NotFound:
+            return None
 
     def list(self) -> builtins.list[deployer_pb2.Deployment]:
         return builtins.list(
