@@ -128,6 +128,52 @@ class Target:
     predicts: bool = True
 
 
+class LoadDuringRollout:
+    """Steady load from ``clients`` threads while a rollout runs: every latency and failure."""
+
+    def __init__(self, make_caller: Callable[[], Caller], clients: int) -> None:
+        self._make = make_caller
+        self._clients = clients
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def _run(self) -> None:
+        call, close = self._make()
+        try:
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                try:
+                    call()
+                    self.latencies.append(time.perf_counter() - start)
+                except Exception as exc:
+                    self.failures.append(str(exc)[:200])
+        finally:
+            close()
+
+    def __enter__(self) -> LoadDuringRollout:
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(self._clients)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def summary(self) -> dict[str, Any]:
+        ms = np.asarray(self.latencies) * 1000
+        return {
+            "requests": len(self.latencies),
+            "failures": len(self.failures),
+            "first_failures": self.failures[:5],
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+            "worst_ms": float(ms.max()) if len(ms) else float("nan"),
+        }
+
+
 def kserve_caller(
     url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]
 ) -> Callable[[], Caller]:
@@ -920,8 +966,11 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         report["ratios"] = ratios(cells)
         report["loadavg_after_load"] = list(os.getloadavg())
 
-        # A new version of the same model: time from its registration to Triton serving it.
-        second = asyncio.run(roll_out(p, dataset.version_id, {"C": "0.5"}))
+        # A new version of the same model: time from its registration to Triton serving it,
+        # while two clients keep calling the stable model (no version) through the rollout.
+        with LoadDuringRollout(kserve_caller(p.triton_url, dep.triton_model, "", OUTPUT, row), 2) as during:
+            second = asyncio.run(roll_out(p, dataset.version_id, {"C": "0.5"}))
+        report["during_rollout"] = during.summary()
         report["deploy"] = {
             name: {
                 "job_id": r.job.job_id,
@@ -957,6 +1006,11 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         print()
         for line in deploy_lines("first version", first) + deploy_lines("second version", second):
             print(line)
+        d = report["during_rollout"]
+        print(
+            f"  during the second rollout, 2 clients without a version: {d['requests']:,} requests, "
+            f"{d['failures']} failed, p99 {d['p99_ms']:.2f} ms, worst {d['worst_ms']:.2f} ms"
+        )
         print(
             f"  for scale: Triton loads handloaded_model.py by hand in {report['handloaded_load_s']:.2f} s, "
             f"our model.py (no logging) in {report['ours_nolog_load_s']:.2f} s"
