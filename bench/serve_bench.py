@@ -58,7 +58,6 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-import grpc
 import joblib
 import nats
 import numpy as np
@@ -75,6 +74,7 @@ from sklearn.datasets import make_classification
 
 from lepton_core import artifacts, events
 from lepton_core.bus import ObjectStore
+from lepton_core.demo import poll
 from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.processes import Process, free_port, wait_until
 from lepton_core.rpc import client_channel
@@ -419,20 +419,7 @@ def upload_parts(data: bytes, name: str) -> AsyncIterator[data_pb2.UploadDataset
 
 async def until(what: str, call: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float) -> Any:
     """Polls ``call`` every POLL_S until ``done(result)``; NOT_FOUND counts as not yet."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            result = await call()
-            if done(result):
-                return result
-            last = result
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            last = exc.details()
-        await asyncio.sleep(POLL_S)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s (last: {last})")
+    return await poll(what, call, done, timeout, interval=POLL_S)
 
 
 @dataclass

@@ -122,37 +122,40 @@ class Deployments:
     def predict(self, name: str, rows: Any) -> npt.NDArray[np.float64]:
         """Predictions from the deployment for rows (a DataFrame, a dict of columns, or an array
         in ``feature_columns`` order), through a route chosen by weight."""
-        import tritonclient.grpc as triton
-
         d, route = self.route(name)
         try:
             frame = serving.as_frame(rows, builtins.list(d.feature_columns) + builtins.list(d.text_columns))
-            numeric, text = serving.arrays(frame, d.feature_columns, d.text_columns)
         except ValueError as exc:
             raise InvalidArgument(f"rows: {exc}") from None
-        batch = d.config.max_batch_size or 64
-        client = triton.InferenceServerClient(d.triton_url)
-        out: builtins.list[npt.NDArray[np.float64]] = []
-        try:
-            for start in range(0, len(numeric), batch):
-                inputs = [
-                    triton.InferInput(serving.INPUT, [len(numeric[start : start + batch]), numeric.shape[1]], "FP64")
-                ]
-                inputs[0].set_data_from_numpy(numeric[start : start + batch])
-                if text is not None:
-                    part = text[start : start + batch]
-                    inputs.append(triton.InferInput(serving.TEXT_INPUT, builtins.list(part.shape), "BYTES"))
-                    inputs[1].set_data_from_numpy(part)
-                result = client.infer(
-                    route.triton_model,
-                    inputs,
-                    model_version=route.triton_version,
-                    parameters=inject_context({}),  # the caller's trace, when it has one
-                    client_timeout=60,
-                )
-                out.append(np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1))
-        except triton.InferenceServerException as exc:
-            raise InvalidArgument(f"rows: Triton refused them: {exc.message()}") from None
-        finally:
-            client.close()
-        return np.concatenate(out) if out else np.empty(0)
+        return triton_predict(d, frame, route.triton_model, route.triton_version)
+
+
+def triton_predict(
+    d: deployer_pb2.Deployment, frame: Any, triton_model: str = "", triton_version: str = ""
+) -> npt.NDArray[np.float64]:
+    """Predictions from Triton for raw rows laid out as ``d`` says, in requests of at most its
+    ``max_batch_size`` rows; the stable model unless a route's model and version are given."""
+    import tritonclient.grpc as triton
+
+    batch = d.config.max_batch_size or 64
+    client = triton.InferenceServerClient(d.triton_url)
+    out: builtins.list[npt.NDArray[np.float64]] = []
+    try:
+        for start in range(0, frame.height, batch):
+            try:
+                inputs = serving.input_tensors(frame.slice(start, batch), d.feature_columns, d.text_columns)
+            except ValueError as exc:
+                raise InvalidArgument(f"rows: {exc}") from None
+            result = client.infer(
+                triton_model or d.triton_model,
+                inputs,
+                model_version=triton_version or d.triton_version,
+                parameters=inject_context({}),  # the caller's trace, when it has one
+                client_timeout=60,
+            )
+            out.append(np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1))
+    except triton.InferenceServerException as exc:
+        raise InvalidArgument(f"rows: Triton refused them: {exc.message()}") from None
+    finally:
+        client.close()
+    return np.concatenate(out) if out else np.empty(0)

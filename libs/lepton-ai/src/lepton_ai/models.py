@@ -20,13 +20,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
+from lepton_ai.deployments import triton_predict
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
 from lepton_core import artifacts, serving
 
@@ -190,7 +190,7 @@ class Model:
             raise InvalidArgument(f"x: {exc}") from None
         deployment = self._deployment(t)
         if deployment is not None:
-            return _triton_predict(deployment, frame)
+            return triton_predict(deployment, frame)
         return bundle.predict(frame)
 
     def predict_proba(self, x: Any) -> npt.NDArray[np.float64]:
@@ -241,35 +241,6 @@ class Model:
                 return True
             time.sleep(0.25)
         return False
-
-
-def _triton_predict(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt.NDArray[Any]:
-    """Predictions from Triton, in requests no larger than the model's max batch size."""
-    import tritonclient.grpc as triton
-
-    client = triton.InferenceServerClient(deployment.triton_url)
-    try:
-        config = client.get_model_config(deployment.triton_model, deployment.triton_version, as_json=True)
-        batch = int(config["config"].get("max_batch_size") or 64)
-        out: list[npt.NDArray[Any]] = []
-        for start in range(0, frame.height, batch):
-            numeric, text = serving.arrays(
-                frame.slice(start, batch), deployment.feature_columns, deployment.text_columns
-            )
-            inputs = [triton.InferInput(serving.INPUT, list(numeric.shape), "FP64")]
-            inputs[0].set_data_from_numpy(numeric)
-            if text is not None:
-                inputs.append(triton.InferInput(serving.TEXT_INPUT, list(text.shape), "BYTES"))
-                inputs[1].set_data_from_numpy(text)
-            result = client.infer(
-                deployment.triton_model, inputs, model_version=deployment.triton_version, client_timeout=60
-            )
-            part = result.as_numpy(serving.OUTPUT)
-            assert part is not None
-            out.append(np.asarray(part).reshape(-1))
-    finally:
-        client.close()
-    return np.concatenate(out) if out else np.empty(0)
 
 
 def _text(value: Any) -> str:

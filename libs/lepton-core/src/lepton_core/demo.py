@@ -67,8 +67,10 @@ class PipelineResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-async def poll(what: str, call: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float) -> T:
-    """Calls ``call`` until ``done(result)``; NOT_FOUND counts as not yet."""
+async def poll(
+    what: str, call: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float, interval: float = 0.2
+) -> T:
+    """Calls ``call`` every ``interval`` seconds until ``done(result)``; NOT_FOUND counts as not yet."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -81,7 +83,7 @@ async def poll(what: str, call: Callable[[], Awaitable[T]], done: Callable[[T], 
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             last = exc.details()
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(interval)
     raise TimeoutError(f"{what} did not happen within {timeout:.0f}s (last: {last})")
 
 
@@ -197,17 +199,6 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
     return result
 
 
-def input_tensors(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> list[triton_aio.InferInput]:
-    """Triton inputs for raw rows, laid out as the deployment says."""
-    numeric, text = serving.arrays(frame, deployment.feature_columns, deployment.text_columns)
-    tensors = [triton_aio.InferInput(deployment.input_names[0], list(numeric.shape), "FP64")]
-    tensors[0].set_data_from_numpy(numeric)
-    if text is not None:
-        tensors.append(triton_aio.InferInput(deployment.input_names[1], list(text.shape), "BYTES"))
-        tensors[1].set_data_from_numpy(text)
-    return tensors
-
-
 async def infer(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt.NDArray[np.float64]:
     """Predictions straight from Triton (KServe V2 gRPC), with the trace context attached."""
     client = triton_aio.InferenceServerClient(deployment.triton_url)
@@ -217,7 +208,7 @@ async def infer(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt
             inject_context(carrier)
             result = await client.infer(
                 deployment.triton_model,
-                input_tensors(deployment, frame),
+                serving.input_tensors(frame, deployment.feature_columns, deployment.text_columns),
                 model_version=deployment.triton_version,
                 outputs=[triton_aio.InferRequestedOutput(deployment.output_names[0])],
                 parameters=carrier,

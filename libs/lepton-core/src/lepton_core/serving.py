@@ -56,3 +56,16 @@ def arrays(
         dtype=np.object_,
     )
     return numeric, text
+
+
+def input_tensors(frame: pl.DataFrame, feature_columns: Sequence[str], text_columns: Sequence[str]) -> list[Any]:
+    """tritonclient ``InferInput``s for raw rows (the sync and asyncio clients share the class)."""
+    from tritonclient.grpc import InferInput
+
+    numeric, text = arrays(frame, feature_columns, text_columns)
+    tensors = [InferInput(INPUT, list(numeric.shape), "FP64")]
+    tensors[0].set_data_from_numpy(numeric)
+    if text is not None:
+        tensors.append(InferInput(TEXT_INPUT, list(text.shape), "BYTES"))
+        tensors[1].set_data_from_numpy(text)
+    return tensors

@@ -678,12 +678,7 @@ class Deployer:
         try:
             for start in range(0, frame.height, batch):
                 chunk = frame.slice(start, batch)
-                numeric, text = serving.arrays(chunk, signature.numeric_inputs(), signature.text_inputs())
-                tensors = [triton_aio.InferInput(INPUT_NAME, list(numeric.shape), "FP64")]
-                tensors[0].set_data_from_numpy(numeric)
-                if text is not None:
-                    tensors.append(triton_aio.InferInput(TEXT_INPUT_NAME, list(text.shape), "BYTES"))
-                    tensors[1].set_data_from_numpy(text)
+                tensors = serving.input_tensors(chunk, signature.numeric_inputs(), signature.text_inputs())
                 carrier: dict[str, Any] = {"lepton_check": "smoke"}  # served, never logged as traffic
                 inject_context(carrier)
                 result = await client.infer(
