@@ -128,7 +128,7 @@ async def test_every_event_on_the_bus_is_a_cloudevent_with_a_protobuf_payload(
         events_pb2.EvaluationCompleted,
         events_pb2.ModelVersionCreated,
         events_pb2.DeploymentReady,
-        events_pb2.PredictionLogged,
+        events_pb2.PredictionLogBatch,
     } <= seen_types
 
 

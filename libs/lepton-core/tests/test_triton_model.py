@@ -173,7 +173,10 @@ def test_wrong_width_is_an_error_and_the_next_request_works(served: Served) -> N
     np.testing.assert_allclose(_infer(served.client, x)[:, 0], served.trained.model.predict(x), atol=1e-6)
 
 
-async def _find_log(url: str, traceparent: str, timeout: float) -> tuple[events_pb2.PredictionLogged, dict[str, str]]:
+async def _find_log(
+    url: str, traceparent: str, timeout: float
+) -> tuple[events_pb2.PredictionLogBatch, events_pb2.PredictionLogged, dict[str, str]]:
+    """The batch holding the log of the request that carried ``traceparent``, that log, the batch's headers."""
     import nats
 
     nc = await nats.connect(url)
@@ -186,11 +189,11 @@ async def _find_log(url: str, traceparent: str, timeout: float) -> tuple[events_
                 msg = await sub.next_msg(timeout=1.0)
             except nats.errors.TimeoutError:
                 continue
-            headers = dict(msg.headers or {})
-            if headers.get("traceparent") == traceparent:
-                logged = events_pb2.PredictionLogged()
-                logged.ParseFromString(msg.data)
-                return logged, headers
+            batch = events_pb2.PredictionLogBatch()
+            batch.ParseFromString(msg.data)
+            for logged in batch.logs:
+                if logged.traceparent == traceparent:
+                    return batch, logged, dict(msg.headers or {})
         raise AssertionError(f"no prediction log with traceparent {traceparent} on {SUBJECT} within {timeout}s")
     finally:
         await nc.close()
@@ -200,17 +203,18 @@ def test_prediction_log_reaches_jetstream_with_trace_context(served: Served) -> 
     x = served.trained.X[20:25]
     got = _infer(served.client, x, parameters={"traceparent": TRACEPARENT})
 
-    logged, headers = asyncio.run(_find_log(served.nats.url, TRACEPARENT, timeout=30))
+    batch, logged, headers = asyncio.run(_find_log(served.nats.url, TRACEPARENT, timeout=30))
 
     assert logged.batch_rows == 5
-    assert logged.tenant == TENANT
+    assert batch.tenant == TENANT and logged.tenant == ""  # the batch's fields apply to its entries
     # The version is Triton's version directory (1), not the shared "model_version" parameter (3):
     # during a rollout one Triton model holds two versions under one configuration.
-    assert (logged.lineage.model_name, logged.lineage.model_version, logged.lineage.deployment) == (
+    assert (batch.lineage.model_name, batch.lineage.model_version, batch.lineage.deployment) == (
         MODEL,
         1,
         DEPLOYMENT,
     )
+    assert len(batch.feature_names) == x.shape[1]
     assert logged.logged_rows == 5 and len(logged.inputs) == 5 * x.shape[1] and len(logged.outputs) == 5
     assert logged.outputs == pytest.approx(list(got.reshape(-1)))
     assert logged.trace_id == TRACEPARENT.split("-")[1] and logged.request_id == logged.log_id
@@ -219,12 +223,14 @@ def test_prediction_log_reaches_jetstream_with_trace_context(served: Served) -> 
     np.testing.assert_allclose(list(logged.first_row_outputs), got[0], atol=1e-9)
     assert logged.time.seconds > 0
     assert headers["ce-specversion"] == "1.0"
-    assert headers["ce-type"] == "ai.lepton.prediction.logged.v1"
+    assert headers["ce-type"] == "ai.lepton.prediction.batch.logged.v1"
     assert headers["ce-source"] == f"/lepton/triton/{MODEL}"
     assert headers["ce-subject"] == DEPLOYMENT
-    assert headers["ce-id"] == headers["Nats-Msg-Id"] == logged.log_id
+    assert headers["ce-id"] == headers["Nats-Msg-Id"] == batch.batch_id
     assert headers["ce-time"].endswith("Z")
-    assert headers["content-type"] == "application/protobuf; proto=lepton.events.v1.PredictionLogged"
+    assert headers["content-type"] == "application/protobuf; proto=lepton.events.v1.PredictionLogBatch"
+    # The batch is no request's child: its own trace context, not the request's.
+    assert headers["traceparent"].startswith("00-") and headers["traceparent"] != TRACEPARENT
 
 
 # --- model.py in-process, with a stand-in for the stub's triton_python_backend_utils ---
@@ -356,7 +362,7 @@ def test_nats_down_never_blocks_execute_and_finalize_is_bounded(model_module: An
         }
     )
     t0 = time.monotonic()
-    for _ in range(1100):  # more than the queue holds
+    for _ in range(model_module.QUEUE_SIZE + 100):  # more than the queue holds
         model.execute([_Request(trained.X[:2])])
     assert time.monotonic() - t0 < 10
     assert model.logger.dropped >= 100

@@ -248,6 +248,51 @@ async def send_log(
     return log_id
 
 
+async def send_batch(nc: NATS, deployment: str, requests: list[npt.NDArray[np.float64]], model: Any) -> list[str]:
+    """The logs of ``requests`` in one ``PredictionLogBatch``, as the serving model publishes them."""
+    batch_id = uuid.uuid4().hex
+    batch = events_pb2.PredictionLogBatch(
+        tenant=TENANT,
+        lineage=common_pb2.Lineage(model_name=deployment, model_version=1, deployment=deployment),
+        feature_names=FEATURES,
+        batch_id=batch_id,
+    )
+    ids = []
+    for rows in requests:
+        log_id = uuid.uuid4().hex
+        outputs = model.predict(rows)
+        entry = batch.logs.add(
+            log_id=log_id,
+            batch_rows=len(rows),
+            latency_us=700,
+            first_row_inputs=[float(v) for v in rows[0]],
+            first_row_outputs=[float(outputs[0])],
+            inputs=[float(v) for v in rows.ravel()],
+            outputs=[float(v) for v in outputs],
+            logged_rows=len(rows),
+            request_id=log_id,
+            trace_id=uuid.uuid4().hex,
+        )
+        entry.time.FromNanoseconds(time.time_ns())
+        ids.append(log_id)
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": batch_id,
+        "ce-type": "ai.lepton.prediction.batch.logged.v1",
+        "ce-source": f"/lepton/triton/{TENANT}--{deployment}",
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "ce-subject": deployment,
+        "content-type": "application/protobuf; proto=lepton.events.v1.PredictionLogBatch",
+        "Nats-Msg-Id": batch_id,
+        "traceparent": f"00-{uuid.uuid4().hex}-b7ad6b7169203331-00",
+    }
+    payload = batch.SerializeToString()
+    await nc.jetstream().publish(f"lepton.pred.{TENANT}.{deployment}", payload, headers=headers)
+    # Published twice (a retrying publisher): the stream keeps one copy, nothing counts twice.
+    await nc.jetstream().publish(f"lepton.pred.{TENANT}.{deployment}", payload, headers=headers)
+    return ids
+
+
 def training_rows(n: int, seed: int, shift: dict[str, float] | None = None) -> npt.NDArray[np.float64]:
     """``n`` rows drawn from the training data, with ``shift`` (in standard deviations) added to columns."""
     x = DIABETES.select(FEATURES).to_numpy()[np.random.default_rng(seed).integers(0, DIABETES.height, n)]
@@ -727,3 +772,44 @@ async def test_bad_requests_name_the_field_and_other_tenants_see_nothing(
         # Without a deployment, another tenant's query reads its own logs only: none.
         assert list((await other.QueryPredictionLogs(m.QueryPredictionLogsRequest())).logs) == []
         assert list((await other.ListAlerts(m.ListAlertsRequest())).alerts) == []
+
+
+async def test_batched_logs_count_once_and_page_through_batch_boundaries(
+    nc: NATS, stack: dict[str, str], monitor: monitor_pb2_grpc.MonitorServiceStub
+) -> None:
+    d = await deploy(nc, stack, "batched")
+    start = Timestamp()
+    start.FromNanoseconds(time.time_ns() - 10**9)
+    x = training_rows(45, seed=11)
+    ids = []
+    for b in range(3):  # three batches of five requests of three rows
+        ids += await send_batch(nc, d.name, [x[15 * b + 3 * k : 15 * b + 3 * k + 3] for k in range(5)], d.model)
+
+    async def pages() -> list[monitor_pb2.PredictionLog]:
+        logs: list[monitor_pb2.PredictionLog] = []
+        token = ""
+        while True:
+            page = await monitor.QueryPredictionLogs(
+                monitor_pb2.QueryPredictionLogsRequest(
+                    deployment=d.name, start_time=start, page_size=4, page_token=token
+                )
+            )
+            logs.extend(page.logs)
+            token = page.next_page_token
+            if not token:
+                return logs
+
+    every = await until(lambda: _when(pages(), lambda logs: len(logs) >= 15), 20, "15 queryable logs")
+    # Pages of 4 cut batches of 5 in the middle: every log once, in order.
+    assert [log.log_id for log in every] == ids
+    assert list(every[7].rows[1].values) == x[22].tolist()
+    assert list(every[7].outputs) == pytest.approx(d.model.predict(x[21:24]).tolist())
+    stats = await until(
+        lambda: _when(
+            monitor.GetPredictionStats(monitor_pb2.GetPredictionStatsRequest(deployment=d.name)),
+            lambda s: s.logged_requests >= 15,
+        ),
+        20,
+        "15 counted logs",
+    )
+    assert (stats.logged_requests, stats.logged_rows) == (15, 45)

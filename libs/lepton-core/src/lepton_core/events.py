@@ -91,6 +91,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.DeploymentRolloutStarted, "deployment.rollout.started"),
     EventSpec(ev.DeploymentRolledBack, "deployment.rolled_back"),
     EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),
+    EventSpec(ev.PredictionLogBatch, "prediction.batch.logged", root=PREDICTIONS_ROOT),
     EventSpec(ev.AlertFired, "monitor.alert.fired"),
     EventSpec(ev.AlertResolved, "monitor.alert.resolved"),
     EventSpec(ev.DriftDetected, "monitor.drift.detected"),
@@ -237,7 +238,8 @@ class Consumer:
     _stopping: bool = field(default=False, init=False)
 
     async def start(self) -> None:
-        filters = [spec_of(m).filter(self.tenant_filter) for m in self.handlers]
+        # Types that share a subject (the PREDICTIONS stream's) share one filter: the server refuses overlaps.
+        filters = list(dict.fromkeys(spec_of(m).filter(self.tenant_filter) for m in self.handlers))
         config = js_api.ConsumerConfig(
             durable_name=self.durable,
             ack_policy=js_api.AckPolicy.EXPLICIT,

@@ -98,7 +98,12 @@ def main() -> None:
                 labels += len(batch)
         log.info("read back %d prediction logs and %d labels", replayed, labels)
 
-        rt.consume(PREDICTIONS_STREAM, "monitor", {events_pb2.PredictionLogged: PredictionLoggedHandler(monitor)})
+        logs = PredictionLoggedHandler(monitor)
+        rt.consume(
+            PREDICTIONS_STREAM,
+            "monitor",
+            {events_pb2.PredictionLogBatch: logs, events_pb2.PredictionLogged: logs},
+        )
         platform = PlatformEventsHandler(monitor)
         rt.consume(
             EVENTS_STREAM,

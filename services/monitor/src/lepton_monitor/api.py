@@ -13,12 +13,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
+from opentelemetry import trace
 
 from lepton_core import events
 from lepton_core.errors import InvalidArgument
 from lepton_core.events import Retry
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
+from lepton_core.telemetry import extract_context
 from lepton_core.wire import lineage, ref_from_pb
 from lepton_monitor.core import (
     DriftOut,
@@ -42,7 +44,7 @@ from lepton_monitor.records import (
     RetrainingRequest,
     VersionInfo,
 )
-from lepton_monitor.streams import log_entry
+from lepton_monitor.streams import log_entries
 from lepton_monitor.triton import TritonSnapshot
 from lepton_monitor.windows import WindowStats
 
@@ -469,11 +471,31 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
 
 
 class PredictionLoggedHandler:
+    """Counts the logs of a PREDICTIONS message (a ``PredictionLogBatch`` or one ``PredictionLogged``).
+
+    A log whose request carried a trace context gets a span in that trace, so a traced prediction shows the
+    monitor recording it; untraced traffic costs no spans.
+    """
+
     def __init__(self, monitor: Monitor) -> None:
         self._monitor = monitor
 
-    async def __call__(self, event: events.Event[events_pb2.PredictionLogged]) -> None:
-        await self._monitor.record_log(log_entry(event.data, event_id=event.id))
+    async def __call__(
+        self, event: events.Event[events_pb2.PredictionLogBatch] | events.Event[events_pb2.PredictionLogged]
+    ) -> None:
+        entries = log_entries(event.data, event_id=event.id)
+        if not entries:
+            return
+        tracer = trace.get_tracer("lepton.monitor")
+        for entry in entries:
+            if entry.traceparent:
+                with tracer.start_as_current_span(
+                    "prediction.logged record",
+                    context=extract_context({"traceparent": entry.traceparent}),
+                    attributes={"lepton.deployment": entry.deployment, "lepton.request_id": entry.request_id},
+                ):
+                    pass
+        await self._monitor.record_logs(entries, message_id=event.id)
 
 
 class PlatformEventsHandler:

@@ -61,7 +61,8 @@ from lepton_monitor.windows import METRICS, WindowStats
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("lepton.monitor")
 
-#: How many recent log ids a stats record keeps for redelivery de-duplication.
+#: How many recent message ids (a batch's, or a single log's) a stats record keeps for redelivery
+#: de-duplication.
 RECENT_IDS = 512
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DRIFT_METRICS = {
@@ -410,28 +411,47 @@ class Monitor:
         Returns:
             Whether the in-memory windows counted it (False: seen before, or older than the retention).
         """
-        if persist:
-            await self._count(entry)
-        return self.live.add(entry)
+        return await self.record_logs([entry], message_id=entry.log_id, persist=persist) == 1
 
-    async def _count(self, entry: LogEntry) -> None:
+    async def record_logs(self, entries: list[LogEntry], *, message_id: str, persist: bool = True) -> int:
+        """Counts the logs of one stream message: in memory, and with ``persist`` in the KV stats.
+
+        The KV stats take the whole message in one compare-and-set per deployment, once per
+        ``message_id`` (a redelivered message is not counted twice); the in-memory windows count each log
+        once per log id.
+
+        Returns:
+            How many logs the in-memory windows counted.
+        """
+        if persist:
+            groups: dict[tuple[str, str], list[LogEntry]] = {}
+            for entry in entries:
+                groups.setdefault((entry.tenant, entry.deployment), []).append(entry)
+            for group in groups.values():
+                await self._count(group, message_id)
+        return sum(self.live.add(entry) for entry in entries)
+
+    async def _count(self, entries: list[LogEntry], message_id: str) -> None:
+        first = entries[0]
+
         def change(stats: StatsRecord | None) -> StatsRecord | None:
-            stats = stats or StatsRecord(tenant=entry.tenant, deployment=entry.deployment)
-            if entry.log_id in stats.recent_log_ids:
+            stats = stats or StatsRecord(tenant=first.tenant, deployment=first.deployment)
+            if message_id in stats.recent_log_ids:
                 return None
             by_version = dict(stats.requests_by_version)
-            by_version[entry.version] = by_version.get(entry.version, 0) + 1
+            for entry in entries:
+                by_version[entry.version] = by_version.get(entry.version, 0) + 1
             return stats.model_copy(
                 update={
-                    "logged_requests": stats.logged_requests + 1,
-                    "logged_rows": stats.logged_rows + entry.batch_rows,
-                    "errors": stats.errors + int(bool(entry.error)),
+                    "logged_requests": stats.logged_requests + len(entries),
+                    "logged_rows": stats.logged_rows + sum(e.batch_rows for e in entries),
+                    "errors": stats.errors + sum(1 for e in entries if e.error),
                     "requests_by_version": by_version,
-                    "recent_log_ids": [*stats.recent_log_ids, entry.log_id][-RECENT_IDS:],
+                    "recent_log_ids": [*stats.recent_log_ids, message_id][-RECENT_IDS:],
                 }
             )
 
-        await mutate(self.s.stats, f"{entry.tenant}.{entry.deployment}", change)
+        await mutate(self.s.stats, f"{first.tenant}.{first.deployment}", change)
 
     def replay_start(self) -> float:
         """The oldest time the windows keep: where reading back starts after a restart."""
@@ -886,11 +906,12 @@ class Monitor:
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"must be between 0 and {MAX_PAGE}, got {page_size}", field="page_size")
         size = page_size or DEFAULT_PAGE
-        start_sequence = None
+        start_sequence, skip = None, 0
         if page_token:
-            if not page_token.isdigit() or int(page_token) < 1:
+            seq, _, index = page_token.partition(".")
+            if not seq.isdigit() or int(seq) < 1 or (index and not index.isdigit()):
                 raise InvalidArgument("is not a token this call returned", field="page_token")
-            start_sequence = int(page_token)
+            start_sequence, skip = int(seq), int(index or 0)
         out: list[LogEntry] = []
         scanned = 0
         next_token = ""
@@ -899,16 +920,18 @@ class Monitor:
             self._logs.scan(tenant, q.deployment or None, start_sequence=start_sequence, start_time=start_time)
         ) as logs:
             async for entry in logs:
+                if entry.sequence == start_sequence and entry.index < skip:
+                    continue  # returned by the previous page (the token points into a batch)
                 scanned += 1
                 if q.end is not None and entry.time > q.end + STREAM_SLACK_S:
                     break
                 if matches(entry, q):
                     out.append(entry)
                     if len(out) >= size:
-                        next_token = str(entry.sequence + 1)
+                        next_token = f"{entry.sequence}.{entry.index + 1}"
                         break
                 if scanned >= self.options.log_scan_limit:
-                    next_token = str(entry.sequence + 1)
+                    next_token = f"{entry.sequence}.{entry.index + 1}"
                     break
         return LogPage(logs=out, next_token=next_token, scanned=scanned)
 

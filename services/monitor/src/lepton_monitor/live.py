@@ -36,7 +36,8 @@ CLASS_TOLERANCE = 1e-9
 
 @dataclass
 class LogEntry:
-    """One prediction log, as the monitor uses it (decoded from ``PredictionLogged`` at the edge).
+    """One prediction log, as the monitor uses it (decoded from ``PredictionLogged`` at the edge, or from
+    one entry of a ``PredictionLogBatch``).
 
     Attributes:
         tenant: The tenant.
@@ -54,6 +55,8 @@ class LogEntry:
         rows: The logged input rows (the first ones of the request).
         outputs: One prediction per logged row (empty on error).
         sequence: The stream sequence the log was read at (0 when unknown).
+        index: Its position in that stream message (a batch holds many logs).
+        traceparent: The caller's W3C traceparent, when the request carried one.
     """
 
     tenant: str
@@ -71,6 +74,8 @@ class LogEntry:
     rows: list[list[float]] = field(default_factory=list)
     outputs: list[float] = field(default_factory=list)
     sequence: int = 0
+    index: int = 0
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,22 @@ FETCH_TIMEOUT_S = 5.0
 
 
 def log_entry(
-    log: events_pb2.PredictionLogged, *, event_id: str = "", sequence: int = 0, fallback_time: float = 0.0
+    log: events_pb2.PredictionLogged,
+    *,
+    event_id: str = "",
+    sequence: int = 0,
+    fallback_time: float = 0.0,
+    index: int = 0,
+    batch: events_pb2.PredictionLogBatch | None = None,
 ) -> LogEntry:
-    """A :class:`LogEntry` from a ``PredictionLogged`` payload.
+    """A :class:`LogEntry` from a ``PredictionLogged`` payload (or one entry of ``batch``).
 
-    Logged rows whose values do not fill ``logged_rows x len(feature_names)`` are left out (a malformed log
-    still counts as a request).
+    Tenant, lineage and feature names the entry leaves empty come from its batch. Logged rows whose values
+    do not fill ``logged_rows x len(feature_names)`` are left out (a malformed log still counts as a
+    request).
     """
-    names = list(log.feature_names)
+    names = list(log.feature_names or (batch.feature_names if batch is not None else ()))
+    lineage = log.lineage if log.HasField("lineage") or batch is None else batch.lineage
     values = list(log.inputs)
     rows: list[list[float]] = []
     n = int(log.logged_rows)
@@ -43,12 +51,12 @@ def log_entry(
         width = len(names)
         rows = [values[k * width : (k + 1) * width] for k in range(n)]
     when = log.time.ToNanoseconds() / 1e9 if log.HasField("time") else 0.0
-    log_id = log.log_id or event_id
+    log_id = log.log_id or (f"{event_id}.{index}" if batch is not None else event_id)
     return LogEntry(
-        tenant=log.tenant,
-        deployment=log.lineage.deployment,
-        model_name=log.lineage.model_name,
-        version=int(log.lineage.model_version),
+        tenant=log.tenant or (batch.tenant if batch is not None else ""),
+        deployment=lineage.deployment,
+        model_name=lineage.model_name,
+        version=int(lineage.model_version),
         log_id=log_id,
         request_id=log.request_id or log_id,
         trace_id=log.trace_id,
@@ -60,7 +68,24 @@ def log_entry(
         rows=rows,
         outputs=list(log.outputs),
         sequence=sequence,
+        index=index,
+        traceparent=log.traceparent,
     )
+
+
+def log_entries(data: object, *, event_id: str = "", sequence: int = 0, fallback_time: float = 0.0) -> list[LogEntry]:
+    """The logs of one PREDICTIONS message: a ``PredictionLogBatch`` or a single ``PredictionLogged``.
+
+    Anything else gives no logs.
+    """
+    if isinstance(data, events_pb2.PredictionLogBatch):
+        return [
+            log_entry(log, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=i, batch=data)
+            for i, log in enumerate(data.logs)
+        ]
+    if isinstance(data, events_pb2.PredictionLogged):
+        return [log_entry(data, event_id=event_id, sequence=sequence, fallback_time=fallback_time)]
+    return []
 
 
 def _stream_time(msg: Msg) -> float:
@@ -128,14 +153,13 @@ class StreamLogs:
                     event = events.decode(msg)
                 except ValueError:
                     continue
-                if not isinstance(event.data, events_pb2.PredictionLogged):
-                    continue
-                yield log_entry(
+                for entry in log_entries(
                     event.data,
                     event_id=event.id,
                     sequence=int(msg.metadata.sequence.stream),
                     fallback_time=_stream_time(msg),
-                )
+                ):
+                    yield entry
 
 
 async def read_labels(
@@ -161,4 +185,4 @@ async def read_labels(
             yield data.tenant, data.lineage.deployment, labels, at
 
 
-__all__ = ["StreamLogs", "log_entry", "read_labels"]
+__all__ = ["StreamLogs", "log_entries", "log_entry", "read_labels"]

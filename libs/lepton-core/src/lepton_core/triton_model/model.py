@@ -16,11 +16,12 @@ with one ``model.predict`` call, then splits the result back per request. A malf
 request gets its own error response and never fails the others.
 
 Prediction logging: when the model config's ``nats_url`` parameter is set, a sample
-of requests (``log_sample_rate``) is published as ``PredictionLogged`` CloudEvents to
-JetStream on ``lepton.pred.<tenant>.<deployment>``. Inference must never wait on
-NATS, so ``execute`` only does a non-blocking ``put_nowait`` on a bounded queue
-(dropping, and counting, when it is full); a daemon thread with its own asyncio loop
-owns the NATS connection and publishes.
+of requests (``log_sample_rate``) is published to the PREDICTIONS stream on
+``lepton.pred.<tenant>.<deployment>``, as ``PredictionLogBatch`` CloudEvents: every
+``PUBLISH_INTERVAL_S`` the logs gathered so far go out as one message (split at
+``MAX_BATCH_BYTES``). Inference never waits on NATS: ``execute`` only does a
+non-blocking ``put_nowait`` on a bounded queue (dropping, and counting, when it is
+full); a daemon thread with its own asyncio loop owns the NATS connection and publishes.
 """
 
 from __future__ import annotations
@@ -58,19 +59,21 @@ TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "builtins.", "collect
 INPUT_NAME = "features"
 TEXT_INPUT_NAME = "text_features"
 OUTPUT_NAME = "prediction"
-CE_TYPE = "ai.lepton.prediction.logged.v1"
-CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogged"
+CE_TYPE = "ai.lepton.prediction.batch.logged.v1"
+CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogBatch"
 #: An exact ONNX conversion of the estimator, added by the deployer (run by onnxruntime).
 ONNX_FILE = "lepton.onnx"
 #: Request parameter that marks a request as a check, not traffic: it is never logged.
 CHECK_PARAMETER = "lepton_check"
-#: Most logs one publish batch holds (one flush each).
-PUBLISH_BATCH = 256
+#: How long logs gather before the publisher sends them (one message per interval).
+PUBLISH_INTERVAL_S = 0.05
+#: Encoded size at which a batch message is closed (NATS's default max payload is 1 MiB).
+MAX_BATCH_BYTES = 256 * 1024
 #: Rows of each sampled request whose inputs and outputs go into its log (the
 #: ``max_logged_rows`` parameter overrides it); the monitor's drift works on these.
 DEFAULT_LOGGED_ROWS = 32
 SUBJECT_ROOT = "lepton.pred"
-QUEUE_SIZE = 1000
+QUEUE_SIZE = 4096
 FLUSH_TIMEOUT_S = 2.0
 PUBLISH_TIMEOUT_S = 2.0
 #: Request parameters copied into the event headers (W3C trace context).
@@ -109,11 +112,13 @@ class LogItem:
     first_row_inputs: list[float]
     first_row_outputs: list[float]
     error: str
-    trace: dict[str, str]
+    trace_id: str
     inputs: list[float] = field(default_factory=list)
     outputs: list[float] = field(default_factory=list)
     logged_rows: int = 0
     request_id: str = ""
+    #: The caller's W3C traceparent, when the request carried one.
+    traceparent: str = ""
 
 
 class PredictionLogger:
@@ -205,91 +210,113 @@ class PredictionLogger:
         )
         try:
             while True:
-                try:
-                    first = self.queue.get_nowait()
-                except queue.Empty:
-                    if self._stopping.is_set():
-                        break
-                    # Wait in a worker thread so the loop keeps serving the connection.
+                stopping = self._stopping.is_set()
+                items: list[LogItem] = []
+                while len(items) < QUEUE_SIZE:
                     try:
-                        first = await asyncio.to_thread(self.queue.get, True, 0.1)
-                    except queue.Empty:
-                        continue
-                batch = [first]
-                while len(batch) < PUBLISH_BATCH:
-                    try:
-                        batch.append(self.queue.get_nowait())
+                        items.append(self.queue.get_nowait())
                     except queue.Empty:
                         break
-                await self._publish(nc, batch)
+                if items:
+                    await self._publish(nc, items)
+                elif stopping:
+                    break
+                if not stopping:
+                    # Let logs gather: one message per interval, not one per request.
+                    await asyncio.sleep(PUBLISH_INTERVAL_S)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), 1.0)
             with contextlib.suppress(Exception):
                 await nc.close()
 
-    async def _publish(self, nc: Any, batch: list[LogItem]) -> None:
-        """Publishes a batch into the PREDICTIONS stream, then one flush for all of it.
+    async def _publish(self, nc: Any, items: list[LogItem]) -> None:
+        """Publishes ``items`` as few ``PredictionLogBatch`` messages, then one flush for all.
 
-        Plain NATS publishes (the stream stores them; ``Nats-Msg-Id`` still de-duplicates)
-        instead of one JetStream publish awaiting its ack per log: measured, the per-log
-        ack round trip made the publisher, sharing the GIL with ``execute``, cost about
-        twice the CPU of the prediction itself and drop logs under load. A log the
-        server does not store is lost, as the sampling already allows.
+        Plain NATS publishes (the PREDICTIONS stream stores them; ``Nats-Msg-Id`` still
+        de-duplicates) rather than JetStream publishes awaiting acks, and one message per
+        batch rather than one per request: measured, per-request messages cost the broker
+        and the monitor more CPU than the prediction itself. A batch the server does not
+        store is lost, as the sampling already allows.
         """
         sent = 0
         try:
-            for item in batch:
-                payload, headers = self.encode(item)
+            for count, payload, headers in self.encode(items):
                 await nc.publish(self.subject, payload, headers=headers)
-                sent += 1
+                sent += count
             await nc.flush(timeout=PUBLISH_TIMEOUT_S)
             self.published += sent
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.dropped += len(batch) - sent
-            log.warning("%d prediction logs not published: %s", len(batch), exc)
+            self.dropped += len(items) - sent
+            log.warning("%d prediction logs not published: %s", len(items), exc)
 
-    def encode(self, item: LogItem) -> tuple[bytes, dict[str, str]]:
-        """The protobuf payload and CloudEvents binary-mode headers for ``item``."""
+    def encode(self, items: list[LogItem]) -> list[tuple[int, bytes, dict[str, str]]]:
+        """``items`` as ``PredictionLogBatch`` payloads of at most ``MAX_BATCH_BYTES`` each.
+
+        Returns:
+            For each message: how many logs it holds, the protobuf payload, and the
+            CloudEvents binary-mode headers.
+        """
         from lepton.common.v1 import common_pb2
         from lepton.events.v1 import events_pb2
 
-        msg = events_pb2.PredictionLogged(
-            tenant=self.tenant,
-            lineage=common_pb2.Lineage(
-                model_name=self.model_name,
-                model_version=self.model_version,
-                deployment=self.deployment,
-            ),
-            log_id=item.log_id,
-            batch_rows=item.batch_rows,
-            latency_us=item.latency_us,
-            first_row_inputs=item.first_row_inputs,
-            first_row_outputs=item.first_row_outputs,
-            error=item.error,
-            feature_names=self.feature_names,
-            inputs=item.inputs,
-            outputs=item.outputs,
-            logged_rows=item.logged_rows,
-            request_id=item.request_id or item.log_id,
-            trace_id=_trace_id(item.trace),
-        )
-        msg.time.FromNanoseconds(item.time_ns)
-        when = datetime.fromtimestamp(item.time_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-        headers = {
-            "ce-specversion": "1.0",
-            "ce-id": item.log_id,
-            "ce-type": CE_TYPE,
-            "ce-source": self.source,
-            "ce-time": when,
-            "ce-subject": self.deployment,
-            "content-type": CONTENT_TYPE,
-            "Nats-Msg-Id": item.log_id,
-            **item.trace,
-        }
-        return msg.SerializeToString(), headers
+        out: list[tuple[int, bytes, dict[str, str]]] = []
+        batch: Any = None
+        size = 0
+
+        def finish() -> None:
+            batch.dropped_total = self.dropped
+            now = time.time_ns()
+            when = datetime.fromtimestamp(now / 1e9, UTC).isoformat().replace("+00:00", "Z")
+            headers = {
+                "ce-specversion": "1.0",
+                "ce-id": batch.batch_id,
+                "ce-type": CE_TYPE,
+                "ce-source": self.source,
+                "ce-time": when,
+                "ce-subject": self.deployment,
+                "content-type": CONTENT_TYPE,
+                "Nats-Msg-Id": batch.batch_id,
+                # The batch is no request's child: a trace of its own, not sampled.
+                "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
+            }
+            out.append((len(batch.logs), batch.SerializeToString(), headers))
+
+        for item in items:
+            if batch is None:
+                batch = events_pb2.PredictionLogBatch(
+                    tenant=self.tenant,
+                    lineage=common_pb2.Lineage(
+                        model_name=self.model_name, model_version=self.model_version, deployment=self.deployment
+                    ),
+                    feature_names=self.feature_names,
+                    batch_id=uuid.uuid4().hex,
+                )
+                size = 0
+            entry = batch.logs.add(
+                log_id=item.log_id,
+                batch_rows=item.batch_rows,
+                latency_us=item.latency_us,
+                first_row_inputs=item.first_row_inputs,
+                first_row_outputs=item.first_row_outputs,
+                error=item.error,
+                inputs=item.inputs,
+                outputs=item.outputs,
+                logged_rows=item.logged_rows,
+                request_id=item.request_id or item.log_id,
+                trace_id=item.trace_id,
+                traceparent=item.traceparent,
+            )
+            entry.time.FromNanoseconds(item.time_ns)
+            size += entry.ByteSize()
+            if size >= MAX_BATCH_BYTES:
+                finish()
+                batch = None
+        if batch is not None:
+            finish()
+        return out
 
 
 def raw_frame(
@@ -346,11 +373,6 @@ def _is_check(request: Any) -> bool:
         return bool(json.loads(request.parameters() or "{}").get(CHECK_PARAMETER))
     except (ValueError, TypeError, AttributeError):
         return False
-
-
-def _new_trace() -> dict[str, str]:
-    """A fresh W3C trace context for a request that came without one, so every log has a trace id."""
-    return {"traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"}
 
 
 def _trace_context(request: Any) -> dict[str, str]:
@@ -562,6 +584,7 @@ class TritonPythonModel:
             out = pb_utils.get_output_tensor_by_name(response, OUTPUT_NAME)
             if out is not None:
                 y = out.as_numpy().reshape(len(out.as_numpy()), -1)
+        trace = _trace_context(request)
         kept = min(len(x2), self.max_logged_rows)
         if x2.size and x2.shape[1] != len(self.feature_names):
             kept = 0  # a malformed request: its values would not line up with the names
@@ -573,7 +596,8 @@ class TritonPythonModel:
             first_row_inputs=[float(v) for v in x2[0]] if len(x2) else [],
             first_row_outputs=[float(v) for v in y[0]] if len(y) else [],
             error=error,
-            trace=_trace_context(request) or _new_trace(),
+            trace_id=_trace_id(trace) or uuid.uuid4().hex,
+            traceparent=trace.get("traceparent", ""),
             inputs=[float(v) for v in x2[:kept].ravel()] if kept else [],
             outputs=[float(v) for v in y[:kept, 0]] if kept and len(y) >= kept else [],
             logged_rows=kept,

@@ -1113,6 +1113,7 @@ class PredictionLogged(_message.Message):
     LOGGED_ROWS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     log_id: _builtins.str
     batch_rows: _builtins.int
@@ -1124,6 +1125,10 @@ class PredictionLogged(_message.Message):
     ground truth sent later can name the prediction; else equal to log_id.
     """
     trace_id: _builtins.str
+    traceparent: _builtins.str
+    """The caller's W3C traceparent, when the request carried one (empty when the
+    serving model started the trace itself).
+    """
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -1164,14 +1169,63 @@ class PredictionLogged(_message.Message):
         logged_rows: _builtins.int = ...,
         request_id: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "error", b"error", "feature_names", b"feature_names", "first_row_inputs", b"first_row_inputs", "first_row_outputs", b"first_row_outputs", "inputs", b"inputs", "latency_us", b"latency_us", "lineage", b"lineage", "log_id", b"log_id", "logged_rows", b"logged_rows", "outputs", b"outputs", "request_id", b"request_id", "tenant", b"tenant", "time", b"time", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_rows", b"batch_rows", "error", b"error", "feature_names", b"feature_names", "first_row_inputs", b"first_row_inputs", "first_row_outputs", b"first_row_outputs", "inputs", b"inputs", "latency_us", b"latency_us", "lineage", b"lineage", "log_id", b"log_id", "logged_rows", b"logged_rows", "outputs", b"outputs", "request_id", b"request_id", "tenant", b"tenant", "time", b"time", "trace_id", b"trace_id", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PredictionLogged: _TypeAlias = PredictionLogged  # noqa: Y015
+
+@_typing.final
+class PredictionLogBatch(_message.Message):
+    """Sampled predictions of one serving model instance, published together on
+    lepton.pred.<tenant>.<deployment> (stream PREDICTIONS), ce-type
+    ai.lepton.prediction.batch.logged.v1: what the serving model publishes. One
+    message per publish interval (or per size cap) instead of one per request keeps
+    the broker's and the monitor's per-message cost off the serving path's budget.
+    Each entry of logs leaves tenant, lineage and feature_names empty: the batch's
+    apply to all of them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    FEATURE_NAMES_FIELD_NUMBER: _builtins.int
+    LOGS_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    DROPPED_TOTAL_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    batch_id: _builtins.str
+    """Unique per batch: the CloudEvent id and the stream's de-duplication id."""
+    dropped_total: _builtins.int
+    """Logs the serving model dropped (queue full or publish failed) since it loaded."""
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def logs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PredictionLogged]: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        feature_names: _abc.Iterable[_builtins.str] | None = ...,
+        logs: _abc.Iterable[Global___PredictionLogged] | None = ...,
+        batch_id: _builtins.str = ...,
+        dropped_total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "dropped_total", b"dropped_total", "feature_names", b"feature_names", "lineage", b"lineage", "logs", b"logs", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionLogBatch: _TypeAlias = PredictionLogBatch  # noqa: Y015
 
 @_typing.final
 class AlertFired(_message.Message):
