@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import Ridge
 
 from lepton_core import artifacts
-from lepton_deployer.core import ONNX_FILE, RolloutFailed, choose_backend
+from lepton_deployer.core import ONNX_FILE, ONNX_INFO_FILE, RolloutFailed, choose_backend
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,8 @@ def test_an_exact_conversion_is_served_by_onnxruntime(diabetes: tuple[np.ndarray
     session = ort.InferenceSession(files[ONNX_FILE], providers=["CPUExecutionProvider"])
     (got,) = session.run(["prediction"], {"features": x[:50]})
     np.testing.assert_allclose(np.asarray(got).reshape(-1), model.predict(x[:50]), atol=1e-9)
+    # What the serving model needs instead of loading the estimator (Ridge takes no NaN).
+    assert json.loads(files[ONNX_INFO_FILE]) == {"estimator": "Ridge", "allow_nan": False}
 
 
 def test_float32_trees_and_an_explicit_python_keep_the_bundle(

@@ -251,6 +251,19 @@ def recorded_rows(info: VersionInfo, dataset: bytes, signature: artifacts.Signat
 
 
 ONNX_FILE = "lepton.onnx"
+#: Beside it: what the serving model needs of the estimator it no longer loads.
+ONNX_INFO_FILE = "lepton-onnx.json"
+
+
+def onnx_info(model: Any) -> bytes:
+    """``lepton-onnx.json`` for ``model``: its class name and whether it takes NaN (scikit-learn's tags)."""
+    try:
+        from sklearn.utils import get_tags
+
+        allow_nan = bool(get_tags(model).input_tags.allow_nan)
+    except Exception:
+        allow_nan = False
+    return json.dumps({"estimator": type(model).__name__, "allow_nan": allow_nan}).encode()
 
 
 def choose_backend(
@@ -286,7 +299,7 @@ def choose_backend(
                 f"exact ONNX conversion (max |diff| {conversion.max_abs_diff:.2g} over {conversion.rows_checked} "
                 "rows), run by onnxruntime inside the Python backend (this Triton build has no onnxruntime backend)"
             )
-            return "onnxruntime", reason, {ONNX_FILE: conversion.onnx}
+            return "onnxruntime", reason, {ONNX_FILE: conversion.onnx, ONNX_INFO_FILE: onnx_info(bundle.model)}
     if asked == "onnx":
         raise RolloutFailed(f"config.backend is onnx, but {why}")
     return "python", f"the Python backend runs the bundle as trained: {why}", {}

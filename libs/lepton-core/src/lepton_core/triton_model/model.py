@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found, unused-ignore]
 
 log = logging.getLogger("lepton.triton_model")
@@ -63,6 +62,9 @@ CE_TYPE = "ai.lepton.prediction.batch.logged.v1"
 CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogBatch"
 #: An exact ONNX conversion of the estimator, added by the deployer (run by onnxruntime).
 ONNX_FILE = "lepton.onnx"
+#: What serving the ONNX file needs to know of the estimator (``allow_nan``), so the stub
+#: need not load the estimator, nor import scikit-learn, to serve it.
+ONNX_INFO_FILE = "lepton-onnx.json"
 #: Request parameter that marks a request as a check, not traffic: it is never logged.
 CHECK_PARAMETER = "lepton_check"
 #: How long logs gather before the publisher sends them (one message per interval).
@@ -87,6 +89,8 @@ def load_estimator(data: bytes) -> Any:
     are scikit-learn, numpy, scipy.sparse or builtin types, and raise on the rest
     rather than run code from an uploaded file. Pickle is never used.
     """
+    import skops.io as sio  # here, not at the top: an ONNX-served model never imports scikit-learn
+
     untrusted = sio.get_untrusted_types(data=data)
     try:
         # The same list the trainer used: built-ins plus custom models installed here.
@@ -398,30 +402,49 @@ class TritonPythonModel:
         self.features: list[str] = list(self.signature["features"])
         self.n_features = len(self.features)
         self.input_dtype = np.dtype(self.signature.get("input_dtype") or "float64")
-        skops_path = os.path.join(version_dir, "model.skops")
-        if os.path.exists(skops_path):
-            with open(skops_path, "rb") as f:
-                self.model = load_estimator(f.read())
-        else:
-            # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
-            from lepton_core.mlp import MLPModel
+        # An exact ONNX conversion the deployer shipped beside the bundle: onnxruntime runs it,
+        # and the estimator is not loaded at all (the stub starts seconds sooner).
+        self.session: Any = None
+        self.model: Any = None
+        onnx_path = os.path.join(version_dir, ONNX_FILE)
+        info_path = os.path.join(version_dir, ONNX_INFO_FILE)
+        preprocess_path = os.path.join(version_dir, "preprocess.json")
+        if os.path.exists(onnx_path) and os.path.exists(info_path) and not os.path.exists(preprocess_path):
+            import onnxruntime as ort
 
-            files = {}
-            for name in ("model.safetensors", "architecture.json"):
-                with open(os.path.join(version_dir, name), "rb") as f:
-                    files[name] = f.read()
-            self.model = MLPModel.from_files(files)
-        self.allow_nan = _allows_nan(self.model)
-        expected = getattr(self.model, "n_features_in_", self.n_features)
-        if expected != self.n_features:
-            raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
+            with open(info_path, encoding="utf-8") as f:
+                onnx_info = json.load(f)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1  # Triton's instances are the parallelism
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+            self.allow_nan = bool(onnx_info.get("allow_nan", False))
+            self.algorithm = str(onnx_info.get("estimator") or self.signature.get("algorithm") or "the model")
+        else:
+            skops_path = os.path.join(version_dir, "model.skops")
+            if os.path.exists(skops_path):
+                with open(skops_path, "rb") as f:
+                    self.model = load_estimator(f.read())
+            else:
+                # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
+                from lepton_core.mlp import MLPModel
+
+                files = {}
+                for name in ("model.safetensors", "architecture.json"):
+                    with open(os.path.join(version_dir, name), "rb") as f:
+                        files[name] = f.read()
+                self.model = MLPModel.from_files(files)
+            self.allow_nan = _allows_nan(self.model)
+            expected = getattr(self.model, "n_features_in_", self.n_features)
+            if expected != self.n_features:
+                raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
+            self.algorithm = type(self.model).__name__
         # A model trained on a recipe-made dataset takes raw rows and replays the recipes
         # (fitted parameters included) from preprocess.json before predicting.
         self.bundle: Any = None
         self.raw_dtypes: dict[str, str] = {c["name"]: c["dtype"] for c in self.signature.get("inputs") or []}
         self.numeric_inputs: list[str] = list(self.features)
         self.text_inputs: list[str] = []
-        preprocess_path = os.path.join(version_dir, "preprocess.json")
         if os.path.exists(preprocess_path):
             from lepton_core import artifacts
 
@@ -431,17 +454,6 @@ class TritonPythonModel:
             self.bundle = artifacts.Bundle(self.model, signature, preprocess)
             self.numeric_inputs = signature.numeric_inputs()
             self.text_inputs = signature.text_inputs()
-
-        # An exact ONNX conversion the deployer shipped beside the bundle: onnxruntime runs it.
-        self.session: Any = None
-        onnx_path = os.path.join(version_dir, ONNX_FILE)
-        if self.bundle is None and os.path.exists(onnx_path):
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1  # Triton's instances are the parallelism
-            options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
 
         params = _parameters(json.loads(args["model_config"]))
         try:
@@ -478,7 +490,7 @@ class TritonPythonModel:
         log.info(
             "model %s ready: %s on %s, %d features, prediction logging %s",
             self.model_name,
-            self.signature.get("algorithm", type(self.model).__name__),
+            self.algorithm,
             "onnxruntime" if self.session is not None else "the estimator",
             self.n_features,
             f"to {nats_url} at rate {self.sample_rate}" if self.logger else "off",
@@ -570,7 +582,7 @@ class TritonPythonModel:
         row, col = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
         raise ValueError(
             f"row {row}, feature {self.features[col]!r} is {x[row, col]}: "
-            f"{type(self.model).__name__} cannot take missing or infinite values"
+            f"{self.algorithm} cannot take missing or infinite values"
         )
 
     def _log_item(self, request: Any, response: Any, latency_us: int) -> LogItem:
