@@ -9,6 +9,7 @@ Errors are documented in :mod:`lepton_ai.errors`: every failure is a
 """
 
 from lepton_ai import models
+from lepton_ai.aio import AsyncClient, AsyncDataset, AsyncModel
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, DatasetSummary, SplitCounts, SplitSpec, ValidationReport, Violation
 from lepton_ai.errors import (
@@ -22,18 +23,24 @@ from lepton_ai.errors import (
     Unauthenticated,
     Unavailable,
 )
+from lepton_ai.events import EventStream, PlatformEvent
 
 __all__ = [
+    "AsyncClient",
+    "AsyncDataset",
+    "AsyncModel",
     "Client",
     "Conflict",
     "DataLoss",
     "Dataset",
     "DatasetSummary",
+    "EventStream",
     "FailedPrecondition",
     "InvalidArgument",
     "LeptonError",
     "NotFound",
     "PermissionDenied",
+    "PlatformEvent",
     "SplitCounts",
     "SplitSpec",
     "Unauthenticated",

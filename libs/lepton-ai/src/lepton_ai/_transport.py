@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import grpc
 
-from lepton_ai.errors import InvalidArgument, from_rpc_error
+from lepton_ai.errors import InvalidArgument, LeptonError, from_rpc_error
 from lepton_core.rpc import call_metadata
 
 T = TypeVar("T")
@@ -19,6 +20,38 @@ T = TypeVar("T")
 SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
 DEFAULT_URL = "127.0.0.1:50051"
 MESSAGE_LIMIT = 64 * 1024 * 1024
+
+
+#: What ``root_certificates=`` accepts: a PEM file's path or the PEM bytes themselves.
+RootCertificates = str | os.PathLike[str] | bytes
+
+
+def load_root_certificates(value: RootCertificates | None) -> tuple[bytes | None, str]:
+    """The PEM CA certificates to trust (None: the system's) and where they came from, for messages.
+
+    ``value`` wins over ``LEPTON_TLS_CA_FILE``; a file that cannot be read, or holds no
+    PEM certificate, is an :class:`InvalidArgument` naming the argument or variable.
+    """
+    if value is None:
+        env = os.environ.get("LEPTON_TLS_CA_FILE")
+        if not env:
+            return None, ""
+        return _read_pem(env, "LEPTON_TLS_CA_FILE"), f"LEPTON_TLS_CA_FILE={env}"
+    if isinstance(value, bytes):
+        if b"-----BEGIN CERTIFICATE-----" not in value:
+            raise InvalidArgument("root_certificates: the bytes hold no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return value, "root_certificates= as bytes"
+    return _read_pem(value, "root_certificates"), f"root_certificates={os.fspath(value)}"
+
+
+def _read_pem(path: str | os.PathLike[str], name: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"{name}: cannot read the CA file {os.fspath(path)}: {exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise InvalidArgument(f"{name}: {os.fspath(path)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return data
 
 
 def resolve_endpoints(url: str | None, endpoints: Mapping[str, str] | None = None) -> tuple[dict[str, str], bool]:
@@ -38,10 +71,23 @@ def resolve_endpoints(url: str | None, endpoints: Mapping[str, str] | None = Non
 class Transport:
     """Lazily opened channels to each service, and calls that carry the key and trace."""
 
-    def __init__(self, api_key: str | None, url: str | None, endpoints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        api_key: str | None,
+        url: str | None,
+        endpoints: Mapping[str, str] | None = None,
+        root_certificates: RootCertificates | None = None,
+    ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("LEPTON_API_KEY")
-        self.endpoints, self._tls = resolve_endpoints(url, endpoints)
+        self.endpoints, tls = resolve_endpoints(url, endpoints)
+        self._roots, self._trusted = load_root_certificates(root_certificates)
+        # A CA to trust means TLS even at host:port, as it does for the services' own calls.
+        self.tls = tls or self._roots is not None
         self._channels: dict[str, grpc.Channel] = {}
+
+    def address(self, service: str) -> str:
+        """Where calls to ``service`` go, as a user would write it (``grpcs://`` for TLS)."""
+        return f"grpcs://{self.endpoints[service]}" if self.tls else self.endpoints[service]
 
     def channel(self, service: str) -> grpc.Channel:
         if service not in self._channels:
@@ -51,18 +97,33 @@ class Transport:
                 ("grpc.max_send_message_length", MESSAGE_LIMIT),
             ]
             self._channels[service] = (
-                grpc.secure_channel(address, grpc.ssl_channel_credentials(), options=options)
-                if self._tls
+                grpc.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
+                if self.tls
                 else grpc.insecure_channel(address, options=options)
             )
         return self._channels[service]
+
+    def aio_channel(self, service: str) -> grpc.aio.Channel:
+        """A new ``grpc.aio`` channel to ``service`` for async calls; the caller closes it.
+
+        Made as :meth:`channel` makes its channels (TLS, trusted roots, message limits), but
+        not shared: an asyncio channel belongs to the event loop it was made in.
+        """
+        address = self.endpoints[service]
+        options = [
+            ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+            ("grpc.max_send_message_length", MESSAGE_LIMIT),
+        ]
+        if self.tls:
+            return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
+        return grpc.aio.insecure_channel(address, options=options)
 
     def call(self, service: str, method: Callable[..., T], request: Any, timeout: float = 60.0) -> T:
         """One unary (or client-streaming) call; failures become :mod:`lepton_ai.errors` exceptions."""
         try:
             return method(request, metadata=call_metadata(self.api_key), timeout=timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, self.endpoints[service]) from None
+            raise self.error(exc, service) from None
 
     def stream(
         self, service: str, method: Callable[..., Iterator[T]], request: Any, timeout: float = 600.0
@@ -71,7 +132,11 @@ class Transport:
         try:
             yield from method(request, metadata=call_metadata(self.api_key), timeout=timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, self.endpoints[service]) from None
+            raise self.error(exc, service) from None
+
+    def error(self, exc: grpc.RpcError, service: str) -> LeptonError:
+        """The SDK exception for a failed call to ``service``."""
+        return from_rpc_error(exc, self.address(service), tls=self.tls, trusted=self._trusted)
 
     def close(self) -> None:
         for channel in self._channels.values():

@@ -10,8 +10,10 @@ a finished job). ``lepton jobs watch`` exits 1 unless the job succeeded.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +24,7 @@ from rich.table import Table
 from lepton_ai import errors
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, SplitSpec
+from lepton_ai.events import PlatformEvent
 
 app = typer.Typer(help="Lepton: data, training, registry, serving and monitoring from a shell.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: upload, inspect, validate, transform.", no_args_is_help=True)
@@ -48,6 +51,7 @@ EXIT_CODES: dict[type[errors.LeptonError], int] = {
 class State:
     url: str | None = None
     api_key: str | None = None
+    ca_file: Path | None = None
     output: str = "table"
 
 
@@ -57,18 +61,31 @@ state = State()
 @app.callback()
 def _options(
     url: Annotated[
-        str | None, typer.Option(envvar="LEPTON_URL", help="Platform address (host:port of the data service).")
+        str | None,
+        typer.Option(
+            envvar="LEPTON_URL", help="Platform address: host:port of the data service, grpcs://host:port for TLS."
+        ),
     ] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LEPTON_API_KEY", help="Your API key.")] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="LEPTON_TLS_CA_FILE",
+            exists=True,
+            dir_okay=False,
+            help="PEM CA the platform's TLS certificate must chain to (means TLS; default: system roots for grpcs://).",
+        ),
+    ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
     if output not in ("table", "json"):
         raise typer.BadParameter("use table or json", param_hint="--output")
-    state.url, state.api_key, state.output = url, api_key, output
+    state.url, state.api_key, state.ca_file, state.output = url, api_key, ca_file, output
 
 
 def client() -> Client:
-    return Client(state.api_key, state.url)
+    return Client(state.api_key, state.url, root_certificates=state.ca_file)
 
 
 def _plain(value: Any) -> Any:
@@ -689,6 +706,102 @@ def monitor_alerts(
     emit(rows, t)
 
 
+events_app = typer.Typer(
+    help="Platform events (docs/events.md): follow what happens, live or from a point in time.",
+    no_args_is_help=True,
+)
+app.add_typer(events_app, name="events")
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: str) -> datetime:
+    """``10m``, ``2h``, ``1d`` back from now, or an ISO 8601 time (local unless it has an offset)."""
+    text = value.strip()
+    if match := _DURATION.fullmatch(text):
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _SECONDS[match[2]])
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a duration (30s, 10m, 2h, 1d) or an ISO time (2025-01-31T09:00:00Z), got {value!r}",
+            param_hint="--since",
+        ) from None
+
+
+def _event_line(ev: PlatformEvent) -> str:
+    """One line: local time, event name, what it is about (its subject and lineage)."""
+    about = []
+    fields = ev.data.DESCRIPTOR.fields_by_name
+    if "lineage" in fields and ev.data.HasField("lineage"):
+        lin = ev.data.lineage  # type: ignore[attr-defined]
+        model = f"model {lin.model_name}" + (f" v{lin.model_version}" if lin.model_version else "")
+        for shown, value in (
+            (f"dataset {lin.dataset_version_id}", lin.dataset_version_id),
+            (f"job {lin.training_job_id}", lin.training_job_id),
+            (f"evaluation {lin.evaluation_id}", lin.evaluation_id),
+            (model, lin.model_name),
+            (f"deployment {lin.deployment}", lin.deployment),
+        ):
+            if value:
+                about.append(shown)
+    shown = " ".join(about)
+    # The subject (a version id, "model/3", "model@alias") unless the lineage says it already.
+    if ev.subject and not all(token in shown for token in re.split(r"[/@]", ev.subject)):
+        about.insert(0, ev.subject)
+    when = ev.time.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when}  {ev.name:<32} {'  '.join(about)}".rstrip()
+
+
+@events_app.command("tail")
+def events_tail(
+    pattern: Annotated[
+        str,
+        typer.Argument(
+            metavar="[PATTERN]",
+            help="Event names, with '*' for one part and '>' for the rest: dataset.version.created, "
+            "training.*, registry.> (default: every event).",
+            show_default=False,
+        ),
+    ] = "",
+    since: Annotated[
+        str | None,
+        typer.Option(help="Replay from then first: 10m, 2h, 1d ago, or an ISO time (local unless it has an offset)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after N events (default: until Ctrl-C).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="table (one line per event) or json (one JSON object a line).")
+    ] = None,
+) -> None:
+    """Follow your tenant's platform events, one line each, until Ctrl-C or --limit.
+
+    Examples: `lepton events tail 'registry.>'`, `lepton events tail --since 1h --output json`.
+    """
+    if output is not None:
+        if output not in ("table", "json"):
+            raise typer.BadParameter("use table or json", param_hint="--output")
+        state.output = output
+    start = _since(since) if since is not None else None
+    try:
+        with client() as c, c.events.subscribe(pattern, since=start, limit=limit) as stream:
+            if state.output == "table" and err.is_terminal:
+                err.print(f"[dim]following {pattern or 'every event'}; Ctrl-C stops[/dim]")
+            for ev in stream:
+                if state.output == "json":
+                    sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(_event_line(ev), markup=False, highlight=False, soft_wrap=True)
+    except KeyboardInterrupt:
+        pass  # the way to stop following: not an error
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit-time flush from failing.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @app.command("predict")
 def predict(
     deployment: str,
@@ -748,13 +861,15 @@ def main() -> None:
     except typer.Abort as exc:
         err.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:
+        # The other usage errors: no such command or option, an extra argument, no arguments
+        # (the help). Typer vendors click; `import click` is not installed and would fail here.
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"[red]error:[/red] {exc.format_message()}")
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

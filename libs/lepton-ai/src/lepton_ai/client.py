@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import TracebackType
 
-from lepton_ai._transport import Transport
+from lepton_ai._transport import RootCertificates, Transport
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
+from lepton_ai.events import Events
 from lepton_ai.monitor import Monitor
 from lepton_ai.registry import Jobs, Models
 
@@ -22,6 +23,13 @@ class Client:
             ``grpcs://host:port`` for TLS. Defaults to ``LEPTON_URL``, else the local
             embedded platform at ``127.0.0.1:50051``.
         endpoints: Per-service addresses that override ``url`` (``{"trainer": "h:p"}``).
+        root_certificates: The CA the platform's certificate must chain to, as a PEM
+            file's path or PEM bytes; defaults to ``LEPTON_TLS_CA_FILE``, else the
+            system's roots. Giving one means TLS even at a ``host:port`` url.
+
+    A TLS handshake that fails, or a plaintext client at a TLS platform (and the
+    reverse), raises :class:`~lepton_ai.errors.Unavailable` naming the address and
+    what to check.
 
     Example:
         >>> import lepton_ai as la
@@ -30,14 +38,20 @@ class Client:
     """
 
     def __init__(
-        self, api_key: str | None = None, url: str | None = None, *, endpoints: Mapping[str, str] | None = None
+        self,
+        api_key: str | None = None,
+        url: str | None = None,
+        *,
+        endpoints: Mapping[str, str] | None = None,
+        root_certificates: RootCertificates | None = None,
     ) -> None:
-        self._transport = Transport(api_key, url, endpoints)
+        self._transport = Transport(api_key, url, endpoints, root_certificates)
         self.datasets = Datasets(self._transport)
         self.jobs = Jobs(self._transport)
         self.models = Models(self._transport)
         self.deployments = Deployments(self._transport)
         self.monitor = Monitor(self._transport)
+        self.events = Events(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:

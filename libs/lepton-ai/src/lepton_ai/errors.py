@@ -73,15 +73,53 @@ _BY_CODE: dict[grpc.StatusCode, type[LeptonError]] = {
 }
 
 
-def from_rpc_error(exc: grpc.RpcError, address: str) -> LeptonError:
-    """The SDK exception for a failed call to ``address``."""
+def from_rpc_error(exc: grpc.RpcError, address: str, *, tls: bool = False, trusted: str = "") -> LeptonError:
+    """The SDK exception for a failed call to ``address``.
+
+    Args:
+        exc: The failed call.
+        address: The address the call went to, as the user would write it.
+        tls: Whether the call used TLS.
+        trusted: Which CA certificates the client trusted, for TLS failures.
+    """
     code: grpc.StatusCode = exc.code()
     details: str = exc.details() or code.name
     if code == grpc.StatusCode.UNAVAILABLE:
-        details = (
-            f"cannot reach the Lepton platform at {address} ({details}). Start it with `make up` or "
-            "`lepton up`, or point LEPTON_URL at it"
-        )
+        details = _unreachable(address, details, tls, trusted)
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         details = f"{details} (platform at {address}). Pass api_key= or set LEPTON_API_KEY"
     return _BY_CODE.get(code, LeptonError)(details, code=code.name)
+
+
+def _unreachable(address: str, details: str, tls: bool, trusted: str) -> str:
+    """What to check when no connection to ``address`` came about, from gRPC's reason.
+
+    Only a failure to connect (gRPC's own "failed to connect ...") gets TLS advice: an
+    UNAVAILABLE a service sent back is about a service behind it, not this client's TLS.
+    """
+    what = f"cannot reach the Lepton platform at {address} ({details})."
+    if details.startswith("failed to connect"):
+        if tls and "WRONG_VERSION_NUMBER" in details:
+            return (
+                f"{what} It does not speak TLS: if the platform serves plaintext, use host:port instead of "
+                "grpcs://, and no CA file (root_certificates= or LEPTON_TLS_CA_FILE)"
+            )
+        if tls and "Hostname Verification" in details:
+            return f"{what} Its TLS certificate does not name that host: connect by a name or IP its certificate lists"
+        if tls and ("CERTIFICATE_VERIFY_FAILED" in details or "handshake" in details.lower()):
+            why = (
+                "its certificate is not signed by a CA this client trusts"
+                if "CERTIFICATE_VERIFY_FAILED" in details
+                else "check that its certificate is signed by a CA this client trusts"
+            )
+            return (
+                f"{what} The TLS handshake failed: {why} ({trusted or 'the system roots'}). Pass "
+                "root_certificates= or set LEPTON_TLS_CA_FILE to the platform's CA file; if the platform "
+                "serves plaintext, use host:port instead of grpcs://"
+            )
+        if not tls and "Socket closed" in details:
+            return (
+                f"{what} It closed the connection, as a TLS server does to a plaintext client: if the platform "
+                f"serves TLS, use grpcs://{address} (with root_certificates= or LEPTON_TLS_CA_FILE for a private CA)"
+            )
+    return f"{what} Start it with `make up` or `lepton up`, or point LEPTON_URL at it"

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lepton_core.processes import (
@@ -29,11 +28,16 @@ from lepton_core.processes import (
     start_service,
     wait_until,
 )
+from lepton_core.tls import Peer, read_pem, write_self_signed
 
 
-def grpc_serving(address: str) -> bool:
-    """Whether the gRPC server at ``address`` answers grpc.health.v1 with SERVING."""
-    with grpc.insecure_channel(address) as channel:
+def grpc_serving(address: str | Peer) -> bool:
+    """Whether the gRPC server at ``address`` answers grpc.health.v1 with SERVING.
+
+    A :class:`Peer` with TLS (or a ``grpcs://`` address) checks over TLS.
+    """
+    peer = address if isinstance(address, Peer) else Peer.parse(address)
+    with peer.channel() as channel:
         resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
 
@@ -52,6 +56,9 @@ class EmbeddedPlatform:
             layout the SDK's ``LEPTON_URL`` assumes). None picks a free block.
         extra_api_keys: More keys, each to its tenant (e.g. a second tenant in tests).
         settings: Extra settings per service (``{"monitor": {"evaluation_interval_s": "2"}}``).
+        tls: Serve every service over TLS with a certificate for 127.0.0.1 and localhost
+            from a fresh CA written to ``workdir/tls`` (clients trust :attr:`ca_file`);
+            services call each other over TLS against the same CA.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class EmbeddedPlatform:
         base_port: int | None = None,
         extra_api_keys: Mapping[str, str] | None = None,
         settings: Mapping[str, Mapping[str, str]] | None = None,
+        tls: bool = False,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -76,6 +84,9 @@ class EmbeddedPlatform:
         self.base_port = base_port
         self.extra_api_keys = dict(extra_api_keys or {})
         self.settings = {name: dict(values) for name, values in (settings or {}).items()}
+        self.tls = tls
+        self.ca_file: Path | None = None
+        """The CA clients trust when ``tls`` is on (``LEPTON_TLS_CA_FILE``); None otherwise."""
         self.nats: NatsServer | None = None
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
@@ -88,8 +99,8 @@ class EmbeddedPlatform:
 
     @property
     def url(self) -> str:
-        """What the SDK's ``LEPTON_URL`` should be: the data service's address."""
-        return f"127.0.0.1:{self.base_port}"
+        """What the SDK's ``LEPTON_URL`` should be: the data service's address (``grpcs://`` with TLS)."""
+        return f"{'grpcs://' if self.tls else ''}127.0.0.1:{self.base_port}"
 
     @property
     def triton_url(self) -> str:
@@ -112,12 +123,22 @@ class EmbeddedPlatform:
         base = self.base_port = self.base_port or free_port_block(len(SERVICES))
         ports = {name: base + SERVICES.index(name) for name in self.service_names}
         self.addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        tls_values: dict[str, str] = {}
+        if self.tls:
+            files = write_self_signed(self.workdir / "tls")
+            self.ca_file = files.ca_file
+            tls_values = {
+                "tls_cert_file": str(files.cert_file),
+                "tls_key_file": str(files.key_file),
+                "tls_ca_file": str(files.ca_file),
+            }
         for name in self.service_names:
             values = {
                 "nats_url": self.nats.url,
                 "grpc_port": str(ports[name]),
                 "api_keys": json.dumps({**self.extra_api_keys, self.api_key: self.tenant}),
                 "trace_export_delay_ms": "200",
+                **tls_values,
             }
             if self.otlp_endpoint:
                 values["otlp_endpoint"] = self.otlp_endpoint
@@ -132,8 +153,9 @@ class EmbeddedPlatform:
                 values["triton_url"] = self.triton.url
             values.update(self.settings.get(name, {}))
             self.processes[name] = start_service(name, values, self.workdir / "logs")
+        roots = read_pem(self.ca_file, "ca_file") if self.ca_file else None
         for name, process in self.processes.items():
-            address = self.addresses[name]
+            address = Peer(self.addresses[name], tls=self.tls, root_certificates=roots)
             try:
                 wait_until(lambda a=address: grpc_serving(a), 60, f"service {name}", process.proc)
             except Exception as exc:
@@ -161,7 +183,7 @@ class EmbeddedPlatform:
 
 
 def main() -> None:
-    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM."""
+    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM (``LEPTON_TLS=1``: over TLS)."""
     api_key = os.environ.get("LEPTON_API_KEY") or secrets.token_urlsafe(24)
     base_port = int(os.environ.get("LEPTON_BASE_PORT", "50051")) or None
     workdir = Path(os.environ.get("LEPTON_HOME") or tempfile.mkdtemp(prefix="lepton-"))
@@ -169,14 +191,19 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting Lepton in {workdir} ...", flush=True)
     with EmbeddedPlatform(
-        workdir, api_key=api_key, otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"), base_port=base_port
+        workdir,
+        api_key=api_key,
+        otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        base_port=base_port,
+        tls=os.environ.get("LEPTON_TLS", "").lower() in ("1", "true", "yes"),
     ) as p:
         print(f"NATS      {p.nats_url}")
         print(f"Triton    {p.triton_url} (gRPC, KServe V2)")
         for name, address in p.addresses.items():
             print(f"{name:<9} {address}")
         print(f"API key   {api_key}  (tenant {p.tenant})")
-        print(f"SDK/CLI   export LEPTON_URL={p.url} LEPTON_API_KEY={api_key}")
+        ca = f" LEPTON_TLS_CA_FILE={p.ca_file}" if p.ca_file else ""
+        print(f"SDK/CLI   export LEPTON_URL={p.url} LEPTON_API_KEY={api_key}{ca}")
         print(f"logs      {workdir / 'logs'}\nCtrl-C stops everything.", flush=True)
         try:
             stop.wait()

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lepton_core import errors
 from lepton_core.telemetry import extract_context, inject_context
+from lepton_core.tls import Peer
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,13 @@ async def create_server(
     port: int,
     api_keys: Mapping[str, str],
     register: Callable[[grpc.aio.Server], Iterable[str]],
+    credentials: grpc.ServerCredentials | None = None,
 ) -> Server:
-    """Builds and starts a server; ``register`` adds servicers and returns their full names."""
+    """Builds and starts a server; ``register`` adds servicers and returns their full names.
+
+    With ``credentials`` (:func:`lepton_core.tls.server_credentials`) it serves TLS only;
+    without, plaintext.
+    """
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(api_keys, service)],
         options=[
@@ -236,7 +242,8 @@ async def create_server(
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     wrapped = Server(server, health, bound)
     await wrapped.set_serving(names)
@@ -291,13 +298,20 @@ class _StreamStream(_CallMetadata, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def client_channel(target: str, api_key: str | None) -> grpc.aio.Channel:
-    """An insecure loopback/cluster channel whose calls carry the key and trace context."""
-    return grpc.aio.insecure_channel(
-        target,
-        interceptors=[cls(api_key) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)],
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ],
-    )
+def client_channel(target: str | Peer, api_key: str | None) -> grpc.aio.Channel:
+    """A channel to another service whose calls carry the key and trace context.
+
+    ``target`` is a :class:`~lepton_core.tls.Peer` (``settings.peer(url)``: TLS as the
+    service's settings say) or an address: ``grpcs://host:port`` for TLS against the
+    system's roots, ``host:port`` for plaintext.
+    """
+    peer = target if isinstance(target, Peer) else Peer.parse(target)
+    interceptors = [cls(api_key) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    options = [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ]
+    credentials = peer.credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(peer.address, interceptors=interceptors, options=options)
+    return grpc.aio.secure_channel(peer.address, credentials, interceptors=interceptors, options=options)

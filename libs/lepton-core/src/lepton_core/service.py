@@ -13,13 +13,14 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lepton_core import events
+from lepton_core import event_stream, events
 from lepton_core.bus import ObjectStore, connect, declare_topology
 from lepton_core.logs import setup_logging
 from lepton_core.processes import DEFAULT_PORTS
 from lepton_core.rpc import create_server
 from lepton_core.settings import ServiceSettings
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
+from lepton_core.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ def run_service(name: str, settings: ServiceSettings, setup: Setup) -> None:
 
 
 async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
+    # Read before anything connects: a bad certificate or key stops the service at once.
+    credentials = (
+        server_credentials(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file and settings.tls_key_file
+        else None
+    )
     setup_telemetry(f"lepton-{name}", settings.otlp_endpoint, export_delay_ms=settings.trace_export_delay_ms)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,12 +112,18 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
         host=settings.grpc_host,
         port=settings.grpc_port or DEFAULT_PORTS[name],
         api_keys=settings.api_keys,
-        register=register,
+        # Every service also serves EventService, so the SDK can subscribe at any address.
+        register=lambda server: [*register(server), event_stream.register(server, js)],
+        credentials=credentials,
     )
     for consumer in runtime.consumers:
         await consumer.start()
     tasks = [asyncio.create_task(_periodic(*p), name=p[0]) for p in runtime.periodic]
-    log.info("%s serving", name, extra={"grpc_port": server.port, "nats": settings.nats_url})
+    log.info(
+        "%s serving",
+        name,
+        extra={"grpc_port": server.port, "nats": settings.nats_url, "tls": bool(settings.tls_cert_file)},
+    )
     await stop.wait()
     log.info("%s stopping", name)
     for task in tasks:

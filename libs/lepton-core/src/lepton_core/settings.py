@@ -6,8 +6,10 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix``
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lepton_core.tls import Peer
 
 
 class ServiceSettings(BaseSettings):
@@ -27,3 +29,22 @@ class ServiceSettings(BaseSettings):
     trace_export_delay_ms: int = Field(500, description="How long spans wait in the batch before export.")
     log_level: str = Field("INFO", description="Python log level name.")
     max_deliver: int = Field(5, description="Deliveries of one event before it goes to the dead-letter subject.")
+    tls_cert_file: str | None = Field(
+        None, description="PEM certificate (chain) the gRPC server presents; set with tls_key_file to serve TLS."
+    )
+    tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: str | None = Field(
+        None,
+        description="PEM CA that peer services' certificates must chain to; when set, calls to peers use TLS "
+        "even at a host:port address (without it, only grpcs:// peers do, against the system's roots).",
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> ServiceSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: set both to serve TLS, or neither")
+        return self
+
+    def peer(self, url: str) -> Peer:
+        """How this service reaches another at ``url``: TLS for ``grpcs://`` or when tls_ca_file is set."""
+        return Peer.parse(url, self.tls_ca_file)

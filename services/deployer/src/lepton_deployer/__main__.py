@@ -45,7 +45,7 @@ def main() -> None:
             ack_wait=settings.load_timeout_s + 30,
         )
         rt.every("reconcile", settings.reconcile_interval_s, deployer.reconcile)
-        servicer = DeploymentServicer(deployer, settings.registry_url)
+        servicer = DeploymentServicer(deployer, settings.peer(settings.registry_url))
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             deployer_pb2_grpc.add_DeploymentServiceServicer_to_server(servicer, server)

@@ -14,6 +14,7 @@ from lepton_core import events
 from lepton_core.errors import InvalidArgument
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
+from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
 from lepton_deployer.core import (
     INPUT_NAME,
@@ -149,7 +150,7 @@ def _name(value: str) -> str:
 
 
 class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
-    def __init__(self, deployer: Deployer, registry_url: str) -> None:
+    def __init__(self, deployer: Deployer, registry_url: Peer) -> None:
         self._deployer = deployer
         self._registry_url = registry_url
 

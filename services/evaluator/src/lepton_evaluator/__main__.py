@@ -26,7 +26,9 @@ def main() -> None:
         rt.consume(
             EVENTS_STREAM, "evaluator-compare", {events_pb2.ModelVersionCreated: ComparisonHandler(rt, rt.objects)}
         )
-        servicer = EvaluationServicer(evaluations, settings.registry_url, settings.data_url)
+        servicer = EvaluationServicer(
+            evaluations, settings.peer(settings.registry_url), settings.peer(settings.data_url)
+        )
 
         def register(server: grpc.aio.Server) -> Iterable[str]:
             evaluator_pb2_grpc.add_EvaluationServiceServicer_to_server(servicer, server)

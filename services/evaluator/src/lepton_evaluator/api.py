@@ -16,6 +16,7 @@ from lepton_core.bus import ObjectStore
 from lepton_core.errors import InvalidArgument
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
+from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, MAX_FOLDS, EvaluationRecord, Evaluations, Run, compare
 
@@ -56,7 +57,7 @@ def evaluation_to_pb(record: EvaluationRecord) -> evaluator_pb2.Evaluation:
 
 
 class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
-    def __init__(self, evaluations: Evaluations, registry_url: str, data_url: str) -> None:
+    def __init__(self, evaluations: Evaluations, registry_url: Peer, data_url: Peer) -> None:
         self._evaluations = evaluations
         self._registry_url = registry_url
         self._data_url = data_url

@@ -27,7 +27,12 @@ def main() -> None:
             await RecordStore.open(rt.js, "models", AliasRecord),
             await RecordStore.open(rt.js, "models", PolicyRecord),
         )
-        peers = Peers(settings.data_url, settings.trainer_url, settings.evaluator_url, settings.deployer_url)
+        peers = Peers(
+            settings.peer(settings.data_url),
+            settings.peer(settings.trainer_url),
+            settings.peer(settings.evaluator_url),
+            settings.peer(settings.deployer_url),
+        )
         servicer = RegistryServicer(rt, registry, rt.objects, peers)
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}

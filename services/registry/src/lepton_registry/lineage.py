@@ -18,6 +18,7 @@ from lepton.registry.v1 import registry_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core.rpc import client_channel, current_api_key
+from lepton_core.tls import Peer
 
 #: Longest chain of derived dataset versions followed back to the raw upload.
 MAX_DEPTH = 50
@@ -25,10 +26,10 @@ MAX_DEPTH = 50
 
 @dataclass(frozen=True)
 class Peers:
-    data: str
-    trainer: str
-    evaluator: str
-    deployer: str
+    data: Peer
+    trainer: Peer
+    evaluator: Peer
+    deployer: Peer
 
 
 async def gather(peers: Peers, version: registry_pb2.ModelVersion) -> registry_pb2.LineageGraph:
@@ -36,7 +37,7 @@ async def gather(peers: Peers, version: registry_pb2.ModelVersion) -> registry_p
     key = current_api_key()
     lin = version.lineage
 
-    async def attempt(service: str, address: str, what: str, call: object) -> None:
+    async def attempt(service: str, address: Peer, what: str, call: object) -> None:
         try:
             await call  # type: ignore[misc]
         except grpc.aio.AioRpcError as exc:

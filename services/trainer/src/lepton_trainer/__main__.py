@@ -25,12 +25,13 @@ def main() -> None:
 
     async def setup(rt: Runtime) -> Register:
         jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, settings.device)
-        servicer = TrainingServicer(rt, jobs, settings.data_url)
+        data = settings.peer(settings.data_url)
+        servicer = TrainingServicer(rt, jobs, data)
         # The monitor's retraining requests, submitted as SubmitTraining would (one durable for every process).
         rt.consume(
             EVENTS_STREAM,
             RETRAIN_DURABLE,
-            {events_pb2.RetrainingRequested: RetrainingHandler(rt, jobs, settings.data_url, settings.api_keys)},
+            {events_pb2.RetrainingRequested: RetrainingHandler(rt, jobs, data, settings.api_keys)},
         )
         if settings.run_worker:
             worker = Worker(rt, jobs, settings.worker_id)

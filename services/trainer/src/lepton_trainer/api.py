@@ -15,6 +15,7 @@ from lepton_core import events
 from lepton_core.errors import InvalidArgument, NotFound, Unavailable
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
+from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
 from lepton_trainer.catalogue import CATALOGUE, Algorithm
 from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job, plan_search
@@ -93,7 +94,7 @@ def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
 MAX_CHAIN = 50
 
 
-async def fetch_dataset(data_url: str, version_id: str, api_key: str | None = None) -> DatasetInfo:
+async def fetch_dataset(data_url: Peer, version_id: str, api_key: str | None = None) -> DatasetInfo:
     """Asks the data service for a version and the recipe chain back to its raw upload.
 
     The calls go on behalf of the caller (their key, their tenant; ``api_key`` when the
@@ -125,7 +126,7 @@ async def fetch_dataset(data_url: str, version_id: str, api_key: str | None = No
     )
 
 
-async def _get_version(stub: data_pb2_grpc.DataServiceStub, data_url: str, version_id: str) -> data_pb2.DatasetVersion:
+async def _get_version(stub: data_pb2_grpc.DataServiceStub, data_url: Peer, version_id: str) -> data_pb2.DatasetVersion:
     try:
         version: data_pb2.DatasetVersion = await stub.GetDatasetVersion(
             data_pb2.GetDatasetVersionRequest(version_id=version_id), timeout=10
@@ -190,7 +191,7 @@ async def submit(rt: Runtime, jobs: Jobs, job: JobRecord, children: list[JobReco
 
 
 class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, rt: Runtime, jobs: Jobs, data_url: str) -> None:
+    def __init__(self, rt: Runtime, jobs: Jobs, data_url: Peer) -> None:
         self._rt = rt
         self._jobs = jobs
         self._data_url = data_url

@@ -23,6 +23,7 @@ from lepton.events.v1 import events_pb2
 from lepton_core import events
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.service import Runtime
+from lepton_core.tls import Peer
 from lepton_trainer.api import fetch_dataset, submit
 from lepton_trainer.core import Jobs, JobState, job_key, plan_job
 
@@ -47,7 +48,7 @@ class RetrainingHandler:
         api_keys: This service's API keys: the request is made with one of the tenant's, as the tenant.
     """
 
-    def __init__(self, rt: Runtime, jobs: Jobs, data_url: str, api_keys: Mapping[str, str]) -> None:
+    def __init__(self, rt: Runtime, jobs: Jobs, data_url: Peer, api_keys: Mapping[str, str]) -> None:
         self._rt = rt
         self._jobs = jobs
         self._data_url = data_url

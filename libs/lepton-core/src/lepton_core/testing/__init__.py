@@ -25,6 +25,7 @@ from lepton_core.bus import EVENTS_STREAM, connect, declare_topology
 from lepton_core.embedded import EmbeddedPlatform, grpc_serving
 from lepton_core.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
 from lepton_core.telemetry import setup_telemetry
+from lepton_core.tls import Peer, read_pem
 from lepton_core.tracesink import TraceSink
 
 
@@ -103,6 +104,8 @@ class StartService:
     ``service("data", {"key": "tenant"}, max_rows="10")`` returns the gRPC address once
     the service answers health checks; extra keywords become its settings.
     ``service.process(address)`` is the process behind an address (to kill it).
+    A service given ``tls_cert_file``/``tls_key_file`` is awaited over TLS, trusting its
+    ``tls_ca_file`` (else the certificate itself); the address is ``host:port`` either way.
     """
 
     def __init__(self, nats_url: str, logs: Path) -> None:
@@ -120,7 +123,11 @@ class StartService:
         }
         process = start_service(name, values, self._logs)
         self.started[address] = process
-        wait_until(lambda: grpc_serving(address), 60, f"service {name}", process.proc)
+        probe = Peer(address)
+        if "tls_cert_file" in settings:
+            trust = settings.get("tls_ca_file") or settings["tls_cert_file"]
+            probe = Peer(address, tls=True, root_certificates=read_pem(trust, "tls_ca_file"))
+        wait_until(lambda: grpc_serving(probe), 60, f"service {name}", process.proc)
         return address
 
     def process(self, address: str) -> Process:
@@ -164,5 +171,7 @@ async def find_event(
 def lepton_cli(platform: EmbeddedPlatform, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Runs the ``lepton`` command of this venv against ``platform`` (its URL and key)."""
     env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
+    if platform.ca_file:
+        env["LEPTON_TLS_CA_FILE"] = str(platform.ca_file)
     cli = Path(sys.executable).parent / "lepton"
     return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=timeout)

@@ -1,0 +1,199 @@
+"""EventService: pattern and time validation, and Subscribe over real gRPC and a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+import pytest_asyncio
+from google.protobuf.timestamp_pb2 import Timestamp
+from lepton.events.v1 import events_pb2, stream_pb2, stream_pb2_grpc
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from lepton_core import event_stream, events
+from lepton_core.bus import EVENTS_STREAM
+from lepton_core.errors import InvalidArgument, PermissionDenied
+from lepton_core.rpc import Server, call_metadata, create_server
+from lepton_core.wire import lineage
+
+pytestmark = pytest.mark.timeout(60)
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "some", "none"),
+    [
+        ("", "monitor.alert.fired", "training.requested"),
+        (">", "dataset.created", "prediction.logged"),
+        ("dataset.version.created", "dataset.version.created", "dataset.created"),
+        ("training.*", "training.completed", "training.requested"),
+        ("registry.>", "registry.version.created", "dataset.version.created"),
+        ("*.version.created", "registry.version.created", "registry.version.updated"),
+        ("deployment.rolled_back", "deployment.rolled_back", "deployment.ready"),
+    ],
+)
+def test_patterns_match_subscribable_catalogue_names(pattern: str, some: str, none: str) -> None:
+    matched = event_stream.parse_pattern(pattern)
+    assert some in matched and none not in matched
+
+
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        ("nosuch.*", "matches no event; event names start with dataset, deployment, evaluation, monitor, registry"),
+        ("*", "matches no event"),  # every name has at least two parts
+        ("training.requested", "matches no event"),  # the job queue, not an event to follow
+        ("prediction.>", "matches no event"),  # prediction logs: client.monitor.logs
+        ("registry.>.created", "'>' must be the last token"),
+        ("registry..created", "has an empty token"),
+        ("registry.version*", "has the token 'version*'"),
+        ("dataset version", "has the token 'dataset version'"),
+    ],
+)
+def test_bad_patterns_name_the_field_and_the_known_names(pattern: str, says: str) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        event_stream.parse_pattern(pattern)
+    assert bad.value.field == "pattern" and says in bad.value.message
+
+
+def test_the_filter_stays_inside_the_callers_tenant() -> None:
+    assert event_stream.subject_filter("acme", "") == "lepton.evt.acme.>"
+    assert event_stream.subject_filter("acme", "training.*") == "lepton.evt.acme.training.*"
+    for tenant in ("*", ">", "a.b", "a b", ""):
+        with pytest.raises(PermissionDenied):
+            event_stream.subject_filter(tenant, "training.*")
+    with pytest.raises(InvalidArgument):
+        event_stream.subject_filter("acme", "nosuch")
+
+
+def test_since_is_checked() -> None:
+    assert event_stream.start_time(None, NOW) is None
+    past = Timestamp()
+    past.FromDatetime(NOW - timedelta(hours=1))
+    assert event_stream.start_time(past, NOW) == NOW - timedelta(hours=1)
+    skewed = Timestamp()
+    skewed.FromDatetime(NOW + timedelta(seconds=30))  # another host's clock a little ahead
+    assert event_stream.start_time(skewed, NOW) is not None
+    future = Timestamp()
+    future.FromDatetime(NOW + timedelta(hours=1))
+    with pytest.raises(InvalidArgument, match=r"since: 2025-06-01T13:00:00\+00:00 is in the future"):
+        event_stream.start_time(future, NOW)
+    for bad in (Timestamp(seconds=2**62), Timestamp(seconds=0, nanos=-1), Timestamp(nanos=10**9)):
+        with pytest.raises(InvalidArgument, match="since: not a valid timestamp"):
+            event_stream.start_time(bad, NOW)
+
+
+def _msg(subject: str, headers: dict[str, str], data: bytes = b"") -> Msg:
+    return Msg(_client=None, subject=subject, data=data, headers=headers)  # type: ignore[arg-type]
+
+
+def test_messages_become_wire_events_only_for_the_tenant() -> None:
+    payload = events_pb2.DatasetCreated(tenant="acme", dataset_name="wine")
+    headers = events.headers_for(payload, event_id="dataset.created:d1", source="/lepton/data", ce_subject="d1")
+    headers["traceparent"] = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    ev = event_stream.to_event(_msg("lepton.evt.acme.dataset.created", headers, payload.SerializeToString()), "acme")
+    assert ev is not None
+    assert (ev.id, ev.type, ev.name, ev.source, ev.subject, ev.tenant) == (
+        "dataset.created:d1",
+        "ai.lepton.dataset.created.v1",
+        "dataset.created",
+        "/lepton/data",
+        "d1",
+        "acme",
+    )
+    assert ev.payload_type == "lepton.events.v1.DatasetCreated" and ev.traceparent.startswith("00-aaaa")
+    assert events_pb2.DatasetCreated.FromString(ev.payload) == payload
+    assert abs(ev.time.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
+    # Defence in depth: a message of another tenant, or not a CloudEvent, is never passed on.
+    assert event_stream.to_event(_msg("lepton.evt.other.dataset.created", headers), "acme") is None
+    assert event_stream.to_event(_msg("lepton.evt.acme.dataset.created", {"x": "y"}), "acme") is None
+
+
+# -- Subscribe over gRPC, against the session's nats-server ---------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def served(nc: NATS) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """A gRPC server with only EventService, two keys of two fresh tenants; yields (address, key->tenant)."""
+    keys = {uuid.uuid4().hex: "t" + uuid.uuid4().hex[:10] for _ in range(2)}
+    server: Server = await create_server(
+        service="events-test",
+        host="127.0.0.1",
+        port=0,
+        api_keys=keys,
+        register=lambda s: [event_stream.register(s, nc.jetstream())],
+    )
+    try:
+        yield f"127.0.0.1:{server.port}", keys
+    finally:
+        await server.stop(0)
+
+
+async def _publish(nc: NATS, tenant: str, name: str) -> None:
+    await events.publish(
+        nc.jetstream(),
+        events_pb2.DatasetCreated(tenant=tenant, lineage=lineage(dataset_id=name), dataset_name=name),
+        tenant=tenant,
+        event_id=f"dataset.created:{tenant}:{name}",
+        source="/lepton/test",
+        ce_subject=name,
+    )
+
+
+async def _consumers(nc: NATS, subject: str) -> list[str]:
+    infos = await nc.jetstream().consumers_info(EVENTS_STREAM)
+    return [i.name for i in infos if i.config.filter_subject == subject]
+
+
+async def test_subscribe_is_per_tenant_replays_and_cleans_up(nc: NATS, served: tuple[str, dict[str, str]]) -> None:
+    address, keys = served
+    (key_a, tenant_a), (key_b, tenant_b) = keys.items()
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    await _publish(nc, tenant_a, "a-before")
+    await _publish(nc, tenant_b, "b-before")
+    since = Timestamp()
+    since.FromDatetime(start)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = stream_pb2_grpc.EventServiceStub(channel)
+        # Replay, then live, for tenant A: B's events never show.
+        call = stub.Subscribe(
+            stream_pb2.SubscribeRequest(pattern="dataset.*", since=since, limit=2), metadata=call_metadata(key_a)
+        )
+        await call.initial_metadata()
+        await _publish(nc, tenant_b, "b-live")
+        await _publish(nc, tenant_a, "a-live")
+        got = [ev async for ev in call]
+        assert [(ev.name, ev.subject, ev.tenant) for ev in got] == [
+            ("dataset.created", "a-before", tenant_a),
+            ("dataset.created", "a-live", tenant_a),
+        ]
+        # Without since: only what is published after the call starts.
+        call = stub.Subscribe(stream_pb2.SubscribeRequest(limit=1), metadata=call_metadata(key_b))
+        await call.initial_metadata()
+        await _publish(nc, tenant_b, "b-new")
+        assert [ev.subject async for ev in call] == ["b-new"]
+        # A cancelled call leaves no consumer behind.
+        subject = f"lepton.evt.{tenant_a}.dataset.>"
+        call = stub.Subscribe(stream_pb2.SubscribeRequest(pattern="dataset.>"), metadata=call_metadata(key_a))
+        await call.initial_metadata()
+        assert len(await _consumers(nc, subject)) == 1
+        call.cancel()
+        async with asyncio.timeout(10):
+            while await _consumers(nc, subject):
+                await asyncio.sleep(0.1)
+        # Errors are statuses that name the field.
+        bad = stub.Subscribe(stream_pb2.SubscribeRequest(pattern="nosuch.>"), metadata=call_metadata(key_a))
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await bad.read()
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (failed.value.details() or "").startswith("pattern: 'nosuch.>' matches no event")
+        denied = stub.Subscribe(stream_pb2.SubscribeRequest(), metadata=call_metadata("not-a-key"))
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await denied.read()
+        assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
