@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,24 +85,27 @@ class Transport:
         # A CA to trust means TLS even at host:port, as it does for the services' own calls.
         self.tls = tls or self._roots is not None
         self._channels: dict[str, grpc.Channel] = {}
+        # AsyncClient calls from worker threads: one channel per service even when first calls race.
+        self._lock = threading.Lock()
 
     def address(self, service: str) -> str:
         """Where calls to ``service`` go, as a user would write it (``grpcs://`` for TLS)."""
         return f"grpcs://{self.endpoints[service]}" if self.tls else self.endpoints[service]
 
     def channel(self, service: str) -> grpc.Channel:
-        if service not in self._channels:
-            address = self.endpoints[service]
-            options = [
-                ("grpc.max_receive_message_length", MESSAGE_LIMIT),
-                ("grpc.max_send_message_length", MESSAGE_LIMIT),
-            ]
-            self._channels[service] = (
-                grpc.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
-                if self.tls
-                else grpc.insecure_channel(address, options=options)
-            )
-        return self._channels[service]
+        with self._lock:
+            if service not in self._channels:
+                address = self.endpoints[service]
+                options = [
+                    ("grpc.max_receive_message_length", MESSAGE_LIMIT),
+                    ("grpc.max_send_message_length", MESSAGE_LIMIT),
+                ]
+                self._channels[service] = (
+                    grpc.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
+                    if self.tls
+                    else grpc.insecure_channel(address, options=options)
+                )
+            return self._channels[service]
 
     def aio_channel(self, service: str) -> grpc.aio.Channel:
         """A new ``grpc.aio`` channel to ``service`` for async calls; the caller closes it.
@@ -139,6 +143,8 @@ class Transport:
         return from_rpc_error(exc, self.address(service), tls=self.tls, trusted=self._trusted)
 
     def close(self) -> None:
-        for channel in self._channels.values():
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+        for channel in channels:
             channel.close()
-        self._channels.clear()

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 
+from lepton_ai import _progress
 from lepton_ai._transport import Transport
 from lepton_ai.errors import InvalidArgument
 
@@ -264,7 +264,7 @@ class Datasets:
 
         DataFrames travel as Arrow IPC. The same bytes under the same name give the
         same version (``deduplicated`` is then true). A progress bar shows on a
-        terminal unless ``progress=False``.
+        terminal and in Jupyter unless ``progress=False``.
         """
         data, fmt, default_name = _payload(source, format)
         name = name or default_name
@@ -280,7 +280,7 @@ class Datasets:
             expected_size=len(data),
             expected_digest="sha256:" + hashlib.sha256(data).hexdigest(),
         )
-        show = sys.stderr.isatty() if progress is None else progress
+        show = _progress.wanted(progress)
         v = self._t.call("data", t_stub(self._t).UploadDataset, _chunks(header, data, show, name), timeout=3600)
         return Dataset._from_pb(self, v)
 
@@ -353,13 +353,11 @@ def _chunks(
         for start in range(0, len(data), CHUNK):
             yield data_pb2.UploadDatasetRequest(chunk=data[start : start + CHUNK])
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
 
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
-    ) as bar:
-        task = bar.add_task(f"upload {label}", total=len(data))
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with _progress.ProgressBar(f"upload {label}", len(data), *columns) as bar:
         for start in range(0, len(data), CHUNK):
             piece = data[start : start + CHUNK]
             yield data_pb2.UploadDatasetRequest(chunk=piece)
-            bar.advance(task, len(piece))
+            bar.update(advance=len(piece))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,11 +24,17 @@ from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
+from lepton_ai import _progress
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
 from lepton_ai.deployments import triton_predict
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
-from lepton_core import artifacts, serving
+from lepton_core import serving
+
+if TYPE_CHECKING:
+    # Loading a bundle needs skops, scikit-learn and torch (seconds to import): only when used,
+    # so that `import lepton_ai` and every `lepton` command start fast.
+    from lepton_core import artifacts
 
 DONE = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED)
 #: Column names taken as the target when a dataset does not say and fit() is not told.
@@ -93,8 +99,7 @@ class Model:
         trainer = trainer_pb2_grpc.TrainingServiceStub(t.channel("trainer"))
         job = t.call("trainer", trainer.SubmitTraining, request)
         self.job_id = job.job_id
-        show = sys.stderr.isatty() if progress is None else progress
-        job = self._wait(t, trainer, job, show, timeout)
+        job = self._wait(t, trainer, job, _progress.wanted(progress), timeout)
         if job.state == trainer_pb2.JOB_STATE_CANCELLED:
             raise LeptonError(f"training job {job.job_id} was cancelled")
         if job.state != trainer_pb2.JOB_STATE_SUCCEEDED:
@@ -138,17 +143,18 @@ class Model:
                 for update in updates:
                     job = update
                 return job
-            from rich.progress import BarColumn, Progress, TimeElapsedColumn
+            from rich.progress import BarColumn, TaskProgressColumn, TimeElapsedColumn
 
-            with Progress("[progress.description]{task.description}", BarColumn(), TimeElapsedColumn()) as bar:
-                task = bar.add_task(f"train {self.algorithm}", total=1.0)
+            columns = ("[progress.description]{task.description}", BarColumn(), TaskProgressColumn())
+            with _progress.ProgressBar(f"train {self.algorithm}", 1.0, *columns, TimeElapsedColumn()) as bar:
                 for job in updates:
-                    bar.update(task, completed=job.progress, description=f"train {self.algorithm}: {job.stage}")
+                    bar.update(completed=job.progress, description=f"train {self.algorithm}: {job.stage}")
             return job
         except KeyboardInterrupt:
             if _confirm(f"cancel training job {job.job_id}?"):
                 t.call("trainer", trainer.CancelTrainingJob, request)
                 raise LeptonError(f"training job {job.job_id} was cancelled") from None
+            print(f"training job {job.job_id} keeps running", file=sys.stderr)
             raise
 
     def _registered(self, t: Transport, job_id: str, deadline: float) -> registry_pb2.ModelVersion:
@@ -216,6 +222,7 @@ class Model:
         """The trained artifact (model, signature, preprocessing), downloaded once and digest-checked."""
         if self._bundle is None:
             from lepton_ai.registry import Models
+            from lepton_core import artifacts
 
             data = Models(self._require_fitted()).download(self.model_name, self.version)
             self._bundle = artifacts.load_bundle(data)
@@ -264,9 +271,14 @@ def _infer_target(dataset: Dataset, algorithm: str) -> str:
 
 
 def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
+    """Asks on a terminal or in a notebook; yes where nobody can answer (a pipe, a batch job)."""
+    if not (sys.stdin.isatty() or _progress.in_jupyter()):
         return True
-    return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
+    try:
+        answer = input(f"{question} [Y/n] ")
+    except (EOFError, NotImplementedError):  # IPython's StdinNotImplementedError: the front end has no input box
+        return True
+    return answer.strip().lower() in ("", "y", "yes")
 
 
 def _model(name: str, algorithm: str, doc: str) -> type[Model]:
