@@ -177,11 +177,12 @@ async def test_a_stream_is_closed_when_its_consumer_stops() -> None:
 async def test_a_cancelled_stream_does_not_wait_and_closes_after_its_step() -> None:
     """A consumer cancelled while a step blocks on its thread is free at once; the sync
     iterator (a gRPC stream, in the SDK) is closed as soon as that step returns."""
-    release, closed = threading.Event(), threading.Event()
+    release, closed, stepping = threading.Event(), threading.Event(), threading.Event()
 
     def slow() -> Iterator[int]:
         try:
             yield 1
+            stepping.set()
             release.wait(30)
             yield 2
         finally:
@@ -198,6 +199,8 @@ async def test_a_cancelled_stream_does_not_wait_and_closes_after_its_step() -> N
 
     task = asyncio.create_task(consume())
     await first.wait()
+    # Cancel while the next step runs on its thread (before it starts, there is nothing to wait for).
+    assert await asyncio.to_thread(stepping.wait, 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

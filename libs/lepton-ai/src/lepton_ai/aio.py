@@ -338,20 +338,16 @@ class AsyncMonitor(_Twin[Monitor]):
 
     __slots__ = ()
 
-    # The ignores: mypy refuses a method with ``**fields`` whose ``self`` is not positional-only
-    # (``self=`` could hide in ``fields``). The twins pass it positionally, and their types stay
-    # exact (libs/lepton-ai/tests/async_typing_sample.py checks them).
-
     metrics = _twin(Monitor.metrics)
     drift = _twin(Monitor.drift)
     send_labels = _twin(Monitor.send_labels)
-    performance = _twin(Monitor.performance)  # type: ignore[arg-type]
+    performance = _twin(Monitor.performance)
     set_rules = _twin(Monitor.set_rules)
     rules = _twin(Monitor.rules)
     alerts = _twin(Monitor.alerts)
-    set_retraining_policy = _twin(Monitor.set_retraining_policy)  # type: ignore[arg-type]
-    logs = _twin_iter(Monitor.logs)  # type: ignore[arg-type]
-    summary = _twin(Monitor.summary)  # type: ignore[arg-type]
+    set_retraining_policy = _twin(Monitor.set_retraining_policy)
+    logs = _twin_iter(Monitor.logs)
+    summary = _twin(Monitor.summary)
 
 
 class AsyncEvents(_Twin[Events]):

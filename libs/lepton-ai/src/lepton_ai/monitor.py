@@ -64,7 +64,7 @@ class Monitor:
         )
         return result
 
-    def performance(self, deployment: str, **fields: Any) -> monitor_pb2.LivePerformance:
+    def performance(self, /, deployment: str, **fields: Any) -> monitor_pb2.LivePerformance:
         """Live accuracy or RMSE/MAE from the labels sent, per window, and its trend."""
         result: monitor_pb2.LivePerformance = self._call(
             "GetLivePerformance", monitor_pb2.GetLivePerformanceRequest(deployment=deployment, **fields)
@@ -87,7 +87,7 @@ class Monitor:
         request = monitor_pb2.ListAlertsRequest(deployment=deployment, firing_only=firing_only, limit=limit)
         return builtins.list(self._call("ListAlerts", request).alerts)
 
-    def set_retraining_policy(self, deployment: str, **fields: Any) -> monitor_pb2.RetrainingPolicy:
+    def set_retraining_policy(self, /, deployment: str, **fields: Any) -> monitor_pb2.RetrainingPolicy:
         """When incidents request retraining: ``on_drift``, ``on_alert``, ``alert_rules``,
         ``min_interval_seconds``, ``allow_same_dataset_version``."""
         policy = monitor_pb2.RetrainingPolicy(deployment=deployment, **fields)
@@ -96,7 +96,7 @@ class Monitor:
         )
         return result
 
-    def logs(self, deployment: str = "", **fields: Any) -> Iterator[monitor_pb2.PredictionLog]:
+    def logs(self, /, deployment: str = "", **fields: Any) -> Iterator[monitor_pb2.PredictionLog]:
         """Prediction logs matching the filters (``version``, ``errors_only``, ``trace_id``,
         ``request_id``, ``feature_ranges``, ``start_time``/``end_time``), page after page."""
         request = monitor_pb2.QueryPredictionLogsRequest(deployment=deployment, **fields)
@@ -107,7 +107,7 @@ class Monitor:
                 return
             request.page_token = page.next_page_token
 
-    def summary(self, deployment: str = "", **fields: Any) -> monitor_pb2.LogSummary:
+    def summary(self, /, deployment: str = "", **fields: Any) -> monitor_pb2.LogSummary:
         """Counts, error rate, latency percentiles, top errors and the slowest requests."""
         result: monitor_pb2.LogSummary = self._call(
             "SummarizeLogs", monitor_pb2.SummarizeLogsRequest(deployment=deployment, **fields)
