@@ -101,3 +101,37 @@ def test_a_version_exports_as_an_edge_bundle_that_runs_without_lepton(
     with la.Client(platform.api_key, url=platform.url) as client:
         bundle = artifacts.load_bundle(client.models.download(name, version))
     np.testing.assert_allclose(np.asarray(predicted, dtype=float).reshape(-1), bundle.predict(rows), atol=1e-6)
+
+
+async def test_deploy_of_a_version_the_deployer_has_not_heard_of_and_twice_at_once(
+    pipeline: PipelineResult, platform: EmbeddedPlatform
+) -> None:
+    """Deploy right after training can beat registry.version.created to the deployer; two Deploys of the
+    same version at once make one rollout, and both callers get the ready deployment."""
+    import asyncio
+
+    from lepton.deployer.v1 import deployer_pb2
+
+    from lepton_core.bus import connect
+
+    name, version = pipeline.model_version.model_name, pipeline.model_version.version
+    nc = await connect(platform.nats_url, "test-forget")
+    try:
+        kv = await nc.jetstream().key_value("deployments")
+        await kv.purge(f"{platform.tenant}.version.{name}.{version}")  # as if the event were still on its way
+    finally:
+        await nc.close()
+    with la.Client(platform.api_key, url=platform.url) as client:
+        both = await asyncio.gather(
+            *(asyncio.to_thread(client.deployments.deploy, "twice-api", name, version) for _ in range(2))
+        )
+        assert [d.lineage.model_version for d in both] == [version, version]
+        assert all(d.state == deployer_pb2.DEPLOYMENT_STATE_READY for d in both), [d.state for d in both]
+        d = client.deployments.get("twice-api")
+        assert [(h.to_version, h.outcome) for h in d.history] == [(version, "completed")]
+        rows = pl.from_pandas(load_diabetes(as_frame=True, scaled=False).frame).drop("target").head(5)
+        bundle = artifacts.load_bundle(client.models.download(name, version))
+        np.testing.assert_allclose(client.deployments.predict("twice-api", rows), bundle.predict(rows), atol=1e-6)
+        client.deployments.delete("twice-api")
+        with pytest.raises(la.errors.NotFound, match="version"):  # the registry's answer, passed through
+            client.deployments.deploy("never-api", name, version + 100)

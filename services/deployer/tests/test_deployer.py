@@ -315,7 +315,6 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
         ({"name": "", "model_name": "diab"}, grpc.StatusCode.INVALID_ARGUMENT, "name"),
         ({"name": "bad name!", "model_name": "diab"}, grpc.StatusCode.INVALID_ARGUMENT, "name"),
         ({"name": "x", "model_name": ""}, grpc.StatusCode.INVALID_ARGUMENT, "model_name"),
-        ({"name": "x", "model_name": "diab", "version": 99}, grpc.StatusCode.NOT_FOUND, "version"),
         (
             {"name": "x", "model_name": "diab", "version": 1, "strategy": "yolo"},
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -331,11 +330,6 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
             grpc.StatusCode.INVALID_ARGUMENT,
             "config.instance_kind",
         ),
-        (
-            {"name": "diab", "model_name": "other-model", "version": 1},
-            grpc.StatusCode.NOT_FOUND,
-            "version",
-        ),
     ],
 )
 async def test_bad_deploy_requests_name_the_field(
@@ -349,6 +343,21 @@ async def test_bad_deploy_requests_name_the_field(
             await deployer_pb2_grpc.DeploymentServiceStub(ch).Deploy(deployer_pb2.DeployRequest(**fields))
     assert err.value.code() == code
     assert (err.value.details() or "").startswith(field_name + ":"), err.value.details()
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [{"name": "x", "model_name": "diab", "version": 99}, {"name": "diab", "model_name": "other-model", "version": 1}],
+)
+async def test_a_version_the_deployer_does_not_know_is_asked_of_the_registry(
+    env: Env, request_fields: dict[str, Any]
+) -> None:
+    """No registry runs here: the deployer says so (UNAVAILABLE), not that the version does not exist.
+    With the registry up, an unknown version is NOT_FOUND (tests/test_deployments_e2e.py)."""
+    async with client_channel(env.address, KEY) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await deployer_pb2_grpc.DeploymentServiceStub(ch).Deploy(deployer_pb2.DeployRequest(**request_fields))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
 
 
 async def test_bad_inputs_get_clear_errors_and_the_model_keeps_serving(env: Env) -> None:

@@ -159,6 +159,7 @@ class Model:
 
     def _registered(self, t: Transport, job_id: str, deadline: float) -> registry_pb2.ModelVersion:
         registry = registry_pb2_grpc.RegistryServiceStub(t.channel("registry"))
+        pause = 0.02  # evaluation and registration take ~0.1-0.5 s after the job: look soon, then back off
         while True:
             try:
                 versions = t.call(
@@ -176,7 +177,8 @@ class Model:
                 raise FailedPrecondition(
                     f"job {job_id} finished but no registry version appeared; is the evaluator running?"
                 )
-            time.sleep(0.2)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     # -- predicting ------------------------------------------------------------------------------
 
@@ -205,7 +207,11 @@ class Model:
         if not hasattr(bundle.model, "predict_proba"):
             raise FailedPrecondition(f"{self.algorithm} gives no probabilities")
         columns = [c["name"] for c in bundle.signature.inputs] or list(bundle.signature.features)
-        return np.asarray(bundle.model.predict_proba(bundle.features(serving.as_frame(x, columns))), dtype=np.float64)
+        try:
+            frame = serving.as_frame(x, columns)
+        except ValueError as exc:
+            raise InvalidArgument(f"x: {exc}") from None  # as predict() says it
+        return np.asarray(bundle.model.predict_proba(bundle.features(frame)), dtype=np.float64)
 
     def score(self, dataset: Dataset) -> float:
         """R² for regressors, accuracy for classifiers, on every row of ``dataset``."""

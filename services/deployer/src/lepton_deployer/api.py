@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -11,7 +12,7 @@ from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
-from lepton_core.errors import InvalidArgument
+from lepton_core.errors import InvalidArgument, NotFound
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
@@ -175,13 +176,26 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         if request.version < 0:
             raise InvalidArgument(f"must be 0 (latest) or a version number, got {request.version}", field="version")
         version = request.version
-        if not version:
-            # The registry resolves aliases and "latest" (with the caller's key: their tenant only).
+        known = None
+        if version:
+            with contextlib.suppress(NotFound):
+                known = await self._deployer.version(tenant, request.model_name, version)
+        if known is None:
+            # The registry resolves aliases and "latest" (with the caller's key: their tenant only), and
+            # answers for a version whose registry.version.created this deployer has not handled yet
+            # (a Deploy right after training).
             async with client_channel(self._registry_url, current_api_key()) as ch:
                 found = await registry_pb2_grpc.RegistryServiceStub(ch).GetModelVersion(
-                    registry_pb2.GetModelVersionRequest(model_name=request.model_name, alias=request.alias), timeout=10
+                    registry_pb2.GetModelVersionRequest(
+                        model_name=request.model_name, version=version, alias=request.alias
+                    ),
+                    timeout=10,
                 )
             version = found.version
+            with contextlib.suppress(NotFound):
+                known = await self._deployer.version(tenant, request.model_name, version)
+            if known is None:
+                await self._deployer.remember(version_info(tenant, found))
         current = await self._deployer.store.get(f"{tenant}.{name}")
         base = current.value.config if current else self._deployer._default_config()
         record = await self._deployer.deploy(
@@ -287,6 +301,24 @@ class Announcer:
         await self._rt.publish(message, tenant=tenant, event_id=event_id, ce_subject=d.name)
 
 
+def version_info(tenant: str, v: registry_pb2.ModelVersion | events_pb2.ModelVersionCreated) -> VersionInfo:
+    """What the deployer keeps of a version: from ``registry.version.created`` or the registry's answer."""
+    lin = v.lineage
+    return VersionInfo(
+        tenant=tenant,
+        model_name=lin.model_name,
+        version=lin.model_version,
+        artifact=ref_from_pb(v.artifact),
+        dataset_object=ref_from_pb(v.dataset_object) if v.dataset_object.name else None,
+        split_seed=v.split_seed,
+        test_fraction=v.test_fraction,
+        dataset_id=lin.dataset_id,
+        dataset_version_id=lin.dataset_version_id,
+        training_job_id=lin.training_job_id,
+        evaluation_id=lin.evaluation_id,
+    )
+
+
 class VersionCreatedHandler:
     """Remembers every new registry version; with auto-deploy, rolls it out to the
     deployment named after its model (created on the first version, following "latest")."""
@@ -298,19 +330,7 @@ class VersionCreatedHandler:
     async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
         lin = ev.lineage
-        info = VersionInfo(
-            tenant=ev.tenant,
-            model_name=lin.model_name,
-            version=lin.model_version,
-            artifact=ref_from_pb(ev.artifact),
-            dataset_object=ref_from_pb(ev.dataset_object) if ev.dataset_object.name else None,
-            split_seed=ev.split_seed,
-            test_fraction=ev.test_fraction,
-            dataset_id=lin.dataset_id,
-            dataset_version_id=lin.dataset_version_id,
-            training_job_id=lin.training_job_id,
-            evaluation_id=lin.evaluation_id,
-        )
+        info = version_info(ev.tenant, ev)
         await self._deployer.remember(info)
         found = await self._deployer.store.get(f"{ev.tenant}.{lin.model_name}")
         if found is None and self._auto_deploy:

@@ -333,6 +333,7 @@ class Deployer:
         self._publish = publish
         self._drain_s = drain_s
         self._locks: dict[str, asyncio.Lock] = {}
+        self._admission: dict[str, asyncio.Lock] = {}
         self._artifacts: dict[str, dict[str, bytes]] = {}
         self._serving: dict[tuple[str, str], tuple[str, str, dict[str, bytes]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -392,13 +393,66 @@ class Deployer:
         goes all at once, and the deployment keeps its canary for the next one).
         """
         info = await self.version(tenant, model, version)
+        # One admission at a time per deployment: two Deploy calls must not both see it idle.
+        async with self._admission.setdefault(f"{tenant}.{name}", asyncio.Lock()):
+            record, in_flight = await self._admit(
+                tenant,
+                name,
+                model,
+                version,
+                hosts=hosts,
+                strategy=strategy,
+                canary_weights=canary_weights,
+                canary_step_seconds=canary_step_seconds,
+                follow=follow,
+                config=config,
+            )
+        if in_flight:
+            if wait:  # the rollout already under way holds the deployment's lock until it ends
+                async with self._lock(tenant, name):
+                    pass
+                return await self.get(tenant, name)
+            return record
+        if record.state not in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING):
+            return record  # already serving it everywhere: only settings changed
+        job = self._rollout(tenant, name, info, strategy_once)
+        if wait:
+            return await job
+        task = asyncio.create_task(job)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return record
+
+    async def _admit(
+        self,
+        tenant: str,
+        name: str,
+        model: str,
+        version: int,
+        *,
+        hosts: builtins.list[str] | None,
+        strategy: str | None,
+        canary_weights: builtins.list[float] | None,
+        canary_step_seconds: float | None,
+        follow: str | None,
+        config: ServingConfig | None,
+    ) -> tuple[DeploymentRecord, bool]:
+        """Checks a Deploy and saves the deployment's new settings and target.
+
+        Returns:
+            The saved record, and whether a rollout to ``version`` was already under way (then
+            nothing was changed).
+        """
         current = await self.store.get(f"{tenant}.{name}")
         record = current.value if current else None
         if record is not None and record.model_name != model:
             raise FailedPrecondition(
                 f"deployment {name!r} serves model {record.model_name!r}, not {model!r}", field="model_name"
             )
-        if record is not None and record.state == DeploymentState.ROLLING_OUT:
+        busy = record is not None and record.state in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING)
+        if record is not None and busy and self._lock(tenant, name).locked():
+            if record.target_version == version:
+                return record, True
             raise FailedPrecondition(f"deployment {name!r} is rolling out version {record.target_version}")
         strategy = strategy or (record.strategy if record else "all_at_once")
         if strategy not in STRATEGIES:
@@ -439,7 +493,7 @@ class Deployer:
             and record.state == DeploymentState.READY
             and set(hosts) == {h.url for h in record.host_states if h.ready}
         ):
-            return await self._save(record)  # already serving it everywhere: only settings changed
+            return await self._save(record), False  # already serving it everywhere: only settings changed
         record = await self._save(
             record.model_copy(
                 update={
@@ -449,13 +503,7 @@ class Deployer:
                 }
             )
         )
-        job = self._rollout(tenant, name, info, strategy_once)
-        if wait:
-            return await job
-        task = asyncio.create_task(job)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return record
+        return record, False
 
     def _default_config(self) -> ServingConfig:
         return ServingConfig(
@@ -784,6 +832,10 @@ class Deployer:
         if lock.locked() or (now() - record.updated_at).total_seconds() < self._load_timeout + 60:
             return False
         async with lock:
+            # Read again under the lock: a Deploy may have taken the deployment over meanwhile.
+            fresh = await self.store.get(f"{record.tenant}.{record.name}")
+            if fresh is None or fresh.value.updated_at != record.updated_at:
+                return False
             target = record.target_version
             info = VersionInfo(
                 tenant=record.tenant,

@@ -52,6 +52,7 @@ def version_to_pb(v: VersionRecord) -> registry_pb2.ModelVersion:
         split_seed=v.split_seed,
         test_fraction=v.test_fraction,
         updated_at=ts(v.updated_at or v.created_at),
+        dataset_object=ref_to_pb(v.dataset_object),
     )
 
 

@@ -772,6 +772,7 @@ class ModelVersion(_message.Message):
     SPLIT_SEED_FIELD_NUMBER: _builtins.int
     TEST_FRACTION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DATASET_OBJECT_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     version: _builtins.int
     algorithm: _builtins.str
@@ -809,6 +810,10 @@ class ModelVersion(_message.Message):
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def dataset_object(self) -> _common_pb2.ObjectRef:
+        """The dataset version's parquet object the version was trained on."""
+
     def __init__(
         self,
         *,
@@ -831,10 +836,11 @@ class ModelVersion(_message.Message):
         split_seed: _builtins.int = ...,
         test_fraction: _builtins.float = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        dataset_object: _common_pb2.ObjectRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "lineage", b"lineage", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "created_at", b"created_at", "dataset_object", b"dataset_object", "lineage", b"lineage", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "created_at", b"created_at", "description", b"description", "features", b"features", "inputs", b"inputs", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "plots", b"plots", "split_seed", b"split_seed", "status", b"status", "tags", b"tags", "target", b"target", "task", b"task", "test_fraction", b"test_fraction", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "artifact", b"artifact", "created_at", b"created_at", "dataset_object", b"dataset_object", "description", b"description", "features", b"features", "inputs", b"inputs", "lineage", b"lineage", "metrics", b"metrics", "model_name", b"model_name", "params", b"params", "plots", b"plots", "split_seed", b"split_seed", "status", b"status", "tags", b"tags", "target", b"target", "task", b"task", "test_fraction", b"test_fraction", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
