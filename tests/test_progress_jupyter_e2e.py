@@ -169,7 +169,8 @@ def test_interrupting_the_kernel_asks_and_cancels_the_job(
             assert sdk.jobs.get(prompt.group(1)).state == trainer_pb2.JOB_STATE_RUNNING
             kc.input("y")
             reply = kc.get_shell_msg(timeout=60)
-            assert reply["parent_header"]["msg_id"] == msg_id
+            while reply["parent_header"].get("msg_id") != msg_id:  # e.g. a late kernel_info_reply of wait_for_ready
+                reply = kc.get_shell_msg(timeout=60)
             assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "LeptonError"
             assert "was cancelled" in reply["content"]["evalue"]
             assert list(sdk.jobs.watch(prompt.group(1)))[-1].state == trainer_pb2.JOB_STATE_CANCELLED

@@ -179,3 +179,31 @@ def test_ctrl_c_answered_no_leaves_the_job_running(
     assert client.jobs.get(job_id).state == trainer_pb2.JOB_STATE_RUNNING
     client.jobs.cancel(job_id)  # it would run for minutes
     assert list(client.jobs.watch(job_id))[-1].state == trainer_pb2.JOB_STATE_CANCELLED
+
+
+def test_jobs_watch_draws_the_same_bar_for_a_job_started_elsewhere(
+    terminal: Callable[[list[str]], pexpect.spawn], client: la.Client
+) -> None:
+    import threading
+
+    name = "tty-watch-mlp"
+    model = la.models.MLP(task="classification", **STEADY)
+    training = threading.Thread(
+        target=lambda: model.fit(client.datasets.get(DATASET), model_name=name, progress=False), daemon=True
+    )
+    training.start()
+    deadline = time.monotonic() + 60
+    job = None
+    while job is None and time.monotonic() < deadline:
+        job = next((j for j in client.jobs.list() if j.model_name == name), None)
+        time.sleep(0.1)
+    assert job is not None, "the job did not show up"
+    child = terminal([str(Path(sys.executable).parent / "lepton"), "jobs", "watch", job.job_id])
+    seen, text = read_bar(child, pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, text[-1000:]
+    assert f"job {job.job_id}: epoch" in text, text[-1000:]
+    values = [v for _, v in seen]
+    assert values == sorted(values) and values[-1] == 100, values
+    assert len({v for v in values if 0 < v < 100}) >= 2, values
+    training.join(60)

@@ -13,8 +13,9 @@ import importlib.util
 import sys
 import time
 import warnings
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from rich.console import Console
 from rich.progress import Progress, ProgressColumn
@@ -98,3 +99,23 @@ class ProgressBar:
             # Stopping would display rich's empty buffer as a blank output below the widget.
             self._console.quiet = True
             self._progress.stop()
+
+
+class _JobUpdate(Protocol):
+    progress: float
+    stage: str
+
+
+J = TypeVar("J", bound=_JobUpdate)
+
+
+def follow(updates: Iterable[J], label: str) -> J | None:
+    """Draws a bar over a job's updates (``progress`` 0..1 and ``stage``); returns the last one."""
+    from rich.progress import BarColumn, TaskProgressColumn, TimeElapsedColumn
+
+    last = None
+    columns = ("[progress.description]{task.description}", BarColumn(), TaskProgressColumn())
+    with ProgressBar(label, 1.0, *columns, TimeElapsedColumn()) as bar:
+        for last in updates:
+            bar.update(completed=last.progress, description=f"{label}: {last.stage}")
+    return last

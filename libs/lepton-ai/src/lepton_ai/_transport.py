@@ -10,17 +10,43 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import grpc
+from google.protobuf.message import Message
 
 from lepton_ai.errors import InvalidArgument, LeptonError, from_rpc_error
 from lepton_core.rpc import call_metadata
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 #: The platform's services in port order: with LEPTON_URL=host:port, data listens on
 #: port, trainer on port+1, ... monitor on port+5 (what `make up` uses).
 SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
 DEFAULT_URL = "127.0.0.1:50051"
 MESSAGE_LIMIT = 64 * 1024 * 1024
+
+
+def message(cls: type[M], where: str = "", /, **fields: Any) -> M:
+    """``cls(**fields)`` for a request built from a caller's keywords or dict.
+
+    A field ``cls`` does not have, or a value of the wrong type, is an
+    :class:`InvalidArgument` naming it (``where`` is its path's prefix, e.g. ``"config."``),
+    not protobuf's ValueError or TypeError.
+    """
+    known = cls.DESCRIPTOR.fields_by_name
+    for name in fields:
+        if name not in known:
+            raise InvalidArgument(f"{where}{name}: no such field; expected one of {', '.join(sorted(known))}")
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as exc:
+        culprit = ""
+        for name, value in fields.items():  # which value protobuf refused: its message does not say
+            try:
+                cls(**{name: value})
+            except (TypeError, ValueError):
+                culprit = name
+                break
+        raise InvalidArgument(f"{where}{culprit}: {exc}" if culprit else f"{where.rstrip('.')}: {exc}") from None
 
 
 #: What ``root_certificates=`` accepts: a PEM file's path or the PEM bytes themselves.

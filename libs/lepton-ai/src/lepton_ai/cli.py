@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lepton_ai import errors
+from lepton_ai import _progress, errors
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, SplitSpec
 from lepton_ai.events import PlatformEvent
@@ -169,6 +169,18 @@ def data_versions(name: Annotated[str, typer.Argument(help="Dataset name.")]) ->
     emit(found, t)
 
 
+def _json_file(path: Path, param_hint: str, expected: tuple[type, ...]) -> Any:
+    """A JSON file's value; bad JSON, or JSON of another shape, is a usage error naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise typer.BadParameter(f"{path} is not JSON: {exc}", param_hint=param_hint) from None
+    if not isinstance(value, expected):
+        names = " or ".join("an object" if t is dict else "a list" for t in expected)
+        raise typer.BadParameter(f"{path} holds {type(value).__name__}, expected {names}", param_hint=param_hint)
+    return value
+
+
 @data_app.command("validate")
 def data_validate(
     ref: Annotated[str, typer.Argument(help="Version id, dataset name or id.")],
@@ -178,7 +190,7 @@ def data_validate(
 ) -> None:
     """Check a version against validation rules; exit code 3 when a rule is broken."""
     with client() as c:
-        report = c.datasets.get(ref).validate(json.loads(rules.read_text()) if rules else None)
+        report = c.datasets.get(ref).validate(_json_file(rules, "--rules", (list,)) if rules else None)
     t = Table("rule", "column", "rows", "problem", title=f"{report.rules_checked} rules checked", title_justify="left")
     for v in report.violations:
         t.add_row(v.kind, v.column, str(v.count), v.description)
@@ -206,7 +218,7 @@ def data_apply(
 ) -> None:
     """Apply a recipe; prints the new version."""
     with client() as c:
-        d = c.datasets.get(ref).apply(json.loads(recipe.read_text()))
+        d = c.datasets.get(ref).apply(_json_file(recipe, "RECIPE", (dict, list)))
     emit(d, version_table(d))
 
 
@@ -298,9 +310,12 @@ def jobs_watch(job_id: str) -> None:
 
     with client() as c:
         last = None
-        for last in c.jobs.watch(job_id):
-            if state.output == "table":
-                err.print(f"{state_name(last.state):<10} {last.progress:>4.0%}  {last.stage}")
+        if state.output == "table" and sys.stderr.isatty():
+            last = _progress.follow(c.jobs.watch(job_id), f"job {job_id}")  # a live bar, as `lepton train` draws
+        else:
+            for last in c.jobs.watch(job_id):
+                if state.output == "table":
+                    err.print(f"{state_name(last.state):<10} {last.progress:>4.0%}  {last.stage}")
     if last is not None:
         emit({"job_id": job_id, "state": state_name(last.state), "error": last.error}, None)
         if state_name(last.state) != "succeeded":
@@ -805,7 +820,7 @@ def events_tail(
 @app.command("predict")
 def predict(
     deployment: str,
-    rows: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file of rows.")],
+    rows: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV, Parquet or JSON-lines file of rows.")],
     limit: Annotated[int, typer.Option(help="Only the first N rows (0: all).")] = 0,
     wait: Annotated[float, typer.Option(help="Seconds to wait for a deployment that is still loading.")] = 120,
 ) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
-from lepton_ai._transport import Transport
+from lepton_ai._transport import Transport, message
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core import serving
 from lepton_core.telemetry import inject_context
@@ -79,21 +79,24 @@ class Deployments:
             strategy=strategy,
             canary_weights=canary_weights or [],
             canary_step_seconds=canary_step_seconds,
-            config=deployer_pb2.ServingConfig(**(config or {})),
+            config=message(deployer_pb2.ServingConfig, "config.", **(config or {})),
             wait=wait,
         )
         if follow is not None:
             request.follow = follow
+        self._routes.pop(name, None)  # predict() must not use the routes read before this rollout
         result: deployer_pb2.Deployment = self._t.call("deployer", self._stub().Deploy, request, timeout)
         return result
 
     def rollback(self, name: str, wait: bool = True, timeout: float = 900.0) -> deployer_pb2.Deployment:
         """Rolls back to the version served before the last completed rollout."""
         request = deployer_pb2.RollbackRequest(name=name, wait=wait)
+        self._routes.pop(name, None)
         result: deployer_pb2.Deployment = self._t.call("deployer", self._stub().Rollback, request, timeout)
         return result
 
     def delete(self, name: str) -> deployer_pb2.Deployment:
+        self._routes.pop(name, None)
         result: deployer_pb2.Deployment = self._t.call(
             "deployer", self._stub().DeleteDeployment, deployer_pb2.GetDeploymentRequest(name=name)
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -143,13 +143,7 @@ class Model:
                 for update in updates:
                     job = update
                 return job
-            from rich.progress import BarColumn, TaskProgressColumn, TimeElapsedColumn
-
-            columns = ("[progress.description]{task.description}", BarColumn(), TaskProgressColumn())
-            with _progress.ProgressBar(f"train {self.algorithm}", 1.0, *columns, TimeElapsedColumn()) as bar:
-                for job in updates:
-                    bar.update(completed=job.progress, description=f"train {self.algorithm}: {job.stage}")
-            return job
+            return _progress.follow(updates, f"train {self.algorithm}") or job
         except KeyboardInterrupt:
             if _confirm(f"cancel training job {job.job_id}?"):
                 t.call("trainer", trainer.CancelTrainingJob, request)
@@ -159,7 +153,7 @@ class Model:
 
     def _registered(self, t: Transport, job_id: str, deadline: float) -> registry_pb2.ModelVersion:
         registry = registry_pb2_grpc.RegistryServiceStub(t.channel("registry"))
-        pause = 0.02  # evaluation and registration take ~0.1-0.5 s after the job: look soon, then back off
+        pauses = backoff()  # evaluation and registration take ~0.1-0.5 s after the job
         while True:
             try:
                 versions = t.call(
@@ -177,8 +171,7 @@ class Model:
                 raise FailedPrecondition(
                     f"job {job_id} finished but no registry version appeared; is the evaluator running?"
                 )
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
+            time.sleep(next(pauses))
 
     # -- predicting ------------------------------------------------------------------------------
 
@@ -249,11 +242,20 @@ class Model:
         """Waits until Triton serves this version; False if it did not within ``timeout``."""
         t = self._require_fitted()
         deadline = time.monotonic() + timeout
+        pauses = backoff()
         while time.monotonic() < deadline:
             if self._deployment(t) is not None:
                 return True
-            time.sleep(0.25)
+            time.sleep(next(pauses))
         return False
+
+
+def backoff(first: float = 0.02, most: float = 0.25) -> Iterator[float]:
+    """Pauses between polls: look again soon (most waits end within a second), then less often."""
+    pause = first
+    while True:
+        yield pause
+        pause = min(pause * 2, most)
 
 
 def _text(value: Any) -> str:

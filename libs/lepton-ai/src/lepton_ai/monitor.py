@@ -8,7 +8,7 @@ from typing import Any
 
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
-from lepton_ai._transport import Transport
+from lepton_ai._transport import Transport, message
 
 
 class Monitor:
@@ -67,17 +67,20 @@ class Monitor:
     def performance(self, /, deployment: str, **fields: Any) -> monitor_pb2.LivePerformance:
         """Live accuracy or RMSE/MAE from the labels sent, per window, and its trend."""
         result: monitor_pb2.LivePerformance = self._call(
-            "GetLivePerformance", monitor_pb2.GetLivePerformanceRequest(deployment=deployment, **fields)
+            "GetLivePerformance", message(monitor_pb2.GetLivePerformanceRequest, deployment=deployment, **fields)
         )
         return result
 
-    def set_rules(self, deployment: str, rules: Sequence[Mapping[str, Any]]) -> builtins.list[monitor_pb2.Rule]:
+    def set_rules(self, deployment: str, rules: Sequence[Mapping[str, Any]]) -> builtins.list[monitor_pb2.RuleStatus]:
         """Replaces a deployment's alert rules; each a dict of ``Rule`` fields
-        (``name``, ``metric``, ``comparison``, ``threshold``, ``window_seconds``, ``severity``, ...)."""
-        request = monitor_pb2.SetRulesRequest(deployment=deployment, rules=[monitor_pb2.Rule(**r) for r in rules])
+        (``name``, ``metric``, ``comparison``, ``threshold``, ``window_seconds``, ``severity``, ...).
+        Returns each rule (with the platform's defaults filled in) and its status."""
+        built = [message(monitor_pb2.Rule, f"rules[{i}].", **r) for i, r in enumerate(rules)]
+        request = monitor_pb2.SetRulesRequest(deployment=deployment, rules=built)
         return builtins.list(self._call("SetRules", request).rules)
 
-    def rules(self, deployment: str) -> builtins.list[monitor_pb2.Rule]:
+    def rules(self, deployment: str) -> builtins.list[monitor_pb2.RuleStatus]:
+        """A deployment's alert rules and their status (firing, streak, last value)."""
         return builtins.list(self._call("ListRules", monitor_pb2.ListRulesRequest(deployment=deployment)).rules)
 
     def alerts(
@@ -90,7 +93,7 @@ class Monitor:
     def set_retraining_policy(self, /, deployment: str, **fields: Any) -> monitor_pb2.RetrainingPolicy:
         """When incidents request retraining: ``on_drift``, ``on_alert``, ``alert_rules``,
         ``min_interval_seconds``, ``allow_same_dataset_version``."""
-        policy = monitor_pb2.RetrainingPolicy(deployment=deployment, **fields)
+        policy = message(monitor_pb2.RetrainingPolicy, deployment=deployment, **fields)
         result: monitor_pb2.RetrainingPolicy = self._call(
             "SetRetrainingPolicy", monitor_pb2.SetRetrainingPolicyRequest(policy=policy)
         )
@@ -99,7 +102,7 @@ class Monitor:
     def logs(self, /, deployment: str = "", **fields: Any) -> Iterator[monitor_pb2.PredictionLog]:
         """Prediction logs matching the filters (``version``, ``errors_only``, ``trace_id``,
         ``request_id``, ``feature_ranges``, ``start_time``/``end_time``), page after page."""
-        request = monitor_pb2.QueryPredictionLogsRequest(deployment=deployment, **fields)
+        request = message(monitor_pb2.QueryPredictionLogsRequest, deployment=deployment, **fields)
         while True:
             page = self._call("QueryPredictionLogs", request)
             yield from page.logs
@@ -110,6 +113,6 @@ class Monitor:
     def summary(self, /, deployment: str = "", **fields: Any) -> monitor_pb2.LogSummary:
         """Counts, error rate, latency percentiles, top errors and the slowest requests."""
         result: monitor_pb2.LogSummary = self._call(
-            "SummarizeLogs", monitor_pb2.SummarizeLogsRequest(deployment=deployment, **fields)
+            "SummarizeLogs", message(monitor_pb2.SummarizeLogsRequest, deployment=deployment, **fields)
         )
         return result

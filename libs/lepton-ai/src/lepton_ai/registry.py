@@ -11,7 +11,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai._transport import Transport
-from lepton_ai.errors import DataLoss, FailedPrecondition
+from lepton_ai.errors import DataLoss, FailedPrecondition, InvalidArgument
 
 STATES: dict[str, trainer_pb2.JobState.ValueType] = {
     "queued": trainer_pb2.JOB_STATE_QUEUED,
@@ -44,6 +44,8 @@ class Jobs:
     def list(self, state: str = "", limit: int = 100) -> builtins.list[trainer_pb2.TrainingJob]:
         request = trainer_pb2.ListTrainingJobsRequest(limit=limit)
         if state:
+            if state not in STATES:
+                raise InvalidArgument(f"state: expected one of {', '.join(STATES)} or empty, got {state!r}")
             request.state = STATES[state]
         return list(self._t.call("trainer", self._stub().ListTrainingJobs, request).jobs)
 
