@@ -17,9 +17,11 @@ request, FP64 ``[1, 20]`` input) drives each at concurrency 1 and 8:
   the floor for a Python gRPC round trip;
 * **in-process**: ``estimator.predict`` on one row, no network.
 
-A diagnostic sixth target, **ours, logging off**, is our own Triton model file loaded by
-hand with the deployment's files and config but no NATS URL: it splits the gap between
-ours and hand-loaded into wrapper and prediction logging.
+Two diagnostic targets are our own Triton model file loaded by hand with the deployment's
+files and config: **ours, logging off** (no NATS URL) splits the gap between ours and
+hand-loaded into wrapper and prediction logging; **ours, every request logged**
+(``log_max_per_s`` 0) shows what logging costs without the default cap of 1000 logs a
+second per model instance.
 
 Each round runs every (concurrency, target) cell for ``--warmup`` s untimed and then
 ``--seconds`` s timed, recording every latency; the second round runs the targets in
@@ -778,12 +780,15 @@ def ratios(cells: dict[tuple[str, int], Cell]) -> dict[str, Any]:
     vs_mls, vs_mls_rounds = ratio("ours", "mlserver")
     vs_hand, vs_hand_rounds = ratio("ours", "hand")
     nolog_vs_hand, nolog_rounds = ratio("ours_nolog", "hand")
+    alllog_vs_hand, alllog_rounds = ratio("ours_alllog", "hand")
     p99 = cells[("ours", 8)].percentile_ms(99)
     return {
         "ours_vs_mlserver_rps_c8": {"value": vs_mls, "rounds": vs_mls_rounds, "target_min": VS_MLSERVER_MIN},
         "ours_vs_handloaded_rps_c8": {"value": vs_hand, "rounds": vs_hand_rounds, "target_min": VS_HANDLOADED_MIN},
         "ours_p99_ms_c8": {"value": p99, "target_max": P99_MAX_MS},
         "ours_nolog_vs_handloaded_rps_c8": {"value": nolog_vs_hand, "rounds": nolog_rounds},
+        "ours_alllog_vs_handloaded_rps_c8": {"value": alllog_vs_hand, "rounds": alllog_rounds},
+        "ours_alllog_p99_ms_c8": {"value": cells[("ours_alllog", 8)].percentile_ms(99)},
         "ours_vs_echo_rps_c8": {"value": ratio("ours", "echo")[0]},
         "handloaded_vs_mlserver_rps_c8": {"value": ratio("hand", "mlserver")[0]},
     }
@@ -798,6 +803,7 @@ def ratio_lines(r: dict[str, Any]) -> list[str]:
 
     m, h, p = r["ours_vs_mlserver_rps_c8"], r["ours_vs_handloaded_rps_c8"], r["ours_p99_ms_c8"]
     n = r["ours_nolog_vs_handloaded_rps_c8"]
+    a, ap = r["ours_alllog_vs_handloaded_rps_c8"], r["ours_alllog_p99_ms_c8"]
     return [
         f"ours / MLServer throughput, c=8:     {m['value']:.2f}x  (rounds {band(m['rounds'])})  "
         f"{verdict(m['value'] >= VS_MLSERVER_MIN)} (>= {VS_MLSERVER_MIN}x)",
@@ -806,6 +812,8 @@ def ratio_lines(r: dict[str, Any]) -> list[str]:
         f"ours p99 latency, c=8:               {p['value']:.2f} ms  "
         f"{verdict(p['value'] < P99_MAX_MS)} (< {P99_MAX_MS} ms)",
         f"ours (logging off) / hand-loaded, c=8: {n['value']:.2f}x  (rounds {band(n['rounds'])})  diagnostic",
+        f"ours (every request logged) / hand-loaded, c=8: {a['value']:.2f}x  (rounds {band(a['rounds'])}), "
+        f"p99 {ap['value']:.2f} ms  diagnostic",
     ]
 
 
@@ -862,6 +870,9 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         hand_config = config_like(ours_config, "handloaded", None)
         nolog_params = {**ours_config.get("parameters", {}), "nats_url": {"string_value": ""}}
         nolog_config = config_like(ours_config, "ours-nolog", nolog_params)
+        # Our model logging every request (no rate cap): what the default cap saves.
+        alllog_params = {**ours_config.get("parameters", {}), "log_max_per_s": {"string_value": "0"}}
+        alllog_config = config_like(ours_config, "ours-alllog", alllog_params)
         t_load = time.perf_counter()
         load_by_hand(
             p.triton_url,
@@ -873,6 +884,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         t_load = time.perf_counter()
         load_by_hand(p.triton_url, "ours-nolog", nolog_config, {"model.py": serving_model_source(), **files})
         report["ours_nolog_load_s"] = time.perf_counter() - t_load
+        load_by_hand(p.triton_url, "ours-alllog", alllog_config, {"model.py": serving_model_source(), **files})
         print(
             f"loaded by hand into the same Triton: handloaded in {report['handloaded_load_s']:.1f} s, "
             f"ours-nolog in {report['ours_nolog_load_s']:.1f} s",
@@ -888,7 +900,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             Target(
                 "ours",
                 "ours (Lepton on Triton)",
-                "platform-deployed model, prediction logging on",
+                "platform-deployed model, prediction logging on (defaults: every request, at most 1000/s)",
                 kserve_caller(p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row),
             ),
             Target(
@@ -917,6 +929,12 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
                 "our model.py, same files and config, no nats_url",
                 kserve_caller(p.triton_url, "ours-nolog", "1", OUTPUT, row),
             ),
+            Target(
+                "ours_alllog",
+                "ours, every request logged (diag.)",
+                "our model.py, same files and config, log_max_per_s 0 (no cap)",
+                kserve_caller(p.triton_url, "ours-alllog", "1", OUTPUT, row),
+            ),
         ]
         report["targets"] = {t.key: {"label": t.label, "what": t.what} for t in targets}
         report["check_predictions"] = check_targets(targets, row, expected)
@@ -924,6 +942,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             "ours": ours_config,
             "handloaded": hand_config,
             "ours-nolog": nolog_config,
+            "ours-alllog": alllog_config,
         }
 
         assert p.triton is not None and p.nats is not None

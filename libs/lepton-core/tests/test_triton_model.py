@@ -78,7 +78,7 @@ def _train() -> Trained:
     return Trained(model, x, files)
 
 
-def _config(nats_url: str, n_features: int) -> str:
+def _config(nats_url: str, n_features: int, **extra: str) -> str:
     params = {
         "nats_url": nats_url,
         "tenant": TENANT,
@@ -86,6 +86,7 @@ def _config(nats_url: str, n_features: int) -> str:
         "model_name": MODEL,
         "model_version": "3",
         "log_sample_rate": "1.0",
+        **extra,
     }
     return json.dumps(
         {
@@ -369,3 +370,62 @@ def test_nats_down_never_blocks_execute_and_finalize_is_bounded(model_module: An
     t1 = time.monotonic()
     model.finalize()
     assert time.monotonic() - t1 < 4
+
+
+async def _batches(url: str, timeout: float = 10.0) -> list[events_pb2.PredictionLogBatch]:
+    """Every batch on the subject so far (waits until no new one came for a second)."""
+    import nats
+
+    nc = await nats.connect(url)
+    found: list[events_pb2.PredictionLogBatch] = []
+    try:
+        sub = await nc.jetstream().subscribe(SUBJECT, ordered_consumer=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except nats.errors.TimeoutError:
+                break
+            batch = events_pb2.PredictionLogBatch()
+            batch.ParseFromString(msg.data)
+            found.append(batch)
+    finally:
+        await nc.close()
+    return found
+
+
+def test_the_rate_cap_logs_a_second_s_worth_and_counts_the_rest(
+    model_module: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    trained = _train()
+    version = tmp_path / "1"
+    version.mkdir()
+    for key, data in trained.files.items():
+        (version / key.removeprefix("file:1/")).write_bytes(data)
+    server = NatsServer(tmp_path_factory.mktemp("nats-cap"))
+    try:
+        asyncio.run(_create_stream(server.url))
+        model = model_module.TritonPythonModel()
+        model.initialize(
+            {
+                "model_name": MODEL,
+                "model_repository": str(tmp_path),
+                "model_version": "1",
+                "model_config": _config(server.url, trained.X.shape[1], log_max_per_s="50"),
+            }
+        )
+        started = time.monotonic()
+        for k in range(400):  # far more than 50 a second
+            model.execute([_Request(trained.X[k % 100 : k % 100 + 1])])
+        elapsed = time.monotonic() - started
+        time.sleep(0.3)
+        model.finalize()
+        batches = asyncio.run(_batches(server.url))
+    finally:
+        server.stop()
+    logged = sum(len(b.logs) for b in batches)
+    unlogged = sum(b.unlogged for b in batches)
+    assert logged + unlogged == 400  # every request either logged or counted
+    # The bucket holds a second's worth (50) and refills at 50/s while the loop runs.
+    assert 50 <= logged <= 50 + 50 * elapsed + 1, (logged, elapsed)
+    assert model.logger.dropped == 0

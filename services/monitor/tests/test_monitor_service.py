@@ -248,7 +248,9 @@ async def send_log(
     return log_id
 
 
-async def send_batch(nc: NATS, deployment: str, requests: list[npt.NDArray[np.float64]], model: Any) -> list[str]:
+async def send_batch(
+    nc: NATS, deployment: str, requests: list[npt.NDArray[np.float64]], model: Any, unlogged: int = 0
+) -> list[str]:
     """The logs of ``requests`` in one ``PredictionLogBatch``, as the serving model publishes them."""
     batch_id = uuid.uuid4().hex
     batch = events_pb2.PredictionLogBatch(
@@ -256,6 +258,7 @@ async def send_batch(nc: NATS, deployment: str, requests: list[npt.NDArray[np.fl
         lineage=common_pb2.Lineage(model_name=deployment, model_version=1, deployment=deployment),
         feature_names=FEATURES,
         batch_id=batch_id,
+        unlogged=unlogged,
     )
     ids = []
     for rows in requests:
@@ -783,7 +786,10 @@ async def test_batched_logs_count_once_and_page_through_batch_boundaries(
     x = training_rows(45, seed=11)
     ids = []
     for b in range(3):  # three batches of five requests of three rows
-        ids += await send_batch(nc, d.name, [x[15 * b + 3 * k : 15 * b + 3 * k + 3] for k in range(5)], d.model)
+        ids += await send_batch(
+            nc, d.name, [x[15 * b + 3 * k : 15 * b + 3 * k + 3] for k in range(5)], d.model, unlogged=b
+        )
+    await send_batch(nc, d.name, [], d.model, unlogged=10)  # a rate-capped interval: nothing logged, 10 counted
 
     async def pages() -> list[monitor_pb2.PredictionLog]:
         logs: list[monitor_pb2.PredictionLog] = []
@@ -813,3 +819,12 @@ async def test_batched_logs_count_once_and_page_through_batch_boundaries(
         "15 counted logs",
     )
     assert (stats.logged_requests, stats.logged_rows) == (15, 45)
+    # Requests served but not logged (sample rate, rate cap), each batch counted once: 0 + 1 + 2 + 10.
+    await until(
+        lambda: _when(
+            monitor.GetPredictionStats(monitor_pb2.GetPredictionStatsRequest(deployment=d.name)),
+            lambda s: s.unlogged_requests == 13,
+        ),
+        20,
+        "13 unlogged requests",
+    )

@@ -22,6 +22,7 @@ def main() -> None:
         defaults = Defaults(
             nats_url=settings.model_nats_url or settings.nats_url,
             log_sample_rate=settings.log_sample_rate,
+            log_max_per_s=settings.log_max_per_s,
             max_batch_size=settings.max_batch_size,
             max_queue_delay_us=settings.max_queue_delay_us,
         )

@@ -58,6 +58,7 @@ def config_to_pb(c: ServingConfig) -> deployer_pb2.ServingConfig:
         instance_kind=c.instance_kind,
         log_sample_rate=c.log_sample_rate,
         backend=c.backend,
+        log_max_per_s=c.log_max_per_s,
     )
 
 
@@ -78,6 +79,8 @@ def config_from_pb(pb: deployer_pb2.ServingConfig, base: ServingConfig) -> Servi
         update["log_sample_rate"] = pb.log_sample_rate
     if pb.backend:
         update["backend"] = pb.backend
+    if pb.HasField("log_max_per_s"):
+        update["log_max_per_s"] = pb.log_max_per_s
     return base.model_copy(update=update)
 
 

@@ -84,6 +84,7 @@ class ServingConfig(BaseModel):
     instance_kind: str = "cpu"
     log_sample_rate: float = 1.0
     backend: str = "auto"
+    log_max_per_s: float = 1000.0
 
     def check(self) -> None:
         if not 1 <= self.max_batch_size <= 4096:
@@ -103,6 +104,8 @@ class ServingConfig(BaseModel):
             )
         if not 0.0 <= self.log_sample_rate <= 1.0 or math.isnan(self.log_sample_rate):
             raise InvalidArgument(f"must be in [0, 1], got {self.log_sample_rate}", field="config.log_sample_rate")
+        if not 0.0 <= self.log_max_per_s < math.inf:
+            raise InvalidArgument(f"must be a number >= 0, got {self.log_max_per_s}", field="config.log_max_per_s")
         if self.backend not in BACKENDS:
             raise InvalidArgument(f"must be one of {list(BACKENDS)}, got {self.backend!r}", field="config.backend")
 
@@ -190,6 +193,7 @@ class VersionInfo(BaseModel):
 class Defaults(BaseModel):
     nats_url: str
     log_sample_rate: float
+    log_max_per_s: float = 1000.0
     max_batch_size: int
     max_queue_delay_us: int
 
@@ -212,7 +216,12 @@ def model_config(
     Numeric inputs travel as one FP64 matrix; text inputs (only models trained on a
     recipe over text columns take them) as one BYTES matrix beside it.
     """
-    params = {**labels, "nats_url": nats_url, "log_sample_rate": str(config.log_sample_rate)}
+    params = {
+        **labels,
+        "nats_url": nats_url,
+        "log_sample_rate": str(config.log_sample_rate),
+        "log_max_per_s": str(config.log_max_per_s),
+    }
     inputs = [{"name": INPUT_NAME, "data_type": "TYPE_FP64", "dims": [len(signature.numeric_inputs())]}]
     if signature.text_inputs():
         inputs.append({"name": TEXT_INPUT_NAME, "data_type": "TYPE_STRING", "dims": [len(signature.text_inputs())]})
@@ -510,6 +519,7 @@ class Deployer:
             max_batch_size=self.defaults.max_batch_size,
             max_queue_delay_us=self.defaults.max_queue_delay_us,
             log_sample_rate=self.defaults.log_sample_rate,
+            log_max_per_s=self.defaults.log_max_per_s,
         )
 
     async def rollback(self, tenant: str, name: str, wait: bool = False) -> DeploymentRecord:

@@ -24,6 +24,12 @@ class DeployerSettings(ServiceSettings):
     log_sample_rate: float = Field(
         1.0, ge=0.0, le=1.0, description="Default fraction of requests whose predictions are logged."
     )
+    log_max_per_s: float = Field(
+        1000.0,
+        ge=0.0,
+        description="Default most requests a second each model instance logs (a sample beyond it; 0: no limit). "
+        "The monitor's windows keep at most 10,000 samples a minute, so more mostly costs serving CPU.",
+    )
     max_batch_size: int = Field(64, ge=1, description="Default Triton max_batch_size of deployed models.")
     max_queue_delay_us: int = Field(200, ge=0, description="Default Triton dynamic batching max queue delay.")
     load_timeout_s: float = Field(180.0, description="Longest wait for Triton to load a model.")

@@ -311,6 +311,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             logged_rows=s.logged_rows,
             errors=s.errors,
             requests_by_version=s.requests_by_version,
+            unlogged_requests=s.unlogged_requests,
         )
 
     async def GetServingMetrics(
@@ -484,7 +485,9 @@ class PredictionLoggedHandler:
         self, event: events.Event[events_pb2.PredictionLogBatch] | events.Event[events_pb2.PredictionLogged]
     ) -> None:
         entries = log_entries(event.data, event_id=event.id)
-        if not entries:
+        batch = event.data if isinstance(event.data, events_pb2.PredictionLogBatch) else None
+        unlogged = int(batch.unlogged) if batch is not None else 0
+        if not entries and not unlogged:
             return
         tracer = trace.get_tracer("lepton.monitor")
         for entry in entries:
@@ -495,7 +498,13 @@ class PredictionLoggedHandler:
                     attributes={"lepton.deployment": entry.deployment, "lepton.request_id": entry.request_id},
                 ):
                     pass
-        await self._monitor.record_logs(entries, message_id=event.id)
+        await self._monitor.record_logs(
+            entries,
+            message_id=event.id,
+            unlogged=unlogged,
+            tenant=batch.tenant if batch is not None else "",
+            deployment=batch.lineage.deployment if batch is not None else "",
+        )
 
 
 class PlatformEventsHandler:

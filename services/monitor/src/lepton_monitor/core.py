@@ -413,29 +413,42 @@ class Monitor:
         """
         return await self.record_logs([entry], message_id=entry.log_id, persist=persist) == 1
 
-    async def record_logs(self, entries: list[LogEntry], *, message_id: str, persist: bool = True) -> int:
+    async def record_logs(
+        self,
+        entries: list[LogEntry],
+        *,
+        message_id: str,
+        persist: bool = True,
+        unlogged: int = 0,
+        tenant: str = "",
+        deployment: str = "",
+    ) -> int:
         """Counts the logs of one stream message: in memory, and with ``persist`` in the KV stats.
 
         The KV stats take the whole message in one compare-and-set per deployment, once per
         ``message_id`` (a redelivered message is not counted twice); the in-memory windows count each log
-        once per log id.
+        once per log id. ``unlogged`` requests (served, not logged: sample rate, rate cap) of ``tenant``'s
+        ``deployment`` are counted in its stats too.
 
         Returns:
             How many logs the in-memory windows counted.
         """
         if persist:
             groups: dict[tuple[str, str], list[LogEntry]] = {}
+            if unlogged and tenant and deployment:
+                groups[(tenant, deployment)] = []
             for entry in entries:
                 groups.setdefault((entry.tenant, entry.deployment), []).append(entry)
-            for group in groups.values():
-                await self._count(group, message_id)
+            for (t, d), group in groups.items():
+                extra = unlogged if (t, d) == (tenant, deployment) else 0
+                await self._count(t, d, group, message_id, extra)
         return sum(self.live.add(entry) for entry in entries)
 
-    async def _count(self, entries: list[LogEntry], message_id: str) -> None:
-        first = entries[0]
-
+    async def _count(
+        self, tenant: str, deployment: str, entries: list[LogEntry], message_id: str, unlogged: int
+    ) -> None:
         def change(stats: StatsRecord | None) -> StatsRecord | None:
-            stats = stats or StatsRecord(tenant=first.tenant, deployment=first.deployment)
+            stats = stats or StatsRecord(tenant=tenant, deployment=deployment)
             if message_id in stats.recent_log_ids:
                 return None
             by_version = dict(stats.requests_by_version)
@@ -446,12 +459,13 @@ class Monitor:
                     "logged_requests": stats.logged_requests + len(entries),
                     "logged_rows": stats.logged_rows + sum(e.batch_rows for e in entries),
                     "errors": stats.errors + sum(1 for e in entries if e.error),
+                    "unlogged_requests": stats.unlogged_requests + unlogged,
                     "requests_by_version": by_version,
                     "recent_log_ids": [*stats.recent_log_ids, message_id][-RECENT_IDS:],
                 }
             )
 
-        await mutate(self.s.stats, f"{first.tenant}.{first.deployment}", change)
+        await mutate(self.s.stats, f"{tenant}.{deployment}", change)
 
     def replay_start(self) -> float:
         """The oldest time the windows keep: where reading back starts after a restart."""

@@ -244,11 +244,11 @@ class LiveData:
         if width and entry.rows:
             if not window.sample.names:
                 window.sample.names = list(entry.feature_names)
-            if window.sample.names == list(entry.feature_names):
+            if window.sample.names == entry.feature_names:
                 for k, row in enumerate(entry.rows):
                     if len(row) == width:
                         output = entry.outputs[k] if k < len(entry.outputs) else math.nan
-                        window.sample.add([float(v) for v in row], float(output))
+                        window.sample.add(list(row), float(output))
         counters = self.counters.setdefault(key, Counters())
         counters.requests += 1
         counters.errors += int(bool(entry.error))

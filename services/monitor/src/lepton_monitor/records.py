@@ -38,6 +38,8 @@ class StatsRecord(BaseModel):
     logged_requests: int = 0
     logged_rows: int = 0
     errors: int = 0
+    #: Requests the serving model left unlogged (sample rate, rate cap).
+    unlogged_requests: int = 0
     requests_by_version: dict[int, int] = Field(default_factory=dict)
     recent_log_ids: list[str] = Field(default_factory=list)
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -42,8 +44,35 @@ def log_entry(
     do not fill ``logged_rows x len(feature_names)`` are left out (a malformed log still counts as a
     request).
     """
-    names = list(log.feature_names or (batch.feature_names if batch is not None else ()))
-    lineage = log.lineage if log.HasField("lineage") or batch is None else batch.lineage
+    shared = _Shared.of(batch) if batch is not None else None
+    return _entry(log, shared, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=index)
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a batch's entries leave empty, read once per batch."""
+
+    tenant: str
+    lineage: common_pb2.Lineage
+    names: list[str]
+
+    @classmethod
+    def of(cls, batch: events_pb2.PredictionLogBatch) -> _Shared:
+        return cls(tenant=batch.tenant, lineage=batch.lineage, names=list(batch.feature_names))
+
+
+def _entry(
+    log: events_pb2.PredictionLogged,
+    shared: _Shared | None,
+    *,
+    event_id: str,
+    sequence: int,
+    fallback_time: float,
+    index: int,
+) -> LogEntry:
+    names = list(log.feature_names) if log.feature_names or shared is None else shared.names
+    lineage = log.lineage if log.HasField("lineage") or shared is None else shared.lineage
+    batch = shared
     values = list(log.inputs)
     rows: list[list[float]] = []
     n = int(log.logged_rows)
@@ -79,8 +108,9 @@ def log_entries(data: object, *, event_id: str = "", sequence: int = 0, fallback
     Anything else gives no logs.
     """
     if isinstance(data, events_pb2.PredictionLogBatch):
+        shared = _Shared.of(data)
         return [
-            log_entry(log, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=i, batch=data)
+            _entry(log, shared, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=i)
             for i, log in enumerate(data.logs)
         ]
     if isinstance(data, events_pb2.PredictionLogged):

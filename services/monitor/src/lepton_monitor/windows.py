@@ -172,16 +172,16 @@ class _Moments:
         self.high = max(self.high, other.high)
 
     @classmethod
-    def of(cls, values: npt.NDArray[np.float64]) -> _Moments:
-        if values.size == 0:
+    def of(cls, values: list[float]) -> _Moments:
+        if not values:
             return cls()
-        mean = float(values.mean())
+        mean = math.fsum(values) / len(values)
         return cls(
-            count=int(values.size),
+            count=len(values),
             mean=mean,
-            m2=float(np.sum((values - mean) ** 2)),
-            low=float(values.min()),
-            high=float(values.max()),
+            m2=math.fsum((v - mean) ** 2 for v in values),
+            low=min(values),
+            high=max(values),
         )
 
 
@@ -308,12 +308,16 @@ class ServingWindows:
             window.latency_sum += float(latency_ms)
             window.latency_max = max(window.latency_max, float(latency_ms))
             window.latencies.add(float(latency_ms))
-        listed = predictions if isinstance(predictions, np.ndarray) else list(predictions)
-        values = np.asarray(listed, dtype=np.float64).ravel()
-        finite = values[np.isfinite(values)]
-        window.prediction_dropped += int(values.size - finite.size)
+        if isinstance(predictions, np.ndarray):
+            values = predictions.astype(np.float64, copy=False).ravel().tolist()
+        else:
+            values = [float(v) for v in predictions]
+        # Plain Python, not numpy: a log holds a handful of predictions, and numpy's per-call
+        # overhead was most of the monitor's CPU per log.
+        finite = [v for v in values if math.isfinite(v)]
+        window.prediction_dropped += len(values) - len(finite)
         window.prediction_moments.merge(_Moments.of(finite))
-        for value in finite.tolist():
+        for value in finite:
             window.predictions.add(value)
         return True
 

@@ -57,6 +57,7 @@ class ServingConfig(_message.Message):
     INSTANCE_KIND_FIELD_NUMBER: _builtins.int
     LOG_SAMPLE_RATE_FIELD_NUMBER: _builtins.int
     BACKEND_FIELD_NUMBER: _builtins.int
+    LOG_MAX_PER_S_FIELD_NUMBER: _builtins.int
     max_batch_size: _builtins.int
     """0: the deployer's default (64)."""
     max_queue_delay_us: _builtins.int
@@ -67,8 +68,12 @@ class ServingConfig(_message.Message):
     log_sample_rate: _builtins.float
     """Fraction of requests logged for the monitor; unset: the deployer's default."""
     backend: _builtins.str
-    """"auto" (default: ONNX on hosts with Triton's onnxruntime backend when the
-    conversion is exact, else the Python backend), "python" or "onnx".
+    """"auto" (default: an exact ONNX conversion run by onnxruntime inside the
+    Python backend, else the bundle as trained), "python" or "onnx".
+    """
+    log_max_per_s: _builtins.float
+    """Most requests a second each model instance logs; beyond it, a sample
+    (counted as unlogged). 0: no limit. Unset: the deployer's default (1000).
     """
     @_builtins.property
     def preferred_batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
@@ -82,15 +87,20 @@ class ServingConfig(_message.Message):
         instance_kind: _builtins.str = ...,
         log_sample_rate: _builtins.float | None = ...,
         backend: _builtins.str = ...,
+        log_max_per_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "log_sample_rate", b"log_sample_rate", "max_queue_delay_us", b"max_queue_delay_us"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_max_per_s", b"_log_max_per_s", "_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "log_max_per_s", b"log_max_per_s", "log_sample_rate", b"log_sample_rate", "max_queue_delay_us", b"max_queue_delay_us"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "backend", b"backend", "instance_count", b"instance_count", "instance_kind", b"instance_kind", "log_sample_rate", b"log_sample_rate", "max_batch_size", b"max_batch_size", "max_queue_delay_us", b"max_queue_delay_us", "preferred_batch_sizes", b"preferred_batch_sizes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_max_per_s", b"_log_max_per_s", "_log_sample_rate", b"_log_sample_rate", "_max_queue_delay_us", b"_max_queue_delay_us", "backend", b"backend", "instance_count", b"instance_count", "instance_kind", b"instance_kind", "log_max_per_s", b"log_max_per_s", "log_sample_rate", b"log_sample_rate", "max_batch_size", b"max_batch_size", "max_queue_delay_us", b"max_queue_delay_us", "preferred_batch_sizes", b"preferred_batch_sizes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__log_max_per_s: _TypeAlias = _typing.Literal["log_max_per_s"]  # noqa: Y015
+    _WhichOneofArgType__log_max_per_s: _TypeAlias = _typing.Literal["_log_max_per_s", b"_log_max_per_s"]  # noqa: Y015
     _WhichOneofReturnType__log_sample_rate: _TypeAlias = _typing.Literal["log_sample_rate"]  # noqa: Y015
     _WhichOneofArgType__log_sample_rate: _TypeAlias = _typing.Literal["_log_sample_rate", b"_log_sample_rate"]  # noqa: Y015
     _WhichOneofReturnType__max_queue_delay_us: _TypeAlias = _typing.Literal["max_queue_delay_us"]  # noqa: Y015
     _WhichOneofArgType__max_queue_delay_us: _TypeAlias = _typing.Literal["_max_queue_delay_us", b"_max_queue_delay_us"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_max_per_s) -> _WhichOneofReturnType__log_max_per_s | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__log_sample_rate) -> _WhichOneofReturnType__log_sample_rate | None: ...
     @_typing.overload

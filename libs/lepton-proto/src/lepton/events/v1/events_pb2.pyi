@@ -1198,11 +1198,16 @@ class PredictionLogBatch(_message.Message):
     LOGS_FIELD_NUMBER: _builtins.int
     BATCH_ID_FIELD_NUMBER: _builtins.int
     DROPPED_TOTAL_FIELD_NUMBER: _builtins.int
+    UNLOGGED_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     batch_id: _builtins.str
     """Unique per batch: the CloudEvent id and the stream's de-duplication id."""
     dropped_total: _builtins.int
     """Logs the serving model dropped (queue full or publish failed) since it loaded."""
+    unlogged: _builtins.int
+    """Requests served since the previous batch that were not logged: left out by
+    log_sample_rate or beyond log_max_per_s.
+    """
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
@@ -1218,10 +1223,11 @@ class PredictionLogBatch(_message.Message):
         logs: _abc.Iterable[Global___PredictionLogged] | None = ...,
         batch_id: _builtins.str = ...,
         dropped_total: _builtins.int = ...,
+        unlogged: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "dropped_total", b"dropped_total", "feature_names", b"feature_names", "lineage", b"lineage", "logs", b"logs", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "dropped_total", b"dropped_total", "feature_names", b"feature_names", "lineage", b"lineage", "logs", b"logs", "tenant", b"tenant", "unlogged", b"unlogged"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

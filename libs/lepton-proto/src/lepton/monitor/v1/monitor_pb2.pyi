@@ -67,12 +67,17 @@ class PredictionStats(_message.Message):
     LOGGED_ROWS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
     REQUESTS_BY_VERSION_FIELD_NUMBER: _builtins.int
+    UNLOGGED_REQUESTS_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     logged_requests: _builtins.int
     """Prediction logs received (one per sampled request)."""
     logged_rows: _builtins.int
     """Rows across those requests."""
     errors: _builtins.int
+    unlogged_requests: _builtins.int
+    """Requests the serving model served but did not log (sample rate, rate cap):
+    logged_requests + unlogged_requests is all the traffic.
+    """
     @_builtins.property
     def requests_by_version(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
         """Logged requests per model version."""
@@ -85,10 +90,11 @@ class PredictionStats(_message.Message):
         logged_rows: _builtins.int = ...,
         errors: _builtins.int = ...,
         requests_by_version: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        unlogged_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "errors", b"errors", "logged_requests", b"logged_requests", "logged_rows", b"logged_rows", "requests_by_version", b"requests_by_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment", b"deployment", "errors", b"errors", "logged_requests", b"logged_requests", "logged_rows", b"logged_rows", "requests_by_version", b"requests_by_version", "unlogged_requests", b"unlogged_requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
