@@ -9,7 +9,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai examples/custom-mo
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test up demo bench bench-serve lock clean
+.PHONY: setup protos check test up demo bench bench-serve bench-journey lock clean
 
 setup: $(STAMP)
 
@@ -51,16 +51,31 @@ bench: setup
 
 MLSERVER_VENV := .venv-mlserver
 
-# The serving benchmark's MLServer peer lives in its own venv (git-ignored), pinned.
+# A benchmark's peer (MLServer, MLflow) lives in its own venv (git-ignored), pinned by its lock:
+# $(call peer-venv,VENV,LOCK).
+define peer-venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --disable-pip-version-check pip==25.3
+	$(1)/bin/python -m pip install -q --disable-pip-version-check -r $(2)
+	touch $(1)/.lepton-setup
+endef
+
 $(MLSERVER_VENV)/.lepton-setup: requirements/mlserver-lock.txt
-	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
-	$(MLSERVER_VENV)/bin/python -m pip install -q --disable-pip-version-check pip==25.3
-	$(MLSERVER_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements/mlserver-lock.txt
-	touch $@
+	$(call peer-venv,$(MLSERVER_VENV),$<)
 
 # Serving: our deployment on Triton vs hand-loaded Triton, MLServer, a gRPC echo floor (~3.5 min).
 bench-serve: setup $(MLSERVER_VENV)/.lepton-setup
 	$(BIN)/python bench/serve_bench.py
+
+MLFLOW_VENV := .venv-mlflow
+
+$(MLFLOW_VENV)/.lepton-setup: requirements/mlflow-lock.txt
+	$(call peer-venv,$(MLFLOW_VENV),$<)
+
+# User journey: CSV -> dataset -> trained -> evaluated -> registered -> deployed -> first prediction,
+# through the SDK on the running platform vs the same journey with MLflow (~1 min).
+bench-journey: setup $(MLFLOW_VENV)/.lepton-setup
+	$(BIN)/python bench/journey_bench.py
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:

@@ -1,8 +1,4 @@
-"""The plain-text table every benchmark script prints: first column left, the rest right.
-
-``render`` is the printer ``bench/run.py`` (``table``) and ``bench/train_bench.py``
-(``_render``) each carry a copy of; new scripts import it from here.
-"""
+"""The plain-text table every benchmark script prints: first column left, the rest right."""
 
 from __future__ import annotations
 

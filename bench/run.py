@@ -18,7 +18,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,12 +27,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
+import _machine
 import data_bench
 import skops.io as sio
+from _table import render
 from google.protobuf.message import Message
 from lepton.events.v1 import events_pb2 as ev
 from nats.aio.msg import Msg
@@ -370,29 +370,21 @@ async def bench_nats(url: str) -> list[Result]:
         await nc.close()
 
 
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "?"
+#: Package versions recorded with the results.
+PACKAGES = ("nats-py", "protobuf", "skops", "scikit-learn", "opentelemetry-sdk")
 
+
+def nats_server_version() -> str:
     try:
-        server = subprocess.run(
+        return subprocess.run(
             [nats_server_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
         ).stdout.strip()
     except Exception as exc:
-        server = f"? ({exc})"
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "nats_server": server,
-        "packages": {d: version(d) for d in ("nats-py", "protobuf", "skops", "scikit-learn", "opentelemetry-sdk")},
-    }
+        return f"? ({exc})"
+
+
+def machine_info() -> dict[str, Any]:
+    return _machine.machine_info(PACKAGES, nats_server=nats_server_version())
 
 
 def fmt_rate(value: float, unit: str) -> str:
@@ -415,14 +407,7 @@ def table(results: list[Result]) -> str:
                 f"{min(paired):.2f}-{max(paired):.2f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

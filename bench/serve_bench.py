@@ -44,7 +44,6 @@ import io
 import json
 import logging
 import os
-import platform
 import re
 import secrets
 import statistics
@@ -56,10 +55,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import _machine
 import joblib
 import nats
 import numpy as np
@@ -219,17 +219,8 @@ class CpuMeter:
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def snapshot(self) -> dict[str, float]:
-        ticks: dict[int, int] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pgrp = int(fields[2])
-            ticks[pgrp] = ticks.get(pgrp, 0) + int(fields[11]) + int(fields[12])
-        out = {name: sum(ticks.get(g, 0) for g in pgids) / self.tick for name, pgids in self.groups.items()}
+        by_group = _machine.cpu_seconds_by_group()
+        out = {name: sum(by_group.get(g, 0.0) for g in pgids) for name, pgids in self.groups.items()}
         out["client"] = time.process_time()
         with open("/proc/stat") as f:
             cpu = [int(v) for v in f.readline().split()[1:]]
@@ -680,29 +671,20 @@ class EchoServer:
 # --- report ------------------------------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "?"
+#: Package versions recorded with the results.
+PACKAGES = ("tritonclient", "nvidia-pytriton", "grpcio", "protobuf", "scikit-learn", "skops", "numpy")
 
-    mlserver = "?"
+
+def mlserver_version() -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        mlserver = subprocess.run(
+        return subprocess.run(
             [str(MLSERVER_VENV / "bin" / "mlserver"), "--version"], capture_output=True, text=True, timeout=30
         ).stdout.strip()
-    return {
-        "cpu_count": os.cpu_count(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "mlserver": mlserver,
-        "packages": {
-            d: version(d)
-            for d in ("tritonclient", "nvidia-pytriton", "grpcio", "protobuf", "scikit-learn", "skops", "numpy")
-        },
-    }
+    return "?"
+
+
+def machine_info() -> dict[str, Any]:
+    return _machine.machine_info(PACKAGES, mlserver=mlserver_version())
 
 
 def fmt_ms(v: float) -> str:

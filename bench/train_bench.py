@@ -31,7 +31,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -42,13 +41,14 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import _machine
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+from _table import render
 from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -211,17 +211,7 @@ def _cpu_ticks(pid: int) -> int:
 
 def _children(pid: int) -> list[int]:
     """Live child processes of ``pid`` (every /proc entry whose parent it is; zombies left out)."""
-    out: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry.name))
-    return out
+    return [child for child, fields in _machine.processes() if int(fields[1]) == pid and fields[0] != "Z"]
 
 
 def wait_fit_processes_idle(trainer_pid: int, timeout: float = 60.0) -> tuple[float, list[int]]:
@@ -370,21 +360,12 @@ class AlgoResult:
         }
 
 
-def machine_info() -> dict[str, Any]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "?"
+#: Package versions recorded with the results.
+PACKAGES = ("scikit-learn", "numpy", "polars", "skops", "nats-py", "grpcio")
 
-    return {
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "loadavg_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {d: version(d) for d in ("scikit-learn", "numpy", "polars", "skops", "nats-py", "grpcio")},
-    }
+
+def machine_info() -> dict[str, Any]:
+    return _machine.machine_info(PACKAGES)
 
 
 def source_info() -> dict[str, Any]:
@@ -421,7 +402,7 @@ def table(results: list[AlgoResult]) -> str:
                 "PASS" if r.met else "MISS",
             )
         )
-    return _render(rows)
+    return render(rows)
 
 
 def breakdown(results: list[AlgoResult]) -> str:
@@ -437,18 +418,7 @@ def breakdown(results: list[AlgoResult]) -> str:
                 f"{statistics.median(r.direct_fit_s):.2f}",
             )
         )
-    return _render(rows)
-
-
-def _render(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render(rows)
 
 
 # --- run -------------------------------------------------------------------------------------------------

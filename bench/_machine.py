@@ -1,0 +1,59 @@
+"""What every benchmark records about the machine it ran on, and CPU time by process group.
+
+``machine_info`` goes into each script's JSON; ``cpu_seconds_by_group`` reads ``/proc`` to
+tell how much CPU each started process group (a server and its children) used.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def version(dist: str) -> str:
+    """The installed version of ``dist``, or ``?``."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def machine_info(packages: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """CPUs, load, Python, the platform, the versions of ``packages``, and ``extra``."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        **extra,
+        "packages": {d: version(d) for d in packages},
+    }
+
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """Every live process: its pid and the fields of ``/proc/<pid>/stat`` after the name
+    (``[0]`` state, ``[1]`` parent, ``[2]`` process group, ``[11]``/``[12]`` utime/stime ticks)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            yield int(entry.name), (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+
+
+def cpu_seconds_by_group() -> dict[int, float]:
+    """User + system CPU seconds of every live process, summed by process group id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    ticks: dict[int, int] = {}
+    for _, fields in processes():
+        pgrp = int(fields[2])
+        ticks[pgrp] = ticks.get(pgrp, 0) + int(fields[11]) + int(fields[12])
+    return {g: t / tick for g, t in ticks.items()}
