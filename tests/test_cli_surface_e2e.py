@@ -146,6 +146,19 @@ def test_deployments_create_serve_monitor_and_delete(
     metrics = json_of(lepton_cli(platform, "-o", "json", "monitor", "metrics", name, "--last", "600"))
     assert isinstance(metrics, dict) and metrics["deployment"] == name and metrics["triton"]["reachable"] is True
     assert json_of(lepton_cli(platform, "-o", "json", "monitor", "alerts", name)) == []
+    # The three predictions above reach the monitor as logs (batched, within a second or so).
+    deadline = time.monotonic() + 30
+    while True:
+        logs = json_of(lepton_cli(platform, "-o", "json", "monitor", "logs", name, "--since", "10m"))
+        if len(logs) >= 1 or time.monotonic() > deadline:  # type: ignore[arg-type]
+            break
+        time.sleep(0.5)
+    assert isinstance(logs, list) and logs and all(log["deployment"] == name for log in logs)
+    assert logs[0]["batch_rows"] == "3" and len(logs[0]["outputs"]) == 3  # int64 is a JSON string in proto3
+    np.testing.assert_allclose(logs[0]["outputs"], pipeline.predictions[:3], atol=1e-6)
+    summary = json_of(lepton_cli(platform, "-o", "json", "monitor", "summary", name, "--since", "10m"))
+    assert isinstance(summary, dict) and int(summary["logs"]) == len(logs) and int(summary.get("errors", 0)) == 0
+    assert json_of(lepton_cli(platform, "-o", "json", "monitor", "logs", name, "--errors")) == []
     listed = json_of(lepton_cli(platform, "-o", "json", "deployments", "list"))
     assert name in [d["name"] for d in listed]  # type: ignore[union-attr, index]
     assert json_of(lepton_cli(platform, "-o", "json", "deployments", "delete", name)) == {"deleted": name}
@@ -238,6 +251,8 @@ def test_every_command_refuses_a_wrong_argument(
         (("monitor", "metrics"), [model, "--last", "soon"], 2, "'--last': Input should be a valid number"),
         (("monitor", "drift"), [missing], 4, f"deployment '{missing}' does not exist"),
         (("monitor", "alerts"), [missing], 4, f"deployment '{missing}' does not exist"),
+        (("monitor", "logs"), [model, "--since", "lately"], 2, "--since: expected a duration"),
+        (("monitor", "summary"), [model, "--top", "0"], 2, "'--top'"),
         (("events", "tail"), ["--since", "yesterday"], 2, "--since: expected a duration"),
         (("predict",), [model, str(rows_txt)], 2, "expected one of ['.csv', '.json', '.jsonl', '.parquet']"),
         (("up",), ["extra"], 2, "unexpected extra argument"),

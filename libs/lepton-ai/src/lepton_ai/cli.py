@@ -9,6 +9,7 @@ a finished job). ``lepton jobs watch`` exits 1 unless the job succeeded.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -721,6 +722,62 @@ def monitor_alerts(
     emit(rows, t)
 
 
+def _window(since: str) -> dict[str, Any]:
+    """``start_time`` for a ``--since`` option (empty: no bound)."""
+    if not since:
+        return {}
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    start = Timestamp()
+    start.FromDatetime(_since(since))
+    return {"start_time": start}
+
+
+@monitor_app.command("logs")
+def monitor_logs(
+    deployment: Annotated[str, typer.Argument(help="Deployment (default: all).")] = "",
+    since: Annotated[str, typer.Option(help="How far back: 10m, 2h, 1d or an ISO time (default: all kept).")] = "",
+    errors: Annotated[bool, typer.Option("--errors", help="Only failed requests.")] = False,
+    request_id: Annotated[str, typer.Option(help="Only the request with this id.")] = "",
+    trace_id: Annotated[str, typer.Option(help="Only requests of this trace (32 hex digits).")] = "",
+    limit: Annotated[int, typer.Option(min=1, help="Most logs to print.")] = 20,
+) -> None:
+    """Prediction logs of a deployment, oldest first: time, latency, rows, error."""
+    from google.protobuf.json_format import MessageToDict
+
+    filters: dict[str, Any] = {"errors_only": errors, "request_id": request_id, "trace_id": trace_id}
+    with client() as c:
+        found = list(itertools.islice(c.monitor.logs(deployment, **filters, **_window(since)), limit))
+    t = Table("time", "deployment", "version", "latency ms", "rows", "request", "error")
+    for log in found:
+        when = log.time.ToDatetime(tzinfo=UTC).isoformat(timespec="milliseconds")
+        t.add_row(
+            when, log.deployment, str(log.model_version), f"{log.latency_ms:.2f}", str(log.batch_rows),
+            log.request_id, log.error,
+        )  # fmt: skip
+    emit([MessageToDict(log, preserving_proto_field_name=True) for log in found], t)
+
+
+@monitor_app.command("summary")
+def monitor_summary(
+    deployment: Annotated[str, typer.Argument(help="Deployment (default: all).")] = "",
+    since: Annotated[str, typer.Option(help="How far back: 10m, 2h, 1d or an ISO time (default: all kept).")] = "",
+    top: Annotated[int, typer.Option(min=1, max=100, help="Top errors and slowest requests to show.")] = 5,
+) -> None:
+    """Counts, error rate, latency percentiles, the commonest errors and the slowest requests."""
+    from google.protobuf.json_format import MessageToDict
+
+    with client() as c:
+        s = c.monitor.summary(deployment, top=top, **_window(since))
+    text = (
+        f"{deployment or 'all deployments'}: {s.logs} logged requests, {s.rows} rows, {s.errors} errors"
+        + (f" ({s.error_rate:.1%})" if s.HasField("error_rate") else "")
+        + (f", p50 {s.latency_p50_ms:.2f} ms, p99 {s.latency_p99_ms:.2f} ms" if s.HasField("latency_p50_ms") else "")
+        + "".join(f"\n  {e.count} x {e.error}" for e in s.top_errors)
+    )
+    emit(MessageToDict(s, preserving_proto_field_name=True), text)
+
+
 events_app = typer.Typer(
     help="Platform events (docs/events.md): follow what happens, live or from a point in time.",
     no_args_is_help=True,
@@ -862,7 +919,7 @@ def main() -> None:
     """Entry point: maps SDK errors to messages and exit codes."""
     try:
         # Without standalone mode click returns an Exit's code instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="lepton")
         if isinstance(code, int) and code:
             sys.exit(code)
     except errors.LeptonError as exc:

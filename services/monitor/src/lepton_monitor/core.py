@@ -61,6 +61,8 @@ from lepton_monitor.windows import METRICS, WindowStats
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("lepton.monitor")
 
+#: How long a call naming an unknown deployment waits for its deployment.ready event.
+UNKNOWN_DEPLOYMENT_WAIT_S = 1.0
 #: How many recent message ids (a batch's, or a single log's) a stats record keeps for redelivery
 #: de-duplication.
 RECENT_IDS = 512
@@ -541,14 +543,20 @@ class Monitor:
         the logs are known (no deployment event seen).
         """
         check_name(name, field)
-        found = self._known.get((tenant, name))
-        if found is None:
-            stored = await self.s.deployments.get(f"{tenant}.dep.{name}")
-            if stored is not None:
-                found = self._known[(tenant, name)] = stored.value
-        if found is None and name not in self.live.deployments(tenant):
-            raise NotFound(f"deployment {name!r} does not exist (no deployment event or prediction log seen)")
-        return found
+        deadline = asyncio.get_running_loop().time() + UNKNOWN_DEPLOYMENT_WAIT_S
+        while True:
+            found = self._known.get((tenant, name))
+            if found is None:
+                stored = await self.s.deployments.get(f"{tenant}.dep.{name}")
+                if stored is not None:
+                    found = self._known[(tenant, name)] = stored.value
+            if found is not None or name in self.live.deployments(tenant):
+                return found
+            # A call right after the deployment became ready can beat its deployment.ready event
+            # here: give the event a moment before saying the deployment does not exist.
+            if asyncio.get_running_loop().time() >= deadline:
+                raise NotFound(f"deployment {name!r} does not exist (no deployment event or prediction log seen)")
+            await asyncio.sleep(0.05)
 
     async def _serving_version(self, tenant: str, name: str, version: int) -> tuple[DeploymentInfo | None, int]:
         info = await self.deployment(tenant, name)
