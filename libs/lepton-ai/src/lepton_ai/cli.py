@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sys
 from dataclasses import asdict, is_dataclass
@@ -35,7 +36,8 @@ app.add_typer(jobs_app, name="jobs")
 models_app = typer.Typer(help="The model registry: list, show, promote.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-out = Console()
+# Piped output is not cut to 80 columns: a table is as wide as its ids and names need.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 1000)
 err = Console(stderr=True)
 
 EXIT_CODES: dict[type[errors.LeptonError], int] = {
