@@ -67,7 +67,7 @@ async def test_calls_run_concurrently_and_the_loop_keeps_running(platform: Embed
                 client.datasets.upload(csv, name=f"{prefix}-iris", progress=False),
             )
         )
-        assert ticks >= 3
+        assert ticks >= 1  # a call that blocked the loop would leave the ticker none
         assert isinstance(sugar, la.AsyncDataset) and sugar.row_count == 442 and iris.row_count == 150
         assert iris.name == f"{prefix}-iris" and "sepal length (cm)" in iris.columns
 

@@ -179,26 +179,30 @@ def test_ctrl_c_answered_no_leaves_the_job_running(
 
 
 def test_jobs_watch_draws_the_same_bar_for_a_job_started_elsewhere(
-    terminal: Callable[[list[str]], pexpect.spawn], client: la.Client
+    terminal: Callable[[list[str]], pexpect.spawn], client: la.Client, platform: EmbeddedPlatform
 ) -> None:
-    import threading
+    import subprocess
 
     name = "tty-watch-mlp"
-    model = la.models.MLP(task="classification", **STEADY)
-    training = threading.Thread(
-        target=lambda: model.fit(client.datasets.get(DATASET), model_name=name, progress=False), daemon=True
+    # Trained by another process (no terminal: no bar there). Not a thread of this one: forking
+    # the pty while a thread is inside a gRPC call can crash the child.
+    training = subprocess.Popen(
+        command("cli", name, STEADY), env=terminal_env(platform), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    training.start()
-    deadline = time.monotonic() + 60
-    job = None
-    while job is None and time.monotonic() < deadline:
-        job = next((j for j in client.jobs.list() if j.model_name == name), None)
-        time.sleep(0.1)
-    assert job is not None, "the job did not show up"
-    child = terminal([str(Path(sys.executable).parent / "lepton"), "jobs", "watch", job.job_id])
-    seen, text = read_bar(child, pexpect.EOF)
-    status = child.wait()  # EOF can come a moment before the exit: wait for it rather than close(force)
-    training.join(60)  # the fit ends with the job (and must not outlive the module's client)
+    try:
+        deadline = time.monotonic() + 60
+        job = None
+        while job is None and time.monotonic() < deadline:
+            job = next((j for j in client.jobs.list() if j.model_name == name), None)
+            time.sleep(0.1)
+        assert job is not None, "the job did not show up"
+        child = terminal([str(Path(sys.executable).parent / "lepton"), "jobs", "watch", job.job_id])
+        seen, text = read_bar(child, pexpect.EOF)
+        status = child.wait()  # EOF can come a moment before the exit: wait for it rather than close(force)
+        assert training.wait(120) == 0, training.stderr.read() if training.stderr else ""
+    finally:
+        if training.poll() is None:
+            training.kill()
     assert status == 0, text[-1000:]
     assert f"job {job.job_id}: epoch" in text, text[-1000:]
     values = [v for _, v in seen]
