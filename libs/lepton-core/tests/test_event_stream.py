@@ -47,6 +47,8 @@ def test_patterns_match_subscribable_catalogue_names(pattern: str, some: str, no
     ("pattern", "says"),
     [
         ("nosuch.*", "matches no event; event names start with dataset, deployment, evaluation, monitor, registry"),
+        ("model.*", "matches no event (did you mean 'registry.model.*'?); event names start with"),
+        ("version.>", "(did you mean 'dataset.version.>' or 'registry.version.>'?)"),
         ("*", "matches no event"),  # every name has at least two parts
         ("training.requested", "matches no event"),  # the job queue, not an event to follow
         ("prediction.>", "matches no event"),  # prediction logs: client.monitor.logs

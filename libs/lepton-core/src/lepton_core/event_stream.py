@@ -67,8 +67,13 @@ def parse_pattern(pattern: str) -> list[str]:
             )
     matched = [name for name in SUBSCRIBABLE if _matches(tokens, name.split("."))]
     if not matched:
+        # "model.*" means registry.model.*: suggest the areas where the pattern fits one level down.
+        closer = sorted(
+            {f"{name.split('.')[0]}.{pattern}" for name in SUBSCRIBABLE if _matches(tokens, name.split(".")[1:])}
+        )
+        hint = f" (did you mean {' or '.join(repr(c) for c in closer)}?)" if closer else ""
         raise InvalidArgument(
-            f"{pattern!r} matches no event; event names start with {', '.join(AREAS)} "
+            f"{pattern!r} matches no event{hint}; event names start with {', '.join(AREAS)} "
             "(e.g. 'registry.>', 'training.*', 'dataset.version.created'; empty or '>' for all)",
             field="pattern",
         )
