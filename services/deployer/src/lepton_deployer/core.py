@@ -306,7 +306,8 @@ def choose_backend(
         else:
             reason = (
                 f"exact ONNX conversion (max |diff| {conversion.max_abs_diff:.2g} over {conversion.rows_checked} "
-                "rows), run by onnxruntime inside the Python backend (this Triton build has no onnxruntime backend)"
+                "rows), run by onnxruntime inside the Python backend, which also logs the predictions "
+                "(Triton's own onnxruntime backend is not used yet, on any host)"
             )
             return "onnxruntime", reason, {ONNX_FILE: conversion.onnx, ONNX_INFO_FILE: onnx_info(bundle.model)}
     if asked == "onnx":
