@@ -111,6 +111,7 @@ async def test_deploy_of_a_version_the_deployer_has_not_heard_of_and_twice_at_on
     import asyncio
 
     from lepton.deployer.v1 import deployer_pb2
+    from nats.js.errors import KeyNotFoundError
 
     from lepton_core.bus import connect
 
@@ -118,7 +119,10 @@ async def test_deploy_of_a_version_the_deployer_has_not_heard_of_and_twice_at_on
     nc = await connect(platform.nats_url, "test-forget")
     try:
         kv = await nc.jetstream().key_value("deployments")
-        await kv.purge(f"{platform.tenant}.version.{name}.{version}")  # as if the event were still on its way
+        key = f"{platform.tenant}.version.{name}.{version}"
+        await kv.purge(key)  # as if registry.version.created were still on its way
+        with pytest.raises(KeyNotFoundError):  # the deployer really does not know the version now
+            await kv.get(key)
     finally:
         await nc.close()
     with la.Client(platform.api_key, url=platform.url) as client:

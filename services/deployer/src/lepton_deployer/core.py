@@ -40,7 +40,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -315,6 +315,10 @@ def choose_backend(
     return "python", f"the Python backend runs the bundle as trained: {why}", {}
 
 
+#: What an admitted Deploy does (Deployer._admit).
+Admitted = Literal["join", "settings", "rollout"]
+
+
 class RolloutFailed(LeptonError):
     """A rollout step failed; the message says which and on which host."""
 
@@ -405,7 +409,7 @@ class Deployer:
         info = await self.version(tenant, model, version)
         # One admission at a time per deployment: two Deploy calls must not both see it idle.
         async with self._admission.setdefault(f"{tenant}.{name}", asyncio.Lock()):
-            record, in_flight = await self._admit(
+            record, admitted = await self._admit(
                 tenant,
                 name,
                 model,
@@ -417,14 +421,14 @@ class Deployer:
                 follow=follow,
                 config=config,
             )
-        if in_flight:
+        if admitted == "join":
             if wait:  # the rollout already under way holds the deployment's lock until it ends
                 async with self._lock(tenant, name):
                     pass
                 return await self.get(tenant, name)
             return record
-        if record.state not in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING):
-            return record  # already serving it everywhere: only settings changed
+        if admitted == "settings":
+            return record
         job = self._rollout(tenant, name, info, strategy_once)
         if wait:
             return await job
@@ -446,12 +450,13 @@ class Deployer:
         canary_step_seconds: float | None,
         follow: str | None,
         config: ServingConfig | None,
-    ) -> tuple[DeploymentRecord, bool]:
+    ) -> tuple[DeploymentRecord, Admitted]:
         """Checks a Deploy and saves the deployment's new settings and target.
 
         Returns:
-            The saved record, and whether a rollout to ``version`` was already under way (then
-            nothing was changed).
+            The saved record, and what the Deploy does: ``join`` a rollout to ``version`` already
+            under way (nothing was changed), change only ``settings`` (it serves ``version``
+            everywhere already), or start a ``rollout``.
         """
         current = await self.store.get(f"{tenant}.{name}")
         record = current.value if current else None
@@ -462,7 +467,7 @@ class Deployer:
         busy = record is not None and record.state in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING)
         if record is not None and busy and self._lock(tenant, name).locked():
             if record.target_version == version:
-                return record, True
+                return record, "join"
             raise FailedPrecondition(f"deployment {name!r} is rolling out version {record.target_version}")
         strategy = strategy or (record.strategy if record else "all_at_once")
         if strategy not in STRATEGIES:
@@ -503,7 +508,7 @@ class Deployer:
             and record.state == DeploymentState.READY
             and set(hosts) == {h.url for h in record.host_states if h.ready}
         ):
-            return await self._save(record), False  # already serving it everywhere: only settings changed
+            return await self._save(record), "settings"
         record = await self._save(
             record.model_copy(
                 update={
@@ -513,7 +518,7 @@ class Deployer:
                 }
             )
         )
-        return record, False
+        return record, "rollout"
 
     def _default_config(self) -> ServingConfig:
         return ServingConfig(

@@ -29,25 +29,6 @@ BATCH = 256
 FETCH_TIMEOUT_S = 5.0
 
 
-def log_entry(
-    log: events_pb2.PredictionLogged,
-    *,
-    event_id: str = "",
-    sequence: int = 0,
-    fallback_time: float = 0.0,
-    index: int = 0,
-    batch: events_pb2.PredictionLogBatch | None = None,
-) -> LogEntry:
-    """A :class:`LogEntry` from a ``PredictionLogged`` payload (or one entry of ``batch``).
-
-    Tenant, lineage and feature names the entry leaves empty come from its batch. Logged rows whose values
-    do not fill ``logged_rows x len(feature_names)`` are left out (a malformed log still counts as a
-    request).
-    """
-    shared = _Shared.of(batch) if batch is not None else None
-    return _entry(log, shared, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=index)
-
-
 @dataclass(frozen=True)
 class _Shared:
     """What a batch's entries leave empty, read once per batch."""
@@ -61,18 +42,23 @@ class _Shared:
         return cls(tenant=batch.tenant, lineage=batch.lineage, names=list(batch.feature_names))
 
 
-def _entry(
+def log_entry(
     log: events_pb2.PredictionLogged,
-    shared: _Shared | None,
+    shared: _Shared | None = None,
     *,
-    event_id: str,
-    sequence: int,
-    fallback_time: float,
-    index: int,
+    event_id: str = "",
+    sequence: int = 0,
+    fallback_time: float = 0.0,
+    index: int = 0,
 ) -> LogEntry:
+    """A :class:`LogEntry` from a ``PredictionLogged`` payload, alone or entry ``index`` of a batch.
+
+    Tenant, lineage and feature names a batch's entry leaves empty come from ``shared``. Logged rows whose
+    values do not fill ``logged_rows x len(feature_names)`` are left out (a malformed log still counts as a
+    request).
+    """
     names = list(log.feature_names) if log.feature_names or shared is None else shared.names
     lineage = log.lineage if log.HasField("lineage") or shared is None else shared.lineage
-    batch = shared
     values = list(log.inputs)
     rows: list[list[float]] = []
     n = int(log.logged_rows)
@@ -80,9 +66,9 @@ def _entry(
         width = len(names)
         rows = [values[k * width : (k + 1) * width] for k in range(n)]
     when = log.time.ToNanoseconds() / 1e9 if log.HasField("time") else 0.0
-    log_id = log.log_id or (f"{event_id}.{index}" if batch is not None else event_id)
+    log_id = log.log_id or (f"{event_id}.{index}" if shared is not None else event_id)
     return LogEntry(
-        tenant=log.tenant or (batch.tenant if batch is not None else ""),
+        tenant=log.tenant or (shared.tenant if shared is not None else ""),
         deployment=lineage.deployment,
         model_name=lineage.model_name,
         version=int(lineage.model_version),
@@ -110,7 +96,7 @@ def log_entries(data: object, *, event_id: str = "", sequence: int = 0, fallback
     if isinstance(data, events_pb2.PredictionLogBatch):
         shared = _Shared.of(data)
         return [
-            _entry(log, shared, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=i)
+            log_entry(log, shared, event_id=event_id, sequence=sequence, fallback_time=fallback_time, index=i)
             for i, log in enumerate(data.logs)
         ]
     if isinstance(data, events_pb2.PredictionLogged):

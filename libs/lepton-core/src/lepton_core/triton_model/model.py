@@ -381,9 +381,9 @@ def _allows_nan(model: Any) -> bool:
         return False
 
 
-def _trace_id(trace: dict[str, str]) -> str:
+def _trace_id(traceparent: str) -> str:
     """The trace id of a W3C ``traceparent`` (version-traceid-spanid-flags), or empty."""
-    parts = trace.get("traceparent", "").split("-")
+    parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 else ""
 
 
@@ -657,7 +657,7 @@ class TritonPythonModel:
             latency_us=int(latency_us),
             error=error,
             # A request without a trace context still gets a trace id (its log id: 32 hex digits).
-            trace_id=_trace_id({"traceparent": traceparent}) or log_id,
+            trace_id=_trace_id(traceparent) or log_id,
             traceparent=traceparent,
             # Copies: Triton may reuse the tensors' memory once execute returns.
             rows=np.array(x2[:kept], dtype=np.float64),
