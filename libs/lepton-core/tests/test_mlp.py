@@ -191,6 +191,25 @@ def test_files_round_trip(which: str, request: pytest.FixtureRequest, cancer: Sp
         np.testing.assert_array_equal(loaded.predict_proba(x_test), model.predict_proba(x_test))
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA here"))],
+)
+def test_a_loaded_model_serves_on_another_device(device: str, regressor: MLPModel, diabetes: Split) -> None:
+    """What a GPU instance of the Triton model does: float64 in and out on the host, the network on the device."""
+    x_test = diabetes[1]
+    loaded = MLPModel.from_files(regressor.to_files())
+    assert loaded.to_device(device) is loaded and loaded.device.type == device
+    got = loaded.predict(x_test)
+    assert got.dtype == np.float64 and got.shape == (len(x_test),)
+    # Another device sums in another order: float32's precision, not float64's (docs/serving.md).
+    np.testing.assert_allclose(got, regressor.predict(x_test), rtol=1e-5, atol=1e-6)
+    # Exporting still works with the network on the device.
+    session = ort.InferenceSession(loaded.to_onnx(), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"features": x_test})
+    np.testing.assert_allclose(out[:, 0], got, rtol=1e-5, atol=1e-5)
+
+
 def test_from_files_refuses_bad_files(classifier: MLPModel, regressor: MLPModel) -> None:
     files = classifier.to_files()
     with pytest.raises(DataIntegrityError, match="missing"):

@@ -14,7 +14,16 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import Ridge
 
 from lepton_core import artifacts
-from lepton_deployer.core import ONNX_FILE, ONNX_INFO_FILE, RolloutFailed, choose_backend
+from lepton_core.mlp import MLPParams, train_mlp
+from lepton_deployer.core import (
+    FLOAT32_RTOL,
+    ONNX_FILE,
+    ONNX_INFO_FILE,
+    SMOKE_TOLERANCE,
+    RolloutFailed,
+    choose_backend,
+    smoke_tolerance,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +77,17 @@ def test_a_model_with_a_preprocessing_chain_keeps_the_python_backend() -> None:
     )
     backend, why, _ = choose_backend("auto", artifacts.unpack_files(blob), {"a": [1.0, 2.0]})
     assert backend == "python" and "preprocessing chain" in why
+
+
+def test_float32_models_get_a_relative_smoke_tolerance(diabetes: tuple[np.ndarray, np.ndarray, list[str]]) -> None:
+    x, y, _ = diabetes
+    assert smoke_tolerance(Ridge().fit(x, y)) == (SMOKE_TOLERANCE, 0.0)
+    mlp = train_mlp(x, y, "regression", MLPParams(hidden_layers=[16], epochs=3, seed=0, device="cpu"))
+    atol, rtol = smoke_tolerance(mlp)
+    assert (atol, rtol) == (SMOKE_TOLERANCE, FLOAT32_RTOL)
+    want = mlp.predict(x[:64])
+    # An H200 answered 1.8e-05 away from the CPU for a diabetes MLP (docs/serving.md): that passes,
+    # the float64 tolerance alone would not, and a wrong answer still fails.
+    assert np.allclose(want + 1.8e-5, want, rtol=rtol, atol=atol)
+    assert not np.allclose(want + 1.8e-5, want, rtol=0, atol=SMOKE_TOLERANCE)
+    assert not np.allclose(want + 0.5, want, rtol=rtol, atol=atol)

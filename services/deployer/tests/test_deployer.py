@@ -345,6 +345,23 @@ async def test_bad_deploy_requests_name_the_field(
     assert (err.value.details() or "").startswith(field_name + ":"), err.value.details()
 
 
+async def test_gpu_instances_on_a_host_without_a_gpu_fail_with_triton_s_reason(env: Env) -> None:
+    """``instance_kind="gpu"`` is valid, but this Triton has no GPU: the deployment fails, saying so."""
+    async with client_channel(env.address, KEY) as ch:
+        await deployer_pb2_grpc.DeploymentServiceStub(ch).Deploy(
+            deployer_pb2.DeployRequest(
+                name="on-gpu", model_name="diab", version=1, config=deployer_pb2.ServingConfig(instance_kind="gpu")
+            )
+        )
+    d = await _until(env, "on-gpu", lambda d: d.state == deployer_pb2.DEPLOYMENT_STATE_FAILED)
+    assert "KIND_GPU but no GPUs are available" in d.error, d.error
+    assert d.history[-1].outcome == "failed" and d.history[-1].reason == d.error
+    # The failure is this deployment's alone: another deployment of the same model still answers.
+    serving = await _deployment(env, "diab")
+    x = env.frame.select(env.features).to_numpy()[:3]
+    assert _infer(serving.triton_url, serving.triton_model, x).shape == (3,)
+
+
 @pytest.mark.parametrize(
     "request_fields",
     [{"name": "x", "model_name": "diab", "version": 99}, {"name": "diab", "model_name": "other-model", "version": 1}],

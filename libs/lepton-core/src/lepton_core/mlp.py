@@ -377,10 +377,15 @@ class MLPModel:
         best_epoch: The epoch whose weights the model holds (``None`` when loaded).
     """
 
+    #: The network computes in float32 (inputs and outputs are float64): two machines, or a
+    #: CPU and a GPU, sum in different orders and agree to float32's precision, not float64's.
+    compute_dtype: Final = "float32"
+
     def __init__(self, net: _Net, arch: _Architecture, history: Sequence[EpochReport] = ()) -> None:
         self._arch = arch
-        # Predictions always run on CPU in eval mode (dropout off), wherever training ran.
+        # Predictions run in eval mode (dropout off), on CPU unless moved (to_device).
         self._serving = _Serving(net.cpu(), arch).eval()
+        self.device = torch.device("cpu")
         self.task: Task = arch.task
         self.n_features_in_ = arch.n_features
         self.classes_: npt.NDArray[Any] | None = (
@@ -396,8 +401,17 @@ class MLPModel:
                 f"expected a [rows, {self.n_features_in_}] matrix, got shape {features.shape}", field="x"
             )
         with torch.inference_mode():
-            out: npt.NDArray[np.float64] = self._serving(torch.from_numpy(features)).numpy()
+            out: npt.NDArray[np.float64] = self._serving(torch.from_numpy(features).to(self.device)).cpu().numpy()
         return out
+
+    def to_device(self, device: str | torch.device) -> MLPModel:
+        """Runs predictions on ``device`` from now on (``cuda:0`` on a GPU serving host); returns self.
+
+        Inputs and outputs stay float64 numpy arrays on the host; only the network moves.
+        """
+        self.device = torch.device(device)
+        self._serving.to(self.device)
+        return self
 
     def predict(self, x: npt.ArrayLike) -> npt.NDArray[Any]:
         """Class labels (classification) or target values (regression) for raw features.
@@ -448,7 +462,7 @@ class MLPModel:
         ``[batch, n_classes]`` or ``prediction`` FP64 ``[batch, 1]``; the batch axis is
         dynamic.
         """
-        example = torch.zeros(2, self.n_features_in_, dtype=torch.float64)
+        example = torch.zeros(2, self.n_features_in_, dtype=torch.float64, device=self.device)
         output = ONNX_OUTPUT[self.task]
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             # The default (dynamo) exporter needs onnxscript, which Lepton does not ship;

@@ -168,7 +168,14 @@ def _tcp_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def triton_root() -> Path:
-    """Where ``nvidia-pytriton`` keeps the Triton server binary and backends."""
+    """Where ``nvidia-pytriton`` keeps the Triton server binary and backends.
+
+    ``LEPTON_TRITON_ROOT`` names another copy of that folder (the wheel unpacked on a
+    host where pytriton's Python dependencies are not installed, as tools/gpu_check.py does);
+    its libraries are then expected in ``../../nvidia_pytriton.libs``, as in the wheel.
+    """
+    if override := os.environ.get("LEPTON_TRITON_ROOT"):
+        return Path(override)
     import pytriton
 
     return Path(pytriton.__file__).parent / "tritonserver"

@@ -381,6 +381,58 @@ def _allows_nan(model: Any) -> bool:
         return False
 
 
+def _check_numpy_abi() -> None:
+    """Refuses to serve when Triton's Python backend garbles this environment's numpy arrays.
+
+    The backend is compiled against one numpy ABI. Under another, its tensors read the
+    wrong elements and its outputs arrive empty, with no error at all: seen with Triton
+    2.51 (nvidia-pytriton 0.7) and numpy 2.5 in the stub's environment on a GPU host
+    (docs/serving.md). The backend builds a numpy view over memory it holds the way it
+    does for every request's inputs when a tensor comes from DLPack, so one array made
+    into a backend tensor, passed through DLPack and read back tells.
+    """
+    probe = np.arange(6, dtype=np.float64).reshape(2, 3) + 0.5
+    try:
+        source = pb_utils.Tensor("lepton_probe", probe)
+        view = pb_utils.Tensor.from_dlpack("lepton_probe", source.to_dlpack())
+        back = np.array(view.as_numpy())  # a copy: the view dies with the tensors
+        same = back.shape == probe.shape and bool(np.array_equal(back, probe))
+    except Exception as exc:  # a broken binding may raise instead
+        back, same = np.asarray([repr(exc)]), False
+    if not same:
+        raise RuntimeError(
+            f"Triton's Python backend garbles numpy {np.__version__} arrays (sent {probe.tolist()}, read back "
+            f"{back.tolist()}): it was built against another numpy ABI. Install numpy<2 in the environment the "
+            "backend's stub runs in (that of the python3 first on tritonserver's PATH)"
+        )
+
+
+def _gpu_runtimes(device_id: int) -> set[str]:
+    """Which runtimes here can run a model on GPU ``device_id``: ``onnxruntime``, ``torch``, both or none.
+
+    A GPU host's stub environment may have onnxruntime with its CUDA provider
+    (``onnxruntime-gpu``), torch with CUDA, either or neither. An exact ONNX conversion
+    runs on onnxruntime's CUDA provider when there is one; an MLP runs on torch's CUDA
+    otherwise; scikit-learn itself never runs on a GPU.
+    """
+    found = set()
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            found.add("onnxruntime")
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available() and device_id < torch.cuda.device_count():
+            found.add("torch")
+    except ImportError:
+        pass
+    return found
+
+
 def _trace_id(traceparent: str) -> str:
     """The trace id of a W3C ``traceparent`` (version-traceid-spanid-flags), or empty."""
     parts = traceparent.split("-")
@@ -404,6 +456,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         """Loads the estimator and signature from the version folder; starts logging if configured."""
+        _check_numpy_abi()
         self.model_name = args["model_name"]
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         with open(os.path.join(version_dir, "signature.json"), encoding="utf-8") as f:
@@ -411,6 +464,10 @@ class TritonPythonModel:
         self.features: list[str] = list(self.signature["features"])
         self.n_features = len(self.features)
         self.input_dtype = np.dtype(self.signature.get("input_dtype") or "float64")
+        # Where Triton placed this instance: a KIND_GPU instance gets a device id, and the
+        # model runs there when its runtime can (see _gpu_runtimes); scikit-learn cannot.
+        gpu = args.get("model_instance_kind") == "GPU"
+        device_id = int(args.get("model_instance_device_id") or 0)
         # An exact ONNX conversion the deployer shipped beside the bundle: onnxruntime runs it,
         # and the estimator is not loaded at all (the stub starts seconds sooner).
         self.session: Any = None
@@ -418,7 +475,10 @@ class TritonPythonModel:
         onnx_path = os.path.join(version_dir, ONNX_FILE)
         info_path = os.path.join(version_dir, ONNX_INFO_FILE)
         preprocess_path = os.path.join(version_dir, "preprocess.json")
-        if os.path.exists(onnx_path) and os.path.exists(info_path) and not os.path.exists(preprocess_path):
+        is_mlp = os.path.exists(os.path.join(version_dir, "model.safetensors"))
+        use_onnx = os.path.exists(onnx_path) and os.path.exists(info_path) and not os.path.exists(preprocess_path)
+        on_gpu = _gpu_runtimes(device_id) if gpu else set()
+        if use_onnx and not (is_mlp and on_gpu == {"torch"}):
             import onnxruntime as ort
 
             with open(info_path, encoding="utf-8") as f:
@@ -426,14 +486,19 @@ class TritonPythonModel:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1  # Triton's instances are the parallelism
             options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+            providers: list[Any] = ["CPUExecutionProvider"]
+            if "onnxruntime" in on_gpu:
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+            self.session = ort.InferenceSession(onnx_path, options, providers=providers)
             self.allow_nan = bool(onnx_info.get("allow_nan", False))
             self.algorithm = str(onnx_info.get("estimator") or self.signature.get("algorithm") or "the model")
+            self.runtime = f"onnxruntime ({', '.join(self.session.get_providers())})"
         else:
             skops_path = os.path.join(version_dir, "model.skops")
             if os.path.exists(skops_path):
                 with open(skops_path, "rb") as f:
                     self.model = load_estimator(f.read())
+                self.runtime = "scikit-learn (CPU)"
             else:
                 # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
                 from lepton_core.mlp import MLPModel
@@ -443,11 +508,16 @@ class TritonPythonModel:
                     with open(os.path.join(version_dir, name), "rb") as f:
                         files[name] = f.read()
                 self.model = MLPModel.from_files(files)
+                if "torch" in on_gpu:
+                    self.model.to_device(f"cuda:{device_id}")
+                self.runtime = f"torch ({self.model.device})"
             self.allow_nan = _allows_nan(self.model)
             expected = getattr(self.model, "n_features_in_", self.n_features)
             if expected != self.n_features:
                 raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
             self.algorithm = type(self.model).__name__
+        if gpu and "CUDA" not in self.runtime and "cuda" not in self.runtime:
+            self.runtime += f", on CPU: a GPU instance (device {device_id}), but nothing here runs this model on a GPU"
         # A model trained on a recipe-made dataset takes raw rows and replays the recipes
         # (fitted parameters included) from preprocess.json before predicting.
         self.bundle: Any = None
@@ -515,7 +585,7 @@ class TritonPythonModel:
             "model %s ready: %s on %s, %d features, prediction logging %s",
             self.model_name,
             self.algorithm,
-            "onnxruntime" if self.session is not None else "the estimator",
+            self.runtime,
             self.n_features,
             f"to {nats_url} at rate {self.sample_rate}" if self.logger else "off",
         )
