@@ -66,6 +66,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 import tritonclient.grpc as triton_grpc
+import tritonclient.grpc.aio as triton_aio
 from _table import render
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
@@ -118,6 +119,9 @@ MLSERVER_OUTPUT = "predict"  # mlserver-sklearn's name for the result of estimat
 
 #: Per worker thread: (one request, cleanup). Each thread owns its client.
 Caller = tuple[Callable[[], Any], Callable[[], None]]
+#: Per asyncio task (``--client asyncio``): the same, as coroutines. Each task owns its client.
+AsyncCaller = tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]
+CLIENTS = ("threads", "asyncio")
 
 
 @dataclass
@@ -126,6 +130,7 @@ class Target:
     label: str
     what: str
     make_caller: Callable[[], Caller]
+    make_async_caller: Callable[[], AsyncCaller]
     #: Whether its prediction must equal the estimator's (the echo server predicts nothing).
     predicts: bool = True
 
@@ -176,16 +181,20 @@ class LoadDuringRollout:
         }
 
 
+def _kserve_request(module: Any, url: str, output: str, row: npt.NDArray[np.float64]) -> tuple[Any, Any, Any]:
+    """A client of ``module`` (``tritonclient.grpc`` or its ``aio``), the one-row input, the output asked for."""
+    inputs = [module.InferInput(INPUT, list(row.shape), "FP64")]
+    inputs[0].set_data_from_numpy(row)
+    return module.InferenceServerClient(url), inputs, [module.InferRequestedOutput(output)]
+
+
 def kserve_caller(
     url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]
 ) -> Callable[[], Caller]:
     """The one client code every network target gets: tritonclient gRPC, one row, one output."""
 
     def make() -> Caller:
-        client = triton_grpc.InferenceServerClient(url)
-        inputs = [triton_grpc.InferInput(INPUT, list(row.shape), "FP64")]
-        inputs[0].set_data_from_numpy(row)
-        outputs = [triton_grpc.InferRequestedOutput(output)]
+        client, inputs, outputs = _kserve_request(triton_grpc, url, output, row)
 
         def call() -> Any:
             result = client.infer(
@@ -198,11 +207,50 @@ def kserve_caller(
     return make
 
 
-def inprocess_caller(model: Any, row: npt.NDArray[np.float64]) -> Callable[[], Caller]:
+def kserve_async_caller(
+    url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]
+) -> Callable[[], AsyncCaller]:
+    """:func:`kserve_caller` on ``tritonclient.grpc.aio``: called from inside the round's event loop."""
+
+    def make() -> AsyncCaller:
+        client, inputs, outputs = _kserve_request(triton_aio, url, output, row)
+
+        async def call() -> Any:
+            result = await client.infer(
+                model, inputs, model_version=version, outputs=outputs, client_timeout=CLIENT_TIMEOUT_S
+            )
+            return result.as_numpy(output)
+
+        return call, client.close
+
+    return make
+
+
+#: A target's two caller factories: for the threads client and for the asyncio client.
+Callers = tuple[Callable[[], Caller], Callable[[], AsyncCaller]]
+
+
+def kserve_callers(url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]) -> Callers:
+    """Both load generators' callers for one KServe V2 target."""
+    return kserve_caller(url, model, version, output, row), kserve_async_caller(url, model, version, output, row)
+
+
+def inprocess_callers(model: Any, row: npt.NDArray[np.float64]) -> Callers:
+    """``estimator.predict(row)``; under asyncio the tasks take turns (nothing to await)."""
+
     def make() -> Caller:
         return (lambda: model.predict(row)), (lambda: None)
 
-    return make
+    def make_async() -> AsyncCaller:
+        async def call() -> Any:
+            return model.predict(row)
+
+        async def close() -> None:
+            return None
+
+        return call, close
+
+    return make, make_async
 
 
 class CpuMeter:
@@ -277,6 +325,10 @@ class Cell:
     def rps(self) -> float:
         return self.requests / self.measured_s if self.measured_s else 0.0
 
+    def add_cpu(self, delta: dict[str, float]) -> None:
+        for k, v in delta.items():
+            self.cpu_s[k] = self.cpu_s.get(k, 0.0) + v
+
     def percentile_ms(self, q: float) -> float:
         if not self.latencies_s:
             return float("nan")
@@ -313,17 +365,12 @@ def run_round(
     if cpu is not None:
         cell.settle_s.append(cpu.settle(SETTLE_GROUPS, SETTLE_IDLE_CORES, 0.5, SETTLE_TIMEOUT_S))
     callers = [target.make_caller() for _ in range(concurrency)]
-    per_thread: list[list[float]] = [[] for _ in range(concurrency)]
-    errors = [0] * concurrency
-    calls = [0] * concurrency
-    warm_errors = [0] * concurrency
-    first_error: list[str] = []
+    tally = Tally(concurrency)
     ready = threading.Barrier(concurrency + 1)
     marks: dict[str, float] = {}
 
     def worker(i: int) -> None:
         call, _ = callers[i]
-        out = per_thread[i]
         ready.wait()
         t_measure, t_end = marks["measure"], marks["end"]
         clock = time.perf_counter
@@ -334,16 +381,9 @@ def run_round(
             try:
                 call()
             except Exception as exc:
-                if t0 >= t_measure:
-                    errors[i] += 1
-                else:
-                    warm_errors[i] += 1
-                if not first_error:
-                    first_error.append(f"{type(exc).__name__}: {exc}"[:300])
+                tally.failed(i, exc, t0 >= t_measure)
                 continue
-            calls[i] += 1
-            if t0 >= t_measure:
-                out.append(clock() - t0)
+            tally.done(i, t0, clock() - t0 if t0 >= t_measure else None)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     try:
@@ -357,23 +397,96 @@ def run_round(
             time.sleep(max(0.0, marks["measure"] - time.perf_counter()))
             before = cpu.snapshot()
             time.sleep(max(0.0, marks["end"] - time.perf_counter()))
-            for k, v in cpu.delta(before, cpu.snapshot()).items():
-                cell.cpu_s[k] = cell.cpu_s.get(k, 0.0) + v
+            cell.add_cpu(cpu.delta(before, cpu.snapshot()))
         for t in threads:
             t.join(measure_s + warmup_s + CLIENT_TIMEOUT_S + 5)
     finally:
         for _, close in callers:
             with contextlib.suppress(Exception):
                 close()
-    done = [x for xs in per_thread for x in xs]
-    cell.latencies_s.extend(done)
-    cell.errors += sum(errors)
-    cell.warmup_errors += sum(warm_errors)
-    cell.calls += sum(calls)
-    cell.measured_s += measure_s
-    cell.round_rps.append(len(done) / measure_s)
-    if first_error and not cell.first_error:
-        cell.first_error = first_error[0]
+    tally.record(cell, measure_s)
+
+
+def run_round_async(
+    target: Target, concurrency: int, cell: Cell, warmup_s: float, measure_s: float, cpu: CpuMeter | None = None
+) -> None:
+    """:func:`run_round` with ``concurrency`` asyncio tasks on ``tritonclient.grpc.aio`` in one thread."""
+    if cpu is not None:
+        cell.settle_s.append(cpu.settle(SETTLE_GROUPS, SETTLE_IDLE_CORES, 0.5, SETTLE_TIMEOUT_S))
+    tally = Tally(concurrency)
+
+    async def round_() -> None:
+        callers = [target.make_async_caller() for _ in range(concurrency)]
+        clock = time.perf_counter
+        t_measure = clock() + warmup_s
+        t_end = t_measure + measure_s
+
+        async def worker(i: int) -> None:
+            call, _ = callers[i]
+            while True:
+                t0 = clock()
+                if t0 >= t_end:
+                    return
+                try:
+                    await call()
+                except Exception as exc:
+                    tally.failed(i, exc, t0 >= t_measure)
+                    continue
+                tally.done(i, t0, clock() - t0 if t0 >= t_measure else None)
+
+        async def meter() -> None:
+            if cpu is None:
+                return
+            await asyncio.sleep(max(0.0, t_measure - clock()))
+            before = cpu.snapshot()
+            await asyncio.sleep(max(0.0, t_end - clock()))
+            cell.add_cpu(cpu.delta(before, cpu.snapshot()))
+
+        try:
+            await asyncio.gather(meter(), *(worker(i) for i in range(concurrency)))
+        finally:
+            for _, close in callers:
+                with contextlib.suppress(Exception):
+                    await close()
+
+    asyncio.run(round_())
+    tally.record(cell, measure_s)
+
+
+class Tally:
+    """What one round's workers saw, per worker (thread or task), until it goes into the cell."""
+
+    def __init__(self, workers: int) -> None:
+        self.latencies: list[list[float]] = [[] for _ in range(workers)]
+        self.errors = [0] * workers
+        self.warm_errors = [0] * workers
+        self.calls = [0] * workers
+        self.first_error = ""
+
+    def done(self, i: int, t0: float, latency: float | None) -> None:
+        """A call answered; ``latency`` only when it started in the timed window."""
+        self.calls[i] += 1
+        if latency is not None:
+            self.latencies[i].append(latency)
+
+    def failed(self, i: int, exc: Exception, timed: bool) -> None:
+        if timed:
+            self.errors[i] += 1
+        else:
+            self.warm_errors[i] += 1
+        if not self.first_error:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:300]
+
+    def record(self, cell: Cell, measure_s: float) -> None:
+        done = [x for xs in self.latencies for x in xs]
+        cell.latencies_s.extend(done)
+        cell.errors += sum(self.errors)
+        cell.warmup_errors += sum(self.warm_errors)
+        cell.calls += sum(self.calls)
+        cell.measured_s += measure_s
+        cell.round_rps.append(len(done) / measure_s)
+        if self.first_error and not cell.first_error:
+            cell.first_error = self.first_error
 
 
 def check_targets(targets: list[Target], row: npt.NDArray[np.float64], expected: float) -> dict[str, Any]:
@@ -883,39 +996,39 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
                 "ours",
                 "ours (Lepton on Triton)",
                 "platform-deployed model, prediction logging on (defaults: every request, at most 1000/s)",
-                kserve_caller(p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row),
+                *kserve_callers(p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row),
             ),
             Target(
                 "hand",
                 "hand-loaded Triton",
                 "bench/serving/handloaded_model.py, same Triton, same skops file",
-                kserve_caller(p.triton_url, "handloaded", "1", OUTPUT, row),
+                *kserve_callers(p.triton_url, "handloaded", "1", OUTPUT, row),
             ),
             Target(
                 "mlserver",
                 "MLServer sklearn",
                 "mlserver-sklearn, joblib file, default settings",
-                kserve_caller(mls.url, MLServer.NAME, "1", MLSERVER_OUTPUT, row),
+                *kserve_callers(mls.url, MLServer.NAME, "1", MLSERVER_OUTPUT, row),
             ),
             Target(
                 "echo",
                 "grpcio echo (floor)",
                 "bench/serving/echo_server.py, fixed [1,1] output",
-                kserve_caller(echo.url, "echo", "", OUTPUT, row),
+                *kserve_callers(echo.url, "echo", "", OUTPUT, row),
                 predicts=False,
             ),
-            Target("inproc", "in-process predict", "estimator.predict(row)", inprocess_caller(model, row)),
+            Target("inproc", "in-process predict", "estimator.predict(row)", *inprocess_callers(model, row)),
             Target(
                 "ours_nolog",
                 "ours, logging off (diag.)",
                 "our model.py, same files and config, no nats_url",
-                kserve_caller(p.triton_url, "ours-nolog", "1", OUTPUT, row),
+                *kserve_callers(p.triton_url, "ours-nolog", "1", OUTPUT, row),
             ),
             Target(
                 "ours_alllog",
                 "ours, every request logged (diag.)",
                 "our model.py, same files and config, log_max_per_s 0 (no cap)",
-                kserve_caller(p.triton_url, "ours-alllog", "1", OUTPUT, row),
+                *kserve_callers(p.triton_url, "ours-alllog", "1", OUTPUT, row),
             ),
         ]
         report["targets"] = {t.key: {"label": t.label, "what": t.what} for t in targets}
@@ -939,11 +1052,12 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         )
         triton_log = p.triton.process.log_path
         cells = {(t.key, c): Cell(t.key, c) for t in targets for c in CONCURRENCY}
+        run = run_round_async if args.client == "asyncio" else run_round
         for rnd in range(args.rounds):
             order = targets if rnd % 2 == 0 else list(reversed(targets))
             for c in CONCURRENCY:
                 for t in order:
-                    run_round(t, c, cells[(t.key, c)], args.warmup, args.seconds, cpu)
+                    run(t, c, cells[(t.key, c)], args.warmup, args.seconds, cpu)
                     cell = cells[(t.key, c)]
                     print(
                         f"  round {rnd + 1}/{args.rounds}  c={c}  {t.label:<26} {cell.round_rps[-1]:>8,.0f} req/s"
@@ -1026,6 +1140,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds over all cells (default {ROUNDS})")
     parser.add_argument("--seconds", type=float, default=MEASURE_S, help=f"timed s per cell per round ({MEASURE_S})")
     parser.add_argument("--warmup", type=float, default=WARMUP_S, help=f"untimed s per cell per round ({WARMUP_S})")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="threads",
+        help="load generator: one tritonclient.grpc client per thread (default), or one tritonclient.grpc.aio "
+        "client per asyncio task, all in one thread",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     started = time.perf_counter()
@@ -1034,7 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Lepton serving bench  {stamp}  cpus={info['cpu_count']}  python={info['python']}  {info['mlserver']}")
     print(
         f"{args.rounds} rounds x (warm-up {args.warmup:g} s + {args.seconds:g} s timed) per target and concurrency; "
-        "one row per request\n",
+        f"one row per request, {args.client} client\n",
         flush=True,
     )
     report: dict[str, Any] = {
@@ -1045,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "measure_s": args.seconds,
             "concurrency": list(CONCURRENCY),
+            "client": args.client,
             "samples": SAMPLES,
             "features": FEATURES,
             "data_seed": DATA_SEED,
@@ -1054,9 +1176,10 @@ def main(argv: list[str] | None = None) -> int:
         bench(args, Path(tmp), report)
     elapsed = time.perf_counter() - started
     report["elapsed_s"] = round(elapsed, 2)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{elapsed:.1f} s in all; every latency in {RESULTS}")
+    results = RESULTS if args.client == "threads" else RESULTS.with_name(f"serve-latest-{args.client}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n{elapsed:.1f} s in all; every latency in {results}")
     return 0
 
 
