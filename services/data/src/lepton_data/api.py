@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import tempfile
@@ -95,6 +96,25 @@ def csv_options(header: data_pb2.UploadHeader) -> CsvOptions:
     )
 
 
+#: How long an upload without ``expected_size`` waits, once its stream has ended, for a
+#: cancellation that ended it (see :func:`_no_cancellation`).
+CANCEL_GRACE_S = 0.05
+
+
+async def _no_cancellation(context: grpc.aio.ServicerContext) -> None:
+    """Returns only if the stream that just ended was not cancelled by the client.
+
+    grpc's asyncio server ends the request iterator the same way for a client that finished
+    and for one that cancelled (a client whose request iterator raised, say); the
+    cancellation reaches the handler a moment later, as a ``CancelledError`` at its next
+    await. A short wait lets it arrive before anything is stored. Clients that send
+    ``expected_size`` (the SDK always does) are checked by size instead, with no wait.
+    """
+    await asyncio.sleep(CANCEL_GRACE_S)  # a cancellation raises CancelledError here
+    if context.done():
+        raise asyncio.CancelledError("the client cancelled the upload")
+
+
 class DataServicer(data_pb2_grpc.DataServiceServicer):
     def __init__(self, runtime: Runtime, datasets: Datasets, max_upload_bytes: int, spool_dir: str | None) -> None:
         self._rt = runtime
@@ -151,6 +171,8 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         with tempfile.TemporaryDirectory(prefix="lepton-upload-", dir=self._spool_dir) as tmp:
             path = Path(tmp) / "upload"
             header, size, digest = await self._spool(request_iterator, path)
+            if not header.expected_size:
+                await _no_cancellation(context)
             if header.expected_size and size != header.expected_size:
                 raise InvalidArgument(
                     f"received {size} bytes but the header announced {header.expected_size}: the upload was cut off",

@@ -391,15 +391,17 @@ def _check_numpy_abi() -> None:
     does for every request's inputs when a tensor comes from DLPack, so one array made
     into a backend tensor, passed through DLPack and read back tells.
     """
+    if not hasattr(pb_utils.Tensor, "from_dlpack"):
+        return  # a backend without DLPack (or a test double): nothing to probe with
     probe = np.arange(6, dtype=np.float64).reshape(2, 3) + 0.5
     try:
         source = pb_utils.Tensor("lepton_probe", probe)
         view = pb_utils.Tensor.from_dlpack("lepton_probe", source.to_dlpack())
         back = np.array(view.as_numpy())  # a copy: the view dies with the tensors
-        same = back.shape == probe.shape and bool(np.array_equal(back, probe))
-    except Exception as exc:  # a broken binding may raise instead
-        back, same = np.asarray([repr(exc)]), False
-    if not same:
+    except Exception as exc:  # the probe itself failed: that tells nothing about the layout
+        log.warning("could not check the Python backend's numpy ABI: %s", exc)
+        return
+    if back.shape != probe.shape or not np.array_equal(back, probe):
         raise RuntimeError(
             f"Triton's Python backend garbles numpy {np.__version__} arrays (sent {probe.tolist()}, read back "
             f"{back.tolist()}): it was built against another numpy ABI. Install numpy<2 in the environment the "
