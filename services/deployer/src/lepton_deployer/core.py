@@ -10,7 +10,8 @@ version runs these steps on every host, and only moves on when every host passed
 1. **stage**: load the new version as its own model ``<tenant>--<name>--next`` and
    wait until it is ready;
 2. **smoke test**: send it the deployment's recorded inputs and compare the answers
-   with the model's own in-process predictions (to 1e-6);
+   with the model's own in-process predictions (to 1e-6; float32 models also get a relative
+   1e-5, see ``smoke_tolerance``);
 3. **canary** (optional): give the staged model a growing share of routed traffic
    (the routes in the record, which the SDK honours) and check Triton's failure count
    for it after each step;

@@ -15,6 +15,11 @@ Requests arrive dynamically batched; each ``execute`` call predicts all valid ro
 with one ``model.predict`` call, then splits the result back per request. A malformed
 request gets its own error response and never fails the others.
 
+Instances: on a ``KIND_GPU`` instance the model runs on that instance's GPU when a runtime
+here can (onnxruntime's CUDA provider, else torch for an MLP), else on the CPU; each
+instance logs its choice. Loading refuses a backend that garbles this environment's numpy
+arrays (``_check_numpy_abi``).
+
 Prediction logging: when the model config's ``nats_url`` parameter is set, a sample
 of requests (``log_sample_rate``) is published to the PREDICTIONS stream on
 ``lepton.pred.<tenant>.<deployment>``, as ``PredictionLogBatch`` CloudEvents: every
