@@ -64,8 +64,10 @@ $(MLSERVER_VENV)/.lepton-setup: requirements/mlserver-lock.txt
 	$(call peer-venv,$(MLSERVER_VENV),$<)
 
 # Serving: our deployment on Triton vs hand-loaded Triton, MLServer, a gRPC echo floor (~3.5 min).
+# Both load generators, one after the other: the p99 of 8 client threads is partly the client's.
 bench-serve: setup $(MLSERVER_VENV)/.lepton-setup
 	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/serve_bench.py --client asyncio
 
 MLFLOW_VENV := .venv-mlflow
 
