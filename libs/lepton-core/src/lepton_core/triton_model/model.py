@@ -23,8 +23,8 @@ arrays (``_check_numpy_abi``).
 Prediction logging: when the model config's ``nats_url`` parameter is set, a sample
 of requests (``log_sample_rate``) is published to the PREDICTIONS stream on
 ``lepton.pred.<tenant>.<deployment>``, as ``PredictionLogBatch`` CloudEvents: every
-``PUBLISH_INTERVAL_S`` the logs gathered so far go out as one message (split at
-``MAX_BATCH_BYTES``). Inference never waits on NATS: ``execute`` only does a
+``PUBLISH_INTERVAL_S`` (sooner once ``PUBLISH_AT`` wait) the logs gathered so far go out
+as one message (split at ``MAX_BATCH_BYTES``). Inference never waits on NATS: ``execute`` only does a
 non-blocking ``put_nowait`` on a bounded queue (dropping, and counting, when it is
 full); a daemon thread with its own asyncio loop owns the NATS connection and publishes.
 """
@@ -74,8 +74,16 @@ ONNX_FILE = "lepton.onnx"
 ONNX_INFO_FILE = "lepton-onnx.json"
 #: Request parameter that marks a request as a check, not traffic: it is never logged.
 CHECK_PARAMETER = "lepton_check"
-#: How long logs gather before the publisher sends them (one message per interval).
-PUBLISH_INTERVAL_S = 0.05
+#: How long logs gather before the publisher sends them (one message per interval). Each
+#: message costs the broker and the monitor more than the logs in it: at 1000 logs a second,
+#: 10 ms batches cut serving throughput to 0.80-0.83x the hand-loaded model, 50 ms batches gave
+#: 0.90-1.02x and 200 ms 1.00-1.01x (docs/benchmarks.md, serving).
+PUBLISH_INTERVAL_S = 0.2
+#: ...or sooner, as soon as this many logs wait: traffic logged without a rate cap must not
+#: fill the queue between two publishes.
+PUBLISH_AT = 1024
+#: How often the publisher looks at the queue while it waits.
+POLL_S = 0.01
 #: Encoded size at which a batch message is closed (NATS's default max payload is 1 MiB).
 MAX_BATCH_BYTES = 256 * 1024
 #: Rows of each sampled request whose inputs and outputs go into its log (the
@@ -239,12 +247,19 @@ class PredictionLogger:
                     break
                 if not stopping:
                     # Let logs gather: one message per interval, not one per request.
-                    await asyncio.sleep(PUBLISH_INTERVAL_S)
+                    await self._gather()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), 1.0)
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def _gather(self) -> None:
+        """Waits ``PUBLISH_INTERVAL_S``, or less once ``PUBLISH_AT`` logs wait or the logger closes."""
+        waited = 0.0
+        while waited < PUBLISH_INTERVAL_S and len(self.queue) < PUBLISH_AT and not self._stopping.is_set():
+            await asyncio.sleep(POLL_S)
+            waited += POLL_S
 
     async def _publish(self, nc: Any, items: list[LogItem]) -> None:
         """Publishes ``items`` as few ``PredictionLogBatch`` messages, then one flush for all.
