@@ -77,7 +77,7 @@ CHECK_PARAMETER = "lepton_check"
 #: How long logs gather before the publisher sends them (one message per interval). Each
 #: message costs the broker and the monitor more than the logs in it: at 1000 logs a second,
 #: 10 ms batches cut serving throughput to 0.80-0.83x the hand-loaded model, 50 ms batches gave
-#: 0.90-1.02x and 200 ms 1.00-1.01x (docs/benchmarks.md, serving).
+#: 0.90-1.02x and 200 ms 0.98-1.06x (docs/benchmarks.md, serving, runs 11-26).
 PUBLISH_INTERVAL_S = 0.2
 #: ...or sooner, as soon as this many logs wait: traffic logged without a rate cap must not
 #: fill the queue between two publishes.
@@ -429,13 +429,14 @@ def _check_numpy_abi() -> None:
         )
 
 
-def _gpu_runtimes(device_id: int) -> set[str]:
+def _gpu_runtimes(device_id: int, torch_too: bool) -> set[str]:
     """Which runtimes here can run a model on GPU ``device_id``: ``onnxruntime``, ``torch``, both or none.
 
     A GPU host's stub environment may have onnxruntime with its CUDA provider
     (``onnxruntime-gpu``), torch with CUDA, either or neither. An exact ONNX conversion
     runs on onnxruntime's CUDA provider when there is one; an MLP runs on torch's CUDA
-    otherwise; scikit-learn itself never runs on a GPU.
+    otherwise; scikit-learn itself never runs on a GPU. torch is only looked at when
+    ``torch_too`` (an MLP): importing it costs a model that cannot use it seconds of start-up.
     """
     found = set()
     try:
@@ -445,6 +446,8 @@ def _gpu_runtimes(device_id: int) -> set[str]:
             found.add("onnxruntime")
     except ImportError:
         pass
+    if not torch_too:
+        return found
     try:
         import torch
 
@@ -499,7 +502,8 @@ class TritonPythonModel:
         preprocess_path = os.path.join(version_dir, "preprocess.json")
         is_mlp = os.path.exists(os.path.join(version_dir, "model.safetensors"))
         use_onnx = os.path.exists(onnx_path) and os.path.exists(info_path) and not os.path.exists(preprocess_path)
-        on_gpu = _gpu_runtimes(device_id) if gpu else set()
+        on_gpu = _gpu_runtimes(device_id, torch_too=is_mlp) if gpu else set()
+        placed_on_gpu = False
         if use_onnx and not (is_mlp and on_gpu == {"torch"}):
             import onnxruntime as ort
 
@@ -512,6 +516,7 @@ class TritonPythonModel:
             if "onnxruntime" in on_gpu:
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
             self.session = ort.InferenceSession(onnx_path, options, providers=providers)
+            placed_on_gpu = "CUDAExecutionProvider" in self.session.get_providers()
             self.allow_nan = bool(onnx_info.get("allow_nan", False))
             self.algorithm = str(onnx_info.get("estimator") or self.signature.get("algorithm") or "the model")
             self.runtime = f"onnxruntime ({', '.join(self.session.get_providers())})"
@@ -532,13 +537,14 @@ class TritonPythonModel:
                 self.model = MLPModel.from_files(files)
                 if "torch" in on_gpu:
                     self.model.to_device(f"cuda:{device_id}")
+                    placed_on_gpu = True
                 self.runtime = f"torch ({self.model.device})"
             self.allow_nan = _allows_nan(self.model)
             expected = getattr(self.model, "n_features_in_", self.n_features)
             if expected != self.n_features:
                 raise ValueError(f"signature.json names {self.n_features} features but the model expects {expected}")
             self.algorithm = type(self.model).__name__
-        if gpu and "CUDA" not in self.runtime and "cuda" not in self.runtime:
+        if gpu and not placed_on_gpu:
             self.runtime += f", on CPU: a GPU instance (device {device_id}), but nothing here runs this model on a GPU"
         # A model trained on a recipe-made dataset takes raw rows and replays the recipes
         # (fitted parameters included) from preprocess.json before predicting.
