@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lepton-setup
-PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ai examples/custom-model \
+PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platform libs/lepton-ai examples/custom-model \
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
@@ -40,10 +40,10 @@ test: setup
 
 # The whole platform in the foreground (NATS, Triton, six services) until Ctrl-C.
 up: setup
-	$(BIN)/python -m lepton_core.embedded
+	$(BIN)/python -m lepton_platform.embedded
 
 demo: setup
-	$(BIN)/python -m lepton_core.demo
+	$(BIN)/python -m lepton_platform.demo
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -1,3 +1,3 @@
 """Root conftest: the shared fixtures that start real NATS, Triton and the platform."""
 
-pytest_plugins = ["lepton_core.testing"]
+pytest_plugins = ["lepton_platform.testing"]

@@ -49,12 +49,12 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from lepton_core.bus import ObjectRefRecord, ObjectStore, connect, sha256_digest
-from lepton_core.embedded import grpc_serving
-from lepton_core.processes import NatsServer, Process, free_port, start_service, wait_until
 from lepton_core.rpc import client_channel
 from lepton_data import ingest
 from lepton_data.core import arrow_batches, columns_of, parquet_bytes
 from lepton_data.profiling import DatasetProfile, profile
+from lepton_platform.embedded import grpc_serving
+from lepton_platform.processes import NatsServer, Process, free_port, start_service, wait_until
 
 MB = 1024 * 1024
 SEED = 20261129

@@ -63,8 +63,9 @@ from lepton.deployer.v1 import deployer_pb2
 from nats.aio.msg import Msg
 
 import lepton_ai as la
-from lepton_core import artifacts, events
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_core import events
+from lepton_ml import splits
+from lepton_platform.embedded import EmbeddedPlatform
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -304,7 +305,7 @@ def cleanup_ours(client: la.Client, name: str, triton_url: str) -> None:
 class Settler:
     """Waits until the processes the bench started are idle, before each journey.
 
-    Every process the platform starts leads its own process group (``lepton_core.processes``),
+    Every process the platform starts leads its own process group (``lepton_platform.processes``),
     its children in it (Triton's stubs, the trainer's fit process); the MLflow worker leads
     one too. A group's CPU is utime + stime over its members in /proc. After a journey the
     platform keeps working for a moment (the monitor consumes the prediction log, the
@@ -419,7 +420,7 @@ def mlflow_journey(worker: MlflowWorker, name: str) -> dict[str, Any]:
 
 def check(ours: dict[str, Any], theirs: dict[str, Any], n_rows: int) -> dict[str, Any]:
     """The two journeys did the same thing: same training rows, predictions and held-out r2."""
-    train_idx, _ = artifacts.holdout_split(n_rows, SPLIT_SEED, TEST_FRACTION)
+    train_idx, _ = splits.holdout_split(n_rows, SPLIT_SEED, TEST_FRACTION)
     digest = hashlib.sha256(np.asarray(train_idx, dtype=np.int64).tobytes()).hexdigest()
     if theirs["train_rows_sha256"] != digest:
         raise RuntimeError("MLflow's side fitted other rows than the platform's training split")

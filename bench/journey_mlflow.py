@@ -23,7 +23,7 @@ One journey, each stage timed with ``time.perf_counter``:
 
 The server is then stopped (untimed). The training rows are the platform's held-out
 split reproduced: ``np.random.default_rng(seed).permutation(n)``, the first
-``round(n * test_fraction)`` held out (``lepton_core.artifacts.holdout_split``; the bench
+``round(n * test_fraction)`` held out (``lepton_ml.splits.holdout_split``; the bench
 checks that the rows are the same by their digest), so both sides fit the same rows.
 """
 
@@ -69,7 +69,7 @@ def free_port() -> int:
 
 
 def holdout_split(n_rows: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """The platform's split (``lepton_core.artifacts.holdout_split``), reproduced in three lines."""
+    """The platform's split (``lepton_ml.splits.holdout_split``), reproduced in three lines."""
     order = np.random.default_rng(seed).permutation(n_rows)
     n_test = max(1, round(n_rows * test_fraction))
     return np.sort(order[n_test:]), np.sort(order[:n_test])

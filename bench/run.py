@@ -43,10 +43,11 @@ from opentelemetry import trace
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import ObjectStore, connect, declare_topology
-from lepton_core.processes import NatsServer, nats_server_binary
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
+from lepton_ml import artifacts
+from lepton_platform.processes import NatsServer, nats_server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TENANT = "bench"

@@ -75,13 +75,14 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from nats.aio.msg import Msg
 from sklearn.datasets import make_classification
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import ObjectStore
-from lepton_core.demo import poll
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import Process, free_port, wait_until
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts
+from lepton_platform.demo import poll
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import Process, free_port, wait_until
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -256,7 +257,7 @@ def inprocess_callers(model: Any, row: npt.NDArray[np.float64]) -> Callers:
 class CpuMeter:
     """CPU seconds used by groups of processes (by process group), this process and the machine.
 
-    Every server the bench starts leads its own process group (``lepton_core.processes``),
+    Every server the bench starts leads its own process group (``lepton_platform.processes``),
     with its children in it (Triton's Python stubs, MLServer's workers, the trainer's fit
     process), so a group's CPU is the sum of utime + stime over its members in /proc.
     ``other`` is whatever else kept the machine's CPUs busy (other sessions' tests).

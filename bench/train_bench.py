@@ -53,12 +53,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectStore, connect
-from lepton_core.embedded import grpc_serving
-from lepton_core.processes import NatsServer, Process, free_port, start_service, wait_until
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts, splits
+from lepton_platform.embedded import grpc_serving
+from lepton_platform.processes import NatsServer, Process, free_port, start_service, wait_until
 from lepton_trainer.catalogue import algorithm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
@@ -137,7 +137,7 @@ def direct_fit(path: Path, name: str, params: Mapping[str, str], rows: int | Non
     features = [c for c in frame.columns if c != TARGET]
     x = frame.select(features).to_numpy().astype(np.float64)
     y = frame[TARGET].to_numpy().astype(np.float64)
-    train, _ = artifacts.holdout_split(len(x), SPLIT_SEED, TEST_FRACTION)
+    train, _ = splits.holdout_split(len(x), SPLIT_SEED, TEST_FRACTION)
     t1 = time.perf_counter()
     estimator, _ = algorithm(name).make(params, seed=MODEL_SEED)
     estimator.fit(x[train], y[train])
@@ -435,7 +435,7 @@ async def compare_models(nats_url: str, run: PlatformRun, direct: DirectRun, pat
         await nc.close()
     frame = pl.read_parquet(path)
     x = frame.select([c for c in frame.columns if c != TARGET]).to_numpy().astype(np.float64)
-    _, test = artifacts.holdout_split(len(x), SPLIT_SEED, TEST_FRACTION)
+    _, test = splits.holdout_split(len(x), SPLIT_SEED, TEST_FRACTION)
     diff = float(np.max(np.abs(model.predict(x[test]) - direct.model.predict(x[test]))))
     return diff <= 1e-9, diff
 

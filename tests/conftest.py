@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from lepton_core.demo import PipelineResult, run_pipeline, write_diabetes_csv
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.tracesink import TraceSink
+from lepton_platform.demo import PipelineResult, run_pipeline, write_diabetes_csv
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.tracesink import TraceSink
 
 _RESULT: dict[str, PipelineResult] = {}
 

@@ -20,7 +20,7 @@ from lepton.trainer.v1 import trainer_pb2
 from sklearn.datasets import load_diabetes, load_iris
 
 import lepton_ai as la
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 DOC = Path(__file__).resolve().parents[1] / "docs" / "sdk.md"

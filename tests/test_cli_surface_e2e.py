@@ -25,9 +25,9 @@ import pytest
 import typer
 
 from lepton_ai import cli
-from lepton_core.demo import PipelineResult
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.testing import lepton_cli
+from lepton_platform.demo import PipelineResult
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 LEPTON = Path(sys.executable).parent / "lepton"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import load_wine
 
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.testing import lepton_cli
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -27,9 +27,9 @@ from sklearn.datasets import load_diabetes
 import lepton_ai as la
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, connect
-from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
-from lepton_core.testing import lepton_cli
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "loop"

@@ -13,10 +13,10 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
-from lepton_core import artifacts
-from lepton_core.demo import PipelineResult
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.testing import lepton_cli
+from lepton_ml import artifacts
+from lepton_platform.demo import PipelineResult
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -20,12 +20,12 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from sklearn import datasets
 from sklearn import metrics as skm
 
-from lepton_core import artifacts
 from lepton_core.bus import connect
-from lepton_core.demo import PipelineResult
-from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
-from lepton_core.testing import find_event
+from lepton_ml import artifacts
+from lepton_platform.demo import PipelineResult
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import find_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -22,9 +22,9 @@ import pytest
 from lepton.events.v1 import events_pb2
 
 import lepton_ai as la
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import free_port
-from lepton_core.testing import lepton_cli
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import free_port
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -1,4 +1,4 @@
-"""`make up` (python -m lepton_core.embedded) serves, then stops every process on SIGTERM."""
+"""`make up` (python -m lepton_platform.embedded) serves, then stops every process on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_core.embedded import grpc_serving
+from lepton_platform.embedded import grpc_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -52,7 +52,7 @@ def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
         "LEPTON_BASE_PORT": "0",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lepton_core.embedded"],
+        [sys.executable, "-m", "lepton_platform.embedded"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,

@@ -15,12 +15,12 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from sklearn.datasets import load_breast_cancer
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectStore, connect
-from lepton_core.demo import infer, poll
-from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts
+from lepton_platform.demo import infer, poll
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -1,6 +1,6 @@
 """End to end: the walking skeleton through real NATS, real Triton and six service processes.
 
-One session-scoped platform (see ``lepton_core.testing``) runs the same pipeline
+One session-scoped platform (see ``lepton_platform.testing``) runs the same pipeline
 ``make demo`` runs; these tests assert what the demo only prints.
 """
 
@@ -22,15 +22,16 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from nats.js import api as js_api
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, ObjectStore, connect
-from lepton_core.demo import PipelineResult, write_diabetes_csv
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import SERVICES
 from lepton_core.rpc import client_channel
-from lepton_core.testing import find_event
-from lepton_core.tracesink import TraceSink
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts
+from lepton_platform.demo import PipelineResult, write_diabetes_csv
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import SERVICES
+from lepton_platform.testing import find_event
+from lepton_platform.tracesink import TraceSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -23,12 +23,12 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from lepton_core import artifacts, recipes
 from lepton_core.bus import ObjectStore, connect
-from lepton_core.demo import infer, poll
-from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts, recipes, splits
+from lepton_platform.demo import infer, poll
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -109,7 +109,7 @@ async def test_serving_replays_the_recipe_on_raw_rows(platform: EmbeddedPlatform
     # The same estimator trained directly on the recipe's output, on the same rows.
     transformed, fitted = recipes.fit_transform(raw, recipes.parse_recipe(json.dumps(RECIPE)))
     features = list(version.features)
-    train_idx, _ = artifacts.holdout_split(transformed.height, 3, 0.25)
+    train_idx, _ = splits.holdout_split(transformed.height, 3, 0.25)
     x = transformed.select(features).to_numpy()
     direct = Ridge(alpha=0.5).fit(x[train_idx], transformed["target"].to_numpy()[train_idx])
     expected = direct.predict(

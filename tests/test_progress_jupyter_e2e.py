@@ -22,7 +22,7 @@ from lepton.trainer.v1 import trainer_pb2
 from nbclient import NotebookClient
 
 import lepton_ai as la
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_platform.embedded import EmbeddedPlatform
 
 KERNEL = "lepton-test-venv"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

@@ -16,8 +16,8 @@ from sklearn.datasets import load_diabetes
 
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, connect
-from lepton_core.embedded import EmbeddedPlatform
 from lepton_core.rpc import client_channel
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 MODEL = "cc-diabetes"

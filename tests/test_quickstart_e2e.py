@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_core.processes import nats_server_binary
+from lepton_platform.processes import nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ import pytest
 from sklearn.datasets import load_wine
 
 import lepton_ai as la
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import free_port
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_iris
 
 import lepton_ai as la
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 README = Path(__file__).resolve().parent.parent / "README.md"

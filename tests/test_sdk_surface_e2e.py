@@ -26,7 +26,7 @@ from sklearn.datasets import load_diabetes, load_iris
 
 import lepton_ai as la
 from lepton_core.bus import ObjectRefRecord, ObjectStore, connect
-from lepton_core.embedded import EmbeddedPlatform
+from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

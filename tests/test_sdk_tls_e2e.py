@@ -22,11 +22,11 @@ import grpc
 import pytest
 
 import lepton_ai as la
-from lepton_core.demo import write_diabetes_csv
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import free_port
-from lepton_core.testing import lepton_cli
 from lepton_core.tls import server_credentials, write_self_signed
+from lepton_platform.demo import write_diabetes_csv
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import free_port
+from lepton_platform.testing import lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

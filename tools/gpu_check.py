@@ -51,9 +51,9 @@ def prepare(kit: Path) -> None:
     from sklearn.datasets import load_breast_cancer, load_diabetes
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    from lepton_core import artifacts
-    from lepton_core.mlp import MLPParams, Task, train_mlp
     from lepton_deployer.core import ServingConfig, choose_backend, model_config, serving_model_source, smoke_tolerance
+    from lepton_ml import artifacts
+    from lepton_ml.mlp import MLPParams, Task, train_mlp
 
     kit.mkdir(parents=True, exist_ok=True)
     source = serving_model_source()
@@ -207,7 +207,7 @@ def run(kit: Path, out: Path) -> int:
     """Runs the check on this host; returns the exit status."""
     import tritonclient.grpc as triton_grpc
 
-    from lepton_core.processes import TritonServer
+    from lepton_platform.processes import TritonServer
 
     out.mkdir(parents=True, exist_ok=True)
     records = [json.loads(p.read_text()) for p in sorted(kit.glob("*.json"))]

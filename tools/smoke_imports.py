@@ -28,6 +28,8 @@ MODULES = [
     "pydantic_settings",
     "matplotlib",
     "lepton_core",
+    "lepton_ml",
+    "lepton_platform",
     "lepton.events.v1.events_pb2",
 ]
 

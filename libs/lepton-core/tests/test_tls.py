@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from lepton_core.rpc import Server, client_channel, create_server
 from lepton_core.settings import ServiceSettings
-from lepton_core.testing import StartService
 from lepton_core.tls import Peer, TlsFiles, read_pem, server_credentials, write_self_signed
+from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(120)
 

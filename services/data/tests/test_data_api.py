@@ -26,7 +26,7 @@ from sklearn.datasets import load_iris
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
+from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(120)
 

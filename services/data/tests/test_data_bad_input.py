@@ -15,7 +15,7 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
+from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(300)
 

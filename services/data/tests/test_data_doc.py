@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_core.testing import StartService
+from lepton_platform.testing import StartService
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "data.md"
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
+from lepton_platform.testing import StartService
 
 CSV = b"x,y\n1,2.5\n2,3.5\n3,4.5\n"
 

@@ -13,8 +13,6 @@ from sklearn.datasets import load_diabetes
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import Ridge
 
-from lepton_core import artifacts
-from lepton_core.mlp import MLPParams, train_mlp
 from lepton_deployer.core import (
     FLOAT32_RTOL,
     ONNX_FILE,
@@ -24,6 +22,8 @@ from lepton_deployer.core import (
     choose_backend,
     smoke_tolerance,
 )
+from lepton_ml import artifacts
+from lepton_ml.mlp import MLPParams, train_mlp
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,13 @@ from nats.aio.client import Client as NATS
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, Ridge
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import ObjectStore
-from lepton_core.processes import TritonServer
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService, find_event
 from lepton_core.wire import lineage, ref_to_pb
+from lepton_ml import artifacts, splits
+from lepton_platform.processes import TritonServer
+from lepton_platform.testing import StartService, find_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 TENANT = "dep" + uuid.uuid4().hex[:6]
@@ -82,7 +83,7 @@ def env(nats_url: str, triton: TritonServer, second_triton: TritonServer, servic
 async def _publish_version(nc: NATS, env: Env, model: str, version: int, estimator: Any, columns: list[str]) -> None:
     """Stores a fitted estimator and its training data, and announces the version."""
     frame = env.frame.select([*columns, "target"])
-    train, _ = artifacts.holdout_split(frame.height, SEED, FRACTION)
+    train, _ = splits.holdout_split(frame.height, SEED, FRACTION)
     x, y = frame.select(columns).to_numpy(), frame["target"].to_numpy()
     estimator.fit(x[train], y[train])
     env.models[version] = estimator

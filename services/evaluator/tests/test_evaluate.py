@@ -12,9 +12,9 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold
 
-from lepton_core import artifacts
 from lepton_core.errors import FailedPrecondition
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, evaluate_artifact
+from lepton_ml import artifacts, splits
 
 SEED, FRACTION = 7, 0.25
 
@@ -29,7 +29,7 @@ def _parquet(frame: pl.DataFrame) -> bytes:
 def diabetes() -> tuple[pl.DataFrame, bytes, Ridge]:
     frame = pl.from_pandas(datasets.load_diabetes(as_frame=True).frame)
     features = [c for c in frame.columns if c != "target"]
-    train, _ = artifacts.holdout_split(frame.height, SEED, FRACTION)
+    train, _ = splits.holdout_split(frame.height, SEED, FRACTION)
     x, y = frame.select(features).to_numpy(), frame["target"].to_numpy()
     model = Ridge(alpha=0.5).fit(x[train], y[train])
     bundle = artifacts.pack(model, artifacts.Signature(features, "target", "regression", "ridge"))
@@ -39,7 +39,7 @@ def diabetes() -> tuple[pl.DataFrame, bytes, Ridge]:
 def test_holdout_rows_are_the_split_training_held_out(diabetes: tuple[pl.DataFrame, bytes, Ridge]) -> None:
     frame, bundle, model = diabetes
     out = evaluate_artifact(bundle, _parquet(frame), SEED, FRACTION, HOLDOUT)
-    _, test = artifacts.holdout_split(frame.height, SEED, FRACTION)
+    _, test = splits.holdout_split(frame.height, SEED, FRACTION)
     x, y = frame.drop("target").to_numpy(), frame["target"].to_numpy()
     assert out.test_rows == len(test)
     assert out.metrics["r2"] == pytest.approx(skm.r2_score(y[test], model.predict(x[test])), abs=1e-12)

@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
-from lepton_core.profiling import profile
+from lepton_ml.profiling import profile
 from lepton_monitor.drift import (
     OTHER,
     DriftInputError,

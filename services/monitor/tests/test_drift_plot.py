@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_diabetes
 
-from lepton_core.profiling import profile
+from lepton_ml.profiling import profile
 from lepton_monitor.drift import column_drift, drift_report
 from lepton_monitor.drift_plot import drift_png, figure_pixels
 

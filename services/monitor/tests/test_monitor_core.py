@@ -19,9 +19,9 @@ import pytest
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, sha256_digest
 from lepton_core.store import MemoryStore
+from lepton_ml import artifacts
 from lepton_monitor.core import Monitor, Options, Stores, retraining_job_id
 from lepton_monitor.drift import DriftThresholds
 from lepton_monitor.live import LabelIn, LogEntry

@@ -37,13 +37,14 @@ from scipy import stats
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, ObjectStore
-from lepton_core.processes import free_port
-from lepton_core.profiling import profile
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
 from lepton_core.wire import ref_to_pb
+from lepton_ml import artifacts
+from lepton_ml.profiling import profile
+from lepton_platform.processes import free_port
+from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(120)
 

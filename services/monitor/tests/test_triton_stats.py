@@ -14,8 +14,8 @@ from sklearn.linear_model import LinearRegression
 from tritonclient.utils import InferenceServerException
 
 import lepton_core
-from lepton_core.processes import TritonServer
 from lepton_monitor.triton import triton_statistics
+from lepton_platform.processes import TritonServer
 
 pytestmark = pytest.mark.timeout(240)
 

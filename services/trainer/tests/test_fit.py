@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.datasets import load_breast_cancer
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import FailedPrecondition, InvalidArgument
 from lepton_core.wire import now
+from lepton_ml import artifacts
 from lepton_trainer.core import JobRecord, JobState, fit
 
 

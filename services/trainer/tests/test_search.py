@@ -19,7 +19,7 @@ from nats.aio.client import Client as NATS
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
+from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(600)
 

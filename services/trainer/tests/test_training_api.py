@@ -25,11 +25,12 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from nats.aio.client import Client as NATS
 from sklearn import datasets
 
-from lepton_core import artifacts, events
+from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, ObjectStore
 from lepton_core.rpc import client_channel
-from lepton_core.testing import StartService
 from lepton_core.wire import ref_from_pb
+from lepton_ml import artifacts, splits
+from lepton_platform.testing import StartService
 from lepton_trainer.catalogue import CATALOGUE, CLASSIFICATION, CLUSTERING, REGRESSION
 
 pytestmark = pytest.mark.timeout(600)
@@ -138,7 +139,7 @@ async def test_every_algorithm_matches_scikit_learn(stubs: tuple, nc: NATS) -> N
         features = [c for c in frame.columns if c != "target"]
         x = frame.select(features).to_numpy().astype(np.float64)
         y = frame["target"].to_numpy().astype(np.float64)
-        train, test = artifacts.holdout_split(len(x), 11, 0.25)
+        train, test = splits.holdout_split(len(x), 11, 0.25)
         direct, _ = algo.make(PARAMS.get(name, {}), seed=5)
         direct.fit(x[train]) if algo.task == CLUSTERING else direct.fit(x[train], y[train])
         model, signature = artifacts.unpack(await objects.get(ref_from_pb(job.artifact)))

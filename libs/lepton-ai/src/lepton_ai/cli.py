@@ -912,7 +912,7 @@ def predict(
 @app.command("up")
 def up() -> None:
     """Run the whole platform on this machine until Ctrl-C."""
-    from lepton_core.embedded import main as embedded_main
+    from lepton_platform.embedded import main as embedded_main
 
     embedded_main()
 

@@ -13,8 +13,8 @@ from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
 from lepton_ai._transport import Transport, message
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, NotFound
-from lepton_core import serving
 from lepton_core.telemetry import inject_context
+from lepton_ml import serving
 
 #: How long predict() trusts the routes it read before reading them again.
 ROUTES_TTL_S = 0.5

@@ -29,12 +29,12 @@ from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
 from lepton_ai.deployments import triton_predict
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
-from lepton_core import serving
+from lepton_ml import serving
 
 if TYPE_CHECKING:
     # Loading a bundle needs skops, scikit-learn and torch (seconds to import): only when used,
     # so that `import lepton_ai` and every `lepton` command start fast.
-    from lepton_core import artifacts
+    from lepton_ml import artifacts
 
 DONE = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED)
 #: Column names taken as the target when a dataset does not say and fit() is not told.
@@ -221,7 +221,7 @@ class Model:
         """The trained artifact (model, signature, preprocessing), downloaded once and digest-checked."""
         if self._bundle is None:
             from lepton_ai.registry import Models
-            from lepton_core import artifacts
+            from lepton_ml import artifacts
 
             data = Models(self._require_fitted()).download(self.model_name, self.version)
             self._bundle = artifacts.load_bundle(data)

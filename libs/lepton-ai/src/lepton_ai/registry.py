@@ -209,7 +209,7 @@ class Models:
 
         Raises FailedPrecondition when the model has no exact ONNX form (the message says why).
         """
-        from lepton_core import artifacts, onnx_export, serving
+        from lepton_ml import artifacts, onnx_export, serving
 
         bundle = artifacts.load_bundle(self.download(name, version, alias))
         rows = None

@@ -16,7 +16,6 @@ from nats.js import JetStreamContext
 from lepton_core import event_stream, events
 from lepton_core.bus import ObjectStore, connect, declare_topology
 from lepton_core.logs import setup_logging
-from lepton_core.processes import DEFAULT_PORTS
 from lepton_core.rpc import create_server
 from lepton_core.settings import ServiceSettings
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
@@ -26,6 +25,11 @@ log = logging.getLogger(__name__)
 
 #: Longest wait for one shutdown step (consumers, gRPC server, NATS close).
 SHUTDOWN_STEP_S = 15.0
+
+SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
+"""The six services, in pipeline order."""
+DEFAULT_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
+"""Each service's gRPC port when its settings name none: data on 50051, the rest after it."""
 
 
 @dataclass

@@ -15,13 +15,13 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.events.v1 import events_pb2
 
 from lepton_core.errors import InvalidArgument
-from lepton_core.profiling import DatasetProfile
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_to_pb, ts
 from lepton_data.core import DatasetRecord, Datasets, Stored, VersionRecord, arrow_batches
 from lepton_data.ingest import CsvOptions
 from lepton_data.splits import SplitSpec
+from lepton_ml.profiling import DatasetProfile
 
 
 def version_to_pb(v: VersionRecord, deduplicated: bool = False) -> data_pb2.DatasetVersion:

@@ -23,14 +23,14 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from lepton_core import recipes
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
-from lepton_core.profiling import DatasetProfile, profile
 from lepton_core.wire import now
 from lepton_data import ingest, validation
 from lepton_data.ingest import CsvOptions, Limits
 from lepton_data.splits import SplitSpec, assign_splits, split_index
+from lepton_ml import recipes
+from lepton_ml.profiling import DatasetProfile, profile
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BUCKET = "datasets"

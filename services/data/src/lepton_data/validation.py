@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from lepton_core.errors import InvalidArgument
-from lepton_core.recipes import FieldError, invalid_argument_from
+from lepton_ml.recipes import FieldError, invalid_argument_from
 
 MAX_RULES = 1000
 MAX_PATTERN_LENGTH = 500

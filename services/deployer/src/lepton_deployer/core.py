@@ -49,12 +49,12 @@ import tritonclient.grpc.aio as triton_aio
 from pydantic import BaseModel, Field
 from tritonclient.utils import InferenceServerException
 
-from lepton_core import artifacts, serving
 from lepton_core.bus import ObjectRefRecord, ObjectStore
 from lepton_core.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound, Unavailable
 from lepton_core.store import Store
 from lepton_core.telemetry import inject_context
 from lepton_core.wire import now
+from lepton_ml import artifacts, serving, splits
 
 INPUT_NAME = serving.INPUT
 TEXT_INPUT_NAME = serving.TEXT_INPUT
@@ -260,7 +260,7 @@ def smoke_tolerance(model: Any) -> tuple[float, float]:
 
 def serving_model_source() -> bytes:
     """The Python-backend model that serves every Lepton bundle."""
-    return (resources.files("lepton_core") / "triton_model" / "model.py").read_bytes()
+    return (resources.files("lepton_ml") / "triton_model" / "model.py").read_bytes()
 
 
 def recorded_rows(info: VersionInfo, dataset: bytes, signature: artifacts.Signature) -> dict[str, list[Any]]:
@@ -269,7 +269,7 @@ def recorded_rows(info: VersionInfo, dataset: bytes, signature: artifacts.Signat
     columns = signature.numeric_inputs() + signature.text_inputs()
     if not all(c in frame.columns for c in columns):
         return {}
-    _, held = artifacts.holdout_split(frame.height, info.split_seed, info.test_fraction)
+    _, held = splits.holdout_split(frame.height, info.split_seed, info.test_fraction)
     rows = frame[held[:SMOKE_ROWS].tolist()].select(columns)
     return {c: rows[c].to_list() for c in columns}
 
@@ -300,7 +300,7 @@ def choose_backend(
     preprocessing chain is run by onnxruntime inside the Python backend; anything else
     serves the bundle as trained. ``onnx`` refuses the rollout when it cannot be ONNX.
     """
-    from lepton_core import onnx_export
+    from lepton_ml import onnx_export
 
     if asked == "python":
         return "python", "asked for: the Python backend runs the skops/safetensors bundle as trained", {}

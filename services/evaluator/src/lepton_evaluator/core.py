@@ -16,14 +16,14 @@ from pydantic import BaseModel, Field
 from sklearn import metrics as skm
 from sklearn.base import clone
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore
 from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound
-from lepton_core.scoring import SCORERS
 from lepton_core.store import Store
 from lepton_core.wire import now
 from lepton_evaluator import metrics as m
 from lepton_evaluator import plots
+from lepton_ml import artifacts, splits
+from lepton_ml.scoring import SCORERS
 
 HOLDOUT = "holdout"
 ALL_ROWS = "all"
@@ -124,7 +124,7 @@ def evaluate_artifact(
     frame = pl.read_parquet(io.BytesIO(dataset))
     x, y_all = design(bundle, frame)
     if rows == HOLDOUT:
-        _, idx = artifacts.holdout_split(len(x), seed, test_fraction)
+        _, idx = splits.holdout_split(len(x), seed, test_fraction)
     else:
         idx = np.arange(len(x))
     if len(idx) == 0:
@@ -340,7 +340,7 @@ def compare(
     """
     new = artifacts.load_bundle(challenger)
     frame = pl.read_parquet(io.BytesIO(dataset))
-    _, test_idx = artifacts.holdout_split(frame.height, seed, test_fraction)
+    _, test_idx = splits.holdout_split(frame.height, seed, test_fraction)
     rows = frame[test_idx.tolist()]
     metric = metric or m.headline(new.signature.task)
     scorer = SCORERS.get(metric)

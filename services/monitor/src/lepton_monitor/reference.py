@@ -1,6 +1,6 @@
 """The drift reference of a model version: the profile of its training data, and of its predictions on it.
 
-Feature columns are profiled with :func:`lepton_core.profiling.profile`, the data service's own
+Feature columns are profiled with :func:`lepton_ml.profiling.profile`, the data service's own
 implementation, over every row of the dataset version the model was trained on, so the reference is exactly
 the profile the data service shows for that version. A model trained on a recipe-made version takes raw
 rows (its signature lists ``inputs``), and those raw columns are what the prediction logs carry: its
@@ -9,7 +9,7 @@ reference is then the profile of the raw upload the recipe chain starts from, wh
 The prediction reference is the profile of the model's own predictions on the training rows (a fixed sample
 of ``max_rows`` of them on a large dataset): prediction drift compares like with like, which the target's
 distribution would not (a regression model's predictions spread less than its target). The artifact is
-loaded with :func:`lepton_core.artifacts.load_bundle`, which refuses any type outside the allow-list; a
+loaded with :func:`lepton_ml.artifacts.load_bundle`, which refuses any type outside the allow-list; a
 model the monitor cannot load or run leaves the reference without predictions, with a note saying why.
 """
 
@@ -23,8 +23,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
-from lepton_core import artifacts
-from lepton_core.profiling import profile
+from lepton_ml import artifacts
+from lepton_ml.profiling import profile
 
 log = logging.getLogger(__name__)
 

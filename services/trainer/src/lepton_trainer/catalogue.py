@@ -18,9 +18,9 @@ from typing import Any, Literal
 import torch
 from sklearn import cluster, ensemble, linear_model, naive_bayes, neighbors, svm, tree
 
-from lepton_core import artifacts
 from lepton_core.errors import InvalidArgument
-from lepton_core.mlp import EpochReport, MLPModel, MLPParams, train_mlp
+from lepton_ml import artifacts
+from lepton_ml.mlp import EpochReport, MLPModel, MLPParams, train_mlp
 
 REGRESSION, CLASSIFICATION, CLUSTERING = "regression", "classification", "clustering"
 NONE_WORDS = ("none", "null", "")

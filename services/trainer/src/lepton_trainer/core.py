@@ -24,12 +24,12 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
-from lepton_core import artifacts
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
-from lepton_core.mlp import EpochReport
-from lepton_core.scoring import SCORERS
 from lepton_core.wire import now
+from lepton_ml import artifacts, splits
+from lepton_ml.mlp import EpochReport
+from lepton_ml.scoring import SCORERS
 from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,8 @@ def score_trial(job: JobRecord, frame: pl.DataFrame) -> float:
     algo = algorithm(job.algorithm)
     estimator, _ = algo.make(job.params, seed=job.seed)
     x = frame.select(job.features).to_numpy().astype(np.float64)
-    train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
-    inner, held = artifacts.holdout_split(len(train_idx), job.seed, VALIDATION_FRACTION)
+    train_idx, _ = splits.holdout_split(len(x), job.split_seed, job.test_fraction)
+    inner, held = splits.holdout_split(len(train_idx), job.seed, VALIDATION_FRACTION)
     fit_rows, val_rows = train_idx[inner], train_idx[held]
     scorer = SCORERS[job.search_metric].fn
     if algo.task == CLUSTERING:
@@ -283,7 +283,7 @@ def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = No
     x = frame.select(job.features).to_numpy().astype(np.float64)
     if np.isnan(x).any():
         raise InvalidArgument("the dataset has missing values in feature columns; fill them with a recipe first")
-    train_idx, _ = artifacts.holdout_split(len(x), job.split_seed, job.test_fraction)
+    train_idx, _ = splits.holdout_split(len(x), job.split_seed, job.test_fraction)
     report("fitting", 0.0, {})
     if isinstance(estimator, MLPEstimator):
         if "device" not in job.params:

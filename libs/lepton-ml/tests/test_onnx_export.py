@@ -32,9 +32,9 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.model_selection import train_test_split
 from tritonclient.grpc import model_config_pb2
 
-from lepton_core import artifacts, recipes
-from lepton_core.mlp import MLPParams, train_mlp
-from lepton_core.onnx_export import (
+from lepton_ml import artifacts, recipes
+from lepton_ml.mlp import MLPParams, train_mlp
+from lepton_ml.onnx_export import (
     DOUBLE_TOLERANCE,
     FLOAT_TOLERANCE,
     RUNNER_SOURCE,

@@ -30,12 +30,12 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from tritonclient.utils import InferenceServerException
 
-import lepton_core
-from lepton_core.processes import NatsServer, TritonServer, free_port
+import lepton_ml
+from lepton_platform.processes import NatsServer, TritonServer, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
-MODEL_PY = Path(lepton_core.__file__).parent / "triton_model" / "model.py"
+MODEL_PY = Path(lepton_ml.__file__).parent / "triton_model" / "model.py"
 MODEL = "diabetes"
 TENANT = "acme"
 DEPLOYMENT = "diabetes-prod"

@@ -81,7 +81,7 @@ class Preprocess:
         Row-dropping steps are skipped (one prediction per row). Steps may name the
         target, which a caller does not send, so it is added as nulls first.
         """
-        from lepton_core import recipes
+        from lepton_ml import recipes
 
         frame = raw
         if self.target not in frame.columns:
@@ -211,19 +211,6 @@ def load_model_files(files: dict[str, bytes]) -> Any:
     """The estimator from a bundle's files: skops for scikit-learn, safetensors for the MLP."""
     if MODEL_FILE in files:
         return load_model_bytes(files[MODEL_FILE])
-    from lepton_core.mlp import MLPModel
+    from lepton_ml.mlp import MLPModel
 
     return MLPModel.from_files(files)
-
-
-def holdout_split(n_rows: int, seed: int, test_fraction: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Deterministic train/test row indices: the same n, seed and fraction give the same rows.
-
-    Trainer and evaluator both call this, so the evaluator scores exactly the rows
-    the trainer held out.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    order = np.random.default_rng(seed).permutation(n_rows)
-    n_test = max(1, round(n_rows * test_fraction))
-    return np.sort(order[n_test:]), np.sort(order[:n_test])

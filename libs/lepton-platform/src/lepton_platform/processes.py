@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lepton_core.errors import Unavailable
+from lepton_core.service import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported for the launchers
+from lepton_core.service import SERVICES as SERVICES
 
 _BIN_DIR = Path(sys.executable).parent
 
@@ -281,10 +283,6 @@ def _link(src: Path, dst: Path) -> None:
     if dst.is_symlink() or dst.exists():
         dst.unlink()
     dst.symlink_to(src)
-
-
-SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
-DEFAULT_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
 
 
 def service_env(service: str, values: Mapping[str, str]) -> dict[str, str]:

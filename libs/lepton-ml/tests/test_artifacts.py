@@ -8,8 +8,8 @@ import skops.io as sio
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
-from lepton_core import artifacts
 from lepton_core.errors import DataIntegrityError
+from lepton_ml import artifacts, splits
 
 
 def _model() -> LinearRegression:
@@ -40,12 +40,12 @@ def test_not_a_bundle_is_refused() -> None:
 
 
 def test_holdout_split_is_deterministic_disjoint_and_complete() -> None:
-    train, test = artifacts.holdout_split(442, 42, 0.2)
-    again_train, again_test = artifacts.holdout_split(442, 42, 0.2)
+    train, test = splits.holdout_split(442, 42, 0.2)
+    again_train, again_test = splits.holdout_split(442, 42, 0.2)
     assert np.array_equal(train, again_train) and np.array_equal(test, again_test)
     assert len(test) == 88 and len(train) == 354
     assert set(train).isdisjoint(test) and set(train) | set(test) == set(range(442))
-    _, other = artifacts.holdout_split(442, 7, 0.2)
+    _, other = splits.holdout_split(442, 7, 0.2)
     assert not np.array_equal(test, other)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        artifacts.holdout_split(10, 1, 1.5)
+        splits.holdout_split(10, 1, 1.5)

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lepton_core.profiling import QUANTILES, ColumnProfile, DatasetProfile, histogram_edges, profile
+from lepton_ml.profiling import QUANTILES, ColumnProfile, DatasetProfile, histogram_edges, profile
 
 
 def column(df: pl.DataFrame, name: str) -> ColumnProfile:

@@ -31,12 +31,12 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from opentelemetry import trace
 
-from lepton_core import serving
-from lepton_core.embedded import EmbeddedPlatform
-from lepton_core.processes import SERVICES
 from lepton_core.rpc import client_channel
 from lepton_core.telemetry import current_trace_id, inject_context, setup_telemetry, shutdown_telemetry
-from lepton_core.tracesink import TraceSink
+from lepton_ml import serving
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import SERVICES
+from lepton_platform.tracesink import TraceSink
 
 T = TypeVar("T")
 CHUNK = 64 * 1024

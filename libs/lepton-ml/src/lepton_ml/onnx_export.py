@@ -1,11 +1,11 @@
 """ONNX export of model bundles, with the preprocessing chain folded in and exactness checked.
 
-:func:`convert` turns a bundle (see :mod:`lepton_core.artifacts`) into one ONNX graph:
+:func:`convert` turns a bundle (see :mod:`lepton_ml.artifacts`) into one ONNX graph:
 
 * scikit-learn estimators go through skl2onnx (classifiers with ``zipmap`` off, so
   probabilities are a tensor); the torch MLP through its own :meth:`MLPModel.to_onnx`
-  (:mod:`lepton_core.mlp`), with a softmax and the label lookup appended for classifiers.
-* A bundle's :class:`~lepton_core.artifacts.Preprocess` chain is replayed symbolically
+  (:mod:`lepton_ml.mlp`), with a softmax and the label lookup appended for classifiers.
+* A bundle's :class:`~lepton_ml.artifacts.Preprocess` chain is replayed symbolically
   and written as ONNX nodes in front of the estimator, so the graph takes the raw
   numeric columns the platform's Triton model takes (``features``, FP64, the
   signature's numeric inputs in their raw order, NaN meaning missing). Only steps with
@@ -68,8 +68,8 @@ import onnx
 import polars as pl
 from onnx import TensorProto, helper, numpy_helper
 
-from lepton_core import artifacts, recipes
 from lepton_core.errors import FailedPrecondition
+from lepton_ml import artifacts, recipes
 
 INPUT_NAME: Final = "features"
 PREDICTION: Final = "prediction"
@@ -685,7 +685,7 @@ def _with_outputs(proto: onnx.ModelProto, model: Any, elem: int, note: str, clas
 
 
 def _mlp_graph(model: Any) -> _ModelGraph:
-    from lepton_core.mlp import ONNX_OUTPUT
+    from lepton_ml.mlp import ONNX_OUTPUT
 
     proto = onnx.load_from_string(model.to_onnx())
     note = "float32 network inside FP64 standardisation, as torch runs it; checked with the float tolerance"
@@ -1009,7 +1009,7 @@ def convert(
     """Converts a bundle's model (and its preprocessing chain) to ONNX and checks it is exact.
 
     Args:
-        bundle_or_artifact: A loaded :class:`~lepton_core.artifacts.Bundle` or artifact bytes.
+        bundle_or_artifact: A loaded :class:`~lepton_ml.artifacts.Bundle` or artifact bytes.
         sample: Raw rows to check on: the signature's raw input columns when the bundle
             has a chain (nulls allowed where the chain fills them), else its features.
             Without one, :data:`SAMPLE_ROWS` rows are synthesized from the signature and

@@ -5,7 +5,7 @@ Triton copies this file into each deployed model's version folder next to
 process. A plain model needs only numpy, skops, nats-py, the generated Lepton protos,
 the standard library and ``triton_python_backend_utils``. A model trained on a
 recipe-made dataset version also ships ``preprocess.json`` and takes raw rows: it
-replays the recipes with ``lepton_core.artifacts`` (polars), the one implementation
+replays the recipes with ``lepton_ml.artifacts`` (polars), the one implementation
 the data service and the SDK use too, so serving transforms exactly as training did.
 
 Tensors: input ``features`` FP64 ``[batch, n]`` (the model's features, or its raw
@@ -107,7 +107,7 @@ def load_estimator(data: bytes) -> Any:
     untrusted = sio.get_untrusted_types(data=data)
     try:
         # The same list the trainer used: built-ins plus custom models installed here.
-        from lepton_core.artifacts import trusted_prefixes
+        from lepton_ml.artifacts import trusted_prefixes
 
         allowed = trusted_prefixes()
     except ImportError:  # a serving host without lepton-core serves the built-in models
@@ -528,7 +528,7 @@ class TritonPythonModel:
                 self.runtime = "scikit-learn (CPU)"
             else:
                 # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
-                from lepton_core.mlp import MLPModel
+                from lepton_ml.mlp import MLPModel
 
                 files = {}
                 for name in ("model.safetensors", "architecture.json"):
@@ -553,7 +553,7 @@ class TritonPythonModel:
         self.numeric_inputs: list[str] = list(self.features)
         self.text_inputs: list[str] = []
         if os.path.exists(preprocess_path):
-            from lepton_core import artifacts
+            from lepton_ml import artifacts
 
             with open(preprocess_path, encoding="utf-8") as f:
                 preprocess = artifacts.Preprocess(**json.load(f))

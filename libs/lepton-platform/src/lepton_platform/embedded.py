@@ -19,7 +19,8 @@ from types import TracebackType
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lepton_core.processes import (
+from lepton_core.tls import Peer, read_pem, write_self_signed
+from lepton_platform.processes import (
     SERVICES,
     NatsServer,
     Process,
@@ -28,7 +29,6 @@ from lepton_core.processes import (
     start_service,
     wait_until,
 )
-from lepton_core.tls import Peer, read_pem, write_self_signed
 
 
 def grpc_serving(address: str | Peer) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from lepton_core.processes import free_port
+from lepton_platform.processes import free_port
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
 from lepton_core.errors import DataIntegrityError, InvalidArgument
-from lepton_core.mlp import EpochReport, MLPModel, MLPParams, TrainingCancelled, train_mlp
+from lepton_ml.mlp import EpochReport, MLPModel, MLPParams, TrainingCancelled, train_mlp
 
 Split = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]
 

@@ -13,7 +13,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from lepton_core.errors import InvalidArgument
-from lepton_core.recipes import (
+from lepton_ml.recipes import (
     MAX_ONE_HOT_CATEGORIES,
     MAX_STEPS,
     STEP_MODELS,

@@ -1,6 +1,6 @@
 """Pytest fixtures that start the real parts: nats-server, Triton, the platform.
 
-Enable with ``pytest_plugins = ["lepton_core.testing"]`` in a conftest. Set
+Enable with ``pytest_plugins = ["lepton_platform.testing"]`` in a conftest. Set
 ``LEPTON_TEST_NATS_URL`` to run the NATS tests against an existing server instead.
 """
 
@@ -22,11 +22,11 @@ from nats.aio.client import Client as NATS
 
 from lepton_core import events
 from lepton_core.bus import EVENTS_STREAM, connect, declare_topology
-from lepton_core.embedded import EmbeddedPlatform, grpc_serving
-from lepton_core.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
-from lepton_core.tracesink import TraceSink
+from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
+from lepton_platform.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
+from lepton_platform.tracesink import TraceSink
 
 
 @pytest.fixture(scope="session")
