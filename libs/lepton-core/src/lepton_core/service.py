@@ -7,8 +7,10 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -86,6 +88,22 @@ class Runtime:
 
 Register = Callable[[grpc.aio.Server], Iterable[str]]
 Setup = Callable[[Runtime], Awaitable[Register]]
+
+
+def grpc_service(add: Callable[[Any, grpc.aio.Server], None], servicer: object, service: ServiceDescriptor) -> Register:
+    """What a service's ``setup`` returns: adds ``servicer`` to the server, names it for health and reflection.
+
+    Args:
+        add: The generated ``add_<Name>Servicer_to_server`` function.
+        servicer: The servicer instance.
+        service: The service's descriptor, e.g. ``data_pb2.DESCRIPTOR.services_by_name["DataService"]``.
+    """
+
+    def register(server: grpc.aio.Server) -> Iterable[str]:
+        add(servicer, server)
+        return [service.full_name]
+
+    return register
 
 
 def run_service(name: str, settings: ServiceSettings, setup: Setup) -> None:

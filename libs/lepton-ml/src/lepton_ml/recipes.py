@@ -20,6 +20,7 @@ import polars as pl
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.validation import FieldError, invalid_argument_from
 
 MAX_STEPS = 200
 # One-hot encoding an id-like column would create one output column per row; past this
@@ -29,19 +30,6 @@ MAX_QUANTILE_BUCKETS = 100
 # Lower-cased, stripped strings a strict cast to bool accepts.
 TRUE_STRINGS = ("true", "1", "yes")
 FALSE_STRINGS = ("false", "0", "no")
-
-
-class FieldError(ValueError):
-    """A validator error that knows which field of the model is at fault.
-
-    Pydantic reports errors from model validators at the model's location; carrying the
-    field here lets :func:`invalid_argument_from` point at the exact field instead.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 class _Step(BaseModel):
@@ -282,103 +270,6 @@ class Recipe(BaseModel):
 # --------------------------------------------------------------------------- parsing
 
 
-_TYPE_WORDS = {"bool": "a boolean", "int": "a number", "float": "a number", "str": "a string", "none": "null"}
-
-
-def _is_type_label(label: str) -> bool:
-    return label in _TYPE_WORDS or label.startswith(("list[", "dict[", "function-"))
-
-
-def _describe_type_label(label: str) -> str:
-    if label.startswith("list["):
-        return "a list"
-    if label.startswith("dict["):
-        return "an object"
-    return _TYPE_WORDS.get(label, label)
-
-
-def invalid_argument_from(
-    exc: ValidationError,
-    root: str,
-    tag_field: str,
-    models: Mapping[str, type[BaseModel]],
-    expected_root: str = "",
-) -> InvalidArgument:
-    """Turns the first error of a pydantic ValidationError over a tagged union into an InvalidArgument.
-
-    Args:
-        exc: The validation error.
-        root: Name of the validated value, the start of the reported field (``recipe``, ``rules``).
-        tag_field: The discriminator field (``op``, ``kind``).
-        models: The union's members by tag, to list allowed tags and fields.
-        expected_root: What the whole value should be, said when it has the wrong shape.
-
-    Returns:
-        An InvalidArgument whose field is a path like ``recipe.steps[2].op``.
-    """
-    errors = exc.errors()
-    err = errors[0]
-    loc = list(err["loc"])
-    # A value that matches no member of a plain union (``bool | float | str``) gives one error
-    # per member, each located under the member's type name; they are one error to the user.
-    alternatives = [e for e in errors if list(e["loc"][: len(loc) - 1]) == loc[:-1]]
-    union_labels = [str(e["loc"][-1]) for e in alternatives if e["loc"]]
-    is_union = len(alternatives) > 1 and all(_is_type_label(label) for label in union_labels)
-    if is_union:
-        loc = loc[:-1]
-    path = root
-    tag: str | None = None
-    prev: Any = None
-    for part in loc:
-        # A discriminated union inserts the member's tag into the location, right after the
-        # list index; the user never wrote it, so it is left out of the field path.
-        if isinstance(prev, int) and isinstance(part, str) and part in models and tag is None:
-            tag = part
-        elif isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}"
-        prev = part
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    expected_tags = ", ".join(models)
-    if is_union:
-        wanted = list(dict.fromkeys(_describe_type_label(label) for label in union_labels))
-        field, message = (
-            path,
-            "expected " + (" or ".join([", ".join(wanted[:-1]), wanted[-1]]) if len(wanted) > 1 else wanted[0]),
-        )
-    elif kind == "union_tag_invalid":
-        field, message = (
-            f"{path}.{tag_field}",
-            f"unknown {tag_field} {ctx.get('tag')!r}; expected one of: {expected_tags}",
-        )
-    elif kind == "union_tag_not_found":
-        field, message = f"{path}.{tag_field}", f"missing {tag_field!r}; expected one of: {expected_tags}"
-    elif kind == "extra_forbidden":
-        name = loc[-1] if loc else ""
-        allowed = ", ".join(models[tag].model_fields) if tag else ""
-        message = f"unknown field {name!r}" + (f"; expected only: {allowed}" if allowed else "")
-        field = path
-    elif kind in ("model_type", "dict_type", "list_type") and path == root and expected_root:
-        field, message = path, f"expected {expected_root}"
-    elif kind in ("model_attributes_type", "model_type", "dict_type"):
-        field, message = path, f"expected a JSON object with {tag_field!r}"
-    elif kind == "missing":
-        field, message = path, "this field is required"
-    elif kind == "value_error" and isinstance(ctx.get("error"), FieldError):
-        error: FieldError = ctx["error"]
-        field, message = f"{path}.{error.field}", error.message
-    elif kind == "value_error":
-        field, message = path, str(ctx.get("error", err["msg"]))
-    else:
-        field, message = path, err["msg"]
-    others = len(errors) - (len(alternatives) if is_union else 1)
-    if others > 0:
-        message += f" (and {others} more error{'s' if others > 1 else ''})"
-    return InvalidArgument(message, field=field)
-
-
 def _load_json(text: str, root: str) -> Any:
     try:
         return json.loads(text)
@@ -406,7 +297,11 @@ def parse_recipe(text: str) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as exc:
         raise invalid_argument_from(
-            exc, "recipe", "op", STEP_MODELS, 'a JSON object like {"steps": [{"op": ...}, ...]}'
+            exc,
+            "recipe",
+            tag_field="op",
+            models=STEP_MODELS,
+            expected_root='a JSON object like {"steps": [{"op": ...}, ...]}',
         ) from exc
 
 
@@ -959,7 +854,6 @@ __all__ = [
     "Dedupe",
     "Derive",
     "DropNulls",
-    "FieldError",
     "FillNulls",
     "Filter",
     "OneHot",
@@ -969,7 +863,6 @@ __all__ = [
     "Standardize",
     "Step",
     "fit_transform",
-    "invalid_argument_from",
     "parse_recipe",
     "recipe_digest",
     "transform",

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import grpc
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 
 from lepton_core.bus import RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_data.api import DataServicer
 from lepton_data.core import DatasetRecord, Datasets, VersionRecord
 from lepton_data.ingest import Limits
@@ -27,11 +24,11 @@ def main() -> None:
         )
         servicer = DataServicer(rt, datasets, settings.max_upload_bytes, settings.spool_dir)
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            data_pb2_grpc.add_DataServiceServicer_to_server(servicer, server)
-            return [data_pb2.DESCRIPTOR.services_by_name["DataService"].full_name]
-
-        return register
+        return grpc_service(
+            data_pb2_grpc.add_DataServiceServicer_to_server,
+            servicer,
+            data_pb2.DESCRIPTOR.services_by_name["DataService"],
+        )
 
     run_service("data", settings, setup)
 

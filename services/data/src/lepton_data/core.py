@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
+from lepton_core.validation import invalid_argument_from
 from lepton_core.wire import now
 from lepton_data import ingest, validation
 from lepton_data.ingest import CsvOptions, Limits
@@ -213,14 +214,13 @@ class Datasets:
         parent = await self.get(tenant, version_id)
         if not changes:
             raise InvalidArgument("no column changes given", field="changes")
-        try:
-            recipe = recipes.Recipe(steps=[recipes.Cast(column=c, dtype=t) for c, t in changes])
-        except ValidationError as exc:
-            bad = exc.errors()[0]
-            index = bad["loc"][1] if len(bad["loc"]) > 1 else 0
-            raise InvalidArgument(
-                f"unknown type; use one of {', '.join(CAST_TYPES)}", field=f"changes[{index}].dtype"
-            ) from None
+        steps: list[recipes.Step] = []
+        for index, (column, dtype) in enumerate(changes):
+            try:
+                steps.append(recipes.Cast(column=column, dtype=dtype))
+            except ValidationError as exc:
+                raise invalid_argument_from(exc, f"changes[{index}]") from None
+        recipe = recipes.Recipe(steps=steps)
         df = await self.frame(parent)
         try:
             new, fitted = await asyncio.to_thread(recipes.fit_transform, df, recipe)

@@ -16,7 +16,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from lepton_core.errors import InvalidArgument
-from lepton_ml.recipes import FieldError, invalid_argument_from
+from lepton_core.validation import FieldError, invalid_argument_from
 
 MAX_RULES = 1000
 MAX_PATTERN_LENGTH = 500
@@ -176,7 +176,11 @@ def parse_rules(text: str) -> list[Rule]:
         return _RULES.validate_python(data)
     except ValidationError as exc:
         raise invalid_argument_from(
-            exc, "rules", "kind", RULE_MODELS, 'a JSON list of rules like [{"kind": "not_null", "column": "id"}]'
+            exc,
+            "rules",
+            tag_field="kind",
+            models=RULE_MODELS,
+            expected_root='a JSON list of rules like [{"kind": "not_null", "column": "id"}]',
         ) from exc
 
 

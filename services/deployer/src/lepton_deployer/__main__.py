@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import grpc
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.events.v1 import events_pb2
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_deployer.api import AliasMovedHandler, Announcer, DeploymentServicer, VersionCreatedHandler
 from lepton_deployer.core import Defaults, Deployer, DeploymentRecord, VersionInfo
 from lepton_deployer.settings import DeployerSettings
@@ -48,11 +45,11 @@ def main() -> None:
         rt.every("reconcile", settings.reconcile_interval_s, deployer.reconcile)
         servicer = DeploymentServicer(deployer, settings.peer(settings.registry_url))
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            deployer_pb2_grpc.add_DeploymentServiceServicer_to_server(servicer, server)
-            return [deployer_pb2.DESCRIPTOR.services_by_name["DeploymentService"].full_name]
-
-        return register
+        return grpc_service(
+            deployer_pb2_grpc.add_DeploymentServiceServicer_to_server,
+            servicer,
+            deployer_pb2.DESCRIPTOR.services_by_name["DeploymentService"],
+        )
 
     run_service("deployer", settings, setup)
 

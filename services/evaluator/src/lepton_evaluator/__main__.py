@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import grpc
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.events.v1 import events_pb2
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_evaluator.api import ComparisonHandler, EvaluationServicer, TrainingCompletedHandler
 from lepton_evaluator.core import EvaluationRecord, Evaluations
 from lepton_evaluator.settings import EvaluatorSettings
@@ -30,11 +27,11 @@ def main() -> None:
             evaluations, settings.peer(settings.registry_url), settings.peer(settings.data_url)
         )
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            evaluator_pb2_grpc.add_EvaluationServiceServicer_to_server(servicer, server)
-            return [evaluator_pb2.DESCRIPTOR.services_by_name["EvaluationService"].full_name]
-
-        return register
+        return grpc_service(
+            evaluator_pb2_grpc.add_EvaluationServiceServicer_to_server,
+            servicer,
+            evaluator_pb2.DESCRIPTOR.services_by_name["EvaluationService"],
+        )
 
     run_service("evaluator", settings, setup)
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
 from functools import partial
 
-import grpc
 from lepton.events.v1 import events_pb2
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_monitor.api import EventAnnouncer, MonitorServicer, PlatformEventsHandler, PredictionLoggedHandler
 from lepton_monitor.core import Monitor, Options, Stores
 from lepton_monitor.drift import DriftThresholds
@@ -125,11 +123,11 @@ def main() -> None:
             rt.every("prometheus", 0.0, metrics.serve_forever)
         servicer = MonitorServicer(monitor)
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            monitor_pb2_grpc.add_MonitorServiceServicer_to_server(servicer, server)
-            return [monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name]
-
-        return register
+        return grpc_service(
+            monitor_pb2_grpc.add_MonitorServiceServicer_to_server,
+            servicer,
+            monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"],
+        )
 
     run_service("monitor", settings, setup)
 

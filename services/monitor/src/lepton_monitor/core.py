@@ -33,6 +33,7 @@ from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.store import Store
 from lepton_core.telemetry import extract_context, inject_context
+from lepton_core.validation import invalid_argument_from
 from lepton_monitor import live as live_mod
 from lepton_monitor.drift import DRIFT, INSUFFICIENT_DATA, DriftReport, DriftThresholds, drift_report
 from lepton_monitor.drift_plot import drift_png
@@ -1454,9 +1455,7 @@ def parse_rule(values: dict[str, Any], index: int) -> Rule:
     try:
         return Rule.model_validate(values)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "value"
-        raise InvalidArgument(err["msg"], field=f"rules[{index}].{where}") from None
+        raise invalid_argument_from(e, f"rules[{index}]") from None
 
 
 __all__ = [

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.validation import invalid_argument_from
 
 NUMERIC: Final = "numeric"
 CATEGORICAL: Final = "categorical"
@@ -289,8 +290,8 @@ def parse_reference_column(column: Any, *, field: str = "reference") -> Referenc
             column = column.model_dump()
         return ReferenceColumn.model_validate(column)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in e.errors())
-        raise DriftInputError(f"is not a column profile ({problems})", field=field) from None
+        problem = invalid_argument_from(e, "profile")
+        raise DriftInputError(f"is not a column profile ({problem.field}: {problem.message})", field=field) from None
 
 
 def _checked_histogram(column: ReferenceColumn) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import grpc
 from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
 from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
 from lepton_registry.lineage import Peers
@@ -43,11 +40,11 @@ def main() -> None:
             {events_pb2.EvaluationComparisonCompleted: ComparisonHandler(servicer, registry)},
         )
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            registry_pb2_grpc.add_RegistryServiceServicer_to_server(servicer, server)
-            return [registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name]
-
-        return register
+        return grpc_service(
+            registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+            servicer,
+            registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+        )
 
     run_service("registry", settings, setup)
 

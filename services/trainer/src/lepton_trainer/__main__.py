@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-import grpc
 from lepton.events.v1 import events_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, JOBS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, run_service
+from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_trainer.api import TrainingServicer, Worker
 from lepton_trainer.core import JobRecord, Jobs
 from lepton_trainer.retrain import RetrainingHandler
@@ -43,11 +40,11 @@ def main() -> None:
                 ack_wait=settings.job_ack_wait_s,
             )
 
-        def register(server: grpc.aio.Server) -> Iterable[str]:
-            trainer_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
-            return [trainer_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name]
-
-        return register
+        return grpc_service(
+            trainer_pb2_grpc.add_TrainingServiceServicer_to_server,
+            servicer,
+            trainer_pb2.DESCRIPTOR.services_by_name["TrainingService"],
+        )
 
     run_service("trainer", settings, setup)
 
