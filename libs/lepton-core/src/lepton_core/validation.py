@@ -8,13 +8,11 @@ field at fault (``recipe.steps[2].op``) and what was expected there.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from lepton_core.errors import InvalidArgument
-
-E = TypeVar("E", bound=InvalidArgument)
 
 
 class FieldError(ValueError):
@@ -52,8 +50,7 @@ def invalid_argument_from(
     tag_field: str = "",
     models: Mapping[str, type[BaseModel]] | None = None,
     expected_root: str = "",
-    error_class: type[E] = InvalidArgument,  # type: ignore[assignment]
-) -> E:
+) -> InvalidArgument:
     """Turns the first error of a pydantic ValidationError into an InvalidArgument naming the field.
 
     Args:
@@ -62,7 +59,6 @@ def invalid_argument_from(
         tag_field: For a tagged union, the discriminator field (``op``, ``kind``).
         models: For a tagged union, its members by tag, to list allowed tags and fields.
         expected_root: What the whole value should be, said when it has the wrong shape.
-        error_class: The InvalidArgument subclass to return.
 
     Returns:
         An error whose field is a path like ``recipe.steps[2].op`` and whose message says what
@@ -129,7 +125,7 @@ def invalid_argument_from(
     others = len(errors) - (len(alternatives) if is_union else 1)
     if others > 0:
         message += f" (and {others} more error{'s' if others > 1 else ''})"
-    return error_class(message, field=field)
+    return InvalidArgument(message, field=field)
 
 
 __all__ = ["FieldError", "invalid_argument_from"]
