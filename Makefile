@@ -9,7 +9,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platfo
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test up demo bench bench-serve bench-journey lock clean
+.PHONY: setup protos check test test-unit up demo bench bench-serve bench-journey lock clean
 
 setup: $(STAMP)
 
@@ -31,12 +31,21 @@ check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# Each package's pyproject.toml declares exactly what its code imports.
+	@for p in $(PACKAGES); do (cd $$p && $(CURDIR)/$(BIN)/deptry . >/dev/null 2>&1) || (cd $$p && echo "deptry: $$p" && $(CURDIR)/$(BIN)/deptry .) || exit 1; done; echo "deptry: $(words $(PACKAGES)) packages declare what they import"
+	@# The layers: services never import each other, infrastructure imports no model runtime, ...
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python tools/check_sizes.py
 	$(BIN)/python tools/check_events_doc.py
 	tmp=$$(mktemp -d) && bash tools/gen_protos.sh $$tmp >/dev/null && \
 		diff -r $$tmp/lepton libs/lepton-proto/src/lepton -x __pycache__ && rm -rf $$tmp && echo "protos up to date"
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The fast tier: every test that needs no nats-server, Triton or service process (under a minute).
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration"
 
 # The whole platform in the foreground (NATS, Triton, six services) until Ctrl-C.
 up: setup

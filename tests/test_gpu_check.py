@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.timeout(300)
+# Starts Triton itself (the check's run half), not through a fixture.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def test_prepare_then_run_loads_predicts_and_names_each_runtime(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 from tritonclient.utils import InferenceServerException
 
-import lepton_core
+import lepton_ml
 from lepton_monitor.triton import triton_statistics
 from lepton_platform.processes import TritonServer
 
@@ -42,7 +42,7 @@ def _load(client: triton_grpc.InferenceServerClient) -> np.ndarray:  # type: ign
         "instance_group": [{"kind": "KIND_CPU", "count": 1}],
     }
     files = {
-        "file:1/model.py": (Path(lepton_core.__file__).parent / "triton_model" / "model.py").read_bytes(),
+        "file:1/model.py": (Path(lepton_ml.__file__).parent / "triton_model" / "model.py").read_bytes(),
         "file:1/model.skops": sio.dumps(model),
         "file:1/signature.json": json.dumps(signature).encode(),
     }

@@ -2,6 +2,11 @@
 
 Enable with ``pytest_plugins = ["lepton_platform.testing"]`` in a conftest. Set
 ``LEPTON_TEST_NATS_URL`` to run the NATS tests against an existing server instead.
+
+Test tiers: a test that uses one of :data:`SERVER_FIXTURES` (directly or through another
+fixture) is marked ``integration`` at collection, as is every ``e2e`` test; a test that
+starts servers some other way says so with ``@pytest.mark.integration``. ``make test-unit``
+runs the rest (``-m "not integration"``); ``make test`` runs everything.
 """
 
 from __future__ import annotations
@@ -27,6 +32,17 @@ from lepton_core.tls import Peer, read_pem
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
 from lepton_platform.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
 from lepton_platform.tracesink import TraceSink
+
+SERVER_FIXTURES = frozenset({"nats_url", "nc", "triton", "platform", "service"})
+"""The fixtures that start a real nats-server, Triton or service processes."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks ``integration`` every test that needs a server (see the module docstring)."""
+    for item in items:
+        needs_server = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if needs_server or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
