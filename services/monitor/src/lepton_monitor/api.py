@@ -22,19 +22,14 @@ from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.telemetry import extract_context
 from lepton_core.wire import lineage, ref_from_pb
-from lepton_monitor.core import (
-    DriftOut,
-    FeatureRange,
-    LogQuery,
-    Monitor,
-    PerformanceOut,
-    RuleStatus,
-    ServingOut,
-    check_name,
-    parse_rule,
-)
+from lepton_monitor.core import Monitor
 from lepton_monitor.drift import FeatureDrift
+from lepton_monitor.drift_check import DriftOut
+from lepton_monitor.incidents import RuleStatus, parse_rule
 from lepton_monitor.live import LabelIn, LogEntry, PerformancePoint
+from lepton_monitor.log_search import FeatureRange, LogQuery
+from lepton_monitor.lookups import check_name
+from lepton_monitor.queries import PerformanceOut, ServingOut
 from lepton_monitor.records import (
     AlertRecord,
     DatasetVersionInfo,
@@ -599,7 +594,7 @@ def event_time(event: events.Event[Any]) -> float:
 
 
 class EventAnnouncer:
-    """The monitor's :class:`~lepton_monitor.core.Announcer`: CloudEvents on EVENTS, ids from natural keys."""
+    """The monitor's :class:`~lepton_monitor.ports.Announcer`: CloudEvents on EVENTS, ids from natural keys."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt

@@ -153,7 +153,7 @@ async def _scan(
 
 
 class StreamLogs:
-    """The :class:`~lepton_monitor.core.LogSource` over the PREDICTIONS stream."""
+    """The :class:`~lepton_monitor.ports.LogSource` over the PREDICTIONS stream."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._js = js
