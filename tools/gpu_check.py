@@ -8,7 +8,7 @@ Two halves, because the deployer and a GPU host are different machines:
 ``prepare`` trains four small models on scikit-learn's datasets (ridge and an MLP on
 diabetes, logistic regression and an MLP on breast cancer). For each it writes what the
 deployer sends Triton's load API for ``instance_kind="gpu"`` and ``"cpu"``: the model
-configuration (``lepton_deployer.core.model_config``), the serving model and the bundle's
+configuration (``lepton_deployer.triton_config.model_config``), the serving model and the bundle's
 files with the extra files of the backend ``choose_backend`` picked. It adds 64 rows the
 model was not trained on and the model's in-process predictions for them.
 
@@ -51,7 +51,10 @@ def prepare(kit: Path) -> None:
     from sklearn.datasets import load_breast_cancer, load_diabetes
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    from lepton_deployer.core import ServingConfig, choose_backend, model_config, serving_model_source, smoke_tolerance
+    from lepton_deployer.backends import choose_backend
+    from lepton_deployer.records import ServingConfig
+    from lepton_deployer.smoke import smoke_tolerance
+    from lepton_deployer.triton_config import model_config, serving_model_source
     from lepton_ml import artifacts
     from lepton_ml.mlp import MLPParams, Task, train_mlp
 

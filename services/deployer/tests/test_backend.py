@@ -13,15 +13,9 @@ from sklearn.datasets import load_diabetes
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import Ridge
 
-from lepton_deployer.core import (
-    FLOAT32_RTOL,
-    ONNX_FILE,
-    ONNX_INFO_FILE,
-    SMOKE_TOLERANCE,
-    RolloutFailed,
-    choose_backend,
-    smoke_tolerance,
-)
+from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE, choose_backend
+from lepton_deployer.errors import RolloutFailed
+from lepton_deployer.smoke import FLOAT32_RTOL, SMOKE_TOLERANCE, smoke_tolerance
 from lepton_ml import artifacts
 from lepton_ml.mlp import MLPParams, train_mlp
 

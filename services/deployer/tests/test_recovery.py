@@ -7,7 +7,8 @@ from typing import Any
 
 from lepton_core.store import MemoryStore
 from lepton_core.wire import now
-from lepton_deployer.core import Defaults, Deployer, DeploymentRecord, DeploymentState, VersionInfo
+from lepton_deployer.core import Deployer
+from lepton_deployer.records import Defaults, DeploymentRecord, DeploymentState, VersionInfo
 
 UNREACHABLE = "127.0.0.1:9"  # nothing listens there: every Triton call fails fast
 

@@ -17,11 +17,11 @@ from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_deployer.core import (
+from lepton_deployer.core import Deployer
+from lepton_deployer.records import (
     INPUT_NAME,
     OUTPUT_NAME,
     TEXT_INPUT_NAME,
-    Deployer,
     DeploymentRecord,
     DeploymentState,
     ServingConfig,
@@ -200,7 +200,7 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
             if known is None:
                 await self._deployer.remember(version_info(tenant, found))
         current = await self._deployer.store.get(f"{tenant}.{name}")
-        base = current.value.config if current else self._deployer._default_config()
+        base = current.value.config if current else self._deployer.default_config()
         record = await self._deployer.deploy(
             tenant,
             name,
