@@ -55,7 +55,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +78,7 @@ from lepton_core import events
 from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
+from lepton_deployer.triton_config import serving_model_source
 from lepton_ml import artifacts
 from lepton_platform.demo import poll
 from lepton_platform.embedded import EmbeddedPlatform
@@ -709,11 +709,6 @@ def config_like(ours: dict[str, Any], name: str, parameters: dict[str, Any] | No
     if parameters:
         config["parameters"] = parameters
     return config
-
-
-def serving_model_source() -> bytes:
-    """Our Triton model file, the one the deployer ships with every deployment."""
-    return (resources.files("lepton_core") / "triton_model" / "model.py").read_bytes()
 
 
 class MLServer:

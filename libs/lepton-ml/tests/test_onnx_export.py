@@ -43,6 +43,7 @@ from lepton_ml.onnx_export import (
     Tolerance,
     check,
     convert,
+    edge_runner,
     export_edge_bundle,
 )
 
@@ -447,6 +448,7 @@ def test_edge_bundle_runs_standalone_and_loads_as_a_triton_repository(
         "triton/diabetes-ridge/config.pbtxt",
     ]
     assert files["triton/diabetes-ridge/1/model.onnx"] == files["model.onnx"]
+    assert files["runner.py"] == Path(edge_runner.__file__).read_bytes()  # the checked module, as is
     report = json.loads(files["check.json"])
     assert report["ok"] and report["rows_checked"] == raw.height and report["max_abs_diff"] < 1e-9
     signature = json.loads(files["signature.json"])
@@ -514,7 +516,8 @@ def test_edge_bundle_of_a_classifier_and_of_an_fp32_model(tmp_path: Path) -> Non
 
 def test_runner_needs_only_numpy_onnxruntime_and_the_standard_library() -> None:
     imported = set()
-    for node in ast.walk(ast.parse(RUNNER_SOURCE)):
+    # JetPack 5 ships Python 3.8: the runner's syntax must parse there.
+    for node in ast.walk(ast.parse(RUNNER_SOURCE, feature_version=(3, 8))):
         if isinstance(node, ast.Import):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:

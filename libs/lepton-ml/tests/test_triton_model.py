@@ -270,8 +270,8 @@ class _Response:
 
 
 class _Request:
-    def __init__(self, x: NDArray[Any]) -> None:
-        self.tensors = [_Tensor("features", x)]
+    def __init__(self, x: NDArray[Any], name: str = "features") -> None:
+        self.tensors = [_Tensor(name, x)]
 
     def parameters(self) -> str:
         return "{}"
@@ -318,7 +318,7 @@ def test_execute_splits_a_batch_and_fails_only_the_bad_request(model_module: Any
             "model_name": MODEL,
             "model_repository": str(tmp_path),
             "model_version": "1",
-            "model_config": json.dumps({"parameters": {}}),
+            "model_config": _config("", trained.X.shape[1]),  # no nats_url: no prediction logs
         }
     )
     x = trained.X
@@ -328,6 +328,63 @@ def test_execute_splits_a_batch_and_fails_only_the_bad_request(model_module: Any
     np.testing.assert_allclose(responses[0].output_tensors[0].as_numpy()[:, 0], trained.model.predict(x[:3]))
     np.testing.assert_allclose(responses[2].output_tensors[0].as_numpy()[:, 0], trained.model.predict(x[5:9]))
     assert responses[2].output_tensors[0].as_numpy().shape == (4, 1)
+    model.finalize()
+
+
+def _renamed_tensors(n_features: int) -> dict[str, Any]:
+    """A model configuration (without logging) whose input is ``rows`` and output ``answer``."""
+    config: dict[str, Any] = json.loads(_config("", n_features))
+    config["input"][0]["name"], config["output"][0]["name"] = "rows", "answer"
+    return config
+
+
+def test_tensor_names_are_those_the_model_config_declares(model_module: Any, tmp_path: Path) -> None:
+    trained = _train()
+    version = tmp_path / "1"
+    version.mkdir()
+    for key, data in trained.files.items():
+        (version / key.removeprefix("file:1/")).write_bytes(data)
+    config = _renamed_tensors(trained.X.shape[1])
+    args = {"model_name": MODEL, "model_repository": str(tmp_path), "model_version": "1"}
+    model = model_module.TritonPythonModel()
+    model.initialize({**args, "model_config": json.dumps(config)})
+    good, unnamed = model.execute([_Request(trained.X[:2], name="rows"), _Request(trained.X[:2])])
+    assert good.output_tensors[0].name() == "answer"
+    np.testing.assert_allclose(good.output_tensors[0].as_numpy()[:, 0], trained.model.predict(trained.X[:2]))
+    assert unnamed.has_error() and unnamed.error().message().startswith("rows must have shape")
+    model.finalize()
+
+    del config["input"]
+    with pytest.raises(ValueError, match="must declare one numeric input"):
+        model_module.TritonPythonModel().initialize({**args, "model_config": json.dumps(config)})
+
+
+def test_an_onnx_conversion_is_fed_by_its_own_tensor_names(model_module: Any, tmp_path: Path) -> None:
+    from lepton_ml import artifacts, onnx_export
+
+    trained = _train()
+    version = tmp_path / "1"
+    version.mkdir()
+    for key, data in trained.files.items():
+        (version / key.removeprefix("file:1/")).write_bytes(data)
+    signature = artifacts.Signature(**json.loads(trained.files["file:1/signature.json"]))
+    conversion = onnx_export.convert(artifacts.Bundle(trained.model, signature, None))
+    assert conversion.ok, conversion.reason
+    (version / model_module.ONNX_FILE).write_bytes(conversion.onnx)
+    (version / model_module.ONNX_INFO_FILE).write_text(json.dumps({"estimator": "LinearRegression"}))
+    model = model_module.TritonPythonModel()
+    model.initialize(
+        {
+            "model_name": MODEL,
+            "model_repository": str(tmp_path),
+            "model_version": "1",
+            "model_config": json.dumps(_renamed_tensors(trained.X.shape[1])),
+        }
+    )
+    assert model.session is not None and model.model is None  # onnxruntime serves it
+    (response,) = model.execute([_Request(trained.X[:4], name="rows")])
+    assert response.output_tensors[0].name() == "answer"
+    np.testing.assert_allclose(response.output_tensors[0].as_numpy()[:, 0], trained.model.predict(trained.X[:4]))
     model.finalize()
 
 

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import polars as pl
 import skops.io as sio
 
-from lepton_core.errors import DataIntegrityError
+from lepton_core.errors import DataIntegrityError, FailedPrecondition
 
 MODEL_FILE = "model.skops"
 SIGNATURE_FILE = "signature.json"
@@ -211,6 +211,14 @@ def load_model_files(files: dict[str, bytes]) -> Any:
     """The estimator from a bundle's files: skops for scikit-learn, safetensors for the MLP."""
     if MODEL_FILE in files:
         return load_model_bytes(files[MODEL_FILE])
-    from lepton_ml.mlp import MLPModel
-
+    try:
+        from lepton_ml.mlp import MLPModel
+    except ModuleNotFoundError as exc:
+        # torch is optional (lepton-ml[torch]): say what to install, not only what is missing.
+        if (exc.name or "").partition(".")[0] not in ("torch", "safetensors"):
+            raise
+        raise FailedPrecondition(
+            f"this model is a torch MLP and loading it needs {exc.name}, which is not installed: "
+            "pip install 'lepton-ml[torch]'"
+        ) from exc
     return MLPModel.from_files(files)

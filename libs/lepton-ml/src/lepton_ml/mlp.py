@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from lepton_core.errors import DataIntegrityError, FailedPrecondition, InvalidArgument, LeptonError
+from lepton_ml import serving
 
 Task = Literal["classification", "regression"]
 Optimizer = Literal["adam", "sgd", "adamw"]
@@ -43,9 +44,10 @@ WEIGHTS_FILE: Final = "model.safetensors"
 ARCHITECTURE_FILE: Final = "architecture.json"
 ONNX_FILE: Final = "model.onnx"
 ONNX_OPSET: Final = 17
-#: Tensor names in the ONNX graph; ``features`` matches the Triton model's input name.
-ONNX_INPUT: Final = "features"
-ONNX_OUTPUT: Final = {"classification": "logits", "regression": "prediction"}
+#: Tensor names in the ONNX graph: the served input and (for regression) output of
+#: :mod:`lepton_ml.serving`; a classifier's logits, which :mod:`lepton_ml.onnx_export` turns into labels.
+ONNX_INPUT: Final = serving.INPUT
+ONNX_OUTPUT: Final = {"classification": "logits", "regression": serving.OUTPUT}
 FORMAT: Final = "lepton-mlp"
 FORMAT_VERSION: Final = 1
 

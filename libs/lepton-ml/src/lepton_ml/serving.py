@@ -2,26 +2,41 @@
 
 A deployment lists its ``feature_columns`` (one FP64 matrix named ``features``, NaN
 for missing) and, for models trained on recipes over text, its ``text_columns`` (one
-BYTES matrix named ``text_features``).
+BYTES matrix named ``text_features``); it answers one FP64 ``prediction`` per row.
+
+:data:`INPUT`, :data:`TEXT_INPUT` and :data:`OUTPUT` are the one definition of those
+names: the deployer writes them into each model's Triton configuration (which the
+Python-backend model reads them from), the MLP and :mod:`lepton_ml.onnx_export` name
+their ONNX tensors with them, and the edge runner reads them from its bundle.
+
+polars is imported only by the functions that build frames, so that importing the
+names costs nothing (the MLP imports them; a Triton stub serving one need not load polars).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
-INPUT = "features"
-TEXT_INPUT = "text_features"
-OUTPUT = "prediction"
+if TYPE_CHECKING:
+    import polars as pl
+
+#: The numeric input: FP64 ``[batch, n]``, NaN for a missing value.
+INPUT: Final = "features"
+#: The text input of models trained on recipes over text columns: BYTES ``[batch, m]``.
+TEXT_INPUT: Final = "text_features"
+#: The output: FP64 ``[batch, 1]``, a value, class label or cluster id per row.
+OUTPUT: Final = "prediction"
 
 
 def as_frame(rows: Any, columns: Sequence[str]) -> pl.DataFrame:
     """Rows as a polars frame: a polars/pandas DataFrame, a dict of columns, or a 2-D array
     (or list of rows) in the order of ``columns``."""
+    import polars as pl
+
     if isinstance(rows, pl.DataFrame):
         return rows
     if isinstance(rows, dict):
@@ -45,6 +60,8 @@ def arrays(
     frame: pl.DataFrame, feature_columns: Sequence[str], text_columns: Sequence[str]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.object_] | None]:
     """The ``features`` matrix and, when the model takes text, the ``text_features`` matrix."""
+    import polars as pl
+
     missing = [c for c in (*feature_columns, *text_columns) if c not in frame.columns]
     if missing:
         raise ValueError(f"the rows lack column(s) {', '.join(missing)}")

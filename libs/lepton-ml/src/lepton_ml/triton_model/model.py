@@ -8,9 +8,10 @@ recipe-made dataset version also ships ``preprocess.json`` and takes raw rows: i
 replays the recipes with ``lepton_ml.artifacts`` (polars), the one implementation
 the data service and the SDK use too, so serving transforms exactly as training did.
 
-Tensors: input ``features`` FP64 ``[batch, n]`` (the model's features, or its raw
-numeric inputs when it has a recipe chain; NaN means missing), ``text_features``
-BYTES ``[batch, m]`` for raw text inputs, output ``prediction`` FP64 ``[batch, 1]``.
+Tensors, named by the model configuration (the deployer's, from ``lepton_ml.serving``):
+input ``features`` FP64 ``[batch, n]`` (the model's features, or its raw numeric inputs
+when it has a recipe chain; NaN means missing), ``text_features`` BYTES ``[batch, m]``
+(the ``TYPE_STRING`` input) for raw text inputs, output ``prediction`` FP64 ``[batch, 1]``.
 Requests arrive dynamically batched; each ``execute`` call predicts all valid rows
 with one ``model.predict`` call, then splits the result back per request. A malformed
 request gets its own error response and never fails the others.
@@ -62,9 +63,6 @@ if not log.handlers:
 #: functions) could run code on load, so such a file is refused.
 TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
 
-INPUT_NAME = "features"
-TEXT_INPUT_NAME = "text_features"
-OUTPUT_NAME = "prediction"
 CE_TYPE = "ai.lepton.prediction.batch.logged.v1"
 CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogBatch"
 #: An exact ONNX conversion of the estimator, added by the deployer (run by onnxruntime).
@@ -391,6 +389,19 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _tensor_names(config: dict[str, Any]) -> tuple[str, str, str]:
+    """The numeric input's, the text input's (empty when none) and the output's names in the model config."""
+    inputs, outputs = config.get("input") or [], [str(o["name"]) for o in config.get("output") or []]
+    numeric = [str(i["name"]) for i in inputs if i.get("data_type") != "TYPE_STRING"]
+    text = [str(i["name"]) for i in inputs if i.get("data_type") == "TYPE_STRING"]
+    if len(numeric) != 1 or len(text) > 1 or len(outputs) != 1:
+        raise ValueError(
+            "the model configuration must declare one numeric input, at most one TYPE_STRING input and one "
+            f"output; it declares inputs {[i['name'] for i in inputs]} and outputs {outputs}"
+        )
+    return numeric[0], text[0] if text else "", outputs[0]
+
+
 def _allows_nan(model: Any) -> bool:
     """Whether the estimator takes NaN (scikit-learn's input tags; anything else: no)."""
     try:
@@ -483,6 +494,8 @@ class TritonPythonModel:
         """Loads the estimator and signature from the version folder; starts logging if configured."""
         _check_numpy_abi()
         self.model_name = args["model_name"]
+        model_config = json.loads(args["model_config"])
+        self.input_name, self.text_input_name, self.output_name = _tensor_names(model_config)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         with open(os.path.join(version_dir, "signature.json"), encoding="utf-8") as f:
             self.signature: dict[str, Any] = json.load(f)
@@ -516,6 +529,8 @@ class TritonPythonModel:
             if "onnxruntime" in on_gpu:
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
             self.session = ort.InferenceSession(onnx_path, options, providers=providers)
+            # The graph's own tensor names (lepton_ml.onnx_export puts the prediction first).
+            self.onnx_io = (self.session.get_inputs()[0].name, self.session.get_outputs()[0].name)
             placed_on_gpu = "CUDAExecutionProvider" in self.session.get_providers()
             self.allow_nan = bool(onnx_info.get("allow_nan", False))
             self.algorithm = str(onnx_info.get("estimator") or self.signature.get("algorithm") or "the model")
@@ -561,8 +576,10 @@ class TritonPythonModel:
             self.bundle = artifacts.Bundle(self.model, signature, preprocess)
             self.numeric_inputs = signature.numeric_inputs()
             self.text_inputs = signature.text_inputs()
+        if self.text_inputs and not self.text_input_name:
+            raise ValueError("the model takes text inputs but its configuration has no TYPE_STRING input for them")
 
-        params = _parameters(json.loads(args["model_config"]))
+        params = _parameters(model_config)
         try:
             rate = float(params.get("log_sample_rate") or 1.0)
         except ValueError:
@@ -657,7 +674,7 @@ class TritonPythonModel:
         for k, i in enumerate(valid):
             if responses[i] is None:
                 out = np.ascontiguousarray(outputs[k], dtype=np.float64)
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, out)])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, out)])
 
         if self.logger is not None:
             self._log(requests, responses, dict(zip(valid, outputs, strict=False)), latency_us)
@@ -689,21 +706,23 @@ class TritonPythonModel:
 
     def _matrix(self, request: Any) -> np.ndarray[Any, Any]:
         """The estimator's input rows for one request; ValueError says what is wrong with it."""
-        tensor = pb_utils.get_input_tensor_by_name(request, INPUT_NAME)
+        tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
         x = tensor.as_numpy() if tensor is not None else None
         width = len(self.numeric_inputs)
         if x is None or x.ndim != 2 or x.shape[1] != width:
             shape = None if x is None else list(x.shape)
-            raise ValueError(f"{INPUT_NAME} must have shape [batch, {width}], got {shape}")
+            raise ValueError(f"{self.input_name} must have shape [batch, {width}], got {shape}")
         if self.bundle is None:
             return self._finite(x)
         text = None
         if self.text_inputs:
-            t_tensor = pb_utils.get_input_tensor_by_name(request, TEXT_INPUT_NAME)
+            t_tensor = pb_utils.get_input_tensor_by_name(request, self.text_input_name)
             text = t_tensor.as_numpy() if t_tensor is not None else None
             if text is None or text.ndim != 2 or text.shape != (len(x), len(self.text_inputs)):
                 shape = None if text is None else list(text.shape)
-                raise ValueError(f"{TEXT_INPUT_NAME} must have shape [{len(x)}, {len(self.text_inputs)}], got {shape}")
+                raise ValueError(
+                    f"{self.text_input_name} must have shape [{len(x)}, {len(self.text_inputs)}], got {shape}"
+                )
         try:
             features = self.bundle.features(raw_frame(self.numeric_inputs, x, self.text_inputs, text, self.raw_dtypes))
         except Exception as exc:
@@ -712,7 +731,8 @@ class TritonPythonModel:
 
     def _predict(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         if self.session is not None:
-            (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(rows, dtype=np.float64)})
+            onnx_input, onnx_output = self.onnx_io
+            (out,) = self.session.run([onnx_output], {onnx_input: np.ascontiguousarray(rows, dtype=np.float64)})
             return np.asarray(out, dtype=np.float64).reshape(len(rows), -1)[:, :1]
         return np.asarray(self.model.predict(rows), dtype=np.float64).reshape(len(rows), -1)[:, :1]
 
@@ -736,7 +756,7 @@ class TritonPythonModel:
         time_ns: int,
     ) -> LogItem:
         """What to log about one request: its first ``max_logged_rows`` rows, inputs and outputs."""
-        tensor = pb_utils.get_input_tensor_by_name(request, INPUT_NAME)
+        tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
         x = tensor.as_numpy() if tensor is not None else np.empty((0, 0))
         x2 = x.reshape(len(x), -1) if x.ndim >= 1 and len(x) else np.empty((0, 0))
         error = response.error().message() if response.has_error() else ""
