@@ -62,10 +62,6 @@ ALLOWED: dict[str, str] = {
     "la.AsyncDataset*": TWINS,
     "la.AsyncModel*": TWINS,
     "async_client.*": TWINS,
-    "la.PermissionDenied": (
-        "raised only by the event stream, for a tenant whose name would widen its subject filter: "
-        "libs/lepton-core/tests/test_event_stream.py checks that PERMISSION_DENIED"
-    ),
     "la.SplitSpec.to_pb": "the request form of a SplitSpec, used by Dataset.split/to_polars, which tests call",
     "lepton --install-completion": "Typer's shell-completion installer (it edits the user's shell profile)",
     "lepton --show-completion": "Typer's shell-completion script, printed; Typer's own tests cover it",

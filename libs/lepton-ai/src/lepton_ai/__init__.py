@@ -6,6 +6,18 @@
 
 Errors are documented in :mod:`lepton_ai.errors`: every failure is a
 :class:`LeptonError`, chosen by the platform's gRPC status.
+
+The SDK needs :mod:`lepton_core` (gRPC metadata, tracing) and :mod:`lepton_ml` (predicting
+from a downloaded artifact; an MLP needs ``lepton-ml[torch]``), never a service nor the
+launchers, except ``lepton up``, from the ``lepton-ai[platform]`` extra. Modules:
+
+- :mod:`lepton_ai.client`, :mod:`lepton_ai.aio`: ``Client`` and ``AsyncClient``.
+- :mod:`lepton_ai.datasets` (``client.datasets``), :mod:`lepton_ai.jobs` (``client.jobs``),
+  :mod:`lepton_ai.registry` (``client.models``), :mod:`lepton_ai.deployments`,
+  :mod:`lepton_ai.monitor`, :mod:`lepton_ai.events` (``client.events``).
+- :mod:`lepton_ai.models`: ``la.models.<Algorithm>()``, ``fit`` and ``predict``.
+- :mod:`lepton_ai.cli`: the ``lepton`` command, one module a command group.
+- ``_transport``, ``_progress``, ``_artifacts``: channels and errors, progress bars, artifact loading.
 """
 
 from lepton_ai import models

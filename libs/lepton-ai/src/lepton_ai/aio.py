@@ -45,9 +45,10 @@ from lepton_ai.datasets import Dataset, Datasets
 from lepton_ai.deployments import Deployments
 from lepton_ai.errors import InvalidArgument
 from lepton_ai.events import Events
+from lepton_ai.jobs import Jobs
 from lepton_ai.models import Model
 from lepton_ai.monitor import Monitor
-from lepton_ai.registry import Jobs, Models
+from lepton_ai.registry import Models
 
 __all__ = [
     "AsyncClient",

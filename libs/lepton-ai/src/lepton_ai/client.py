@@ -9,8 +9,9 @@ from lepton_ai._transport import RootCertificates, Transport
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
 from lepton_ai.events import Events
+from lepton_ai.jobs import Jobs
 from lepton_ai.monitor import Monitor
-from lepton_ai.registry import Jobs, Models
+from lepton_ai.registry import Models
 
 
 class Client:

@@ -24,7 +24,7 @@ from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from lepton_ai import _progress
+from lepton_ai import _artifacts, _progress
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
 from lepton_ai.deployments import triton_predict
@@ -32,8 +32,8 @@ from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, N
 from lepton_ml import serving
 
 if TYPE_CHECKING:
-    # Loading a bundle needs skops, scikit-learn and torch (seconds to import): only when used,
-    # so that `import lepton_ai` and every `lepton` command start fast.
+    # Loading a bundle needs skops and scikit-learn (seconds to import), and torch for an MLP:
+    # only when used, so that `import lepton_ai` and every `lepton` command start fast.
     from lepton_ml import artifacts
 
 DONE = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED)
@@ -60,6 +60,7 @@ class Model:
         self.metrics: dict[str, float] = {}
         self.features: list[str] = []
         self.target: str = ""
+        self._artifact: bytes | None = None  # downloaded, until the bundle is loaded from it
         self._bundle: artifacts.Bundle | None = None
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -107,7 +108,7 @@ class Model:
         self.model_name, self.features, self.target = job.model_name, list(job.features), job.target
         version = self._registered(t, job.job_id, deadline=time.monotonic() + 120)
         self.version, self.metrics = version.version, dict(version.metrics)
-        self._bundle = None
+        self._artifact, self._bundle = None, None
         return self
 
     def _check_params(self, t: Transport) -> None:
@@ -183,8 +184,8 @@ class Model:
     def predict(self, x: Any) -> npt.NDArray[Any]:
         """Predictions for rows (a DataFrame, a dict of columns, or an array in feature order)."""
         t = self._require_fitted()
-        bundle = self.bundle()
-        columns = [c["name"] for c in bundle.signature.inputs] or list(bundle.signature.features)
+        # The signature alone: a deployment serves the model without loading it here (an MLP needs torch).
+        columns = _artifacts.input_columns(self._signature())
         try:
             frame = serving.as_frame(x, columns)
         except ValueError as exc:
@@ -192,16 +193,15 @@ class Model:
         deployment = self._deployment(t)
         if deployment is not None:
             return triton_predict(deployment, frame)
-        return bundle.predict(frame)
+        return self.bundle().predict(frame)
 
     def predict_proba(self, x: Any) -> npt.NDArray[np.float64]:
         """Class probabilities (classifiers only), from the artifact."""
         bundle = self.bundle()
         if not hasattr(bundle.model, "predict_proba"):
             raise FailedPrecondition(f"{self.algorithm} gives no probabilities")
-        columns = [c["name"] for c in bundle.signature.inputs] or list(bundle.signature.features)
         try:
-            frame = serving.as_frame(x, columns)
+            frame = serving.as_frame(x, _artifacts.input_columns(bundle.signature))
         except ValueError as exc:
             raise InvalidArgument(f"x: {exc}") from None  # as predict() says it
         return np.asarray(bundle.model.predict_proba(bundle.features(frame)), dtype=np.float64)
@@ -211,21 +211,33 @@ class Model:
         frame = dataset.to_polars()
         predicted = self.predict(frame)
         truth = frame[self.target].to_numpy()
-        if self.bundle().signature.task == "classification":
+        if self._signature().task == "classification":
             return float(np.mean(predicted == truth))
         residual = float(np.sum((truth - predicted) ** 2))
         total = float(np.sum((truth - truth.mean()) ** 2))
         return 1.0 - residual / total if total else 0.0
 
     def bundle(self) -> artifacts.Bundle:
-        """The trained artifact (model, signature, preprocessing), downloaded once and digest-checked."""
-        if self._bundle is None:
-            from lepton_ai.registry import Models
-            from lepton_ml import artifacts
+        """The trained artifact (model, signature, preprocessing), downloaded once and digest-checked.
 
-            data = Models(self._require_fitted()).download(self.model_name, self.version)
-            self._bundle = artifacts.load_bundle(data)
+        Raises:
+            FailedPrecondition: The model cannot be loaded here: an MLP needs torch
+                (``pip install 'lepton-ml[torch]'``).
+        """
+        if self._bundle is None:
+            self._bundle = _artifacts.load_bundle(self._download())
+            self._artifact = None
         return self._bundle
+
+    def _signature(self) -> artifacts.Signature:
+        return self._bundle.signature if self._bundle is not None else _artifacts.signature(self._download())
+
+    def _download(self) -> bytes:
+        if self._artifact is None:
+            from lepton_ai.registry import Models
+
+            self._artifact = Models(self._require_fitted()).download(self.model_name, self.version)
+        return self._artifact
 
     def _deployment(self, t: Transport) -> deployer_pb2.Deployment | None:
         deployer = deployer_pb2_grpc.DeploymentServiceStub(t.channel("deployer"))

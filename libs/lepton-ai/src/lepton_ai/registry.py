@@ -1,4 +1,4 @@
-"""``client.jobs`` and ``client.models``: training jobs and the model registry."""
+"""``client.models``: the model registry, its artifacts, and evaluations on demand."""
 
 from __future__ import annotations
 
@@ -8,63 +8,10 @@ from typing import Any
 
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
-from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
+from lepton_ai import _artifacts
 from lepton_ai._transport import Transport
-from lepton_ai.errors import DataLoss, FailedPrecondition, InvalidArgument
-
-STATES: dict[str, trainer_pb2.JobState.ValueType] = {
-    "queued": trainer_pb2.JOB_STATE_QUEUED,
-    "running": trainer_pb2.JOB_STATE_RUNNING,
-    "succeeded": trainer_pb2.JOB_STATE_SUCCEEDED,
-    "failed": trainer_pb2.JOB_STATE_FAILED,
-    "cancelled": trainer_pb2.JOB_STATE_CANCELLED,
-}
-
-
-def state_name(state: int) -> str:
-    return next((k for k, v in STATES.items() if v == state), "unknown")
-
-
-class Jobs:
-    """Training jobs; reached as ``client.jobs``. Returns the platform's TrainingJob messages."""
-
-    def __init__(self, transport: Transport) -> None:
-        self._t = transport
-
-    def _stub(self) -> trainer_pb2_grpc.TrainingServiceStub:
-        return trainer_pb2_grpc.TrainingServiceStub(self._t.channel("trainer"))
-
-    def get(self, job_id: str) -> trainer_pb2.TrainingJob:
-        result: trainer_pb2.TrainingJob = self._t.call(
-            "trainer", self._stub().GetTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
-        )
-        return result
-
-    def list(self, state: str = "", limit: int = 100) -> builtins.list[trainer_pb2.TrainingJob]:
-        request = trainer_pb2.ListTrainingJobsRequest(limit=limit)
-        if state:
-            if state not in STATES:
-                raise InvalidArgument(f"state: expected one of {', '.join(STATES)} or empty, got {state!r}")
-            request.state = STATES[state]
-        return list(self._t.call("trainer", self._stub().ListTrainingJobs, request).jobs)
-
-    def watch(self, job_id: str) -> Iterator[trainer_pb2.TrainingJob]:
-        """The job after every change, until it ends."""
-        yield from self._t.stream(
-            "trainer", self._stub().WatchTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
-        )
-
-    def cancel(self, job_id: str) -> trainer_pb2.TrainingJob:
-        result: trainer_pb2.TrainingJob = self._t.call(
-            "trainer", self._stub().CancelTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
-        )
-        return result
-
-    def algorithms(self) -> builtins.list[trainer_pb2.AlgorithmInfo]:
-        return list(
-            self._t.call("trainer", self._stub().ListAlgorithms, trainer_pb2.ListAlgorithmsRequest()).algorithms
-        )
+from lepton_ai.errors import DataLoss, FailedPrecondition
 
 
 class Models:
@@ -209,13 +156,12 @@ class Models:
 
         Raises FailedPrecondition when the model has no exact ONNX form (the message says why).
         """
-        from lepton_ml import artifacts, onnx_export, serving
+        from lepton_ml import onnx_export, serving
 
-        bundle = artifacts.load_bundle(self.download(name, version, alias))
+        bundle = _artifacts.load_bundle(self.download(name, version, alias))
         rows = None
         if sample is not None:
-            columns = [c["name"] for c in bundle.signature.inputs] or list(bundle.signature.features)
-            rows = serving.as_frame(sample, columns)
+            rows = serving.as_frame(sample, _artifacts.input_columns(bundle.signature))
         try:
             return onnx_export.export_edge_bundle(bundle, rows, name=name)
         except onnx_export.ConversionRefused as exc:

@@ -1,0 +1,5 @@
+"""``python -m lepton_ai.cli``: the ``lepton`` command."""
+
+from lepton_ai.cli import main
+
+main()

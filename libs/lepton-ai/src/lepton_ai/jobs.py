@@ -1,0 +1,65 @@
+"""``client.jobs``: training jobs on the trainer."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+
+from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+
+from lepton_ai._transport import Transport
+from lepton_ai.errors import InvalidArgument
+
+STATES: dict[str, trainer_pb2.JobState.ValueType] = {
+    "queued": trainer_pb2.JOB_STATE_QUEUED,
+    "running": trainer_pb2.JOB_STATE_RUNNING,
+    "succeeded": trainer_pb2.JOB_STATE_SUCCEEDED,
+    "failed": trainer_pb2.JOB_STATE_FAILED,
+    "cancelled": trainer_pb2.JOB_STATE_CANCELLED,
+}
+
+
+def state_name(state: int) -> str:
+    """A job state's name as :data:`STATES` spells it (``"running"``), or ``"unknown"``."""
+    return next((k for k, v in STATES.items() if v == state), "unknown")
+
+
+class Jobs:
+    """Training jobs; reached as ``client.jobs``. Returns the platform's TrainingJob messages."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def _stub(self) -> trainer_pb2_grpc.TrainingServiceStub:
+        return trainer_pb2_grpc.TrainingServiceStub(self._t.channel("trainer"))
+
+    def get(self, job_id: str) -> trainer_pb2.TrainingJob:
+        result: trainer_pb2.TrainingJob = self._t.call(
+            "trainer", self._stub().GetTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+        return result
+
+    def list(self, state: str = "", limit: int = 100) -> builtins.list[trainer_pb2.TrainingJob]:
+        request = trainer_pb2.ListTrainingJobsRequest(limit=limit)
+        if state:
+            if state not in STATES:
+                raise InvalidArgument(f"state: expected one of {', '.join(STATES)} or empty, got {state!r}")
+            request.state = STATES[state]
+        return list(self._t.call("trainer", self._stub().ListTrainingJobs, request).jobs)
+
+    def watch(self, job_id: str) -> Iterator[trainer_pb2.TrainingJob]:
+        """The job after every change, until it ends."""
+        yield from self._t.stream(
+            "trainer", self._stub().WatchTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+
+    def cancel(self, job_id: str) -> trainer_pb2.TrainingJob:
+        result: trainer_pb2.TrainingJob = self._t.call(
+            "trainer", self._stub().CancelTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        )
+        return result
+
+    def algorithms(self) -> builtins.list[trainer_pb2.AlgorithmInfo]:
+        return list(
+            self._t.call("trainer", self._stub().ListAlgorithms, trainer_pb2.ListAlgorithmsRequest()).algorithms
+        )
