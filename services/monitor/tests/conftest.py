@@ -1,15 +1,12 @@
 """Fixtures of the monitor's service tests: the data service, the trainer and the monitor as processes.
 
-The service tests import their helpers from ``monitor_stack.py`` beside this file. The repository runs
-pytest with ``--import-mode=importlib``, which puts no test directory on ``sys.path``, so this one is put
-there before the helpers are imported.
+The service tests import their helpers from ``monitor_stack.py`` beside this file, relatively (the
+repository runs pytest with ``--import-mode=importlib``, which puts no test directory on ``sys.path``).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from lepton.monitor.v1 import monitor_pb2_grpc
@@ -18,9 +15,7 @@ from lepton_core.rpc import client_channel
 from lepton_platform.processes import free_port
 from lepton_platform.testing import StartService
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from monitor_stack import KEY, OTHER, OTHER_KEY, TENANT
+from .monitor_stack import KEY, OTHER, OTHER_KEY, TENANT
 
 
 @pytest.fixture(scope="module")

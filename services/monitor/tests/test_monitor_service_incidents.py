@@ -14,7 +14,13 @@ import polars as pl
 import pytest
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
-from monitor_stack import (
+from nats.aio.client import Client as NATS
+from scipy import stats
+
+from lepton_core.rpc import client_channel
+from lepton_ml.profiling import profile
+
+from .monitor_stack import (
     DIABETES,
     FEATURES,
     KEY,
@@ -26,11 +32,6 @@ from monitor_stack import (
     training_rows,
     until,
 )
-from nats.aio.client import Client as NATS
-from scipy import stats
-
-from lepton_core.rpc import client_channel
-from lepton_ml.profiling import profile
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
-from monitor_stack import (
+from nats.aio.client import Client as NATS
+
+from lepton_core.rpc import client_channel
+
+from .monitor_stack import (
     DIABETES,
     FEATURES,
     OTHER_KEY,
@@ -24,9 +28,6 @@ from monitor_stack import (
     training_rows,
     until,
 )
-from nats.aio.client import Client as NATS
-
-from lepton_core.rpc import client_channel
 
 pytestmark = pytest.mark.timeout(120)
 
