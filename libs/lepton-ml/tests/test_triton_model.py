@@ -160,6 +160,7 @@ def _infer(client: triton_grpc.InferenceServerClient, x: NDArray[Any], **kwargs:
     return np.asarray(out, dtype=np.float64)
 
 
+@pytest.mark.integration  # starts its own nats-server (and Triton)
 def test_predictions_match_sklearn(served: Served) -> None:
     x = served.trained.X[:5]
     got = _infer(served.client, x)
@@ -167,6 +168,7 @@ def test_predictions_match_sklearn(served: Served) -> None:
     np.testing.assert_allclose(got[:, 0], served.trained.model.predict(x), rtol=0, atol=1e-6)
 
 
+@pytest.mark.integration  # starts its own nats-server (and Triton)
 def test_wrong_width_is_an_error_and_the_next_request_works(served: Served) -> None:
     with pytest.raises(InferenceServerException):
         _infer(served.client, served.trained.X[:2, :9])
@@ -200,6 +202,7 @@ async def _find_log(
         await nc.close()
 
 
+@pytest.mark.integration  # starts its own nats-server (and Triton)
 def test_prediction_log_reaches_jetstream_with_trace_context(served: Served) -> None:
     x = served.trained.X[20:25]
     got = _infer(served.client, x, parameters={"traceparent": TRACEPARENT})
@@ -451,6 +454,7 @@ async def _batches(url: str, timeout: float = 10.0) -> list[events_pb2.Predictio
     return found
 
 
+@pytest.mark.integration  # starts its own nats-server (and Triton)
 def test_the_rate_cap_logs_a_second_s_worth_and_counts_the_rest(
     model_module: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -70,10 +70,25 @@ def wait_until(predicate: object, timeout: float, what: str, proc: subprocess.Po
         time.sleep(0.1)
 
 
+_refusal: str | None = None
+
+
+def refuse_processes(reason: str | None) -> None:
+    """From now on :class:`Process` refuses to start, saying ``reason``; ``None`` allows it again.
+
+    The test plugin sets this around every unit-tier test, so a test that starts a server
+    without being marked ``integration`` fails at once instead of slowing the fast tier.
+    """
+    global _refusal
+    _refusal = reason
+
+
 class Process:
     """A child process in its own process group, with its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        if _refusal is not None:
+            raise RuntimeError(f"{name} was not started: {_refusal}")
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,15 @@ from lepton_core.bus import EVENTS_STREAM, connect, declare_topology
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
-from lepton_platform.processes import NatsServer, Process, TritonServer, free_port, start_service, wait_until
+from lepton_platform.processes import (
+    NatsServer,
+    Process,
+    TritonServer,
+    free_port,
+    refuse_processes,
+    start_service,
+    wait_until,
+)
 from lepton_platform.tracesink import TraceSink
 
 SERVER_FIXTURES = frozenset({"nats_url", "nc", "triton", "platform", "service"})
@@ -43,6 +51,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         needs_server = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
         if needs_server or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """A unit-tier test (not ``integration``) cannot start a process through :mod:`lepton_platform.processes`."""
+    if item.get_closest_marker("integration") is None:
+        refuse_processes(f"{item.nodeid} is a unit test; mark it @pytest.mark.integration to start servers")
+    try:
+        return (yield)
+    finally:
+        refuse_processes(None)
 
 
 @pytest.fixture(scope="session")
