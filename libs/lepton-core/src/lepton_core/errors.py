@@ -8,6 +8,17 @@ from a permanent one.
 
 from __future__ import annotations
 
+MAX_DETAILS_CHARS = 2000
+"""The longest status message a service sends: gRPC refuses trailers past 8 KiB."""
+
+
+def details(error: BaseException | str) -> str:
+    """The status message for ``error``, cut to :data:`MAX_DETAILS_CHARS` so no refusal breaks the transport."""
+    text = str(error)
+    if len(text) <= MAX_DETAILS_CHARS:
+        return text
+    return f"{text[: MAX_DETAILS_CHARS - 40]}... (message cut from {len(text)} characters)"
+
 
 class LeptonError(Exception):
     """Base of all Lepton errors.

@@ -136,16 +136,17 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, str(exc)))
     if isinstance(exc, errors.LeptonError):
-        await context.abort(status_code_for(exc), str(exc))
+        await context.abort(status_code_for(exc), errors.details(exc))
     if isinstance(exc, grpc.aio.AioRpcError):
         # A service this call asked on the caller's behalf (with the caller's key) said no:
         # the caller gets that answer, not an INTERNAL that hides it.
         code = exc.code()
         if code in _PASSED_ON:
-            await context.abort(code, exc.details() or code.name)
+            await context.abort(code, errors.details(exc.details() or code.name))
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             await context.abort(
-                grpc.StatusCode.UNAVAILABLE, f"a service this call needs did not answer ({code.name}: {exc.details()})"
+                grpc.StatusCode.UNAVAILABLE,
+                errors.details(f"a service this call needs did not answer ({code.name}: {exc.details()})"),
             )
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", error_id, exc_info=exc)
