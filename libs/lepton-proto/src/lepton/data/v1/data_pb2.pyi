@@ -64,7 +64,9 @@ class UploadHeader(_message.Message):
     EXPECTED_SIZE_FIELD_NUMBER: _builtins.int
     EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
-    """Lower-case letters, digits, '-' and '_', 1 to 64 characters."""
+    """Lower-case letters, digits, '-' and '_', 1 to 64 characters.
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     format: _builtins.str
     """"csv", "parquet", "jsonl" or "arrow" (Arrow IPC file or stream)."""
     expected_size: _builtins.int
@@ -228,6 +230,7 @@ class GetDatasetVersionRequest(_message.Message):
 
     VERSION_ID_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -247,7 +250,9 @@ class ListDatasetVersionsRequest(_message.Message):
 
     DATASET_NAME_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
-    """Empty lists every dataset's versions."""
+    """Empty lists every dataset's versions.
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     def __init__(
         self,
         *,
@@ -389,6 +394,7 @@ class ColumnChange(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     dtype: _builtins.str
     """"int", "float", "str", "bool" or "category"."""
     def __init__(
@@ -412,6 +418,7 @@ class UpdateSchemaRequest(_message.Message):
     VERSION_ID_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnChange]: ...
     def __init__(
@@ -458,6 +465,7 @@ class ValidateVersionRequest(_message.Message):
     VERSION_ID_FIELD_NUMBER: _builtins.int
     RULES_JSON_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     rules_json: _builtins.str
     """Rules to check instead of the dataset's own (JSON list); empty uses the dataset's."""
     def __init__(
@@ -547,6 +555,7 @@ class ApplyRecipeRequest(_message.Message):
     VERSION_ID_FIELD_NUMBER: _builtins.int
     RECIPE_JSON_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     recipe_json: _builtins.str
     """{"steps": [{"op": "fill_nulls", ...}, ...]}; docs/data.md lists the steps."""
     def __init__(
@@ -569,6 +578,7 @@ class GetProfileRequest(_message.Message):
 
     VERSION_ID_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -787,6 +797,7 @@ class SplitVersionRequest(_message.Message):
     VERSION_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def spec(self) -> Global___SplitSpec: ...
     def __init__(
@@ -838,6 +849,7 @@ class ReadDatasetRequest(_message.Message):
     SPEC_FIELD_NUMBER: _builtins.int
     BATCH_ROWS_FIELD_NUMBER: _builtins.int
     version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     split: _builtins.str
     """"", "train", "validation" or "test"."""
     batch_rows: _builtins.int

@@ -350,15 +350,19 @@ class DeployRequest(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version `alias` points at, else the latest."""
     alias: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     strategy: _builtins.str
     """"all_at_once" (default) or "canary"."""
     canary_step_seconds: _builtins.float
     """How long each canary share runs before the next (default 5 s)."""
     follow: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     wait: _builtins.bool
     @_builtins.property
     def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -404,6 +408,7 @@ class RollbackRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     wait: _builtins.bool
     def __init__(
         self,
@@ -425,6 +430,7 @@ class GetDeploymentRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,

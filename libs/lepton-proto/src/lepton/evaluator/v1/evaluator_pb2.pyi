@@ -31,11 +31,15 @@ class EvaluateRequest(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     CV_FOLDS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     model_version: _builtins.int
     """0: the latest version (or the alias's, when alias is set)."""
     alias: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     dataset_version_id: _builtins.str
-    """Empty: the dataset version the model was trained on."""
+    """Empty: the dataset version the model was trained on.
+    Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids").
+    """
     rows: _builtins.str
     """Which rows: "holdout" (the rows training held out; the default on the
     training dataset version) or "all" (the default on any other version).
@@ -69,6 +73,7 @@ class ListEvaluationsRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     model_version: _builtins.int
     """0: every version."""
     def __init__(
@@ -182,10 +187,15 @@ class GetPlotRequest(_message.Message):
     EVALUATION_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     training_job_id: _builtins.str
-    """Either the training job (its automatic evaluation) or an evaluation id."""
+    """Either the training job (its automatic evaluation) or an evaluation id.
+    Grammar, when set: an id, `job_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids").
+    """
     evaluation_id: _builtins.str
+    """Grammar, when set: an id, `ev_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     name: _builtins.str
-    """One of Evaluation.plots, e.g. "confusion_matrix", "roc", "residuals"."""
+    """One of Evaluation.plots, e.g. "confusion_matrix", "roc", "residuals".
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     def __init__(
         self,
         *,
@@ -273,9 +283,13 @@ class GetEvaluationRequest(_message.Message):
     TRAINING_JOB_ID_FIELD_NUMBER: _builtins.int
     EVALUATION_ID_FIELD_NUMBER: _builtins.int
     training_job_id: _builtins.str
-    """The training job whose model was evaluated (its automatic evaluation) ..."""
+    """The training job whose model was evaluated (its automatic evaluation) ...
+    Grammar, when set: an id, `job_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids").
+    """
     evaluation_id: _builtins.str
-    """... or any evaluation by id."""
+    """... or any evaluation by id.
+    Grammar, when set: an id, `ev_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids").
+    """
     def __init__(
         self,
         *,

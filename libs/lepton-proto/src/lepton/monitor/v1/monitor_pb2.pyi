@@ -25,6 +25,7 @@ class GetPredictionStatsRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -112,6 +113,7 @@ class GetServingMetricsRequest(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     TRITON_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: every version of the deployment merged."""
     last_seconds: _builtins.float
@@ -374,6 +376,7 @@ class GetDriftReportRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     PNG_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version the deployment serves now."""
     last_seconds: _builtins.float
@@ -622,6 +625,7 @@ class SendLabelsRequest(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
     def __init__(
@@ -671,6 +675,7 @@ class GetLivePerformanceRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version the deployment serves now."""
     task: _builtins.str
@@ -801,6 +806,7 @@ class Rule(_message.Message):
     RESOLVE_MARGIN_FIELD_NUMBER: _builtins.int
     COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     metric: _builtins.str
     """A serving metric (requests, errors, error_rate, rows, latency_p50_ms,
     latency_p95_ms, latency_p99_ms, latency_mean_ms, latency_max_ms,
@@ -887,6 +893,7 @@ class SetRulesRequest(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]: ...
     def __init__(
@@ -909,6 +916,7 @@ class ListRulesRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -955,7 +963,9 @@ class ListAlertsRequest(_message.Message):
     FIRING_ONLY_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Empty: every deployment of the tenant."""
+    """Empty: every deployment of the tenant.
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     firing_only: _builtins.bool
     limit: _builtins.int
     """0: 100."""
@@ -1083,6 +1093,7 @@ class RetrainingPolicy(_message.Message):
     MIN_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     ALLOW_SAME_DATASET_VERSION_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     on_drift: _builtins.bool
     """Retrain when drift is detected."""
     on_alert: _builtins.bool
@@ -1140,6 +1151,7 @@ class GetRetrainingPolicyRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -1202,7 +1214,9 @@ class QueryPredictionLogsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Empty: every deployment of the tenant."""
+    """Empty: every deployment of the tenant.
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     version: _builtins.int
     """0: every version."""
     errors_only: _builtins.bool
@@ -1358,7 +1372,9 @@ class SummarizeLogsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     TOP_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Empty: every deployment of the tenant."""
+    """Empty: every deployment of the tenant.
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     version: _builtins.int
     top: _builtins.int
     """How many top errors and slowest requests; 0: 5."""

@@ -50,6 +50,7 @@ class UpdateModelRequest(_message.Message):
     SET_TAGS_FIELD_NUMBER: _builtins.int
     REMOVE_TAGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     description: _builtins.str
     @_builtins.property
     def set_tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -106,6 +107,7 @@ class UpdateModelVersionRequest(_message.Message):
     REMOVE_TAGS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     description: _builtins.str
     status: _builtins.str
@@ -173,8 +175,11 @@ class SearchModelVersionsRequest(_message.Message):
     name_contains: _builtins.str
     """Model names containing this text."""
     alias: _builtins.str
-    """Only the version an alias points at (e.g. "champion")."""
+    """Only the version an alias points at (e.g. "champion").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     dataset_version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     algorithm: _builtins.str
     metric: _builtins.str
     """Metric threshold: versions whose metric is within [min_value, max_value]."""
@@ -467,6 +472,7 @@ class SetPromotionPolicyRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def policy(self) -> _events_pb2.PromotionPolicy: ...
     def __init__(
@@ -492,7 +498,9 @@ class SetAliasRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     alias: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     expected_version: _builtins.int
     def __init__(
@@ -520,7 +528,9 @@ class DeleteAliasRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     ALIAS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     alias: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -852,6 +862,7 @@ class GetModelRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -908,9 +919,11 @@ class GetModelVersionRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ALIAS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0 means the latest version (or the alias's, when alias is set)."""
     alias: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -932,6 +945,7 @@ class ListModelVersionsRequest(_message.Message):
 
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,

@@ -237,12 +237,15 @@ class SubmitTrainingRequest(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
     dataset_version_id: _builtins.str
+    """Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     algorithm: _builtins.str
     """e.g. "linear_regression"."""
     target: _builtins.str
     """Column to predict; every other numeric column is a feature."""
     model_name: _builtins.str
-    """Registry name of the model; defaults to "<dataset name>-<algorithm>"."""
+    """Registry name of the model; defaults to "<dataset name>-<algorithm>".
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    """
     split_seed: _builtins.int
     """Hold-out split shared with the evaluator; defaults: seed 42, 0.2."""
     test_fraction: _builtins.float
@@ -416,6 +419,7 @@ class GetTrainingJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    """Grammar, when set: an id, `job_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
