@@ -91,6 +91,9 @@ def resolve_endpoints(url: str | None, endpoints: Mapping[str, str] | None = Non
     host = parsed.hostname or "127.0.0.1"
     base = parsed.port or 50051
     out = {name: f"{host}:{base + i}" for i, name in enumerate(SERVICES)}
+    unknown = sorted(set(endpoints or {}) - set(SERVICES))
+    if unknown:
+        raise InvalidArgument(f"endpoints: no service named {unknown[0]!r}; the services are {', '.join(SERVICES)}")
     out.update(endpoints or {})
     return out, tls
 

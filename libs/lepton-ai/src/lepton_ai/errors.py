@@ -84,11 +84,29 @@ def from_rpc_error(exc: grpc.RpcError, address: str, *, tls: bool = False, trust
     """
     code: grpc.StatusCode = exc.code()
     details: str = exc.details() or code.name
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == grpc.StatusCode.UNAVAILABLE and details.startswith(_CONNECTION_FAILURES):
         details = _unreachable(address, details, tls, trusted)
     elif code == grpc.StatusCode.UNAUTHENTICATED:
         details = f"{details} (platform at {address}). Pass api_key= or set LEPTON_API_KEY"
     return _BY_CODE.get(code, LeptonError)(details, code=code.name)
+
+
+# How gRPC itself says a connection did not come about or broke; an UNAVAILABLE whose message
+# starts otherwise was sent by a service (about a service behind it) and keeps its words.
+_CONNECTION_FAILURES = (
+    "failed to connect",
+    "DNS resolution failed",
+    "Socket closed",
+    "Connection reset",
+    "recvmsg:",
+    "Broken pipe",
+    "Connection refused",
+    "connections to all backends failing",
+    "Endpoint read failed",
+    "keepalive watchdog timeout",
+    "GOAWAY received",
+    "UNAVAILABLE",
+)
 
 
 def _unreachable(address: str, details: str, tls: bool, trusted: str) -> str:
