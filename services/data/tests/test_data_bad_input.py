@@ -74,8 +74,8 @@ BAD_FILES = [
     ("not-arrow", b"ARROW1 nope", "arrow", "chunk", "not valid arrow"),
     ("not-jsonl", b'{"a": 1}\n{"a": \n', "jsonl", "chunk", "not valid jsonl"),
     ("bad-format", b"a\n1\n", "xlsx", "header.format", "not supported"),
-    ("../../etc/passwd", b"a\n1\n", "csv", "header.dataset_name", "not a valid dataset name"),
-    ("UPPER", b"a\n1\n", "csv", "header.dataset_name", "not a valid dataset name"),
+    ("../../etc/passwd", b"a\n1\n", "csv", "header.dataset_name", "expected a dataset name"),
+    ("UPPER", b"a\n1\n", "csv", "header.dataset_name", "expected a dataset name"),
     ("too-big", b"a\n" + b"1\n" * (LIMIT // 2 + 1), "csv", "chunk", f"exceeds the limit of {LIMIT} bytes"),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,10 +16,12 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.events.v1 import events_pb2
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, ref_to_pb, ts
-from lepton_data.core import DatasetRecord, Datasets, Stored, VersionRecord, arrow_batches
+from lepton_data import ingest
+from lepton_data.core import DatasetRecord, Datasets, Stored, VersionRecord, arrow_batches, validate_name
 from lepton_data.ingest import CsvOptions
 from lepton_data.splits import SplitSpec
 from lepton_ml.profiling import DatasetProfile
@@ -94,6 +97,30 @@ def csv_options(header: data_pb2.UploadHeader) -> CsvOptions:
         encoding=c.encoding or "utf-8",
         quote_char=c.quote_char or '"',
     )
+
+
+#: Most rows one ``ReadDataset`` batch may hold.
+MAX_BATCH_ROWS = 1_000_000
+#: What ``UploadHeader.expected_digest`` looks like (the SDK sends it so).
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def check_header(header: data_pb2.UploadHeader, max_upload: int) -> None:
+    """Refuses a bad upload header as soon as it arrives, before a byte of the file is kept."""
+    validate_name(header.dataset_name)
+    ingest.check_options(header.format or "csv", csv_options(header))
+    if header.expected_size < 0:
+        raise InvalidArgument(f"must be 0 (unknown) or more, got {header.expected_size}", field="header.expected_size")
+    if header.expected_size > max_upload:
+        raise InvalidArgument(
+            f"{header.expected_size} bytes announced; uploads are limited to {max_upload} bytes",
+            field="header.expected_size",
+        )
+    if header.expected_digest and not DIGEST_RE.fullmatch(header.expected_digest):
+        raise InvalidArgument(
+            f"expected 'sha256:' and 64 lower-case hex digits; got {shown(header.expected_digest)}",
+            field="header.expected_digest",
+        )
 
 
 #: How long an upload without ``expected_size`` waits, once its stream has ended, for a
@@ -201,6 +228,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
                     if req.WhichOneof("part") != "header":
                         raise InvalidArgument("the first message must be the header", field="header")
                     header = req.header
+                    check_header(header, self._max_upload)
                     continue
                 if req.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the header", field="chunk")
@@ -323,8 +351,10 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
     async def ReadDataset(
         self, request: data_pb2.ReadDatasetRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[data_pb2.RecordBatchChunk]:
-        if request.batch_rows < 0:
-            raise InvalidArgument(f"must be positive, got {request.batch_rows}", field="batch_rows")
+        if not 0 <= request.batch_rows <= MAX_BATCH_ROWS:
+            raise InvalidArgument(
+                f"must be between 1 and {MAX_BATCH_ROWS} (0: the default), got {request.batch_rows}", field="batch_rows"
+            )
         df = await self._datasets.read(
             current_tenant(), request.version_id, list(request.columns), request.split, spec_from_pb(request.spec)
         )

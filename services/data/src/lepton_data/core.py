@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import io
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
+from lepton_core.names import NAME_PATTERN, check_id, check_name, is_id, is_name, shown
 from lepton_core.validation import invalid_argument_from
 from lepton_core.wire import now
 from lepton_data import ingest, validation
@@ -33,9 +33,15 @@ from lepton_data.splits import SplitSpec, assign_splits, split_index
 from lepton_ml import recipes
 from lepton_ml.profiling import DatasetProfile, profile
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 BUCKET = "datasets"
 CAST_TYPES = ("int", "float", "str", "bool", "category")
+#: Most column changes one ``UpdateSchema`` may carry.
+MAX_SCHEMA_CHANGES = 1000
+#: Longest column name a request may name (a column's name in a file has no such limit,
+#: but a request naming a longer one can only fail).
+MAX_COLUMN_NAME = 1024
+#: Longest ``ListDatasets`` search text: a longer one cannot be part of a name.
+MAX_SEARCH = 64
 
 
 class ColumnRecord(BaseModel):
@@ -97,13 +103,38 @@ def content_id(*parts: str) -> str:
     return "dv_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
-def validate_name(name: str, field: str = "header.dataset_name") -> None:
-    if not NAME_RE.match(name):
+def validate_name(name: str, field: str = "header.dataset_name") -> str:
+    """``name`` if it is a dataset name (:mod:`lepton_core.names`), else InvalidArgument naming ``field``."""
+    return check_name(name, field, what="a dataset name")
+
+
+def check_version_id(version_id: str, field: str = "version_id") -> str:
+    """``version_id`` if it is a dataset version id (``dv_…``), else InvalidArgument naming ``field``."""
+    if not version_id:
+        raise InvalidArgument("a version id is required", field=field)
+    return check_id(version_id, field, "dv")
+
+
+def check_dataset_ref(ref: str, field: str = "dataset") -> str:
+    """``ref`` if it is a dataset name or a ``ds_…`` id, else InvalidArgument naming ``field``."""
+    if not ref:
+        raise InvalidArgument("a dataset name or id is required", field=field)
+    if not (is_id(ref, "ds") or is_name(ref)):
         raise InvalidArgument(
-            f"{name!r} is not a valid dataset name: use 1-64 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit",
-            field=field,
+            f"expected a dataset name ({NAME_PATTERN}) or a dataset id like 'ds_…'; got {shown(ref)}", field=field
         )
+    return ref
+
+
+def check_column_names(columns: list[str], field: str, limit: int) -> None:
+    """Refuses more than ``limit`` column names, or one longer than :data:`MAX_COLUMN_NAME`."""
+    if len(columns) > limit:
+        raise InvalidArgument(f"at most {limit} columns, got {len(columns)}", field=field)
+    for index, column in enumerate(columns):
+        if len(column) > MAX_COLUMN_NAME:
+            raise InvalidArgument(
+                f"a column name is at most {MAX_COLUMN_NAME} characters; got {shown(column)}", field=f"{field}[{index}]"
+            )
 
 
 def columns_of(df: pl.DataFrame, prof: DatasetProfile) -> list[ColumnRecord]:
@@ -153,34 +184,37 @@ class Datasets:
     # -- reading ---------------------------------------------------------------------------------
 
     async def get(self, tenant: str, version_id: str) -> VersionRecord:
-        if not version_id:
-            raise InvalidArgument("a version id is required", field="version_id")
+        check_version_id(version_id)
         found = await self._versions.get(f"{tenant}.v.{version_id}")
         if found is None:
             raise NotFound(f"dataset version {version_id!r} does not exist", field="version_id")
         return found.value
 
-    async def dataset(self, tenant: str, ref: str) -> DatasetRecord:
+    async def dataset(self, tenant: str, ref: str, field: str = "dataset") -> DatasetRecord:
         """A live dataset by name or id."""
-        if not ref:
-            raise InvalidArgument("a dataset name or id is required", field="dataset")
-        if ref.startswith("ds_"):
+        check_dataset_ref(ref, field)
+        if is_id(ref, "ds"):
             for record in await self._datasets.values(f"{tenant}.d.*"):
                 if record.dataset_id == ref and not record.deleted:
                     return record
         else:
-            found = await self._datasets.get(f"{tenant}.d.{ref}") if NAME_RE.match(ref) else None
+            found = await self._datasets.get(f"{tenant}.d.{ref}")
             if found is not None and not found.value.deleted:
                 return found.value
-        raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
+        raise NotFound(f"dataset {ref!r} does not exist", field=field)
 
     async def list_datasets(self, tenant: str, search: str = "") -> list[DatasetRecord]:
+        if len(search) > MAX_SEARCH:
+            raise InvalidArgument(
+                f"a name has at most {MAX_SEARCH} characters, so a longer search matches nothing; got {shown(search)}",
+                field="search",
+            )
         records = await self._datasets.values(f"{tenant}.d.*")
         return [r for r in records if not r.deleted and search in r.name]
 
     async def list_versions(self, tenant: str, name: str = "") -> list[VersionRecord]:
         if name:
-            record = await self.dataset(tenant, name)
+            record = await self.dataset(tenant, name, field="dataset_name")
             return [await self.get(tenant, v) for v in record.version_ids]
         return sorted(await self._versions.values(f"{tenant}.v.*"), key=lambda r: r.created_at)
 
@@ -211,9 +245,18 @@ class Datasets:
 
     async def update_schema(self, tenant: str, version_id: str, changes: list[tuple[str, str]]) -> Stored:
         """Casts columns into a new version, with the recipe ``cast`` step's strict rules."""
-        parent = await self.get(tenant, version_id)
+        check_version_id(version_id)
         if not changes:
             raise InvalidArgument("no column changes given", field="changes")
+        if len(changes) > MAX_SCHEMA_CHANGES:
+            raise InvalidArgument(f"at most {MAX_SCHEMA_CHANGES} column changes, got {len(changes)}", field="changes")
+        for index, (column, _) in enumerate(changes):
+            if len(column) > MAX_COLUMN_NAME:
+                raise InvalidArgument(
+                    f"a column name is at most {MAX_COLUMN_NAME} characters; got {shown(column)}",
+                    field=f"changes[{index}].name",
+                )
+        parent = await self.get(tenant, version_id)
         steps: list[recipes.Step] = []
         for index, (column, dtype) in enumerate(changes):
             try:
@@ -387,6 +430,10 @@ class Datasets:
         return int((labels == 0).sum()), int((labels == 1).sum()), int((labels == 2).sum())
 
     async def read(self, tenant: str, version_id: str, columns: list[str], split: str, spec: SplitSpec) -> pl.DataFrame:
+        check_version_id(version_id)
+        check_column_names(columns, "columns", self._limits.max_columns)
+        if split:
+            split_index(split)  # an unknown split is refused before any read
         version = await self.get(tenant, version_id)
         known = [c.name for c in version.columns]
         missing = [c for c in columns if c not in known]

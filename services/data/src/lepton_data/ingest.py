@@ -14,11 +14,15 @@ from typing import BinaryIO
 import polars as pl
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 
 FORMATS = ("csv", "parquet", "jsonl", "arrow")
 SNIFF_BYTES = 64 * 1024
 DELIMITERS = ",;\t|"
 ARROW_FILE_MAGIC = b"ARROW1"
+#: How a codec name is spelt (``utf-8``, ``latin-1``, ``cp1252``, ``iso8859_15``): checked before
+#: :func:`codecs.lookup`, which raises ValueError on a NUL and accepts any length.
+ENCODING_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -41,23 +45,45 @@ class Limits:
     max_columns: int
 
 
+def _one_char(value: str) -> bool:
+    """One printable ASCII character or a tab: a delimiter or quote polars and ``csv`` both take."""
+    return len(value) == 1 and (value == "\t" or " " <= value <= "~")
+
+
+def check_encoding(encoding: str, field: str = "header.csv.encoding") -> str:
+    """``encoding`` if it names a text codec Python knows (``utf-8``, ``latin-1``, ...)."""
+    if not ENCODING_RE.fullmatch(encoding):
+        raise InvalidArgument(
+            f"unknown encoding {shown(encoding)}: expected a codec name such as utf-8, latin-1 or cp1252", field=field
+        )
+    try:
+        codecs.lookup(encoding)
+        "a".encode(encoding)  # refuses bytes-to-bytes codecs (hex, base64, zlib): not text encodings
+    except (LookupError, ValueError):
+        raise InvalidArgument(
+            f"unknown encoding {shown(encoding)}: expected a text codec such as utf-8, latin-1 or cp1252", field=field
+        ) from None
+    return encoding
+
+
 def check_options(fmt: str, opts: CsvOptions) -> None:
     if fmt not in FORMATS:
         raise InvalidArgument(
-            f"format {fmt!r} is not supported; use one of {', '.join(FORMATS)}", field="header.format"
+            f"format {shown(fmt)} is not supported; use one of {', '.join(FORMATS)}", field="header.format"
         )
-    if opts.delimiter and len(opts.delimiter) != 1:
+    if opts.delimiter and not _one_char(opts.delimiter):
         raise InvalidArgument(
-            f"the delimiter must be one character, got {opts.delimiter!r}", field="header.csv.delimiter"
+            f"the delimiter must be one printable ASCII character or a tab, got {shown(opts.delimiter)}",
+            field="header.csv.delimiter",
         )
-    if len(opts.quote_char) != 1:
+    if not _one_char(opts.quote_char):
         raise InvalidArgument(
-            f"the quote must be one character, got {opts.quote_char!r}", field="header.csv.quote_char"
+            f"the quote must be one printable ASCII character, got {shown(opts.quote_char)}",
+            field="header.csv.quote_char",
         )
-    try:
-        codecs.lookup(opts.encoding)
-    except LookupError:
-        raise InvalidArgument(f"unknown encoding {opts.encoding!r}", field="header.csv.encoding") from None
+    if opts.delimiter and opts.delimiter == opts.quote_char:
+        raise InvalidArgument(f"the delimiter and the quote are both {opts.delimiter!r}", field="header.csv.quote_char")
+    check_encoding(opts.encoding)
 
 
 def _utf8_text(path: Path, encoding: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,9 +10,14 @@ import numpy.typing as npt
 import polars as pl
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
+#: Largest split seed: numpy, scikit-learn and the trainer all take a 32-bit seed.
+MAX_SEED = 2**32 - 1
+#: Longest stratify column name a request may give.
+MAX_COLUMN_NAME = 1024
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,16 @@ class SplitSpec:
     @classmethod
     def of(cls, seed: int, train: float, validation: float, test: float, stratify: str) -> SplitSpec:
         """A spec from request fields; all three fractions zero means the defaults."""
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidArgument(f"must be between 0 and {MAX_SEED}, got {seed}", field="spec.seed")
+        if len(stratify) > MAX_COLUMN_NAME:
+            raise InvalidArgument(
+                f"a column name is at most {MAX_COLUMN_NAME} characters; got {shown(stratify)}",
+                field="spec.stratify_column",
+            )
+        for name, value in (("train", train), ("validation", validation), ("test", test)):
+            if not math.isfinite(value):
+                raise InvalidArgument(f"must be a finite number between 0 and 1, got {value}", field=f"spec.{name}")
         if train == validation == test == 0.0:
             return cls(seed=seed, stratify_column=stratify)
         spec = cls(seed, train, validation, test, stratify)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,10 +14,22 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_core import events
 from lepton_core.bus import ObjectStore
 from lepton_core.errors import Conflict, InvalidArgument
+from lepton_core.names import check_id, check_name
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
-from lepton_registry.core import AliasRecord, Edit, ModelRecord, PolicyRecord, Registry, SearchQuery, VersionRecord
+from lepton_registry.core import (
+    AliasRecord,
+    Edit,
+    ModelRecord,
+    PolicyRecord,
+    Registry,
+    SearchQuery,
+    VersionRecord,
+    check_alias,
+    check_model_name,
+    check_version,
+)
 from lepton_registry.lineage import Peers, gather
 
 
@@ -98,10 +111,21 @@ def policy_to_pb(p: PolicyRecord) -> events_pb2.PromotionPolicy:
     )
 
 
-def _name(value: str) -> str:
-    if not value:
-        raise InvalidArgument("a model name is required", field="model_name")
-    return value
+def _name(value: str, field: str = "model_name") -> str:
+    """A model name from a request, checked before it reaches a key (``field`` names it in the error)."""
+    return check_model_name(value, field)
+
+
+def _lineage_ids(lin: common_pb2.Lineage) -> None:
+    """Refuses an event whose lineage ids are not ids of their kind (empty ones are absent)."""
+    check_id(lin.training_job_id, "lineage.training_job_id", "job")
+    for value, field, kind in (
+        (lin.dataset_id, "lineage.dataset_id", "ds"),
+        (lin.dataset_version_id, "lineage.dataset_version_id", "dv"),
+        (lin.evaluation_id, "lineage.evaluation_id", "ev"),
+    ):
+        if value:
+            check_id(value, field, kind)
 
 
 ARTIFACT_CHUNK = 1024 * 1024
@@ -140,9 +164,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def UpdateModel(
         self, request: registry_pb2.UpdateModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RegisteredModel:
-        tenant, name = current_tenant(), _name(request.name)
-        model, changed = await self._registry.update_model(tenant, name, edit_from_pb(request))
+        tenant, name = current_tenant(), _name(request.name, "name")
+        edit = edit_from_pb(request)
+        edit.check()
+        # Read before the write: an unreadable stored policy refuses the edit rather than half-doing it.
         policy = policy_to_pb(await self._registry.policy(tenant, name))
+        model, changed = await self._registry.update_model(tenant, name, edit)
         if changed:
             await self.model_updated(model, policy, changed)
         out = model_to_pb(model, await self._registry.aliases(tenant, name))
@@ -168,8 +195,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.UpdateModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelVersion:
         tenant, name = current_tenant(), _name(request.model_name)
-        if request.version <= 0:
-            raise InvalidArgument(f"must be a version number, got {request.version}", field="version")
+        check_version(request.version, required=True)
         version, changed = await self._registry.update_version(tenant, name, request.version, edit_from_pb(request))
         if changed:
             at = version.updated_at or now()
@@ -196,7 +222,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def _version_of(self, tenant: str, request: registry_pb2.GetModelVersionRequest) -> VersionRecord:
         name = _name(request.model_name)
-        number = request.version
+        number = check_version(request.version)
         if request.alias:
             number = await self._registry.resolve_alias(tenant, name, request.alias)
         return await self._registry.get_version(tenant, name, number)
@@ -217,13 +243,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def SetAlias(
         self, request: registry_pb2.SetAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelAlias:
-        tenant = current_tenant()
-        if request.version <= 0:
-            raise InvalidArgument(f"must be a version number, got {request.version}", field="version")
+        tenant, name = current_tenant(), _name(request.model_name)
+        check_alias(request.alias)
+        check_version(request.version, required=True)
         expected = request.expected_version if request.HasField("expected_version") else None
-        alias = await self._registry.set_alias(
-            tenant, _name(request.model_name), request.alias, request.version, expected
-        )
+        if expected is not None:
+            check_version(expected, "expected_version")
+        alias = await self._registry.set_alias(tenant, name, request.alias, request.version, expected)
         await self.moved(tenant, alias)
         return alias_to_pb(alias)
 
@@ -251,8 +277,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def DeleteAlias(
         self, request: registry_pb2.DeleteAliasRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelAlias:
-        tenant = current_tenant()
-        alias = await self._registry.delete_alias(tenant, _name(request.model_name), request.alias)
+        tenant, name = current_tenant(), _name(request.model_name)
+        check_alias(request.alias)
+        alias = await self._registry.delete_alias(tenant, name, request.alias)
         await self.moved(tenant, alias)
         return alias_to_pb(alias)
 
@@ -272,7 +299,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     async def GetModel(
         self, request: registry_pb2.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.RegisteredModel:
-        tenant, name = current_tenant(), _name(request.name)
+        tenant, name = current_tenant(), _name(request.name, "name")
         out = model_to_pb(await self._registry.get_model(tenant, name), await self._registry.aliases(tenant, name))
         out.policy.CopyFrom(policy_to_pb(await self._registry.policy(tenant, name)))
         return out
@@ -306,6 +333,17 @@ class EvaluationCompletedHandler:
     async def __call__(self, event: events.Event[events_pb2.EvaluationCompleted]) -> None:
         ev = event.data
         t = ev.training
+        # Checked before anything is stored: a bad event is dead-lettered (InvalidArgument is permanent).
+        check_name(ev.tenant, "tenant", what="a tenant name")
+        _name(t.model_name, "training.model_name")
+        _lineage_ids(ev.lineage)
+        if not math.isfinite(t.test_fraction):
+            raise InvalidArgument(f"must be finite, got {t.test_fraction}", field="training.test_fraction")
+        # A NaN score (r2 of a constant target, say) would be stored as null and make the
+        # version unreadable: it is left out, as a metric that could not be computed.
+        metrics = {k: v for k, v in ev.metrics.items() if math.isfinite(v)}
+        if len(metrics) != len(ev.metrics):
+            log.warning("%s: leaving out non-finite metrics %s", t.model_name, sorted(set(ev.metrics) - set(metrics)))
         record, _ = await self._registry.register(
             VersionRecord(
                 tenant=ev.tenant,
@@ -318,7 +356,7 @@ class EvaluationCompletedHandler:
                 artifact=ref_from_pb(t.artifact),
                 algorithm=t.algorithm,
                 params=dict(t.params),
-                metrics=dict(ev.metrics),
+                metrics=metrics,
                 features=list(t.features),
                 target=t.target,
                 created_at=now(),
@@ -331,7 +369,7 @@ class EvaluationCompletedHandler:
             )
         )
         champion = await self._registry.champion(ev.tenant, record.model_name)
-        policy = await self._registry.policy(ev.tenant, record.model_name)
+        policy = await self._registry.policy_or_default(ev.tenant, record.model_name)
         await self._rt.publish(
             events_pb2.ModelVersionCreated(
                 tenant=ev.tenant,
@@ -370,6 +408,10 @@ class ComparisonHandler:
         if ev.decision != "promote" or not ev.policy.auto_promote:
             return
         name, version = ev.lineage.model_name, ev.lineage.model_version
+        check_name(ev.tenant, "tenant", what="a tenant name")
+        _name(name, "lineage.model_name")
+        check_version(version, "lineage.model_version", required=True)
+        check_version(ev.champion_version, "champion_version")
         try:
             alias = await self._registry.set_alias(ev.tenant, name, "champion", version, expected=ev.champion_version)
         except Conflict:

@@ -8,25 +8,79 @@ redelivered event registers nothing twice).
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from lepton_core.names import check_id, check_name, shown
 from lepton_core.store import R, Store
 from lepton_core.wire import now
+from lepton_ml.scoring import SCORERS
+
+log = logging.getLogger(__name__)
 
 #: Version statuses: a registered version is ``ready``; ``archived`` keeps it (and its
 #: lineage) but it can no longer take an alias.
 STATUSES = ("ready", "archived")
-TAG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+#: A tag key: richer than a name (``team``, ``app.kubernetes.io/part-of``), matched in full.
+#: Tags live inside records, never in a KV key or subject.
+TAG_KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}"
+TAG_KEY_RE = re.compile(TAG_KEY_PATTERN)
 MAX_TAGS = 50
 MAX_TAG_VALUE = 512
 MAX_DESCRIPTION = 8192
+#: Longest free-text search filter (algorithm, task, metric, name substring).
+MAX_FILTER = 128
+#: Metrics a promotion policy may compare on: the supervised scores of :mod:`lepton_ml.scoring`,
+#: the table the evaluator compares with (``silhouette`` scores one model, it cannot compare two).
+POLICY_METRICS = tuple(sorted(name for name, scorer in SCORERS.items() if scorer.supervised))
+#: Largest ``min_improvement``: in the metric's units, so loose enough for an MSE in dollars.
+MAX_MIN_IMPROVEMENT = 1e12
+
+
+def check_tag_key(key: str, field: str) -> str:
+    """``key`` if it is a tag key (:data:`TAG_KEY_PATTERN`, matched in full), else InvalidArgument."""
+    if not TAG_KEY_RE.fullmatch(key):
+        raise InvalidArgument(
+            f"tag key {shown(key)} must be 1-128 letters, digits or '_.:/-', starting with a letter or digit",
+            field=field,
+        )
+    return key
+
+
+def check_tag_value(key: str, value: str, field: str) -> str:
+    if len(value) > MAX_TAG_VALUE:
+        raise InvalidArgument(f"tag {key!r}: value longer than {MAX_TAG_VALUE} characters", field=field)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidArgument(f"tag {key!r}: the value holds a control character: {shown(value)}", field=field)
+    return value
+
+
+def check_version(version: int, field: str = "version", *, required: bool = False) -> int:
+    """A version number: positive, or 0 for "absent" (the latest) where not ``required``; never negative."""
+    if version < 0 or (required and version == 0):
+        wanted = "a version number (1, 2, ...)" if required else "a version number, or 0 for the latest"
+        raise InvalidArgument(f"expected {wanted}; got {version}", field=field)
+    return version
+
+
+def check_model_name(name: str, field: str = "model_name") -> str:
+    if not name:
+        raise InvalidArgument("a model name is required", field=field)
+    return check_name(name, field, what="a model name")
+
+
+def check_alias(alias: str, field: str = "alias") -> str:
+    if not alias:
+        raise InvalidArgument("an alias is required", field=field)
+    return check_name(alias, field, what="an alias")
 
 
 class ModelRecord(BaseModel):
@@ -81,14 +135,15 @@ class Edit:
             raise InvalidArgument(
                 f"at most {MAX_DESCRIPTION} characters, got {len(self.description)}", field="description"
             )
+        if len(self.set_tags) > MAX_TAGS:
+            raise InvalidArgument(f"at most {MAX_TAGS} tags, got {len(self.set_tags)}", field="set_tags")
+        if len(self.remove_tags) > MAX_TAGS:
+            raise InvalidArgument(f"at most {MAX_TAGS} tags, got {len(self.remove_tags)}", field="remove_tags")
         for key, value in self.set_tags.items():
-            if not TAG_KEY_RE.match(key):
-                raise InvalidArgument(
-                    f"tag key {key!r} must be 1-128 letters, digits or '_.:/-', starting with a letter or digit",
-                    field="set_tags",
-                )
-            if len(value) > MAX_TAG_VALUE:
-                raise InvalidArgument(f"tag {key!r}: value longer than {MAX_TAG_VALUE} characters", field="set_tags")
+            check_tag_key(key, "set_tags")
+            check_tag_value(key, value, "set_tags")
+        for key in self.remove_tags:
+            check_tag_key(key, "remove_tags")
         both = set(self.set_tags) & set(self.remove_tags)
         if both:
             raise InvalidArgument(f"tags both set and removed: {sorted(both)}", field="remove_tags")
@@ -119,9 +174,6 @@ class AliasRecord(BaseModel):
     updated_at: datetime
 
 
-ALIAS_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
 class PolicyRecord(BaseModel):
     """How a model's champion is chosen; no record means: compare, never auto-promote."""
 
@@ -129,6 +181,21 @@ class PolicyRecord(BaseModel):
     min_improvement: float = 0.0
     require_significant: bool = False
     auto_promote: bool = False
+
+    def check(self) -> PolicyRecord:
+        """This policy if it can be stored and read back; else InvalidArgument naming the field."""
+        if self.metric and self.metric not in POLICY_METRICS:
+            raise InvalidArgument(
+                f"unknown metric {shown(self.metric)}; use one of {', '.join(POLICY_METRICS)} "
+                "(or empty for the task's headline metric)",
+                field="policy.metric",
+            )
+        if not (math.isfinite(self.min_improvement) and 0 <= self.min_improvement <= MAX_MIN_IMPROVEMENT):
+            raise InvalidArgument(
+                f"must be a finite number from 0 to {MAX_MIN_IMPROVEMENT:g}, got {self.min_improvement}",
+                field="policy.min_improvement",
+            )
+        return self
 
 
 MAX_PAGE = 500
@@ -171,13 +238,43 @@ class Registry:
         self._policies = policies
 
     async def policy(self, tenant: str, name: str) -> PolicyRecord:
-        found = await self._policies.get(f"{tenant}.policy.{name}")
-        return found.value if found else PolicyRecord()
+        """The model's promotion policy (the default when none is set).
+
+        A policy stored before its values were checked (``min_improvement`` NaN, stored as
+        null) is FailedPrecondition saying how to fix it, never an internal error.
+        """
+        check_model_name(name)
+        fix = "set it again with SetPromotionPolicy"
+        try:
+            found = await self._policies.get(f"{tenant}.policy.{name}")
+        except ValidationError as exc:
+            fields = sorted({".".join(str(part) for part in e["loc"]) for e in exc.errors()})
+            what = (
+                "has min_improvement NaN (stored as null)"
+                if fields == ["min_improvement"]
+                else f"cannot be read ({', '.join(fields) or 'its record'} not valid)"
+            )
+            raise FailedPrecondition(f"the promotion policy of model {name!r} {what}; {fix}", field="policy") from None
+        if found is None:
+            return PolicyRecord()
+        if not math.isfinite(found.value.min_improvement):
+            raise FailedPrecondition(
+                f"the promotion policy of model {name!r} has min_improvement {found.value.min_improvement}; {fix}",
+                field="policy",
+            )
+        return found.value
+
+    async def policy_or_default(self, tenant: str, name: str) -> PolicyRecord:
+        """The policy, or (logged) the default one, which never auto-promotes, if it cannot be read."""
+        try:
+            return await self.policy(tenant, name)
+        except FailedPrecondition as exc:
+            log.warning("using the default promotion policy: %s", exc)
+            return PolicyRecord()
 
     async def set_policy(self, tenant: str, name: str, policy: PolicyRecord) -> PolicyRecord:
+        policy.check()
         await self.get_model(tenant, name)
-        if policy.min_improvement < 0:
-            raise InvalidArgument(f"must be 0 or more, got {policy.min_improvement}", field="policy.min_improvement")
         await self._policies.put(f"{tenant}.policy.{name}", policy)
         return policy
 
@@ -191,10 +288,11 @@ class Registry:
         One compare-and-set on the alias's key: of two racing moves from the same
         state exactly one wins; the other gets :class:`Conflict` (ABORTED).
         """
-        if not ALIAS_RE.match(alias):
-            raise InvalidArgument(
-                f"{alias!r} is not a valid alias: 1-64 lower-case letters, digits, '-', '_'", field="alias"
-            )
+        check_model_name(name)
+        check_alias(alias)
+        check_version(version, required=True)
+        if expected is not None:
+            check_version(expected, "expected_version")
         target = await self.get_version(tenant, name, version)
         if target.status != "ready":
             raise FailedPrecondition(f"version {version} of {name} is {target.status}; it cannot take an alias")
@@ -215,15 +313,20 @@ class Registry:
         return record
 
     async def delete_alias(self, tenant: str, name: str, alias: str) -> AliasRecord:
+        check_model_name(name)
+        check_alias(alias)
         key = f"{tenant}.alias.{name}.{alias}"
         current = await self._aliases.require(key, f"alias {alias!r} of model {name!r}")
         await self._aliases.delete(key)
         return current.value.model_copy(update={"version": 0, "previous_version": current.value.version})
 
     async def aliases(self, tenant: str, name: str) -> dict[str, int]:
+        check_model_name(name)
         return {a.alias: a.version for a in await self._aliases.values(f"{tenant}.alias.{name}.*")}
 
     async def resolve_alias(self, tenant: str, name: str, alias: str) -> int:
+        check_model_name(name)
+        check_alias(alias)
         found = await self._aliases.get(f"{tenant}.alias.{name}.{alias}")
         if found is None:
             raise NotFound(f"model {name!r} has no alias {alias!r}", field="alias")
@@ -236,6 +339,9 @@ class Registry:
         registrations racing for the same model get different numbers.
         """
         tenant, job_id = draft.tenant, draft.training_job_id
+        check_name(tenant, "tenant", what="a tenant name")
+        check_model_name(draft.model_name)
+        check_id(job_id, "lineage.training_job_id", "job")
         existing = await self._jobs.get(f"{tenant}.job.{job_id}")
         if existing is not None:
             return await self.get_version(tenant, existing.value.model_name, existing.value.version), False
@@ -270,6 +376,7 @@ class Registry:
 
     async def update_model(self, tenant: str, name: str, edit: Edit) -> tuple[ModelRecord, list[str]]:
         """Applies ``edit`` to the model with compare-and-set (retried on a concurrent change)."""
+        check_model_name(name, "name")
         edit.check()
         if edit.status:
             raise InvalidArgument("models have no status; versions do", field="status")
@@ -284,6 +391,8 @@ class Registry:
 
     async def update_version(self, tenant: str, name: str, version: int, edit: Edit) -> tuple[VersionRecord, list[str]]:
         """Applies ``edit`` to a version; archiving one an alias points at is refused."""
+        check_model_name(name)
+        check_version(version, required=True)
         edit.check()
         await self.get_version(tenant, name, version)
         if edit.status == "archived":
@@ -305,13 +414,16 @@ class Registry:
         return await _edit(self._versions, key, f"version {version} of model {name!r}", change, edit)
 
     async def get_model(self, tenant: str, name: str) -> ModelRecord:
+        check_model_name(name)
         return (await self._models.require(f"{tenant}.m.{name}", f"model {name!r}")).value
 
     async def list_models(self, tenant: str) -> list[ModelRecord]:
         return await self._models.values(f"{tenant}.m.*")
 
     async def get_version(self, tenant: str, name: str, version: int = 0) -> VersionRecord:
-        if version <= 0:
+        """Version ``version`` of the model; 0 (absent) is the latest, a negative number is refused."""
+        check_model_name(name)
+        if check_version(version) == 0:
             version = (await self.get_model(tenant, name)).latest_version
         found = await self._versions.get(f"{tenant}.m.{name}.v.{version}")
         if found is None:
@@ -330,6 +442,25 @@ class Registry:
             raise InvalidArgument(f"must be one of {list(STATUSES)} or empty, got {query.status!r}", field="status")
         if query.metric == "" and (query.min_value is not None or query.max_value is not None):
             raise InvalidArgument("a metric is needed for a threshold", field="metric")
+        if offset < 0:
+            raise InvalidArgument("not a token this call returned", field="page_token")
+        if query.alias:
+            check_alias(query.alias)
+        if query.dataset_version_id:
+            check_id(query.dataset_version_id, "dataset_version_id", "dv")
+        for field_name in ("name_contains", "algorithm", "metric", "task"):
+            text = getattr(query, field_name)
+            if len(text) > MAX_FILTER:
+                raise InvalidArgument(f"at most {MAX_FILTER} characters; got {shown(text)}", field=field_name)
+        for bound in ("min_value", "max_value"):
+            value = getattr(query, bound)
+            if value is not None and math.isnan(value):
+                raise InvalidArgument("a threshold cannot be NaN", field=bound)
+        if len(query.tags) > MAX_TAGS:
+            raise InvalidArgument(f"at most {MAX_TAGS} tags, got {len(query.tags)}", field="tags")
+        for key, value in query.tags:
+            check_tag_key(key, "tags")
+            check_tag_value(key, value, "tags")
         found = await self._versions.values(f"{tenant}.m.*.v.*")
         models = {m.name: m for m in await self.list_models(tenant)} if query.tags or query.task else {}
         if query.alias:
