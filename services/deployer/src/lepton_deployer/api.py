@@ -12,11 +12,13 @@ from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
-from lepton_core.errors import InvalidArgument, NotFound
+from lepton_core.errors import NotFound
+from lepton_core.names import check_name
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
+from lepton_deployer.checks import check_deploy, check_version
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import (
     INPUT_NAME,
@@ -34,7 +36,6 @@ _STATE = {
     DeploymentState.FAILED: deployer_pb2.DEPLOYMENT_STATE_FAILED,
     DeploymentState.ROLLING_OUT: deployer_pb2.DEPLOYMENT_STATE_ROLLING_OUT,
 }
-NAME_MAX = 64
 
 
 def deployment_lineage(d: DeploymentRecord, version: int | None = None) -> common_pb2.Lineage:
@@ -144,13 +145,8 @@ def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
 
 
 def _name(value: str) -> str:
-    if not value:
-        raise InvalidArgument("a deployment name is required", field="name")
-    if len(value) > NAME_MAX or not all(c.isalnum() or c in "-_" for c in value) or value.startswith("-"):
-        raise InvalidArgument(
-            f"{value!r}: 1-{NAME_MAX} letters, digits, '-' or '_', not starting with '-'", field="name"
-        )
-    return value
+    """The deployment name a request carries, checked before it reaches a KV key or a Triton model name."""
+    return check_name(value, "name", what="a deployment name")
 
 
 class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
@@ -174,10 +170,29 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         self, request: deployer_pb2.DeployRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.Deployment:
         tenant, name = current_tenant(), _name(request.name)
-        if not request.model_name:
-            raise InvalidArgument("a model name is required", field="model_name")
-        if request.version < 0:
-            raise InvalidArgument(f"must be 0 (latest) or a version number, got {request.version}", field="version")
+        check_name(request.model_name, "model_name", what="a model name")
+        if request.alias:
+            check_name(request.alias, "alias", what="an alias name")
+        follow = request.follow if request.HasField("follow") else None
+        hosts = list(request.hosts) or None
+        canary_weights = list(request.canary_weights) or None
+        canary_step_seconds = request.canary_step_seconds or None
+        current = await self._deployer.store.get(f"{tenant}.{name}")
+        config = config_from_pb(request.config, current.value.config if current else self._deployer.default_config())
+        # All of the request is checked before the registry is asked and anything is remembered.
+        check_deploy(
+            tenant,
+            name,
+            request.model_name,
+            request.version,
+            latest=True,
+            hosts=hosts,
+            strategy=request.strategy or None,
+            canary_weights=canary_weights,
+            canary_step_seconds=canary_step_seconds,
+            follow=follow,
+            config=config,
+        )
         version = request.version
         known = None
         if version:
@@ -199,19 +214,17 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
                 known = await self._deployer.version(tenant, request.model_name, version)
             if known is None:
                 await self._deployer.remember(version_info(tenant, found))
-        current = await self._deployer.store.get(f"{tenant}.{name}")
-        base = current.value.config if current else self._deployer.default_config()
         record = await self._deployer.deploy(
             tenant,
             name,
             request.model_name,
             version,
-            hosts=list(request.hosts) or None,
+            hosts=hosts,
             strategy=request.strategy or None,
-            canary_weights=list(request.canary_weights) or None,
-            canary_step_seconds=request.canary_step_seconds or None,
-            follow=request.follow if request.HasField("follow") else None,
-            config=config_from_pb(request.config, base),
+            canary_weights=canary_weights,
+            canary_step_seconds=canary_step_seconds,
+            follow=follow,
+            config=config,
             wait=request.wait,
         )
         return deployment_to_pb(record)
@@ -333,6 +346,10 @@ class VersionCreatedHandler:
     async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
         lin = ev.lineage
+        # The names become KV keys and (auto-deployed) a deployment and Triton model name.
+        check_name(ev.tenant, "tenant", what="a tenant name")
+        check_name(lin.model_name, "lineage.model_name", what="a model name")
+        check_version(lin.model_version, "lineage.model_version")
         info = version_info(ev.tenant, ev)
         await self._deployer.remember(info)
         found = await self._deployer.store.get(f"{ev.tenant}.{lin.model_name}")
@@ -351,6 +368,10 @@ class AliasMovedHandler:
 
     async def __call__(self, event: events.Event[events_pb2.ModelAliasMoved]) -> None:
         ev = event.data
+        check_name(ev.tenant, "tenant", what="a tenant name")
+        check_name(ev.lineage.model_name, "lineage.model_name", what="a model name")
+        check_name(ev.alias, "alias", what="an alias name")
+        check_version(ev.lineage.model_version, "lineage.model_version", latest=True)
         if ev.lineage.model_version:  # 0: the alias was deleted; keep serving what serves
             await _follow(self._deployer, ev.tenant, ev.lineage.model_name, ev.alias, ev.lineage.model_version)
 

@@ -22,10 +22,12 @@ import asyncio
 import builtins
 from typing import Any, Literal
 
-from lepton_core.errors import FailedPrecondition, InvalidArgument
+from lepton_core.errors import FailedPrecondition
+from lepton_core.names import shown
 from lepton_core.store import Store
 from lepton_core.wire import now
 from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE, choose_backend, onnx_info
+from lepton_deployer.checks import check_deploy, check_strategy
 from lepton_deployer.errors import HostError, MalformedAnswer, RolloutFailed
 from lepton_deployer.fleet import Fleet
 from lepton_deployer.hosts import HostFactory, TritonClientHost, TritonHost
@@ -185,6 +187,22 @@ class Deployer:
         ``strategy_once`` overrides the deployment's strategy for this rollout only (a rollback
         goes all at once, and the deployment keeps its canary for the next one).
         """
+        hosts, canary_weights = hosts or None, canary_weights or None  # empty: not given
+        # Everything the request alone decides is checked before a read, a write or a load.
+        check_deploy(
+            tenant,
+            name,
+            model,
+            version,
+            hosts=hosts,
+            strategy=strategy,
+            canary_weights=canary_weights,
+            canary_step_seconds=canary_step_seconds,
+            follow=follow,
+            config=config,
+        )
+        if strategy_once is not None:
+            check_strategy(strategy_once)
         info = await self.version(tenant, model, version)
         # One admission at a time per deployment: two Deploy calls must not both see it idle.
         async with self._admission.setdefault(f"{tenant}.{name}", asyncio.Lock()):
@@ -245,21 +263,28 @@ class Deployer:
             )
         busy = record is not None and record.state in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING)
         if record is not None and busy and self._records.lock(tenant, name).locked():
-            if record.target_version == version:
-                return record, "join"
-            raise FailedPrecondition(f"deployment {name!r} is rolling out version {record.target_version}")
+            if record.target_version != version:
+                raise FailedPrecondition(
+                    f"deployment {name!r} is rolling out version {record.target_version}; "
+                    f"deploy version {version} once that rollout ends",
+                    field="version",
+                )
+            _check_join(
+                record,
+                hosts=hosts,
+                strategy=strategy,
+                canary_weights=canary_weights,
+                canary_step_seconds=canary_step_seconds,
+                follow=follow,
+                config=config,
+            )
+            return record, "join"
+        # The request's own values were checked (check_deploy); the record's were when they were saved.
         strategy = strategy or (record.strategy if record else "all_at_once")
-        if strategy not in STRATEGIES:
-            raise InvalidArgument(f"must be one of {list(STRATEGIES)}, got {strategy!r}", field="strategy")
         weights = list(canary_weights) if canary_weights else (record.canary_weights if record else [0.1, 0.5])
-        if any(not 0 < w < 1 for w in weights) or weights != sorted(weights):
-            raise InvalidArgument(f"ascending shares in (0, 1), got {weights}", field="canary_weights")
         step = canary_step_seconds if canary_step_seconds else (record.canary_step_seconds if record else 5.0)
-        if not 0 < step <= 3600:
-            raise InvalidArgument(f"must be in (0, 3600], got {step}", field="canary_step_seconds")
         config = config or (record.config if record else self.default_config())
-        config.check()
-        hosts = list(dict.fromkeys(hosts or (record.hosts if record else [self.default_host])))
+        hosts = list(hosts or (record.hosts if record else [self.default_host]))
         if record is None:
             record = DeploymentRecord(
                 tenant=tenant,
@@ -329,3 +354,37 @@ class Deployer:
     async def statistics(self, record: DeploymentRecord) -> tuple[builtins.list[dict[str, Any]], builtins.list[str]]:
         """Triton's statistics of the deployment's models on every host, and hosts that did not answer."""
         return await self._fleet.statistics(record)
+
+
+def _check_join(
+    record: DeploymentRecord,
+    *,
+    hosts: builtins.list[str] | None,
+    strategy: str | None,
+    canary_weights: builtins.list[float] | None,
+    canary_step_seconds: float | None,
+    follow: str | None,
+    config: ServingConfig | None,
+) -> None:
+    """Refuses to join the rollout under way a Deploy that asks for settings other than that rollout's.
+
+    A field the request leaves out (``None``) keeps the deployment's value, so it matches. Joining
+    would otherwise drop what differs without a word: the rollout runs with the settings it began with.
+    """
+    asked: builtins.list[tuple[str, Any, Any]] = [
+        ("hosts", hosts, record.hosts),
+        ("strategy", strategy, record.strategy),
+        ("canary_weights", canary_weights, record.canary_weights),
+        ("canary_step_seconds", canary_step_seconds, record.canary_step_seconds),
+        ("follow", follow, record.follow),
+    ]
+    if config is not None:
+        asked += [(f"config.{k}", getattr(config, k), getattr(record.config, k)) for k in ServingConfig.model_fields]
+    for field, wanted, current in asked:
+        if wanted is not None and wanted != current:
+            raise FailedPrecondition(
+                f"deployment {record.name!r} is rolling out version {record.target_version} with {field} "
+                f"{shown(current)}, and this Deploy asks for {shown(wanted)}: deploy again once that rollout "
+                "ends, or with the same settings to join it",
+                field=field,
+            )

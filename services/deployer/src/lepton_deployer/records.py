@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import math
+import itertools
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import InvalidArgument, NotFound
+from lepton_core.names import shown
 from lepton_core.store import Store
 from lepton_core.wire import now
 from lepton_ml import serving
@@ -28,6 +29,12 @@ MAX_HISTORY = 20
 STRATEGIES = ("all_at_once", "canary")
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 BACKENDS = ("auto", "python", "onnx")
+#: Bounds of a :class:`ServingConfig` (Deploy refuses values outside them).
+MAX_BATCH_SIZE = 4096
+MAX_PREFERRED_BATCH_SIZES = 16
+MAX_QUEUE_DELAY_US = 10_000_000
+MAX_INSTANCE_COUNT = 64
+MAX_LOG_PER_S = 1_000_000.0
 
 
 class DeploymentState(StrEnum):
@@ -48,27 +55,47 @@ class ServingConfig(BaseModel):
     log_max_per_s: float = 1000.0
 
     def check(self) -> None:
-        if not 1 <= self.max_batch_size <= 4096:
-            raise InvalidArgument(f"must be 1..4096, got {self.max_batch_size}", field="config.max_batch_size")
-        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        """Refuses, with InvalidArgument naming the field, a value Triton or the Lepton model cannot take."""
+        f = "config."
+        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise InvalidArgument(
+                f"must be 1..{MAX_BATCH_SIZE}, got {shown(self.max_batch_size)}", field=f + "max_batch_size"
+            )
+        sizes = self.preferred_batch_sizes
+        if len(sizes) > MAX_PREFERRED_BATCH_SIZES:
+            raise InvalidArgument(
+                f"at most {MAX_PREFERRED_BATCH_SIZES} sizes, got {len(sizes)}", field=f + "preferred_batch_sizes"
+            )
+        bad = [b for b in sizes if not 1 <= b <= self.max_batch_size]
         if bad:
             raise InvalidArgument(
-                f"{bad} outside 1..max_batch_size ({self.max_batch_size})", field="config.preferred_batch_sizes"
+                f"{shown(bad)} outside 1..max_batch_size ({self.max_batch_size})", field=f + "preferred_batch_sizes"
             )
-        if not 0 <= self.max_queue_delay_us <= 10_000_000:
-            raise InvalidArgument(f"must be 0..1e7, got {self.max_queue_delay_us}", field="config.max_queue_delay_us")
-        if not 1 <= self.instance_count <= 64:
-            raise InvalidArgument(f"must be 1..64, got {self.instance_count}", field="config.instance_count")
+        if any(a >= b for a, b in itertools.pairwise(sizes)):
+            raise InvalidArgument(f"must be increasing, got {shown(sizes)}", field=f + "preferred_batch_sizes")
+        if not 0 <= self.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
+            raise InvalidArgument(
+                f"must be 0..{MAX_QUEUE_DELAY_US:_}, got {shown(self.max_queue_delay_us)}",
+                field=f + "max_queue_delay_us",
+            )
+        if not 1 <= self.instance_count <= MAX_INSTANCE_COUNT:
+            raise InvalidArgument(
+                f"must be 1..{MAX_INSTANCE_COUNT}, got {shown(self.instance_count)}", field=f + "instance_count"
+            )
         if self.instance_kind not in KINDS:
             raise InvalidArgument(
-                f"must be one of {sorted(KINDS)}, got {self.instance_kind!r}", field="config.instance_kind"
+                f"must be one of {sorted(KINDS)}, got {shown(self.instance_kind)}", field=f + "instance_kind"
             )
-        if not 0.0 <= self.log_sample_rate <= 1.0 or math.isnan(self.log_sample_rate):
-            raise InvalidArgument(f"must be in [0, 1], got {self.log_sample_rate}", field="config.log_sample_rate")
-        if not 0.0 <= self.log_max_per_s < math.inf:
-            raise InvalidArgument(f"must be a number >= 0, got {self.log_max_per_s}", field="config.log_max_per_s")
+        # ``not 0 <= x`` is true for NaN too: every range check below refuses it.
+        if not 0.0 <= self.log_sample_rate <= 1.0:
+            raise InvalidArgument(f"must be in [0, 1], got {shown(self.log_sample_rate)}", field=f + "log_sample_rate")
+        if not 0.0 <= self.log_max_per_s <= MAX_LOG_PER_S:
+            raise InvalidArgument(
+                f"must be in [0, {MAX_LOG_PER_S:_}] (0: no limit), got {shown(self.log_max_per_s)}",
+                field=f + "log_max_per_s",
+            )
         if self.backend not in BACKENDS:
-            raise InvalidArgument(f"must be one of {list(BACKENDS)}, got {self.backend!r}", field="config.backend")
+            raise InvalidArgument(f"must be one of {list(BACKENDS)}, got {shown(self.backend)}", field=f + "backend")
 
 
 class Route(BaseModel):
