@@ -14,10 +14,12 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_core import events
 from lepton_core.bus import ObjectStore
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import check_id, check_name, shown
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
+from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split, check_version
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, MAX_FOLDS, EvaluationRecord, Evaluations, Run, compare
 
 
@@ -73,6 +75,7 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
     async def GetEvaluation(
         self, request: evaluator_pb2.GetEvaluationRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Evaluation:
+        check_evaluation_ref(request.training_job_id, request.evaluation_id)
         record = await self._evaluations.require(
             current_tenant(), job_id=request.training_job_id, evaluation_id=request.evaluation_id
         )
@@ -81,6 +84,8 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
     async def GetPlot(
         self, request: evaluator_pb2.GetPlotRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Plot:
+        check_evaluation_ref(request.training_job_id, request.evaluation_id)
+        check_name(request.name, "name", what="a plot name")
         png = await self._evaluations.plot(
             current_tenant(), request.name, job_id=request.training_job_id, evaluation_id=request.evaluation_id
         )
@@ -89,8 +94,8 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
     async def ListEvaluations(
         self, request: evaluator_pb2.ListEvaluationsRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.ListEvaluationsResponse:
-        if not request.model_name:
-            raise InvalidArgument("a model name is required", field="model_name")
+        check_model(request.model_name)
+        check_version(request.model_version)
         also = ""
         if request.model_version:
             # The automatic evaluation ran before the registry numbered the version: the
@@ -103,10 +108,14 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
     async def Evaluate(
         self, request: evaluator_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Evaluation:
-        if not request.model_name:
-            raise InvalidArgument("a model name is required", field="model_name")
+        check_model(request.model_name)
+        check_version(request.model_version)
+        if request.alias:
+            check_name(request.alias, "alias", what="an alias")
+        if request.dataset_version_id:
+            check_id(request.dataset_version_id, "dataset_version_id", "dv")
         if request.rows not in ("", HOLDOUT, ALL_ROWS):
-            raise InvalidArgument(f"must be {HOLDOUT!r} or {ALL_ROWS!r}, got {request.rows!r}", field="rows")
+            raise InvalidArgument(f"must be {HOLDOUT!r} or {ALL_ROWS!r}, got {shown(request.rows)}", field="rows")
         if request.cv_folds != 0 and not 2 <= request.cv_folds <= MAX_FOLDS:
             raise InvalidArgument(f"must be 0 or 2..{MAX_FOLDS}, got {request.cv_folds}", field="cv_folds")
         tenant, key = current_tenant(), current_api_key()
@@ -145,6 +154,11 @@ class TrainingCompletedHandler:
 
     async def __call__(self, event: events.Event[events_pb2.TrainingCompleted]) -> None:
         done = event.data
+        # A refusal is permanent (dead-lettered): nothing is evaluated, stored or announced.
+        check_name(done.tenant, "tenant", what="a tenant name")
+        check_id(done.lineage.training_job_id, "lineage.training_job_id", "job")
+        check_model(done.model_name)
+        check_split(done.split_seed, done.test_fraction)
         record = await self._evaluations.evaluate(
             Run(
                 tenant=done.tenant,
@@ -182,8 +196,15 @@ class ComparisonHandler:
 
     async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
+        check_name(ev.tenant, "tenant", what="a tenant name")
+        check_model(ev.lineage.model_name, "lineage.model_name")
+        if ev.lineage.model_version < 1:
+            raise InvalidArgument(
+                f"must be a version number from 1, got {ev.lineage.model_version}", field="lineage.model_version"
+            )
         if not ev.dataset_object.name:
             return  # a version registered without its evaluation data cannot be compared
+        check_split(ev.split_seed, ev.test_fraction)
         champion = await self._objects.get(ref_from_pb(ev.champion_artifact)) if ev.champion_version else None
         result = await asyncio.to_thread(
             compare,

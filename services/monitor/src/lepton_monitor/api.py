@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
 from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
@@ -18,18 +16,27 @@ from opentelemetry import trace
 from lepton_core import events
 from lepton_core.errors import InvalidArgument
 from lepton_core.events import Retry
+from lepton_core.names import is_id, is_name, shown
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.telemetry import extract_context
 from lepton_core.wire import lineage, ref_from_pb
+from lepton_monitor.converters import (
+    _query,
+    _ts,
+    alert_to_pb,
+    drift_to_pb,
+    log_to_pb,
+    performance_to_pb,
+    policy_to_pb,
+    rule_to_pb,
+    serving_to_pb,
+)
 from lepton_monitor.core import Monitor
-from lepton_monitor.drift import FeatureDrift
-from lepton_monitor.drift_check import DriftOut
-from lepton_monitor.incidents import RuleStatus, parse_rule
-from lepton_monitor.live import LabelIn, LogEntry, PerformancePoint
-from lepton_monitor.log_search import FeatureRange, LogQuery
-from lepton_monitor.lookups import check_name
-from lepton_monitor.queries import PerformanceOut, ServingOut
+from lepton_monitor.incidents import MAX_RULES, parse_rule
+from lepton_monitor.live import LabelIn
+from lepton_monitor.log_search import FeatureRange
+from lepton_monitor.lookups import check_duration, check_name
 from lepton_monitor.records import (
     AlertRecord,
     DatasetVersionInfo,
@@ -40,253 +47,20 @@ from lepton_monitor.records import (
     VersionInfo,
 )
 from lepton_monitor.streams import log_entries
-from lepton_monitor.triton import TritonSnapshot
-from lepton_monitor.windows import WindowStats
+
+#: The most incidents ListAlerts returns.
+MAX_ALERTS = 1000
+#: The most consecutive evaluations a rule may wait before it fires or resolves.
+MAX_FOR_EVALUATIONS = 1000
+#: The longest metric or severity name a rule may give (both are closed sets, checked later).
+MAX_RULE_TEXT = 64
 
 
-def _ts(seconds: float | None) -> Timestamp:
-    out = Timestamp()
-    if seconds is not None and math.isfinite(seconds):
-        out.FromNanoseconds(round(seconds * 1e9))
-    return out
-
-
-def _seconds(ts: Timestamp, present: bool) -> float | None:
-    return ts.ToNanoseconds() / 1e9 if present else None
-
-
-# ------------------------------------------------------------------------------------------ conversions
-
-
-def window_to_pb(w: WindowStats) -> monitor_pb2.ServingWindow:
-    out = monitor_pb2.ServingWindow(
-        start=_ts(w.start),
-        end=_ts(w.end),
-        windows=w.windows,
-        requests=w.requests,
-        errors=w.errors,
-        rows=w.rows,
-        latency_count=w.latency_count,
-        latency_exact=w.latency_exact,
-        prediction_count=w.prediction_count,
-    )
-    for name in (
-        "error_rate",
-        "latency_p50_ms",
-        "latency_p95_ms",
-        "latency_p99_ms",
-        "latency_mean_ms",
-        "latency_max_ms",
-        "prediction_mean",
-        "prediction_std",
-        "prediction_min",
-        "prediction_max",
-    ):
-        value = getattr(w, name)
-        if value is not None:
-            setattr(out, name, value)
-    return out
-
-
-def triton_to_pb(t: TritonSnapshot) -> monitor_pb2.TritonStats:
-    return monitor_pb2.TritonStats(
-        reachable=t.reachable,
-        error=t.error,
-        url=t.url,
-        model=t.model,
-        version=t.version,
-        inference_count=t.inference_count,
-        execution_count=t.execution_count,
-        success_count=t.success_count,
-        failure_count=t.failure_count,
-        success_mean_ms=t.mean_ms(t.success_ns),
-        queue_mean_ms=t.mean_ms(t.queue_ns),
-        compute_infer_mean_ms=t.mean_ms(t.compute_infer_ns),
-    )
-
-
-def serving_to_pb(s: ServingOut) -> monitor_pb2.ServingMetrics:
-    out = monitor_pb2.ServingMetrics(
-        deployment=s.deployment,
-        version=s.version,
-        serving_version=s.serving_version,
-        versions=s.versions,
-        window_seconds=s.window_seconds,
-        window=window_to_pb(s.window),
-        history=[window_to_pb(w) for w in s.history],
-    )
-    if s.triton is not None:
-        out.triton.CopyFrom(triton_to_pb(s.triton))
-    return out
-
-
-def feature_to_pb(f: FeatureDrift) -> monitor_pb2.FeatureDrift:
-    out = monitor_pb2.FeatureDrift(
-        name=f.name,
-        kind=f.kind,
-        verdict=f.verdict,
-        reason=f.reason,
-        n_live=f.n_live,
-        n_dropped=f.n_dropped,
-        n_reference=f.n_reference,
-        ks_method=f.ks_method or "",
-        edges=f.edges or [],
-        categories=f.categories or [],
-        reference_counts=f.reference_counts,
-        live_counts=f.live_counts,
-    )
-    for src, dst in (
-        ("psi", "psi"),
-        ("ks_stat", "ks_statistic"),
-        ("ks_p", "ks_pvalue"),
-        ("chi2", "chi2"),
-        ("chi2_p", "chi2_pvalue"),
-    ):
-        value = getattr(f, src)
-        if value is not None:
-            setattr(out, dst, value)
-    return out
-
-
-def drift_to_pb(d: DriftOut) -> monitor_pb2.DriftReport:
-    t = d.report.thresholds
-    out = monitor_pb2.DriftReport(
-        deployment=d.deployment,
-        version=d.version,
-        start=_ts(d.start),
-        end=_ts(d.end),
-        features=[feature_to_pb(f) for f in d.report.features],
-        has_prediction=d.report.prediction is not None,
-        drifted=d.report.drifted,
-        thresholds=monitor_pb2.DriftThresholds(
-            psi=t.psi,
-            ks_alpha=t.ks_alpha,
-            ks_min_statistic=t.ks_min_statistic,
-            chi2_alpha=t.chi2_alpha,
-            min_samples=t.min_samples,
-        ),
-        reference_dataset_version_id=d.reference_dataset_version_id,
-        png=d.png,
-    )
-    if d.report.prediction is not None:
-        out.prediction.CopyFrom(feature_to_pb(d.report.prediction))
-    return out
-
-
-def point_to_pb(p: PerformancePoint) -> monitor_pb2.PerformanceWindow:
-    out = monitor_pb2.PerformanceWindow(start=_ts(p.start), end=_ts(p.end), labelled=p.labelled)
-    for name in ("accuracy", "rmse", "mae"):
-        value = getattr(p, name)
-        if value is not None:
-            setattr(out, name, value)
-    return out
-
-
-def performance_to_pb(p: PerformanceOut) -> monitor_pb2.LivePerformance:
-    out = monitor_pb2.LivePerformance(
-        deployment=p.deployment,
-        version=p.version,
-        task=p.task,
-        metric=p.metric,
-        overall=point_to_pb(p.overall),
-        windows=[point_to_pb(w) for w in p.windows],
-        trend=p.trend,
-    )
-    if p.slope_per_hour is not None:
-        out.slope_per_hour = p.slope_per_hour
-    return out
-
-
-def rule_to_pb(status: RuleStatus) -> monitor_pb2.RuleStatus:
-    r, s = status.rule, status.state
-    out = monitor_pb2.RuleStatus(
-        rule=monitor_pb2.Rule(
-            name=r.name,
-            metric=r.metric,
-            comparison=r.comparison,
-            threshold=r.threshold,
-            window_seconds=r.window_seconds,
-            severity=r.severity,
-            for_evaluations=r.for_evaluations,
-            resolve_margin=r.resolve_margin,
-            cooldown_seconds=r.cooldown_seconds,
-        ),
-        firing=s.firing,
-        streak=s.streak,
-        last_evaluated_at=_ts(s.last_evaluated_at),
-    )
-    if s.last_value is not None:
-        out.last_value = s.last_value
-    return out
-
-
-def alert_to_pb(a: AlertRecord) -> monitor_pb2.Alert:
-    return monitor_pb2.Alert(
-        incident_id=a.incident_id,
-        deployment=a.deployment,
-        model_version=a.model_version,
-        kind=a.kind,
-        rule=a.rule,
-        metric=a.metric,
-        comparison=a.comparison,
-        threshold=a.threshold,
-        severity=a.severity,
-        state=a.state,
-        value=a.value,
-        fired_at=_ts(a.fired_at),
-        resolved_at=_ts(a.resolved_at),
-        resolved_value=a.resolved_value or 0.0,
-        drifted=a.drifted,
-        retraining=a.retraining,
-        retraining_job_id=a.retraining_job_id,
-    )
-
-
-def policy_to_pb(p: PolicyRecord) -> monitor_pb2.RetrainingPolicy:
-    return monitor_pb2.RetrainingPolicy(
-        deployment=p.deployment,
-        on_drift=p.on_drift,
-        on_alert=p.on_alert,
-        alert_rules=p.alert_rules,
-        min_interval_seconds=p.min_interval_seconds,
-        allow_same_dataset_version=p.allow_same_dataset_version,
-    )
-
-
-def log_to_pb(e: LogEntry) -> monitor_pb2.PredictionLog:
-    return monitor_pb2.PredictionLog(
-        log_id=e.log_id,
-        request_id=e.request_id,
-        trace_id=e.trace_id,
-        deployment=e.deployment,
-        model_name=e.model_name,
-        model_version=e.version,
-        time=_ts(e.time),
-        latency_ms=e.latency_ms or 0.0,
-        batch_rows=e.batch_rows,
-        error=e.error,
-        feature_names=e.feature_names,
-        rows=[monitor_pb2.LoggedRow(values=row) for row in e.rows],
-        outputs=e.outputs,
-    )
-
-
-def _query(
-    deployment: str,
-    version: int,
-    start: Timestamp,
-    has_start: bool,
-    end: Timestamp,
-    has_end: bool,
-) -> LogQuery:
-    if deployment:
-        check_name(deployment, "deployment")
-    return LogQuery(
-        deployment=deployment or None,
-        version=version,
-        start=_seconds(start, has_start),
-        end=_seconds(end, has_end),
-    )
+def check_text(value: str, field: str) -> str:
+    """A short field of a closed set (checked later against the set): at most :data:`MAX_RULE_TEXT` characters."""
+    if len(value) > MAX_RULE_TEXT:
+        raise InvalidArgument(f"is longer than {MAX_RULE_TEXT} characters: {shown(value)}", field=field)
+    return value
 
 
 # ------------------------------------------------------------------------------------------ servicer
@@ -348,6 +122,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     ) -> monitor_pb2.RuleList:
         tenant = current_tenant()
         check_name(request.deployment, "deployment")
+        if len(request.rules) > MAX_RULES:
+            raise InvalidArgument(f"{len(request.rules)} rules; at most {MAX_RULES} are allowed", field="rules")
         rules = []
         for i, r in enumerate(request.rules):
             values: dict[str, object] = {
@@ -361,11 +137,18 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
                 "resolve_margin": r.resolve_margin,
             }
             if r.HasField("cooldown_seconds"):
-                values["cooldown_seconds"] = r.cooldown_seconds
-            if not r.name:
-                raise InvalidArgument("is required", field=f"rules[{i}].name")
+                values["cooldown_seconds"] = check_duration(r.cooldown_seconds, f"rules[{i}].cooldown_seconds")
+            check_name(r.name, f"rules[{i}].name")
             if r.comparison not in (">", "<"):
-                raise InvalidArgument(f"must be '>' or '<', got {r.comparison!r}", field=f"rules[{i}].comparison")
+                raise InvalidArgument(f"must be '>' or '<', got {shown(r.comparison)}", field=f"rules[{i}].comparison")
+            check_text(r.metric, f"rules[{i}].metric")
+            check_text(r.severity, f"rules[{i}].severity")
+            check_duration(r.window_seconds, f"rules[{i}].window_seconds")
+            if not 0 <= r.for_evaluations <= MAX_FOR_EVALUATIONS:
+                raise InvalidArgument(
+                    f"must be between 1 and {MAX_FOR_EVALUATIONS} (0: 3), got {r.for_evaluations}",
+                    field=f"rules[{i}].for_evaluations",
+                )
             rules.append(parse_rule(values, i))
         statuses = await self._monitor.set_rules(tenant, request.deployment, rules)
         return monitor_pb2.RuleList(deployment=request.deployment, rules=[rule_to_pb(s) for s in statuses])
@@ -379,6 +162,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
     async def ListAlerts(
         self, request: monitor_pb2.ListAlertsRequest, context: grpc.aio.ServicerContext
     ) -> monitor_pb2.ListAlertsResponse:
+        if request.limit > MAX_ALERTS:
+            raise InvalidArgument(f"must be between 0 and {MAX_ALERTS}, got {request.limit}", field="limit")
         found = await self._monitor.alerts(current_tenant(), request.deployment, request.firing_only, request.limit)
         return monitor_pb2.ListAlertsResponse(alerts=[alert_to_pb(a) for a in found])
 
@@ -388,6 +173,14 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         if not request.HasField("policy"):
             raise InvalidArgument("is required", field="policy")
         p = request.policy
+        check_name(p.deployment, "policy.deployment")
+        check_duration(p.min_interval_seconds, "policy.min_interval_seconds")
+        if len(p.alert_rules) > MAX_RULES:
+            raise InvalidArgument(
+                f"{len(p.alert_rules)} rules; at most {MAX_RULES} are allowed", field="policy.alert_rules"
+            )
+        for i, name in enumerate(p.alert_rules):
+            check_name(name, f"policy.alert_rules[{i}]")
         stored = await self._monitor.set_policy(
             PolicyRecord(
                 tenant=current_tenant(),
@@ -481,7 +274,12 @@ class PredictionLoggedHandler:
     ) -> None:
         entries = log_entries(event.data, event_id=event.id)
         batch = event.data if isinstance(event.data, events_pb2.PredictionLogBatch) else None
+        # A log names KV keys (its tenant's and deployment's stats): one that names neither properly is
+        # dropped here, and the rest of its batch still counts.
+        entries = [e for e in entries if is_name(e.tenant) and is_name(e.deployment)]
         unlogged = int(batch.unlogged) if batch is not None else 0
+        if batch is not None and not (is_name(batch.tenant) and is_name(batch.lineage.deployment)):
+            unlogged = 0
         if not entries and not unlogged:
             return
         tracer = trace.get_tracer("lepton.monitor")
@@ -510,6 +308,14 @@ class PlatformEventsHandler:
 
     async def dataset_version(self, event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
         ev = event.data
+        _check_event(
+            ev.tenant,
+            ids={
+                "lineage.dataset_id": (ev.lineage.dataset_id, "ds"),
+                "lineage.dataset_version_id": (ev.lineage.dataset_version_id, "dv"),
+            },
+            optional={"parent_version_id": (ev.parent_version_id, "dv")},
+        )
         await self._monitor.on_dataset_version(
             DatasetVersionInfo(
                 tenant=ev.tenant,
@@ -526,6 +332,11 @@ class PlatformEventsHandler:
 
     async def training_completed(self, event: events.Event[events_pb2.TrainingCompleted]) -> None:
         ev = event.data
+        _check_event(
+            ev.tenant,
+            ids={"lineage.training_job_id": (ev.lineage.training_job_id, "job")},
+            optional={"lineage.dataset_version_id": (ev.lineage.dataset_version_id, "dv")},
+        )
         await self._monitor.on_training_completed(
             JobInfo(
                 tenant=ev.tenant,
@@ -544,6 +355,16 @@ class PlatformEventsHandler:
 
     async def version_created(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
+        _check_event(
+            ev.tenant,
+            names={"lineage.model_name": ev.lineage.model_name},
+            optional={
+                "lineage.training_job_id": (ev.lineage.training_job_id, "job"),
+                "lineage.dataset_version_id": (ev.lineage.dataset_version_id, "dv"),
+            },
+        )
+        if ev.lineage.model_version < 1:
+            raise InvalidArgument(f"must be from 1, got {ev.lineage.model_version}", field="lineage.model_version")
         await self._monitor.on_version_created(
             VersionInfo(
                 tenant=ev.tenant,
@@ -566,6 +387,16 @@ class PlatformEventsHandler:
         lin = ev.lineage
         if not lin.deployment or not lin.model_name:
             raise Retry("deployment.ready without a deployment or model name", delay=5.0)
+        _check_event(
+            ev.tenant,
+            names={"lineage.deployment": lin.deployment, "lineage.model_name": lin.model_name},
+            optional={
+                "lineage.training_job_id": (lin.training_job_id, "job"),
+                "lineage.dataset_version_id": (lin.dataset_version_id, "dv"),
+            },
+        )
+        if lin.model_version < 0:
+            raise InvalidArgument(f"must be 0 or more, got {lin.model_version}", field="lineage.model_version")
         await self._monitor.on_deployment_ready(
             DeploymentInfo(
                 tenant=ev.tenant,
@@ -581,6 +412,28 @@ class PlatformEventsHandler:
                 ready_at=event_time(event),
             )
         )
+
+
+_Ids = dict[str, tuple[str, str]]
+
+
+def _check_event(
+    tenant: str, *, names: dict[str, str] | None = None, ids: _Ids | None = None, optional: _Ids | None = None
+) -> None:
+    """An event's tenant, names and ids (``field: (value, kind)``; ``optional`` ones may be empty), before
+    they name a KV key.
+
+    A refusal is permanent: the consumer dead-letters the event and nothing is stored.
+    """
+    if not is_name(tenant):
+        raise InvalidArgument(f"expected a tenant name, got {shown(tenant)}", field="tenant")
+    for field, value in (names or {}).items():
+        if not is_name(value):
+            raise InvalidArgument(f"expected a name, got {shown(value)}", field=field)
+    present = {field: pair for field, pair in (optional or {}).items() if pair[0]}
+    for field, (value, kind) in {**(ids or {}), **present}.items():
+        if not is_id(value, kind):
+            raise InvalidArgument(f"expected a {kind}_… id, got {shown(value)}", field=field)
 
 
 def event_time(event: events.Event[Any]) -> float:

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 from lepton_monitor.live import LogEntry
-from lepton_monitor.lookups import Deployments
+from lepton_monitor.lookups import Deployments, check_name, check_time, check_version
 from lepton_monitor.ports import STREAM_SLACK_S, LogSource
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
+#: The longest request id, feature name or page token a query names.
+MAX_TEXT = 256
+#: The most feature ranges one query has.
+MAX_RANGES = 64
 
 
 @dataclass
@@ -107,15 +112,29 @@ def matches(entry: LogEntry, q: LogQuery) -> bool:
 
 def check_query(q: LogQuery) -> None:
     """Raises InvalidArgument, naming the request field, for a query that cannot match sensibly."""
-    if q.version is not None and q.version < 0:
-        raise InvalidArgument(f"must be >= 0, got {q.version}", field="version")
+    if q.deployment:
+        check_name(q.deployment, "deployment")
+    if q.version is not None:
+        check_version(q.version, zero="every version")
+    if q.start is not None:
+        check_time(q.start, "start_time")
+    if q.end is not None:
+        check_time(q.end, "end_time")
     if q.start is not None and q.end is not None and q.end < q.start:
         raise InvalidArgument("is before start_time", field="end_time")
     if q.trace_id and not re.fullmatch(r"[0-9a-f]{32}", q.trace_id):
         raise InvalidArgument("must be 32 lower-case hex digits (a W3C trace id)", field="trace_id")
+    if len(q.request_id) > MAX_TEXT:
+        raise InvalidArgument(f"is longer than {MAX_TEXT} characters: {shown(q.request_id)}", field="request_id")
+    if len(q.ranges) > MAX_RANGES:
+        raise InvalidArgument(f"{len(q.ranges)} ranges; at most {MAX_RANGES} are allowed", field="feature_ranges")
     for i, r in enumerate(q.ranges):
         if not r.feature:
             raise InvalidArgument("is required", field=f"feature_ranges[{i}].feature")
+        if len(r.feature) > MAX_TEXT:
+            raise InvalidArgument(
+                f"is longer than {MAX_TEXT} characters: {shown(r.feature)}", field=f"feature_ranges[{i}].feature"
+            )
         if r.low is None and r.high is None:
             raise InvalidArgument("needs a min, a max or both", field=f"feature_ranges[{i}]")
         for bound, name in ((r.low, "min"), (r.high, "max")):
@@ -141,8 +160,6 @@ class LogSearch:
 
     async def query_logs(self, tenant: str, q: LogQuery, page_size: int, page_token: str) -> LogPage:
         """A page of the logs matching ``q``, in stream order, from ``page_token`` (empty: the start)."""
-        if q.deployment:
-            await self._deployments.get(tenant, q.deployment)
         check_query(q)
         if page_size < 0 or page_size > MAX_PAGE:
             raise InvalidArgument(f"must be between 0 and {MAX_PAGE}, got {page_size}", field="page_size")
@@ -150,9 +167,17 @@ class LogSearch:
         start_sequence, skip = None, 0
         if page_token:
             seq, _, index = page_token.partition(".")
-            if not seq.isdigit() or int(seq) < 1 or (index and not index.isdigit()):
+            if (
+                len(page_token) > 40
+                or not seq.isascii()
+                or not seq.isdigit()
+                or int(seq) < 1
+                or (index and not (index.isascii() and index.isdigit()))
+            ):
                 raise InvalidArgument("is not a token this call returned", field="page_token")
             start_sequence, skip = int(seq), int(index or 0)
+        if q.deployment:
+            await self._deployments.get(tenant, q.deployment)
         out: list[LogEntry] = []
         scanned = 0
         next_token = ""
@@ -178,11 +203,11 @@ class LogSearch:
 
     async def summarize_logs(self, tenant: str, q: LogQuery, top: int) -> LogSummary:
         """A summary of the logs matching ``q``, with the ``top`` (default 5) errors and slowest requests."""
-        if q.deployment:
-            await self._deployments.get(tenant, q.deployment)
         check_query(q)
         if top < 0 or top > 100:
             raise InvalidArgument(f"must be between 0 and 100, got {top}", field="top")
+        if q.deployment:
+            await self._deployments.get(tenant, q.deployment)
         top = top or 5
         summary = LogSummary()
         errors: Counter[str] = Counter()

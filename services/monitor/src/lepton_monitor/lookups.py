@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import math
 from collections.abc import AsyncIterator, Callable
 
+from lepton_core import names
 from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.store import Store
 from lepton_monitor.live import LiveData
@@ -26,17 +27,41 @@ log = logging.getLogger(__name__)
 UNKNOWN_DEPLOYMENT_WAIT_S = 1.0
 #: How long a failed reference build is remembered before the next try.
 REFERENCE_RETRY_S = 60.0
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+#: The largest version number a request may name.
+MAX_VERSION = 2**31 - 1
+#: Times a request names are from 1970-01-01 up to (not including) 2200-01-01 UTC, in seconds.
+MAX_TIME_S = 7_258_118_400.0
+#: The longest duration (a window, a span, an interval) a request names: one year, in seconds.
+MAX_DURATION_S = 366 * 24 * 3600.0
+
+
+def check_time(value: float, field: str) -> float:
+    """A point in time (seconds since the epoch) from 1970 up to 2200: anything else cannot be a log's time."""
+    if not (math.isfinite(value) and 0.0 <= value < MAX_TIME_S):
+        raise InvalidArgument(
+            f"must be a time from 1970-01-01 up to 2200-01-01 UTC, got {value:g} s since the epoch", field=field
+        )
+    return value
+
+
+def check_duration(value: float, field: str, *, most: float = MAX_DURATION_S) -> float:
+    """A number of seconds, finite, from 0 up to ``most`` (a year unless said)."""
+    if not (math.isfinite(value) and 0.0 <= value <= most):
+        raise InvalidArgument(f"must be 0 or a positive number of seconds up to {most:g}, got {value}", field=field)
+    return value
 
 
 def check_name(value: str, field: str) -> str:
-    """A deployment or rule name: 1-64 lower-case letters, digits, '-' or '_'."""
+    """A required deployment or rule name, in the platform's one grammar (:mod:`lepton_core.names`)."""
     if not value:
         raise InvalidArgument("is required", field=field)
-    if not NAME_RE.match(value):
-        raise InvalidArgument(
-            f"{value!r} is not a valid name: use 1-64 lower-case letters, digits, '-' or '_'", field=field
-        )
+    return names.check_name(value, field)
+
+
+def check_version(value: int, field: str = "version", zero: str = "the serving version") -> int:
+    """A version a request names: a number from 1, or 0 for ``zero``; never a negative sentinel."""
+    if not 0 <= value <= MAX_VERSION:
+        raise InvalidArgument(f"must be 0 ({zero}) or a version number, got {value}", field=field)
     return value
 
 
@@ -99,11 +124,9 @@ class Deployments:
 
     async def serving_version(self, tenant: str, name: str, version: int) -> tuple[DeploymentInfo | None, int]:
         """The deployment and the version a call means: ``version``, or the serving one when it is 0."""
+        check_name(name, "deployment")
+        check_version(version)
         info = await self.get(tenant, name)
-        if version < 0:
-            raise InvalidArgument(
-                f"must be 0 (the serving version) or a version number, got {version}", field="version"
-            )
         if version:
             return info, version
         if info is not None:
@@ -238,4 +261,14 @@ class References:
         return None, ""
 
 
-__all__ = ["Deployments", "References", "check_name"]
+__all__ = [
+    "MAX_DURATION_S",
+    "MAX_TIME_S",
+    "MAX_VERSION",
+    "Deployments",
+    "References",
+    "check_duration",
+    "check_name",
+    "check_time",
+    "check_version",
+]

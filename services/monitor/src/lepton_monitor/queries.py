@@ -13,18 +13,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 from lepton_core.store import Store
 from lepton_monitor import live as live_mod
 from lepton_monitor.drift_check import DriftCheck, DriftOut
 from lepton_monitor.drift_plot import drift_png
 from lepton_monitor.live import LabelIn, LiveData, PerformancePoint
-from lepton_monitor.lookups import Deployments, References, check_name
+from lepton_monitor.lookups import Deployments, References, check_duration, check_name, check_version
 from lepton_monitor.options import Options
 from lepton_monitor.ports import Announcer, Clock, TritonProbe
 from lepton_monitor.records import DeploymentInfo, JobInfo, StatsRecord, VersionInfo
 from lepton_monitor.reference import ReferenceRecord
 from lepton_monitor.triton import TritonSnapshot
 from lepton_monitor.windows import WindowStats
+
+#: The most labels one SendLabels call carries.
+MAX_LABELS = 10_000
+#: The most features a drift report is asked for.
+MAX_FEATURES = 1000
+#: The longest request id or feature name a request names.
+MAX_TEXT = 256
 
 
 @dataclass
@@ -120,18 +128,15 @@ class Queries:
         self, tenant: str, deployment: str, version: int, last_seconds: float, history: bool, triton: bool
     ) -> ServingOut:
         """Serving figures of a version (0: every version) over the last seconds (0: the current window)."""
-        info = await self._deployments.get(tenant, deployment)
+        check_name(deployment, "deployment")
+        check_version(version, zero="every version")
+        check_duration(last_seconds, "last_seconds")
         retention_s = self._options.retention_s
-        if version < 0:
-            raise InvalidArgument(f"must be 0 (every version) or a version number, got {version}", field="version")
-        if not (math.isfinite(last_seconds) and last_seconds >= 0):
-            raise InvalidArgument(
-                f"must be 0 or a positive number of seconds, got {last_seconds}", field="last_seconds"
-            )
         if last_seconds > retention_s:
             raise InvalidArgument(
                 f"{last_seconds:g} s is more than the {retention_s:g} s the monitor keeps", field="last_seconds"
             )
+        info = await self._deployments.get(tenant, deployment)
         windows = self._live.serving(tenant)
         wanted = version or None
         at = self._clock()
@@ -170,11 +175,15 @@ class Queries:
         png: bool = False,
     ) -> DriftOut:
         """The drift report of a version (0: the serving one) over the last seconds (0: the drift window)."""
+        check_name(deployment, "deployment")
+        check_version(version)
+        check_duration(last_seconds, "last_seconds")
+        if len(features) > MAX_FEATURES:
+            raise InvalidArgument(f"{len(features)} features; at most {MAX_FEATURES} are allowed", field="features")
+        for i, name in enumerate(features):
+            if len(name) > MAX_TEXT:
+                raise InvalidArgument(f"is longer than {MAX_TEXT} characters: {shown(name)}", field=f"features[{i}]")
         info, version = await self._deployments.serving_version(tenant, deployment, version)
-        if not (math.isfinite(last_seconds) and last_seconds >= 0):
-            raise InvalidArgument(
-                f"must be 0 or a positive number of seconds, got {last_seconds}", field="last_seconds"
-            )
         seconds = last_seconds or self._options.drift_window_s
         model = info.model_name if info else deployment
         out = await self._drift.run(tenant, deployment, model, version, seconds, self._clock(), list(features))
@@ -186,18 +195,21 @@ class Queries:
 
     async def send_labels(self, tenant: str, deployment: str, labels: Sequence[LabelIn]) -> tuple[int, int]:
         """Stores ground truth and announces it; returns (accepted, matched now)."""
-        await self._deployments.get(tenant, deployment)
+        check_name(deployment, "deployment")
         if not labels:
             raise InvalidArgument("send at least one label", field="labels")
+        if len(labels) > MAX_LABELS:
+            raise InvalidArgument(f"{len(labels)} labels; at most {MAX_LABELS} per call", field="labels")
         for i, label in enumerate(labels):
             if not label.request_id:
                 raise InvalidArgument("is required", field=f"labels[{i}].request_id")
-            if len(label.request_id) > 256:
-                raise InvalidArgument("is longer than 256 characters", field=f"labels[{i}].request_id")
+            if len(label.request_id) > MAX_TEXT:
+                raise InvalidArgument(f"is longer than {MAX_TEXT} characters", field=f"labels[{i}].request_id")
             if label.row < 0:
                 raise InvalidArgument(f"must be >= 0, got {label.row}", field=f"labels[{i}].row")
             if not math.isfinite(label.value):
                 raise InvalidArgument(f"must be a finite number, got {label.value}", field=f"labels[{i}].value")
+        await self._deployments.get(tenant, deployment)
         at = self._clock()
         await self._announcer.labels(tenant, deployment, labels, at)
         matched = self._live.add_labels(tenant, deployment, labels, at)
@@ -210,9 +222,9 @@ class Queries:
 
     async def performance(self, tenant: str, deployment: str, version: int, task: str) -> PerformanceOut:
         """Live performance of a version (0: the serving one); the task is the model's when empty."""
-        info, version = await self._deployments.serving_version(tenant, deployment, version)
         if task not in ("", live_mod.REGRESSION, live_mod.CLASSIFICATION):
-            raise InvalidArgument(f"must be empty, regression or classification, got {task!r}", field="task")
+            raise InvalidArgument(f"must be empty, regression or classification, got {shown(task)}", field="task")
+        info, version = await self._deployments.serving_version(tenant, deployment, version)
         if not task:
             task = await self._task(tenant, info.model_name if info else deployment, version, info)
         overall, points = self._live.performance(tenant, deployment, version, task)

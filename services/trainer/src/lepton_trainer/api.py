@@ -13,11 +13,13 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core import events
 from lepton_core.errors import InvalidArgument, NotFound, Unavailable
+from lepton_core.names import check_id, check_name
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
 from lepton_trainer.catalogue import CATALOGUE, Algorithm
+from lepton_trainer.checks import MAX_LIST_LIMIT, check_job_id, check_search, check_submission
 from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job, plan_search
 
 _STATE = {
@@ -103,6 +105,7 @@ async def fetch_dataset(data_url: Peer, version_id: str, api_key: str | None = N
     """
     if not version_id:
         raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
+    check_id(version_id, "dataset_version_id", "dv")
     async with client_channel(data_url, api_key or current_api_key()) as channel:
         stub = data_pb2_grpc.DataServiceStub(channel)
         version = await _get_version(stub, data_url, version_id)
@@ -142,9 +145,7 @@ _STATE_OF = {v: k for k, v in _STATE.items()}
 
 
 def _job_id(request: trainer_pb2.GetTrainingJobRequest) -> str:
-    if not request.job_id:
-        raise InvalidArgument("a job id is required", field="job_id")
-    return request.job_id
+    return check_job_id(request.job_id)
 
 
 def algorithm_to_pb(a: Algorithm) -> trainer_pb2.AlgorithmInfo:
@@ -200,6 +201,20 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
         self, request: trainer_pb2.SubmitTrainingRequest, context: grpc.aio.ServicerContext
     ) -> trainer_pb2.TrainingJob:
         tenant = current_tenant()
+        seed = request.seed if request.HasField("seed") else None
+        check_submission(
+            dataset_version_id=request.dataset_version_id,
+            algorithm=request.algorithm,
+            target=request.target,
+            params=request.params,
+            model_name=request.model_name,
+            split_seed=request.split_seed,
+            test_fraction=request.test_fraction,
+            seed=seed,
+        )
+        if request.HasField("search") and request.search.kind:
+            space = {name: list(values.values) for name, values in request.search.space.items()}
+            check_search(space, request.search.trials, request.search.kind, request.search.metric)
         dataset = await fetch_dataset(self._data_url, request.dataset_version_id)
         job = plan_job(
             tenant,
@@ -210,7 +225,7 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
             request.model_name,
             request.split_seed or 42,
             request.test_fraction or 0.2,
-            request.seed if request.HasField("seed") else None,
+            seed,
         )
         children: list[JobRecord] = []
         if request.HasField("search") and request.search.kind:
@@ -233,8 +248,10 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
     async def ListTrainingJobs(
         self, request: trainer_pb2.ListTrainingJobsRequest, context: grpc.aio.ServicerContext
     ) -> trainer_pb2.ListTrainingJobsResponse:
-        if request.limit < 0:
-            raise InvalidArgument(f"must be positive, got {request.limit}", field="limit")
+        if not 0 <= request.limit <= MAX_LIST_LIMIT:
+            raise InvalidArgument(f"must be between 0 and {MAX_LIST_LIMIT}, got {request.limit}", field="limit")
+        if request.state and request.state not in _STATE_OF:
+            raise InvalidArgument(f"unknown job state {request.state}", field="state")
         state = _STATE_OF.get(request.state)
         jobs = await self._jobs.list(current_tenant(), state, request.limit or 100)
         return trainer_pb2.ListTrainingJobsResponse(jobs=[job_to_pb(j) for j in jobs])
@@ -294,6 +311,9 @@ class Worker:
     async def on_requested(self, event: events.Event[events_pb2.TrainingRequested]) -> None:
         req = event.data
         tenant, job_id = req.tenant, req.lineage.training_job_id
+        # The work queue is written by this service only, but a key or subject is built from what it says.
+        check_name(tenant, "tenant", what="a tenant name")
+        check_job_id(job_id, "lineage.training_job_id")
         await self._rt.publish(
             events_pb2.TrainingStarted(
                 tenant=tenant, lineage=req.lineage, worker_id=self._worker_id, attempt=event.delivery

@@ -19,6 +19,7 @@ import torch
 from sklearn import cluster, ensemble, linear_model, naive_bayes, neighbors, svm, tree
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 from lepton_ml import artifacts
 from lepton_ml.mlp import EpochReport, MLPModel, MLPParams, train_mlp
 
@@ -61,7 +62,7 @@ class Param:
             return None
         if self.choices:
             if text not in self.choices:
-                raise InvalidArgument(f"got {raw!r}; expected {self.allowed()}", field=field_name)
+                raise InvalidArgument(f"got {shown(raw)}; expected {self.allowed()}", field=field_name)
             return text
         try:
             if self.kind is bool:
@@ -70,9 +71,9 @@ class Param:
                 return text.lower() in ("true", "1")
             value: Any = self.kind(text)
         except ValueError:
-            raise InvalidArgument(f"got {raw!r}; expected {self.allowed()}", field=field_name) from None
+            raise InvalidArgument(f"got {shown(raw)}; expected {self.allowed()}", field=field_name) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidArgument(f"got {raw!r}; expected {self.allowed()}", field=field_name)
+            raise InvalidArgument(f"got {shown(raw)}; expected {self.allowed()}", field=field_name)
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise InvalidArgument(f"{value} is outside the allowed range: expected {self.allowed()}", field=field_name)
         return value
@@ -100,7 +101,8 @@ class Algorithm:
         if unknown:
             known = ", ".join(sorted(self.params)) or "none"
             raise InvalidArgument(
-                f"{self.name} has no parameter {unknown[0]!r}; its parameters: {known}", field=f"params.{unknown[0]}"
+                f"{self.name} has no parameter {shown(unknown[0])}; its parameters: {known}",
+                field=f"params.{unknown[0]}",
             )
         values = {k: p.default for k, p in self.params.items()}
         values.update({k: self.params[k].parse(k, v) for k, v in raw.items()})
@@ -314,5 +316,5 @@ def algorithm(name: str) -> Algorithm:
         return CATALOGUE[name]
     except KeyError:
         raise InvalidArgument(
-            f"unknown algorithm {name!r}; available: {', '.join(sorted(CATALOGUE))}", field="algorithm"
+            f"unknown algorithm {shown(name)}; available: {', '.join(sorted(CATALOGUE))}", field="algorithm"
         ) from None

@@ -26,16 +26,17 @@ from pydantic import BaseModel
 
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
+from lepton_core.names import check_name, shown
 from lepton_core.wire import now
 from lepton_ml import artifacts, splits
 from lepton_ml.mlp import EpochReport
 from lepton_ml.scoring import SCORERS
 from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
+from lepton_trainer.checks import check_fraction, check_search
 
 log = logging.getLogger(__name__)
 
 NUMERIC_PREFIXES = ("Int", "UInt", "Float", "Boolean")
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class JobState(StrEnum):
@@ -135,7 +136,7 @@ def plan_job(
         raise InvalidArgument(f"{algo.name} is a {algo.task} algorithm: a target column is required", field="target")
     if target and target not in dataset.columns:
         raise InvalidArgument(
-            f"column {target!r} is not in dataset {dataset.dataset_name}; columns: {sorted(dataset.columns)}",
+            f"column {shown(target)} is not in dataset {dataset.dataset_name}; columns: {sorted(dataset.columns)}",
             field="target",
         )
     if target and algo.task != CLUSTERING and not dataset.columns[target].startswith(NUMERIC_PREFIXES):
@@ -147,14 +148,9 @@ def plan_job(
     features = [c for c, t in dataset.columns.items() if c != target and t.startswith(NUMERIC_PREFIXES)]
     if not features:
         raise InvalidArgument("the dataset has no numeric feature columns besides the target", field="target")
-    if not 0.0 < test_fraction < 1.0:
-        raise InvalidArgument(f"must be between 0 and 1, got {test_fraction}", field="test_fraction")
+    check_fraction(test_fraction, "test_fraction")
     model_name = model_name or re.sub(r"[^a-z0-9-]+", "-", f"{dataset.dataset_name}-{algo.name}".lower())
-    if not MODEL_NAME_RE.match(model_name):
-        raise InvalidArgument(
-            f"{model_name!r} is not a valid model name: use 1-64 lower-case letters, digits, '-' or '_'",
-            field="model_name",
-        )
+    check_name(model_name, "model_name", what="a model name")
     return JobRecord(
         tenant=tenant,
         job_id="job_" + uuid.uuid4().hex[:20],
@@ -196,7 +192,8 @@ def plan_search(
     """The search parent and its trial jobs: one per candidate, validated up front."""
     algo = algorithm(parent.algorithm)
     if kind not in ("grid", "random"):
-        raise InvalidArgument(f"unknown search kind {kind!r}; use grid or random", field="search.kind")
+        raise InvalidArgument(f"unknown search kind {shown(kind)}; use grid or random", field="search.kind")
+    check_search(space, trials, kind, metric)  # sizes first: the grid below is built in memory
     if not space:
         raise InvalidArgument("a search needs at least one parameter with candidate values", field="search.space")
     for name, values in space.items():
@@ -208,7 +205,7 @@ def plan_search(
     if metric not in METRICS_FOR[algo.task]:
         usable = ", ".join(METRICS_FOR[algo.task])
         raise InvalidArgument(
-            f"metric {metric!r} does not fit a {algo.task} search; use {usable}", field="search.metric"
+            f"metric {shown(metric)} does not fit a {algo.task} search; use {usable}", field="search.metric"
         )
     names = sorted(space)
     grid = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(space[n] for n in names))]

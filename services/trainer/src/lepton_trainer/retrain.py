@@ -15,21 +15,20 @@ broker drops the repeat inside its duplicate window).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 
 from lepton.events.v1 import events_pb2
 
 from lepton_core import events
-from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
+from lepton_core.errors import Conflict, FailedPrecondition
+from lepton_core.names import check_name
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_trainer.api import fetch_dataset, submit
+from lepton_trainer.checks import check_retraining_job_id, check_submission
 from lepton_trainer.core import Jobs, JobState, job_key, plan_job
 
 log = logging.getLogger(__name__)
-
-JOB_ID_RE = re.compile(r"^job_[a-z0-9_]{1,60}$")
 
 
 def tenant_key(api_keys: Mapping[str, str], tenant: str) -> str | None:
@@ -57,8 +56,20 @@ class RetrainingHandler:
     async def __call__(self, event: events.Event[events_pb2.RetrainingRequested]) -> None:
         req = event.data
         tenant = req.tenant
-        if not JOB_ID_RE.match(req.job_id):
-            raise InvalidArgument(f"{req.job_id!r} is not a job id", field="job_id")
+        # Every value that names a key, a subject or a peer's lookup is checked before the first read or
+        # write; a refusal is permanent (the consumer dead-letters the request).
+        check_name(tenant, "tenant", what="a tenant name")
+        check_retraining_job_id(req.job_id)
+        check_submission(
+            dataset_version_id=req.dataset_version_id,
+            algorithm=req.algorithm,
+            target=req.target,
+            params=req.params,
+            model_name=req.model_name,
+            split_seed=req.split_seed,
+            test_fraction=req.test_fraction,
+            seed=None,
+        )
         existing = await self._jobs.store.get(job_key(tenant, req.job_id))
         if existing is not None:
             if existing.value.state == JobState.QUEUED:
