@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
-from lepton_core.errors import MAX_DETAILS_CHARS, InvalidArgument, details
+from lepton_core.errors import MAX_DETAILS_CHARS, MAX_DETAILS_WIRE, InvalidArgument, details
 from lepton_core.names import check_id, check_name, is_id, is_name, shown
 
 ADVERSARIAL = ["", " ", "x\n", "\nx", "a.b", "a.b.*.>", "*", ">", "名字", "Sales", "-x", "_x", "a b", "x\x00", "a" * 65]
@@ -53,3 +55,7 @@ def test_no_status_message_passes_the_transport_limit() -> None:
     text = details(InvalidArgument("y" * 50_000, field="f"))
     assert len(text) <= MAX_DETAILS_CHARS and text.startswith("f: yyy") and "cut from 50003" in text
     assert details("fine") == "fine"
+    # Non-ASCII text is percent-encoded in the trailer, nine bytes a CJK character: cut by that size.
+    wide = details("名" * 5_000)
+    assert len(quote(wide, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")) <= MAX_DETAILS_WIRE
+    assert wide.endswith("(message cut from 5000 characters)")

@@ -9,15 +9,29 @@ from a permanent one.
 from __future__ import annotations
 
 MAX_DETAILS_CHARS = 2000
-"""The longest status message a service sends: gRPC refuses trailers past 8 KiB."""
+"""The longest status message a service sends, in characters."""
+MAX_DETAILS_WIRE = 6000
+"""The most bytes a status message takes on the wire: gRPC percent-encodes it in a trailer, each
+byte of a non-ASCII character as three, and refuses trailers past 8 KiB (16 KiB hard)."""
+
+
+def _wire_size(char: str) -> int:
+    return 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "surrogatepass"))
 
 
 def details(error: BaseException | str) -> str:
-    """The status message for ``error``, cut to :data:`MAX_DETAILS_CHARS` so no refusal breaks the transport."""
+    """The status message for ``error``, cut so that no refusal breaks the transport.
+
+    At most :data:`MAX_DETAILS_CHARS` characters and :data:`MAX_DETAILS_WIRE` bytes once
+    percent-encoded, whatever alphabet the message (or the value it quotes) is in.
+    """
     text = str(error)
-    if len(text) <= MAX_DETAILS_CHARS:
-        return text
-    return f"{text[: MAX_DETAILS_CHARS - 40]}... (message cut from {len(text)} characters)"
+    size = 0
+    for i, char in enumerate(text):
+        size += _wire_size(char)
+        if i >= MAX_DETAILS_CHARS - 60 or size > MAX_DETAILS_WIRE - 60:
+            return f"{text[:i]}... (message cut from {len(text)} characters)"
+    return text
 
 
 class LeptonError(Exception):

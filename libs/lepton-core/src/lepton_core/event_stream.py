@@ -26,6 +26,7 @@ from nats.js import api as js_api
 from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unavailable
 from lepton_core.events import CATALOGUE, CE_SPECVERSION, spec_for_type
+from lepton_core.names import shown
 from lepton_core.rpc import current_tenant
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,13 @@ def parse_pattern(pattern: str) -> list[str]:
     tokens = pattern.split(".") if pattern else [">"]
     for i, token in enumerate(tokens):
         if token == ">" and i != len(tokens) - 1:
-            raise InvalidArgument(f"{pattern!r} has '>' before its end; '>' must be the last token", field="pattern")
-        if token not in ("*", ">") and not _TOKEN.fullmatch(token):
-            what = "an empty token" if not token else f"the token {token!r}"
             raise InvalidArgument(
-                f"{pattern!r} has {what}: use dot-separated names with '*' or '>' as whole tokens "
+                f"{shown(pattern)} has '>' before its end; '>' must be the last token", field="pattern"
+            )
+        if token not in ("*", ">") and not _TOKEN.fullmatch(token):
+            what = "an empty token" if not token else f"the token {shown(token)}"
+            raise InvalidArgument(
+                f"{shown(pattern)} has {what}: use dot-separated names with '*' or '>' as whole tokens "
                 "(e.g. 'registry.>', 'training.*')",
                 field="pattern",
             )
@@ -73,7 +76,7 @@ def parse_pattern(pattern: str) -> list[str]:
         )
         hint = f" (did you mean {' or '.join(repr(c) for c in closer)}?)" if closer else ""
         raise InvalidArgument(
-            f"{pattern!r} matches no event{hint}; event names start with {', '.join(AREAS)} "
+            f"{shown(pattern)} matches no event{hint}; event names start with {', '.join(AREAS)} "
             "(e.g. 'registry.>', 'training.*', 'dataset.version.created'; empty or '>' for all)",
             field="pattern",
         )

@@ -7,6 +7,7 @@ field at fault (``recipe.steps[2].op``) and what was expected there.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,4 +129,28 @@ def invalid_argument_from(
     return InvalidArgument(message, field=field)
 
 
-__all__ = ["FieldError", "invalid_argument_from"]
+def load_json(text: str | bytes, field: str, expected: str = "JSON text") -> Any:
+    """``json.loads(text)``, with every way it fails as InvalidArgument naming ``field``.
+
+    Args:
+        text: The JSON text from a request.
+        field: The request field it came in.
+        expected: What the text should be, said when it does not parse.
+
+    Raises:
+        InvalidArgument: The text does not parse, or nests deeper than the parser goes
+            (``[[[...]]]`` raises RecursionError, which would otherwise become INTERNAL).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(
+            f"expected {expected}; it does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}", field=field
+        ) from None
+    except RecursionError:
+        raise InvalidArgument(f"expected {expected}; it nests too deeply to read", field=field) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgument(f"expected {expected}; it does not parse: {exc}", field=field) from None
+
+
+__all__ = ["FieldError", "invalid_argument_from", "load_json"]

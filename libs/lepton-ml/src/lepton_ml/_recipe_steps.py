@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lepton_core.errors import InvalidArgument
-from lepton_core.validation import FieldError, invalid_argument_from
+from lepton_core.validation import FieldError, invalid_argument_from, load_json
 
 MAX_STEPS = 200
 # One-hot encoding an id-like column would create one output column per row; past this
@@ -262,15 +261,6 @@ class Recipe(BaseModel):
     steps: list[Step] = Field(default_factory=list, max_length=MAX_STEPS)
 
 
-def _load_json(text: str, root: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(
-            f"expected JSON text; it does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}", field=root
-        ) from exc
-
-
 def parse_recipe(text: str) -> Recipe:
     """Parses a recipe declared as JSON, such as ``{"steps": [{"op": "dedupe"}]}``.
 
@@ -284,7 +274,7 @@ def parse_recipe(text: str) -> Recipe:
         InvalidArgument: The text is not JSON or not a valid recipe; ``field`` points at the
             fault, e.g. ``recipe.steps[2].op``.
     """
-    data = _load_json(text, "recipe")
+    data = load_json(text, "recipe")
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:

@@ -7,7 +7,6 @@ about a column the frame lacks is reported as a violation rather than failing th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
@@ -16,7 +15,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from lepton_core.errors import InvalidArgument
-from lepton_core.validation import FieldError, invalid_argument_from
+from lepton_core.validation import FieldError, invalid_argument_from, load_json
 
 MAX_RULES = 1000
 MAX_PATTERN_LENGTH = 500
@@ -165,13 +164,7 @@ def parse_rules(text: str) -> list[Rule]:
         InvalidArgument: The text is not JSON or not a list of valid rules; ``field`` points
             at the fault, e.g. ``rules[1].pattern``.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArgument(
-            f"expected a JSON list of rules; it does not parse: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            field="rules",
-        ) from exc
+    data = load_json(text, "rules", "a JSON list of rules")
     try:
         return _RULES.validate_python(data)
     except ValidationError as exc:

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lepton_core.errors import InvalidArgument
+from lepton_core.names import shown
 from lepton_core.validation import invalid_argument_from
 
 #: A numeric reference column with at most this many distinct values per histogram bin, or with two equal
@@ -109,8 +110,8 @@ def parse_reference(profile: Any) -> dict[str, ReferenceColumn]:
     if isinstance(profile, str | bytes | bytearray):
         try:
             profile = json.loads(profile)
-        except ValueError as e:
-            raise DriftInputError(f"is not valid JSON: {e}", field="reference") from None
+        except (ValueError, RecursionError) as e:
+            raise DriftInputError(f"is not valid JSON: {shown(str(e), 200)}", field="reference") from None
     if isinstance(profile, BaseModel) and not isinstance(profile, ReferenceColumn):
         profile = profile.model_dump()
     if isinstance(profile, Mapping) and "columns" in profile:
