@@ -9,7 +9,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platfo
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test test-unit up demo bench bench-serve bench-journey lock clean
+.PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey lock clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,13 @@ test: setup
 # The fast tier: every test that needs no nats-server, Triton or service process (under a minute).
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration"
+
+# The security fuzz of every RPC, longer than make test's run (5 examples an RPC, fixed seed):
+# LEPTON_FUZZ_EXAMPLES (default here 100, about 12,000 requests) and a new seed each run
+# (LEPTON_FUZZ_SEED=<printed seed> replays one).
+fuzz: setup
+	LEPTON_FUZZ_EXAMPLES=$${LEPTON_FUZZ_EXAMPLES:-100} LEPTON_FUZZ_SEED=$${LEPTON_FUZZ_SEED:-random} \
+		$(BIN)/python -m pytest tests/security -p no:randomly -s
 
 # The whole platform in the foreground (NATS, Triton, six services) until Ctrl-C.
 up: setup

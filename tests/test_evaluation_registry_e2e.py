@@ -186,7 +186,7 @@ async def test_model_metadata_changes_are_events_and_searchable(
 
 async def test_another_tenants_model_is_not_found(pipeline: PipelineResult, platform: EmbeddedPlatform) -> None:
     name, version = pipeline.model_version.model_name, pipeline.model_version.version
-    intruder = next(iter(platform.extra_api_keys))
+    intruder = platform.key_for("intruder")
     version_request = registry_pb2.GetModelVersionRequest(model_name=name, version=version)
     async with (
         client_channel(platform.addresses["registry"], intruder) as r,

@@ -48,7 +48,7 @@ def client(platform: EmbeddedPlatform) -> Iterator[la.Client]:
 
 @pytest.fixture
 def intruder(platform: EmbeddedPlatform) -> Iterator[la.Client]:
-    (key,) = platform.extra_api_keys
+    key = platform.key_for("intruder")
     with la.Client(key, platform.url) as c:
         yield c
 

@@ -107,6 +107,10 @@ class EmbeddedPlatform:
         assert self.triton is not None, "Triton not started"
         return self.triton.url
 
+    def key_for(self, tenant: str) -> str:
+        """The extra API key of ``tenant`` (see ``extra_api_keys``)."""
+        return next(key for key, owner in self.extra_api_keys.items() if owner == tenant)
+
     def start(self) -> EmbeddedPlatform:
         try:
             self._start()

@@ -114,15 +114,16 @@ def trace_sink() -> Iterator[TraceSink]:
 def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) -> Iterator[EmbeddedPlatform]:
     """The whole platform (NATS, Triton, six services as processes) for the session.
 
-    Besides ``api_key`` (tenant ``default``) it accepts one key of tenant ``intruder``,
-    ``platform.extra_api_keys``, for tenant-isolation tests.
+    Besides ``api_key`` (tenant ``default``) it accepts a key of tenant ``intruder``, for
+    tenant-isolation tests, and one of tenant ``fuzzer``, so the security fuzz's objects stay
+    out of every other test's view: ``platform.key_for(tenant)``.
     """
     workdir: Path = tmp_path_factory.mktemp("platform")
     p = EmbeddedPlatform(
         workdir,
         api_key=secrets.token_urlsafe(16),
         otlp_endpoint=trace_sink.endpoint,
-        extra_api_keys={secrets.token_urlsafe(16): "intruder"},
+        extra_api_keys={secrets.token_urlsafe(16): "intruder", secrets.token_urlsafe(16): "fuzzer"},
         # The monitor checks often, so drift and retraining tests take seconds, not minutes.
         settings={"monitor": {"evaluation_interval_s": "2"}, "deployer": {"reconcile_interval_s": "2"}},
     )

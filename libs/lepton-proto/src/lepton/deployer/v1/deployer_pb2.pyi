@@ -76,7 +76,9 @@ class ServingConfig(_message.Message):
     (counted as unlogged). 0: no limit. Unset: the deployer's default (1000).
     """
     @_builtins.property
-    def preferred_batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def preferred_batch_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """At most 16, strictly increasing, each in 1..max_batch_size."""
+
     def __init__(
         self,
         *,
@@ -372,7 +374,7 @@ class DeployRequest(_message.Message):
 
     @_builtins.property
     def canary_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
-        """Canary shares of routed traffic, ascending, each in (0, 1); default [0.1, 0.5]."""
+        """Canary shares of routed traffic, strictly increasing, each in (0, 1), at most 10; default [0.1, 0.5]."""
 
     @_builtins.property
     def config(self) -> Global___ServingConfig: ...
