@@ -243,7 +243,7 @@ def test_every_command_refuses_a_wrong_argument(
         (("models", "evaluate"), [model, "--rows", "some"], 3, "rows: must be 'holdout' or 'all'"),
         (("models", "export"), [model], 2, "Missing option '--out'"),
         (("deploy",), ["api", "-m", model, "--canary", "half"], 2, "--canary: expected shares like 0.1,0.5"),
-        (("deployments", "create"), ["Not A Name", "-m", model], 3, "name: 'Not A Name'"),
+        (("deployments", "create"), ["Not A Name", "-m", model], 3, "name: expected a deployment name"),
         (("deployments", "list"), ["extra"], 2, "unexpected extra argument"),
         (("deployments", "show"), [missing], 4, f"deployment '{missing}' does not exist"),
         (("deployments", "rollback"), [missing], 4, f"deployment '{missing}' does not exist"),

@@ -213,7 +213,7 @@ async def test_same_bytes_give_the_same_version_and_no_second_copy(
         ("ragged", b"a,b\n1,2\n3,4,5,6\n", "chunk", "could not be parsed"),
         ("dup-cols", b"a,a\n1,2\n", "chunk", "duplicate column names: a"),
         ("bad-quoting", b'a,b\n1,"2\n', "chunk", "could not be parsed"),
-        ("../../etc/passwd", b"a\n1\n", "header.dataset_name", "not a valid dataset name"),
+        ("../../etc/passwd", b"a\n1\n", "header.dataset_name", "expected a dataset name"),
         ("path-col", b"../../etc/passwd,b\n1,2\n", "chunk", "path-like"),
     ],
 )

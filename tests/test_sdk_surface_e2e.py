@@ -213,7 +213,7 @@ def test_deployments_list_routes_and_refusals(client: la.Client, served: Served)
     with pytest.raises(la.InvalidArgument) as bad:
         client.deployments.deploy(unique("surface"), NAME, config={"max_batch": 8})
     assert bad.value.field == "config.max_batch" and "max_batch_size" in bad.value.message
-    with pytest.raises(la.InvalidArgument, match="name: 'Not A Name'"):
+    with pytest.raises(la.InvalidArgument, match=r"name: expected a deployment name: .*; got 'Not A Name'"):
         client.deployments.deploy("Not A Name", NAME)
 
 

@@ -846,9 +846,9 @@ class Probes:
     A cheap approximation: equal fingerprints mean nothing *listed* changed. Covered: datasets
     (names, version counts, latest versions, rules), models (aliases, policy, description, tags,
     and the request's model appearing), the request's model's versions (status, tags, description),
-    deployments (names, targets, config), training jobs (count), evaluations of the request's model
-    version (count), monitor rules and retraining policy of the request's deployment. Not covered:
-    objects in the object store, events published, labels sent.
+    deployments (names; the named one's follow, strategy, config, hosts), training jobs (count),
+    evaluations of the request's model version (count), monitor rules and retraining policy of the
+    request's deployment. Not covered: objects in the object store, events published, labels sent.
     """
 
     def __init__(self, caller: Caller, rpcs_by_label: Mapping[str, Rpc]) -> None:
@@ -881,11 +881,17 @@ class Probes:
         return _Grows({"models": out, "versions": versions, "named model exists": name in out})
 
     def deployments(self, req: Message | None) -> Any:
+        """The named deployment's settings, and which deployments exist.
+
+        Not its target version: a deployment that follows an alias moves on its own when another
+        fuzzed request (SetAlias) moves the alias, which is no write of the refused request.
+        """
         r = self._call("DeploymentService", "ListDeployments", {})
         if isinstance(r, tuple):
             return r
+        name = getattr(req, "name", "")
         return {
-            d.name: (d.target_version, d.follow, d.strategy, d.config.SerializeToString(), tuple(d.hosts))
+            d.name: (d.follow, d.strategy, d.config.SerializeToString(), tuple(d.hosts)) if d.name == name else None
             for d in r.deployments
         }
 

@@ -8,7 +8,6 @@ the deployer announces one.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -21,8 +20,8 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from lepton_core import events
-from lepton_core.bus import DEADLETTER_STREAM, EVENTS_STREAM
-from lepton_platform.testing import StartService
+from lepton_core.bus import EVENTS_STREAM
+from lepton_platform.testing import StartService, expect_dead_lettered
 
 from .monitor_stack import KEY, TENANT, until
 
@@ -260,20 +259,7 @@ async def test_an_event_naming_a_bad_deployment_is_dead_lettered(
             event_id=event_id,
             source="/lepton/deployer",
         )
-    sub = await js.subscribe("lepton.dlq.monitor-events", stream=DEADLETTER_STREAM, ordered_consumer=True)
-    deadline = time.monotonic() + 30
-    try:
-        while sent and time.monotonic() < deadline:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except TimeoutError:
-                continue
-            field = sent.pop((msg.headers or {}).get("ce-id", ""), None)
-            if field is not None:
-                assert (msg.headers or {})["Lepton-Error"].startswith(f"InvalidArgument: {field}: ")
-    finally:
-        await sub.unsubscribe()
-    assert not sent, f"not dead-lettered: {sent}"
+    await expect_dead_lettered(js, "monitor-events", sent)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await monitor.GetPredictionStats(m.GetPredictionStatsRequest(deployment="edge-x"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND

@@ -16,6 +16,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from lepton_core import events
-from lepton_core.bus import EVENTS_STREAM, connect, declare_topology
+from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_STREAM, connect, declare_topology
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
@@ -211,3 +213,26 @@ def lepton_cli(platform: EmbeddedPlatform, *args: str, timeout: float = 300) -> 
         env["LEPTON_TLS_CA_FILE"] = str(platform.ca_file)
     cli = Path(sys.executable).parent / "lepton"
     return subprocess.run([str(cli), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+async def expect_dead_lettered(js: JetStreamContext, consumer: str, sent: dict[str, str], timeout: float = 30) -> None:
+    """Waits until every event in ``sent`` (event id -> field at fault) reached ``consumer``'s dead letters.
+
+    Each must carry the ``Lepton-Error`` header ``InvalidArgument: <field>: ...``; fails naming
+    those that did not arrive within ``timeout`` seconds.
+    """
+    left = dict(sent)
+    sub = await js.subscribe(f"{DEADLETTER_ROOT}.{consumer}", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while left and time.monotonic() < deadline:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except TimeoutError:
+                continue
+            field = left.pop((msg.headers or {}).get("ce-id", ""), None)
+            if field is not None:
+                assert (msg.headers or {})["Lepton-Error"].startswith(f"InvalidArgument: {field}: ")
+    finally:
+        await sub.unsubscribe()
+    assert not left, f"not dead-lettered: {left}"
