@@ -7,14 +7,7 @@ import math
 import pytest
 
 from lepton_core.errors import InvalidArgument
-from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split, check_version
-
-
-def test_versions_are_positive_or_absent() -> None:
-    assert check_version(0) == 0 and check_version(7) == 7
-    with pytest.raises(InvalidArgument) as err:
-        check_version(-1)
-    assert err.value.field == "model_version"
+from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split
 
 
 def test_job_and_evaluation_ids_do_not_mix() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from lepton_core.errors import InvalidArgument
 from lepton_monitor.log_search import LogQuery, check_query
-from lepton_monitor.lookups import MAX_TIME_S, check_duration, check_name, check_time, check_version
+from lepton_monitor.lookups import MAX_TIME_S, check_duration, check_name, check_time
 
 
 @pytest.mark.parametrize("value", ["dep\n", "名字", "a.b", "a*", "a>", "a b", "Dep"])
@@ -18,13 +18,6 @@ def test_names_follow_the_platform_grammar(value: str) -> None:
     assert err.value.field == "deployment"
     with pytest.raises(InvalidArgument, match="is required"):
         check_name("", "deployment")
-
-
-def test_versions_are_positive_or_zero() -> None:
-    assert check_version(0) == 0 and check_version(3) == 3
-    with pytest.raises(InvalidArgument) as err:
-        check_version(-1)
-    assert err.value.field == "version"
 
 
 @pytest.mark.parametrize("value", [-1.0, MAX_TIME_S, math.inf, math.nan, 1e300])

@@ -6,13 +6,12 @@ import math
 
 import pytest
 
+from lepton_core.bounds import MAX_SEED, check_seed
 from lepton_core.errors import InvalidArgument
 from lepton_trainer.checks import (
-    MAX_SEED,
     check_job_id,
     check_retraining_job_id,
     check_search,
-    check_seed,
     check_submission,
 )
 
@@ -40,7 +39,7 @@ def test_a_good_submission_passes() -> None:
         ({"dataset_version_id": "ev_0123"}, "dataset_version_id"),
         ({"dataset_version_id": ""}, "dataset_version_id"),
         ({"split_seed": -1}, "split_seed"),
-        ({"seed": MAX_SEED}, "seed"),
+        ({"seed": MAX_SEED + 1}, "seed"),
         ({"test_fraction": math.nan}, "test_fraction"),
         ({"test_fraction": 1.0}, "test_fraction"),
         ({"params": {f"p{i}": "1" for i in range(65)}}, "params"),
@@ -55,8 +54,8 @@ def test_each_bad_field_is_named(change: dict[str, object], field: str) -> None:
 
 
 def test_seeds_are_bounded_on_both_sides() -> None:
-    assert check_seed(0, "seed") == 0 and check_seed(MAX_SEED - 1, "seed") == MAX_SEED - 1
-    for bad in (-1, MAX_SEED, 2**63 - 1):
+    assert check_seed(0, "seed") == 0 and check_seed(MAX_SEED, "seed") == MAX_SEED == 2**32 - 1
+    for bad in (-1, MAX_SEED + 1, 2**63 - 1):
         with pytest.raises(InvalidArgument):
             check_seed(bad, "seed")
 

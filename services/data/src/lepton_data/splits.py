@@ -9,13 +9,12 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from lepton_core.bounds import check_seed
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import shown
 
 TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
-#: Largest split seed: numpy, scikit-learn and the trainer all take a 32-bit seed.
-MAX_SEED = 2**32 - 1
 #: Longest stratify column name a request may give.
 MAX_COLUMN_NAME = 1024
 
@@ -31,8 +30,7 @@ class SplitSpec:
     @classmethod
     def of(cls, seed: int, train: float, validation: float, test: float, stratify: str) -> SplitSpec:
         """A spec from request fields; all three fractions zero means the defaults."""
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument(f"must be between 0 and {MAX_SEED}, got {seed}", field="spec.seed")
+        check_seed(seed, "spec.seed")
         if len(stratify) > MAX_COLUMN_NAME:
             raise InvalidArgument(
                 f"a column name is at most {MAX_COLUMN_NAME} characters; got {shown(stratify)}",

@@ -12,13 +12,14 @@ from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
+from lepton_core.bounds import check_version
 from lepton_core.errors import NotFound
 from lepton_core.names import check_name
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_deployer.checks import check_deploy, check_version
+from lepton_deployer.checks import check_deploy
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import (
     INPUT_NAME,
@@ -371,7 +372,7 @@ class AliasMovedHandler:
         check_name(ev.tenant, "tenant", what="a tenant name")
         check_name(ev.lineage.model_name, "lineage.model_name", what="a model name")
         check_name(ev.alias, "alias", what="an alias name")
-        check_version(ev.lineage.model_version, "lineage.model_version", latest=True)
+        check_version(ev.lineage.model_version, "lineage.model_version", zero="the alias was deleted")
         if ev.lineage.model_version:  # 0: the alias was deleted; keep serving what serves
             await _follow(self._deployer, ev.tenant, ev.lineage.model_name, ev.alias, ev.lineage.model_version)
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
+from lepton_core.bounds import check_version
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_name, shown
 from lepton_deployer.records import STRATEGIES, ServingConfig
@@ -30,14 +31,6 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _DOTTED = re.compile(r"[0-9.]+")
 _PORT = re.compile(r"[0-9]{1,5}")
-
-
-def check_version(version: int, field: str = "version", *, latest: bool = False) -> int:
-    """``version`` if it is a version number (or 0, "latest or the alias's", when ``latest``)."""
-    if version < 0 or (version == 0 and not latest):
-        allowed = "0 (the alias's version, else the latest) or a version number >= 1" if latest else ">= 1"
-        raise InvalidArgument(f"must be {allowed}, got {shown(version)}", field=field)
-    return version
 
 
 def check_host(value: str, field: str) -> str:
@@ -132,7 +125,7 @@ def check_deploy(
     check_name(tenant, "tenant", what="a tenant name")
     check_name(name, "name", what="a deployment name")
     check_name(model, "model_name", what="a model name")
-    check_version(version, latest=latest)
+    check_version(version, zero="the alias's version, else the latest" if latest else None)
     if hosts is not None:
         check_hosts(hosts)
     if strategy is not None:
@@ -158,5 +151,4 @@ __all__ = [
     "check_host",
     "check_hosts",
     "check_strategy",
-    "check_version",
 ]

@@ -12,6 +12,7 @@ from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
+from lepton_core.bounds import check_version
 from lepton_core.bus import ObjectStore
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_id, check_name, shown
@@ -19,7 +20,7 @@ from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split, check_version
+from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, MAX_FOLDS, EvaluationRecord, Evaluations, Run, compare
 
 
@@ -95,7 +96,7 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluator_pb2.ListEvaluationsRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.ListEvaluationsResponse:
         check_model(request.model_name)
-        check_version(request.model_version)
+        check_version(request.model_version, "model_version", zero="the latest")
         also = ""
         if request.model_version:
             # The automatic evaluation ran before the registry numbered the version: the
@@ -109,7 +110,7 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluator_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
     ) -> evaluator_pb2.Evaluation:
         check_model(request.model_name)
-        check_version(request.model_version)
+        check_version(request.model_version, "model_version", zero="the latest")
         if request.alias:
             check_name(request.alias, "alias", what="an alias")
         if request.dataset_version_id:

@@ -8,16 +8,9 @@ or publish, so a refused request or event stores and emits nothing.
 
 from __future__ import annotations
 
-import math
-from typing import Final
-
+from lepton_core.bounds import check_fraction, check_seed
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_id, check_name
-
-MAX_SEED: Final = 2**32
-"""Split seeds are in ``0 .. 2**32 - 1``."""
-MAX_VERSION: Final = 2**31 - 1
-"""The largest model version number a request may name."""
 
 
 def check_model(name: str, field: str = "model_name") -> str:
@@ -25,13 +18,6 @@ def check_model(name: str, field: str = "model_name") -> str:
     if not name:
         raise InvalidArgument("a model name is required", field=field)
     return check_name(name, field, what="a model name")
-
-
-def check_version(value: int, field: str = "model_version") -> int:
-    """A model version: a positive number, or 0 for "absent" (never a negative sentinel)."""
-    if not 0 <= value <= MAX_VERSION:
-        raise InvalidArgument(f"must be 0 (none given) or a version number from 1, got {value}", field=field)
-    return value
 
 
 def check_evaluation_ref(training_job_id: str, evaluation_id: str) -> None:
@@ -44,10 +30,8 @@ def check_evaluation_ref(training_job_id: str, evaluation_id: str) -> None:
 
 def check_split(seed: int, test_fraction: float, prefix: str = "") -> None:
     """A training split as an event carries it: a seed in range and a fraction strictly between 0 and 1."""
-    if not 0 <= seed < MAX_SEED:
-        raise InvalidArgument(f"must be between 0 and {MAX_SEED - 1}, got {seed}", field=f"{prefix}split_seed")
-    if not (math.isfinite(test_fraction) and 0.0 < test_fraction < 1.0):
-        raise InvalidArgument(f"must be between 0 and 1, got {test_fraction}", field=f"{prefix}test_fraction")
+    check_seed(seed, f"{prefix}split_seed")
+    check_fraction(test_fraction, f"{prefix}test_fraction")
 
 
-__all__ = ["MAX_SEED", "MAX_VERSION", "check_evaluation_ref", "check_model", "check_split", "check_version"]
+__all__ = ["check_evaluation_ref", "check_model", "check_split"]

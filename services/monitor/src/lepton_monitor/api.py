@@ -14,6 +14,7 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from opentelemetry import trace
 
 from lepton_core import events
+from lepton_core.bounds import check_text
 from lepton_core.errors import InvalidArgument
 from lepton_core.events import Retry
 from lepton_core.names import is_id, is_name, shown
@@ -54,13 +55,6 @@ MAX_ALERTS = 1000
 MAX_FOR_EVALUATIONS = 1000
 #: The longest metric or severity name a rule may give (both are closed sets, checked later).
 MAX_RULE_TEXT = 64
-
-
-def check_text(value: str, field: str) -> str:
-    """A short field of a closed set (checked later against the set): at most :data:`MAX_RULE_TEXT` characters."""
-    if len(value) > MAX_RULE_TEXT:
-        raise InvalidArgument(f"is longer than {MAX_RULE_TEXT} characters: {shown(value)}", field=field)
-    return value
 
 
 # ------------------------------------------------------------------------------------------ servicer
@@ -141,8 +135,8 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             check_name(r.name, f"rules[{i}].name")
             if r.comparison not in (">", "<"):
                 raise InvalidArgument(f"must be '>' or '<', got {shown(r.comparison)}", field=f"rules[{i}].comparison")
-            check_text(r.metric, f"rules[{i}].metric")
-            check_text(r.severity, f"rules[{i}].severity")
+            check_text(r.metric, f"rules[{i}].metric", limit=MAX_RULE_TEXT)
+            check_text(r.severity, f"rules[{i}].severity", limit=MAX_RULE_TEXT)
             check_duration(r.window_seconds, f"rules[{i}].window_seconds")
             if not 0 <= r.for_evaluations <= MAX_FOR_EVALUATIONS:
                 raise InvalidArgument(

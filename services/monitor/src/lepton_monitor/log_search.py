@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lepton_core.bounds import check_version
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import shown
 from lepton_monitor.live import LogEntry
-from lepton_monitor.lookups import Deployments, check_name, check_time, check_version
+from lepton_monitor.lookups import Deployments, check_name, check_time
 from lepton_monitor.ports import STREAM_SLACK_S, LogSource
 
 MAX_PAGE = 500

@@ -14,6 +14,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 
 from lepton_core import names
+from lepton_core.bounds import check_version
 from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.store import Store
 from lepton_monitor.live import LiveData
@@ -27,8 +28,6 @@ log = logging.getLogger(__name__)
 UNKNOWN_DEPLOYMENT_WAIT_S = 1.0
 #: How long a failed reference build is remembered before the next try.
 REFERENCE_RETRY_S = 60.0
-#: The largest version number a request may name.
-MAX_VERSION = 2**31 - 1
 #: Times a request names are from 1970-01-01 up to (not including) 2200-01-01 UTC, in seconds.
 MAX_TIME_S = 7_258_118_400.0
 #: The longest duration (a window, a span, an interval) a request names: one year, in seconds.
@@ -56,13 +55,6 @@ def check_name(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument("is required", field=field)
     return names.check_name(value, field)
-
-
-def check_version(value: int, field: str = "version", zero: str = "the serving version") -> int:
-    """A version a request names: a number from 1, or 0 for ``zero``; never a negative sentinel."""
-    if not 0 <= value <= MAX_VERSION:
-        raise InvalidArgument(f"must be 0 ({zero}) or a version number, got {value}", field=field)
-    return value
 
 
 class Deployments:
@@ -125,7 +117,7 @@ class Deployments:
     async def serving_version(self, tenant: str, name: str, version: int) -> tuple[DeploymentInfo | None, int]:
         """The deployment and the version a call means: ``version``, or the serving one when it is 0."""
         check_name(name, "deployment")
-        check_version(version)
+        check_version(version, zero="the serving version")
         info = await self.get(tenant, name)
         if version:
             return info, version
@@ -264,11 +256,9 @@ class References:
 __all__ = [
     "MAX_DURATION_S",
     "MAX_TIME_S",
-    "MAX_VERSION",
     "Deployments",
     "References",
     "check_duration",
     "check_name",
     "check_time",
-    "check_version",
 ]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lepton_core.bounds import check_version
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import shown
 from lepton_core.store import Store
@@ -19,7 +20,7 @@ from lepton_monitor import live as live_mod
 from lepton_monitor.drift_check import DriftCheck, DriftOut
 from lepton_monitor.drift_plot import drift_png
 from lepton_monitor.live import LabelIn, LiveData, PerformancePoint
-from lepton_monitor.lookups import Deployments, References, check_duration, check_name, check_version
+from lepton_monitor.lookups import Deployments, References, check_duration, check_name
 from lepton_monitor.options import Options
 from lepton_monitor.ports import Announcer, Clock, TritonProbe
 from lepton_monitor.records import DeploymentInfo, JobInfo, StatsRecord, VersionInfo
@@ -176,7 +177,7 @@ class Queries:
     ) -> DriftOut:
         """The drift report of a version (0: the serving one) over the last seconds (0: the drift window)."""
         check_name(deployment, "deployment")
-        check_version(version)
+        check_version(version, zero="the serving version")
         check_duration(last_seconds, "last_seconds")
         if len(features) > MAX_FEATURES:
             raise InvalidArgument(f"{len(features)} features; at most {MAX_FEATURES} are allowed", field="features")

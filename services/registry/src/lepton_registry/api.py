@@ -12,6 +12,7 @@ from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
+from lepton_core.bounds import check_version
 from lepton_core.bus import ObjectStore
 from lepton_core.errors import Conflict, InvalidArgument
 from lepton_core.names import check_id, check_name
@@ -28,7 +29,6 @@ from lepton_registry.core import (
     VersionRecord,
     check_alias,
     check_model_name,
-    check_version,
 )
 from lepton_registry.lineage import Peers, gather
 
@@ -195,7 +195,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.UpdateModelVersionRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ModelVersion:
         tenant, name = current_tenant(), _name(request.model_name)
-        check_version(request.version, required=True)
+        check_version(request.version)
         version, changed = await self._registry.update_version(tenant, name, request.version, edit_from_pb(request))
         if changed:
             at = version.updated_at or now()
@@ -222,7 +222,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
     async def _version_of(self, tenant: str, request: registry_pb2.GetModelVersionRequest) -> VersionRecord:
         name = _name(request.model_name)
-        number = check_version(request.version)
+        number = check_version(request.version, zero="the latest")
         if request.alias:
             number = await self._registry.resolve_alias(tenant, name, request.alias)
         return await self._registry.get_version(tenant, name, number)
@@ -245,10 +245,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ModelAlias:
         tenant, name = current_tenant(), _name(request.model_name)
         check_alias(request.alias)
-        check_version(request.version, required=True)
+        check_version(request.version)
         expected = request.expected_version if request.HasField("expected_version") else None
         if expected is not None:
-            check_version(expected, "expected_version")
+            check_version(expected, "expected_version", zero="the alias points at no version")
         alias = await self._registry.set_alias(tenant, name, request.alias, request.version, expected)
         await self.moved(tenant, alias)
         return alias_to_pb(alias)
@@ -410,8 +410,8 @@ class ComparisonHandler:
         name, version = ev.lineage.model_name, ev.lineage.model_version
         check_name(ev.tenant, "tenant", what="a tenant name")
         _name(name, "lineage.model_name")
-        check_version(version, "lineage.model_version", required=True)
-        check_version(ev.champion_version, "champion_version")
+        check_version(version, "lineage.model_version")
+        check_version(ev.champion_version, "champion_version", zero="no champion")
         try:
             alias = await self._registry.set_alias(ev.tenant, name, "champion", version, expected=ev.champion_version)
         except Conflict:

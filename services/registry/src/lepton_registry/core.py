@@ -17,6 +17,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, ValidationError
 
+from lepton_core.bounds import check_version
 from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.names import check_id, check_name, shown
@@ -61,14 +62,6 @@ def check_tag_value(key: str, value: str, field: str) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidArgument(f"tag {key!r}: the value holds a control character: {shown(value)}", field=field)
     return value
-
-
-def check_version(version: int, field: str = "version", *, required: bool = False) -> int:
-    """A version number: positive, or 0 for "absent" (the latest) where not ``required``; never negative."""
-    if version < 0 or (required and version == 0):
-        wanted = "a version number (1, 2, ...)" if required else "a version number, or 0 for the latest"
-        raise InvalidArgument(f"expected {wanted}; got {version}", field=field)
-    return version
 
 
 def check_model_name(name: str, field: str = "model_name") -> str:
@@ -290,9 +283,9 @@ class Registry:
         """
         check_model_name(name)
         check_alias(alias)
-        check_version(version, required=True)
+        check_version(version)
         if expected is not None:
-            check_version(expected, "expected_version")
+            check_version(expected, "expected_version", zero="the alias points at no version")
         target = await self.get_version(tenant, name, version)
         if target.status != "ready":
             raise FailedPrecondition(f"version {version} of {name} is {target.status}; it cannot take an alias")
@@ -392,7 +385,7 @@ class Registry:
     async def update_version(self, tenant: str, name: str, version: int, edit: Edit) -> tuple[VersionRecord, list[str]]:
         """Applies ``edit`` to a version; archiving one an alias points at is refused."""
         check_model_name(name)
-        check_version(version, required=True)
+        check_version(version)
         edit.check()
         await self.get_version(tenant, name, version)
         if edit.status == "archived":
@@ -423,7 +416,7 @@ class Registry:
     async def get_version(self, tenant: str, name: str, version: int = 0) -> VersionRecord:
         """Version ``version`` of the model; 0 (absent) is the latest, a negative number is refused."""
         check_model_name(name)
-        if check_version(version) == 0:
+        if check_version(version, zero="the latest") == 0:
             version = (await self.get_model(tenant, name)).latest_version
         found = await self._versions.get(f"{tenant}.m.{name}.v.{version}")
         if found is None:

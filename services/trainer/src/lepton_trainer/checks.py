@@ -8,15 +8,13 @@ caller runs them all before its first write or publish.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from lepton_core.bounds import check_fraction, check_seed, check_text
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_id, check_name, is_id, shown
 
-MAX_SEED: Final = 2**32
-"""Seeds (``seed``, ``split_seed``) are in ``0 .. 2**32 - 1``: what numpy's generators take."""
 MAX_PARAMS: Final = 64
 """The most hyper-parameters (or search dimensions) one request names."""
 MAX_PARAM_NAME: Final = 64
@@ -33,29 +31,6 @@ RETRAINING_PREFIX: Final = "job_rt_"
 """The prefix of the job ids the monitor makes for retrainings."""
 
 
-def check_text(value: str, field: str, *, limit: int = MAX_TEXT) -> str:
-    """``value`` if it is at most ``limit`` characters without control characters."""
-    if len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidArgument(
-            f"must be at most {limit} characters without control characters; got {shown(value)}", field=field
-        )
-    return value
-
-
-def check_seed(value: int, field: str) -> int:
-    """``value`` if it is a seed: ``0 <= value < 2**32``."""
-    if not 0 <= value < MAX_SEED:
-        raise InvalidArgument(f"must be between 0 and {MAX_SEED - 1}, got {value}", field=field)
-    return value
-
-
-def check_fraction(value: float, field: str) -> float:
-    """``value`` if it is finite and strictly between 0 and 1."""
-    if not (math.isfinite(value) and 0.0 < value < 1.0):
-        raise InvalidArgument(f"must be between 0 and 1 (exclusive), got {value}", field=field)
-    return value
-
-
 def check_params(params: Mapping[str, str], field: str = "params") -> None:
     """At most :data:`MAX_PARAMS` parameters, names and values of bounded length.
 
@@ -66,13 +41,13 @@ def check_params(params: Mapping[str, str], field: str = "params") -> None:
         raise InvalidArgument(f"{len(params)} parameters; at most {MAX_PARAMS} are allowed", field=field)
     for name, value in params.items():
         check_text(name, field, limit=MAX_PARAM_NAME)
-        check_text(value, f"{field}.{name}")
+        check_text(value, f"{field}.{name}", limit=MAX_TEXT)
 
 
 def check_search(space: Mapping[str, Sequence[str]], trials: int, kind: str, metric: str) -> None:
     """A search spec's sizes: dimensions, candidates per dimension, combinations, trials, names."""
-    check_text(kind, "search.kind")
-    check_text(metric, "search.metric")
+    check_text(kind, "search.kind", limit=MAX_TEXT)
+    check_text(metric, "search.metric", limit=MAX_TEXT)
     if len(space) > MAX_PARAMS:
         raise InvalidArgument(f"{len(space)} parameters; at most {MAX_PARAMS} are allowed", field="search.space")
     combinations = 1
@@ -83,7 +58,7 @@ def check_search(space: Mapping[str, Sequence[str]], trials: int, kind: str, met
                 f"{len(values)} candidates; at most {MAX_CANDIDATES} are allowed", field=f"search.space.{name}"
             )
         for value in values:
-            check_text(value, f"search.space.{name}")
+            check_text(value, f"search.space.{name}", limit=MAX_TEXT)
         combinations *= max(len(values), 1)
     if combinations > MAX_COMBINATIONS:
         raise InvalidArgument(
@@ -112,8 +87,8 @@ def check_submission(
     if not dataset_version_id:
         raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
     check_id(dataset_version_id, "dataset_version_id", "dv")
-    check_text(algorithm, "algorithm")
-    check_text(target, "target")
+    check_text(algorithm, "algorithm", limit=MAX_TEXT)
+    check_text(target, "target", limit=MAX_TEXT)
     check_params(params)
     if model_name:
         check_name(model_name, "model_name", what="a model name")
@@ -145,15 +120,11 @@ __all__ = [
     "MAX_COMBINATIONS",
     "MAX_LIST_LIMIT",
     "MAX_PARAMS",
-    "MAX_SEED",
     "MAX_TEXT",
     "RETRAINING_PREFIX",
-    "check_fraction",
     "check_job_id",
     "check_params",
     "check_retraining_job_id",
     "check_search",
-    "check_seed",
     "check_submission",
-    "check_text",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
+from lepton_core.bounds import check_fraction
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.names import check_name, shown
@@ -32,7 +33,7 @@ from lepton_ml import artifacts, splits
 from lepton_ml.mlp import EpochReport
 from lepton_ml.scoring import SCORERS
 from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
-from lepton_trainer.checks import check_fraction, check_search
+from lepton_trainer.checks import check_search
 
 log = logging.getLogger(__name__)
 
