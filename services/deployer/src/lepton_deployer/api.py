@@ -19,7 +19,7 @@ from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
-from lepton_deployer.checks import check_deploy
+from lepton_deployer.checks import Asked, check_deploy
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import (
     INPUT_NAME,
@@ -174,26 +174,17 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         check_name(request.model_name, "model_name", what="a model name")
         if request.alias:
             check_name(request.alias, "alias", what="an alias name")
-        follow = request.follow if request.HasField("follow") else None
-        hosts = list(request.hosts) or None
-        canary_weights = list(request.canary_weights) or None
-        canary_step_seconds = request.canary_step_seconds or None
         current = await self._deployer.store.get(f"{tenant}.{name}")
-        config = config_from_pb(request.config, current.value.config if current else self._deployer.default_config())
-        # All of the request is checked before the registry is asked and anything is remembered.
-        check_deploy(
-            tenant,
-            name,
-            request.model_name,
-            request.version,
-            latest=True,
-            hosts=hosts,
+        asked = Asked(
+            hosts=list(request.hosts) or None,
             strategy=request.strategy or None,
-            canary_weights=canary_weights,
-            canary_step_seconds=canary_step_seconds,
-            follow=follow,
-            config=config,
+            canary_weights=list(request.canary_weights) or None,
+            canary_step_seconds=request.canary_step_seconds or None,
+            follow=request.follow if request.HasField("follow") else None,
+            config=config_from_pb(request.config, current.value.config if current else self._deployer.default_config()),
         )
+        # All of the request is checked before the registry is asked and anything is remembered.
+        check_deploy(tenant, name, request.model_name, request.version, asked, latest=True)
         version = request.version
         known = None
         if version:
@@ -216,17 +207,7 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
             if known is None:
                 await self._deployer.remember(version_info(tenant, found))
         record = await self._deployer.deploy(
-            tenant,
-            name,
-            request.model_name,
-            version,
-            hosts=hosts,
-            strategy=request.strategy or None,
-            canary_weights=canary_weights,
-            canary_step_seconds=canary_step_seconds,
-            follow=follow,
-            config=config,
-            wait=request.wait,
+            tenant, name, request.model_name, version, **asked.given(), wait=request.wait
         )
         return deployment_to_pb(record)
 

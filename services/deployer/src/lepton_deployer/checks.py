@@ -13,7 +13,8 @@ import itertools
 import math
 import re
 from collections.abc import Sequence
-from typing import Final
+from dataclasses import dataclass, fields
+from typing import Any, Final
 
 from lepton_core.bounds import check_version
 from lepton_core.errors import InvalidArgument
@@ -104,21 +105,39 @@ def check_follow(follow: str) -> str:
     return follow
 
 
-def check_deploy(
-    tenant: str,
-    name: str,
-    model: str,
-    version: int,
-    *,
-    latest: bool = False,
-    hosts: Sequence[str] | None = None,
-    strategy: str | None = None,
-    canary_weights: Sequence[float] | None = None,
-    canary_step_seconds: float | None = None,
-    follow: str | None = None,
-    config: ServingConfig | None = None,
-) -> None:
-    """Every field of a Deploy that can be checked without the store (``None``: not given, kept as it is).
+@dataclass(frozen=True)
+class Asked:
+    """What a Deploy asks of the deployment's settings; ``None``: not given, the deployment keeps its own."""
+
+    hosts: list[str] | None = None
+    strategy: str | None = None
+    canary_weights: list[float] | None = None
+    canary_step_seconds: float | None = None
+    follow: str | None = None
+    config: ServingConfig | None = None
+
+    def check(self) -> None:
+        """Each given setting in its bounds (an empty list or 0 counts as not given, as in protobuf)."""
+        if self.hosts is not None:
+            check_hosts(self.hosts)
+        if self.strategy is not None:
+            check_strategy(self.strategy)
+        if self.canary_weights is not None:
+            check_canary_weights(self.canary_weights)
+        if self.canary_step_seconds is not None:
+            check_canary_step(self.canary_step_seconds)
+        if self.follow is not None:
+            check_follow(self.follow)
+        if self.config is not None:
+            self.config.check()
+
+    def given(self) -> dict[str, Any]:
+        """The settings as keyword arguments (of :meth:`Deployer.deploy <lepton_deployer.core.Deployer.deploy>`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_deploy(tenant: str, name: str, model: str, version: int, asked: Asked, *, latest: bool = False) -> None:
+    """Every field of a Deploy that can be checked without the store.
 
     ``latest``: version 0 is allowed (the registry resolves it, at the gRPC edge).
     """
@@ -126,24 +145,14 @@ def check_deploy(
     check_name(name, "name", what="a deployment name")
     check_name(model, "model_name", what="a model name")
     check_version(version, zero="the alias's version, else the latest" if latest else None)
-    if hosts is not None:
-        check_hosts(hosts)
-    if strategy is not None:
-        check_strategy(strategy)
-    if canary_weights is not None:
-        check_canary_weights(canary_weights)
-    if canary_step_seconds is not None:
-        check_canary_step(canary_step_seconds)
-    if follow is not None:
-        check_follow(follow)
-    if config is not None:
-        config.check()
+    asked.check()
 
 
 __all__ = [
     "MAX_CANARY_STEPS",
     "MAX_CANARY_STEP_SECONDS",
     "MAX_HOSTS",
+    "Asked",
     "check_canary_step",
     "check_canary_weights",
     "check_deploy",

@@ -27,7 +27,7 @@ from lepton_core.names import shown
 from lepton_core.store import Store
 from lepton_core.wire import now
 from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE, choose_backend, onnx_info
-from lepton_deployer.checks import check_deploy, check_strategy
+from lepton_deployer.checks import Asked, check_deploy, check_strategy
 from lepton_deployer.errors import HostError, MalformedAnswer, RolloutFailed
 from lepton_deployer.fleet import Fleet
 from lepton_deployer.hosts import HostFactory, TritonClientHost, TritonHost
@@ -187,37 +187,15 @@ class Deployer:
         ``strategy_once`` overrides the deployment's strategy for this rollout only (a rollback
         goes all at once, and the deployment keeps its canary for the next one).
         """
-        hosts, canary_weights = hosts or None, canary_weights or None  # empty: not given
+        asked = Asked(hosts or None, strategy, canary_weights or None, canary_step_seconds, follow, config)
         # Everything the request alone decides is checked before a read, a write or a load.
-        check_deploy(
-            tenant,
-            name,
-            model,
-            version,
-            hosts=hosts,
-            strategy=strategy,
-            canary_weights=canary_weights,
-            canary_step_seconds=canary_step_seconds,
-            follow=follow,
-            config=config,
-        )
+        check_deploy(tenant, name, model, version, asked)
         if strategy_once is not None:
             check_strategy(strategy_once)
         info = await self.version(tenant, model, version)
         # One admission at a time per deployment: two Deploy calls must not both see it idle.
         async with self._admission.setdefault(f"{tenant}.{name}", asyncio.Lock()):
-            record, admitted = await self._admit(
-                tenant,
-                name,
-                model,
-                version,
-                hosts=hosts,
-                strategy=strategy,
-                canary_weights=canary_weights,
-                canary_step_seconds=canary_step_seconds,
-                follow=follow,
-                config=config,
-            )
+            record, admitted = await self._admit(tenant, name, model, version, asked)
         if admitted == "join":
             if wait:  # the rollout already under way holds the deployment's lock until it ends
                 async with self._records.lock(tenant, name):
@@ -235,18 +213,7 @@ class Deployer:
         return record
 
     async def _admit(
-        self,
-        tenant: str,
-        name: str,
-        model: str,
-        version: int,
-        *,
-        hosts: builtins.list[str] | None,
-        strategy: str | None,
-        canary_weights: builtins.list[float] | None,
-        canary_step_seconds: float | None,
-        follow: str | None,
-        config: ServingConfig | None,
+        self, tenant: str, name: str, model: str, version: int, asked: Asked
     ) -> tuple[DeploymentRecord, Admitted]:
         """Checks a Deploy and saves the deployment's new settings and target.
 
@@ -269,22 +236,14 @@ class Deployer:
                     f"deploy version {version} once that rollout ends",
                     field="version",
                 )
-            _check_join(
-                record,
-                hosts=hosts,
-                strategy=strategy,
-                canary_weights=canary_weights,
-                canary_step_seconds=canary_step_seconds,
-                follow=follow,
-                config=config,
-            )
+            _check_join(record, asked)
             return record, "join"
         # The request's own values were checked (check_deploy); the record's were when they were saved.
-        strategy = strategy or (record.strategy if record else "all_at_once")
-        weights = list(canary_weights) if canary_weights else (record.canary_weights if record else [0.1, 0.5])
-        step = canary_step_seconds if canary_step_seconds else (record.canary_step_seconds if record else 5.0)
-        config = config or (record.config if record else self.default_config())
-        hosts = list(hosts or (record.hosts if record else [self.default_host]))
+        strategy = asked.strategy or (record.strategy if record else "all_at_once")
+        weights = list(asked.canary_weights or (record.canary_weights if record else [0.1, 0.5]))
+        step = asked.canary_step_seconds or (record.canary_step_seconds if record else 5.0)
+        config = asked.config or (record.config if record else self.default_config())
+        hosts = list(asked.hosts or (record.hosts if record else [self.default_host]))
         if record is None:
             record = DeploymentRecord(
                 tenant=tenant,
@@ -303,7 +262,7 @@ class Deployer:
                 "strategy": strategy,
                 "canary_weights": weights,
                 "canary_step_seconds": step,
-                "follow": record.follow if follow is None else follow,
+                "follow": record.follow if asked.follow is None else asked.follow,
                 "config": config,
             }
         )
@@ -356,31 +315,20 @@ class Deployer:
         return await self._fleet.statistics(record)
 
 
-def _check_join(
-    record: DeploymentRecord,
-    *,
-    hosts: builtins.list[str] | None,
-    strategy: str | None,
-    canary_weights: builtins.list[float] | None,
-    canary_step_seconds: float | None,
-    follow: str | None,
-    config: ServingConfig | None,
-) -> None:
+def _check_join(record: DeploymentRecord, asked: Asked) -> None:
     """Refuses to join the rollout under way a Deploy that asks for settings other than that rollout's.
 
     A field the request leaves out (``None``) keeps the deployment's value, so it matches. Joining
     would otherwise drop what differs without a word: the rollout runs with the settings it began with.
     """
-    asked: builtins.list[tuple[str, Any, Any]] = [
-        ("hosts", hosts, record.hosts),
-        ("strategy", strategy, record.strategy),
-        ("canary_weights", canary_weights, record.canary_weights),
-        ("canary_step_seconds", canary_step_seconds, record.canary_step_seconds),
-        ("follow", follow, record.follow),
+    pairs: builtins.list[tuple[str, Any, Any]] = [
+        (k, v, getattr(record, k)) for k, v in asked.given().items() if k != "config"
     ]
-    if config is not None:
-        asked += [(f"config.{k}", getattr(config, k), getattr(record.config, k)) for k in ServingConfig.model_fields]
-    for field, wanted, current in asked:
+    if asked.config is not None:
+        pairs += [
+            (f"config.{k}", getattr(asked.config, k), getattr(record.config, k)) for k in ServingConfig.model_fields
+        ]
+    for field, wanted, current in pairs:
         if wanted is not None and wanted != current:
             raise FailedPrecondition(
                 f"deployment {record.name!r} is rolling out version {record.target_version} with {field} "
