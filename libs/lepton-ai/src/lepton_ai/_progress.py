@@ -9,11 +9,14 @@ a batch job) nothing is drawn unless ``progress=True`` asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
@@ -72,7 +75,8 @@ class ProgressBar:
         self._stale = False
 
     def __enter__(self) -> ProgressBar:
-        self._progress.start()  # draws the first frame (in Jupyter: displays the widget)
+        with self._drawing():
+            self._progress.start()  # draws the first frame (in Jupyter: displays the widget)
         self._drawn = time.monotonic()
         return self
 
@@ -83,8 +87,12 @@ class ProgressBar:
         if self._jupyter and time.monotonic() - self._drawn >= 1 / JUPYTER_REFRESH_PER_S:
             self._refresh()
 
+    def _drawing(self) -> contextlib.AbstractContextManager[None]:
+        return held_interrupt() if self._jupyter else contextlib.nullcontext()
+
     def _refresh(self) -> None:
-        self._progress.refresh()
+        with self._drawing():
+            self._progress.refresh()
         self._drawn = time.monotonic()
         self._stale = False
 
@@ -98,7 +106,30 @@ class ProgressBar:
         finally:
             # Stopping would display rich's empty buffer as a blank output below the widget.
             self._console.quiet = True
-            self._progress.stop()
+            with self._drawing():
+                self._progress.stop()
+
+
+@contextlib.contextmanager
+def held_interrupt() -> Iterator[None]:
+    """Holds a Ctrl-C that comes during the block and raises it once the block is done.
+
+    rich draws in Jupyter inside ``with output_widget:``, and ipywidgets' ``Output`` shows
+    and swallows any exception raised in it, KeyboardInterrupt included: a Kernel >
+    Interrupt that lands during a redraw would leave the job running with no prompt. Only
+    the main thread can hold signals; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        signal.raise_signal(signal.SIGINT)  # to the handler it was meant for: KeyboardInterrupt, outside the widget
 
 
 class _JobUpdate(Protocol):
