@@ -193,3 +193,38 @@ async def test_a_message_that_is_not_a_cloudevent_is_dead_lettered(nc: NATS) -> 
     finally:
         await consumer.stop()
     assert "not a CloudEvent" in dead.headers["Lepton-Error"]  # type: ignore[attr-defined]
+
+
+async def test_a_forged_event_is_dead_lettered_unhandled_and_the_true_one_after_it_is_handled(nc: NATS) -> None:
+    """The consumer trusts a message only as far as its subject: tenant b's subject with a body of
+    tenant a, or tenant a's object, never reaches the handler; the same consumer handles b's real event."""
+    t = tenant()
+    js = nc.jetstream()
+    got: list[events.Event[events_pb2.DatasetVersionCreated]] = []
+    done = asyncio.Event()
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        got.append(event)
+        done.set()
+
+    other = _event("a" + t)  # another tenant's body
+    theirs = _event(t)
+    theirs.object.bucket, theirs.object.name = "datasets", f"a{t}/dv_1.parquet"  # another tenant's object
+    subject = events.spec_of(other).subject(t)
+    for event_id, message in ((f"forged-tenant-{t}", other), (f"forged-object-{t}", theirs)):
+        headers = events.headers_for(message, event_id=event_id, source="/attacker", ce_subject="")
+        await js.publish(subject, message.SerializeToString(), headers=headers)
+    await events.publish(js, _event(t, 3), tenant=t, event_id=f"true-{t}", source="/test")
+    consumer = await _consume(nc, t, f"forged-{t}", handler)
+    try:
+        dead = await _dead_letters(nc, f"forged-{t}", 2)
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        await consumer.stop()
+    assert [e.id for e in got] == [f"true-{t}"] and got[0].tenant == t
+    errors = {d.headers["ce-id"]: d.headers["Lepton-Error"] for d in dead}  # type: ignore[attr-defined]
+    assert errors[f"forged-tenant-{t}"].startswith(f"InvalidArgument: tenant: the payload names tenant 'a{t}'")
+    assert errors[f"forged-object-{t}"].startswith(
+        f"InvalidArgument: object.name: object 'a{t}/dv_1.parquet' in datasets lies outside the prefix '{t}/'"
+    )
+    assert all(d.headers["Lepton-Original-Subject"] == subject for d in dead)  # type: ignore[attr-defined]

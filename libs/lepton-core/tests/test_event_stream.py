@@ -115,6 +115,10 @@ def test_messages_become_wire_events_only_for_the_tenant() -> None:
     # Defence in depth: a message of another tenant, or not a CloudEvent, is never passed on.
     assert event_stream.to_event(_msg("lepton.evt.other.dataset.created", headers), "acme") is None
     assert event_stream.to_event(_msg("lepton.evt.acme.dataset.created", {"x": "y"}), "acme") is None
+    # Nor one whose body names another tenant (lepton_core.trust): acme's subscribers never see it.
+    forged = events_pb2.DatasetCreated(tenant="other", dataset_name="wine")
+    on_acme = _msg("lepton.evt.acme.dataset.created", headers, forged.SerializeToString())
+    assert event_stream.to_event(on_acme, "acme") is None
 
 
 # -- Subscribe over gRPC, against the session's nats-server ---------------------------------------------

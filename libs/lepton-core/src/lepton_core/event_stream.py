@@ -25,9 +25,10 @@ from nats.js import api as js_api
 
 from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unavailable
-from lepton_core.events import CATALOGUE, CE_SPECVERSION, spec_for_type
+from lepton_core.events import CATALOGUE, CE_SPECVERSION, decode
 from lepton_core.names import shown
 from lepton_core.rpc import current_tenant
+from lepton_core.trust import ForgedEvent
 
 log = logging.getLogger(__name__)
 
@@ -131,35 +132,36 @@ def consumer_config(start: datetime | None) -> js_api.ConsumerConfig:
 
 
 def to_event(msg: Msg, tenant: str) -> stream_pb2.Event | None:
-    """The wire event for one EVENTS message of ``tenant``; None when it is not one of ours."""
+    """The wire event for one EVENTS message of ``tenant``; None when it is not one of ours.
+
+    Decoded by :func:`lepton_core.events.decode`, so a message whose body names another tenant
+    or another tenant's object (:mod:`lepton_core.trust`) is never passed on either.
+    """
     prefix = f"{EVENTS_ROOT}.{tenant}."
-    headers = msg.headers or {}
-    ce_type = headers.get("ce-type", "")
     if not msg.subject.startswith(prefix):
         log.error("event stream got %s outside tenant %s; dropped", msg.subject, tenant)
         return None
-    if headers.get("ce-specversion") != CE_SPECVERSION or not ce_type or not headers.get("ce-id"):
-        log.warning("skipping %s: not a CloudEvent %s", msg.subject, CE_SPECVERSION)
+    try:
+        decoded = decode(msg)
+    except ForgedEvent as exc:
+        log.warning("skipping %s: %s", msg.subject, exc)
         return None
-    _, _, proto = headers.get("content-type", "").partition("proto=")
-    if not proto:
-        try:
-            proto = spec_for_type(ce_type).message.DESCRIPTOR.full_name
-        except ValueError:
-            proto = ""
+    except ValueError as exc:
+        log.warning("skipping %s: not one of our CloudEvents %s (%s)", msg.subject, CE_SPECVERSION, exc)
+        return None
     event = stream_pb2.Event(
-        id=headers["ce-id"],
-        type=ce_type,
+        id=decoded.id,
+        type=decoded.type,
         name=msg.subject[len(prefix) :],
-        source=headers.get("ce-source", ""),
-        subject=headers.get("ce-subject", ""),
-        traceparent=headers.get("traceparent", ""),
+        source=decoded.source,
+        subject=decoded.subject,
+        traceparent=decoded.headers.get("traceparent", ""),
         payload=msg.data,
-        payload_type=proto.strip(),
-        tenant=tenant,
+        payload_type=decoded.data.DESCRIPTOR.full_name,
+        tenant=decoded.tenant,
     )
     try:
-        event.time.FromJsonString(headers.get("ce-time", ""))
+        event.time.FromJsonString(decoded.time)
     except ValueError:
         # ce-time is set by our publishers; the stream's own time is the next best thing.
         event.time.FromDatetime(msg.metadata.timestamp)

@@ -5,6 +5,11 @@ Headers carry the CloudEvents attributes (``ce-*``), the W3C trace context and
 ``Nats-Msg-Id`` (= ``ce-id``) so JetStream drops duplicate publishes. Event ids are
 derived from natural keys (a job id, a version id), so a redelivered handler that
 publishes again produces the same id and the broker keeps one copy.
+
+Every subject carries the tenant (``lepton.evt.<tenant>.…``, ``lepton.jobs.<tenant>.…``,
+``lepton.pred.<tenant>.…``), and :func:`decode` trusts a message only as far as its subject
+(:mod:`lepton_core.trust`): the event's tenant is the subject's, and a body that names another
+tenant or another tenant's object is refused, so the :class:`Consumer` dead-letters it unhandled.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
 from lepton_core.errors import LeptonError
+from lepton_core.names import shown
 from lepton_core.telemetry import extract_context, inject_context
+from lepton_core.trust import ForgedEvent, check_payload
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +59,29 @@ class EventSpec:
         return f"ai.lepton.{self.name}.v1"
 
     def subject(self, tenant: str, key: str | None = None) -> str:
-        """``lepton.evt.<tenant>.<name>``; jobs and prediction logs have their own shapes."""
+        """``lepton.evt.<tenant>.<name>``; jobs (``lepton.jobs.<tenant>.<queue>``) and prediction
+        logs (``lepton.pred.<tenant>.<deployment>``) have their own shapes, the tenant always third."""
         if self.root == JOBS_ROOT:
-            return f"{JOBS_ROOT}.{self.name.split('.')[0]}"
+            return f"{JOBS_ROOT}.{tenant}.{self.name.split('.')[0]}"
         if self.root == PREDICTIONS_ROOT:
             return f"{PREDICTIONS_ROOT}.{tenant}.{key or '_'}"
         return f"{self.root}.{tenant}.{self.name}"
+
+    def tenant_of(self, subject: str) -> str:
+        """The tenant a subject of this event names.
+
+        Raises:
+            ForgedEvent: (field ``ce-type``) ``subject`` is not where this type is published.
+        """
+        tokens = subject.split(".")
+        tenant = tokens[2] if len(tokens) > 3 and subject.startswith(f"{self.root}.") else ""
+        key = tokens[3] if self.root == PREDICTIONS_ROOT and len(tokens) == 4 else None
+        if not tenant or tenant in ("*", ">") or subject != self.subject(tenant, key):
+            raise ForgedEvent(
+                f"{self.ce_type} is published on {self.subject('<tenant>', '<deployment>')}, not on {shown(subject)}",
+                field="ce-type",
+            )
+        return tenant
 
     def filter(self, tenant: str = "*") -> str:
         """The subject filter that selects this event for one tenant or all."""
@@ -127,6 +151,8 @@ class Event(Generic[M]):
     data: M
     headers: dict[str, str]
     delivery: int = 1
+    #: The tenant the NATS subject names; the payload's ``tenant`` fields agree with it.
+    tenant: str = ""
 
 
 def headers_for(message: Message, *, event_id: str, source: str, ce_subject: str) -> dict[str, str]:
@@ -173,7 +199,14 @@ async def publish(
 
 
 def decode(msg: Msg) -> Event[Any]:
-    """Parses a NATS message as a CloudEvent; ``ValueError`` when it is not one of ours."""
+    """Parses a NATS message as a CloudEvent whose body agrees with its subject.
+
+    Raises:
+        ValueError: not one of ours (not a CloudEvent, an unknown type, a payload that does not parse).
+        ForgedEvent: (a ``ValueError`` too) it claims more than its subject grants: it arrived on
+            a subject its type is not published on, or names another tenant or another tenant's
+            object (:func:`lepton_core.trust.check_payload`).
+    """
     headers = dict(msg.headers or {})
     if headers.get("ce-specversion") != CE_SPECVERSION:
         raise ValueError(f"not a CloudEvent 1.0 (ce-specversion={headers.get('ce-specversion')!r})")
@@ -186,6 +219,8 @@ def decode(msg: Msg) -> Event[Any]:
         data.ParseFromString(msg.data)
     except DecodeError as exc:
         raise ValueError(f"payload is not a valid {spec.message.DESCRIPTOR.full_name}: {exc}") from exc
+    tenant = spec.tenant_of(msg.subject)
+    check_payload(data, tenant, msg.subject)
     delivery = 1
     try:
         delivery = int(msg.metadata.num_delivered)
@@ -200,6 +235,7 @@ def decode(msg: Msg) -> Event[Any]:
         data=data,
         headers=headers,
         delivery=delivery,
+        tenant=tenant,
     )
 
 
@@ -222,7 +258,8 @@ class Consumer:
     :class:`LeptonError` → nak with delay; raises anything else → nak with
     back-off until ``max_deliver``, then the message goes to the dead-letter
     subject ``lepton.dlq.<durable>`` with the error and is terminated. A message
-    that is not a valid event is dead-lettered at once.
+    that is not a valid event, or that its subject does not vouch for
+    (:class:`~lepton_core.trust.ForgedEvent`), is dead-lettered at once, unhandled.
     """
 
     js: JetStreamContext
@@ -293,6 +330,10 @@ class Consumer:
         tracer = trace.get_tracer("lepton.events")
         try:
             event = decode(msg)
+        except ForgedEvent as exc:
+            log.warning("dead-lettering %s on %s: %s", msg.headers and msg.headers.get("ce-id"), msg.subject, exc)
+            await self._dead_letter(msg, f"InvalidArgument: {exc}")
+            return
         except ValueError as exc:
             await self._dead_letter(msg, f"undecodable: {exc}")
             return

@@ -79,7 +79,7 @@ Global___DatasetVersionCreated: _TypeAlias = DatasetVersionCreated  # noqa: Y015
 
 @_typing.final
 class TrainingRequested(_message.Message):
-    """A training job to run: the message on the JOBS work queue (lepton.jobs.training),
+    """A training job to run: the message on the JOBS work queue (lepton.jobs.<tenant>.training),
     ce-type ai.lepton.training.requested.v1. Submitted through TrainingService, or
     published by the monitor to retrain.
     """
@@ -972,6 +972,7 @@ class DeploymentReady(_message.Message):
     triton_model: _builtins.str
     triton_version: _builtins.str
     host: _builtins.str
+    """The Triton gRPC address of the deployment's first host (Deployment.triton_url)."""
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     def __init__(
@@ -1038,7 +1039,9 @@ class DeploymentRolloutStarted(_message.Message):
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     @_builtins.property
-    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The hosts' names in the deployer's host pool."""
+
     def __init__(
         self,
         *,
