@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lepton_core import nats_identity
 from lepton_platform.processes import nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,27 @@ def test_every_requirement_is_pinned_exactly() -> None:
 
 
 @pytest.mark.parametrize("node", [1, 2, 3])
-def test_cluster_configs_are_valid_nats_configs(node: int) -> None:
-    conf = ROOT / "deploy" / "nats" / f"node-{node}.conf"
+def test_cluster_configs_are_valid_nats_configs(node: int, tmp_path: Path) -> None:
+    """deploy/nats as an operator sets it up: certificates from a test CA, users.conf from nats_users init."""
+    from lepton_core.tls import write_self_signed
+    from lepton_platform import nats_users
+
+    tls = tmp_path / "tls"
+    client, route = write_self_signed(tls / "client"), write_self_signed(tls / "route")
+    for src, name in ((client.cert_file, "server.pem"), (client.key_file, "server.key"), (client.ca_file, "ca.pem")):
+        (tls / name).write_bytes(src.read_bytes())
+    for src, name in ((route.cert_file, "route.pem"), (route.key_file, "route.key"), (route.ca_file, "route-ca.pem")):
+        (tls / name).write_bytes(src.read_bytes())
+    assert nats_users.main(["init", "--dir", str(tmp_path / "secrets")]) == 0
+    (tmp_path / "users.conf").write_bytes((tmp_path / "secrets" / "users.conf").read_bytes())
+    text = (ROOT / "deploy" / "nats" / f"node-{node}.conf").read_text()
+    # Secure by default, in the file as shipped: TLS on both ports, route certificates verified,
+    # monitoring on localhost, every user an nkey with its permissions (no anonymous access).
+    assert "http: 127.0.0.1:" in text and "verify: true" in text and text.count("tls {") == 2
+    assert 'include "users.conf"' in text and "no_auth_user" not in text
+    conf = tmp_path / f"node-{node}.conf"
+    conf.write_text(text.replace("/etc/nats/tls/", f"{tls}/").replace("/data/jetstream", str(tmp_path / "js")))
     out = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr + out.stdout
+    users = (tmp_path / "users.conf").read_text()
+    assert users.count('"nkey"') == len(nats_identity.IDENTITIES) and "password" not in users

@@ -12,7 +12,8 @@ Modules:
 - :mod:`lepton_core.store`: the key-value store interface; :mod:`lepton_core.bus` its NATS
   implementation, the topology, KV records and the object store.
 - :mod:`lepton_core.events`: CloudEvents over NATS with protobuf payloads, and the catalogue;
-  :mod:`lepton_core.event_stream` serves the stream to clients over gRPC.
+  :mod:`lepton_core.event_stream` serves the stream to clients over gRPC;
+  :mod:`lepton_core.trust` checks that a message claims no more than its subject grants.
 - :mod:`lepton_core.rpc`: the gRPC server bootstrap, interceptors and client channels.
 - :mod:`lepton_core.validation`: request validation errors as :class:`~lepton_core.errors.InvalidArgument`.
 - :mod:`lepton_core.wire`: conversions between protobuf and domain types shared by services.

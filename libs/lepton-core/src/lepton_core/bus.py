@@ -1,14 +1,16 @@
 """NATS: the connection, the JetStream topology, KV records and the object store.
 
-The topology (streams, KV buckets, object stores) is declared by every service at
-start-up; declaring is idempotent, so the services can start in any order.
+The topology (streams, KV buckets, object stores) is declared once, with the admin
+identity, by the launchers (:func:`declare_topology`); services check that what they use
+exists (:func:`require_topology`) and may touch nothing else (``lepton_core.nats_identity``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Iterable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -18,7 +20,7 @@ from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from lepton_core.errors import Conflict, DataIntegrityError, NotFound
+from lepton_core.errors import Conflict, DataIntegrityError, NotFound, Unavailable
 from lepton_core.store import R, Store
 from lepton_core.store import Versioned as Versioned  # re-exported: callers import it from here
 
@@ -84,8 +86,23 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
     ]
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connects with unlimited reconnects: a broker restart is waited out, not fatal."""
+async def connect(
+    url: str, name: str, *, seed_file: str | None = None, inbox: str | None = None, tls_ca_file: str | None = None
+) -> NATS:
+    """Connects with unlimited reconnects: a broker restart is waited out, not fatal.
+
+    Args:
+        url: The server URL(s), comma-separated; never with credentials in it.
+        name: The connection's name in the server's logs and monitoring.
+        seed_file: The nkey seed file the connection authenticates with (the platform's
+            servers refuse connections without one); its secret never leaves this process.
+        inbox: The reply subject prefix (``lepton_core.nats_identity.inbox_prefix``):
+            an identity may subscribe only to its own inbox.
+        tls_ca_file: The CA that a ``tls://`` server's certificate must chain to (else the system's roots).
+
+    A subject the server refuses (a permissions violation) is logged as an error naming
+    the connection and the subject; the connection itself stays up.
+    """
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected; reconnecting")
@@ -94,10 +111,21 @@ async def connect(url: str, name: str) -> NATS:
         log.info("nats reconnected")
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error: %s", exc)
+        text = str(exc)
+        if "permissions violation" in text.lower():
+            log.error("nats refused %s: %s (see lepton_core.nats_identity for what it may use)", name, text)
+        elif "authorization violation" in text.lower() or "authentication" in text.lower():
+            log.error("nats refused %s's credentials: %s", name, text)
+        else:
+            log.warning("nats error: %s", exc)
 
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    tls = None
+    if tls_ca_file and any(u.startswith("tls://") for u in servers):
+        tls = ssl.create_default_context(cafile=tls_ca_file)
     return await nats.connect(
-        servers=[u.strip() for u in url.split(",") if u.strip()],
+        servers=servers,
+        tls=tls,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -105,7 +133,28 @@ async def connect(url: str, name: str) -> NATS:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         error_cb=on_error,
+        nkeys_seed=seed_file,
+        inbox_prefix=inbox or "_INBOX",
     )
+
+
+async def require_topology(js: JetStreamContext, streams: Iterable[str]) -> None:
+    """Checks that ``streams`` (streams, ``KV_<bucket>``, ``OBJ_<bucket>``) exist.
+
+    Services do not declare the topology: their identities may not create or change
+    streams. The launchers declare it with the admin identity (:func:`declare_topology`).
+
+    Raises:
+        Unavailable: a stream is missing, naming it and how to declare it.
+    """
+    for stream in streams:
+        try:
+            await js.stream_info(stream)
+        except js_errors.NotFoundError as exc:
+            raise Unavailable(
+                f"NATS stream {stream} does not exist: declare the topology first "
+                "(`python -m lepton_platform.nats_users declare`; `lepton up` does it itself)"
+            ) from exc
 
 
 async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:

@@ -6,24 +6,34 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix``
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lepton_core.names import NAME_GRAMMAR, is_name, shown
 from lepton_core.tls import Peer
 
 
 class ServiceSettings(BaseSettings):
     """Fields every service has. Subclasses set ``model_config`` with their prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore")
+    # A refused value is never quoted back by pydantic: ``api_keys`` holds secrets.
+    model_config = SettingsConfigDict(env_prefix="LEPTON_", extra="ignore", hide_input_in_errors=True)
 
     nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated.")
-    nats_replicas: int = Field(1, description="Replicas for streams, KV and object stores (3 on a cluster).")
+    nats_nkey_seed_file: str | None = Field(
+        None,
+        description="File holding this service's NATS nkey seed (mode 0600); the platform's servers refuse "
+        "connections without one. `lepton up` writes one per service; see docs/security.md.",
+    )
     grpc_host: str = Field("127.0.0.1", description="Address the gRPC server binds.")
     grpc_port: int = Field(0, description="gRPC port; 0 picks the service's default.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
-        description="API key to tenant, as JSON. No keys means every call is refused.",
+        description="API key to tenant, as JSON. No keys means every call is refused. Each tenant is a name "
+        "(lepton_core.names): it becomes a NATS subject token and a key and object name prefix.",
     )
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC endpoint for traces; none disables export.")
     trace_export_delay_ms: int = Field(500, description="How long spans wait in the batch before export.")
@@ -38,6 +48,22 @@ class ServiceSettings(BaseSettings):
         description="PEM CA that peer services' certificates must chain to; when set, calls to peers use TLS "
         "even at a host:port address (without it, only grpcs:// peers do, against the system's roots).",
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _tenants_are_names(cls, api_keys: Any) -> Any:
+        """Refuses a tenant that is not a name, saying which key by its place: a key is never shown
+        (before pydantic's own checks, whose errors would quote a key as the location)."""
+        setting = f"{str(cls.model_config.get('env_prefix', '')).upper()}API_KEYS"
+        if not isinstance(api_keys, Mapping):
+            raise ValueError(f"{setting}: expected a JSON object from API key to tenant")
+        for i, (key, tenant) in enumerate(api_keys.items(), start=1):
+            where = f"{setting}: the tenant of key {i} of {len(api_keys)} (in the order given; keys are not shown)"
+            if not isinstance(key, str) or not isinstance(tenant, str):
+                raise ValueError(f"{where}: keys and tenants are strings")
+            if not is_name(tenant):
+                raise ValueError(f"{where} is {shown(tenant)}; expected a tenant name: {NAME_GRAMMAR}")
+        return api_keys
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> ServiceSettings:

@@ -94,8 +94,13 @@ class TlsFiles:
     key_file: Path
 
 
-def write_self_signed(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30) -> TlsFiles:
+def write_self_signed(
+    directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"), days: int = 30, *, client_auth: bool = False
+) -> TlsFiles:
     """Writes a fresh CA and a server certificate for ``hosts`` into ``directory``.
+
+    ``client_auth`` makes the certificate good for the client side of mutual TLS as well
+    (a NATS route certificate: each node dials the others with it).
 
     For one machine's platform and for tests: the CA's key is thrown away, so it can
     sign nothing else, and clients trust exactly this platform by trusting ``ca.pem``.
@@ -155,7 +160,12 @@ def write_self_signed(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "l
         .not_valid_after(end)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [])]
+            ),
+            critical=False,
+        )
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

@@ -1,0 +1,313 @@
+"""Who may do what on NATS: the permission table, and the nkeys every identity connects with.
+
+Every connection to the platform's nats-server authenticates with an nkey (an Ed25519 key
+pair; the server knows only public keys) and gets the publish/subscribe permissions
+derived here from :data:`GRANTS`: the subjects, streams, KV buckets and object stores the
+identity uses, and nothing else. lepton_platform renders this table into the server's
+users file (``authorization { users = [...] }``), so the table is the one place to change.
+
+Identities:
+
+- one per service (``data`` ... ``monitor``): its own event area (``lepton.evt.*.<area>.>``;
+  a service cannot publish another service's events), its own KV bucket, the object
+  stores it reads or writes, the streams it consumes, the dead letters of its own durables;
+- ``serving``: the Triton models, which only publish prediction logs (``lepton.pred.>``);
+- ``admin``: everything; declares the topology, used by operator tools and test fixtures;
+- integrators (:func:`integrator_permissions`): subscribe to ``lepton.evt.<tenant>.>``, nothing else.
+
+Replies come to a per-identity inbox (``_INBOX.<identity>.>``, :func:`inbox_prefix`), so
+no identity can read the answers another one gets from JetStream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nkeys
+
+from lepton_core.bus import (
+    DEADLETTER_ROOT,
+    EVENTS_ROOT,
+    EVENTS_STREAM,
+    JOBS_ROOT,
+    JOBS_STREAM,
+    PREDICTIONS_ROOT,
+    PREDICTIONS_STREAM,
+)
+from lepton_core.errors import InvalidArgument
+
+ADMIN = "admin"
+SERVING = "serving"
+_TENANT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What one identity uses; its permissions are derived from this (:func:`permissions`).
+
+    Attributes:
+        events: Event areas it publishes (``training`` -> ``lepton.evt.*.training.>``).
+        publish: Other subjects it publishes plainly or to JetStream (the job queue, prediction logs).
+        streams: Streams it reads: consumers (its durables, ephemeral ones), stream info, acks.
+        durables: Its durable consumers; it may dead-letter to ``lepton.dlq.<durable>`` and
+            no other identity may create, read or delete them.
+        kv_write: KV buckets it reads and writes.
+        kv_read: KV buckets it only reads.
+        objects_write: Object stores it reads and writes.
+        objects_read: Object stores it only reads.
+        everything: Publish and subscribe to every subject (the admin).
+    """
+
+    events: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+    durables: tuple[str, ...] = ()
+    kv_write: tuple[str, ...] = ()
+    kv_read: tuple[str, ...] = ()
+    objects_write: tuple[str, ...] = ()
+    objects_read: tuple[str, ...] = ()
+    everything: bool = False
+
+
+#: The table. Every service serves ``EventService.Subscribe``, so every service reads EVENTS.
+GRANTS: dict[str, Grants] = {
+    "data": Grants(events=("dataset",), streams=(EVENTS_STREAM,), kv_write=("datasets",), objects_write=("datasets",)),
+    "trainer": Grants(
+        events=("training",),
+        publish=(f"{JOBS_ROOT}.>",),
+        streams=(EVENTS_STREAM, JOBS_STREAM),
+        durables=("trainers", "trainer-retrain"),
+        kv_write=("jobs",),
+        objects_read=("datasets",),
+        objects_write=("artifacts",),
+    ),
+    "evaluator": Grants(
+        events=("evaluation",),
+        streams=(EVENTS_STREAM,),
+        durables=("evaluator", "evaluator-compare"),
+        kv_write=("evaluations",),
+        objects_read=("datasets",),
+        objects_write=("artifacts",),
+    ),
+    "registry": Grants(
+        events=("registry",),
+        streams=(EVENTS_STREAM,),
+        durables=("registry", "registry-promotions"),
+        kv_write=("models",),
+        objects_read=("artifacts",),
+    ),
+    "deployer": Grants(
+        events=("deployment",),
+        streams=(EVENTS_STREAM,),
+        durables=("deployer",),
+        kv_write=("deployments",),
+        objects_read=("artifacts", "datasets"),
+    ),
+    "monitor": Grants(
+        events=("monitor",),
+        streams=(EVENTS_STREAM, PREDICTIONS_STREAM),
+        durables=("monitor", "monitor-events"),
+        kv_write=("monitor",),
+        objects_read=("artifacts", "datasets"),
+    ),
+    # The inference gateway: watches the deployer's records (routes), nothing else.
+    "gateway": Grants(kv_read=("deployments",)),
+    SERVING: Grants(publish=(f"{PREDICTIONS_ROOT}.>",)),
+    ADMIN: Grants(everything=True),
+}
+IDENTITIES: tuple[str, ...] = tuple(GRANTS)
+"""Every identity the platform generates a key for (integrators are issued on demand)."""
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """One nats-server user's permissions: allow and deny lists for publish and subscribe."""
+
+    publish_allow: tuple[str, ...]
+    subscribe_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+
+    def to_config(self) -> dict[str, dict[str, list[str]]]:
+        """The ``permissions`` map of a user in nats-server's configuration.
+
+        An empty allow list is written as a deny of ``>``: nats-server reads a missing
+        allow list as "everything".
+        """
+
+        def side(allow: tuple[str, ...], deny: tuple[str, ...]) -> dict[str, list[str]]:
+            if not allow:
+                return {"deny": [">"]}
+            return {"allow": list(allow), **({"deny": list(deny)} if deny else {})}
+
+        return {
+            "publish": side(self.publish_allow, self.publish_deny),
+            "subscribe": side(self.subscribe_allow, self.subscribe_deny),
+        }
+
+
+def inbox_prefix(identity: str) -> str:
+    """Where ``identity``'s replies arrive (nats-py's ``inbox_prefix``); only it may subscribe there."""
+    return f"_INBOX.{identity}"
+
+
+def _stream_api(stream: str) -> list[str]:
+    """Reading ``stream``: info, direct and message gets, consumers on it, acks and flow control."""
+    api = "$JS.API"
+    return [
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.>",
+        f"{api}.CONSUMER.CREATE.{stream}",
+        f"{api}.CONSUMER.CREATE.{stream}.>",
+        f"{api}.CONSUMER.DURABLE.CREATE.{stream}.>",
+        f"{api}.CONSUMER.INFO.{stream}.>",
+        f"{api}.CONSUMER.DELETE.{stream}.>",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _durable_api(stream: str, durable: str) -> list[str]:
+    """The API subjects that create, read or delete the durable consumer ``durable`` of ``stream``."""
+    api = "$JS.API.CONSUMER"
+    return [
+        f"{api}.CREATE.{stream}.{durable}",
+        f"{api}.CREATE.{stream}.{durable}.>",
+        f"{api}.DURABLE.CREATE.{stream}.{durable}",
+        f"{api}.DELETE.{stream}.{durable}",
+        f"{api}.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+def permissions(identity: str) -> Permissions:
+    """The permissions of one of :data:`IDENTITIES`, derived from its :class:`Grants`.
+
+    Raises:
+        KeyError: ``identity`` is not in the table.
+    """
+    grants = GRANTS[identity]
+    if grants.everything:
+        return Permissions(publish_allow=(">",), subscribe_allow=(">",))
+    publish = [f"{EVENTS_ROOT}.*.{area}.>" for area in grants.events]
+    publish += list(grants.publish)
+    publish += [f"{DEADLETTER_ROOT}.{durable}" for durable in grants.durables]
+    for stream in grants.streams:
+        publish += _stream_api(stream)
+    for bucket in (*grants.kv_write, *grants.kv_read):
+        publish += _stream_api(f"KV_{bucket}")
+    for bucket in grants.kv_write:
+        publish += [f"$KV.{bucket}.>", f"$JS.API.STREAM.PURGE.KV_{bucket}"]
+    for bucket in (*grants.objects_write, *grants.objects_read):
+        publish += _stream_api(f"OBJ_{bucket}")
+    for bucket in grants.objects_write:
+        publish += [f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}"]
+    # Other identities' durables on the streams this one reads stay theirs.
+    deny = [
+        subject
+        for other, theirs in GRANTS.items()
+        if other != identity
+        for durable in theirs.durables
+        for stream in grants.streams
+        if stream in theirs.streams
+        for subject in _durable_api(stream, durable)
+    ]
+    # JetStream answers (acks, API replies, pushed consumer messages) come to the identity's inbox;
+    # an identity that only publishes plainly (the serving models) subscribes to nothing.
+    uses_jetstream = any((grants.events, grants.streams, grants.kv_write, grants.kv_read))
+    uses_jetstream = uses_jetstream or any((grants.objects_write, grants.objects_read))
+    subscribe = [f"{inbox_prefix(identity)}.>"] if uses_jetstream else []
+    return Permissions(
+        publish_allow=tuple(dict.fromkeys(publish)),
+        subscribe_allow=tuple(subscribe),
+        publish_deny=tuple(dict.fromkeys(deny)),
+    )
+
+
+def streams_of(identity: str) -> list[str]:
+    """The streams (``KV_``/``OBJ_`` ones included) ``identity`` uses: what a service checks at start-up."""
+    grants = GRANTS[identity]
+    return [
+        *grants.streams,
+        *(f"KV_{b}" for b in (*grants.kv_write, *grants.kv_read)),
+        *(f"OBJ_{b}" for b in (*grants.objects_write, *grants.objects_read)),
+    ]
+
+
+def integrator_permissions(tenant: str) -> Permissions:
+    """An integrator of ``tenant``: subscribes to ``lepton.evt.<tenant>.>``, publishes nothing.
+
+    Raises:
+        InvalidArgument: (field ``tenant``) not a single subject token, which would widen the subscription.
+    """
+    check_tenant(tenant)
+    return Permissions(publish_allow=(), subscribe_allow=(f"{EVENTS_ROOT}.{tenant}.>",))
+
+
+def check_tenant(tenant: str) -> str:
+    """``tenant`` when it is one subject token (letters, digits, ``_``, ``-``); :class:`InvalidArgument` otherwise."""
+    if not _TENANT.fullmatch(tenant):
+        raise InvalidArgument(
+            f"{tenant!r} is not a tenant name: use letters, digits, '_' and '-' only "
+            "('.', '*' and '>' would reach other tenants' subjects)",
+            field="tenant",
+        )
+    return tenant
+
+
+def new_seed() -> bytes:
+    """A fresh nkey user seed (``SU...``), from the OS's CSPRNG."""
+    return bytes(nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER))
+
+
+def public_key(seed: bytes) -> str:
+    """The public key (``U...``) of a user seed; what the server's users file names."""
+    key_pair = nkeys.from_seed(bytearray(seed.strip()))
+    try:
+        return str(key_pair.public_key.decode())
+    finally:
+        key_pair.wipe()
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` readable by its owner only (0600), never readable by others, not even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def check_seed_file(path: str | os.PathLike[str], setting: str = "nats_nkey_seed_file") -> Path:
+    """``path`` when it holds an nkey user seed that only its owner can read.
+
+    Raises:
+        InvalidArgument: (field ``setting``) missing, readable by group or others, or not a user seed.
+    """
+    seed_path = Path(path)
+    try:
+        mode = seed_path.stat().st_mode
+        seed = seed_path.read_bytes().strip()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the NATS seed file {seed_path}: {exc.strerror}", field=setting) from None
+    if mode & 0o077:
+        raise InvalidArgument(
+            f"the NATS seed file {seed_path} is readable by others (mode {mode & 0o777:o}); chmod 600 it",
+            field=setting,
+        )
+    if not seed.startswith(b"SU"):
+        raise InvalidArgument(f"{seed_path} holds no nkey user seed (expected one line starting SU)", field=setting)
+    return seed_path
+
+
+def users(keys: Iterable[tuple[str, Permissions]]) -> list[dict[str, object]]:
+    """The ``authorization.users`` list of nats-server's configuration for ``(public key, permissions)`` pairs."""
+    return [{"nkey": key, "permissions": perms.to_config()} for key, perms in keys]
