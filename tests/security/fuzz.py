@@ -523,6 +523,7 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "description": "fuzzed",
         "set_tags": {"fuzz": "1"},
     },
+    "GetArtifactPublicKey": lambda s: {},
     # deployer
     "GetDeployment": lambda s: {"name": s.deployment},
     "ListDeployments": lambda s: {},

@@ -46,6 +46,7 @@ from lepton_ml.onnx_export import (
     edge_runner,
     export_edge_bundle,
 )
+from lepton_ml.signing import Signer
 
 Data = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
@@ -76,8 +77,16 @@ def _columns(n: int) -> list[str]:
     return [f"x{i}" for i in range(n)]
 
 
-def _pack(model: Any, data: Data, task: str) -> tuple[bytes, pl.DataFrame]:
-    """Fits ``model`` on the training rows; the artifact and the held-out rows as a frame."""
+SIGNER = Signer.generate()
+
+
+def _signed(bundle_zip: bytes) -> artifacts.Bundle:
+    """The bundle as a loader gets it: signed as the trainer signs it, verified, loaded."""
+    return artifacts.load_bundle(SIGNER.sign(bundle_zip), SIGNER.trusted())
+
+
+def _pack(model: Any, data: Data, task: str) -> tuple[artifacts.Bundle, pl.DataFrame]:
+    """Fits ``model`` on the training rows; the loaded artifact and the held-out rows as a frame."""
     x_train, x_test, y_train, _ = data
     if task == "clustering":
         model.fit(x_train)
@@ -85,7 +94,7 @@ def _pack(model: Any, data: Data, task: str) -> tuple[bytes, pl.DataFrame]:
         model.fit(x_train, y_train)
     names = _columns(x_train.shape[1])
     signature = artifacts.Signature(features=names, target="y", task=task, algorithm=type(model).__name__)
-    return artifacts.pack(model, signature), pl.DataFrame(x_test, schema=names)
+    return _signed(artifacts.pack(model, signature)), pl.DataFrame(x_test, schema=names)
 
 
 def _run(onnx_bytes: bytes, x: npt.NDArray[Any], dtype: str) -> dict[str, npt.NDArray[Any]]:
@@ -182,7 +191,7 @@ def test_scikit_learn_estimators_convert_exactly(
     assert conversion.input_name == "features" and conversion.input_shape == (-1, held_out.width)
     assert conversion.input_columns == held_out.columns
     assert conversion.opset[""] == 17 and onnx.load_from_string(conversion.onnx).ir_version == 8
-    bundle = artifacts.load_bundle(artifact)
+    bundle = artifact
     has_proba = task == "classification" and hasattr(bundle.model, "predict_proba")
     assert conversion.output_names == (["prediction", "probabilities"] if has_proba else ["prediction"])
     if task == "classification":
@@ -215,7 +224,7 @@ def test_mlp_converts_through_its_own_onnx_export() -> None:
         "float32",
         FLOAT_TOLERANCE,
     )
-    _assert_matches(conversion, artifacts.load_bundle(artifact), held_out)
+    _assert_matches(conversion, artifact, held_out)
 
     iris = DATA["iris"]()
     classifier = train_mlp(iris[0], iris[2], "classification", params)
@@ -223,7 +232,7 @@ def test_mlp_converts_through_its_own_onnx_export() -> None:
     conversion = convert(artifact, held_out)
     assert conversion.ok, conversion.reason
     assert conversion.output_names == ["prediction", "probabilities"] and conversion.classes == [0.0, 1.0, 2.0]
-    _assert_matches(conversion, artifacts.load_bundle(artifact), held_out)
+    _assert_matches(conversion, artifact, held_out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,7 +273,9 @@ def raw_diabetes() -> pl.DataFrame:
     return frame
 
 
-def _chain_bundle(model: Any, raw: pl.DataFrame, steps: list[dict[str, Any]], task: str = "regression") -> bytes:
+def _chain_bundle(
+    model: Any, raw: pl.DataFrame, steps: list[dict[str, Any]], task: str = "regression"
+) -> artifacts.Bundle:
     """Packs a bundle the way the trainer does: recipe fitted on the raw upload, features
     every numeric column but the target, a Preprocess with the raw columns as inputs."""
     recipe = recipes.parse_recipe(json.dumps({"steps": steps}))
@@ -280,7 +291,7 @@ def _chain_bundle(model: Any, raw: pl.DataFrame, steps: list[dict[str, Any]], ta
         inputs=[{"name": n, "dtype": str(t)} for n, t in raw.schema.items() if n != "target"],
     )
     chain = [{"recipe": recipe.model_dump(mode="json"), "fitted": fitted}]
-    return artifacts.pack(model, signature, artifacts.Preprocess(chain, "target", str(raw.schema["target"])))
+    return _signed(artifacts.pack(model, signature, artifacts.Preprocess(chain, "target", str(raw.schema["target"]))))
 
 
 @pytest.mark.parametrize(
@@ -300,7 +311,7 @@ def test_numeric_chain_is_folded_and_matches_on_raw_rows_with_nulls(
     assert conversion.input_columns == RAW_NAMES and conversion.input_dtype == "float64"
     assert conversion.model_dtype == dtype
     assert {"fill_nulls(bmi)", "clip(s1)", "standardize(bp)", "bucketize(s6)"} <= set(conversion.folded_steps)
-    bundle = artifacts.load_bundle(artifact)
+    bundle = artifact
     _assert_matches(conversion, bundle, raw)
     if dtype == "float64":
         # Every folded step but log is bit for bit polars' own arithmetic.
@@ -463,7 +474,7 @@ def test_edge_bundle_runs_standalone_and_loads_as_a_triton_repository(
     # runner.py as a script on a CSV with empty cells for the nulls.
     raw.write_csv(tmp_path / "input.csv")
     lines = _runner_lines(tmp_path, tmp_path / "input.csv")
-    expected = artifacts.load_bundle(artifact).predict(raw)
+    expected = artifact.predict(raw)
     np.testing.assert_allclose([line["prediction"] for line in lines], expected, rtol=1e-12)
 
     config = _config(files, "diabetes-ridge")
@@ -480,7 +491,7 @@ def test_edge_bundle_runs_standalone_and_loads_as_a_triton_repository(
 def test_edge_bundle_of_a_classifier_and_of_an_fp32_model(tmp_path: Path) -> None:
     artifact, held_out = _pack(linear_model.LogisticRegression(max_iter=5000), DATA["iris"](), "classification")
     files = _unzip(export_edge_bundle(artifact, held_out), tmp_path / "logreg")
-    bundle = artifacts.load_bundle(artifact)
+    bundle = artifact
 
     # runner.py as a module, on a list of dicts.
     spec = importlib.util.spec_from_file_location("edge_runner", tmp_path / "logreg" / "runner.py")
@@ -510,7 +521,7 @@ def test_edge_bundle_of_a_classifier_and_of_an_fp32_model(tmp_path: Path) -> Non
     ]
     held_out.write_csv(tmp_path / "forest.csv")
     lines = _runner_lines(tmp_path / "forest", tmp_path / "forest.csv")
-    expected = artifacts.load_bundle(forest).predict(held_out)
+    expected = forest.predict(held_out)
     np.testing.assert_allclose([line["prediction"] for line in lines], expected, rtol=1e-4, atol=1e-4)
 
 

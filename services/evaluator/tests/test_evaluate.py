@@ -15,6 +15,7 @@ from sklearn.model_selection import KFold
 from lepton_core.errors import FailedPrecondition
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, evaluate_artifact
 from lepton_ml import artifacts, splits
+from lepton_ml.signing import Signer
 
 SEED, FRACTION = 7, 0.25
 
@@ -25,6 +26,10 @@ def _parquet(frame: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+SIGNER = Signer.generate()
+TRUSTED = SIGNER.trusted()
+
+
 @pytest.fixture(scope="module")
 def diabetes() -> tuple[pl.DataFrame, bytes, Ridge]:
     frame = pl.from_pandas(datasets.load_diabetes(as_frame=True).frame)
@@ -32,13 +37,13 @@ def diabetes() -> tuple[pl.DataFrame, bytes, Ridge]:
     train, _ = splits.holdout_split(frame.height, SEED, FRACTION)
     x, y = frame.select(features).to_numpy(), frame["target"].to_numpy()
     model = Ridge(alpha=0.5).fit(x[train], y[train])
-    bundle = artifacts.pack(model, artifacts.Signature(features, "target", "regression", "ridge"))
+    bundle = SIGNER.sign(artifacts.pack(model, artifacts.Signature(features, "target", "regression", "ridge")))
     return frame, bundle, model
 
 
 def test_holdout_rows_are_the_split_training_held_out(diabetes: tuple[pl.DataFrame, bytes, Ridge]) -> None:
     frame, bundle, model = diabetes
-    out = evaluate_artifact(bundle, _parquet(frame), SEED, FRACTION, HOLDOUT)
+    out = evaluate_artifact(bundle, _parquet(frame), SEED, FRACTION, HOLDOUT, trusted=TRUSTED)
     _, test = splits.holdout_split(frame.height, SEED, FRACTION)
     x, y = frame.drop("target").to_numpy(), frame["target"].to_numpy()
     assert out.test_rows == len(test)
@@ -47,7 +52,7 @@ def test_holdout_rows_are_the_split_training_held_out(diabetes: tuple[pl.DataFra
 
 def test_all_rows_and_cross_validation_equal_sklearn(diabetes: tuple[pl.DataFrame, bytes, Ridge]) -> None:
     frame, bundle, model = diabetes
-    out = evaluate_artifact(bundle, _parquet(frame), SEED, FRACTION, ALL_ROWS, cv_folds=4)
+    out = evaluate_artifact(bundle, _parquet(frame), SEED, FRACTION, ALL_ROWS, cv_folds=4, trusted=TRUSTED)
     x, y = frame.drop("target").to_numpy(), frame["target"].to_numpy()
     assert out.test_rows == frame.height
     assert out.metrics["mae"] == pytest.approx(skm.mean_absolute_error(y, model.predict(x)), abs=1e-9)
@@ -63,20 +68,22 @@ def test_all_rows_and_cross_validation_equal_sklearn(diabetes: tuple[pl.DataFram
 def test_a_dataset_without_the_models_columns_is_refused(diabetes: tuple[pl.DataFrame, bytes, Ridge]) -> None:
     frame, bundle, _ = diabetes
     with pytest.raises(FailedPrecondition, match="bmi") as err:
-        evaluate_artifact(bundle, _parquet(frame.drop("bmi")), SEED, FRACTION, ALL_ROWS)
+        evaluate_artifact(bundle, _parquet(frame.drop("bmi")), SEED, FRACTION, ALL_ROWS, trusted=TRUSTED)
     assert err.value.field == "dataset_version_id"
     with pytest.raises(FailedPrecondition, match="target column"):
-        evaluate_artifact(bundle, _parquet(frame.drop("target")), SEED, FRACTION, ALL_ROWS)
+        evaluate_artifact(bundle, _parquet(frame.drop("target")), SEED, FRACTION, ALL_ROWS, trusted=TRUSTED)
 
 
 def test_cross_validation_needs_enough_of_every_class() -> None:
     frame = pl.from_pandas(datasets.load_iris(as_frame=True).frame)
     features = [c for c in frame.columns if c != "target"]
     model = LogisticRegression(max_iter=2000).fit(frame.select(features).to_numpy(), frame["target"].to_numpy())
-    bundle = artifacts.pack(model, artifacts.Signature(features, "target", "classification", "logistic_regression"))
+    bundle = SIGNER.sign(
+        artifacts.pack(model, artifacts.Signature(features, "target", "classification", "logistic_regression"))
+    )
     few = frame.head(60)  # classes 0 (50 rows) and 1 (10 rows)
-    out = evaluate_artifact(bundle, _parquet(few), SEED, FRACTION, ALL_ROWS, cv_folds=10)
+    out = evaluate_artifact(bundle, _parquet(few), SEED, FRACTION, ALL_ROWS, cv_folds=10, trusted=TRUSTED)
     assert out.cv["accuracy"][0] > 0.9
     with pytest.raises(FailedPrecondition, match="rarest has 10") as err:
-        evaluate_artifact(bundle, _parquet(few), SEED, FRACTION, ALL_ROWS, cv_folds=12)
+        evaluate_artifact(bundle, _parquet(few), SEED, FRACTION, ALL_ROWS, cv_folds=12, trusted=TRUSTED)
     assert err.value.field == "cv_folds"

@@ -38,6 +38,7 @@ from lepton_core.bus import EVENTS_STREAM, ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_to_pb
 from lepton_ml import artifacts
+from lepton_platform.testing import artifact_keys
 
 KEY = "monitor-test-key"
 OTHER_KEY = "monitor-other-key"
@@ -81,7 +82,7 @@ async def deploy(nc: NATS, stack: dict[str, str], name: str, newer: pl.DataFrame
     signature = artifacts.Signature(
         features=FEATURES, target="target", task="regression", algorithm="ridge", libraries=artifacts.library_versions()
     )
-    packed = artifacts.pack(model, signature)
+    packed = artifacts.seal(artifacts.pack(model, signature), artifact_keys().signer())
     ref = await ObjectStore(nc.jetstream()).put("artifacts", f"{TENANT}/{uuid.uuid4().hex}.zip", packed)
     job_id = "job_" + uuid.uuid4().hex[:20]
     lineage = common_pb2.Lineage(

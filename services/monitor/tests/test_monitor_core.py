@@ -42,6 +42,7 @@ from lepton_monitor.records import (
 from lepton_monitor.reference import ReferenceRecord
 from lepton_monitor.rules import Rule
 from lepton_monitor.triton import TritonSnapshot
+from lepton_platform.testing import artifact_keys
 
 TENANT = "acme"
 NAME = "diabetes"
@@ -134,6 +135,7 @@ class World:
             thresholds=DriftThresholds(min_samples=300),
             drift_for_evaluations=1,
             drift_cooldown_s=0,
+            artifact_keys=artifact_keys().trusted(),
         )
         self.monitor = Monitor(
             stores, self.objects.get, self.announced, self.logs, no_triton, options, clock=lambda: self.now
@@ -183,7 +185,7 @@ class World:
                 features=FEATURES,
                 target="target",
                 algorithm="ridge",
-                artifact=self.objects.put(artifacts.pack(MODEL, signature)),
+                artifact=self.objects.put(artifact_keys().signer().sign(artifacts.pack(MODEL, signature))),
                 dataset_object=stored.value.object,
                 dataset_id="ds_1",
                 dataset_version_id=dataset_version_id,

@@ -11,7 +11,10 @@ from lepton_core.bus import ObjectRefRecord
 from lepton_core.errors import FailedPrecondition, InvalidArgument
 from lepton_core.wire import now
 from lepton_ml import artifacts
+from lepton_ml.signing import Signer
 from lepton_trainer.core import JobRecord, JobState, fit
+
+SIGNER = Signer.generate()  # the trainer service signs; fit() returns the bundle zip
 
 
 def job(**changes: object) -> JobRecord:
@@ -44,7 +47,10 @@ def frame() -> pl.DataFrame:
 def test_the_trainer_device_setting_reaches_the_mlp() -> None:
     seen: list[str] = []
     artifact = fit(job(device="cpu"), frame(), lambda stage, p, m: seen.append(stage))
-    assert "epoch 1/3" in seen and artifacts.load_bundle(artifact).signature.algorithm == "mlp_classifier"
+    assert (
+        "epoch 1/3" in seen
+        and artifacts.load_bundle(SIGNER.sign(artifact), SIGNER.trusted()).signature.algorithm == "mlp_classifier"
+    )
     with pytest.raises(FailedPrecondition, match="CUDA was requested but is not available"):
         fit(job(device="cuda"), frame())
     # A job's own device parameter wins over the worker's setting.

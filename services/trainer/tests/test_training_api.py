@@ -30,7 +30,7 @@ from lepton_core.bus import EVENTS_STREAM, ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts, splits
-from lepton_platform.testing import StartService
+from lepton_platform.testing import StartService, artifact_keys
 from lepton_trainer.catalogue import CATALOGUE, CLASSIFICATION, CLUSTERING, REGRESSION
 
 pytestmark = pytest.mark.timeout(600)
@@ -142,7 +142,7 @@ async def test_every_algorithm_matches_scikit_learn(stubs: tuple, nc: NATS) -> N
         train, test = splits.holdout_split(len(x), 11, 0.25)
         direct, _ = algo.make(PARAMS.get(name, {}), seed=5)
         direct.fit(x[train]) if algo.task == CLUSTERING else direct.fit(x[train], y[train])
-        model, signature = artifacts.unpack(await objects.get(ref_from_pb(job.artifact)))
+        model, signature = artifacts.unpack(await objects.get(ref_from_pb(job.artifact)), artifact_keys().trusted())
         assert signature.task == algo.task and list(job.features) == features
         np.testing.assert_allclose(model.predict(x[test]), direct.predict(x[test]), rtol=0, atol=1e-9, err_msg=name)
         if name == "mlp_classifier":

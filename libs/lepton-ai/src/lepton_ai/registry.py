@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -12,6 +13,12 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_ai import _artifacts
 from lepton_ai._transport import Transport
 from lepton_ai.errors import DataLoss, FailedPrecondition
+
+if TYPE_CHECKING:
+    from lepton_ml.signing import TrustedKeys
+
+#: The platform's artifact public keys, asked for once per client (its transport).
+_KEYS: weakref.WeakKeyDictionary[Transport, TrustedKeys] = weakref.WeakKeyDictionary()
 
 
 class Models:
@@ -134,8 +141,29 @@ class Models:
         result: registry_pb2.ModelVersion = self._t.call("registry", self._stub().UpdateModelVersion, request)
         return result
 
+    def _artifact_keys(self) -> TrustedKeys:
+        """The platform's artifact public keys (``GetArtifactPublicKey``), asked for once per client.
+
+        They come from the registry's configuration over this client's authenticated channel,
+        never from the object store the artifacts are in.
+        """
+        found = _KEYS.get(self._t)
+        if found is None:
+            from lepton_ml.signing import parse_public_keys
+
+            request = registry_pb2.GetArtifactPublicKeyRequest()
+            answer = self._t.call("registry", self._stub().GetArtifactPublicKey, request)
+            found = _KEYS[self._t] = parse_public_keys(answer.pem.encode(), "the registry's artifact public key")
+        return found
+
     def download(self, name: str, version: int = 0, alias: str = "") -> bytes:
-        """A version's artifact (the model bundle zip), checked against its digest."""
+        """A version's artifact, checked against its digest and its signature: the bundle zip inside
+        the platform's signature envelope (:mod:`lepton_ml.signing`), as stored.
+
+        Raises:
+            DataLoss: It arrived damaged, or it is unsigned, altered after signing, or signed by a
+                key the platform does not trust.
+        """
         import hashlib
 
         request = registry_pb2.GetModelVersionRequest(model_name=name, version=version, alias=alias)
@@ -146,6 +174,7 @@ class Models:
         data = b"".join(parts)
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise DataLoss(f"the artifact of {name} v{version or alias or 'latest'} arrived damaged")
+        _artifacts.verify(data, self._artifact_keys())  # refuses an artifact not signed by the platform
         return data
 
     def export_edge(self, name: str, version: int = 0, *, alias: str = "", sample: Any = None) -> bytes:
@@ -158,7 +187,7 @@ class Models:
         """
         from lepton_ml import onnx_export, serving
 
-        bundle = _artifacts.load_bundle(self.download(name, version, alias))
+        bundle = _artifacts.load_bundle(self.download(name, version, alias), self._artifact_keys())
         rows = None
         if sample is not None:
             rows = serving.as_frame(sample, _artifacts.input_columns(bundle.signature))

@@ -1,8 +1,13 @@
-"""Model artifacts: one zip holding the skops-serialised model and its signature.
+"""Model artifacts: a signed zip holding the serialised model and its signature.
 
-No pickle anywhere: models are written with skops and loaded only when every type
-inside is on an allow-list. Artifacts are stored under their content digest; skops
-names arrays by object id, so two trainings of the same model are two artifacts.
+An artifact is the zip of :func:`pack` inside the Ed25519 envelope of
+:mod:`lepton_ml.signing` (:func:`seal`, where artifacts are made). Every loader goes
+through :func:`unpack_files`, which checks the signature against the trusted public
+keys before a byte of the zip is read, then allows only the exact file names of
+:data:`BUNDLE_FILES`. No pickle anywhere: models are written with skops and loaded only
+when every type skops does not trust itself is named, exactly, in :data:`TRUSTED_TYPES`.
+Artifacts are stored under their content digest; skops names arrays by object id, so two
+trainings of the same model are two artifacts.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import skops.io as sio
 
 from lepton_core.errors import DataIntegrityError, FailedPrecondition
+from lepton_ml.signing import Signer, TrustedKeys, verify
 
 MODEL_FILE = "model.skops"
 SIGNATURE_FILE = "signature.json"
@@ -31,8 +36,28 @@ PREPROCESS_FILE = "preprocess.json"
 TORCH_WEIGHTS = "model.safetensors"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
-#: Type prefixes a model file may contain; anything else is refused on load.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
+#: The MLP bundle's architecture and its ONNX serving graph (beside TORCH_WEIGHTS).
+TORCH_ARCHITECTURE = "architecture.json"
+TORCH_ONNX = "model.onnx"
+#: Every name a bundle zip may hold; anything else (a ``model.py``, a folder, a module the
+#: Python backend could import) makes the artifact refused, before signing and on load.
+BUNDLE_FILES = frozenset({MODEL_FILE, SIGNATURE_FILE, PREPROCESS_FILE, TORCH_WEIGHTS, TORCH_ARCHITECTURE, TORCH_ONNX})
+#: What Triton's model folder gets of an artifact: the signed envelope, as stored, under
+#: this one name. The serving model verifies it and reads the bundle from it in memory.
+ARTIFACT_FILE = "artifact.lepton"
+
+#: The types a model file may hold beyond those skops trusts itself (scikit-learn
+#: estimators, numpy arrays, builtin containers): exactly the types the catalogue's
+#: algorithms produce (tests/test_trusted_types.py in the trainer trains every one and
+#: checks). Exact names, never prefixes, and never a function.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+)
 
 
 @dataclass(frozen=True)
@@ -138,7 +163,12 @@ def _zip(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def pack(model: Any, signature: Signature, preprocess: Preprocess | None = None) -> bytes:
-    """The artifact bytes for ``model``: a zip of the skops model, its signature and preprocessing."""
+    """The bundle zip for ``model`` (unsigned): the model's files, its signature and preprocessing.
+
+    :func:`seal` signs it; only a sealed artifact can be loaded.
+    """
+    import skops.io as sio  # here: reading a signature or serving ONNX never imports scikit-learn
+
     # A torch MLP brings its own files (safetensors, architecture JSON, ONNX); the rest is skops.
     model_files = model.to_files() if hasattr(model, "to_files") else {MODEL_FILE: sio.dumps(model)}
     files = [*sorted(model_files.items()), (SIGNATURE_FILE, json.dumps(asdict(signature), sort_keys=True).encode())]
@@ -147,11 +177,32 @@ def pack(model: Any, signature: Signature, preprocess: Preprocess | None = None)
     return _zip(files)
 
 
-def unpack_files(artifact: bytes) -> dict[str, bytes]:
-    """The files inside an artifact (what the deployer ships to Triton)."""
+def seal(bundle_zip: bytes, signer: Signer) -> bytes:
+    """The artifact: ``bundle_zip`` checked (:func:`read_zip`) and signed (:mod:`lepton_ml.signing`)."""
+    read_zip(bundle_zip)
+    return signer.sign(bundle_zip)
+
+
+def unpack_files(artifact: bytes, trusted: TrustedKeys) -> dict[str, bytes]:
+    """The files inside a signed artifact, once its signature checks against ``trusted``.
+
+    Raises:
+        DataIntegrityError: Unsigned, tampered, signed by a key not trusted (all refused
+            before the zip is opened), or a zip that is not a Lepton bundle.
+    """
+    return read_zip(verify(artifact, trusted))
+
+
+def read_zip(bundle_zip: bytes) -> dict[str, bytes]:
+    """The files of a bundle zip: exactly the names of :data:`BUNDLE_FILES`, each once."""
     try:
-        with zipfile.ZipFile(io.BytesIO(artifact)) as zf:
-            files = {name: zf.read(name) for name in zf.namelist()}
+        with zipfile.ZipFile(io.BytesIO(bundle_zip)) as zf:
+            names = zf.namelist()
+            unknown = sorted(n for n in names if n not in BUNDLE_FILES)
+            if unknown or len(set(names)) != len(names):
+                allowed = ", ".join(sorted(BUNDLE_FILES))
+                raise KeyError(f"it holds {', '.join(unknown) or 'a file twice'}; a bundle holds only {allowed}")
+            files = {name: zf.read(name) for name in names}
         if SIGNATURE_FILE not in files or not (MODEL_FILE in files or TORCH_WEIGHTS in files):
             raise KeyError(f"{SIGNATURE_FILE} and a model file are required, found {sorted(files)}")
         return files
@@ -171,38 +222,47 @@ def custom_model_classes() -> dict[str, type]:
     return {ep.name: ep.load() for ep in entry_points(group=CUSTOM_MODELS_GROUP)}
 
 
-def trusted_prefixes() -> tuple[str, ...]:
-    """Types a model file may hold: scikit-learn, numpy and friends, and the top-level
-    packages of custom models installed on this host (the operator chose to install
-    them; nothing uploaded over the network is ever trusted)."""
-    custom = {cls.__module__.split(".")[0] + "." for cls in custom_model_classes().values()}
-    return TRUSTED_PREFIXES + tuple(sorted(custom))
+def trusted_types() -> frozenset[str]:
+    """Types a model file may hold: :data:`TRUSTED_TYPES` and the exact classes of custom
+    models installed on this host (the operator chose to install them; nothing uploaded
+    over the network is ever trusted)."""
+    custom = {f"{cls.__module__}.{cls.__qualname__}" for cls in custom_model_classes().values()}
+    return frozenset(TRUSTED_TYPES) | custom
 
 
 def load_model_bytes(model_bytes: bytes) -> Any:
-    """Loads a skops model, refusing any type outside :func:`trusted_prefixes`."""
+    """Loads a skops model, refusing any type skops does not trust that is not in :func:`trusted_types`.
+
+    Call it only on a model file from :func:`unpack_files` (a verified artifact).
+    """
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(data=model_bytes)
-    allowed = trusted_prefixes()
-    refused = [t for t in untrusted if not t.startswith(allowed)]
+    refused = sorted(set(untrusted) - trusted_types())
     if refused:
-        raise DataIntegrityError(f"model file holds types that are not trusted: {', '.join(sorted(refused))}")
+        raise DataIntegrityError(f"model file holds types that are not trusted: {', '.join(refused)}")
     return sio.loads(model_bytes, trusted=untrusted)
 
 
-def unpack(artifact: bytes) -> tuple[Any, Signature]:
-    """The model and signature inside an artifact."""
-    bundle = load_bundle(artifact)
+def unpack(artifact: bytes, trusted: TrustedKeys) -> tuple[Any, Signature]:
+    """The model and signature inside a signed artifact."""
+    bundle = load_bundle(artifact, trusted)
     return bundle.model, bundle.signature
 
 
-def load_bundle(artifact: bytes) -> Bundle:
-    """The model, signature and preprocessing chain inside an artifact."""
-    return bundle_from_files(unpack_files(artifact))
+def load_bundle(artifact: bytes, trusted: TrustedKeys) -> Bundle:
+    """The model, signature and preprocessing chain inside a signed artifact."""
+    return bundle_from_files(unpack_files(artifact, trusted))
+
+
+def signature_of(files: dict[str, bytes]) -> Signature:
+    """The signature in an artifact's files (:func:`unpack_files`), without loading the model."""
+    return Signature(**json.loads(files[SIGNATURE_FILE]))
 
 
 def bundle_from_files(files: dict[str, bytes]) -> Bundle:
-    """The bundle from an artifact's files (:func:`unpack_files`)."""
-    signature = Signature(**json.loads(files[SIGNATURE_FILE]))
+    """The bundle from a verified artifact's files (:func:`unpack_files`)."""
+    signature = signature_of(files)
     preprocess = Preprocess(**json.loads(files[PREPROCESS_FILE])) if PREPROCESS_FILE in files else None
     return Bundle(load_model_files(files), signature, preprocess)
 

@@ -10,18 +10,23 @@ from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_evaluator.api import ComparisonHandler, EvaluationServicer, TrainingCompletedHandler
 from lepton_evaluator.core import EvaluationRecord, Evaluations
 from lepton_evaluator.settings import EvaluatorSettings
+from lepton_ml.signing import trusted_from_setting
 
 
 def main() -> None:
     settings = EvaluatorSettings()
+    # Read at start-up: without the artifact public key no artifact could be verified, so none is loaded.
+    trusted = trusted_from_setting(settings.artifact_public_key_file, "LEPTON_EVALUATOR_ARTIFACT_PUBLIC_KEY_FILE")
 
     async def setup(rt: Runtime) -> Register:
-        evaluations = Evaluations(await RecordStore.open(rt.js, "evaluations", EvaluationRecord), rt.objects)
+        evaluations = Evaluations(await RecordStore.open(rt.js, "evaluations", EvaluationRecord), rt.objects, trusted)
         rt.consume(
             EVENTS_STREAM, "evaluator", {events_pb2.TrainingCompleted: TrainingCompletedHandler(rt, evaluations)}
         )
         rt.consume(
-            EVENTS_STREAM, "evaluator-compare", {events_pb2.ModelVersionCreated: ComparisonHandler(rt, rt.objects)}
+            EVENTS_STREAM,
+            "evaluator-compare",
+            {events_pb2.ModelVersionCreated: ComparisonHandler(rt, rt.objects, trusted)},
         )
         servicer = EvaluationServicer(
             evaluations, settings.peer(settings.registry_url), settings.peer(settings.data_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import grpc
 from lepton.common.v1 import common_pb2
@@ -22,6 +23,7 @@ from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
 from lepton_evaluator.checks import check_evaluation_ref, check_model, check_split
 from lepton_evaluator.core import ALL_ROWS, HOLDOUT, MAX_FOLDS, EvaluationRecord, Evaluations, Run, compare
+from lepton_ml.signing import TrustedKeys
 
 
 def evaluation_lineage(record: EvaluationRecord) -> common_pb2.Lineage:
@@ -191,9 +193,10 @@ class TrainingCompletedHandler:
 class ComparisonHandler:
     """Compares each new registry version with the champion and publishes the decision."""
 
-    def __init__(self, rt: Runtime, objects: ObjectStore) -> None:
+    def __init__(self, rt: Runtime, objects: ObjectStore, trusted: TrustedKeys) -> None:
         self._rt = rt
         self._objects = objects
+        self._trusted = trusted
 
     async def __call__(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data
@@ -208,7 +211,7 @@ class ComparisonHandler:
         check_split(ev.split_seed, ev.test_fraction)
         champion = await self._objects.get(ref_from_pb(ev.champion_artifact)) if ev.champion_version else None
         result = await asyncio.to_thread(
-            compare,
+            partial(compare, trusted=self._trusted),
             await self._objects.get(ref_from_pb(ev.artifact)),
             champion,
             await self._objects.get(ref_from_pb(ev.dataset_object)),

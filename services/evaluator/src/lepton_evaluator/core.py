@@ -7,6 +7,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from lepton_evaluator import metrics as m
 from lepton_evaluator import plots
 from lepton_ml import artifacts, splits
 from lepton_ml.scoring import SCORERS
+from lepton_ml.signing import TrustedKeys
 
 HOLDOUT = "holdout"
 ALL_ROWS = "all"
@@ -110,16 +112,24 @@ def design(bundle: artifacts.Bundle, frame: pl.DataFrame) -> tuple[npt.NDArray[n
 
 
 def evaluate_artifact(
-    artifact: bytes, dataset: bytes, seed: int, test_fraction: float, rows: str = HOLDOUT, cv_folds: int = 0
+    artifact: bytes,
+    dataset: bytes,
+    seed: int,
+    test_fraction: float,
+    rows: str = HOLDOUT,
+    cv_folds: int = 0,
+    *,
+    trusted: TrustedKeys,
 ) -> Outcome:
     """Metrics, a confidence interval and plots of ``artifact`` on ``dataset``.
 
     ``rows`` is ``"holdout"`` (the deterministic split training held out) or ``"all"``.
     With ``cv_folds`` >= 2, a fresh copy of the estimator (``sklearn.base.clone``: same
     parameters, unfitted) is also cross-validated on the same rows; the model's fitted
-    preprocessing is kept fixed, as it is part of the model.
+    preprocessing is kept fixed, as it is part of the model. The artifact's signature is
+    checked against ``trusted`` before a byte of it is read.
     """
-    bundle = artifacts.load_bundle(artifact)
+    bundle = artifacts.load_bundle(artifact, trusted)
     model, signature = bundle.model, bundle.signature
     frame = pl.read_parquet(io.BytesIO(dataset))
     x, y_all = design(bundle, frame)
@@ -185,9 +195,10 @@ def _cross_validate(
 
 
 class Evaluations:
-    def __init__(self, store: Store[EvaluationRecord], objects: ObjectStore) -> None:
+    def __init__(self, store: Store[EvaluationRecord], objects: ObjectStore, trusted: TrustedKeys) -> None:
         self.store = store
         self.objects = objects
+        self.trusted = trusted
 
     async def get(self, tenant: str, job_id: str) -> EvaluationRecord | None:
         """The automatic evaluation of a training job, or any evaluation by its id."""
@@ -229,7 +240,7 @@ class Evaluations:
         if existing is not None:
             return existing
         outcome = await asyncio.to_thread(
-            evaluate_artifact,
+            partial(evaluate_artifact, trusted=self.trusted),
             await self.objects.get(run.artifact),
             await self.objects.get(run.dataset),
             run.seed,
@@ -332,13 +343,16 @@ def compare(
     metric: str,
     min_improvement: float,
     require_significant: bool,
+    *,
+    trusted: TrustedKeys,
 ) -> Comparison:
     """Scores both models on the same held-out rows and decides whether to promote.
 
     The difference's 95% interval comes from a paired bootstrap (the same resampled
     rows score both models), so a shared hard subset does not look like a difference.
+    Both artifacts' signatures are checked against ``trusted`` before they are read.
     """
-    new = artifacts.load_bundle(challenger)
+    new = artifacts.load_bundle(challenger, trusted)
     frame = pl.read_parquet(io.BytesIO(dataset))
     _, test_idx = splits.holdout_split(frame.height, seed, test_fraction)
     rows = frame[test_idx.tolist()]
@@ -352,7 +366,7 @@ def compare(
     value = float(score(y, ours))
     if champion is None:
         return Comparison(metric, value, None, decision="promote", reasons=["there is no champion yet"])
-    old = artifacts.load_bundle(champion)
+    old = artifacts.load_bundle(champion, trusted)
     try:
         theirs = np.asarray(old.model.predict(old.features(rows)))
     except Exception as exc:

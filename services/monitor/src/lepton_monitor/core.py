@@ -83,7 +83,13 @@ class Monitor:
         self.observations = Observations()
         self.deployments = Deployments(stores.deployments, self.live)
         self.references = References(
-            stores.references, stores.versions, stores.dataset_versions, objects, options.reference_max_rows, clock
+            stores.references,
+            stores.versions,
+            stores.dataset_versions,
+            objects,
+            options.reference_max_rows,
+            clock,
+            options.artifact_keys,
         )
         drift = DriftCheck(self.live, self.references, options.thresholds)
         self.intake = Intake(stores, self.live, self.deployments, self.references, logs, options.retention_s, clock)

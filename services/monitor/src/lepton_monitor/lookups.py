@@ -17,6 +17,7 @@ from lepton_core import names
 from lepton_core.bounds import check_version
 from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.store import Store
+from lepton_ml.signing import TrustedKeys
 from lepton_monitor.live import LiveData
 from lepton_monitor.ports import Clock, ObjectReader, mutate
 from lepton_monitor.records import DatasetVersionInfo, DeploymentInfo, VersionInfo
@@ -142,6 +143,7 @@ class References:
         objects: Reads a digest-verified object (training data, artifacts).
         max_rows: At most this many training rows are predicted for the prediction reference.
         clock: Seconds since the epoch.
+        trusted: The artifact public keys an artifact's signature must check against.
     """
 
     def __init__(
@@ -152,7 +154,9 @@ class References:
         objects: ObjectReader,
         max_rows: int,
         clock: Clock,
+        trusted: TrustedKeys,
     ) -> None:
+        self._trusted = trusted
         self._store = store
         self._versions = versions
         self._dataset_versions = dataset_versions
@@ -227,6 +231,7 @@ class References:
             training=training,
             training_version_id=v.dataset_version_id,
             artifact=artifact,
+            trusted=self._trusted,
             raw=raw,
             raw_version_id=raw_id,
             max_rows=self._max_rows,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lepton_ml.signing import TrustedKeys
 from lepton_monitor.drift import DriftThresholds
 
 
@@ -22,6 +23,9 @@ class Options:
     reference_max_rows: int = 100_000
     log_scan_limit: int = 100_000
     alert_history: int = 500
+    #: The artifact public keys (``artifact_public_key_file``); none: no artifact is loaded,
+    #: so references get no prediction profile.
+    artifact_keys: TrustedKeys = field(default_factory=lambda: TrustedKeys({}))
 
     @property
     def retention_s(self) -> float:

@@ -9,7 +9,8 @@ reference is then the profile of the raw upload the recipe chain starts from, wh
 The prediction reference is the profile of the model's own predictions on the training rows (a fixed sample
 of ``max_rows`` of them on a large dataset): prediction drift compares like with like, which the target's
 distribution would not (a regression model's predictions spread less than its target). The artifact is
-loaded with :func:`lepton_ml.artifacts.load_bundle`, which refuses any type outside the allow-list; a
+loaded with :func:`lepton_ml.artifacts.load_bundle`, which refuses an artifact whose signature does not
+check against the platform's public key before reading it, and any type outside the allow-list; a
 model the monitor cannot load or run leaves the reference without predictions, with a note saying why.
 """
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 
 from lepton_ml import artifacts
 from lepton_ml.profiling import profile
+from lepton_ml.signing import TrustedKeys
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ def build_reference(
     training: bytes,
     training_version_id: str,
     artifact: bytes | None,
+    trusted: TrustedKeys,
     raw: bytes | None = None,
     raw_version_id: str = "",
     max_rows: int = 100_000,
@@ -85,6 +88,7 @@ def build_reference(
         training: The Parquet bytes of the dataset version the model was trained on.
         training_version_id: Its version id.
         artifact: The model artifact's bytes, or None.
+        trusted: The public keys its signature must check against (verified before it is read).
         raw: The Parquet bytes of the raw upload a recipe chain starts from, when the model has one.
         raw_version_id: Its version id.
         max_rows: Training rows the model predicts, at most (a fixed sample beyond).
@@ -98,7 +102,7 @@ def build_reference(
     bundle: artifacts.Bundle | None = None
     if artifact is not None:
         try:
-            bundle = artifacts.load_bundle(artifact)
+            bundle = artifacts.load_bundle(artifact, trusted)
         except Exception as exc:
             notes.append(f"the model could not be loaded here ({type(exc).__name__}: {exc}); no prediction reference")
             log.warning("reference of %s v%d: artifact not loadable: %s", model_name, version, exc)

@@ -7,6 +7,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_ml.signing import trusted_from_setting
 from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
 from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
 from lepton_registry.lineage import Peers
@@ -15,6 +16,8 @@ from lepton_registry.settings import RegistrySettings
 
 def main() -> None:
     settings = RegistrySettings()
+    # Read at start-up: SDK clients verify what they download against these keys.
+    artifact_keys = trusted_from_setting(settings.artifact_public_key_file, "LEPTON_REGISTRY_ARTIFACT_PUBLIC_KEY_FILE")
 
     async def setup(rt: Runtime) -> Register:
         registry = Registry(
@@ -30,7 +33,7 @@ def main() -> None:
             settings.peer(settings.evaluator_url),
             settings.peer(settings.deployer_url),
         )
-        servicer = RegistryServicer(rt, registry, rt.objects, peers)
+        servicer = RegistryServicer(rt, registry, rt.objects, peers, artifact_keys)
         rt.consume(
             EVENTS_STREAM, "registry", {events_pb2.EvaluationCompleted: EvaluationCompletedHandler(rt, registry)}
         )

@@ -19,6 +19,7 @@ from lepton_core.names import check_id, check_name
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
 from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
+from lepton_ml.signing import TrustedKeys
 from lepton_registry.core import (
     AliasRecord,
     Edit,
@@ -133,11 +134,23 @@ log = logging.getLogger(__name__)
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
-    def __init__(self, rt: Runtime, registry: Registry, objects: ObjectStore, peers: Peers) -> None:
+    def __init__(
+        self, rt: Runtime, registry: Registry, objects: ObjectStore, peers: Peers, artifact_keys: TrustedKeys
+    ) -> None:
         self._rt = rt
         self._registry = registry
         self._objects = objects
         self._peers = peers
+        self._artifact_keys = artifact_keys
+
+    async def GetArtifactPublicKey(
+        self, request: registry_pb2.GetArtifactPublicKeyRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ArtifactPublicKey:
+        """The keys artifacts are signed with (from this service's settings, never the object store)."""
+        current_tenant()  # like every RPC: only a caller with a key
+        return registry_pb2.ArtifactPublicKey(
+            pem=self._artifact_keys.pem().decode(), key_ids=[kid.hex() for kid in self._artifact_keys.keys]
+        )
 
     async def SearchModelVersions(
         self, request: registry_pb2.SearchModelVersionsRequest, context: grpc.aio.ServicerContext

@@ -15,3 +15,8 @@ class RegistrySettings(ServiceSettings):
     trainer_url: str = Field("127.0.0.1:50052", description="gRPC address of the trainer (lineage).")
     evaluator_url: str = Field("127.0.0.1:50053", description="gRPC address of the evaluator (lineage).")
     deployer_url: str = Field("127.0.0.1:50055", description="gRPC address of the deployer (lineage).")
+    artifact_public_key_file: str | None = Field(
+        None,
+        description="PEM file of the platform's Ed25519 artifact public key(s), which GetArtifactPublicKey "
+        "gives SDK clients so they verify every artifact they download; the registry refuses to start without it.",
+    )

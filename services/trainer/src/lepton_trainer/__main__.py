@@ -7,6 +7,7 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, JOBS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_ml.signing import signer_from_setting
 from lepton_trainer.api import TrainingServicer, Worker
 from lepton_trainer.core import JobRecord, Jobs
 from lepton_trainer.retrain import RetrainingHandler
@@ -19,9 +20,11 @@ RETRAIN_DURABLE = "trainer-retrain"
 
 def main() -> None:
     settings = TrainerSettings()
+    # Read at start-up: a trainer that cannot sign would make artifacts no loader accepts.
+    signer = signer_from_setting(settings.artifact_signing_key_file, "LEPTON_TRAINER_ARTIFACT_SIGNING_KEY_FILE")
 
     async def setup(rt: Runtime) -> Register:
-        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, settings.device)
+        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, signer, settings.device)
         data = settings.peer(settings.data_url)
         servicer = TrainingServicer(rt, jobs, data)
         # The monitor's retraining requests, submitted as SubmitTraining would (one durable for every process).

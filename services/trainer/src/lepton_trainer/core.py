@@ -32,6 +32,7 @@ from lepton_core.wire import now
 from lepton_ml import artifacts, splits
 from lepton_ml.mlp import EpochReport
 from lepton_ml.scoring import SCORERS
+from lepton_ml.signing import Signer
 from lepton_trainer.catalogue import CLUSTERING, MLPEstimator, algorithm
 from lepton_trainer.checks import check_search
 
@@ -270,7 +271,7 @@ ProgressFn = Callable[[str, float, dict[str, float]], None]
 
 
 def fit(job: JobRecord, frame: pl.DataFrame, on_progress: ProgressFn | None = None) -> bytes:
-    """Trains the job's model on its training rows; returns the artifact bytes.
+    """Trains the job's model on its training rows; returns the bundle zip (unsigned: see :class:`Jobs`).
 
     Runs inside the fit process (lepton_trainer.fit_worker), so a cancel can stop
     it by terminating that process.
@@ -333,11 +334,18 @@ AsyncProgress = Callable[[JobRecord, str, float, dict[str, float]], Awaitable[No
 
 
 class Jobs:
-    """Job records with compare-and-set transitions."""
+    """Job records with compare-and-set transitions.
 
-    def __init__(self, store: RecordStore[JobRecord], objects: ObjectStore, device: str = "cpu") -> None:
+    ``signer`` signs each artifact (:func:`lepton_ml.artifacts.seal`) in this process, after the
+    fit process wrote the bundle zip: the fit process never holds the key.
+    """
+
+    def __init__(
+        self, store: RecordStore[JobRecord], objects: ObjectStore, signer: Signer, device: str = "cpu"
+    ) -> None:
         self.store = store
         self.objects = objects
+        self.signer = signer
         self.device = device
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -409,7 +417,7 @@ class Jobs:
                     metrics={job.search_metric: score},
                     finished_at=now(),
                 )
-            artifact = (workdir / "artifact.zip").read_bytes()
+            artifact = artifacts.seal((workdir / "artifact.zip").read_bytes(), self.signer)
         ref = await self.objects.put("artifacts", f"{tenant}/{artifacts_name(artifact)}", artifact)
         return await self.transition(
             tenant, job_id, state=JobState.SUCCEEDED, artifact=ref, stage="done", progress=1.0, finished_at=now()

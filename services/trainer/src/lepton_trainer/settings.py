@@ -28,3 +28,8 @@ class TrainerSettings(ServiceSettings):
         pattern="^(cpu|cuda|auto)$",
         description="Where neural networks train when a job does not say: cpu, cuda, or auto (CUDA when present).",
     )
+    artifact_signing_key_file: str | None = Field(
+        None,
+        description="PEM file of the platform's Ed25519 artifact signing key (private, mode 0600): every "
+        "artifact is signed with it where it is made; the trainer refuses to start without it.",
+    )

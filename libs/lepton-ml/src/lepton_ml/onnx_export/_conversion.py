@@ -103,15 +103,16 @@ class ConversionRefused(FailedPrecondition, ValueError):
         self.conversion = conversion
 
 
-def as_bundle(bundle_or_artifact: artifacts.Bundle | bytes) -> artifacts.Bundle:
-    """The bundle as given, or loaded from its artifact bytes."""
-    if isinstance(bundle_or_artifact, artifacts.Bundle):
-        return bundle_or_artifact
-    return artifacts.load_bundle(bundle_or_artifact)
+def as_bundle(bundle: artifacts.Bundle) -> artifacts.Bundle:
+    """The bundle as given; artifact bytes are refused (load them, verified, with
+    :func:`lepton_ml.artifacts.load_bundle` first)."""
+    if not isinstance(bundle, artifacts.Bundle):
+        raise TypeError(f"a loaded artifacts.Bundle is required, not {type(bundle).__name__}")
+    return bundle
 
 
 def convert(
-    bundle_or_artifact: artifacts.Bundle | bytes,
+    bundle_or_artifact: artifacts.Bundle,
     sample: pl.DataFrame | None = None,
     *,
     tolerance: Tolerance | None = None,
@@ -119,7 +120,7 @@ def convert(
     """Converts a bundle's model (and its preprocessing chain) to ONNX and checks it is exact.
 
     Args:
-        bundle_or_artifact: A loaded :class:`~lepton_ml.artifacts.Bundle` or artifact bytes.
+        bundle_or_artifact: A loaded :class:`~lepton_ml.artifacts.Bundle` (from a verified artifact).
         sample: Raw rows to check on: the signature's raw input columns when the bundle
             has a chain (nulls allowed where the chain fills them), else its features.
             Without one, :data:`SAMPLE_ROWS` rows are synthesized from the signature and
@@ -132,9 +133,6 @@ def convert(
         A :class:`Conversion`. ``ok`` is False, with ``reason`` saying why, when a chain
         step has no ONNX form, skl2onnx cannot convert the estimator, or the graph's
         outputs differ from ``Bundle.predict`` beyond the tolerance.
-
-    Raises:
-        DataIntegrityError: ``bundle_or_artifact`` is bytes that are not a model bundle.
     """
     bundle = as_bundle(bundle_or_artifact)
     signature = bundle.signature
@@ -176,7 +174,7 @@ def convert(
 
 
 def check(
-    bundle_or_artifact: artifacts.Bundle | bytes,
+    bundle_or_artifact: artifacts.Bundle,
     onnx_model: bytes,
     sample: pl.DataFrame | None = None,
     *,

@@ -86,7 +86,7 @@ def _edge_signature(conversion: Conversion, bundle: artifacts.Bundle) -> dict[st
 
 
 def export_edge_bundle(
-    artifact: artifacts.Bundle | bytes,
+    artifact: artifacts.Bundle,
     sample: pl.DataFrame | None = None,
     *,
     name: str = "",
@@ -102,7 +102,7 @@ def export_edge_bundle(
     repository Triton loads as is.
 
     Args:
-        artifact: The bundle or its artifact bytes.
+        artifact: The bundle (loaded from a verified artifact).
         sample: Rows to check on, as for :func:`convert`.
         name: The Triton model name; by default ``<algorithm>-<target>`` of the signature.
         max_batch_size: Triton's ``max_batch_size``.

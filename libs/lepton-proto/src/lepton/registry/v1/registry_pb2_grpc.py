@@ -95,6 +95,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.GetArtifactPublicKey = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/GetArtifactPublicKey',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -185,6 +190,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetArtifactPublicKey(self, request, context):
+        """The platform's artifact public key(s): every artifact is signed where it is made, and a
+        client checks each one it downloads against these keys before reading a byte of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +260,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.UpdateModelVersion,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.SerializeToString,
+            ),
+            'GetArtifactPublicKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArtifactPublicKey,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -574,6 +592,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/UpdateModelVersion',
             lepton_dot_registry_dot_v1_dot_registry__pb2.UpdateModelVersionRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifactPublicKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/GetArtifactPublicKey',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,10 @@ class RegistryServiceStub:
     """Changes a version's description, tags and status ("ready" or "archived").
     An archived version cannot take an alias; one an alias points at cannot be archived.
     """
+    GetArtifactPublicKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetArtifactPublicKeyRequest, _registry_pb2.ArtifactPublicKey]
+    """The platform's artifact public key(s): every artifact is signed where it is made, and a
+    client checks each one it downloads against these keys before reading a byte of it.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -92,6 +96,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     UpdateModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.UpdateModelVersionRequest, _registry_pb2.ModelVersion]  # type: ignore[assignment]
     """Changes a version's description, tags and status ("ready" or "archived").
     An archived version cannot take an alias; one an alias points at cannot be archived.
+    """
+    GetArtifactPublicKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetArtifactPublicKeyRequest, _registry_pb2.ArtifactPublicKey]  # type: ignore[assignment]
+    """The platform's artifact public key(s): every artifact is signed where it is made, and a
+    client checks each one it downloads against these keys before reading a byte of it.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -194,6 +202,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ModelVersion, _abc.Awaitable[_registry_pb2.ModelVersion]]:
         """Changes a version's description, tags and status ("ready" or "archived").
         An archived version cannot take an alias; one an alias points at cannot be archived.
+        """
+
+    @_abc_1.abstractmethod
+    def GetArtifactPublicKey(
+        self,
+        request: _registry_pb2.GetArtifactPublicKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ArtifactPublicKey, _abc.Awaitable[_registry_pb2.ArtifactPublicKey]]:
+        """The platform's artifact public key(s): every artifact is signed where it is made, and a
+        client checks each one it downloads against these keys before reading a byte of it.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
