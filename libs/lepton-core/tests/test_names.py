@@ -10,19 +10,22 @@ from lepton_core.errors import MAX_DETAILS_CHARS, MAX_DETAILS_WIRE, InvalidArgum
 from lepton_core.names import check_id, check_name, is_id, is_name, shown
 
 ADVERSARIAL = ["", " ", "x\n", "\nx", "a.b", "a.b.*.>", "*", ">", "名字", "Sales", "-x", "_x", "a b", "x\x00", "a" * 65]
+#: ``--`` separates tenant, deployment and ``next`` in Triton model names (``<tenant>--<deployment>--next``).
+DOUBLE_DASH = ["a--b", "d--next", "a---b", "a--", "a" * 30 + "--" + "b" * 32]
 
 
-@pytest.mark.parametrize("value", ["a", "0", "sales", "sales-2024_q1", "a" * 64])
+@pytest.mark.parametrize("value", ["a", "0", "sales", "sales-2024_q1", "a" * 64, "a-b-c", "a-", "a_-_b"])
 def test_names_that_are_names(value: str) -> None:
     assert is_name(value) and check_name(value, "name") == value
 
 
-@pytest.mark.parametrize("value", ADVERSARIAL)
+@pytest.mark.parametrize("value", ADVERSARIAL + DOUBLE_DASH)
 def test_everything_a_key_or_subject_would_choke_on_is_refused(value: str) -> None:
     assert not is_name(value)
     with pytest.raises(InvalidArgument) as caught:
         check_name(value, "model_name")
     assert caught.value.field == "model_name" and "1 to 64 of a-z" in caught.value.message
+    assert "without '--'" in caught.value.message
 
 
 def test_a_trailing_newline_is_not_a_name() -> None:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from lepton_core.store import MemoryStore
+from lepton_core.triton_pool import DEFAULT_HOST, HostPool, PoolEntry
 from lepton_core.wire import now
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import Defaults, DeploymentRecord, DeploymentState, VersionInfo
@@ -24,8 +25,8 @@ async def test_an_interrupted_rollout_is_rolled_back_and_a_fresh_one_is_left_alo
         store,
         MemoryStore(VersionInfo),
         objects=None,  # type: ignore[arg-type]  # never reached: nothing to restore from
-        default_host=UNREACHABLE,
-        defaults=Defaults(nats_url="", log_sample_rate=1.0, max_batch_size=8, max_queue_delay_us=0),
+        pool=HostPool({DEFAULT_HOST: PoolEntry(url=UNREACHABLE)}),
+        defaults=Defaults(log_sample_rate=1.0, max_batch_size=8, max_queue_delay_us=0),
         load_timeout=5,
         publish=publish,
     )
@@ -37,8 +38,7 @@ async def test_an_interrupted_rollout_is_rolled_back_and_a_fresh_one_is_left_alo
         model_version=1,
         target_version=2,
         triton_model="t--old-rollout",
-        triton_url=UNREACHABLE,
-        hosts=[UNREACHABLE],
+        hosts=[DEFAULT_HOST],
         updated_at=now() - timedelta(minutes=10),
     )
     fresh = stuck.model_copy(update={"name": "running", "triton_model": "t--running", "updated_at": now()})

@@ -21,18 +21,28 @@ from sklearn.linear_model import Ridge
 
 from lepton_core.errors import FailedPrecondition, NotFound
 from lepton_core.store import MemoryStore
+from lepton_core.triton_pool import HostPool, PoolEntry
 from lepton_core.wire import now
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import Defaults, DeploymentRecord, DeploymentState, Route, ServingConfig, VersionInfo
 from lepton_ml import artifacts
+from lepton_platform.testing import artifact_keys
 
-from .fakes import FakeTriton, MemoryObjects, RecordingStore
+from .fakes import FakeHost, FakeTriton, MemoryObjects, RecordingStore
 
 pytestmark = pytest.mark.timeout(30)
 
 TENANT, NAME, MODEL = "t", "d", "m"
 STABLE, STAGED = "t--d", "t--d--next"
-A, B = "triton-a:8001", "triton-b:8001"
+#: The rig's host pool: two shared hosts by name, and a host of another tenant.
+A, B, PRIVATE = "default", "b", "other-gpu"
+POOL = HostPool(
+    {
+        A: PoolEntry(url="triton-a:8001"),
+        B: PoolEntry(url="triton-b:8001"),
+        PRIVATE: PoolEntry(url="triton-c:8001", tenants=["other"]),
+    }
+)
 FEATURES = ["a", "b", "c"]
 #: Python: no ONNX conversion to wait for; 8 rows a request: the 16 recorded rows take two.
 CONFIG = ServingConfig(backend="python", max_batch_size=8)
@@ -53,6 +63,14 @@ class Rig:
     objects: MemoryObjects = field(default_factory=MemoryObjects)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     files: dict[int, dict[str, bytes]] = field(default_factory=dict)
+    pool: HostPool = POOL
+    #: Every address the deployer connected to.
+    connected: list[str] = field(default_factory=list)
+
+    def _connect(self, url: str) -> FakeHost:
+        """The fake host of the pool entry at ``url``: the fakes are kept by pool name, so a test reads them by it."""
+        self.connected.append(url)
+        return self.triton(next(name for name, entry in self.pool.entries.items() if entry.url == url))
 
     def deployer(self, load_timeout: float = 1.0) -> Deployer:
         """A deployer over this rig's state (a second one is a replacement of the first)."""
@@ -64,20 +82,24 @@ class Rig:
             self.store,
             self.versions,
             self.objects,
-            default_host=A,
-            defaults=Defaults(nats_url="nats://bus:4222", log_sample_rate=1.0, max_batch_size=8, max_queue_delay_us=0),
+            pool=self.pool,
+            defaults=Defaults(log_sample_rate=1.0, max_batch_size=8, max_queue_delay_us=0),
             load_timeout=load_timeout,
             publish=publish,
             drain_s=0,
-            hosts=self.triton,
+            hosts=self._connect,
+            trusted=artifact_keys().trusted(),
         )
 
     async def version(self, version: int, columns: list[str] = FEATURES) -> None:
         """Registers ``version``: a ridge (its alpha the version) on ``columns``, with its training data."""
         frame = FRAME.select([*columns, "target"])
         model = Ridge(alpha=float(version)).fit(frame.select(columns).to_numpy(), frame["target"].to_numpy())
-        blob = artifacts.pack(model, artifacts.Signature(columns, "target", "regression", "ridge"))
-        self.files[version] = artifacts.unpack_files(blob)
+        blob = artifacts.seal(
+            artifacts.pack(model, artifacts.Signature(columns, "target", "regression", "ridge")),
+            artifact_keys().signer(),
+        )
+        self.files[version] = {**artifacts.unpack_files(blob, artifact_keys().trusted()), artifacts.ARTIFACT_FILE: blob}
         buf = io.BytesIO()
         frame.write_parquet(buf)
         await self.versions.put(
@@ -142,8 +164,17 @@ async def test_a_first_deployment_is_staged_and_smoke_tested_in_the_stable_model
     load = rig.triton.loads[0]
     assert load.config["name"] == STABLE and load.config["max_batch_size"] == 8
     params = {k: v["string_value"] for k, v in load.config["parameters"].items()}
-    assert params["nats_url"] == "nats://bus:4222" and params["tenant"] == TENANT and params["model_version"] == "1"
-    assert {"file:1/model.py", "file:1/model.skops", "file:1/signature.json"} <= set(load.files)
+    assert params["tenant"] == TENANT and params["model_version"] == "1"
+    # Where the model logs to, and with which credentials, is no part of a config Triton clients can read.
+    assert not {k for k in params if "nats" in k}, params
+    # Our serving model and the signed artifact, nothing else (and the deployer's ONNX conversion, if any).
+    assert set(load.files) <= {
+        "file:1/model.py",
+        "file:1/artifact.lepton",
+        "file:1/lepton.onnx",
+        "file:1/lepton-onnx.json",
+    }
+    assert {"file:1/model.py", "file:1/artifact.lepton"} <= set(load.files)
     # The 16 recorded rows, 8 a request, marked as checks (never logged as traffic).
     smoke = [(i.model, i.version, i.rows, i.parameters["lepton_check"]) for i in rig.triton.inferences]
     assert smoke == [(STABLE, "1", 8, "smoke"), (STABLE, "1", 8, "smoke")]
@@ -165,8 +196,10 @@ async def test_a_new_version_swaps_blue_green_and_the_stable_model_never_stops(r
     assert rig.triton.unloads == [(A, STAGED)]  # the stable model is reloaded, never unloaded
     assert rig.triton.serving(A) == {STABLE: [2]}
     both = rig.triton.loads[1].files  # each version with its own files
-    assert both["file:1/model.skops"] == rig.files[1]["model.skops"]
-    assert both["file:2/model.skops"] == rig.files[2]["model.skops"]
+    assert both["file:1/artifact.lepton"] == rig.files[1][artifacts.ARTIFACT_FILE]
+    assert both["file:2/artifact.lepton"] == rig.files[2][artifacts.ARTIFACT_FILE]
+    # Only the exact names reach Triton: the bundle's own files stay inside the signed artifact.
+    assert sorted(both) == [f"file:{v}/{n}" for v in (1, 2) for n in ("artifact.lepton", "model.py")]
     assert {(i.model, i.version) for i in rig.triton.inferences} == {(STAGED, "2")}
     # All at once: the routes go from the old version to the new one, never split.
     assert rig.routes()[-2:] == [[(STABLE, 1, 1.0)], [(STABLE, 2, 1.0)]]
@@ -198,7 +231,7 @@ async def test_a_canary_whose_staged_model_fails_requests_is_rolled_back(rig: Ri
     rig.triton.failed_requests[(A, STAGED)] = 3
     record = await deployer.deploy(TENANT, NAME, MODEL, 2, wait=True)
 
-    reason = f"canary: version 2 failed 3 requests on {A}"
+    reason = f"canary: version 2 failed 3 requests on {A!r}"
     assert (record.state, record.model_version, record.error) == (DeploymentState.READY, 1, reason)
     assert record.history[-1].outcome == "rolled_back" and record.history[-1].reason == reason
     # Stopped at the first share; the routes are back on the stable version alone.
@@ -216,7 +249,7 @@ async def test_wrong_smoke_answers_roll_back_with_the_reason_and_the_old_version
     record = await deployer.deploy(TENANT, NAME, MODEL, 2, wait=True)
 
     reason = record.history[-1].reason
-    assert reason.startswith(f"smoke test on {A}: version 2 answers differ from the model's own predictions")
+    assert reason.startswith(f"smoke test on {A!r}: version 2 answers differ from the model's own predictions")
     assert "max abs difference 1 over 16 rows; allowed 1e-06" in reason, reason
     assert (record.state, record.model_version, record.target_version) == (DeploymentState.READY, 1, 0)
     assert (record.error, record.history[-1].outcome) == (reason, "rolled_back")
@@ -235,7 +268,7 @@ async def test_an_empty_smoke_answer_rolls_back_naming_the_numpy_mismatch(rig: R
     record = await deployer.deploy(TENANT, NAME, MODEL, 2, wait=True)
 
     reason = record.history[-1].reason
-    assert reason.startswith(f"smoke test on {A}: version 2 answered a malformed 'prediction' tensor"), reason
+    assert reason.startswith(f"smoke test on {A!r}: version 2 answered a malformed 'prediction' tensor"), reason
     assert "cannot reshape array of size 0" in reason and "another numpy than its stub's" in reason, reason
     assert (record.state, record.model_version) == (DeploymentState.READY, 1)
     assert rig.triton.serving(A) == {STABLE: [1]}
@@ -260,7 +293,7 @@ async def test_a_load_refused_on_one_of_several_hosts_rolls_back_on_every_host(r
     rig.triton.refuse_loads[B] = "failed to load 't--d--next': out of memory"
     record = await deployer.deploy(TENANT, NAME, MODEL, 2, wait=True)
 
-    reason = f"Triton at {B} could not load {STAGED} v[2]: failed to load 't--d--next': out of memory"
+    reason = f"Triton host {B!r} could not load {STAGED} v[2]: failed to load 't--d--next': out of memory"
     assert (record.state, record.model_version, record.error) == (DeploymentState.READY, 1, reason)
     # A passed stage and smoke, B refused: neither was promoted, and both serve version 1.
     assert rig.triton.loads_of(A) == [(STAGED, [2]), (STABLE, [1])]
@@ -276,7 +309,7 @@ async def test_a_first_deployment_that_cannot_load_fails(rig: Rig) -> None:
     rig.triton.refuse_loads[A] = "KIND_GPU but no GPUs are available"
     record = await deployer.deploy(TENANT, NAME, MODEL, 1, config=CONFIG, wait=True)
 
-    reason = f"Triton at {A} could not load {STABLE} v[1]: KIND_GPU but no GPUs are available"
+    reason = f"Triton host {A!r} could not load {STABLE} v[1]: KIND_GPU but no GPUs are available"
     assert (record.state, record.model_version, record.error, record.routes) == (DeploymentState.FAILED, 0, reason, [])
     assert record.history[-1].outcome == "failed"
     assert rig.triton.serving(A) == {}

@@ -4,9 +4,12 @@ A value a request or an event carries becomes part of a JetStream KV key, a NATS
 object name or a file path only after one of these checks. Each grammar is a single pattern
 matched with ``re.fullmatch`` (``$`` would also match before a trailing newline):
 
-- **name** (datasets, models, deployments, aliases, tenants): ``[a-z0-9][a-z0-9_-]{0,63}``:
+- **name** (datasets, models, deployments, aliases, tenants): ``(?!.*--)[a-z0-9][a-z0-9_-]{0,63}``:
   lower-case ASCII letters and digits, ``_`` and ``-``, starting with a letter or digit, at most
-  64 characters. No ``.``, ``*``, ``>``, space or non-ASCII character can reach a key or subject.
+  64 characters, and no ``--``. No ``.``, ``*``, ``>``, space or non-ASCII character can reach a
+  key or subject (NATS splits subjects at ``.`` and takes ``*`` and ``>`` as wildcards), and
+  ``--`` is the separator of Triton model names (``<tenant>--<deployment>``,
+  ``<tenant>--<deployment>--next``), so no two tenants' or deployments' models can share one.
 - **id** (made by the platform): ``<kind>_[a-z0-9_]{1,64}``, where the kind says what the id
   names (``ds`` dataset, ``dv`` dataset version, ``job`` training job, ``ev`` evaluation,
   ``inc`` incident); a field that takes a job id refuses an evaluation id.
@@ -22,8 +25,10 @@ from typing import Final
 
 from lepton_core.errors import InvalidArgument
 
-NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
-"""A name: 1 to 64 of ``a-z 0-9 _ -``, starting with a letter or digit."""
+NAME_PATTERN: Final = r"(?!.*--)[a-z0-9][a-z0-9_-]{0,63}"
+"""A name: 1 to 64 of ``a-z 0-9 _ -``, starting with a letter or digit, without ``--``."""
+NAME_GRAMMAR: Final = "1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit, without '--'"
+"""The name grammar in words, as refusals say it."""
 ID_BODY_PATTERN: Final = r"[a-z0-9_]{1,64}"
 """What follows an id's ``<kind>_`` prefix."""
 ID_KINDS: Final = {
@@ -63,7 +68,7 @@ def check_name(value: str, field: str, *, what: str = "a name") -> str:
     """``value`` if it is a name, else InvalidArgument naming ``field`` and the grammar."""
     if not is_name(value):
         raise InvalidArgument(
-            f"expected {what}: 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit; got {shown(value)}",
+            f"expected {what}: {NAME_GRAMMAR}; got {shown(value)}",
             field=field,
         )
     return value
@@ -89,6 +94,7 @@ def check_id(value: str, field: str, kind: str) -> str:
 __all__ = [
     "ID_BODY_PATTERN",
     "ID_KINDS",
+    "NAME_GRAMMAR",
     "NAME_PATTERN",
     "SHOWN_CHARS",
     "check_id",

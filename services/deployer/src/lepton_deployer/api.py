@@ -18,6 +18,7 @@ from lepton_core.names import check_name
 from lepton_core.rpc import client_channel, current_api_key, current_tenant
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
+from lepton_core.triton_pool import HostPool
 from lepton_core.wire import lineage, ref_from_pb, ts
 from lepton_deployer.checks import Asked, check_deploy
 from lepton_deployer.core import Deployer
@@ -86,24 +87,26 @@ def config_from_pb(pb: deployer_pb2.ServingConfig, base: ServingConfig) -> Servi
     return base.model_copy(update=update)
 
 
-def deployment_to_pb(d: DeploymentRecord) -> deployer_pb2.Deployment:
+def deployment_to_pb(d: DeploymentRecord, pool: HostPool) -> deployer_pb2.Deployment:
+    """The deployment as its tenant sees it: hosts by their names in ``pool``, never by address
+    (but for ``triton_url``, where the tenant's clients send requests)."""
     return deployer_pb2.Deployment(
         name=d.name,
         state=_STATE[d.state],
         lineage=deployment_lineage(d),
         triton_model=d.triton_model,
         triton_version=str(d.model_version) if d.model_version else "",
-        triton_url=d.triton_url,
+        triton_url=pool.first_address(d.tenant, d.hosts),
         input_names=[INPUT_NAME, TEXT_INPUT_NAME] if d.text_columns else [INPUT_NAME],
         feature_columns=d.feature_columns,
         text_columns=d.text_columns,
         output_names=[OUTPUT_NAME],
         error=d.error,
         updated_at=ts(d.updated_at),
-        hosts=d.hosts,
+        hosts=[pool.shown(d.tenant, h) for h in d.hosts],
         host_states=[
             deployer_pb2.HostState(
-                url=h.url,
+                url=pool.shown(d.tenant, h.url),
                 versions=h.versions,
                 ready=h.ready,
                 error=h.error,
@@ -155,16 +158,19 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         self._deployer = deployer
         self._registry_url = registry_url
 
+    def _pb(self, record: DeploymentRecord) -> deployer_pb2.Deployment:
+        return deployment_to_pb(record, self._deployer.pool)
+
     async def GetDeployment(
         self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.Deployment:
-        return deployment_to_pb(await self._deployer.get(current_tenant(), _name(request.name)))
+        return self._pb(await self._deployer.get(current_tenant(), _name(request.name)))
 
     async def ListDeployments(
         self, request: deployer_pb2.ListDeploymentsRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.ListDeploymentsResponse:
         return deployer_pb2.ListDeploymentsResponse(
-            deployments=[deployment_to_pb(d) for d in await self._deployer.list(current_tenant())]
+            deployments=[self._pb(d) for d in await self._deployer.list(current_tenant())]
         )
 
     async def Deploy(
@@ -184,7 +190,7 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
             config=config_from_pb(request.config, current.value.config if current else self._deployer.default_config()),
         )
         # All of the request is checked before the registry is asked and anything is remembered.
-        check_deploy(tenant, name, request.model_name, request.version, asked, latest=True)
+        check_deploy(tenant, name, request.model_name, request.version, asked, self._deployer.pool, latest=True)
         version = request.version
         known = None
         if version:
@@ -209,24 +215,24 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         record = await self._deployer.deploy(
             tenant, name, request.model_name, version, **asked.given(), wait=request.wait
         )
-        return deployment_to_pb(record)
+        return self._pb(record)
 
     async def Rollback(
         self, request: deployer_pb2.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.Deployment:
-        return deployment_to_pb(await self._deployer.rollback(current_tenant(), _name(request.name), request.wait))
+        return self._pb(await self._deployer.rollback(current_tenant(), _name(request.name), request.wait))
 
     async def DeleteDeployment(
         self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.Deployment:
-        return deployment_to_pb(await self._deployer.delete(current_tenant(), _name(request.name)))
+        return self._pb(await self._deployer.delete(current_tenant(), _name(request.name)))
 
     async def GetDeploymentStatus(
         self, request: deployer_pb2.GetDeploymentRequest, context: grpc.aio.ServicerContext
     ) -> deployer_pb2.DeploymentStatus:
         record = await self._deployer.get(current_tenant(), _name(request.name))
         stats, warnings = await self._deployer.statistics(record)
-        out = deployer_pb2.DeploymentStatus(deployment=deployment_to_pb(record), warnings=warnings)
+        out = deployer_pb2.DeploymentStatus(deployment=self._pb(record), warnings=warnings)
         for s in stats:
             inference = s.get("inference_stats", {})
             success = int(inference.get("success", {}).get("count", 0))
@@ -253,10 +259,11 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
 
 
 class Announcer:
-    """Publishes the deployer's events for a deployment record."""
+    """Publishes the deployer's events for a deployment record (hosts by their names in ``pool``)."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, pool: HostPool) -> None:
         self._rt = rt
+        self._pool = pool
 
     async def __call__(self, kind: str, d: DeploymentRecord, extra: dict[str, Any]) -> None:
         tenant = d.tenant
@@ -268,7 +275,7 @@ class Announcer:
                 lineage=deployment_lineage(d, version),
                 from_version=extra["from_version"],
                 strategy=d.strategy,
-                hosts=d.hosts,
+                hosts=[self._pool.shown(tenant, h) for h in d.hosts],
             )
             event_id = f"deployment.rollout.started:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
         elif kind == "ready":
@@ -278,7 +285,7 @@ class Announcer:
                 lineage=deployment_lineage(d),
                 triton_model=d.triton_model,
                 triton_version=str(d.model_version),
-                host=",".join(d.hosts),
+                host=self._pool.first_address(tenant, d.hosts),
             )
             event_id = f"deployment.ready:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
         elif kind == "rolled_back":

@@ -1,17 +1,16 @@
 """What a Deploy may ask for, checked before anything is read from the registry, stored, published or loaded.
 
 Names (deployment, model, alias, ``follow``) follow the platform's one grammar
-(:mod:`lepton_core.names`). Hosts are Triton gRPC addresses ``host:port`` as tritonclient
-takes them (no scheme). Every refusal is :class:`~lepton_core.errors.InvalidArgument` naming
-the field, and quotes the value as :func:`~lepton_core.names.shown` cuts it.
+(:mod:`lepton_core.names`). Hosts are names of entries in the operator's host pool
+(:mod:`lepton_core.triton_pool`) open to the caller's tenant, never addresses. Every refusal is
+:class:`~lepton_core.errors.InvalidArgument` naming the field, and quotes the value as
+:func:`~lepton_core.names.shown` cuts it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -19,59 +18,13 @@ from typing import Any, Final
 from lepton_core.bounds import check_version
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_name, shown
+from lepton_core.triton_pool import MAX_HOSTS, HostPool
 from lepton_deployer.records import STRATEGIES, ServingConfig
 
-MAX_HOSTS: Final = 16
-"""Most Triton hosts one deployment lists."""
 MAX_CANARY_STEPS: Final = 10
 """Most canary shares one rollout goes through."""
 MAX_CANARY_STEP_SECONDS: Final = 3600.0
 """Longest a canary share may run."""
-
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_DOTTED = re.compile(r"[0-9.]+")
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-def check_host(value: str, field: str) -> str:
-    """``value`` if it is a Triton gRPC address ``host:port``: a DNS name, IPv4 or ``[IPv6]`` literal and a port."""
-    expected = "a Triton gRPC address host:port (a DNS name, IPv4 or [IPv6] literal; port 1..65535)"
-    if "://" in value:
-        raise InvalidArgument(f"expected {expected}, without a scheme; got {shown(value)}", field=field)
-    host, sep, port = value.rpartition(":")
-    if not sep or not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535 or not _is_host(host):
-        raise InvalidArgument(f"expected {expected}; got {shown(value)}", field=field)
-    return value
-
-
-def _is_host(host: str) -> bool:
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return False
-        return True
-    if _DOTTED.fullmatch(host):  # all digits and dots: an IPv4 literal or nothing
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return len(host) <= 253 and _DNS_NAME.fullmatch(host) is not None
-
-
-def check_hosts(hosts: Sequence[str]) -> list[str]:
-    """``hosts`` if each is an address (:func:`check_host`), none twice, at most :data:`MAX_HOSTS`."""
-    if len(hosts) > MAX_HOSTS:
-        raise InvalidArgument(f"at most {MAX_HOSTS} hosts, got {len(hosts)}", field="hosts")
-    seen: dict[str, int] = {}
-    for i, host in enumerate(hosts):
-        check_host(host, f"hosts[{i}]")
-        if host in seen:
-            raise InvalidArgument(f"{shown(host)} is hosts[{seen[host]}] already", field=f"hosts[{i}]")
-        seen[host] = i
-    return list(hosts)
 
 
 def check_strategy(strategy: str) -> str:
@@ -116,10 +69,11 @@ class Asked:
     follow: str | None = None
     config: ServingConfig | None = None
 
-    def check(self) -> None:
-        """Each given setting in its bounds (an empty list or 0 counts as not given, as in protobuf)."""
+    def check(self, tenant: str, pool: HostPool) -> None:
+        """Each given setting in its bounds (an empty list or 0 counts as not given, as in protobuf);
+        the hosts named in ``pool`` and open to ``tenant``."""
         if self.hosts is not None:
-            check_hosts(self.hosts)
+            pool.check(tenant, self.hosts)
         if self.strategy is not None:
             check_strategy(self.strategy)
         if self.canary_weights is not None:
@@ -136,8 +90,10 @@ class Asked:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_deploy(tenant: str, name: str, model: str, version: int, asked: Asked, *, latest: bool = False) -> None:
-    """Every field of a Deploy that can be checked without the store.
+def check_deploy(
+    tenant: str, name: str, model: str, version: int, asked: Asked, pool: HostPool, *, latest: bool = False
+) -> None:
+    """Every field of a Deploy that can be checked without the store (``pool``: the hosts it may name).
 
     ``latest``: version 0 is allowed (the registry resolves it, at the gRPC edge).
     """
@@ -145,7 +101,7 @@ def check_deploy(tenant: str, name: str, model: str, version: int, asked: Asked,
     check_name(name, "name", what="a deployment name")
     check_name(model, "model_name", what="a model name")
     check_version(version, zero="the alias's version, else the latest" if latest else None)
-    asked.check()
+    asked.check(tenant, pool)
 
 
 __all__ = [
@@ -157,7 +113,5 @@ __all__ = [
     "check_canary_weights",
     "check_deploy",
     "check_follow",
-    "check_host",
-    "check_hosts",
     "check_strategy",
 ]

@@ -3,12 +3,15 @@
 ``LeptonError``
  ├── ``RolloutFailed``: a rollout step failed; the rollout is rolled back with its message.
  ├── ``HostError``: a Triton host failed a request (unreachable, a load it refused, an unknown model).
+ ├── ``FailedPrecondition``
+ │    └── ``HostNotInPool``: a deployment's host is in no host pool entry open to its tenant.
  └── ``MalformedAnswer``: a host answered an inference with a tensor its data does not fill.
 """
 
 from __future__ import annotations
 
 from lepton_core.errors import LeptonError
+from lepton_core.triton_pool import HostNotInPool as HostNotInPool  # the pool's, raised by the deployer
 
 
 class RolloutFailed(LeptonError):

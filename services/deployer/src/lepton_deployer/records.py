@@ -105,6 +105,7 @@ class Route(BaseModel):
 
 
 class HostState(BaseModel):
+    #: The host's name in the deployer's host pool (never its address).
     url: str
     versions: list[int] = Field(default_factory=list)
     ready: bool = False
@@ -137,11 +138,14 @@ class DeploymentRecord(BaseModel):
     training_job_id: str = ""
     evaluation_id: str = ""
     triton_model: str
-    triton_url: str
+    #: Unused: records from before the host pool kept the first host's address here; the address
+    #: now comes from the pool, by the host's name, each time (``Deployment.triton_url``).
+    triton_url: str = ""
     feature_columns: list[str] = Field(default_factory=list)
     text_columns: list[str] = Field(default_factory=list)
     error: str = ""
     updated_at: datetime
+    #: Names of entries in the deployer's host pool (records from before it: addresses).
     hosts: list[str] = Field(default_factory=list)
     host_states: list[HostState] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -179,7 +183,6 @@ class VersionInfo(BaseModel):
 
 
 class Defaults(BaseModel):
-    nats_url: str
     log_sample_rate: float
     log_max_per_s: float = 1000.0
     max_batch_size: int

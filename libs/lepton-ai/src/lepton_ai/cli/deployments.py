@@ -44,7 +44,12 @@ def deployments_create(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name.")],
     version: Annotated[int, typer.Option(help="Version (default: latest, or --alias's).")] = 0,
     alias: Annotated[str, typer.Option(help="Deploy the version this alias points at.")] = "",
-    host: Annotated[list[str] | None, typer.Option("--host", help="Triton gRPC address (repeatable).")] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host", help="Triton host, by its name in the deployer's host pool (repeatable; default: 'default')."
+        ),
+    ] = None,
     canary: Annotated[str, typer.Option(help="Canary shares, e.g. 0.1,0.5 (default: all at once).")] = "",
     follow: Annotated[str | None, typer.Option(help="Roll out whatever this alias moves to (e.g. champion).")] = None,
     batch: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 0,

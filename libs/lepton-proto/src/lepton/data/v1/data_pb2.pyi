@@ -65,7 +65,7 @@ class UploadHeader(_message.Message):
     EXPECTED_DIGEST_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     """Lower-case letters, digits, '-' and '_', 1 to 64 characters.
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     format: _builtins.str
     """"csv", "parquet", "jsonl" or "arrow" (Arrow IPC file or stream)."""
@@ -251,7 +251,7 @@ class ListDatasetVersionsRequest(_message.Message):
     DATASET_NAME_FIELD_NUMBER: _builtins.int
     dataset_name: _builtins.str
     """Empty lists every dataset's versions.
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     def __init__(
         self,
@@ -394,7 +394,7 @@ class ColumnChange(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DTYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     dtype: _builtins.str
     """"int", "float", "str", "bool" or "category"."""
     def __init__(

@@ -152,6 +152,7 @@ class HostState(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     CHECKED_AT_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """The host's name in the deployer's host pool (not its address)."""
     ready: _builtins.bool
     error: _builtins.str
     @_builtins.property
@@ -259,7 +260,7 @@ class Deployment(_message.Message):
     """Name and version of the stable model inside Triton, for tritonclient calls."""
     triton_version: _builtins.str
     triton_url: _builtins.str
-    """Triton's gRPC address (the first host)."""
+    """Triton's gRPC address (of the first host, from the deployer's host pool)."""
     error: _builtins.str
     follow: _builtins.str
     """Roll out each version this alias moves to ("champion"), "latest" for every
@@ -289,7 +290,11 @@ class Deployment(_message.Message):
         """Columns, in order, of the BYTES "text_features" tensor, when the model takes text."""
 
     @_builtins.property
-    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The hosts' names in the deployer's host pool; "(not in pool)" for one that
+        is not (a record from before host names, whose address the pool lacks).
+        """
+
     @_builtins.property
     def host_states(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostState]: ...
     @_builtins.property
@@ -352,24 +357,28 @@ class DeployRequest(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     model_name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version `alias` points at, else the latest."""
     alias: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     strategy: _builtins.str
     """"all_at_once" (default) or "canary"."""
     canary_step_seconds: _builtins.float
     """How long each canary share runs before the next (default 5 s)."""
     follow: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     wait: _builtins.bool
     @_builtins.property
     def hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Hosts (Triton gRPC addresses); empty: the deployer's default host (on a new
-        deployment) or the current ones.
+        """Hosts, by their names in the deployer's host pool (set by the operator,
+        LEPTON_DEPLOYER_HOSTS; docs/serving.md, "Several hosts"), never addresses;
+        empty: the pool's "default" entry (on a new deployment) or the current ones.
+        Grammar, when set: at most 16, none twice, each the name of a pool entry open
+        to the caller's tenant; anything else (an address among them) is refused with
+        INVALID_ARGUMENT naming the entry (`hosts[0]`) and listing the names the tenant may use.
         """
 
     @_builtins.property
@@ -410,7 +419,7 @@ class RollbackRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     wait: _builtins.bool
     def __init__(
         self,
@@ -432,7 +441,7 @@ class GetDeploymentRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -497,6 +506,7 @@ class VersionStatistics(_message.Message):
     AVG_COMPUTE_US_FIELD_NUMBER: _builtins.int
     AVG_REQUEST_US_FIELD_NUMBER: _builtins.int
     host: _builtins.str
+    """The host's name in the deployer's host pool."""
     triton_model: _builtins.str
     triton_version: _builtins.str
     ready: _builtins.bool

@@ -31,11 +31,11 @@ class EvaluateRequest(_message.Message):
     ROWS_FIELD_NUMBER: _builtins.int
     CV_FOLDS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     model_version: _builtins.int
     """0: the latest version (or the alias's, when alias is set)."""
     alias: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     dataset_version_id: _builtins.str
     """Empty: the dataset version the model was trained on.
     Grammar, when set: an id, `dv_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids").
@@ -73,7 +73,7 @@ class ListEvaluationsRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     model_version: _builtins.int
     """0: every version."""
     def __init__(
@@ -194,7 +194,7 @@ class GetPlotRequest(_message.Message):
     """Grammar, when set: an id, `ev_[a-z0-9_]{1,64}` matched whole (docs/architecture.md, "Names and ids")."""
     name: _builtins.str
     """One of Evaluation.plots, e.g. "confusion_matrix", "roc", "residuals".
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     def __init__(
         self,

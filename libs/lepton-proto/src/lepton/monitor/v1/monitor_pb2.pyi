@@ -25,7 +25,7 @@ class GetPredictionStatsRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -113,7 +113,7 @@ class GetServingMetricsRequest(_message.Message):
     HISTORY_FIELD_NUMBER: _builtins.int
     TRITON_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: every version of the deployment merged."""
     last_seconds: _builtins.float
@@ -376,7 +376,7 @@ class GetDriftReportRequest(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     PNG_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version the deployment serves now."""
     last_seconds: _builtins.float
@@ -625,7 +625,7 @@ class SendLabelsRequest(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Label]: ...
     def __init__(
@@ -675,7 +675,7 @@ class GetLivePerformanceRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     version: _builtins.int
     """0: the version the deployment serves now."""
     task: _builtins.str
@@ -806,7 +806,7 @@ class Rule(_message.Message):
     RESOLVE_MARGIN_FIELD_NUMBER: _builtins.int
     COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     metric: _builtins.str
     """A serving metric (requests, errors, error_rate, rows, latency_p50_ms,
     latency_p95_ms, latency_p99_ms, latency_mean_ms, latency_max_ms,
@@ -893,7 +893,7 @@ class SetRulesRequest(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     @_builtins.property
     def rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]: ...
     def __init__(
@@ -916,7 +916,7 @@ class ListRulesRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -964,7 +964,7 @@ class ListAlertsRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     """Empty: every deployment of the tenant.
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     firing_only: _builtins.bool
     limit: _builtins.int
@@ -1093,7 +1093,7 @@ class RetrainingPolicy(_message.Message):
     MIN_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     ALLOW_SAME_DATASET_VERSION_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     on_drift: _builtins.bool
     """Retrain when drift is detected."""
     on_alert: _builtins.bool
@@ -1151,7 +1151,7 @@ class GetRetrainingPolicyRequest(_message.Message):
 
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
-    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids")."""
+    """Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids")."""
     def __init__(
         self,
         *,
@@ -1215,7 +1215,7 @@ class QueryPredictionLogsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     """Empty: every deployment of the tenant.
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     version: _builtins.int
     """0: every version."""
@@ -1373,7 +1373,7 @@ class SummarizeLogsRequest(_message.Message):
     TOP_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     """Empty: every deployment of the tenant.
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     version: _builtins.int
     top: _builtins.int

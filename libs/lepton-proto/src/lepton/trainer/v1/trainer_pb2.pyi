@@ -244,7 +244,7 @@ class SubmitTrainingRequest(_message.Message):
     """Column to predict; every other numeric column is a feature."""
     model_name: _builtins.str
     """Registry name of the model; defaults to "<dataset name>-<algorithm>".
-    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` matched whole (docs/architecture.md, "Names and ids").
+    Grammar, when set: a name, `[a-z0-9][a-z0-9_-]{0,63}` without `--`, matched whole (docs/architecture.md, "Names and ids").
     """
     split_seed: _builtins.int
     """Hold-out split shared with the evaluator; defaults: seed 42, 0.2."""
