@@ -11,6 +11,8 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_core.triton_access import STATISTICS, TritonCredential
+from lepton_ml.signing import TrustedKeys, trusted_from_setting
 from lepton_monitor.api import EventAnnouncer, MonitorServicer, PlatformEventsHandler, PredictionLoggedHandler
 from lepton_monitor.core import Monitor, Options, Stores
 from lepton_monitor.drift import DriftThresholds
@@ -37,8 +39,9 @@ log = logging.getLogger("lepton_monitor")
 BUCKET = "monitor"
 
 
-def options(settings: MonitorSettings) -> Options:
+def options(settings: MonitorSettings, artifact_keys: TrustedKeys) -> Options:
     return Options(
+        artifact_keys=artifact_keys,
         window_s=settings.window_s,
         retention_windows=settings.retention_windows,
         max_samples=settings.max_samples,
@@ -62,6 +65,11 @@ def options(settings: MonitorSettings) -> Options:
 
 def main() -> None:
     settings = MonitorSettings()
+    # Read at start-up: without the artifact public key no artifact could be verified, so none is loaded.
+    artifact_keys = trusted_from_setting(settings.artifact_public_key_file, "LEPTON_MONITOR_ARTIFACT_PUBLIC_KEY_FILE")
+    statistics = None
+    if settings.triton_statistics_secret_file:  # read at start-up: a bad file stops the monitor at once
+        statistics = TritonCredential.from_file(STATISTICS, settings.triton_statistics_secret_file)
 
     async def setup(rt: Runtime) -> Register:
         js = rt.js
@@ -83,8 +91,8 @@ def main() -> None:
             rt.objects.get,
             EventAnnouncer(rt),
             StreamLogs(js),
-            partial(_triton, timeout=settings.triton_timeout_s),
-            options(settings),
+            partial(_triton, timeout=settings.triton_timeout_s, credential=statistics),
+            options(settings, artifact_keys),
         )
         # Recent logs and labels back into memory before anything is answered; the durable consumers
         # then carry on (a log both read back and delivered counts once: windows know their log ids).
@@ -132,8 +140,10 @@ def main() -> None:
     run_service("monitor", settings, setup)
 
 
-async def _triton(url: str, model: str, version: str, *, timeout: float) -> TritonSnapshot:
-    return await triton_statistics(url, model, version, timeout)
+async def _triton(
+    url: str, model: str, version: str, *, timeout: float, credential: TritonCredential | None
+) -> TritonSnapshot:
+    return await triton_statistics(url, model, version, timeout, credential)
 
 
 if __name__ == "__main__":

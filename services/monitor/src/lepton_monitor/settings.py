@@ -56,6 +56,11 @@ class MonitorSettings(ServiceSettings):
         100_000, ge=1, description="Most prediction logs one QueryPredictionLogs or SummarizeLogs call reads."
     )
     triton_timeout_s: float = Field(2.0, gt=0, description="How long to wait for Triton's statistics API.")
+    triton_statistics_secret_file: str | None = Field(
+        None,
+        description="File holding the secret that opens Triton's statistics API (only that: model control "
+        "is the deployer's); none: Triton's statistics are not restricted (docs/security.md).",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint; 0 turns it off."
     )
@@ -64,3 +69,8 @@ class MonitorSettings(ServiceSettings):
         description="Address the Prometheus endpoint binds (it serves every tenant's metrics, unauthenticated).",
     )
     alert_history: int = Field(500, ge=1, description="Alerts kept per deployment in ListAlerts' history.")
+    artifact_public_key_file: str | None = Field(
+        None,
+        description="PEM file of the platform's Ed25519 artifact public key(s): every artifact's signature is "
+        "checked against it before a byte is read; the service refuses to start without it.",
+    )

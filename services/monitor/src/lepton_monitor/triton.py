@@ -13,6 +13,8 @@ from typing import Any
 
 import tritonclient.grpc.aio as triton_aio
 
+from lepton_core.triton_access import TritonCredential, grpc_headers
+
 
 @dataclass
 class TritonSnapshot:
@@ -58,7 +60,9 @@ def _int(value: Any) -> int:
         return 0
 
 
-async def triton_statistics(url: str, model: str, version: str, timeout: float) -> TritonSnapshot:
+async def triton_statistics(
+    url: str, model: str, version: str, timeout: float, credential: TritonCredential | None = None
+) -> TritonSnapshot:
     """Asks Triton for the statistics of ``model`` version ``version``; never raises.
 
     Args:
@@ -67,6 +71,7 @@ async def triton_statistics(url: str, model: str, version: str, timeout: float) 
         model: The Triton model name.
         version: The model version ("" for every loaded version, summed).
         timeout: Seconds to wait for each host.
+        credential: Opens Triton's statistics protocol (lepton_core.triton_access.STATISTICS).
 
     Returns:
         The snapshot; ``reachable`` when at least one host answered, and ``error`` saying what the others
@@ -79,7 +84,7 @@ async def triton_statistics(url: str, model: str, version: str, timeout: float) 
         return out
     errors: list[str] = []
     for host in hosts:
-        found = await _host_statistics(host, model, version, timeout)
+        found = await _host_statistics(host, model, version, timeout, grpc_headers(credential))
         if isinstance(found, str):
             errors.append(f"{host}: {found}" if len(hosts) > 1 else found)
             continue
@@ -97,12 +102,15 @@ async def triton_statistics(url: str, model: str, version: str, timeout: float) 
     return out
 
 
-async def _host_statistics(host: str, model: str, version: str, timeout: float) -> list[dict[str, Any]] | str:
+async def _host_statistics(
+    host: str, model: str, version: str, timeout: float, headers: dict[str, str] | None
+) -> list[dict[str, Any]] | str:
     """One host's ``model_stats`` entries, or why there are none."""
     client = triton_aio.InferenceServerClient(host)
     try:
         stats = await asyncio.wait_for(
-            client.get_inference_statistics(model, version, as_json=True, client_timeout=timeout), timeout + 0.5
+            client.get_inference_statistics(model, version, headers=headers, as_json=True, client_timeout=timeout),
+            timeout + 0.5,
         )
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
