@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lepton-setup
 PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platform libs/lepton-ai examples/custom-model \
-	services/data services/trainer services/evaluator services/registry services/deployer services/monitor
+	services/data services/trainer services/evaluator services/registry services/deployer services/monitor \
+	services/gateway
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 .PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey lock clean

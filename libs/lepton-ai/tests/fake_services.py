@@ -25,6 +25,8 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
+from lepton_ml.signing import Signer
+
 if TYPE_CHECKING:
     from .fakes import FakePlatform
 
@@ -53,6 +55,10 @@ def _copy(message: M) -> M:
     out = type(message)()
     out.CopyFrom(message)
     return out
+
+
+#: The fake platform's artifact signing key: it signs what add_version is given.
+SIGNER = Signer.generate()
 
 
 class FakeData(data_pb2_grpc.DataServiceServicer):
@@ -380,6 +386,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         metrics: dict[str, float] | None = None,
         artifact: bytes = b"PK\x03\x04fake-bundle",
         digest: str = "",
+        signed: bool = True,
         job_id: str = "",
         status: str = "ready",
         algorithm: str = "ridge",
@@ -396,6 +403,8 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 status=status,
             )
             self.versions.setdefault(name, []).append(version)
+            if signed:  # as the trainer signs every artifact
+                artifact = SIGNER.sign(artifact)
             self.artifacts[(name, version.version)] = (
                 artifact,
                 digest or "sha256:" + hashlib.sha256(artifact).hexdigest(),
@@ -441,6 +450,10 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 return registry_pb2.ListModelVersionsResponse(versions=versions)
             self.model(request.model_name, context)
             return registry_pb2.ListModelVersionsResponse(versions=self.versions[request.model_name])
+
+    def GetArtifactPublicKey(self, request: Any, context: grpc.ServicerContext) -> Any:
+        keys = SIGNER.trusted()
+        return registry_pb2.ArtifactPublicKey(pem=keys.pem().decode(), key_ids=[k.hex() for k in keys.keys])
 
     def DownloadArtifact(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         version = self.resolve(request.model_name, request.version, request.alias, context)

@@ -14,6 +14,7 @@ from polars.testing import assert_frame_equal
 
 import lepton_ai as la
 
+from .fake_services import SIGNER
 from .fakes import API_KEY, FakePlatform, sales_frame
 
 pytestmark = pytest.mark.timeout(30)
@@ -61,7 +62,7 @@ async def test_calls_run_concurrently_without_blocking_the_loop(aclient: la.Asyn
     held = asyncio.ensure_future(aclient.models.evaluate("m"))
     assert await asyncio.to_thread(fake.wait_for, lambda: bool(fake.calls_to("Evaluate")))
     downloads = await asyncio.gather(*(aclient.models.download(n) for n in ("a", "b", "c")))
-    assert downloads == [n.encode() * 100_000 for n in ("a", "b", "c")]
+    assert downloads == [SIGNER.sign(n.encode() * 100_000) for n in ("a", "b", "c")]
     assert not held.done()  # the three downloads finished while the evaluate still waited
     with fake.lock:
         fake.evaluator.hold = False

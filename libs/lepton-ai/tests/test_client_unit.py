@@ -51,7 +51,7 @@ def test_each_namespace_calls_its_own_service_on_consecutive_ports(client: la.Cl
     base = fake.ports["data"]
     assert client.endpoints == {
         name: f"127.0.0.1:{base + i}"
-        for i, name in enumerate(("data", "trainer", "evaluator", "registry", "deployer", "monitor"))
+        for i, name in enumerate(("data", "trainer", "evaluator", "registry", "deployer", "monitor", "gateway"))
     }
     _exercise_every_service(client, fake)
     # A call sent to the wrong port would have been UNIMPLEMENTED there; the fake says where each arrived.
@@ -61,6 +61,7 @@ def test_each_namespace_calls_its_own_service_on_consecutive_ports(client: la.Cl
         ("trainer", "ListAlgorithms"),
         ("evaluator", "Evaluate"),
         ("registry", "DownloadArtifact"),
+        ("registry", "GetArtifactPublicKey"),  # to verify the artifact's signature, once per client
         ("deployer", "ListDeployments"),
         ("monitor", "SendLabels"),
     ]
@@ -73,7 +74,7 @@ def test_the_api_key_travels_as_bearer_metadata_on_every_call_and_nowhere_else(
     with client.events.subscribe("dataset.version.created", limit=1) as events:
         client.datasets.upload(sales_frame(3), "other", progress=False)
         next(events)
-    assert fake.methods()[-2:] == ["Subscribe", "UploadDataset"] and len(fake.calls) == 9
+    assert fake.methods()[-2:] == ["Subscribe", "UploadDataset"] and len(fake.calls) == 10
     for call in fake.calls:
         assert [v for k, v in call.metadata if k == "authorization"] == [f"Bearer {API_KEY}"], call.method
         assert API_KEY not in call.path

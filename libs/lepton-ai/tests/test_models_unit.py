@@ -10,7 +10,9 @@ import pytest
 from lepton.trainer.v1 import trainer_pb2
 
 import lepton_ai as la
+from lepton_ml.signing import Signer
 
+from .fake_services import SIGNER
 from .fakes import FakePlatform, sales_frame
 
 pytestmark = pytest.mark.timeout(30)
@@ -167,11 +169,27 @@ def test_download_reassembles_the_streamed_chunks_and_checks_the_digest(client: 
     fake.registry.add_version("churn", artifact=b"old")
     fake.registry.add_version("churn", artifact=artifact)
     fake.registry.models["churn"].aliases["champion"] = 2
-    assert client.models.download("churn") == artifact
-    assert client.models.download("churn", 1) == b"old"
-    assert client.models.download("churn", alias="champion") == artifact
+    assert client.models.download("churn") == SIGNER.sign(artifact)  # the signed artifact, as stored
+    assert client.models.download("churn", 1) == SIGNER.sign(b"old")
+    assert client.models.download("churn", alias="champion") == SIGNER.sign(artifact)
     requests = [(c.request.version, c.request.alias) for c in fake.calls_to("DownloadArtifact")]
     assert requests == [(0, ""), (1, ""), (0, "champion")]
+
+
+def test_an_artifact_the_platform_did_not_sign_is_data_loss(client: la.Client, fake: FakePlatform) -> None:
+    fake.registry.add_version("churn", artifact=b"PK\x03\x04unsigned", signed=False)
+    fake.registry.add_version("churn", artifact=Signer.generate().sign(b"PK\x03\x04other key"), signed=False)
+    tampered = bytearray(SIGNER.sign(b"PK\x03\x04tampered"))
+    tampered[-1] ^= 1
+    fake.registry.add_version("churn", artifact=bytes(tampered), signed=False)
+    messages = []
+    for version in (1, 2, 3):
+        with pytest.raises(la.DataLoss) as caught:
+            client.models.download("churn", version)
+        messages.append(caught.value.message)
+    assert "not signed" in messages[0] and "not a trusted artifact key" in messages[1]
+    assert "altered after signing" in messages[2]
+    assert len(fake.calls_to("GetArtifactPublicKey")) == 1  # asked once per client
 
 
 def test_a_damaged_artifact_is_data_loss(client: la.Client, fake: FakePlatform) -> None:

@@ -18,9 +18,9 @@ from lepton_core.rpc import call_metadata
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
-#: The platform's services in port order: with LEPTON_URL=host:port, data listens on
-#: port, trainer on port+1, ... monitor on port+5 (what `make up` uses).
-SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
+#: The platform's gRPC ports in order: with LEPTON_URL=host:port, data listens on
+#: port, trainer on port+1, ... monitor on port+5, the inference gateway on port+6 (what `make up` uses).
+SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor", "gateway")
 DEFAULT_URL = "127.0.0.1:50051"
 MESSAGE_LIMIT = 64 * 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""``client.deployments``: deploy, roll out, roll back, and predict through the routes."""
+"""``client.deployments``: deploy, roll out, roll back, and predict through the inference gateway."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy.typing as npt
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
 from lepton_ai._transport import Transport, message
-from lepton_ai.errors import FailedPrecondition, InvalidArgument, NotFound
+from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
 from lepton_core.telemetry import inject_context
 from lepton_ml import serving
 
-#: How long predict() trusts the routes it read before reading them again.
+#: How long predict() trusts the deployment's columns it read before reading them again.
 ROUTES_TTL_S = 0.5
 
 
@@ -67,6 +67,10 @@ class Deployments:
     ) -> deployer_pb2.Deployment:
         """Creates ``name`` or rolls it out to a version (the latest, or ``alias``'s); waits by default.
 
+        ``hosts`` are names of Triton hosts in the deployer's host pool, which its operator
+        configures (never addresses); leave them out for the pool's ``default`` host (on a new
+        deployment) or the deployment's current hosts. A name the deployer does not offer your
+        tenant is refused (``InvalidArgument`` on ``hosts[i]``, listing the names you may use).
         ``config`` keys are those of ``ServingConfig`` (``max_batch_size``,
         ``preferred_batch_sizes``, ``instance_count``, ``instance_kind``, ...).
         """
@@ -110,55 +114,66 @@ class Deployments:
         return result
 
     def route(self, name: str) -> tuple[deployer_pb2.Deployment, deployer_pb2.Route]:
-        """The deployment and one of its routes, chosen by weight (canary shares included)."""
-        cached = self._routes.get(name)
-        if cached is not None and time.monotonic() - cached[0] <= ROUTES_TTL_S:
-            d = cached[1]
-        else:
-            d = self.get(name)
-            self._routes[name] = (time.monotonic(), d)
+        """The deployment and one of its routes, chosen by weight (canary shares included).
+
+        What the gateway does for each request; kept for callers that want to see a choice.
+        """
+        d = self._read(name)
         if not d.routes:
             raise FailedPrecondition(f"deployment {name!r} serves nothing yet (state {d.state})")
         chosen = self._rng.choices(list(d.routes), weights=[r.weight for r in d.routes])[0]
         return d, chosen
 
+    def _read(self, name: str) -> deployer_pb2.Deployment:
+        cached = self._routes.get(name)
+        if cached is not None and time.monotonic() - cached[0] <= ROUTES_TTL_S:
+            return cached[1]
+        d = self.get(name)
+        self._routes[name] = (time.monotonic(), d)
+        return d
+
     def predict(self, name: str, rows: Any) -> npt.NDArray[np.float64]:
         """Predictions from the deployment for rows (a DataFrame, a dict of columns, or an array
-        in ``feature_columns`` order), through a route chosen by weight."""
-        d, route = self.route(name)
+        in ``feature_columns`` order), through the inference gateway, which picks the route by
+        weight (canary shares included)."""
+        d = self._read(name)  # its columns: the order of the input tensor
         try:
             frame = serving.as_frame(rows, builtins.list(d.feature_columns) + builtins.list(d.text_columns))
         except ValueError as exc:
             raise InvalidArgument(f"rows: {exc}") from None
-        return triton_predict(d, frame, route.triton_model, route.triton_version)
+        return gateway_predict(self._t, d, frame)
 
 
-def triton_predict(
-    d: deployer_pb2.Deployment, frame: Any, triton_model: str = "", triton_version: str = ""
-) -> npt.NDArray[np.float64]:
-    """Predictions from Triton for raw rows laid out as ``d`` says, in requests of at most its
-    ``max_batch_size`` rows; the stable model unless a route's model and version are given."""
-    import tritonclient.grpc as triton
+def gateway_predict(t: Transport, d: deployer_pb2.Deployment, frame: Any, version: str = "") -> npt.NDArray[np.float64]:
+    """Predictions for raw rows laid out as ``d`` says, through the inference gateway (KServe V2 gRPC,
+    with the API key), in requests of at most its ``max_batch_size`` rows; ``version``, when given,
+    must be one the deployment serves (else the gateway routes by weight)."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    from tritonclient.utils import serialize_byte_tensor
 
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(t.channel("gateway"))
     batch = d.config.max_batch_size or 64
-    client = triton.InferenceServerClient(d.triton_url)
     out: builtins.list[npt.NDArray[np.float64]] = []
-    try:
-        for start in range(0, frame.height, batch):
-            try:
-                inputs = serving.input_tensors(frame.slice(start, batch), d.feature_columns, d.text_columns)
-            except ValueError as exc:
-                raise InvalidArgument(f"rows: {exc}") from None
-            result = client.infer(
-                triton_model or d.triton_model,
-                inputs,
-                model_version=triton_version or d.triton_version,
-                parameters=inject_context({}),  # the caller's trace, when it has one
-                client_timeout=60,
-            )
-            out.append(np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1))
-    except triton.InferenceServerException as exc:
-        raise InvalidArgument(f"rows: Triton refused them: {exc.message()}") from None
-    finally:
-        client.close()
+    for start in range(0, frame.height, batch):
+        try:
+            numeric, text = serving.arrays(frame.slice(start, batch), d.feature_columns, d.text_columns)
+        except ValueError as exc:
+            raise InvalidArgument(f"rows: {exc}") from None
+        request = service_pb2.ModelInferRequest(model_name=d.name, model_version=version)
+        request.inputs.add(name=serving.INPUT, datatype="FP64", shape=list(numeric.shape))
+        request.raw_input_contents.append(np.ascontiguousarray(numeric, dtype=np.float64).tobytes())
+        if text is not None:
+            request.inputs.add(name=serving.TEXT_INPUT, datatype="BYTES", shape=list(text.shape))
+            serialized = serialize_byte_tensor(text)
+            request.raw_input_contents.append(bytes(serialized.item()) if serialized.size else b"")
+        request.outputs.add(name=serving.OUTPUT)
+        for key, value in inject_context({}).items():  # the caller's trace, when it has one
+            request.parameters[key].string_param = value
+        try:
+            answer = t.call("gateway", stub.ModelInfer, request, 60.0)
+        except LeptonError as exc:
+            if type(exc) in (InvalidArgument, LeptonError):  # Triton's or the model's refusal of these rows
+                raise InvalidArgument(f"rows: Triton refused them: {exc}") from None
+            raise
+        out.append(np.frombuffer(answer.raw_output_contents[0], dtype=np.float64).copy())
     return np.concatenate(out) if out else np.empty(0)

@@ -27,7 +27,7 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from lepton_ai import _artifacts, _progress
 from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
-from lepton_ai.deployments import triton_predict
+from lepton_ai.deployments import gateway_predict
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
 from lepton_ml import serving
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     # Loading a bundle needs skops and scikit-learn (seconds to import), and torch for an MLP:
     # only when used, so that `import lepton_ai` and every `lepton` command start fast.
     from lepton_ml import artifacts
+    from lepton_ml.signing import TrustedKeys
 
 DONE = (trainer_pb2.JOB_STATE_SUCCEEDED, trainer_pb2.JOB_STATE_FAILED, trainer_pb2.JOB_STATE_CANCELLED)
 #: Column names taken as the target when a dataset does not say and fit() is not told.
@@ -192,7 +193,7 @@ class Model:
             raise InvalidArgument(f"x: {exc}") from None
         deployment = self._deployment(t)
         if deployment is not None:
-            return triton_predict(deployment, frame)
+            return gateway_predict(t, deployment, frame, str(self.version))
         return self.bundle().predict(frame)
 
     def predict_proba(self, x: Any) -> npt.NDArray[np.float64]:
@@ -225,12 +226,19 @@ class Model:
                 (``pip install 'lepton-ml[torch]'``).
         """
         if self._bundle is None:
-            self._bundle = _artifacts.load_bundle(self._download())
+            self._bundle = _artifacts.load_bundle(self._download(), self._keys())
             self._artifact = None
         return self._bundle
 
     def _signature(self) -> artifacts.Signature:
-        return self._bundle.signature if self._bundle is not None else _artifacts.signature(self._download())
+        if self._bundle is not None:
+            return self._bundle.signature
+        return _artifacts.signature(self._download(), self._keys())
+
+    def _keys(self) -> TrustedKeys:
+        from lepton_ai.registry import Models
+
+        return Models(self._require_fitted())._artifact_keys()
 
     def _download(self) -> bytes:
         if self._artifact is None:

@@ -15,8 +15,8 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lepton_core import event_stream, events
-from lepton_core.bus import ObjectStore, connect, declare_topology
+from lepton_core import event_stream, events, nats_identity
+from lepton_core.bus import ObjectStore, connect, require_topology
 from lepton_core.logs import setup_logging
 from lepton_core.rpc import create_server
 from lepton_core.settings import ServiceSettings
@@ -30,8 +30,12 @@ SHUTDOWN_STEP_S = 15.0
 
 SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor")
 """The six services, in pipeline order."""
-DEFAULT_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
-"""Each service's gRPC port when its settings name none: data on 50051, the rest after it."""
+GATEWAY = "gateway"
+"""The inference gateway (``python -m lepton_gateway``): a process of the platform, not an event service."""
+PORT_ORDER = (*SERVICES, GATEWAY)
+"""The platform's gRPC ports in order: data on the base port, the gateway after the monitor (base + 6)."""
+DEFAULT_PORTS = {name: 50051 + i for i, name in enumerate(PORT_ORDER)}
+"""Each process's gRPC port when its settings name none: data on 50051, the rest after it, the gateway on 50057."""
 
 
 @dataclass
@@ -58,6 +62,11 @@ class Runtime:
         ``ack_wait`` is how long a delivery may go without an ack or heartbeat before
         JetStream redelivers it: how fast work of a dead process moves elsewhere.
         """
+        if durable not in nats_identity.GRANTS[self.name].durables:
+            raise ValueError(
+                f"durable consumer {durable!r} is not among {self.name}'s in lepton_core.nats_identity.GRANTS: "
+                "add it there, or NATS will refuse it"
+            )
         self.consumers.append(
             events.Consumer(
                 js=self.js,
@@ -124,9 +133,18 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    nc = await connect(settings.nats_url, f"lepton-{name}")
+    seed_file = settings.nats_nkey_seed_file
+    if seed_file:
+        nats_identity.check_seed_file(seed_file)
+    nc = await connect(
+        settings.nats_url,
+        f"lepton-{name}",
+        seed_file=seed_file,
+        inbox=nats_identity.inbox_prefix(name),
+        tls_ca_file=settings.tls_ca_file,
+    )
     js = nc.jetstream()
-    await declare_topology(js, settings.nats_replicas)
+    await require_topology(js, nats_identity.streams_of(name))
     runtime = Runtime(name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js))
     register = await setup(runtime)
     server = await create_server(

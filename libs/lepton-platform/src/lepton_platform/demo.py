@@ -165,7 +165,7 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
             sample = pl.read_csv(csv_path).head(5)
             rows = sample.select(list(model_version.features)).to_numpy().astype(np.float64)
             truth = sample[model_version.target].to_numpy().astype(np.float64)
-            predictions = await infer(deployment, sample)
+            predictions = await infer(platform.gateway_url, key, deployment, sample)
             seconds["predicted"] = time.monotonic() - t0
             monitor = monitor_pb2_grpc.MonitorServiceStub(mon_ch)
             stats = await poll(
@@ -199,19 +199,21 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
     return result
 
 
-async def infer(deployment: deployer_pb2.Deployment, frame: pl.DataFrame) -> npt.NDArray[np.float64]:
-    """Predictions straight from Triton (KServe V2 gRPC), with the trace context attached."""
-    client = triton_aio.InferenceServerClient(deployment.triton_url)
+async def infer(
+    gateway: str, api_key: str, deployment: deployer_pb2.Deployment, frame: pl.DataFrame
+) -> npt.NDArray[np.float64]:
+    """Predictions through the inference gateway (KServe V2 gRPC, the API key), with the trace context attached."""
+    client = triton_aio.InferenceServerClient(gateway)
     try:
-        with trace.get_tracer("lepton.demo").start_as_current_span("triton infer"):
+        with trace.get_tracer("lepton.demo").start_as_current_span("gateway infer"):
             carrier: dict[str, str] = {}
             inject_context(carrier)
             result = await client.infer(
-                deployment.triton_model,
+                deployment.name,
                 serving.input_tensors(frame, deployment.feature_columns, deployment.text_columns),
-                model_version=deployment.triton_version,
                 outputs=[triton_aio.InferRequestedOutput(deployment.output_names[0])],
                 parameters=carrier,
+                headers={"authorization": f"Bearer {api_key}"},
                 client_timeout=30,
             )
         out = result.as_numpy(deployment.output_names[0])

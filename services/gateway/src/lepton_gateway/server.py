@@ -1,0 +1,117 @@
+"""The gateway process: NATS (the deployer's records), the gRPC server, the REST server, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+
+from lepton_core import nats_identity
+from lepton_core.bus import connect, require_topology
+from lepton_core.tls import server_credentials
+from lepton_core.triton_access import read_secret_file
+from lepton_gateway.access import SECRET_HEADER, Gate
+from lepton_gateway.forwarding import Forwarder
+from lepton_gateway.grpc_api import KServeGrpc
+from lepton_gateway.limits import RateLimits
+from lepton_gateway.rest import RestServer
+from lepton_gateway.routes import BUCKET, RouteTable, follow
+from lepton_gateway.settings import GatewaySettings
+from lepton_gateway.upstream import INFERENCE_SERVICE, MESSAGE_LIMIT, Upstream
+
+log = logging.getLogger("lepton_gateway")
+
+#: The gateway's gRPC port when its settings name none: after the six services' 50051-50056.
+DEFAULT_PORT = 50057
+#: Its name: its NATS identity, its logs.
+NAME = "gateway"
+#: Longest wait for the deployer's records at start-up before serving anyway.
+LOAD_TIMEOUT_S = 30.0
+SHUTDOWN_STEP_S = 10.0
+
+
+async def _bucket(settings: GatewaySettings) -> tuple[KeyValue, NATS]:
+    """The deployer's records: the only thing on NATS the gateway reads (its ``gateway`` identity)."""
+    seed_file = settings.nats_nkey_seed_file
+    if seed_file:
+        nats_identity.check_seed_file(seed_file)
+    nc = await connect(settings.nats_url, "lepton-gateway", seed_file=seed_file, inbox=nats_identity.inbox_prefix(NAME))
+    js = nc.jetstream()
+    await require_topology(js, nats_identity.streams_of(NAME))
+    return await js.key_value(BUCKET), nc
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Runs the gateway until SIGTERM/SIGINT."""
+    credentials = (
+        server_credentials(settings.tls_cert_file, settings.tls_key_file)
+        if settings.tls_cert_file and settings.tls_key_file
+        else None
+    )
+    secret = read_secret_file(settings.inference_secret_file) if settings.inference_secret_file else None
+    if secret is None:
+        log.warning("no inference_secret_file: Lepton models will refuse every request sent through this gateway")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    kv, nc = await _bucket(settings)
+    routes = RouteTable(settings.pool())
+    loaded = asyncio.Event()
+    watch = asyncio.create_task(follow(kv, routes, loaded), name="deployments-watch")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT_S)
+
+    gate = Gate(settings.api_keys, RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates))
+    upstream = Upstream(secret, SECRET_HEADER)
+    forwarder = Forwarder(routes, gate, upstream, settings.triton_url)
+    kserve = KServeGrpc(forwarder, settings.forward_timeout_s)
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MESSAGE_LIMIT), ("grpc.max_send_message_length", MESSAGE_LIMIT)]
+    )
+    server.add_generic_rpc_handlers((kserve.handler(),))
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = f"{settings.grpc_host}:{settings.grpc_port or DEFAULT_PORT}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    await server.start()
+    rest: RestServer | None = None
+    if settings.http_port:
+        rest = RestServer(forwarder, settings.http_host, settings.http_port, settings.forward_timeout_s)
+        await rest.start()
+    for name in ("", INFERENCE_SERVICE):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "gateway serving",
+        extra={
+            "grpc_port": port,
+            "http_port": settings.http_port,
+            "deployments": len(routes),
+            "triton": settings.triton_url,
+        },
+    )
+    await stop.wait()
+    log.info("gateway stopping")
+    await health.enter_graceful_shutdown()
+    steps = [("grpc server", server.stop(5.0)), ("triton channels", upstream.close())]
+    if rest is not None:
+        steps.insert(1, ("rest server", rest.stop()))
+    watch.cancel()
+    for what, step in steps:
+        try:
+            await asyncio.wait_for(step, SHUTDOWN_STEP_S)
+        except (TimeoutError, Exception) as exc:
+            log.warning("shutdown step %s did not finish cleanly: %r", what, exc)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await watch
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), SHUTDOWN_STEP_S)
+    log.info("gateway stopped")

@@ -1,0 +1,50 @@
+"""Settings of the inference gateway (env prefix ``LEPTON_GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lepton_core.settings import ServiceSettings
+from lepton_core.triton_pool import HostPool, PoolEntry
+
+
+class GatewaySettings(ServiceSettings):
+    """Settings of the gateway; ``grpc_port`` 0 means 50057, ``api_keys`` as every service's."""
+
+    model_config = SettingsConfigDict(env_prefix="LEPTON_GATEWAY_", extra="ignore")
+
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="gRPC address of the Triton host pool's 'default' entry (as the deployer's triton_url); it "
+        "also answers server live/ready/metadata.",
+    )
+    hosts: dict[str, PoolEntry] = Field(
+        default_factory=dict,
+        description="The other Triton hosts deployments name, as the deployer has them (LEPTON_DEPLOYER_HOSTS): "
+        'name -> {"url": "host:port", "tenants": [...]}.',
+    )
+    inference_secret_file: str | None = Field(
+        None,
+        description="File holding the secret the gateway sends Triton with each request (header "
+        "lepton-inference-secret); the serving model refuses inference without it. None: requests go without "
+        "it, and the model refuses them.",
+    )
+    http_port: int = Field(0, ge=0, description="Port of the KServe V2 REST API; 0 serves none.")
+    http_host: str = Field("127.0.0.1", description="Address the REST API binds.")
+    rate_per_s: float = Field(
+        10_000.0, ge=0, description="Requests a second each tenant may send (a token bucket); 0: no limit."
+    )
+    rate_burst: float = Field(
+        0.0, ge=0, description="Requests a tenant may send at once above the rate (the bucket's size); 0: rate_per_s."
+    )
+    tenant_rates: dict[str, float] = Field(
+        default_factory=dict, description='Per-tenant rate_per_s overrides, as JSON ({"acme": 50}).'
+    )
+    forward_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait for Triton's answer when the caller set no deadline."
+    )
+
+    def pool(self) -> HostPool:
+        """The host pool: ``default`` at ``triton_url``, then ``hosts``."""
+        return HostPool.of(self.triton_url, self.hosts)

@@ -1,0 +1,155 @@
+"""The gateway's parts without servers: wire reading and readdressing, routes, rate limits, keys."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from tritonclient.grpc import service_pb2
+
+from lepton_core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
+from lepton_core.triton_pool import HostPool, PoolEntry
+from lepton_gateway.access import Gate, RateLimited
+from lepton_gateway.limits import RateLimits
+from lepton_gateway.routes import RouteTable
+from lepton_gateway.settings import GatewaySettings
+from lepton_gateway.wire import MalformedMessage, name_and_version, readdressed
+from lepton_ml.triton_model import request_gate
+
+
+def _infer_request(name: str = "prices", version: str = "") -> bytes:
+    request = service_pb2.ModelInferRequest(model_name=name, model_version=version, id="r1")
+    request.inputs.add(name="features", datatype="FP64", shape=[1, 3])
+    request.raw_input_contents.append(b"\x00" * 24)
+    request.parameters["traceparent"].string_param = "00-abc-def-01"
+    return bytes(request.SerializeToString())
+
+
+def test_reads_the_name_and_version_and_readdresses_without_touching_the_tensors() -> None:
+    data = _infer_request("prices", "3")
+    assert name_and_version(data) == ("prices", "3")
+    moved = service_pb2.ModelInferRequest.FromString(readdressed(data, "acme--prices--next", "4"))
+    assert (moved.model_name, moved.model_version) == ("acme--prices--next", "4")
+    assert moved.raw_input_contents == [b"\x00" * 24] and moved.inputs[0].shape == [1, 3]
+    assert moved.parameters["traceparent"].string_param == "00-abc-def-01" and moved.id == "r1"
+    # A caller that repeats field 1 is read as a parser reads it: the last value.
+    assert name_and_version(data + readdressed(b"", "other"))[0] == "other"
+
+
+def test_a_long_name_and_an_answer_are_readdressed_too() -> None:
+    name = "n" * 300  # a length that takes two varint bytes
+    answer = service_pb2.ModelInferResponse(model_name="acme--x", model_version="1").SerializeToString()
+    assert service_pb2.ModelInferResponse.FromString(readdressed(answer, name)).model_name == name
+
+
+@pytest.mark.parametrize("data", [b"\x0a\x05ab", b"\x0a", b"\x0b\x00", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"])
+def test_bytes_that_are_not_a_message_are_refused(data: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        name_and_version(data)
+
+
+def _record(tenant: str, name: str, routes: list[tuple[str, int, float]], **extra: object) -> bytes:
+    doc = {
+        "tenant": tenant,
+        "name": name,
+        "state": extra.pop("state", "ready"),
+        "triton_model": f"{tenant}--{name}",
+        "hosts": extra.pop("hosts", ["default"]),
+        "routes": [{"triton_model": m, "model_version": v, "weight": w} for m, v, w in routes],
+        "updated_at": "2026-01-01T00:00:00Z",
+        **extra,
+    }
+    return json.dumps(doc).encode()
+
+
+def _table() -> RouteTable:
+    pool = HostPool.of("10.0.0.1:8001", {"gpu": PoolEntry(url="10.0.0.2:8001", tenants=["acme"])})
+    table = RouteTable(pool, random.Random(0))
+    table.apply("acme.prices", _record("acme", "prices", [("acme--prices", 1, 0.75), ("acme--prices--next", 2, 0.25)]))
+    table.apply("acme.version.prices.1", b"{}")  # what the deployer knows of a version: not a deployment
+    table.apply("beta.prices", _record("beta", "prices", [("beta--prices", 5, 1.0)], hosts=["gpu"]))
+    table.apply("acme.loading", _record("acme", "loading", [], state="loading"))
+    table.apply("acme.broken", _record("acme", "broken", [], state="failed"))
+    return table
+
+
+def test_routes_follow_the_weights_and_a_version_asked_for() -> None:
+    table = _table()
+    seen = [table.target("acme", "prices").model for _ in range(2000)]
+    assert 0.70 < seen.count("acme--prices") / len(seen) < 0.80
+    pinned = table.target("acme", "prices", "2")
+    assert (pinned.host, pinned.model, pinned.version) == ("10.0.0.1:8001", "acme--prices--next", "2")
+    assert table.stable("acme", "prices").model == "acme--prices"
+    with pytest.raises(NotFound, match="serves version 1, 2, not 7"):
+        table.target("acme", "prices", "7")
+
+
+def test_another_tenants_deployment_is_not_found_and_unknown_states_say_why() -> None:
+    table = _table()
+    with pytest.raises(NotFound):
+        table.target("acme", "nothing")
+    with pytest.raises(NotFound):
+        table.target("beta", "loading")  # acme's
+    with pytest.raises(Unavailable, match="state loading"):
+        table.target("acme", "loading")
+    with pytest.raises(FailedPrecondition):
+        table.target("acme", "broken")
+    # beta's host is open to acme alone in this pool: the gateway will not send beta's requests there.
+    with pytest.raises(Unavailable, match="host this gateway does not know"):
+        table.target("beta", "prices")
+    table.apply("acme.prices", None)
+    with pytest.raises(NotFound):
+        table.target("acme", "prices")
+
+
+def test_a_record_under_another_tenants_key_is_ignored() -> None:
+    table = _table()
+    table.apply("beta.stolen", _record("acme", "stolen", [("acme--stolen", 1, 1.0)]))
+    with pytest.raises(NotFound):
+        table.target("beta", "stolen")
+
+
+def test_rate_limits_are_token_buckets_per_tenant() -> None:
+    now = [0.0]
+    limits = RateLimits(2.0, per_tenant={"big": 0.0}, clock=lambda: now[0])
+    assert [limits.allow("a") for _ in range(3)] == [True, True, False]
+    assert limits.allow("b")  # its own bucket
+    assert all(limits.allow("big") for _ in range(1000))  # 0: no limit
+    now[0] += 0.5
+    assert limits.allow("a") and not limits.allow("a")
+
+
+def test_keys_decide_the_tenant_and_the_rate() -> None:
+    gate = Gate({"k1": "acme"}, RateLimits(1.0))
+    assert gate.admit("Bearer k1") == "acme"
+    with pytest.raises(RateLimited, match="over its rate of 1 requests a second"):
+        gate.admit("Bearer k1")
+    with pytest.raises(Unauthenticated, match="no API key"):
+        gate.tenant(None)
+    with pytest.raises(Unauthenticated, match="not valid"):
+        gate.tenant("Bearer nope")
+
+
+def test_settings_and_the_models_gate_agree_on_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEPTON_GATEWAY_HOSTS", '{"gpu": {"url": "10.0.0.2:8001", "tenants": ["acme"]}}')
+    pool = GatewaySettings().pool()
+    assert pool.address("acme", "gpu") == "10.0.0.2:8001" and pool.name_of("beta", "gpu") is None
+    from lepton_gateway.access import SECRET_HEADER
+
+    assert SECRET_HEADER == request_gate.SECRET_PARAMETER
+
+
+def test_the_models_gate_refuses_requests_without_the_secret(tmp_path: object) -> None:
+    import pathlib
+
+    secret_file = pathlib.Path(str(tmp_path)) / "secret"
+    secret_file.write_text("s3cret-s3cret-s3cret\n")
+    gate = request_gate.InferenceGate.from_environment({request_gate.SECRET_FILE_ENV: str(secret_file)})
+    gate.check({request_gate.SECRET_PARAMETER: "s3cret-s3cret-s3cret"})
+    for params in ({}, {request_gate.SECRET_PARAMETER: "guess"}, {request_gate.SECRET_PARAMETER: 1}):
+        with pytest.raises(ValueError, match="through the Lepton gateway"):
+            gate.check(params)
+    closed = request_gate.InferenceGate.from_environment({})
+    with pytest.raises(ValueError, match="no inference secret"):
+        closed.check({request_gate.SECRET_PARAMETER: "s3cret-s3cret-s3cret"})
