@@ -26,10 +26,10 @@ from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
 from lepton_core import events
-from lepton_core.bus import EVENTS_STREAM, connect
+from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
 from lepton_platform.embedded import EmbeddedPlatform
-from lepton_platform.testing import lepton_cli
+from lepton_platform.testing import admin_connect, lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "loop"
@@ -38,7 +38,7 @@ SHIFTED = ("bmi", "bp")
 
 async def _events(platform: EmbeddedPlatform, kind: str, match: Any = lambda e: True) -> list[events.Event[Any]]:
     """Every event of one kind on the EVENTS stream so far (for this tenant) that matches."""
-    nc = await connect(platform.nats_url, "test-loop-events")
+    nc = await admin_connect(platform.nats_url, "test-loop-events")
     out: list[events.Event[Any]] = []
     try:
         js = nc.jetstream()

@@ -38,7 +38,7 @@ def test_named_deployment_through_the_sdk_and_the_cli(
         assert d.history[-1].outcome == "completed" and d.history[-1].smoke_rows > 0
         # 70 rows go in requests of at most 32, through the routes, equal to the model in-process.
         got = client.deployments.predict("diabetes-api", rows)
-        bundle = artifacts.load_bundle(client.models.download(name, version))
+        bundle = artifacts.load_bundle(client.models.download(name, version), platform.artifact_keys.trusted())
         np.testing.assert_allclose(got, bundle.predict(rows), atol=1e-6)
         status = client.deployments.status("diabetes-api")
         assert status.statistics and all(s.ready for s in status.statistics)
@@ -99,7 +99,7 @@ def test_a_version_exports_as_an_edge_bundle_that_runs_without_lepton(
     assert ran.returncode == 0, ran.stderr
     predicted = [json.loads(line)["prediction"] for line in ran.stdout.splitlines() if line.strip()]
     with la.Client(platform.api_key, url=platform.url) as client:
-        bundle = artifacts.load_bundle(client.models.download(name, version))
+        bundle = artifacts.load_bundle(client.models.download(name, version), platform.artifact_keys.trusted())
     np.testing.assert_allclose(np.asarray(predicted, dtype=float).reshape(-1), bundle.predict(rows), atol=1e-6)
 
 
@@ -113,10 +113,10 @@ async def test_deploy_of_a_version_the_deployer_has_not_heard_of_and_twice_at_on
     from lepton.deployer.v1 import deployer_pb2
     from nats.js.errors import KeyNotFoundError
 
-    from lepton_core.bus import connect
+    from lepton_platform.testing import admin_connect
 
     name, version = pipeline.model_version.model_name, pipeline.model_version.version
-    nc = await connect(platform.nats_url, "test-forget")
+    nc = await admin_connect(platform.nats_url, "test-forget")
     try:
         kv = await nc.jetstream().key_value("deployments")
         key = f"{platform.tenant}.version.{name}.{version}"
@@ -134,7 +134,7 @@ async def test_deploy_of_a_version_the_deployer_has_not_heard_of_and_twice_at_on
         d = client.deployments.get("twice-api")
         assert [(h.to_version, h.outcome) for h in d.history] == [(version, "completed")]
         rows = pl.from_pandas(load_diabetes(as_frame=True, scaled=False).frame).drop("target").head(5)
-        bundle = artifacts.load_bundle(client.models.download(name, version))
+        bundle = artifacts.load_bundle(client.models.download(name, version), platform.artifact_keys.trusted())
         np.testing.assert_allclose(client.deployments.predict("twice-api", rows), bundle.predict(rows), atol=1e-6)
         client.deployments.delete("twice-api")
         with pytest.raises(la.errors.NotFound, match="version"):  # the registry's answer, passed through

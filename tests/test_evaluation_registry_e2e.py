@@ -20,12 +20,11 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from sklearn import datasets
 from sklearn import metrics as skm
 
-from lepton_core.bus import connect
 from lepton_core.rpc import client_channel
 from lepton_ml import artifacts
 from lepton_platform.demo import PipelineResult
 from lepton_platform.embedded import EmbeddedPlatform
-from lepton_platform.testing import find_event
+from lepton_platform.testing import admin_connect, find_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -90,7 +89,9 @@ async def test_evaluate_on_request_on_any_dataset_version_with_cross_validation(
         by_id = await stub.GetEvaluation(evaluator_pb2.GetEvaluationRequest(evaluation_id=other.evaluation_id))
         assert by_id.metrics == other.metrics
     # The metrics are scikit-learn's on the model's own predictions for those rows.
-    bundle = artifacts.load_bundle(await _artifact(platform, platform.api_key, name, version))
+    bundle = artifacts.load_bundle(
+        await _artifact(platform, platform.api_key, name, version), platform.artifact_keys.trusted()
+    )
     rows = diabetes.tail(150)
     predicted = bundle.predict(rows)
     truth = rows[bundle.signature.target].to_numpy().astype(np.float64)
@@ -224,7 +225,7 @@ async def test_a_tampered_artifact_is_refused(pipeline: PipelineResult, platform
     """Bytes changed in the object store after registration: every read through the registry refuses them."""
     name, version = pipeline.model_version.model_name, pipeline.model_version.version
     ref = pipeline.model_version.artifact
-    nc = await connect(platform.nats_url, "test-tamper")
+    nc = await admin_connect(platform.nats_url, "test-tamper")
     obs = await nc.jetstream().object_store(ref.bucket)
     original = (await obs.get(ref.name)).data
     assert original is not None

@@ -15,12 +15,13 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from sklearn.datasets import load_breast_cancer
 
-from lepton_core.bus import ObjectStore, connect
+from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts
 from lepton_platform.demo import infer, poll
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -79,14 +80,15 @@ async def test_mlp_from_upload_to_triton(platform: EmbeddedPlatform) -> None:
     assert deployment.state == deployer_pb2.DEPLOYMENT_STATE_READY, deployment.error
     assert evaluation.metrics["accuracy"] >= 0.9
     rows = frame.drop("target").slice(0, 20)
-    served = await infer(deployment, rows)
-    nc = await connect(platform.nats_url, "test-mlp")
+    served = await infer(platform.gateway_url, platform.api_key, deployment, rows)
+    nc = await admin_connect(platform.nats_url, "test-mlp")
     try:
         raw = await ObjectStore(nc.jetstream()).get(ref_from_pb(model_version.artifact))
     finally:
         await nc.close()
-    bundle = artifacts.load_bundle(raw)
-    assert sorted(artifacts.unpack_files(raw)) == [
+    assert platform.artifact_keys is not None
+    bundle = artifacts.load_bundle(raw, platform.artifact_keys.trusted())
+    assert sorted(artifacts.unpack_files(raw, platform.artifact_keys.trusted())) == [
         "architecture.json",
         "model.onnx",
         "model.safetensors",

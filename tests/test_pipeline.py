@@ -23,14 +23,14 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from nats.js import api as js_api
 
 from lepton_core import events
-from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, ObjectStore, connect
+from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts
 from lepton_platform.demo import PipelineResult, write_diabetes_csv
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.processes import SERVICES
-from lepton_platform.testing import find_event
+from lepton_platform.testing import admin_connect, find_event
 from lepton_platform.tracesink import TraceSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -39,12 +39,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 async def test_triton_predictions_equal_in_process_predictions(
     pipeline: PipelineResult, platform: EmbeddedPlatform
 ) -> None:
-    nc = await connect(platform.nats_url, "test-artifact")
+    nc = await admin_connect(platform.nats_url, "test-artifact")
     try:
         artifact = await ObjectStore(nc.jetstream()).get(ref_from_pb(pipeline.model_version.artifact))
     finally:
         await nc.close()
-    model, signature = artifacts.unpack(artifact)
+    assert platform.artifact_keys is not None
+    model, signature = artifacts.unpack(artifact, platform.artifact_keys.trusted())
     assert signature.features == list(pipeline.model_version.features)
     expected = model.predict(pipeline.rows)
     np.testing.assert_allclose(pipeline.predictions, expected, rtol=0, atol=1e-6)
@@ -106,7 +107,7 @@ async def _all_messages(js: object, stream: str) -> list[object]:
 async def test_every_event_on_the_bus_is_a_cloudevent_with_a_protobuf_payload(
     pipeline: PipelineResult, platform: EmbeddedPlatform
 ) -> None:
-    nc = await connect(platform.nats_url, "test-events")
+    nc = await admin_connect(platform.nats_url, "test-events")
     try:
         js = nc.jetstream()
         msgs = await _all_messages(js, EVENTS_STREAM) + await _all_messages(js, PREDICTIONS_STREAM)

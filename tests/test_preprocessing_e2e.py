@@ -23,12 +23,13 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
-from lepton_core.bus import ObjectStore, connect
+from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts, recipes, splits
 from lepton_platform.demo import infer, poll
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -104,7 +105,7 @@ async def test_serving_replays_the_recipe_on_raw_rows(platform: EmbeddedPlatform
     assert "target" not in deployment.feature_columns and "bmi" in deployment.feature_columns
 
     rows = raw.slice(0, 12).drop("target")  # rows 0 and 11 have no bmi
-    served = await infer(deployment, rows)
+    served = await infer(platform.gateway_url, platform.api_key, deployment, rows)
 
     # The same estimator trained directly on the recipe's output, on the same rows.
     transformed, fitted = recipes.fit_transform(raw, recipes.parse_recipe(json.dumps(RECIPE)))
@@ -118,9 +119,11 @@ async def test_serving_replays_the_recipe_on_raw_rows(platform: EmbeddedPlatform
     np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
     # And the artifact alone (what the SDK uses without Triton) agrees.
-    nc = await connect(platform.nats_url, "test-prep")
+    nc = await admin_connect(platform.nats_url, "test-prep")
     try:
-        bundle = artifacts.load_bundle(await ObjectStore(nc.jetstream()).get(ref_from_pb(version.artifact)))
+        assert platform.artifact_keys is not None
+        signed = await ObjectStore(nc.jetstream()).get(ref_from_pb(version.artifact))
+        bundle = artifacts.load_bundle(signed, platform.artifact_keys.trusted())
     finally:
         await nc.close()
     assert bundle.preprocess is not None and bundle.signature.text_inputs() == ["region"]

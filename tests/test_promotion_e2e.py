@@ -15,9 +15,10 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from sklearn.datasets import load_diabetes
 
 from lepton_core import events
-from lepton_core.bus import EVENTS_STREAM, connect
+from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 MODEL = "cc-diabetes"
@@ -85,7 +86,7 @@ async def test_a_better_challenger_is_promoted_and_a_worse_one_is_not(platform: 
         await asyncio.sleep(3)  # give a wrong promotion the chance to happen
         assert await champion(v2) == v2
 
-    nc = await connect(platform.nats_url, "test-promotion")
+    nc = await admin_connect(platform.nats_url, "test-promotion")
     try:
         sub = await nc.jetstream().subscribe(
             f"lepton.evt.{platform.tenant}.evaluation.comparison.completed", stream=EVENTS_STREAM, ordered_consumer=True

@@ -120,16 +120,18 @@ from dataclasses import asdict
 import lepton_ai as la
 from lepton_ai import _artifacts
 from lepton_ml import artifacts
+from lepton_ml.signing import Signer
 
 signature = artifacts.Signature(features=["x"], target="y", task="regression", algorithm="mlp_regressor")
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as zf:
     zf.writestr(artifacts.SIGNATURE_FILE, json.dumps(asdict(signature)))
     zf.writestr(artifacts.TORCH_WEIGHTS, b"")  # never read: loading stops at the missing torch
-artifact = buf.getvalue()
-print(_artifacts.signature(artifact).algorithm)
+signer = Signer.generate()  # the light install verifies signatures too (cryptography comes with lepton-core)
+artifact = signer.sign(buf.getvalue())
+print(_artifacts.signature(artifact, signer.trusted()).algorithm)
 try:
-    _artifacts.load_bundle(artifact)
+    _artifacts.load_bundle(artifact, signer.trusted())
 except la.FailedPrecondition as exc:
     print(exc.message)
 else:

@@ -25,8 +25,9 @@ from lepton.trainer.v1 import trainer_pb2
 from sklearn.datasets import load_diabetes, load_iris
 
 import lepton_ai as la
-from lepton_core.bus import ObjectRefRecord, ObjectStore, connect
+from lepton_core.bus import ObjectRefRecord, ObjectStore
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -294,7 +295,7 @@ def test_rollback_serves_the_earlier_version_and_a_tampered_artifact_is_data_los
     ref = ObjectRefRecord(bucket=artifact.bucket, name=artifact.name, digest=artifact.digest, size=artifact.size)
 
     async def store(data: bytes) -> None:
-        nc = await connect(platform.nats_url, "test-surface-tamper")
+        nc = await admin_connect(platform.nats_url, "test-surface-tamper")
         try:
             await ObjectStore(nc.jetstream()).put(ref.bucket, ref.name, data)
         finally:

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+#: The artifact public key in the kit (the kit's artifacts are signed with its private half, then dropped).
+PUBLIC_KEY_FILE = "artifact-signing.pub.pem"
 ROWS = 64
 SMOKE_BATCH = 8
 TIMED_REQUESTS = 200
@@ -54,12 +56,16 @@ def prepare(kit: Path) -> None:
     from lepton_deployer.backends import choose_backend
     from lepton_deployer.records import ServingConfig
     from lepton_deployer.smoke import smoke_tolerance
-    from lepton_deployer.triton_config import model_config, serving_model_source
+    from lepton_deployer.triton_config import TRITON_FILES, model_config, serving_model_source
     from lepton_ml import artifacts
     from lepton_ml.mlp import MLPParams, Task, train_mlp
+    from lepton_ml.signing import Signer
 
     kit.mkdir(parents=True, exist_ok=True)
     source = serving_model_source()
+    # Artifacts are signed; the GPU host's Triton verifies them with the public key in the kit.
+    signer = Signer.generate()
+    (kit / PUBLIC_KEY_FILE).write_bytes(signer.trusted().pem())
     mlp = MLPParams(hidden_layers=[64, 32], epochs=40, seed=0, device="cpu")
     datasets: list[tuple[str, Any, Task]] = [
         ("diabetes", load_diabetes, "regression"),
@@ -80,18 +86,20 @@ def prepare(kit: Path) -> None:
             signature = artifacts.Signature(
                 features=features, target="target", task=task, algorithm=type(model).__name__
             )
-            files = artifacts.unpack_files(artifacts.pack(model, signature))
+            signed = artifacts.seal(artifacts.pack(model, signature), signer)
+            files = artifacts.unpack_files(signed, signer.trusted())
             rows = pl.DataFrame({c: x[held][:, i] for i, c in enumerate(features)})
             backend, reason, extra = choose_backend("auto", files, rows.to_dict(as_series=False))
             expected = artifacts.Bundle(model, signature, None).predict(rows)
-            payload = {"file:1/model.py": source, **{f"file:1/{n}": d for n, d in {**files, **extra}.items()}}
+            shipped = {artifacts.ARTIFACT_FILE: signed, **extra}  # what the deployer sends: the exact names
+            payload = {"file:1/model.py": source, **{f"file:1/{n}": d for n, d in shipped.items() if n in TRITON_FILES}}
             configs = {}
             for instance_kind in ("gpu", "cpu"):
                 name = f"gpucheck--{model_id}-{instance_kind}"
                 labels = {"tenant": "gpucheck", "deployment": model_id, "model_name": model_id, "model_version": "1"}
                 serving = ServingConfig(instance_kind=instance_kind)
-                # Prediction logging off: the check runs no NATS (it would only add a broker to carry).
-                configs[instance_kind] = json.loads(model_config(name, signature, labels, serving, "", [1]))
+                # Prediction logging off: the check's Triton gets no NATS URL (it would only add a broker to carry).
+                configs[instance_kind] = json.loads(model_config(name, signature, labels, serving, [1]))
             record = {
                 "id": model_id,
                 "algorithm": type(model).__name__,
@@ -154,8 +162,14 @@ def _nvidia_smi(query: str) -> list[str]:
     return [line.strip() for line in smi.stdout.splitlines() if line.strip()]
 
 
-def check_model(client: Any, record: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Loads one model as ``kind`` instances, smoke-tests and times it, then unloads it."""
+def check_model(
+    client: Any, record: dict[str, Any], kind: str, control: dict[str, str], inference: dict[str, str]
+) -> dict[str, Any]:
+    """Loads one model as ``kind`` instances, smoke-tests and times it, then unloads it.
+
+    ``control`` are the headers that open Triton's model control (the deployer's secret),
+    ``inference`` those the served model requires of a request (the gateway's).
+    """
     from tritonclient.utils import InferenceServerException
 
     config = record["configs"][kind]
@@ -166,11 +180,13 @@ def check_model(client: Any, record: dict[str, Any], kind: str) -> dict[str, Any
     result: dict[str, Any] = {"model": record["id"], "kind": kind, "backend": record["backend"]}
     started = time.perf_counter()
     try:
-        client.load_model(name, config=json.dumps(config), files=files, client_timeout=300)
+        client.load_model(name, headers=control, config=json.dumps(config), files=files, client_timeout=300)
         result["load_s"] = round(time.perf_counter() - started, 2)
         got = np.concatenate(
             [
-                client.infer(name, _inputs(rows[i : i + SMOKE_BATCH]), parameters={"lepton_check": "smoke"})
+                client.infer(
+                    name, _inputs(rows[i : i + SMOKE_BATCH]), parameters={"lepton_check": "smoke"}, headers=inference
+                )
                 .as_numpy("prediction")
                 .reshape(-1)
                 for i in range(0, len(rows), SMOKE_BATCH)
@@ -182,11 +198,11 @@ def check_model(client: Any, record: dict[str, Any], kind: str) -> dict[str, Any
         result.update(max_abs_diff=diff, equal=equal, tolerance=[atol, rtol], rows=len(rows))
         for size in (1, ROWS):
             inputs = _inputs(rows[:size])
-            client.infer(name, inputs)  # warm
+            client.infer(name, inputs, headers=inference)  # warm
             times = []
             for _ in range(TIMED_REQUESTS):
                 t0 = time.perf_counter()
-                client.infer(name, inputs)
+                client.infer(name, inputs, headers=inference)
                 times.append(time.perf_counter() - t0)
             result[f"latency_{size}_rows"] = _percentiles(times)
         if kind == "gpu":
@@ -197,7 +213,7 @@ def check_model(client: Any, record: dict[str, Any], kind: str) -> dict[str, Any
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         try:
-            client.unload_model(name)
+            client.unload_model(name, headers=control)
         except InferenceServerException:
             pass
     return result
@@ -220,14 +236,16 @@ def run(kit: Path, out: Path) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        triton = TritonServer(Path(tmp))
+        triton = TritonServer(Path(tmp), artifact_public_key_file=kit / PUBLIC_KEY_FILE)
         info["triton_start_s"] = round(time.perf_counter() - t0, 2)
         client = triton_grpc.InferenceServerClient(triton.url)
         try:
             info["triton_version"] = client.get_server_metadata().version
             for record in records:
                 for kind in kinds:
-                    result = check_model(client, record, kind)
+                    result = check_model(
+                        client, record, kind, triton.control.grpc_headers(), triton.inference_headers()
+                    )
                     print(json.dumps(result), flush=True)
                     results.append(result)
         finally:

@@ -2,8 +2,8 @@
 
 Starts ``tritonserver`` (CPU-only) and ``nats-server -js`` through the same
 launchers ``make up`` uses, deploys a scikit-learn LinearRegression exactly as the
-deployer does (``model.py`` + ``model.skops`` + ``signature.json`` sent with
-``load_model``) and checks predictions, per-request errors and the prediction logs
+deployer does (``model.py`` + the signed ``artifact.lepton`` sent with ``load_model``,
+the public key in Triton's environment) and checks predictions, per-request errors and the prediction logs
 the model publishes to JetStream with the caller's trace context.
 """
 
@@ -13,6 +13,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Iterator
@@ -31,7 +32,12 @@ from sklearn.linear_model import LinearRegression
 from tritonclient.utils import InferenceServerException
 
 import lepton_ml
+from lepton_core.nats_identity import SERVING
+from lepton_ml import artifacts
+from lepton_ml.signing import PUBLIC_KEY_ENV
+from lepton_ml.triton_model.prediction_log import QUEUE_SIZE
 from lepton_platform.processes import NatsServer, TritonServer, free_port
+from lepton_platform.testing import admin_connect, artifact_keys
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,17 +76,17 @@ def _train() -> Trained:
         "input_dtype": "float64",
         "libraries": {"scikit-learn": "1.9.1", "skops": "0.16.0"},
     }
+    bundle_zip = artifacts.pack(model, artifacts.Signature(**signature))  # type: ignore[arg-type]
     files = {
         "file:1/model.py": MODEL_PY.read_bytes(),
-        "file:1/model.skops": sio.dumps(model),
-        "file:1/signature.json": json.dumps(signature).encode(),
+        f"file:1/{artifacts.ARTIFACT_FILE}": artifacts.seal(bundle_zip, artifact_keys().signer()),
     }
     return Trained(model, x, files)
 
 
-def _config(nats_url: str, n_features: int, **extra: str) -> str:
+def _config(n_features: int, **extra: str) -> str:
+    """The deployer's config: where to log to is no part of it (Triton's environment says, see model.py)."""
     params = {
-        "nats_url": nats_url,
         "tenant": TENANT,
         "deployment": DEPLOYMENT,
         "model_name": MODEL,
@@ -102,21 +108,10 @@ def _config(nats_url: str, n_features: int, **extra: str) -> str:
     )
 
 
-async def _create_stream(url: str) -> None:
-    import nats
-
-    nc = await nats.connect(url)
-    try:
-        await nc.jetstream().add_stream(name="PREDICTIONS", subjects=["lepton.pred.>"])
-    finally:
-        await nc.close()
-
-
 @pytest.fixture(scope="module")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server = NatsServer(tmp_path_factory.mktemp("nats"))  # the platform's topology, identities required
     try:
-        asyncio.run(_create_stream(server.url))
         yield server
     finally:
         server.stop()
@@ -126,19 +121,26 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
 def served(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> Iterator[Served]:
     trained = _train()
     t0 = time.monotonic()
-    triton = TritonServer(tmp_path_factory.mktemp("triton"))
+    triton = TritonServer(
+        tmp_path_factory.mktemp("triton"),
+        nats_url=nats_server.url,
+        nats_seed_file=nats_server.seed_file(SERVING),
+        artifact_public_key_file=artifact_keys().public_key_file,
+    )
     client: triton_grpc.InferenceServerClient | None = None
     try:
         t1 = time.monotonic()
         client = triton_grpc.InferenceServerClient(triton.url)
         client.load_model(
             MODEL,
-            config=_config(nats_server.url, trained.X.shape[1]),
+            headers=triton.control.grpc_headers(),
+            config=_config(trained.X.shape[1]),
             files=trained.files,
             client_timeout=120,
         )
         assert client.is_model_ready(MODEL, client_timeout=10)
         print(f"triton live in {t1 - t0:.1f}s, model loaded in {time.monotonic() - t1:.1f}s")
+        INFERENCE.update(triton.inference_headers())
         yield Served(triton, nats_server, client, trained)
     except BaseException:
         print(triton.process.tail(60), file=sys.stderr)
@@ -149,9 +151,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) ->
         triton.stop()  # unloads the model: finalize() flushes prediction logs
 
 
+#: The header the served model requires of inference (set by ``served``).
+INFERENCE: dict[str, str] = {}
+
+
 def _infer(client: triton_grpc.InferenceServerClient, x: NDArray[Any], **kwargs: Any) -> NDArray[Any]:
     inp = triton_grpc.InferInput("features", list(x.shape), "FP64")
     inp.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    kwargs.setdefault("headers", INFERENCE)  # what the gateway sends; without it the model refuses
     result = client.infer(
         MODEL, [inp], outputs=[triton_grpc.InferRequestedOutput("prediction")], client_timeout=30, **kwargs
     )
@@ -182,7 +189,7 @@ async def _find_log(
     """The batch holding the log of the request that carried ``traceparent``, that log, the batch's headers."""
     import nats
 
-    nc = await nats.connect(url)
+    nc = await admin_connect(url, "test-find-log")
     try:
         js = nc.jetstream()
         sub = await js.subscribe(SUBJECT, ordered_consumer=True)
@@ -272,12 +279,16 @@ class _Response:
         return self._error
 
 
+#: The inference secret of the in-process model tests (``model_module``).
+FAKE_SECRET = "in-process-test-secret"
+
+
 class _Request:
     def __init__(self, x: NDArray[Any], name: str = "features") -> None:
         self.tensors = [_Tensor(name, x)]
 
     def parameters(self) -> str:
-        return "{}"
+        return json.dumps({"lepton-inference-secret": FAKE_SECRET})  # as Triton forwards the gateway's header
 
     def request_id(self) -> str:
         return ""
@@ -301,6 +312,12 @@ def _fake_pb_utils() -> types.ModuleType:
 @pytest.fixture
 def model_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
+    for name in ("LEPTON_SERVING_NATS_URL", "LEPTON_SERVING_NATS_SEED_FILE"):
+        monkeypatch.delenv(name, raising=False)  # a test that wants prediction logs sets them
+    monkeypatch.setenv(PUBLIC_KEY_ENV, str(artifact_keys().public_key_file))  # as TritonServer sets it
+    secret_file = Path(tempfile.mkdtemp(prefix="lepton-test-")) / "inference-secret"
+    secret_file.write_text(FAKE_SECRET)
+    monkeypatch.setenv("LEPTON_TRITON_INFERENCE_SECRET_FILE", str(secret_file))  # as TritonServer sets it
     spec = importlib.util.spec_from_file_location("lepton_triton_model_under_test", MODEL_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -321,7 +338,7 @@ def test_execute_splits_a_batch_and_fails_only_the_bad_request(model_module: Any
             "model_name": MODEL,
             "model_repository": str(tmp_path),
             "model_version": "1",
-            "model_config": _config("", trained.X.shape[1]),  # no nats_url: no prediction logs
+            "model_config": _config(trained.X.shape[1]),  # no NATS in the environment: no prediction logs
         }
     )
     x = trained.X
@@ -336,7 +353,7 @@ def test_execute_splits_a_batch_and_fails_only_the_bad_request(model_module: Any
 
 def _renamed_tensors(n_features: int) -> dict[str, Any]:
     """A model configuration (without logging) whose input is ``rows`` and output ``answer``."""
-    config: dict[str, Any] = json.loads(_config("", n_features))
+    config: dict[str, Any] = json.loads(_config(n_features))
     config["input"][0]["name"], config["output"][0]["name"] = "rows", "answer"
     return config
 
@@ -363,15 +380,15 @@ def test_tensor_names_are_those_the_model_config_declares(model_module: Any, tmp
 
 
 def test_an_onnx_conversion_is_fed_by_its_own_tensor_names(model_module: Any, tmp_path: Path) -> None:
-    from lepton_ml import artifacts, onnx_export
+    from lepton_ml import onnx_export
 
     trained = _train()
     version = tmp_path / "1"
     version.mkdir()
     for key, data in trained.files.items():
         (version / key.removeprefix("file:1/")).write_bytes(data)
-    signature = artifacts.Signature(**json.loads(trained.files["file:1/signature.json"]))
-    conversion = onnx_export.convert(artifacts.Bundle(trained.model, signature, None))
+    bundle = artifacts.load_bundle(trained.files[f"file:1/{artifacts.ARTIFACT_FILE}"], artifact_keys().trusted())
+    conversion = onnx_export.convert(artifacts.Bundle(trained.model, bundle.signature, None))
     assert conversion.ok, conversion.reason
     (version / model_module.ONNX_FILE).write_bytes(conversion.onnx)
     (version / model_module.ONNX_INFO_FILE).write_text(json.dumps({"estimator": "LinearRegression"}))
@@ -406,24 +423,26 @@ def _double(x: NDArray[Any]) -> NDArray[Any]:
     return x * 2
 
 
-def test_nats_down_never_blocks_execute_and_finalize_is_bounded(model_module: Any, tmp_path: Path) -> None:
+def test_nats_down_never_blocks_execute_and_finalize_is_bounded(
+    model_module: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trained = _train()
     version = tmp_path / "1"
     version.mkdir()
     for key, data in trained.files.items():
         (version / key.removeprefix("file:1/")).write_bytes(data)
-    dead_url = f"nats://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("LEPTON_SERVING_NATS_URL", f"nats://127.0.0.1:{free_port()}")  # nobody listens
     model = model_module.TritonPythonModel()
     model.initialize(
         {
             "model_name": MODEL,
             "model_repository": str(tmp_path),
             "model_version": "1",
-            "model_config": _config(dead_url, trained.X.shape[1]),
+            "model_config": _config(trained.X.shape[1]),
         }
     )
     t0 = time.monotonic()
-    for _ in range(model_module.QUEUE_SIZE + 100):  # more than the queue holds
+    for _ in range(QUEUE_SIZE + 100):  # more than the queue holds
         model.execute([_Request(trained.X[:2])])
     assert time.monotonic() - t0 < 10
     assert model.logger.dropped >= 100
@@ -436,7 +455,7 @@ async def _batches(url: str, timeout: float = 10.0) -> list[events_pb2.Predictio
     """Every batch on the subject so far (waits until no new one came for a second)."""
     import nats
 
-    nc = await nats.connect(url)
+    nc = await admin_connect(url, "test-batches")
     found: list[events_pb2.PredictionLogBatch] = []
     try:
         sub = await nc.jetstream().subscribe(SUBJECT, ordered_consumer=True)
@@ -456,7 +475,7 @@ async def _batches(url: str, timeout: float = 10.0) -> list[events_pb2.Predictio
 
 @pytest.mark.integration  # starts its own nats-server (and Triton)
 def test_the_rate_cap_logs_a_second_s_worth_and_counts_the_rest(
-    model_module: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    model_module: Any, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trained = _train()
     version = tmp_path / "1"
@@ -465,14 +484,15 @@ def test_the_rate_cap_logs_a_second_s_worth_and_counts_the_rest(
         (version / key.removeprefix("file:1/")).write_bytes(data)
     server = NatsServer(tmp_path_factory.mktemp("nats-cap"))
     try:
-        asyncio.run(_create_stream(server.url))
+        monkeypatch.setenv("LEPTON_SERVING_NATS_URL", server.url)
+        monkeypatch.setenv("LEPTON_SERVING_NATS_SEED_FILE", str(server.seed_file(SERVING)))
         model = model_module.TritonPythonModel()
         model.initialize(
             {
                 "model_name": MODEL,
                 "model_repository": str(tmp_path),
                 "model_version": "1",
-                "model_config": _config(server.url, trained.X.shape[1], log_max_per_s="50"),
+                "model_config": _config(trained.X.shape[1], log_max_per_s="50"),
             }
         )
         started = time.monotonic()
@@ -490,3 +510,14 @@ def test_the_rate_cap_logs_a_second_s_worth_and_counts_the_rest(
     # The bucket holds a second's worth (50) and refills at 50/s while the loop runs.
     assert 50 <= logged <= 50 + 50 * elapsed + 1, (logged, elapsed)
     assert model.logger.dropped == 0
+
+
+@pytest.mark.integration  # starts its own nats-server (and Triton)
+def test_inference_without_the_gateways_secret_is_refused(served: Served) -> None:
+    """A client that reaches Triton's port directly gains nothing: no secret, or a guessed one, is refused."""
+    for headers in (None, {"lepton-inference-secret": "a-guess-a-guess-a-guess"}):
+        with pytest.raises(InferenceServerException, match="through the Lepton gateway"):
+            _infer(served.client, served.trained.X[:2], headers=headers)
+    np.testing.assert_allclose(
+        _infer(served.client, served.trained.X[:2])[:, 0], served.trained.model.predict(served.trained.X[:2]), atol=1e-6
+    )

@@ -26,6 +26,7 @@ from lepton_core.errors import NotFound
 from lepton_core.store import MemoryStore, R
 from lepton_deployer.errors import HostError, MalformedAnswer
 from lepton_ml import artifacts
+from lepton_platform.testing import artifact_keys
 
 UNAVAILABLE = "StatusCode.UNAVAILABLE"
 INTERNAL = "StatusCode.INTERNAL"
@@ -97,9 +98,11 @@ class FakeTriton:
         return [(load.model, load.versions) for load in self.loads if load.url == url]
 
     def bundle(self, files: dict[str, bytes]) -> artifacts.Bundle:
-        key = hashlib.sha256(b"".join(files[n] for n in sorted(files))).digest()
+        """The model a version's files serve: read, as the serving model reads it, from the signed artifact."""
+        signed = files[artifacts.ARTIFACT_FILE]
+        key = hashlib.sha256(signed).digest()
         if key not in self._bundles:
-            self._bundles[key] = artifacts.bundle_from_files(files)
+            self._bundles[key] = artifacts.load_bundle(signed, artifact_keys().trusted())
         return self._bundles[key]
 
 

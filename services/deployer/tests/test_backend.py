@@ -18,6 +18,7 @@ from lepton_deployer.errors import RolloutFailed
 from lepton_deployer.smoke import FLOAT32_RTOL, SMOKE_TOLERANCE, smoke_tolerance
 from lepton_ml import artifacts
 from lepton_ml.mlp import MLPParams, train_mlp
+from lepton_ml.signing import Signer
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +28,12 @@ def diabetes() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return frame[features].to_numpy(), frame["target"].to_numpy(), features
 
 
+SIGNER = Signer.generate()
+
+
 def _files(model: Any, features: list[str]) -> dict[str, bytes]:
     blob = artifacts.pack(model, artifacts.Signature(features, "target", "regression", type(model).__name__))
-    return artifacts.unpack_files(blob)
+    return artifacts.unpack_files(artifacts.seal(blob, SIGNER), SIGNER.trusted())
 
 
 def _inputs(x: np.ndarray, features: list[str]) -> dict[str, list[Any]]:
@@ -69,7 +73,9 @@ def test_a_model_with_a_preprocessing_chain_keeps_the_python_backend() -> None:
         artifacts.Signature(["a"], "target", "regression", "ridge"),
         chain,
     )
-    backend, why, _ = choose_backend("auto", artifacts.unpack_files(blob), {"a": [1.0, 2.0]})
+    backend, why, _ = choose_backend(
+        "auto", artifacts.unpack_files(artifacts.seal(blob, SIGNER), SIGNER.trusted()), {"a": [1.0, 2.0]}
+    )
     assert backend == "python" and "preprocessing chain" in why
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import threading
 import time
@@ -35,7 +36,7 @@ from lepton_core.rpc import client_channel
 from lepton_core.wire import lineage, ref_to_pb
 from lepton_ml import artifacts, splits
 from lepton_platform.processes import TritonServer
-from lepton_platform.testing import StartService, find_event
+from lepton_platform.testing import StartService, artifact_keys, find_event
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 TENANT = "dep" + uuid.uuid4().hex[:6]
@@ -55,8 +56,15 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def second_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    server = TritonServer(tmp_path_factory.mktemp("triton-b"))
+def second_triton(tmp_path_factory: pytest.TempPathFactory, triton: TritonServer) -> Iterator[TritonServer]:
+    # Hosts of one platform share its secrets.
+    server = TritonServer(
+        tmp_path_factory.mktemp("triton-b"),
+        secrets_dir=triton.secrets_dir,
+        nats_url=triton.nats_url,
+        nats_seed_file=triton.nats_seed_file,
+        artifact_public_key_file=triton.artifact_public_key_file,
+    )
     try:
         yield server
     finally:
@@ -69,10 +77,16 @@ def env(nats_url: str, triton: TritonServer, second_triton: TritonServer, servic
         "deployer",
         {KEY: TENANT, OTHER_KEY: TENANT + "x"},
         triton_url=triton.url,
+        # The host pool: the second Triton by name, shared; the default entry is triton_url.
+        hosts=json.dumps({"b": {"url": second_triton.url}}),
+        triton_control_secret_file=str(triton.control_secret_file),
+        triton_statistics_secret_file=str(triton.statistics_secret_file),
+        inference_secret_file=str(triton.inference_secret_file),
         reconcile_interval_s="1",
         drain_s="0.5",
         log_sample_rate="0",
     )
+    INFERENCE.update(triton.inference_headers())  # what the gateway sends: this test calls Triton directly
     frame = pl.from_pandas(load_diabetes(as_frame=True, scaled=False).frame)
     features = [c for c in frame.columns if c != "target"]
     # A column no deployed version takes, so a version trained on it is one today's traffic cannot feed.
@@ -88,7 +102,10 @@ async def _publish_version(nc: NATS, env: Env, model: str, version: int, estimat
     estimator.fit(x[train], y[train])
     env.models[version] = estimator
     objects = ObjectStore(nc.jetstream())
-    blob = artifacts.pack(estimator, artifacts.Signature(columns, "target", "regression", "ridge"))
+    blob = artifacts.seal(
+        artifacts.pack(estimator, artifacts.Signature(columns, "target", "regression", "ridge")),
+        artifact_keys().signer(),
+    )
     ref = await objects.put("artifacts", f"{TENANT}/test/{model}-{version}.zip", blob)
     buf = io.BytesIO()
     frame.write_parquet(buf)
@@ -134,12 +151,16 @@ async def _until(env: Env, name: str, done: Any, timeout: float = 120) -> deploy
     raise AssertionError(f"deployment {name} never got there; last: {last}")
 
 
+#: The header the served models require of inference (the platform's gateway sends it).
+INFERENCE: dict[str, str] = {}
+
+
 def _infer(url: str, model: str, x: np.ndarray, version: str = "") -> np.ndarray:
     client = triton_grpc.InferenceServerClient(url)
     try:
         inp = triton_grpc.InferInput("features", list(x.shape), "FP64")
         inp.set_data_from_numpy(x)
-        result = client.infer(model, [inp], model_version=version, client_timeout=30)
+        result = client.infer(model, [inp], model_version=version, headers=INFERENCE, client_timeout=30)
         return np.asarray(result.as_numpy("prediction")).reshape(-1)
     finally:
         client.close()
@@ -153,7 +174,8 @@ async def test_a_new_version_is_deployed_and_predicts_like_in_process(env: Env, 
     await _publish_version(nc, env, "diab", 1, Ridge(alpha=1.0), env.features)
     d = await _until(env, "diab", lambda d: _ready(d, 1))
     assert d.follow == "latest" and d.triton_version == "1" and list(d.feature_columns) == env.features
-    assert [(h.url, h.ready) for h in d.host_states] == [(env.hosts[0].url, True)]
+    assert [(h.url, h.ready) for h in d.host_states] == [("default", True)] and list(d.hosts) == ["default"]
+    assert d.triton_url == env.hosts[0].url
     assert d.history[-1].outcome == "completed" and d.history[-1].smoke_rows == 16
     x = env.frame.select(env.features).to_numpy()[:20]
     np.testing.assert_allclose(_infer(d.triton_url, d.triton_model, x), env.models[1].predict(x), atol=1e-9)
@@ -261,17 +283,20 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
                 name="diab-prod",
                 model_name="diab",
                 version=1,
-                hosts=[a.url, b.url],
+                hosts=["default", "b"],
                 follow="champion",
                 config=deployer_pb2.ServingConfig(max_batch_size=8, preferred_batch_sizes=[4, 8], instance_count=1),
                 wait=True,
             )
         )
-        assert _ready(d, 1) and {h.url for h in d.host_states if h.ready} == {a.url, b.url}
+        assert _ready(d, 1) and {h.url for h in d.host_states if h.ready} == {"default", "b"}
+        assert list(d.hosts) == ["default", "b"] and d.triton_url == a.url
         x = env.frame.select(env.features).to_numpy()[:8]
         for host in (a, b):
             np.testing.assert_allclose(_infer(host.url, d.triton_model, x, "1"), env.models[1].predict(x), atol=1e-9)
-        config = triton_grpc.InferenceServerClient(b.url).get_model_config(d.triton_model, as_json=True)["config"]
+        config = triton_grpc.InferenceServerClient(b.url).get_model_config(
+            d.triton_model, headers=b.control.grpc_headers(), as_json=True
+        )["config"]
         assert config["max_batch_size"] == 8 and config["dynamic_batching"]["preferred_batch_size"] == [4, 8]
         # The registry moves champion: the deployment follows, on both hosts.
         await events.publish(
@@ -285,12 +310,19 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
         )
         d = await _until(env, "diab-prod", lambda d: _ready(d, 2))
         status = await stub.GetDeploymentStatus(deployer_pb2.GetDeploymentRequest(name="diab-prod"))
-        assert {(s.host, s.triton_version) for s in status.statistics} == {(a.url, "2"), (b.url, "2")}
+        assert {(s.host, s.triton_version) for s in status.statistics} == {("default", "2"), ("b", "2")}
         assert all(s.ready for s in status.statistics)
         # Host b restarts empty on the same address: the reconcile loop gives it its model back.
         port = b.grpc_port
         b.stop()
-        env.hosts[1] = b = TritonServer(tmp_path / "triton-b-restarted", grpc_port=port)
+        env.hosts[1] = b = TritonServer(
+            tmp_path / "triton-b-restarted",
+            grpc_port=port,
+            secrets_dir=b.secrets_dir,
+            nats_url=b.nats_url,
+            nats_seed_file=b.nats_seed_file,
+            artifact_public_key_file=b.artifact_public_key_file,
+        )
         request.addfinalizer(b.stop)
         client = triton_grpc.InferenceServerClient(b.url)
         deadline = time.monotonic() + 120
@@ -316,6 +348,19 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
         ({"name": "", "model_name": "diab"}, grpc.StatusCode.INVALID_ARGUMENT, "name"),
         ({"name": "bad name!", "model_name": "diab"}, grpc.StatusCode.INVALID_ARGUMENT, "name"),
         ({"name": "x", "model_name": ""}, grpc.StatusCode.INVALID_ARGUMENT, "model_name"),
+        ({"name": "a--b", "model_name": "diab"}, grpc.StatusCode.INVALID_ARGUMENT, "name"),
+        ({"name": "x", "model_name": "diab--next"}, grpc.StatusCode.INVALID_ARGUMENT, "model_name"),
+        # A host is a pool name, never an address, even the address of a pool entry.
+        (
+            {"name": "x", "model_name": "diab", "version": 1, "hosts": ["127.0.0.1:8001"]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "hosts[0]",
+        ),
+        (
+            {"name": "x", "model_name": "diab", "version": 1, "hosts": ["b", "nope"]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "hosts[1]",
+        ),
         (
             {"name": "x", "model_name": "diab", "version": 1, "strategy": "yolo"},
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -385,7 +430,7 @@ async def test_bad_inputs_get_clear_errors_and_the_model_keeps_serving(env: Env)
 
     def infer(inputs: list[triton_grpc.InferInput]) -> str:
         with pytest.raises(Exception) as err:
-            client.infer(d.triton_model, inputs, model_version=version, client_timeout=30)
+            client.infer(d.triton_model, inputs, model_version=version, headers=INFERENCE, client_timeout=30)
         return str(err.value)
 
     def tensor(name: str, x: np.ndarray, dtype: str) -> triton_grpc.InferInput:
@@ -409,7 +454,7 @@ async def test_bad_inputs_get_clear_errors_and_the_model_keeps_serving(env: Env)
         too_big = infer([tensor("features", oversized, "FP64")])
         assert "batch" in too_big.lower(), too_big
         # Nothing broke: the model still answers, exactly.
-        out = client.infer(d.triton_model, [tensor("features", good, "FP64")], model_version=version)
+        out = client.infer(d.triton_model, [tensor("features", good, "FP64")], model_version=version, headers=INFERENCE)
         assert out.as_numpy("prediction").shape == (3, 1)
     finally:
         client.close()

@@ -19,9 +19,12 @@ from types import TracebackType
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lepton_core.nats_identity import ADMIN, SERVING
 from lepton_core.tls import Peer, read_pem, write_self_signed
+from lepton_platform.nats_users import NatsSecrets
 from lepton_platform.processes import (
-    SERVICES,
+    GATEWAY,
+    PORT_ORDER,
     NatsServer,
     Process,
     TritonServer,
@@ -29,6 +32,7 @@ from lepton_platform.processes import (
     start_service,
     wait_until,
 )
+from lepton_platform.signing_keys import ArtifactKeys, ensure_artifact_keys
 
 
 def grpc_serving(address: str | Peer) -> bool:
@@ -50,10 +54,11 @@ class EmbeddedPlatform:
         api_key: The key clients use; it maps to ``tenant``.
         tenant: The tenant of ``api_key``.
         otlp_endpoint: Where services send spans (none: spans are not exported).
-        services: Which services to start (all six by default).
+        services: Which services to start (all six and the inference gateway by default).
         triton: Whether to start the embedded Triton server.
-        base_port: The data service's port; the others follow in SERVICES order (the
-            layout the SDK's ``LEPTON_URL`` assumes). None picks a free block.
+        base_port: The data service's port; the others follow in PORT_ORDER (the six services,
+            then the gateway's gRPC port, then its REST port: the layout the SDK's ``LEPTON_URL``
+            assumes). None picks a free block.
         extra_api_keys: More keys, each to its tenant (e.g. a second tenant in tests).
         settings: Extra settings per service (``{"monitor": {"evaluation_interval_s": "2"}}``).
         tls: Serve every service over TLS with a certificate for 127.0.0.1 and localhost
@@ -68,7 +73,7 @@ class EmbeddedPlatform:
         api_key: str,
         tenant: str = "default",
         otlp_endpoint: str | None = None,
-        services: Sequence[str] = SERVICES,
+        services: Sequence[str] = PORT_ORDER,
         triton: bool = True,
         base_port: int | None = None,
         extra_api_keys: Mapping[str, str] | None = None,
@@ -88,6 +93,10 @@ class EmbeddedPlatform:
         self.ca_file: Path | None = None
         """The CA clients trust when ``tls`` is on (``LEPTON_TLS_CA_FILE``); None otherwise."""
         self.nats: NatsServer | None = None
+        self.nats_secrets: NatsSecrets | None = None
+        """The NATS identities' seeds (``workdir/secrets/nats``), made at the first start, reused after."""
+        self.artifact_keys: ArtifactKeys | None = None
+        """The artifact signing key pair (``workdir/secrets``), made at the first start, reused after."""
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
         self.addresses: dict[str, str] = {}
@@ -98,9 +107,39 @@ class EmbeddedPlatform:
         return self.nats.url
 
     @property
+    def nats_admin_seed(self) -> Path:
+        """The admin identity's seed file: for operator tools and tests that talk to NATS themselves."""
+        assert self.nats_secrets is not None, "platform not started"
+        return self.nats_secrets.seed_file(ADMIN)
+
+    def event_credentials(self, tenant: str) -> Path:
+        """New subscribe-only NATS credentials for ``tenant``'s events (``lepton.evt.<tenant>.>``); the seed file.
+
+        The server accepts them at once (its users file is rewritten and reloaded). Each call
+        issues another key (``workdir/secrets/nats/integrators/``); the platform records only
+        its public key (``python -m lepton_platform.nats_users revoke`` removes it).
+        """
+        assert self.nats is not None and self.nats_secrets is not None, "platform not started"
+        out = self.nats_secrets.directory / "integrators" / f"{tenant}-{secrets.token_hex(4)}.nk"
+        self.nats_secrets.issue(tenant, out)
+        self.nats.reload()
+        return out
+
+    @property
     def url(self) -> str:
         """What the SDK's ``LEPTON_URL`` should be: the data service's address (``grpcs://`` with TLS)."""
         return f"{'grpcs://' if self.tls else ''}127.0.0.1:{self.base_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        """The inference gateway's gRPC address (KServe V2; ``tritonclient.grpc`` with ``authorization: Bearer``)."""
+        return self.addresses[GATEWAY]
+
+    @property
+    def gateway_http_url(self) -> str:
+        """The inference gateway's KServe V2 REST API (``http://127.0.0.1:<port>``)."""
+        assert self.base_port is not None, "platform not started"
+        return f"http://127.0.0.1:{self.base_port + len(PORT_ORDER)}"
 
     @property
     def triton_url(self) -> str:
@@ -121,11 +160,23 @@ class EmbeddedPlatform:
 
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.nats = NatsServer(self.workdir / "nats")
+        (self.workdir / "secrets").mkdir(mode=0o700, exist_ok=True)
+        self.nats_secrets = NatsSecrets(self.workdir / "secrets" / "nats")
+        self.nats = NatsServer(self.workdir / "nats", secrets=self.nats_secrets)
+        self.artifact_keys = ensure_artifact_keys(self.workdir / "secrets")
         if self.want_triton:
-            self.triton = TritonServer(self.workdir / "triton")
-        base = self.base_port = self.base_port or free_port_block(len(SERVICES))
-        ports = {name: base + SERVICES.index(name) for name in self.service_names}
+            # The deployer's and the monitor's Triton secrets (docs/security.md), made at the first start.
+            self.triton = TritonServer(
+                self.workdir / "triton",
+                secrets_dir=self.workdir / "secrets",
+                # The served models log predictions as the ``serving`` identity (Triton's environment).
+                nats_url=self.nats.url,
+                nats_seed_file=self.nats_secrets.seed_file(SERVING),
+                artifact_public_key_file=self.artifact_keys.public_key_file,
+            )
+        # One more port after the gateway's gRPC port: its REST API.
+        base = self.base_port = self.base_port or free_port_block(len(PORT_ORDER) + 1)
+        ports = {name: base + PORT_ORDER.index(name) for name in self.service_names}
         self.addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         tls_values: dict[str, str] = {}
         if self.tls:
@@ -139,6 +190,7 @@ class EmbeddedPlatform:
         for name in self.service_names:
             values = {
                 "nats_url": self.nats.url,
+                "nats_nkey_seed_file": str(self.nats_secrets.seed_file(name)),
                 "grpc_port": str(ports[name]),
                 "api_keys": json.dumps({**self.extra_api_keys, self.api_key: self.tenant}),
                 "trace_export_delay_ms": "200",
@@ -155,6 +207,16 @@ class EmbeddedPlatform:
                     values[f"{peer}_url"] = self.addresses.get(peer, "")
             if name == "deployer" and self.triton is not None:
                 values["triton_url"] = self.triton.url
+                values["triton_control_secret_file"] = str(self.triton.control_secret_file)
+            if name in ("deployer", "monitor") and self.triton is not None:
+                values["triton_statistics_secret_file"] = str(self.triton.statistics_secret_file)
+            if name in ("deployer", GATEWAY) and self.triton is not None:
+                # What the served models require of inference: the gateway's requests and the smoke tests carry it.
+                values["inference_secret_file"] = str(self.triton.inference_secret_file)
+            if name == GATEWAY:
+                values["triton_url"] = self.triton.url if self.triton is not None else ""
+                values["http_port"] = str(base + len(PORT_ORDER))
+            values.update(self.artifact_keys.settings(name))
             values.update(self.settings.get(name, {}))
             self.processes[name] = start_service(name, values, self.workdir / "logs")
         roots = read_pem(self.ca_file, "ca_file") if self.ca_file else None
@@ -201,10 +263,12 @@ def main() -> None:
         base_port=base_port,
         tls=os.environ.get("LEPTON_TLS", "").lower() in ("1", "true", "yes"),
     ) as p:
-        print(f"NATS      {p.nats_url}")
-        print(f"Triton    {p.triton_url} (gRPC, KServe V2)")
+        print(f"NATS      {p.nats_url}  (nkeys only; the admin's seed: {p.nats_admin_seed})")
+        print(f"Triton    {p.triton_url} (private: clients go through the gateway)")
         for name, address in p.addresses.items():
             print(f"{name:<9} {address}")
+        if GATEWAY in p.addresses:
+            print(f"inference {p.gateway_url} (KServe V2 gRPC) and {p.gateway_http_url} (REST), Bearer API key")
         print(f"API key   {api_key}  (tenant {p.tenant})")
         ca = f" LEPTON_TLS_CA_FILE={p.ca_file}" if p.ca_file else ""
         print(f"SDK/CLI   export LEPTON_URL={p.url} LEPTON_API_KEY={api_key}{ca}")

@@ -20,10 +20,19 @@ import sysconfig
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from lepton_core.errors import Unavailable
+from lepton_core.nats_identity import ADMIN
 from lepton_core.service import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported for the launchers
+from lepton_core.service import GATEWAY as GATEWAY
+from lepton_core.service import PORT_ORDER as PORT_ORDER
 from lepton_core.service import SERVICES as SERVICES
+from lepton_core.triton_access import CONTROL, STATISTICS, TritonCredential, ensure_secret_file
+from lepton_ml.signing import PUBLIC_KEY_ENV
+from lepton_ml.triton_model.request_gate import FORWARDED_HEADERS, SECRET_PARAMETER
+from lepton_ml.triton_model.request_gate import SECRET_FILE_ENV as INFERENCE_SECRET_FILE_ENV
+from lepton_platform.nats_users import NatsSecrets, declare
 
 _BIN_DIR = Path(sys.executable).parent
 
@@ -147,14 +156,30 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """A real ``nats-server -js`` on a free port with its own store directory."""
+    """A real ``nats-server -js`` on a free port with its own store directory.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    It admits only the platform's identities (:mod:`lepton_platform.nats_users`): the
+    users file is generated from ``secrets`` (``workdir/secrets`` by default, made at the first
+    start and reused), and a connection without credentials is refused. Once it listens, the
+    topology is declared with the admin identity, so services find what they use.
+    """
+
+    #: The servers this process started, by URL: test helpers find the admin's seed here.
+    running: ClassVar[dict[str, NatsServer]] = {}
+
+    def __init__(self, workdir: Path, port: int | None = None, secrets: NatsSecrets | None = None) -> None:
         self.workdir = workdir
         self.store = workdir / "jetstream"
         self.store.mkdir(parents=True, exist_ok=True)
+        self.secrets = secrets or NatsSecrets(workdir / "secrets")
+        self.users_file = self.secrets.write_users_conf(workdir / "users.conf")
+        config = workdir / "nats.conf"
+        config.write_text(f'include "{self.users_file.name}"\n')
+        self.pid_file = workdir / "nats-server.pid"
         argv = [
             nats_server_binary(),
+            "-c",
+            str(config),
             "-js",
             "-a",
             "127.0.0.1",
@@ -162,6 +187,8 @@ class NatsServer:
             str(port) if port else "-1",
             "-sd",
             str(self.store),
+            "-P",
+            str(self.pid_file),
             "--ports_file_dir",
             str(workdir),
         ]
@@ -173,8 +200,24 @@ class NatsServer:
         _, port_s = self.url.rsplit(":", 1)
         self.port = int(port_s)
         wait_until(lambda: _tcp_open(self.port), 10, "nats-server", self.process.proc)
+        declare(self.url, self.seed_file(ADMIN))
+        NatsServer.running[self.url] = self
+
+    def seed_file(self, identity: str) -> Path:
+        """The seed file of one of the platform's identities (a service, ``serving``, ``admin``)."""
+        return self.secrets.seed_file(identity)
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """Rewrites the users file (integrators issued or revoked since); returns once the server reloaded it."""
+        log = self.process.log_path
+        done = "Reloaded server configuration"
+        before = log.read_text(errors="replace").count(done)
+        self.secrets.write_users_conf(self.users_file)
+        os.kill(self.process.pid, signal.SIGHUP)
+        wait_until(lambda: log.read_text(errors="replace").count(done) > before, timeout, "nats-server reload")
 
     def stop(self) -> None:
+        NatsServer.running.pop(getattr(self, "url", ""), None)
         self.process.stop()
 
 
@@ -199,7 +242,7 @@ def triton_root() -> Path:
 
 
 class TritonServer:
-    """The real Triton server shipped in ``nvidia-pytriton``, CPU-only, on loopback.
+    """The real Triton server shipped in ``nvidia-pytriton``, CPU-only, on a private address (loopback by default).
 
     The Python backend's stub must load this interpreter's libpython and see this
     environment's packages: the backend directory pairs the backend library with
@@ -213,13 +256,57 @@ class TritonServer:
     monorepo's ``src`` folders before ``make setup`` installs them) would be
     invisible, so they are linked into the backend directory, which the stub always
     puts on ``sys.path`` (last, so an installed copy still wins).
+
+    Model control is private (docs/security.md): the protocols of
+    :data:`~lepton_core.triton_access.CONTROL` (load and unload, model config, shared memory,
+    trace, logging) answer only requests carrying :attr:`control`'s header, and statistics only
+    those carrying :attr:`statistics`'s, over gRPC and HTTP alike. Both secrets live in files
+    (mode 0600) in ``secrets_dir``, made at the first start; the deployer is given both files,
+    the monitor only the statistics one. Triton takes them on its command line, so local users
+    of the Triton host can read them in ``/proc``: the host must be private to the platform.
+    Prometheus metrics are off: that endpoint cannot be restricted and names every model.
     """
 
     #: Packages a Lepton Triton model imports besides the venv's third-party ones.
     STUB_PACKAGES: tuple[str, ...] = ("lepton", "lepton_core")
 
-    def __init__(self, workdir: Path, timeout: float = 120.0, grpc_port: int | None = None) -> None:
-        """Starts Triton in ``workdir``; ``grpc_port`` reuses an address (a restarted host)."""
+    def __init__(
+        self,
+        workdir: Path,
+        timeout: float = 120.0,
+        grpc_port: int | None = None,
+        *,
+        address: str = "127.0.0.1",
+        secrets_dir: Path | None = None,
+        nats_url: str | None = None,
+        nats_seed_file: Path | None = None,
+        artifact_public_key_file: Path | None = None,
+    ) -> None:
+        """Starts Triton in ``workdir``; ``grpc_port`` reuses a port (a restarted host).
+
+        Args:
+            address: Where its gRPC and HTTP ports listen: a private address, never one that
+                clients reach (they come in through the gateway).
+            secrets_dir: Where the control and statistics secrets are (made when missing);
+                ``workdir/secrets`` by default. Hosts of one platform share it.
+            nats_url: Where the served models publish prediction logs; none turns logging off.
+            nats_seed_file: The ``serving`` identity's nkey seed for that connection. Both reach
+                the models through Triton's environment (the backend stub inherits it), never
+                through a model configuration that Triton clients can read.
+            artifact_public_key_file: The platform's artifact public key (PEM): the served models
+                verify each artifact against it (``LEPTON_ARTIFACT_PUBLIC_KEY_FILE`` in Triton's
+                environment, never the model configuration); none: every model load is refused.
+        """
+        self.secrets_dir = secrets_dir or workdir / "secrets"
+        self.control_secret_file = self.secrets_dir / CONTROL.file_name
+        self.statistics_secret_file = self.secrets_dir / STATISTICS.file_name
+        self.control = TritonCredential(CONTROL, ensure_secret_file(self.control_secret_file))
+        """Opens model control (load, unload, config, shared memory, trace, logging): the deployer's."""
+        self.statistics = TritonCredential(STATISTICS, ensure_secret_file(self.statistics_secret_file))
+        """Opens Triton's statistics: the deployer's and the monitor's."""
+        self.inference_secret_file = self.secrets_dir / "triton-inference"
+        self.inference_secret = ensure_secret_file(self.inference_secret_file)
+        """What the serving models require of a request (the gateway's and the deployer's; docs/security.md)."""
         root = triton_root()
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         backends = workdir / "backends" / "python"
@@ -236,24 +323,39 @@ class TritonServer:
         repo.mkdir(parents=True, exist_ok=True)
         self.grpc_port = grpc_port or free_port()
         self.http_port = free_port()
-        self.metrics_port = free_port()
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
         env["PATH"] = f"{_BIN_DIR}:{env.get('PATH', '')}"
+        self.nats_url = nats_url
+        self.nats_seed_file = nats_seed_file
+        self.artifact_public_key_file = artifact_public_key_file
+        # Read by lepton_ml/triton_model/model.py; a host without them serves without prediction logs.
+        env.pop("LEPTON_SERVING_NATS_URL", None)
+        env.pop("LEPTON_SERVING_NATS_SEED_FILE", None)
+        if nats_url:
+            env["LEPTON_SERVING_NATS_URL"] = nats_url
+        if nats_seed_file:
+            env["LEPTON_SERVING_NATS_SEED_FILE"] = str(nats_seed_file)
+        env[INFERENCE_SECRET_FILE_ENV] = str(self.inference_secret_file)  # read by the models' request_gate
+        env.pop(PUBLIC_KEY_ENV, None)
+        if artifact_public_key_file:
+            env[PUBLIC_KEY_ENV] = str(artifact_public_key_file)
         argv = [
             str(root / "bin" / "tritonserver"),
             f"--model-repository={repo}",
             "--model-control-mode=explicit",
             f"--backend-directory={workdir / 'backends'}",
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={address}",
             f"--grpc-port={self.grpc_port}",
-            "--http-address=127.0.0.1",
+            f"--http-address={address}",
             f"--http-port={self.http_port}",
-            "--metrics-address=127.0.0.1",
-            f"--metrics-port={self.metrics_port}",
-            "--allow-cpu-metrics=false",
-            "--allow-gpu-metrics=false",
+            *(f"--grpc-restricted-protocol={c.group.option(c.secret)}" for c in (self.control, self.statistics)),
+            *(f"--http-restricted-api={c.group.option(c.secret)}" for c in (self.control, self.statistics)),
+            "--allow-metrics=false",
+            # The gateway's secret (and the caller's trace context) reach the model as request parameters.
+            f"--grpc-header-forward-pattern={FORWARDED_HEADERS}",
+            f"--http-header-forward-pattern={FORWARDED_HEADERS}",
             "--strict-readiness=true",
             # Every config we load is complete; auto-completing a Python-backend model starts a
             # throwaway stub process first (~1.3 s of each load on this machine).
@@ -262,7 +364,7 @@ class TritonServer:
             "--log-verbose=0",
         ]
         self.process = Process("tritonserver", argv, workdir / "tritonserver.log", env)
-        self.url = f"127.0.0.1:{self.grpc_port}"
+        self.url = f"{address}:{self.grpc_port}"
         import tritonclient.grpc as triton_grpc
 
         client = triton_grpc.InferenceServerClient(self.url)
@@ -270,6 +372,10 @@ class TritonServer:
             wait_until(lambda: client.is_server_live(client_timeout=1.0), timeout, "tritonserver", self.process.proc)
         finally:
             client.close()
+
+    def inference_headers(self) -> dict[str, str]:
+        """The header without which the served models refuse inference (the gateway's; tests and benchmarks)."""
+        return {SECRET_PARAMETER: self.inference_secret}
 
     def stop(self) -> None:
         self.process.stop(grace=15.0)

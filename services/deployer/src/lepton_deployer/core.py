@@ -8,7 +8,8 @@ call. It admits Deploy, Rollback and Delete requests and hands the work to its p
   promote, roll back);
 - :mod:`lepton_deployer.reconcile`: the loop that restores hosts and ends interrupted rollouts;
 - :mod:`lepton_deployer.fleet` over :mod:`lepton_deployer.hosts`: every Triton call, behind
-  the :class:`~lepton_deployer.hosts.TritonHost` interface;
+  the :class:`~lepton_deployer.hosts.TritonHost` interface, to hosts of the operator's
+  :mod:`lepton_core.triton_pool` alone;
 - :mod:`lepton_deployer.triton_config`, :mod:`lepton_deployer.smoke`,
   :mod:`lepton_deployer.backends`, :mod:`lepton_deployer.serving_files`: what Triton is sent
   and how its answers are checked.
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from lepton_core.errors import FailedPrecondition
 from lepton_core.names import shown
 from lepton_core.store import Store
+from lepton_core.triton_pool import DEFAULT_HOST, HostPool
 from lepton_core.wire import now
 from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE, choose_backend, onnx_info
 from lepton_deployer.checks import Asked, check_deploy, check_strategy
@@ -54,6 +56,7 @@ from lepton_deployer.rollout import Publish, Rollouts
 from lepton_deployer.serving_files import Objects, ServingFiles
 from lepton_deployer.smoke import FLOAT32_RTOL, SMOKE_ROWS, SMOKE_TOLERANCE, recorded_rows, smoke_tolerance
 from lepton_deployer.triton_config import STAGED_SUFFIX, model_config, serving_model_source, triton_model_name
+from lepton_ml.signing import TrustedKeys
 
 __all__ = [
     "BACKENDS",
@@ -106,12 +109,14 @@ class Deployer:
         store: Deployment records, keyed ``<tenant>.<name>``.
         versions: What the deployer learned of each registry version.
         objects: Where artifacts and training data are read from.
-        default_host: The Triton gRPC address of deployments that name no hosts.
+        pool: The operator's Triton hosts by name; deployments that name none go to its ``default``.
         defaults: Serving defaults of new deployments.
         load_timeout: Longest wait for a Triton host to load a model, in seconds.
         publish: Announces the deployment events.
         drain_s: Wait between pointing routes at a new version and unloading the old one.
-        hosts: Opens a :class:`~lepton_deployer.hosts.TritonHost` for an address (tests pass a fake).
+        hosts: Opens a :class:`~lepton_deployer.hosts.TritonHost` for a pool entry's address (tests pass a fake).
+        trusted: The artifact public keys every artifact's signature must check against before it
+            is read (none: every artifact is refused).
     """
 
     def __init__(
@@ -119,20 +124,21 @@ class Deployer:
         store: Store[DeploymentRecord],
         versions: Store[VersionInfo],
         objects: Objects,
-        default_host: str,
+        pool: HostPool,
         defaults: Defaults,
         load_timeout: float,
         publish: Publish,
         drain_s: float = 1.0,
         hosts: HostFactory = TritonClientHost,
+        trusted: TrustedKeys | None = None,
     ) -> None:
         self.store = store
         self.versions = versions
-        self.default_host = default_host
+        self.pool = pool
         self.defaults = defaults
         self._records = Records(store, versions)
-        self._fleet = Fleet(hosts, defaults.nats_url, load_timeout)
-        files = ServingFiles(objects)
+        self._fleet = Fleet(hosts, pool, load_timeout)
+        files = ServingFiles(objects, trusted or TrustedKeys({}))
         self._rollouts = Rollouts(self._records, self._fleet, files, publish, drain_s)
         self._reconciler = Reconciler(self._records, self._fleet, files, self._rollouts)
         self._admission: dict[str, asyncio.Lock] = {}
@@ -189,7 +195,7 @@ class Deployer:
         """
         asked = Asked(hosts or None, strategy, canary_weights or None, canary_step_seconds, follow, config)
         # Everything the request alone decides is checked before a read, a write or a load.
-        check_deploy(tenant, name, model, version, asked)
+        check_deploy(tenant, name, model, version, asked, self.pool)
         if strategy_once is not None:
             check_strategy(strategy_once)
         info = await self.version(tenant, model, version)
@@ -243,7 +249,8 @@ class Deployer:
         weights = list(asked.canary_weights or (record.canary_weights if record else [0.1, 0.5]))
         step = asked.canary_step_seconds or (record.canary_step_seconds if record else 5.0)
         config = asked.config or (record.config if record else self.default_config())
-        hosts = list(asked.hosts or (record.hosts if record else [self.default_host]))
+        # A record from before host names holds addresses: it keeps the names they stand for.
+        hosts = list(asked.hosts or (self.pool.named(tenant, record.hosts) if record else [DEFAULT_HOST]))
         if record is None:
             record = DeploymentRecord(
                 tenant=tenant,
@@ -252,13 +259,11 @@ class Deployer:
                 model_name=model,
                 model_version=0,
                 triton_model=triton_model_name(tenant, name),
-                triton_url=hosts[0],
                 updated_at=now(),
             )
         record = record.model_copy(
             update={
                 "hosts": hosts,
-                "triton_url": hosts[0],
                 "strategy": strategy,
                 "canary_weights": weights,
                 "canary_step_seconds": step,
@@ -299,7 +304,7 @@ class Deployer:
             record = await self.get(tenant, name)
             for host in record.hosts:
                 for model in (record.triton_model, record.triton_model + STAGED_SUFFIX):
-                    await self._fleet.quiet_unload(host, model)
+                    await self._fleet.quiet_unload(tenant, host, model)
             await self.store.delete(f"{tenant}.{name}")
             return record
 

@@ -20,8 +20,10 @@ import polars as pl
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
+from lepton_core.triton_access import TritonCredential, grpc_headers
 from lepton_deployer.errors import HostError, MalformedAnswer
 from lepton_ml import serving
+from lepton_ml.triton_model.request_gate import SECRET_PARAMETER
 
 #: Longest wait for Triton to unload a model.
 UNLOAD_TIMEOUT_S = 30.0
@@ -85,11 +87,26 @@ HostFactory = Callable[[str], TritonHost]
 
 
 class TritonClientHost:
-    """A :class:`TritonHost` over tritonclient's asyncio gRPC client."""
+    """A :class:`TritonHost` over tritonclient's asyncio gRPC client.
 
-    def __init__(self, url: str) -> None:
+    ``control`` and ``statistics`` open the host's restricted protocols (lepton_core.triton_access);
+    each goes only with the requests it opens, never with an inference request, which Triton may
+    forward to the model as parameters.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        control: TritonCredential | None = None,
+        statistics: TritonCredential | None = None,
+        inference_secret: str | None = None,
+    ) -> None:
         self._url = url
         self._client = triton_aio.InferenceServerClient(url)
+        self._control = grpc_headers(control)
+        self._statistics = grpc_headers(statistics)
+        # The smoke test's requests carry the secret the serving model requires of inference (as the gateway's do).
+        self._inference = {SECRET_PARAMETER: inference_secret} if inference_secret else None
 
     @property
     def url(self) -> str:
@@ -104,11 +121,13 @@ class TritonClientHost:
 
     async def load(self, model: str, config: str, files: Mapping[str, bytes], timeout: float) -> None:
         with self._errors():
-            await self._client.load_model(model, config=config, files=dict(files), client_timeout=timeout)
+            await self._client.load_model(
+                model, headers=self._control, config=config, files=dict(files), client_timeout=timeout
+            )
 
     async def unload(self, model: str) -> None:
         with self._errors():
-            await self._client.unload_model(model, client_timeout=UNLOAD_TIMEOUT_S)
+            await self._client.unload_model(model, headers=self._control, client_timeout=UNLOAD_TIMEOUT_S)
 
     async def is_ready(self, model: str, version: str = "") -> bool:
         with self._errors():
@@ -126,7 +145,12 @@ class TritonClientHost:
         tensors = serving.input_tensors(rows, feature_columns, text_columns)
         with self._errors():
             result = await self._client.infer(
-                model, tensors, model_version=version, parameters=dict(parameters), client_timeout=INFER_TIMEOUT_S
+                model,
+                tensors,
+                model_version=version,
+                parameters=dict(parameters),
+                headers=self._inference,
+                client_timeout=INFER_TIMEOUT_S,
             )
         try:
             return np.asarray(result.as_numpy(serving.OUTPUT), dtype=np.float64).reshape(-1)
@@ -135,7 +159,7 @@ class TritonClientHost:
 
     async def statistics(self, model: str, version: str = "") -> list[dict[str, Any]]:
         with self._errors():
-            stats = await self._client.get_inference_statistics(model, version, as_json=True)
+            stats = await self._client.get_inference_statistics(model, version, headers=self._statistics, as_json=True)
         return list(stats.get("model_stats", []))
 
     async def close(self) -> None:

@@ -37,21 +37,28 @@ class Reconciler:
             if lock.locked():
                 continue  # a rollout is changing it right now
             async with lock:
-                states = [await self._check_host(record, host, repaired) for host in record.hosts]
+                # Records from before host names hold addresses: from now on, the names they stand for.
+                hosts = self._fleet.pool.named(record.tenant, record.hosts)
+                record = record.model_copy(update={"hosts": hosts})
+                states = [await self._check_host(record, host, repaired) for host in hosts]
                 current = await self._records.store.get(f"{record.tenant}.{record.name}")
                 if current is not None:
-                    await self._records.save(current.value.model_copy(update={"host_states": states}))
+                    named = self._fleet.pool.named(record.tenant, current.value.hosts)
+                    await self._records.save(current.value.model_copy(update={"hosts": named, "host_states": states}))
         return repaired
 
     async def _check_host(self, record: DeploymentRecord, host: str, repaired: list[str]) -> HostState:
-        """The host's state; the stable version is loaded again where it is not ready."""
-        state = HostState(url=host, checked_at=now())
+        """The host's state; the stable version is loaded again where it is not ready.
+
+        A host in no pool entry open to the record's tenant is not reached: its state says so.
+        """
+        state = HostState(url=self._fleet.pool.shown(record.tenant, host), checked_at=now())
         try:
-            if not await self._fleet.is_ready(host, record.triton_model, record.model_version):
+            if not await self._fleet.is_ready(record.tenant, host, record.triton_model, record.model_version):
                 info = await self._records.version(record.tenant, record.model_name, record.model_version)
                 _, _, files = await self._files.serving(info, record.config.backend, record.recorded_inputs)
                 await self._fleet.load(host, record.triton_model, record, info.version, files, [record.model_version])
-                repaired.append(f"{record.name} v{record.model_version} on {host}")
+                repaired.append(f"{record.name} v{record.model_version} on {state.url}")
             state.versions, state.ready = [record.model_version], True
         except Exception as exc:
             state.error = describe(exc)

@@ -27,7 +27,6 @@ protect: its version is staged (and checked) in the stable model itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -105,6 +104,7 @@ class Rollouts:
             started = loop.time()
             staged = staged_model(record)
             try:
+                self._fleet.check_open(record)  # before a byte is read or a host is reached
                 candidate = await self._candidate(record, info, entry)
                 await self._stage(record, staged, candidate)
                 if old and strategy == "canary":
@@ -136,7 +136,7 @@ class Rollouts:
     async def _candidate(self, record: DeploymentRecord, info: VersionInfo, entry: RolloutRecord) -> Candidate:
         """Reads the version, the rows to smoke-test it with, and chooses its backend."""
         bundle_files = await self._files.bundle(info)
-        signature = artifacts.Signature(**json.loads(bundle_files[artifacts.SIGNATURE_FILE]))
+        signature = artifacts.signature_of(bundle_files)
         inputs = record.recorded_inputs or await self._files.recorded_inputs(info, signature)
         entry.smoke_rows = len(next(iter(inputs.values()), []))
         bundle = artifacts.bundle_from_files(bundle_files) if inputs else None
@@ -150,7 +150,7 @@ class Rollouts:
             await self._fleet.load(host, staged, record, version, c.files, [version])
             if c.inputs and c.bundle is not None:
                 await self._fleet.smoke(
-                    host, staged, version, c.inputs, c.signature, c.bundle, record.config.max_batch_size
+                    record.tenant, host, staged, version, c.inputs, c.signature, c.bundle, record.config.max_batch_size
                 )
 
     async def _canary(self, record: DeploymentRecord, staged: str, version: int) -> DeploymentRecord:
@@ -198,7 +198,7 @@ class Rollouts:
             await asyncio.sleep(self._drain_s)  # routed clients re-read the routes meanwhile
             for host in record.hosts:
                 await self._fleet.load(host, record.triton_model, record, info.version, c.files, [info.version])
-                await self._fleet.quiet_unload(host, staged)
+                await self._fleet.quiet_unload(record.tenant, host, staged)
         return record
 
     async def abandon(
@@ -207,7 +207,7 @@ class Rollouts:
         """Rolls a failed rollout back: the staged model goes, the stable one stays (or is restored)."""
         log.warning("rollout of %s v%d failed: %s", record.name, info.version, reason)
         for host in record.hosts:
-            await self._fleet.quiet_unload(host, staged)
+            await self._fleet.quiet_unload(record.tenant, host, staged)
         old = record.model_version
         if old:
             await self._restore(record)

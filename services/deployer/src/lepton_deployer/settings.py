@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from lepton_core.settings import ServiceSettings
+from lepton_core.triton_pool import HostPool, PoolEntry
 
 
 class DeployerSettings(ServiceSettings):
@@ -11,15 +12,34 @@ class DeployerSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_DEPLOYER_", extra="ignore")
 
-    triton_url: str = Field("127.0.0.1:8001", description="gRPC address of the default Triton host.")
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="gRPC address (host:port) of the Triton host pool's 'default' entry, shared by every tenant: "
+        "where deployments that name no hosts are served.",
+    )
+    hosts: dict[str, PoolEntry] = Field(
+        default_factory=dict,
+        description='More Triton hosts deployments may name, as JSON: name -> {"url": "host:port"} (shared) or '
+        '{"url": ..., "tenants": [...]} (open to those tenants alone). Requests name hosts, never addresses.',
+    )
+    triton_control_secret_file: str | None = Field(
+        None,
+        description="File holding the secret that opens Triton's model control (load, unload, model config, "
+        "shared memory, trace, logging) on every host; none: the hosts restrict nothing (docs/security.md).",
+    )
+    triton_statistics_secret_file: str | None = Field(
+        None, description="File holding the secret that opens Triton's statistics on every host."
+    )
+    inference_secret_file: str | None = Field(
+        None,
+        description="File holding the secret the serving models require of inference (the gateway's); the smoke "
+        "test of each rollout sends it. None: smoke tests are refused, so no rollout completes.",
+    )
     registry_url: str = Field("127.0.0.1:50054", description="gRPC address of the registry (Deploy by alias).")
     auto_deploy: bool = Field(
         True,
         description="Deploy each model's first version to a deployment named after the model, "
         "which then follows every new version ('latest').",
-    )
-    model_nats_url: str | None = Field(
-        None, description="NATS URL the served models log predictions to (default: nats_url)."
     )
     log_sample_rate: float = Field(
         1.0, ge=0.0, le=1.0, description="Default fraction of requests whose predictions are logged."
@@ -39,3 +59,20 @@ class DeployerSettings(ServiceSettings):
     drain_s: float = Field(
         1.0, ge=0, description="Wait between pointing routes at a new version and unloading the old one."
     )
+    artifact_public_key_file: str | None = Field(
+        None,
+        description="PEM file of the platform's Ed25519 artifact public key(s): every artifact's signature is "
+        "checked against it before a byte is read; the service refuses to start without it.",
+    )
+
+    @model_validator(mode="after")
+    def _a_pool(self) -> DeployerSettings:
+        self.pool()  # refuses a bad name, address or tenant at start
+        return self
+
+    def pool(self) -> HostPool:
+        """The Triton host pool: ``hosts`` and, as ``default``, ``triton_url``."""
+        try:
+            return HostPool.of(self.triton_url, self.hosts)
+        except ValueError as exc:
+            raise ValueError(f"LEPTON_DEPLOYER_HOSTS / LEPTON_DEPLOYER_TRITON_URL: {exc}") from None

@@ -58,12 +58,16 @@ async def smoke_test(
     signature: artifacts.Signature,
     bundle: artifacts.Bundle,
     batch: int,
+    name: str | None = None,
 ) -> None:
     """The recorded rows through ``host`` (``batch`` rows a request) must give the in-process predictions.
+
+    ``name``: how messages name the host (its pool name; default: its address).
 
     Raises:
         RolloutFailed: saying why, and on which host.
     """
+    where = repr(name) if name is not None else host.url
     frame = pl.DataFrame(inputs)
     needed = signature.numeric_inputs() + signature.text_inputs()
     missing = [c for c in needed if c not in frame.columns]
@@ -88,10 +92,10 @@ async def smoke_test(
                 )
             )
     except HostError as exc:
-        raise RolloutFailed(f"smoke test on {host.url}: version {version} failed: {exc.detail}") from exc
+        raise RolloutFailed(f"smoke test on {where}: version {version} failed: {exc.detail}") from exc
     except MalformedAnswer as exc:
         raise RolloutFailed(
-            f"smoke test on {host.url}: version {version} answered a malformed {OUTPUT_NAME!r} tensor ({exc}); "
+            f"smoke test on {where}: version {version} answered a malformed {OUTPUT_NAME!r} tensor ({exc}); "
             "an empty one comes from a Python backend built for another numpy than its stub's (docs/serving.md)"
         ) from exc
     got = np.concatenate(parts) if parts else np.empty(0)
@@ -101,6 +105,6 @@ async def smoke_test(
         diff = float(np.nanmax(np.abs(got - want))) if got.shape == want.shape else float("inf")
         allowed = f"{atol:g}" + (f" + {rtol:g} x |prediction|" if rtol else "")
         raise RolloutFailed(
-            f"smoke test on {host.url}: version {version} answers differ from the model's own predictions "
+            f"smoke test on {where}: version {version} answers differ from the model's own predictions "
             f"(max abs difference {diff:.3g} over {len(want)} rows; allowed {allowed})"
         )

@@ -1,7 +1,10 @@
 """The Triton model a deployment becomes: its name, its configuration, and the files its load request carries.
 
 Model files travel inside Triton's load request (``files={"file:<v>/...": bytes}``),
-so no host shares a filesystem with the deployer.
+so no host shares a filesystem with the deployer. Only the exact names of
+:data:`TRITON_FILES` reach a model's folder: our ``model.py``, the signed artifact (which
+the serving model verifies and unpacks in memory) and the deployer's ONNX conversion, so
+nothing from an artifact can land as a module the Python backend would import.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
+from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE
 from lepton_deployer.records import INPUT_NAME, KINDS, OUTPUT_NAME, TEXT_INPUT_NAME, DeploymentRecord, ServingConfig
 from lepton_ml import artifacts
 
 #: The staged model of a rollout is ``<stable model><STAGED_SUFFIX>``.
 STAGED_SUFFIX = "--next"
+#: The serving model's source, written into each version folder.
+SERVING_MODEL_FILE = "model.py"
+#: What a version folder may receive besides :data:`SERVING_MODEL_FILE`; nothing else is sent.
+TRITON_FILES = frozenset({artifacts.ARTIFACT_FILE, ONNX_FILE, ONNX_INFO_FILE})
 
 
 def triton_model_name(tenant: str, deployment: str) -> str:
@@ -28,7 +36,6 @@ def model_config(
     signature: artifacts.Signature,
     labels: dict[str, str],
     config: ServingConfig,
-    nats_url: str,
     versions: list[int],
 ) -> str:
     """The Triton model configuration (JSON) for a Python-backend Lepton model.
@@ -38,7 +45,6 @@ def model_config(
     """
     params = {
         **labels,
-        "nats_url": nats_url,
         "log_sample_rate": str(config.log_sample_rate),
         "log_max_per_s": str(config.log_max_per_s),
     }
@@ -75,25 +81,25 @@ def load_request(
     version: int,
     files: Mapping[str, bytes],
     other_files: Mapping[str, bytes] | None,
-    nats_url: str,
 ) -> tuple[str, dict[str, bytes]]:
     """The configuration and files that load ``versions`` of ``triton_model`` for ``record``.
 
     ``version`` gets ``files`` (a bundle with its backend's extra files); any other of
     ``versions`` gets ``other_files`` (the version served before), or ``files`` when none.
+    Of each, only the names in :data:`TRITON_FILES` are sent.
     """
-    signature = artifacts.Signature(**json.loads(files[artifacts.SIGNATURE_FILE]))
+    signature = artifacts.signature_of(dict(files))
     labels = {
         "tenant": record.tenant,
         "deployment": record.name,
         "model_name": record.model_name,
         "model_version": str(max(versions)),
     }
-    config = model_config(triton_model, signature, labels, record.config, nats_url, versions)
+    config = model_config(triton_model, signature, labels, record.config, versions)
     source = serving_model_source()
     payload: dict[str, bytes] = {}
     for v in versions:
         chosen = files if v == version else (other_files or files)
-        payload[f"file:{v}/model.py"] = source
-        payload.update({f"file:{v}/{n}": data for n, data in chosen.items()})
+        payload[f"file:{v}/{SERVING_MODEL_FILE}"] = source
+        payload.update({f"file:{v}/{n}": data for n, data in chosen.items() if n in TRITON_FILES})
     return config, payload

@@ -1,9 +1,12 @@
 """Lepton's Triton Python-backend model: a scikit-learn estimator saved with skops.
 
 Triton copies this file into each deployed model's version folder next to
-``model.skops`` and ``signature.json``, and runs it in the Python backend's stub
-process. A plain model needs only numpy, skops, nats-py, the generated Lepton protos,
-the standard library and ``triton_python_backend_utils``. A model trained on a
+``artifact.lepton``, the signed artifact, and runs it in the Python backend's stub
+process. The model verifies the artifact's Ed25519 signature against the public key
+named by the Triton process's ``LEPTON_ARTIFACT_PUBLIC_KEY_FILE`` before reading a byte
+of it, and reads the bundle (``model.skops``, ``signature.json``, ...) from it in memory.
+A plain model needs numpy, skops, ``lepton_ml`` (and cryptography, to verify), nats-py, the
+generated Lepton protos, the standard library and ``triton_python_backend_utils``. A model trained on a
 recipe-made dataset version also ships ``preprocess.json`` and takes raw rows: it
 replays the recipes with ``lepton_ml.artifacts`` (polars), the one implementation
 the data service and the SDK use too, so serving transforms exactly as training did.
@@ -21,35 +24,32 @@ here can (onnxruntime's CUDA provider, else torch for an MLP), else on the CPU; 
 instance logs its choice. Loading refuses a backend that garbles this environment's numpy
 arrays (``_check_numpy_abi``).
 
-Prediction logging: when the model config's ``nats_url`` parameter is set, a sample
-of requests (``log_sample_rate``) is published to the PREDICTIONS stream on
-``lepton.pred.<tenant>.<deployment>``, as ``PredictionLogBatch`` CloudEvents: every
-``PUBLISH_INTERVAL_S`` (sooner once ``PUBLISH_AT`` wait) the logs gathered so far go out
-as one message (split at ``MAX_BATCH_BYTES``). Inference never waits on NATS: ``execute`` only does a
-non-blocking ``put_nowait`` on a bounded queue (dropping, and counting, when it is
-full); a daemon thread with its own asyncio loop owns the NATS connection and publishes.
+Prediction logging: when Triton's environment names NATS (``LEPTON_SERVING_NATS_URL``, and the
+``serving`` identity's nkey seed file in ``LEPTON_SERVING_NATS_SEED_FILE``; never the model config,
+which Triton clients can read), a sample of requests (``log_sample_rate`` > 0) is published to the
+PREDICTIONS stream on ``lepton.pred.<tenant>.<deployment>`` by
+:class:`lepton_ml.triton_model.prediction_log.PredictionLogger`, off the request's path.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import itertools
 import json
 import logging
 import os
 import random
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found, unused-ignore]
+
+from lepton_ml.triton_model.prediction_log import FLUSH_TIMEOUT_S, LogItem, PredictionLogger
+from lepton_ml.triton_model.request_gate import InferenceGate
+from lepton_ml.triton_model.request_gate import parameters_of as _parameters_of
+from lepton_ml.triton_model.request_gate import trace_id as _trace_id
 
 log = logging.getLogger("lepton.triton_model")
 if not log.handlers:
@@ -59,12 +59,6 @@ if not log.handlers:
     log.addHandler(_handler)
     log.setLevel(logging.INFO)
 
-#: Type-name prefixes a skops file may contain. Anything else (arbitrary classes or
-#: functions) could run code on load, so such a file is refused.
-TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
-
-CE_TYPE = "ai.lepton.prediction.batch.logged.v1"
-CONTENT_TYPE = "application/protobuf; proto=lepton.events.v1.PredictionLogBatch"
 #: An exact ONNX conversion of the estimator, added by the deployer (run by onnxruntime).
 ONNX_FILE = "lepton.onnx"
 #: What serving the ONNX file needs to know of the estimator (``allow_nan``), so the stub
@@ -72,289 +66,41 @@ ONNX_FILE = "lepton.onnx"
 ONNX_INFO_FILE = "lepton-onnx.json"
 #: Request parameter that marks a request as a check, not traffic: it is never logged.
 CHECK_PARAMETER = "lepton_check"
-#: How long logs gather before the publisher sends them (one message per interval). Each
-#: message costs the broker and the monitor more than the logs in it: at 1000 logs a second,
-#: 10 ms batches cut serving throughput to 0.80-0.83x the hand-loaded model, 50 ms batches gave
-#: 0.90-1.02x and 200 ms 0.98-1.06x (docs/benchmarks.md, serving, runs 11-26).
-PUBLISH_INTERVAL_S = 0.2
-#: ...or sooner, as soon as this many logs wait: traffic logged without a rate cap must not
-#: fill the queue between two publishes.
-PUBLISH_AT = 1024
-#: How often the publisher looks at the queue while it waits.
-POLL_S = 0.01
-#: Encoded size at which a batch message is closed (NATS's default max payload is 1 MiB).
-MAX_BATCH_BYTES = 256 * 1024
 #: Rows of each sampled request whose inputs and outputs go into its log (the
 #: ``max_logged_rows`` parameter overrides it); the monitor's drift works on these.
 DEFAULT_LOGGED_ROWS = 32
 SUBJECT_ROOT = "lepton.pred"
-QUEUE_SIZE = 4096
-FLUSH_TIMEOUT_S = 2.0
-PUBLISH_TIMEOUT_S = 2.0
 
 
 def load_estimator(data: bytes) -> Any:
-    """Loads a skops file, refusing any type outside :data:`TRUSTED_PREFIXES`.
+    """Loads a skops file with :func:`lepton_ml.artifacts.load_model_bytes`: refused (ValueError) when it
+    holds a type outside the exact allow-list, since an arbitrary class or function could run code on
+    load. Pickle is never used."""
+    from lepton_ml import artifacts  # here, not at the top: an ONNX-served model never imports scikit-learn
 
-    skops lists the types it does not trust by default; we trust exactly those that
-    are scikit-learn, numpy, scipy.sparse or builtin types, and raise on the rest
-    rather than run code from an uploaded file. Pickle is never used.
-    """
-    import skops.io as sio  # here, not at the top: an ONNX-served model never imports scikit-learn
-
-    untrusted = sio.get_untrusted_types(data=data)
     try:
-        # The same list the trainer used: built-ins plus custom models installed here.
-        from lepton_ml.artifacts import trusted_prefixes
-
-        allowed = trusted_prefixes()
-    except ImportError:  # a serving host without lepton-core serves the built-in models
-        allowed = TRUSTED_PREFIXES
-    refused = [t for t in untrusted if not t.startswith(allowed)]
-    if refused:
-        raise ValueError(f"model.skops contains types that are not trusted: {', '.join(sorted(refused))}")
-    return sio.loads(data, trusted=untrusted)
+        return artifacts.load_model_bytes(data)
+    except Exception as exc:  # DataIntegrityError: Triton reports the message as the load's error
+        raise ValueError(str(exc)) from None
 
 
-@dataclass(slots=True)
-class LogItem:
-    """One sampled prediction, queued by ``execute`` for the publisher thread.
+def read_artifact(version_dir: str) -> dict[str, bytes]:
+    """The bundle's files, from the signed artifact in ``version_dir``, verified and unpacked in memory.
 
-    The values stay numpy arrays here: turning them into protobuf fields is the
-    publisher's work, off the request's path.
+    The public key comes from the Triton process's environment (``LEPTON_ARTIFACT_PUBLIC_KEY_FILE``),
+    never from the model configuration a load request carries; without it nothing is loaded.
     """
+    from lepton_ml import artifacts, signing
 
-    log_id: str
-    time_ns: int
-    batch_rows: int
-    latency_us: int
-    error: str
-    trace_id: str
-    #: The request's first rows (``logged_rows`` of them, 2-D), and one prediction per row.
-    rows: np.ndarray[Any, Any]
-    outputs: np.ndarray[Any, Any]
-    #: Its first row and that row's prediction (also when no rows are kept).
-    first_row: np.ndarray[Any, Any]
-    first_output: np.ndarray[Any, Any]
-    request_id: str = ""
-    #: The caller's W3C traceparent, when the request carried one.
-    traceparent: str = ""
-
-
-class PredictionLogger:
-    """Publishes sampled prediction logs to JetStream from a background thread.
-
-    ``submit`` never blocks: the queue is bounded and a full queue drops the item
-    (counted in :attr:`dropped`). Publish errors are logged and the item dropped:
-    prediction logs are telemetry, and serving must not depend on NATS being up.
-    """
-
-    def __init__(
-        self,
-        *,
-        url: str,
-        subject: str,
-        source: str,
-        tenant: str,
-        deployment: str,
-        model_name: str,
-        model_version: int,
-        feature_names: list[str] | None = None,
-    ) -> None:
-        self.url = url
-        self.feature_names = list(feature_names or [])
-        self.subject = subject
-        self.source = source
-        self.tenant = tenant
-        self.deployment = deployment
-        self.model_name = model_name
-        self.model_version = model_version
-        # A deque, not a queue.Queue: append/popleft are atomic and lock-free, and the
-        # publisher polls it on its interval anyway.
-        self.queue: collections.deque[LogItem] = collections.deque()
-        self.dropped = 0
-        self.published = 0
-        #: Requests not logged (sample rate, rate cap), and how many of them batches reported.
-        self.unlogged = 0
-        self._unlogged_sent = 0
-        self._stopping = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._thread = threading.Thread(target=self._thread_main, name="lepton-prediction-log", daemon=True)
-        self._thread.start()
-
-    def submit(self, item: LogItem) -> None:
-        """Queues ``item`` without blocking; drops it when ``QUEUE_SIZE`` logs wait already."""
-        if len(self.queue) < QUEUE_SIZE:
-            self.queue.append(item)
-            return
-        self.dropped += 1
-        if self.dropped == 1 or self.dropped % 1000 == 0:
-            log.warning("prediction log queue full: %d logs dropped so far", self.dropped)
-
-    def close(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
-        """Publishes what is queued, waiting at most ``timeout`` seconds, then disconnects."""
-        self._stopping.set()
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            # Still connecting or publishing: give up on the rest rather than hold unload.
-            loop, task = self._loop, self._task
-            if loop is not None and task is not None:
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(task.cancel)
-            self._thread.join(0.5)
-            log.warning("prediction log flush timed out; %d logs not published", len(self.queue))
-
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            self._task = loop.create_task(self._run())
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("prediction log publisher stopped")
-        finally:
-            with contextlib.suppress(Exception):
-                loop.close()
-
-    async def _run(self) -> None:
-        import nats
-
-        async def on_error(exc: Exception) -> None:
-            log.warning("NATS connection error: %s", exc)
-
-        nc = await nats.connect(
-            self.url,
-            name=self.source,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            connect_timeout=2,
-            error_cb=on_error,
-        )
-        try:
-            while True:
-                stopping = self._stopping.is_set()
-                items: list[LogItem] = []
-                while self.queue and len(items) < QUEUE_SIZE:
-                    items.append(self.queue.popleft())
-                if items or self.unlogged != self._unlogged_sent:
-                    await self._publish(nc, items)  # no logs but unlogged requests: an empty batch counts them
-                elif stopping:
-                    break
-                if not stopping:
-                    # Let logs gather: one message per interval, not one per request.
-                    await self._gather()
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.drain(), 1.0)
-            with contextlib.suppress(Exception):
-                await nc.close()
-
-    async def _gather(self) -> None:
-        """Waits ``PUBLISH_INTERVAL_S``, or less once ``PUBLISH_AT`` logs wait or the logger closes."""
-        waited = 0.0
-        while waited < PUBLISH_INTERVAL_S and len(self.queue) < PUBLISH_AT and not self._stopping.is_set():
-            await asyncio.sleep(POLL_S)
-            waited += POLL_S
-
-    async def _publish(self, nc: Any, items: list[LogItem]) -> None:
-        """Publishes ``items`` as few ``PredictionLogBatch`` messages, then one flush for all.
-
-        Plain NATS publishes (the PREDICTIONS stream stores them; ``Nats-Msg-Id`` still
-        de-duplicates) rather than JetStream publishes awaiting acks, and one message per
-        batch rather than one per request: measured, per-request messages cost the broker
-        and the monitor more CPU than the prediction itself. A batch the server does not
-        store is lost, as the sampling already allows.
-        """
-        sent = 0
-        try:
-            for count, payload, headers in self.encode(items):
-                await nc.publish(self.subject, payload, headers=headers)
-                sent += count
-            await nc.flush(timeout=PUBLISH_TIMEOUT_S)
-            self.published += sent
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.dropped += len(items) - sent
-            log.warning("%d prediction logs not published: %s", len(items), exc)
-
-    def encode(self, items: list[LogItem]) -> list[tuple[int, bytes, dict[str, str]]]:
-        """``items`` as ``PredictionLogBatch`` payloads of at most ``MAX_BATCH_BYTES`` each.
-
-        Returns:
-            For each message: how many logs it holds, the protobuf payload, and the
-            CloudEvents binary-mode headers.
-        """
-        from lepton.common.v1 import common_pb2
-        from lepton.events.v1 import events_pb2
-
-        out: list[tuple[int, bytes, dict[str, str]]] = []
-        batch: Any = None
-        size = 0
-
-        def finish() -> None:
-            batch.dropped_total = self.dropped
-            unlogged = self.unlogged
-            batch.unlogged = unlogged - self._unlogged_sent
-            self._unlogged_sent = unlogged
-            now = time.time_ns()
-            when = datetime.fromtimestamp(now / 1e9, UTC).isoformat().replace("+00:00", "Z")
-            headers = {
-                "ce-specversion": "1.0",
-                "ce-id": batch.batch_id,
-                "ce-type": CE_TYPE,
-                "ce-source": self.source,
-                "ce-time": when,
-                "ce-subject": self.deployment,
-                "content-type": CONTENT_TYPE,
-                "Nats-Msg-Id": batch.batch_id,
-                # The batch is no request's child: a trace of its own, not sampled.
-                "traceparent": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
-            }
-            out.append((len(batch.logs), batch.SerializeToString(), headers))
-
-        def start() -> Any:
-            return events_pb2.PredictionLogBatch(
-                tenant=self.tenant,
-                lineage=common_pb2.Lineage(
-                    model_name=self.model_name, model_version=self.model_version, deployment=self.deployment
-                ),
-                feature_names=self.feature_names,
-                batch_id=uuid.uuid4().hex,
-            )
-
-        for item in items:
-            if batch is None:
-                batch = start()
-                size = 0
-            entry = batch.logs.add(
-                log_id=item.log_id,
-                batch_rows=item.batch_rows,
-                latency_us=item.latency_us,
-                first_row_inputs=item.first_row.tolist(),
-                first_row_outputs=item.first_output.tolist(),
-                error=item.error,
-                inputs=item.rows.ravel().tolist(),
-                outputs=item.outputs.tolist(),
-                logged_rows=len(item.rows),
-                request_id=item.request_id or item.log_id,
-                trace_id=item.trace_id,
-                traceparent=item.traceparent,
-            )
-            entry.time.FromNanoseconds(item.time_ns)
-            # An upper bound of the entry's encoded size, cheaper than ByteSize() per entry.
-            size += 160 + 9 * (item.rows.size + item.outputs.size + item.first_row.size) + len(item.error)
-            if size >= MAX_BATCH_BYTES:
-                finish()
-                batch = None
-        if batch is None and self.unlogged != self._unlogged_sent:
-            batch = start()
-        if batch is not None:
-            finish()
-        return out
+    key_file = os.environ.get(signing.PUBLIC_KEY_ENV, "")
+    if not key_file:
+        raise ValueError(f"{signing.PUBLIC_KEY_ENV} is not set on this Triton server: no artifact can be verified")
+    with open(os.path.join(version_dir, artifacts.ARTIFACT_FILE), "rb") as f:
+        signed = f.read()
+    try:
+        return artifacts.unpack_files(signed, signing.load_public_keys(key_file))
+    except Exception as exc:  # DataIntegrityError, FailedPrecondition: the load fails with the reason
+        raise ValueError(f"{artifacts.ARTIFACT_FILE} refused: {exc}") from None
 
 
 def raw_frame(
@@ -469,36 +215,20 @@ def _gpu_runtimes(device_id: int, torch_too: bool) -> set[str]:
     return found
 
 
-def _trace_id(traceparent: str) -> str:
-    """The trace id of a W3C ``traceparent`` (version-traceid-spanid-flags), or empty."""
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) == 4 else ""
-
-
-def _parameters_of(request: Any) -> dict[str, Any]:
-    """The request's parameters (``lepton_check``, W3C trace context), or nothing."""
-    try:
-        raw = request.parameters()
-        if not raw or raw == "{}":
-            return {}  # most requests: no JSON to parse
-        params = json.loads(raw)
-    except (ValueError, TypeError, AttributeError):
-        return {}
-    return params if isinstance(params, dict) else {}
-
-
 class TritonPythonModel:
     """Serves one skops-saved estimator; see the module docstring."""
 
     def initialize(self, args: dict[str, str]) -> None:
         """Loads the estimator and signature from the version folder; starts logging if configured."""
         _check_numpy_abi()
+        self.gate = InferenceGate.from_environment()  # only requests through the gateway are served
         self.model_name = args["model_name"]
         model_config = json.loads(args["model_config"])
         self.input_name, self.text_input_name, self.output_name = _tensor_names(model_config)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        with open(os.path.join(version_dir, "signature.json"), encoding="utf-8") as f:
-            self.signature: dict[str, Any] = json.load(f)
+        # The bundle is read only from the signed artifact, verified first: no file of it is on disk.
+        bundle_files = read_artifact(version_dir)
+        self.signature: dict[str, Any] = json.loads(bundle_files["signature.json"])
         self.features: list[str] = list(self.signature["features"])
         self.n_features = len(self.features)
         self.input_dtype = np.dtype(self.signature.get("input_dtype") or "float64")
@@ -512,9 +242,9 @@ class TritonPythonModel:
         self.model: Any = None
         onnx_path = os.path.join(version_dir, ONNX_FILE)
         info_path = os.path.join(version_dir, ONNX_INFO_FILE)
-        preprocess_path = os.path.join(version_dir, "preprocess.json")
-        is_mlp = os.path.exists(os.path.join(version_dir, "model.safetensors"))
-        use_onnx = os.path.exists(onnx_path) and os.path.exists(info_path) and not os.path.exists(preprocess_path)
+        has_preprocess = "preprocess.json" in bundle_files
+        is_mlp = "model.safetensors" in bundle_files
+        use_onnx = os.path.exists(onnx_path) and os.path.exists(info_path) and not has_preprocess
         on_gpu = _gpu_runtimes(device_id, torch_too=is_mlp) if gpu else set()
         placed_on_gpu = False
         if use_onnx and not (is_mlp and on_gpu == {"torch"}):
@@ -536,20 +266,14 @@ class TritonPythonModel:
             self.algorithm = str(onnx_info.get("estimator") or self.signature.get("algorithm") or "the model")
             self.runtime = f"onnxruntime ({', '.join(self.session.get_providers())})"
         else:
-            skops_path = os.path.join(version_dir, "model.skops")
-            if os.path.exists(skops_path):
-                with open(skops_path, "rb") as f:
-                    self.model = load_estimator(f.read())
+            if "model.skops" in bundle_files:
+                self.model = load_estimator(bundle_files["model.skops"])
                 self.runtime = "scikit-learn (CPU)"
             else:
                 # A torch MLP: weights (safetensors) and architecture (JSON), never pickle.
                 from lepton_ml.mlp import MLPModel
 
-                files = {}
-                for name in ("model.safetensors", "architecture.json"):
-                    with open(os.path.join(version_dir, name), "rb") as f:
-                        files[name] = f.read()
-                self.model = MLPModel.from_files(files)
+                self.model = MLPModel.from_files(bundle_files)
                 if "torch" in on_gpu:
                     self.model.to_device(f"cuda:{device_id}")
                     placed_on_gpu = True
@@ -567,11 +291,10 @@ class TritonPythonModel:
         self.raw_dtypes: dict[str, str] = {c["name"]: c["dtype"] for c in self.signature.get("inputs") or []}
         self.numeric_inputs: list[str] = list(self.features)
         self.text_inputs: list[str] = []
-        if os.path.exists(preprocess_path):
+        if has_preprocess:
             from lepton_ml import artifacts
 
-            with open(preprocess_path, encoding="utf-8") as f:
-                preprocess = artifacts.Preprocess(**json.load(f))
+            preprocess = artifacts.Preprocess(**json.loads(bundle_files["preprocess.json"]))
             signature = artifacts.Signature(**self.signature)
             self.bundle = artifacts.Bundle(self.model, signature, preprocess)
             self.numeric_inputs = signature.numeric_inputs()
@@ -603,8 +326,8 @@ class TritonPythonModel:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count()
         self.logger: PredictionLogger | None = None
-        nats_url = params.get("nats_url", "")
-        if nats_url:
+        nats_url = os.environ.get("LEPTON_SERVING_NATS_URL", "")
+        if nats_url and self.sample_rate > 0:
             tenant = params.get("tenant", "") or "default"
             deployment = params.get("deployment", "") or self.model_name
             try:
@@ -618,6 +341,7 @@ class TritonPythonModel:
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
             self.logger = PredictionLogger(
                 url=nats_url,
+                seed_file=os.environ.get("LEPTON_SERVING_NATS_SEED_FILE") or None,
                 subject=f"{SUBJECT_ROOT}.{tenant}.{deployment}",
                 source=f"/lepton/triton/{self.model_name}",
                 tenant=tenant,
@@ -643,6 +367,7 @@ class TritonPythonModel:
         valid: list[int] = []
         for i, request in enumerate(requests):
             try:
+                self.gate.check(_parameters_of(request))
                 x = self._matrix(request)
             except ValueError as exc:
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
@@ -692,7 +417,7 @@ class TritonPythonModel:
             self._refilled = now
         for i, request in enumerate(requests):
             params = _parameters_of(request)
-            if params.get(CHECK_PARAMETER):
+            if params.get(CHECK_PARAMETER) or not self.gate.passes(params):
                 continue  # the deployer's smoke test is not traffic
             if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
                 self.logger.unlogged += 1

@@ -1,7 +1,12 @@
 """Pytest fixtures that start the real parts: nats-server, Triton, the platform.
 
 Enable with ``pytest_plugins = ["lepton_platform.testing"]`` in a conftest. Set
-``LEPTON_TEST_NATS_URL`` to run the NATS tests against an existing server instead.
+``LEPTON_TEST_NATS_URL`` to run the NATS tests against an existing server instead, and
+``LEPTON_TEST_NATS_SECRETS`` to the directory of its identities' seeds
+(``python -m lepton_platform.nats_users init``; the server must use that directory's users.conf).
+
+NATS admits only the platform's identities: tests that talk to NATS themselves connect
+as the admin (:func:`admin_connect`); services started here get their own identities.
 
 Test tiers: a test that uses one of :data:`SERVER_FIXTURES` (directly or through another
 fixture) is marked ``integration`` at collection, as is every ``e2e`` test; a test that
@@ -11,11 +16,13 @@ runs the rest (``-m "not integration"``); ``make test`` runs everything.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
@@ -27,11 +34,13 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from lepton_core import events
+from lepton_core import events, nats_identity
 from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_STREAM, connect, declare_topology
+from lepton_core.nats_identity import ADMIN, SERVING
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
+from lepton_platform.nats_users import NatsSecrets
 from lepton_platform.processes import (
     NatsServer,
     Process,
@@ -41,6 +50,7 @@ from lepton_platform.processes import (
     start_service,
     wait_until,
 )
+from lepton_platform.signing_keys import ArtifactKeys, ensure_artifact_keys
 from lepton_platform.tracesink import TraceSink
 
 SERVER_FIXTURES = frozenset({"nats_url", "nc", "triton", "platform", "service"})
@@ -66,9 +76,33 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         refuse_processes(None)
 
 
+def nats_seed_file(url: str, identity: str = ADMIN) -> Path:
+    """The seed file of ``identity`` on the server at ``url`` (one this process started, or the existing one)."""
+    server = NatsServer.running.get(url)
+    if server is not None:
+        return server.seed_file(identity)
+    existing = os.environ.get("LEPTON_TEST_NATS_SECRETS")
+    if existing and url == os.environ.get("LEPTON_TEST_NATS_URL"):
+        return NatsSecrets(Path(existing)).seed_file(identity)
+    raise LookupError(f"no identities known for the NATS server at {url}")
+
+
+async def admin_connect(url: str, name: str) -> NATS:
+    """A connection to ``url`` as the admin identity, which may use every subject (tests, operator tools)."""
+    return await connect(url, name, seed_file=str(nats_seed_file(url)), inbox=nats_identity.inbox_prefix(ADMIN))
+
+
+@functools.cache
+def artifact_keys() -> ArtifactKeys:
+    """This test process's artifact signing key pair: services started here and the ``triton``
+    fixture's models trust it, the trainer signs with it, and tests that plant artifacts sign with
+    ``artifact_keys().signer()``. (The ``platform`` fixture makes its own, in its workdir.)"""
+    return ensure_artifact_keys(Path(tempfile.mkdtemp(prefix="lepton-test-keys-")))
+
+
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a real JetStream-enabled nats-server for the whole session."""
+    """URL of a real JetStream-enabled nats-server for the whole session (identities required)."""
     existing = os.environ.get("LEPTON_TEST_NATS_URL")
     if existing:
         yield existing
@@ -82,8 +116,8 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest_asyncio.fixture
 async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    """A connection to the session's server with the platform topology declared."""
-    conn = await connect(nats_url, f"test-{uuid.uuid4().hex[:6]}")
+    """An admin connection to the session's server with the platform topology declared."""
+    conn = await admin_connect(nats_url, f"test-{uuid.uuid4().hex[:6]}")
     await declare_topology(conn.jetstream())
     try:
         yield conn
@@ -92,9 +126,17 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
 
 
 @pytest.fixture(scope="session")
-def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    """The real Triton server from nvidia-pytriton, CPU-only, for the whole session."""
-    server = TritonServer(tmp_path_factory.mktemp("triton"))
+def triton(tmp_path_factory: pytest.TempPathFactory, nats_url: str) -> Iterator[TritonServer]:
+    """The real Triton server from nvidia-pytriton, CPU-only, for the whole session.
+
+    Its models log predictions to the session's NATS as the ``serving`` identity.
+    """
+    server = TritonServer(
+        tmp_path_factory.mktemp("triton"),
+        nats_url=nats_url,
+        nats_seed_file=nats_seed_file(nats_url, SERVING),
+        artifact_public_key_file=artifact_keys().public_key_file,
+    )
     try:
         yield server
     finally:
@@ -155,8 +197,10 @@ class StartService:
         address = f"127.0.0.1:{free_port()}"
         values = {
             "nats_url": self._nats_url,
+            "nats_nkey_seed_file": str(nats_seed_file(self._nats_url, name)),
             "grpc_port": address.rsplit(":", 1)[1],
             "api_keys": json.dumps(dict(api_keys)),
+            **artifact_keys().settings(name),
             **settings,
         }
         process = start_service(name, values, self._logs)
@@ -195,7 +239,7 @@ async def find_event(
 
     Tests share one platform, so a subject may already hold other tests' events.
     """
-    nc = await connect(nats_url, "test-find-event")
+    nc = await admin_connect(nats_url, "test-find-event")
     try:
         sub = await nc.jetstream().subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
         while True:
