@@ -314,6 +314,7 @@ class DataService:
         self.address = f"127.0.0.1:{port}"
         values = {
             "nats_url": nats_url,
+            "nats_nkey_seed_file": str(NatsServer.running[nats_url].seed_file("data")),
             "grpc_port": str(port),
             "api_keys": json.dumps({API_KEY: TENANT}),
             "max_upload_bytes": str(4 * 1024 * MB),
@@ -637,7 +638,9 @@ async def _run(nats_url: str, tmp: Path) -> tuple[list[Comparison], Memory, dict
     # same process (warm now, as a long-lived service is) then serves the timed runs.
     service = DataService(nats_url, tmp / "logs")
     try:
-        nc = await connect(nats_url, "lepton-bench-data")
+        nc = await connect(
+            nats_url, "lepton-bench-data", seed_file=str(NatsServer.running[nats_url].seed_file("admin"))
+        )
         try:
             objects = ObjectStore(nc.jetstream())
             async with client_channel(service.address, API_KEY) as channel:

@@ -128,8 +128,9 @@ class EventClock:
     published that step's result; the services consume the same message from the stream.
     """
 
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, seed_file: Path) -> None:
         self._url = nats_url
+        self._seed_file = seed_file
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="event-clock", daemon=True)
         self._lock = threading.Lock()
@@ -142,7 +143,7 @@ class EventClock:
         asyncio.run_coroutine_threadsafe(self._connect(), self._loop).result(30)
 
     async def _connect(self) -> None:
-        self._nc = await nats.connect(self._url, name="lepton-journey-bench")
+        self._nc = await nats.connect(self._url, name="lepton-journey-bench", nkeys_seed=str(self._seed_file))
         await self._nc.subscribe(f"lepton.evt.{TENANT}.>", cb=self._on_event)
         await self._nc.flush()
 
@@ -277,7 +278,7 @@ def our_journey(
     }
 
 
-def cleanup_ours(client: la.Client, name: str, triton_url: str) -> None:
+def cleanup_ours(client: la.Client, name: str, triton_url: str, control: dict[str, str]) -> None:
     """Untimed: the journey's deployment goes and Triton finishes unloading it (its stub
     process exits), as MLflow's server is stopped, so the next journey does not share the
     CPU with the unload."""
@@ -290,7 +291,7 @@ def cleanup_ours(client: la.Client, name: str, triton_url: str) -> None:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            index = triton.get_model_repository_index(as_json=True).get("models", [])
+            index = triton.get_model_repository_index(headers=control, as_json=True).get("models", [])
             if not any(
                 m.get("name") == deployment.triton_model and m.get("state") in ("READY", "LOADING", "UNLOADING")
                 for m in index
@@ -527,7 +528,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         p.start()
         report["platform_start_s"] = time.perf_counter() - t0
         print(f"platform started in {report['platform_start_s']:.1f} s (untimed)\n", flush=True)
-        clock = EventClock(p.nats_url)
+        clock = EventClock(p.nats_url, p.nats_admin_seed)
         clock.start()
         client = la.Client(p.api_key, p.url)
         assert p.nats is not None and p.triton is not None
@@ -535,6 +536,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             [p.nats.process.pid, p.triton.process.pid, worker.proc.pid, *(s.pid for s in p.processes.values())]
         )
         token = secrets.token_hex(3)
+        control = p.triton.control.grpc_headers()  # the deployer's: cleanup waits on Triton's repository index
         runs: list[dict[str, Any]] = []
         warmups: list[dict[str, Any]] = []
         for i in range(args.warmup + args.runs):
@@ -547,7 +549,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
                 gc.collect()
                 if side == "ours":
                     result["ours"] = our_journey(client, clock, csv, predict_rows, name, args.deploy)
-                    cleanup_ours(client, name, p.triton_url)
+                    cleanup_ours(client, name, p.triton_url, control)
                 else:
                     result["mlflow"] = mlflow_journey(worker, name)
                 result[side]["settle_s"] = settled

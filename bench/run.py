@@ -47,6 +47,7 @@ from lepton_core import events
 from lepton_core.bus import ObjectStore, connect, declare_topology
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
 from lepton_ml import artifacts
+from lepton_ml.signing import Signer
 from lepton_platform.processes import NatsServer, nats_server_binary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -265,10 +266,11 @@ async def bench_object_put(js: JetStreamContext, data: bytes) -> Result:
 
 
 class FakeMsg:
-    """Just what :func:`events.decode` reads from a NATS message: headers, data and
+    """Just what :func:`events.decode` reads from a NATS message: subject, headers, data and
     metadata, which raises as it does on a message that did not come from a stream."""
 
-    def __init__(self, headers: dict[str, str], data: bytes) -> None:
+    def __init__(self, subject: str, headers: dict[str, str], data: bytes) -> None:
+        self.subject = subject
         self.headers = headers
         self.data = data
 
@@ -284,7 +286,8 @@ def bench_decode() -> Result:
         for i in range(DECODE_N):
             message = _dataset_event(i)
             headers = events.headers_for(message, event_id=f"dv-{i}", source="/lepton/bench", ce_subject=f"dv-{i}")
-            msgs.append(cast(Msg, FakeMsg(headers, message.SerializeToString())))
+            subject = events.spec_of(message).subject(TENANT)
+            msgs.append(cast(Msg, FakeMsg(subject, headers, message.SerializeToString())))
     parse: Callable[[bytes], Message] = ev.DatasetVersionCreated.FromString
 
     def ours() -> None:
@@ -298,7 +301,7 @@ def bench_decode() -> Result:
     ours_s, base_s = measure_sync(ours, baseline, DECODE_REPS)
     return Result(
         name=f"event decode, {DECODE_N // 1000}k in memory",
-        ours="events.decode (CloudEvents checks + parse)",
+        ours="events.decode (CloudEvents and subject-trust checks + parse)",
         baseline="DatasetVersionCreated.FromString(data)",
         work=DECODE_N,
         unit="msg",
@@ -323,14 +326,16 @@ def bench_artifact() -> Result:
     )
     raw = sio.dumps(model)
     trusted = sio.get_untrusted_types(data=raw)  # known up front: the raw path's best case
-    ours_bytes = artifacts.pack(model, signature)
-    round_trip, _ = artifacts.unpack(ours_bytes)
+    signer = Signer.generate()
+    trusted = signer.trusted()
+    ours_bytes = artifacts.seal(artifacts.pack(model, signature), signer)
+    round_trip, _ = artifacts.unpack(ours_bytes, trusted)
     if list(round_trip.coef_) != list(model.coef_):
         raise RuntimeError("artifact round trip changed the model")
 
     def ours() -> None:
         for _ in range(ARTIFACT_ROUNDS):
-            artifacts.unpack(artifacts.pack(model, signature))
+            artifacts.unpack(artifacts.seal(artifacts.pack(model, signature), signer), trusted)
 
     def baseline() -> None:
         for _ in range(ARTIFACT_ROUNDS):
@@ -339,7 +344,7 @@ def bench_artifact() -> Result:
     ours_s, base_s = measure_sync(ours, baseline, ARTIFACT_REPS)
     return Result(
         name=f"artifact pack+unpack, x{ARTIFACT_ROUNDS}",
-        ours="artifacts.pack + unpack (zip, signature, type allow-list)",
+        ours="artifacts.pack + seal + unpack (zip, Ed25519 sign and verify, exact type allow-list)",
         baseline="skops dumps + loads(trusted=precomputed)",
         work=ARTIFACT_ROUNDS,
         unit="round trip",
@@ -353,7 +358,7 @@ def bench_artifact() -> Result:
 
 
 async def bench_nats(url: str) -> list[Result]:
-    nc = await connect(url, "lepton-bench")
+    nc = await connect(url, "lepton-bench", seed_file=str(NatsServer.running[url].seed_file("admin")))
     try:
         js = nc.jetstream()
         await declare_topology(js)

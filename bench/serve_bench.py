@@ -1,18 +1,22 @@
-"""Serving: the platform's deployed model against four peers, one client, one run.
+"""Serving: the platform's deployed model against its peers, one client, one run.
 
 The same scikit-learn model (``LogisticRegression`` on ``make_classification(5000, 20,
-random_state=0)``) is served five ways, and the same tritonclient gRPC client code
+random_state=0)``) is served several ways, and the same tritonclient gRPC client code
 (``tritonclient.grpc.InferenceServerClient.infer``, one client per thread, one row per
 request, FP64 ``[1, 20]`` input) drives each at concurrency 1 and 8:
 
-* **ours**: trained, evaluated, registered and deployed by the platform itself
-  (``EmbeddedPlatform``: NATS, Triton, the six services), prediction logging on, called
-  at the deployment's Triton model and version;
+* **ours via the gateway**: trained, evaluated, registered and deployed by the platform
+  itself (``EmbeddedPlatform``: NATS, Triton, the six services, the inference gateway),
+  prediction logging on, called at the gateway by deployment name with the API key
+  (``authorization: Bearer``): how clients reach models;
+* **ours, direct to Triton**: the same model at Triton's own port with the gateway's
+  secret header: no key check and no hop, the baseline the gateway is measured against;
 * **hand-loaded**: the same ``model.skops`` loaded into the same Triton server by
   ``bench/serving/handloaded_model.py`` (a bare Python-backend model), with the same
-  tensors and batching settings: ours / this is the cost of our wrapper and logging;
+  tensors and batching settings: direct / this is the cost of our wrapper and logging;
 * **MLServer** with ``mlserver-sklearn`` (its own venv, ``.venv-mlserver``, from
-  ``requirements/mlserver-lock.txt``), over the same KServe V2 gRPC protocol;
+  ``requirements/mlserver-lock.txt``), over the same KServe V2 gRPC protocol, twice: with
+  ``parallel_workers: 0`` (its documented best for a small model) and at its defaults;
 * **echo**: a plain grpcio KServe V2 server with no model (``bench/serving/echo_server.py``),
   the floor for a Python gRPC round trip;
 * **in-process**: ``estimator.predict`` on one row, no network.
@@ -77,6 +81,7 @@ from sklearn.datasets import make_classification
 from lepton_core import events
 from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
+from lepton_core.service import GATEWAY
 from lepton_core.wire import ref_from_pb
 from lepton_deployer.triton_config import serving_model_source
 from lepton_ml import artifacts
@@ -105,10 +110,13 @@ CLIENT_TIMEOUT_S = 10.0
 PLATFORM_TIMEOUT_S = 300.0
 POLL_S = 0.02
 #: Before each cell: wait (at most SETTLE_TIMEOUT_S) until the servers use < SETTLE_IDLE_CORES.
-SETTLE_GROUPS = ("triton", "nats", "services", "mlserver", "echo")
+SETTLE_GROUPS = ("gateway", "triton", "nats", "services", "mlserver", "echo")
 SETTLE_IDLE_CORES = 0.15
 SETTLE_TIMEOUT_S = 20.0
-#: The issue's targets, all at concurrency 8.
+#: The issues' targets, all at concurrency 8: the authenticated path (the gateway) against
+#: direct Triton and MLServer at its best settings; the direct path against the bare model.
+GATEWAY_VS_DIRECT_MIN = 0.8
+GATEWAY_P99_VS_DIRECT_MAX = 1.5
 VS_MLSERVER_MIN = 2.5
 VS_HANDLOADED_MIN = 0.85
 P99_MAX_MS = 5.0
@@ -190,16 +198,30 @@ def _kserve_request(module: Any, url: str, output: str, row: npt.NDArray[np.floa
 
 
 def kserve_caller(
-    url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]
+    url: str,
+    model: str,
+    version: str,
+    output: str,
+    row: npt.NDArray[np.float64],
+    headers: dict[str, str] | None = None,
 ) -> Callable[[], Caller]:
-    """The one client code every network target gets: tritonclient gRPC, one row, one output."""
+    """The one client code every network target gets: tritonclient gRPC, one row, one output.
+
+    ``headers`` go with every request: the gateway's ``authorization: Bearer <key>``, or the
+    secret without which our model refuses a request that did not come through the gateway.
+    """
 
     def make() -> Caller:
         client, inputs, outputs = _kserve_request(triton_grpc, url, output, row)
 
         def call() -> Any:
             result = client.infer(
-                model, inputs, model_version=version, outputs=outputs, client_timeout=CLIENT_TIMEOUT_S
+                model,
+                inputs,
+                model_version=version,
+                outputs=outputs,
+                client_timeout=CLIENT_TIMEOUT_S,
+                headers=headers,
             )
             return result.as_numpy(output)
 
@@ -209,7 +231,12 @@ def kserve_caller(
 
 
 def kserve_async_caller(
-    url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]
+    url: str,
+    model: str,
+    version: str,
+    output: str,
+    row: npt.NDArray[np.float64],
+    headers: dict[str, str] | None = None,
 ) -> Callable[[], AsyncCaller]:
     """:func:`kserve_caller` on ``tritonclient.grpc.aio``: called from inside the round's event loop."""
 
@@ -218,7 +245,12 @@ def kserve_async_caller(
 
         async def call() -> Any:
             result = await client.infer(
-                model, inputs, model_version=version, outputs=outputs, client_timeout=CLIENT_TIMEOUT_S
+                model,
+                inputs,
+                model_version=version,
+                outputs=outputs,
+                client_timeout=CLIENT_TIMEOUT_S,
+                headers=headers,
             )
             return result.as_numpy(output)
 
@@ -231,9 +263,19 @@ def kserve_async_caller(
 Callers = tuple[Callable[[], Caller], Callable[[], AsyncCaller]]
 
 
-def kserve_callers(url: str, model: str, version: str, output: str, row: npt.NDArray[np.float64]) -> Callers:
+def kserve_callers(
+    url: str,
+    model: str,
+    version: str,
+    output: str,
+    row: npt.NDArray[np.float64],
+    headers: dict[str, str] | None = None,
+) -> Callers:
     """Both load generators' callers for one KServe V2 target."""
-    return kserve_caller(url, model, version, output, row), kserve_async_caller(url, model, version, output, row)
+    return (
+        kserve_caller(url, model, version, output, row, headers),
+        kserve_async_caller(url, model, version, output, row, headers),
+    )
 
 
 def inprocess_callers(model: Any, row: npt.NDArray[np.float64]) -> Callers:
@@ -572,7 +614,7 @@ async def roll_out(p: EmbeddedPlatform, dataset_version_id: str, params: dict[st
                 seen.setdefault(f"event {name}", arrived)
                 ce_time.setdefault(name, when)
 
-    nc = await nats.connect(p.nats_url, name="lepton-serve-bench")
+    nc = await nats.connect(p.nats_url, name="lepton-serve-bench", nkeys_seed=str(p.nats_admin_seed))
     try:
         await nc.subscribe(f"lepton.evt.{TENANT}.>", cb=on_event)
         await nc.flush()
@@ -656,7 +698,7 @@ def deploy_timings(r: Rollout) -> dict[str, float | None]:
 
 
 async def fetch_artifact(p: EmbeddedPlatform, version: registry_pb2.ModelVersion) -> bytes:
-    nc = await nats.connect(p.nats_url, name="lepton-serve-bench")
+    nc = await nats.connect(p.nats_url, name="lepton-serve-bench", nkeys_seed=str(p.nats_admin_seed))
     try:
         return await ObjectStore(nc.jetstream()).get(ref_from_pb(version.artifact))
     finally:
@@ -675,20 +717,22 @@ async def upload(p: EmbeddedPlatform, frame: pl.DataFrame) -> data_pb2.DatasetVe
 # --- the other servers --------------------------------------------------------------------------------------
 
 
-def triton_config_of(url: str, model: str) -> dict[str, Any]:
+def triton_config_of(url: str, model: str, control: dict[str, str]) -> dict[str, Any]:
+    """``model``'s config as Triton holds it (``control``: the headers that open model control)."""
     client = triton_grpc.InferenceServerClient(url)
     try:
-        return dict(client.get_model_config(model, as_json=True)["config"])
+        return dict(client.get_model_config(model, headers=control, as_json=True)["config"])
     finally:
         client.close()
 
 
-def load_by_hand(url: str, name: str, config: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Loads ``name`` version 1 into Triton from in-memory files, as the deployer does."""
+def load_by_hand(url: str, name: str, config: dict[str, Any], files: dict[str, bytes], control: dict[str, str]) -> None:
+    """Loads ``name`` version 1 into Triton from in-memory files, as the deployer does (``control``: its headers)."""
     client = triton_grpc.InferenceServerClient(url)
     try:
         client.load_model(
             name,
+            headers=control,
             config=json.dumps(config),
             files={f"file:1/{k}": v for k, v in files.items()},
             client_timeout=PLATFORM_TIMEOUT_S,
@@ -712,15 +756,22 @@ def config_like(ours: dict[str, Any], name: str, parameters: dict[str, Any] | No
 
 
 class MLServer:
-    """``mlserver start`` from .venv-mlserver on free ports, serving a joblib file in a temp dir."""
+    """``mlserver start`` from .venv-mlserver on free ports, serving a joblib file in a temp dir.
+
+    ``parallel_workers`` None keeps MLServer's default (inference in a pool of worker
+    processes); 0 runs inference in the server's own process, MLServer's documented
+    setting for small, fast models (no hop to a worker process).
+    """
 
     NAME = "sklearn-lr"
 
-    def __init__(self, model: Any, workdir: Path) -> None:
+    def __init__(self, model: Any, workdir: Path, parallel_workers: int | None = None) -> None:
         binary = MLSERVER_VENV / "bin" / "mlserver"
         if not binary.exists():
             raise RuntimeError(f"{binary} not found: create .venv-mlserver (bench/README.md, serving benchmark)")
-        models = workdir / "mlserver-models" / self.NAME
+        self.parallel_workers = parallel_workers
+        tag = "default" if parallel_workers is None else f"workers-{parallel_workers}"
+        models = workdir / f"mlserver-models-{tag}" / self.NAME
         models.mkdir(parents=True)
         # mlserver-sklearn loads joblib (pickle) files: the peer's format, written only here.
         joblib.dump(model, models / "model.joblib")
@@ -740,11 +791,16 @@ class MLServer:
             "MLSERVER_HTTP_PORT": str(free_port()),
             "MLSERVER_GRPC_PORT": str(self.grpc_port),
             "MLSERVER_METRICS_PORT": str(free_port()),
+            "MLSERVER_METRICS_DIR": str(models.parent / ".metrics"),  # not the working directory
         }
+        if parallel_workers is not None:
+            env["MLSERVER_PARALLEL_WORKERS"] = str(parallel_workers)
         for var in ("VIRTUAL_ENV", "PYTHONPATH"):  # its own venv, nothing of ours
             env.pop(var, None)
         self.url = f"127.0.0.1:{self.grpc_port}"
-        self.process = Process("mlserver", [str(binary), "start", str(models.parent)], workdir / "mlserver.log", env)
+        self.process = Process(
+            "mlserver", [str(binary), "start", str(models.parent)], workdir / f"mlserver-{tag}.log", env
+        )
         client = triton_grpc.InferenceServerClient(self.url)
         try:
             wait_until(lambda: client.is_model_ready(self.NAME, "1"), 120, "MLServer", self.process.proc)
@@ -822,7 +878,7 @@ def cell_table(targets: list[Target], cells: dict[tuple[str, int], Cell]) -> str
     return render(rows)
 
 
-CPU_COLUMNS = ("client", "triton", "nats", "services", "mlserver", "echo", "other")
+CPU_COLUMNS = ("client", "gateway", "triton", "nats", "services", "mlserver", "echo", "other")
 
 
 def cpu_table(targets: list[Target], cells: dict[tuple[str, int], Cell]) -> str:
@@ -868,13 +924,32 @@ def ratios(cells: dict[tuple[str, int], Cell]) -> dict[str, Any]:
         paired = [p / q for p, q in zip(x.round_rps, y.round_rps, strict=True) if q]
         return (x.rps / y.rps if y.rps else float("nan")), paired
 
-    vs_mls, vs_mls_rounds = ratio("ours", "mlserver")
+    gw_direct, gw_direct_rounds = ratio("gateway", "ours")
+    gw_best, gw_best_rounds = ratio("gateway", "mlserver_best")
+    gw_default, gw_default_rounds = ratio("gateway", "mlserver")
+    gw_p99 = cells[("gateway", 8)].percentile_ms(99)
+    direct_p99 = cells[("ours", 8)].percentile_ms(99)
+    vs_mls, vs_mls_rounds = ratio("ours", "mlserver_best")
     vs_hand, vs_hand_rounds = ratio("ours", "hand")
     nolog_vs_hand, nolog_rounds = ratio("ours_nolog", "hand")
     alllog_vs_hand, alllog_rounds = ratio("ours_alllog", "hand")
     p99 = cells[("ours", 8)].percentile_ms(99)
     return {
-        "ours_vs_mlserver_rps_c8": {"value": vs_mls, "rounds": vs_mls_rounds, "target_min": VS_MLSERVER_MIN},
+        "gateway_vs_direct_rps_c8": {
+            "value": gw_direct,
+            "rounds": gw_direct_rounds,
+            "target_min": GATEWAY_VS_DIRECT_MIN,
+        },
+        "gateway_p99_vs_direct_c8": {
+            "value": gw_p99 / direct_p99 if direct_p99 else float("nan"),
+            "gateway_ms": gw_p99,
+            "direct_ms": direct_p99,
+            "target_max": GATEWAY_P99_VS_DIRECT_MAX,
+        },
+        "gateway_vs_mlserver_best_rps_c8": {"value": gw_best, "rounds": gw_best_rounds, "target_min": VS_MLSERVER_MIN},
+        "gateway_vs_mlserver_default_rps_c8": {"value": gw_default, "rounds": gw_default_rounds},
+        "mlserver_best_vs_default_rps_c8": {"value": ratio("mlserver_best", "mlserver")[0]},
+        "ours_vs_mlserver_best_rps_c8": {"value": vs_mls, "rounds": vs_mls_rounds, "target_min": VS_MLSERVER_MIN},
         "ours_vs_handloaded_rps_c8": {"value": vs_hand, "rounds": vs_hand_rounds, "target_min": VS_HANDLOADED_MIN},
         "ours_p99_ms_c8": {"value": p99, "target_max": P99_MAX_MS},
         "ours_nolog_vs_handloaded_rps_c8": {"value": nolog_vs_hand, "rounds": nolog_rounds},
@@ -892,15 +967,26 @@ def ratio_lines(r: dict[str, Any]) -> list[str]:
     def band(rounds: list[float]) -> str:
         return f"{min(rounds):.2f}-{max(rounds):.2f}" if rounds else "-"
 
-    m, h, p = r["ours_vs_mlserver_rps_c8"], r["ours_vs_handloaded_rps_c8"], r["ours_p99_ms_c8"]
+    m, h, p = r["ours_vs_mlserver_best_rps_c8"], r["ours_vs_handloaded_rps_c8"], r["ours_p99_ms_c8"]
     n = r["ours_nolog_vs_handloaded_rps_c8"]
     a, ap = r["ours_alllog_vs_handloaded_rps_c8"], r["ours_alllog_p99_ms_c8"]
+    gd, gp = r["gateway_vs_direct_rps_c8"], r["gateway_p99_vs_direct_c8"]
+    gb, gm = r["gateway_vs_mlserver_best_rps_c8"], r["gateway_vs_mlserver_default_rps_c8"]
     return [
-        f"ours / MLServer throughput, c=8:     {m['value']:.2f}x  (rounds {band(m['rounds'])})  "
+        f"gateway / direct Triton throughput, c=8:  {gd['value']:.2f}x  (rounds {band(gd['rounds'])})  "
+        f"{verdict(gd['value'] >= GATEWAY_VS_DIRECT_MIN)} (>= {GATEWAY_VS_DIRECT_MIN}x)",
+        f"gateway p99 / direct Triton p99, c=8:     {gp['value']:.2f}x  ({gp['gateway_ms']:.2f} / "
+        f"{gp['direct_ms']:.2f} ms)  {verdict(gp['value'] <= GATEWAY_P99_VS_DIRECT_MAX)} "
+        f"(<= {GATEWAY_P99_VS_DIRECT_MAX}x)",
+        f"gateway / MLServer (parallel_workers 0):  {gb['value']:.2f}x  (rounds {band(gb['rounds'])})  "
+        f"{verdict(gb['value'] >= VS_MLSERVER_MIN)} (>= {VS_MLSERVER_MIN}x)",
+        f"gateway / MLServer (defaults):            {gm['value']:.2f}x  (rounds {band(gm['rounds'])})  "
+        f"reported; MLServer parallel_workers 0 / defaults: {r['mlserver_best_vs_default_rps_c8']['value']:.2f}x",
+        f"direct / MLServer (parallel_workers 0):   {m['value']:.2f}x  (rounds {band(m['rounds'])})  "
         f"{verdict(m['value'] >= VS_MLSERVER_MIN)} (>= {VS_MLSERVER_MIN}x)",
-        f"ours / hand-loaded throughput, c=8:  {h['value']:.2f}x  (rounds {band(h['rounds'])})  "
+        f"direct / hand-loaded throughput, c=8:  {h['value']:.2f}x  (rounds {band(h['rounds'])})  "
         f"{verdict(h['value'] >= VS_HANDLOADED_MIN)} (>= {VS_HANDLOADED_MIN}x)",
-        f"ours p99 latency, c=8:               {p['value']:.2f} ms  "
+        f"direct p99 latency, c=8:               {p['value']:.2f} ms  "
         f"{verdict(p['value'] < P99_MAX_MS)} (< {P99_MAX_MS} ms)",
         f"ours (logging off) / hand-loaded, c=8: {n['value']:.2f}x  (rounds {band(n['rounds'])})  diagnostic",
         f"ours (every request logged) / hand-loaded, c=8: {a['value']:.2f}x  (rounds {band(a['rounds'])}), "
@@ -934,7 +1020,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
     p = EmbeddedPlatform(workdir / "platform", api_key=secrets.token_urlsafe(24))
     try:
         t0 = time.perf_counter()
-        print("starting NATS, Triton and the six services ...", flush=True)
+        print("starting NATS, Triton, the six services and the gateway ...", flush=True)
         stoppers.append(p.stop)
         p.start()
         report["platform_start_s"] = time.perf_counter() - t0
@@ -948,18 +1034,21 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             flush=True,
         )
         artifact = asyncio.run(fetch_artifact(p, first.version))
-        files = artifacts.unpack_files(artifact)
-        model, _ = artifacts.unpack(artifact)
+        assert p.artifact_keys is not None
+        files = artifacts.unpack_files(artifact, p.artifact_keys.trusted())
+        model, _ = artifacts.unpack(artifact, p.artifact_keys.trusted())
         expected = float(model.predict(row)[0])
 
         # The same Triton server: the bare model, and our model with logging off.
-        ours_config = triton_config_of(p.triton_url, dep.triton_model)
+        assert p.triton is not None
+        control = p.triton.control.grpc_headers()  # model control is the deployer's: the bench borrows it
+        ours_config = triton_config_of(p.triton_url, dep.triton_model, control)
         if ours_config.get("backend") != "python":
             raise RuntimeError(
                 f"the deployment is served by Triton's {ours_config.get('backend')!r} backend, not python"
             )
         hand_config = config_like(ours_config, "handloaded", None)
-        nolog_params = {**ours_config.get("parameters", {}), "nats_url": {"string_value": ""}}
+        nolog_params = {**ours_config.get("parameters", {}), "log_sample_rate": {"string_value": "0"}}
         nolog_config = config_like(ours_config, "ours-nolog", nolog_params)
         # Our model logging every request (no rate cap): what the default cap saves.
         alllog_params = {**ours_config.get("parameters", {}), "log_max_per_s": {"string_value": "0"}}
@@ -970,12 +1059,14 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             "handloaded",
             hand_config,
             {"model.py": HANDLOADED_MODEL.read_bytes(), artifacts.MODEL_FILE: files[artifacts.MODEL_FILE]},
+            control,
         )
         report["handloaded_load_s"] = time.perf_counter() - t_load
+        ours_files = {"model.py": serving_model_source(), artifacts.ARTIFACT_FILE: artifact}  # as the deployer's
         t_load = time.perf_counter()
-        load_by_hand(p.triton_url, "ours-nolog", nolog_config, {"model.py": serving_model_source(), **files})
+        load_by_hand(p.triton_url, "ours-nolog", nolog_config, ours_files, control)
         report["ours_nolog_load_s"] = time.perf_counter() - t_load
-        load_by_hand(p.triton_url, "ours-alllog", alllog_config, {"model.py": serving_model_source(), **files})
+        load_by_hand(p.triton_url, "ours-alllog", alllog_config, ours_files, control)
         print(
             f"loaded by hand into the same Triton: handloaded in {report['handloaded_load_s']:.1f} s, "
             f"ours-nolog in {report['ours_nolog_load_s']:.1f} s",
@@ -984,15 +1075,30 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
 
         mls = MLServer(model, workdir)
         stoppers.append(mls.stop)
+        mls_best = MLServer(model, workdir, parallel_workers=0)
+        stoppers.append(mls_best.stop)
         echo = EchoServer(workdir)
         stoppers.append(echo.stop)
 
+        # Clients reach models through the gateway with their key; the direct path (Triton's own
+        # port, with the secret the gateway adds) is what the gateway and its checks cost against.
+        inference = p.triton.inference_headers()
+        bearer = {"authorization": f"Bearer {p.api_key}"}
         targets = [
             Target(
+                "gateway",
+                "ours via the gateway (auth)",
+                "the deployment by name through the inference gateway, Bearer key, tenant routes and rate limit",
+                *kserve_callers(p.gateway_url, MODEL_NAME, "", dep.output_names[0], row, bearer),
+            ),
+            Target(
                 "ours",
-                "ours (Lepton on Triton)",
-                "platform-deployed model, prediction logging on (defaults: every request, at most 1000/s)",
-                *kserve_callers(p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row),
+                "ours, direct to Triton",
+                "the same deployed model at Triton's port (no key, no gateway hop), prediction logging on "
+                "(defaults: every request, at most 1000/s)",
+                *kserve_callers(
+                    p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row, inference
+                ),
             ),
             Target(
                 "hand",
@@ -1001,9 +1107,16 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
                 *kserve_callers(p.triton_url, "handloaded", "1", OUTPUT, row),
             ),
             Target(
+                "mlserver_best",
+                "MLServer, parallel_workers 0",
+                "mlserver-sklearn, joblib file, parallel_workers 0 (inference in the server process: MLServer's "
+                "documented setting for small models)",
+                *kserve_callers(mls_best.url, MLServer.NAME, "1", MLSERVER_OUTPUT, row),
+            ),
+            Target(
                 "mlserver",
-                "MLServer sklearn",
-                "mlserver-sklearn, joblib file, default settings",
+                "MLServer, defaults",
+                "mlserver-sklearn, joblib file, default settings (a pool of inference worker processes)",
                 *kserve_callers(mls.url, MLServer.NAME, "1", MLSERVER_OUTPUT, row),
             ),
             Target(
@@ -1017,14 +1130,14 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             Target(
                 "ours_nolog",
                 "ours, logging off (diag.)",
-                "our model.py, same files and config, no nats_url",
-                *kserve_callers(p.triton_url, "ours-nolog", "1", OUTPUT, row),
+                "our model.py, same files and config, log_sample_rate 0",
+                *kserve_callers(p.triton_url, "ours-nolog", "1", OUTPUT, row, inference),
             ),
             Target(
                 "ours_alllog",
                 "ours, every request logged (diag.)",
                 "our model.py, same files and config, log_max_per_s 0 (no cap)",
-                *kserve_callers(p.triton_url, "ours-alllog", "1", OUTPUT, row),
+                *kserve_callers(p.triton_url, "ours-alllog", "1", OUTPUT, row, inference),
             ),
         ]
         report["targets"] = {t.key: {"label": t.label, "what": t.what} for t in targets}
@@ -1041,8 +1154,9 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             {
                 "triton": [p.triton.process.pid],
                 "nats": [p.nats.process.pid],
-                "services": [proc.pid for proc in p.processes.values()],
-                "mlserver": [mls.process.pid],
+                "gateway": [p.processes[GATEWAY].pid],
+                "services": [proc.pid for name, proc in p.processes.items() if name != GATEWAY],
+                "mlserver": [mls.process.pid, mls_best.process.pid],
                 "echo": [echo.process.pid],
             }
         )
@@ -1066,7 +1180,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
 
         # A new version of the same model: time from its registration to Triton serving it,
         # while two clients keep calling the stable model (no version) through the rollout.
-        with LoadDuringRollout(kserve_caller(p.triton_url, dep.triton_model, "", OUTPUT, row), 2) as during:
+        with LoadDuringRollout(kserve_caller(p.gateway_url, MODEL_NAME, "", OUTPUT, row, bearer), 2) as during:
             second = asyncio.run(roll_out(p, dataset.version_id, {"C": "0.5"}))
         report["during_rollout"] = during.summary()
         report["deploy"] = {
@@ -1081,7 +1195,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             for name, r in (("first_version", first), ("second_version", second))
         }
         check_v2 = kserve_caller(
-            p.triton_url, second.deployment.triton_model, second.deployment.triton_version, OUTPUT, row
+            p.triton_url, second.deployment.triton_model, second.deployment.triton_version, OUTPUT, row, inference
         )
         call, close = check_v2()
         try:

@@ -57,8 +57,10 @@ from lepton_core.bus import ObjectStore, connect
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts, splits
+from lepton_ml.signing import Signer, TrustedKeys
 from lepton_platform.embedded import grpc_serving
 from lepton_platform.processes import NatsServer, Process, free_port, start_service, wait_until
+from lepton_platform.signing_keys import ensure_artifact_keys
 from lepton_trainer.catalogue import algorithm
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
@@ -249,6 +251,7 @@ class Stack:
         self.logs = workdir / "logs"
         self.processes: list[Process] = []
         self.nats: NatsServer | None = NatsServer(workdir / "nats")
+        self.artifact_keys = ensure_artifact_keys(workdir / "secrets")  # the trainer signs, as under lepton up
         self.data_url = self._start("data", {"max_upload_bytes": str(1024**3)})
         self.trainer_url = self._start("trainer", {"data_url": self.data_url, "worker_id": "bench-worker"})
         self.trainer_pid = self.processes[-1].pid
@@ -262,9 +265,11 @@ class Stack:
         port = free_port()
         values = {
             "nats_url": self.nats_url,
+            "nats_nkey_seed_file": str(NatsServer.running[self.nats_url].seed_file(service)),
             "grpc_port": str(port),
             "api_keys": json.dumps({self.api_key: self.tenant}),
             "log_level": "WARNING",
+            **self.artifact_keys.settings(service),
             **extra,
         }
         process = start_service(service, values, self.logs)
@@ -424,11 +429,14 @@ def breakdown(results: list[AlgoResult]) -> str:
 # --- run -------------------------------------------------------------------------------------------------
 
 
-async def compare_models(nats_url: str, run: PlatformRun, direct: DirectRun, path: Path) -> tuple[bool, float]:
+async def compare_models(
+    nats_url: str, run: PlatformRun, direct: DirectRun, path: Path, trusted: TrustedKeys
+) -> tuple[bool, float]:
     """Whether the platform's artifact predicts what the direct model predicts on held-out rows."""
-    nc = await connect(nats_url, "lepton-train-bench")
+    nc = await connect(nats_url, "lepton-train-bench", seed_file=str(NatsServer.running[nats_url].seed_file("admin")))
     try:
-        model, _ = artifacts.unpack(await ObjectStore(nc.jetstream()).get(ref_from_pb(run.artifact)))
+        signed = await ObjectStore(nc.jetstream()).get(ref_from_pb(run.artifact))
+        model, _ = artifacts.unpack(signed, trusted)
     finally:
         # Closing fires the connection's "disconnected; reconnecting" warning: not news here.
         logging.getLogger("lepton_core.bus").setLevel(logging.ERROR)
@@ -449,8 +457,9 @@ def local_pack_s(name: str, model: Any, features: list[str]) -> float:
         algorithm=name,
         libraries=artifacts.library_versions(),
     )
+    signer = Signer.generate()
     t0 = time.perf_counter()
-    artifacts.pack(model, signature)
+    artifacts.seal(artifacts.pack(model, signature), signer)
     return time.perf_counter() - t0
 
 
@@ -507,7 +516,7 @@ async def bench(stack: Stack, path: Path, reps: int, algorithms: list[tuple[str,
                 )
             assert last_platform is not None and last_direct is not None
             r.predictions_match, r.max_abs_prediction_diff = await compare_models(
-                stack.nats_url, last_platform, last_direct, path
+                stack.nats_url, last_platform, last_direct, path, stack.artifact_keys.trusted()
             )
             r.artifact_bytes = int(last_platform.artifact.size)
             r.local_pack_s = local_pack_s(name, last_direct.model, [f"f{i:02d}" for i in range(FEATURES)])
