@@ -12,7 +12,6 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Iterable
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -104,8 +103,11 @@ async def connect(
     the connection and the subject; the connection itself stays up.
     """
 
+    nc = NATS()
+
     async def on_disconnect() -> None:
-        log.warning("nats disconnected; reconnecting")
+        if not nc.is_closed:  # a close() of our own is no outage
+            log.warning("nats disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
@@ -123,12 +125,12 @@ async def connect(
     tls = None
     if tls_ca_file and any(u.startswith("tls://") for u in servers):
         tls = ssl.create_default_context(cafile=tls_ca_file)
-    return await nats.connect(
+    await nc.connect(
         servers=servers,
         tls=tls,
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; nats-py annotates int, sleeps on a float
         connect_timeout=5,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
@@ -136,6 +138,7 @@ async def connect(
         nkeys_seed=seed_file,
         inbox_prefix=inbox or "_INBOX",
     )
+    return nc
 
 
 async def require_topology(js: JetStreamContext, streams: Iterable[str]) -> None:
