@@ -231,7 +231,7 @@ def print_result(r: PipelineResult) -> None:
     print(f"training   job {r.job.job_id} ({r.job.algorithm}) on worker {r.job.worker_id}")
     print(f"registry   {r.model_version.model_name} v{r.model_version.version}")
     print(f"deployment {r.deployment.name} -> Triton model {r.deployment.triton_model} v{r.deployment.triton_version}")
-    print("\npredictions from Triton for 5 rows:")
+    print("\npredictions from Triton, through the inference gateway with the API key, for 5 rows:")
     print(f"  {'row':>3}  {'predicted':>10}  {'true':>8}")
     for i, (p, t) in enumerate(zip(r.predictions, r.truth, strict=True)):
         print(f"  {i:>3}  {p:>10.2f}  {t:>8.1f}")
@@ -253,7 +253,7 @@ async def _amain(workdir: Path) -> int:
     setup_telemetry("lepton-demo", sink.endpoint, export_delay_ms=200)
     platform = EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(24), otlp_endpoint=sink.endpoint)
     try:
-        print(f"starting NATS, Triton and the six services (logs in {workdir / 'logs'}) ...", flush=True)
+        print(f"starting NATS, Triton, the six services and the gateway (logs in {workdir / 'logs'}) ...", flush=True)
         await asyncio.to_thread(platform.start)
         csv = write_diabetes_csv(workdir / "diabetes.csv")
         result = await run_pipeline(platform, csv, sink)
