@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lepton_core.errors import FailedPrecondition, InvalidArgument
 from lepton_core.names import NAME_GRAMMAR, is_name, shown
@@ -196,6 +196,40 @@ class HostPool:
         return self._entries[name].url
 
 
+class PoolSettings(BaseModel):
+    """The pool's two settings, the same wherever it is read (the deployer, the gateway).
+
+    A service's settings class inherits them beside :class:`~lepton_core.settings.ServiceSettings`,
+    so they are ``LEPTON_<SERVICE>_TRITON_URL`` and ``LEPTON_<SERVICE>_HOSTS``, and a pool that
+    is not one (a bad name, address or tenant) stops the service at start.
+    """
+
+    triton_url: str = Field(
+        "127.0.0.1:8001",
+        description="gRPC address (host:port) of the Triton host pool's 'default' entry, shared by every tenant: "
+        "where deployments that name no hosts are served.",
+    )
+    hosts: dict[str, PoolEntry] = Field(
+        default_factory=dict,
+        description='More Triton hosts deployments may name, as JSON: name -> {"url": "host:port"} (shared) or '
+        '{"url": ..., "tenants": [...]} (open to those tenants alone). Requests name hosts, never addresses; '
+        "the deployer and the gateway must be given the same pool.",
+    )
+
+    @model_validator(mode="after")
+    def _a_pool(self) -> PoolSettings:
+        self.pool()
+        return self
+
+    def pool(self) -> HostPool:
+        """The Triton host pool: ``hosts`` and, as ``default``, ``triton_url``."""
+        try:
+            return HostPool.of(self.triton_url, self.hosts)
+        except ValueError as exc:
+            prefix = str(self.model_config.get("env_prefix", "")).upper()
+            raise ValueError(f"{prefix}HOSTS / {prefix}TRITON_URL: {exc}") from None
+
+
 __all__ = [
     "ADDRESS",
     "DEFAULT_HOST",
@@ -204,5 +238,6 @@ __all__ = [
     "HostNotInPool",
     "HostPool",
     "PoolEntry",
+    "PoolSettings",
     "is_address",
 ]

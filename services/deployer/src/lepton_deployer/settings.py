@@ -1,27 +1,17 @@
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from lepton_core.settings import ServiceSettings
-from lepton_core.triton_pool import HostPool, PoolEntry
+from lepton_core.triton_pool import PoolSettings
 
 
-class DeployerSettings(ServiceSettings):
+class DeployerSettings(ServiceSettings, PoolSettings):
     """Settings of the deployer service (env prefix ``LEPTON_DEPLOYER_``)."""
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_DEPLOYER_", extra="ignore")
 
-    triton_url: str = Field(
-        "127.0.0.1:8001",
-        description="gRPC address (host:port) of the Triton host pool's 'default' entry, shared by every tenant: "
-        "where deployments that name no hosts are served.",
-    )
-    hosts: dict[str, PoolEntry] = Field(
-        default_factory=dict,
-        description='More Triton hosts deployments may name, as JSON: name -> {"url": "host:port"} (shared) or '
-        '{"url": ..., "tenants": [...]} (open to those tenants alone). Requests name hosts, never addresses.',
-    )
     triton_control_secret_file: str | None = Field(
         None,
         description="File holding the secret that opens Triton's model control (load, unload, model config, "
@@ -64,15 +54,3 @@ class DeployerSettings(ServiceSettings):
         description="PEM file of the platform's Ed25519 artifact public key(s): every artifact's signature is "
         "checked against it before a byte is read; the service refuses to start without it.",
     )
-
-    @model_validator(mode="after")
-    def _a_pool(self) -> DeployerSettings:
-        self.pool()  # refuses a bad name, address or tenant at start
-        return self
-
-    def pool(self) -> HostPool:
-        """The Triton host pool: ``hosts`` and, as ``default``, ``triton_url``."""
-        try:
-            return HostPool.of(self.triton_url, self.hosts)
-        except ValueError as exc:
-            raise ValueError(f"LEPTON_DEPLOYER_HOSTS / LEPTON_DEPLOYER_TRITON_URL: {exc}") from None

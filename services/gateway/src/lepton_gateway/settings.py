@@ -6,24 +6,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from lepton_core.settings import ServiceSettings
-from lepton_core.triton_pool import HostPool, PoolEntry
+from lepton_core.triton_pool import PoolSettings
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, PoolSettings):
     """Settings of the gateway; ``grpc_port`` 0 means 50057, ``api_keys`` as every service's."""
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_GATEWAY_", extra="ignore")
 
-    triton_url: str = Field(
-        "127.0.0.1:8001",
-        description="gRPC address of the Triton host pool's 'default' entry (as the deployer's triton_url); it "
-        "also answers server live/ready/metadata.",
-    )
-    hosts: dict[str, PoolEntry] = Field(
-        default_factory=dict,
-        description="The other Triton hosts deployments name, as the deployer has them (LEPTON_DEPLOYER_HOSTS): "
-        'name -> {"url": "host:port", "tenants": [...]}.',
-    )
     inference_secret_file: str | None = Field(
         None,
         description="File holding the secret the gateway sends Triton with each request (header "
@@ -44,7 +34,3 @@ class GatewaySettings(ServiceSettings):
     forward_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait for Triton's answer when the caller set no deadline."
     )
-
-    def pool(self) -> HostPool:
-        """The host pool: ``default`` at ``triton_url``, then ``hosts``."""
-        return HostPool.of(self.triton_url, self.hosts)
