@@ -175,10 +175,10 @@ async def test_a_new_version_is_deployed_and_predicts_like_in_process(env: Env, 
     d = await _until(env, "diab", lambda d: _ready(d, 1))
     assert d.follow == "latest" and d.triton_version == "1" and list(d.feature_columns) == env.features
     assert [(h.url, h.ready) for h in d.host_states] == [("default", True)] and list(d.hosts) == ["default"]
-    assert d.triton_url == env.hosts[0].url
+    assert d.triton_url == ""  # Triton is private: the deployment names its hosts, clients use the gateway
     assert d.history[-1].outcome == "completed" and d.history[-1].smoke_rows == 16
     x = env.frame.select(env.features).to_numpy()[:20]
-    np.testing.assert_allclose(_infer(d.triton_url, d.triton_model, x), env.models[1].predict(x), atol=1e-9)
+    np.testing.assert_allclose(_infer(env.hosts[0].url, d.triton_model, x), env.models[1].predict(x), atol=1e-9)
 
 
 async def test_rollout_under_steady_load_fails_no_request(env: Env, nc: NATS) -> None:
@@ -195,7 +195,7 @@ async def test_rollout_under_steady_load_fails_no_request(env: Env, nc: NATS) ->
     def unrouted() -> None:
         while not stop.is_set():
             try:
-                _infer(first.triton_url, first.triton_model, x)
+                _infer(env.hosts[0].url, first.triton_model, x)
                 answered["unrouted"] += 1
             except Exception as exc:
                 failures.append(f"unrouted: {exc}")
@@ -206,7 +206,7 @@ async def test_rollout_under_steady_load_fails_no_request(env: Env, nc: NATS) ->
             table = routes[0]
             route = rng.choices(table, weights=[r.weight for r in table])[0]
             try:
-                _infer(first.triton_url, route.triton_model, x, route.triton_version)
+                _infer(env.hosts[0].url, route.triton_model, x, route.triton_version)
                 answered["routed"] += 1
                 seen_versions.add(f"{route.triton_model}@{route.triton_version}")
             except Exception as exc:
@@ -249,7 +249,7 @@ async def test_rollout_under_steady_load_fails_no_request(env: Env, nc: NATS) ->
     assert d.history[-1].strategy == "canary"
     assert any(v.endswith("--next@2") for v in seen_versions), seen_versions  # the canary got routed traffic
     x_all = env.frame.select(env.features).to_numpy()[:10]
-    np.testing.assert_allclose(_infer(d.triton_url, d.triton_model, x_all), env.models[2].predict(x_all), atol=1e-9)
+    np.testing.assert_allclose(_infer(env.hosts[0].url, d.triton_model, x_all), env.models[2].predict(x_all), atol=1e-9)
 
 
 async def test_a_broken_version_is_rolled_back_and_the_old_one_keeps_serving(env: Env, nc: NATS) -> None:
@@ -264,8 +264,8 @@ async def test_a_broken_version_is_rolled_back_and_the_old_one_keeps_serving(env
     )
     assert event.data.serving_version == 2 and "smoke test" in event.data.reason
     x = env.frame.select(env.features).to_numpy()[:5]
-    np.testing.assert_allclose(_infer(d.triton_url, d.triton_model, x), env.models[2].predict(x), atol=1e-9)
-    client = triton_grpc.InferenceServerClient(d.triton_url)
+    np.testing.assert_allclose(_infer(env.hosts[0].url, d.triton_model, x), env.models[2].predict(x), atol=1e-9)
+    client = triton_grpc.InferenceServerClient(env.hosts[0].url)
     try:
         assert not client.is_model_ready(d.triton_model + "--next")
     finally:
@@ -290,7 +290,7 @@ async def test_two_hosts_follow_champion_and_reconcile_a_restarted_host(
             )
         )
         assert _ready(d, 1) and {h.url for h in d.host_states if h.ready} == {"default", "b"}
-        assert list(d.hosts) == ["default", "b"] and d.triton_url == a.url
+        assert list(d.hosts) == ["default", "b"] and d.triton_url == ""
         x = env.frame.select(env.features).to_numpy()[:8]
         for host in (a, b):
             np.testing.assert_allclose(_infer(host.url, d.triton_model, x, "1"), env.models[1].predict(x), atol=1e-9)
@@ -405,7 +405,7 @@ async def test_gpu_instances_on_a_host_without_a_gpu_fail_with_triton_s_reason(e
     # The failure is this deployment's alone: another deployment of the same model still answers.
     serving = await _deployment(env, "diab")
     x = env.frame.select(env.features).to_numpy()[:3]
-    assert _infer(serving.triton_url, serving.triton_model, x).shape == (3,)
+    assert _infer(env.hosts[0].url, serving.triton_model, x).shape == (3,)
 
 
 @pytest.mark.parametrize(
@@ -426,7 +426,7 @@ async def test_a_version_the_deployer_does_not_know_is_asked_of_the_registry(
 async def test_bad_inputs_get_clear_errors_and_the_model_keeps_serving(env: Env) -> None:
     d = await _until(env, "diab", lambda d: d.state == deployer_pb2.DEPLOYMENT_STATE_READY)
     version = d.triton_version
-    client = triton_grpc.InferenceServerClient(d.triton_url)
+    client = triton_grpc.InferenceServerClient(env.hosts[0].url)
 
     def infer(inputs: list[triton_grpc.InferInput]) -> str:
         with pytest.raises(Exception) as err:

@@ -88,7 +88,7 @@ async def test_deployments_go_to_the_default_entry_or_the_entries_they_name(rig:
     record = await _serving(rig, deployer)
     assert record.hosts == [DEFAULT_HOST] and rig.connected and set(rig.connected) == {A_URL}
     pb = deployment_to_pb(record, POOL)
-    assert list(pb.hosts) == [A] and [h.url for h in pb.host_states] == [A] and pb.triton_url == A_URL
+    assert list(pb.hosts) == [A] and [h.url for h in pb.host_states] == [A] and pb.triton_url == ""
 
     record = await deployer.deploy(TENANT, NAME, MODEL, 1, hosts=[A, B], wait=True)
     assert record.hosts == [A, B] and rig.triton.serving(B) == {STABLE: [1]}
@@ -132,7 +132,7 @@ async def test_an_old_record_s_address_of_an_open_entry_becomes_its_name(rig: Ri
     await _old_record(rig, deployer, A_URL)
     old = await deployer.get(TENANT, NAME)
     pb = deployment_to_pb(old, POOL)
-    assert list(pb.hosts) == [A] and [h.url for h in pb.host_states] == [A] and pb.triton_url == A_URL
+    assert list(pb.hosts) == [A] and [h.url for h in pb.host_states] == [A] and pb.triton_url == ""
 
     assert await deployer.reconcile() == []  # still served there: nothing to repair
     record = await deployer.get(TENANT, NAME)

@@ -179,10 +179,13 @@ class HostPool:
         """A record's ``hosts`` with addresses (records from before host names) rewritten as names."""
         return [self.name_of(tenant, h) or h for h in hosts]
 
-    def first_address(self, tenant: str, hosts: Sequence[str]) -> str:
-        """The address of a record's first host (where clients send requests), or "" when it has none in the pool."""
-        name = self.name_of(tenant, hosts[0]) if hosts else None
-        return self._entries[name].url if name else ""
+    def address_of(self, host: str) -> str | None:
+        """Where the entry named ``host`` is (or ``host`` itself, an entry's address in a record from
+        before host names), for the platform's own reads (the monitor's statistics); None if in no entry."""
+        entry = self._entries.get(host)
+        if entry is not None:
+            return entry.url
+        return host if any(e.url == host for e in self._entries.values()) else None
 
     def address(self, tenant: str, host: str) -> str:
         """Where to connect for a record's ``host``; :class:`HostNotInPool` if no entry open to ``tenant`` has it."""

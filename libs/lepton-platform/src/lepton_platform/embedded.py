@@ -205,8 +205,9 @@ class EmbeddedPlatform:
             if name == "registry":
                 for peer in ("trainer", "evaluator", "deployer"):
                     values[f"{peer}_url"] = self.addresses.get(peer, "")
+            if name in ("deployer", "monitor", GATEWAY) and self.triton is not None:
+                values["triton_url"] = self.triton.url  # the host pool's 'default' entry, the same for all three
             if name == "deployer" and self.triton is not None:
-                values["triton_url"] = self.triton.url
                 values["triton_control_secret_file"] = str(self.triton.control_secret_file)
             if name in ("deployer", "monitor") and self.triton is not None:
                 values["triton_statistics_secret_file"] = str(self.triton.statistics_secret_file)
@@ -214,7 +215,6 @@ class EmbeddedPlatform:
                 # What the served models require of inference: the gateway's requests and the smoke tests carry it.
                 values["inference_secret_file"] = str(self.triton.inference_secret_file)
             if name == GATEWAY:
-                values["triton_url"] = self.triton.url if self.triton is not None else ""
                 values["http_port"] = str(base + len(PORT_ORDER))
             values.update(self.artifact_keys.settings(name))
             values.update(self.settings.get(name, {}))

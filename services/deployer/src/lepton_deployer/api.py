@@ -89,14 +89,13 @@ def config_from_pb(pb: deployer_pb2.ServingConfig, base: ServingConfig) -> Servi
 
 def deployment_to_pb(d: DeploymentRecord, pool: HostPool) -> deployer_pb2.Deployment:
     """The deployment as its tenant sees it: hosts by their names in ``pool``, never by address
-    (but for ``triton_url``, where the tenant's clients send requests)."""
+    (Triton hosts are private: clients reach models through the inference gateway)."""
     return deployer_pb2.Deployment(
         name=d.name,
         state=_STATE[d.state],
         lineage=deployment_lineage(d),
         triton_model=d.triton_model,
         triton_version=str(d.model_version) if d.model_version else "",
-        triton_url=pool.first_address(d.tenant, d.hosts),
         input_names=[INPUT_NAME, TEXT_INPUT_NAME] if d.text_columns else [INPUT_NAME],
         feature_columns=d.feature_columns,
         text_columns=d.text_columns,
@@ -285,7 +284,7 @@ class Announcer:
                 lineage=deployment_lineage(d),
                 triton_model=d.triton_model,
                 triton_version=str(d.model_version),
-                host=self._pool.first_address(tenant, d.hosts),
+                host=self._pool.shown(tenant, d.hosts[0]) if d.hosts else "",
             )
             event_id = f"deployment.ready:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
         elif kind == "rolled_back":

@@ -12,6 +12,7 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_core.triton_access import STATISTICS, TritonCredential
+from lepton_core.triton_pool import HostPool
 from lepton_ml.signing import TrustedKeys, trusted_from_setting
 from lepton_monitor.api import EventAnnouncer, MonitorServicer, PlatformEventsHandler, PredictionLoggedHandler
 from lepton_monitor.core import Monitor, Options, Stores
@@ -91,7 +92,7 @@ def main() -> None:
             rt.objects.get,
             EventAnnouncer(rt),
             StreamLogs(js),
-            partial(_triton, timeout=settings.triton_timeout_s, credential=statistics),
+            partial(_triton, pool=settings.pool(), timeout=settings.triton_timeout_s, credential=statistics),
             options(settings, artifact_keys),
         )
         # Recent logs and labels back into memory before anything is answered; the durable consumers
@@ -141,9 +142,24 @@ def main() -> None:
 
 
 async def _triton(
-    url: str, model: str, version: str, *, timeout: float, credential: TritonCredential | None
+    hosts: str, model: str, version: str, *, pool: HostPool, timeout: float, credential: TritonCredential | None
 ) -> TritonSnapshot:
-    return await triton_statistics(url, model, version, timeout, credential)
+    """Triton's statistics on ``hosts`` (pool names, comma-separated), shown by name, never by address."""
+    names = [h.strip() for h in hosts.split(",") if h.strip()]
+    addresses = {name: pool.address_of(name) for name in names}
+    unknown = [name for name, address in addresses.items() if address is None]
+    if unknown or not names:
+        snapshot = TritonSnapshot(reachable=False, url=hosts, model=model, version=version)
+        snapshot.error = f"hosts not in the monitor's host pool: {', '.join(unknown)}" if unknown else "no host known"
+        return snapshot
+    snapshot = await triton_statistics(
+        ",".join(a for a in addresses.values() if a), model, version, timeout, credential
+    )
+    snapshot.url = hosts
+    for name, address in addresses.items():
+        if address and snapshot.error:
+            snapshot.error = snapshot.error.replace(address, name)
+    return snapshot
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from lepton_core.settings import ServiceSettings
+from lepton_core.triton_pool import PoolSettings
 
 
-class MonitorSettings(ServiceSettings):
-    """Settings of the monitor service (env prefix ``LEPTON_MONITOR_``)."""
+class MonitorSettings(ServiceSettings, PoolSettings):
+    """Settings of the monitor service (env prefix ``LEPTON_MONITOR_``); its host pool is the deployer's,
+    where it reads Triton's statistics of the hosts that deployments name."""
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_MONITOR_", extra="ignore")
 

@@ -23,7 +23,7 @@ class TritonSnapshot:
     Attributes:
         reachable: Whether Triton answered.
         error: Why not, when it did not.
-        url: The Triton gRPC address asked.
+        url: The hosts asked, by their names in the host pool (the address when asked directly).
         model: The Triton model name.
         version: The Triton model version.
         inference_count: Inferences (rows) run.

@@ -260,7 +260,9 @@ class Deployment(_message.Message):
     """Name and version of the stable model inside Triton, for tritonclient calls."""
     triton_version: _builtins.str
     triton_url: _builtins.str
-    """Triton's gRPC address (of the first host, from the deployer's host pool)."""
+    """Not set: Triton hosts are private, and clients reach models through the
+    inference gateway by the deployment's name. `hosts` names the hosts.
+    """
     error: _builtins.str
     follow: _builtins.str
     """Roll out each version this alias moves to ("champion"), "latest" for every

@@ -972,7 +972,9 @@ class DeploymentReady(_message.Message):
     triton_model: _builtins.str
     triton_version: _builtins.str
     host: _builtins.str
-    """The Triton gRPC address of the deployment's first host (Deployment.triton_url)."""
+    """The name of the deployment's first host in the operator's host pool (never an
+    address: events reach integrators).
+    """
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
     def __init__(
