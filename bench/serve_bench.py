@@ -87,7 +87,7 @@ from lepton_deployer.triton_config import serving_model_source
 from lepton_ml import artifacts
 from lepton_platform.demo import poll
 from lepton_platform.embedded import EmbeddedPlatform
-from lepton_platform.processes import Process, free_port, wait_until
+from lepton_platform.processes import Process, free_port, free_ports, wait_until
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -784,13 +784,13 @@ class MLServer:
                 }
             )
         )
-        self.grpc_port = free_port()
+        self.grpc_port, http_port, metrics_port = free_ports(3)
         env = {
             **os.environ,
             "MLSERVER_HOST": "127.0.0.1",
-            "MLSERVER_HTTP_PORT": str(free_port()),
+            "MLSERVER_HTTP_PORT": str(http_port),
             "MLSERVER_GRPC_PORT": str(self.grpc_port),
-            "MLSERVER_METRICS_PORT": str(free_port()),
+            "MLSERVER_METRICS_PORT": str(metrics_port),
             "MLSERVER_METRICS_DIR": str(models.parent / ".metrics"),  # not the working directory
         }
         if parallel_workers is not None:

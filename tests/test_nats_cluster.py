@@ -26,7 +26,7 @@ from lepton_core.bus import EVENTS_STREAM, connect
 from lepton_core.nats_identity import ADMIN, inbox_prefix
 from lepton_core.tls import TlsFiles, write_self_signed
 from lepton_platform import nats_users
-from lepton_platform.processes import Process, free_port, nats_server_binary, wait_until
+from lepton_platform.processes import Process, free_ports, nats_server_binary, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -59,7 +59,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     _install(write_self_signed(tmp / "route-ca", client_auth=True), tls, "route.pem", "route.key", "route-ca.pem")
     assert nats_users.main(["init", "--dir", str(tmp / "secrets")]) == 0
     (tmp / "users.conf").write_bytes((tmp / "secrets" / "users.conf").read_bytes())
-    ports = [(free_port(), free_port(), free_port()) for _ in range(3)]  # client, monitoring, route
+    nine = free_ports(9)  # all different: a port just released can come back at once
+    ports = [tuple(nine[i : i + 3]) for i in (0, 3, 6)]  # client, monitoring, route
     processes: list[Process] = []
     try:
         for node in (1, 2, 3):
@@ -132,9 +133,10 @@ def test_a_node_without_a_route_certificate_of_the_route_ca_cannot_join(cluster:
     _install(write_self_signed(rogue / "route-ca", client_auth=True), tls, "route.pem", "route.key", "route-ca.pem")
     (rogue / "users.conf").write_bytes((cluster.workdir / "users.conf").read_bytes())
     text = (ROOT / "deploy" / "nats" / "node-1.conf").read_text().replace("lepton-nats-1", "lepton-nats-rogue", 1)
-    text = text.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{free_port()}")
-    text = text.replace("http: 127.0.0.1:8222", f"http: 127.0.0.1:{free_port()}")
-    text = text.replace("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{free_port()}")
+    client, http, route = free_ports(3, but=tuple(cluster.route_ports))
+    text = text.replace("listen: 0.0.0.0:4222", f"listen: 127.0.0.1:{client}")
+    text = text.replace("http: 127.0.0.1:8222", f"http: 127.0.0.1:{http}")
+    text = text.replace("listen: 0.0.0.0:6222", f"listen: 127.0.0.1:{route}")
     text = re.sub(r"lepton-nats-(\d):6222", lambda m: f"127.0.0.1:{cluster.route_ports[int(m[1]) - 1]}", text)
     text = text.replace("/etc/nats/tls/", f"{tls}/").replace("/data/jetstream", str(rogue / "js"))
     (rogue / "node.conf").write_text(text)

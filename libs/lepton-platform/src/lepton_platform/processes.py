@@ -7,6 +7,7 @@ process group and stopped by pid (SIGTERM, then SIGKILL after a grace period).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -39,9 +40,35 @@ _BIN_DIR = Path(sys.executable).parent
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+#: Ports this process handed out lately: not handed out again before their owner binds them.
+_issued: collections.deque[int] = collections.deque(maxlen=256)
+
+
+def free_ports(count: int, but: tuple[int, ...] = ()) -> list[int]:
+    """``count`` different TCP ports free on 127.0.0.1 right now, none of them in ``but``.
+
+    The kernel hands a port just released straight back, so two ``free_port()`` calls in a row
+    could name one port twice (it once started a Triton with its HTTP and gRPC endpoints on one
+    port): the sockets stay open until all are bound, and a port handed out lately is skipped.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        ports: list[int] = []
+        while len(ports) < count:
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in but and port not in _issued:
+                ports.append(port)
+        _issued.extend(ports)
+        return ports
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def free_port_block(count: int, attempts: int = 200) -> int:
@@ -321,8 +348,10 @@ class TritonServer:
         self._link_source_packages(backends)
         repo = workdir / "model-repository"
         repo.mkdir(parents=True, exist_ok=True)
-        self.grpc_port = grpc_port or free_port()
-        self.http_port = free_port()
+        if grpc_port:
+            self.grpc_port, (self.http_port,) = grpc_port, free_ports(1, but=(grpc_port,))
+        else:
+            self.grpc_port, self.http_port = free_ports(2)
         libs = [str(root.parent.parent / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = ":".join([*libs, env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
