@@ -14,8 +14,9 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 setup: $(STAMP)
 
-# Pinned, in one pass: the full lock first, then our packages editable without deps.
-$(STAMP): requirements/lock.txt $(PYPROJECTS)
+# Pinned, in one pass: Debian's packages (the gateway's nginx), the full lock, then our packages editable without deps.
+$(STAMP): requirements/lock.txt requirements/debian.txt $(PYPROJECTS)
+	bash tools/system_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check pip==25.3
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/lock.txt

@@ -6,7 +6,12 @@ deployment record the deployer would write is put into the ``deployments`` bucke
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import stat
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
+from lepton_core.tls import write_self_signed
 from lepton_platform.processes import TritonServer, free_port
 from lepton_platform.testing import StartService, admin_connect
 
@@ -67,9 +73,8 @@ async def _put_records(nats_url: str, records: dict[str, bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway(service: StartService, triton: TritonServer, nats_url: str) -> Iterator[tuple[str, str]]:
-    import asyncio
-
+def models(triton: TritonServer, nats_url: str) -> Iterator[None]:
+    """The probe models in Triton, and the records that make them two tenants' deployments."""
     client = triton_grpc.InferenceServerClient(triton.url)
     for model in ("acme--prices", "acme--prices--next", "beta--secret"):
         client.load_model(
@@ -88,6 +93,15 @@ def gateway(service: StartService, triton: TritonServer, nats_url: str) -> Itera
             },
         )
     )
+    try:
+        yield
+    finally:
+        for model in ("acme--prices", "acme--prices--next", "beta--secret"):
+            client.unload_model(model, headers=triton.control.grpc_headers())
+        client.close()
+
+
+def _start(service: StartService, triton: TritonServer, front: str) -> tuple[str, str]:
     http_port = free_port()
     address = service(
         "gateway",
@@ -96,13 +110,33 @@ def gateway(service: StartService, triton: TritonServer, nats_url: str) -> Itera
         inference_secret_file=str(triton.inference_secret_file),
         http_port=str(http_port),
         tenant_rates=json.dumps({"slow": 1}),
+        front=front,
     )
-    try:
-        yield address, f"http://127.0.0.1:{http_port}"
-    finally:
-        for model in ("acme--prices", "acme--prices--next", "beta--secret"):
-            client.unload_model(model, headers=triton.control.grpc_headers())
-        client.close()
+    return address, f"http://127.0.0.1:{http_port}"
+
+
+@pytest.fixture(scope="module", params=["nginx", "none"])
+def gateway(
+    request: pytest.FixtureRequest, models: None, service: StartService, triton: TritonServer
+) -> tuple[str, str]:
+    """The gateway's gRPC and REST addresses: every test runs with nginx in front, and without."""
+    return _start(service, triton, request.param)
+
+
+def _nginx_of(pid: int) -> tuple[int, Path]:
+    """The nginx master a gateway process started, and its configuration file."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            # nginx rewrites its title: "nginx: master process nginx -p <dir> -c <file>"
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and "master" in argv and "-c" in argv:
+            return int(proc.name), Path(argv[argv.index("-c") + 1])
+    raise AssertionError(f"no nginx started by process {pid}")
 
 
 def _x(rows: int = 2) -> list[triton_grpc.InferInput]:
@@ -244,3 +278,106 @@ def test_plain_http_with_a_key_infers_and_keeps_tenants_apart(gateway: tuple[str
     bad = {"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP64", "data": [1.0]}]}
     status, answer = _http(f"{base}/v2/models/prices/infer", KEY, bad)
     assert status == 400 and "inputs[0]" in answer["error"]
+
+
+def test_a_new_deployment_is_served_and_a_deleted_one_is_not_found(gateway: tuple[str, str], nats_url: str) -> None:
+    record = _record("acme", "fresh", [("acme--prices", 1, 1.0)])
+    asyncio.run(_put_records(nats_url, {"acme.fresh": record}))
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert _infer(gateway[0], KEY, name="fresh").get_response().model_name == "fresh"
+                break
+            except InferenceServerException:
+                assert time.monotonic() < deadline, "the new deployment was not served within 15 s"
+                time.sleep(0.1)
+    finally:
+        asyncio.run(_delete_record(nats_url, "acme.fresh"))
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            _infer(gateway[0], KEY, name="fresh")
+        except InferenceServerException as exc:
+            assert str(exc.status()) == "StatusCode.NOT_FOUND"
+            break
+        assert time.monotonic() < deadline, "the deleted deployment was still served after 15 s"
+        time.sleep(0.1)
+
+
+async def _delete_record(nats_url: str, key: str) -> None:
+    nc = await admin_connect(nats_url, "test-gateway-records")
+    try:
+        await (await nc.jetstream().key_value("deployments")).delete(key)
+    finally:
+        await nc.close()
+
+
+def test_bytes_that_are_not_one_message_are_invalid_and_compressed_requests_served(gateway: tuple[str, str]) -> None:
+    import grpc
+
+    with grpc.insecure_channel(gateway[0]) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for garbage in (b"\x0a\xff\xff\xff\xff\x0f", b"\x0b", b"\x12\x05ab"):
+            with pytest.raises(grpc.RpcError) as exc:
+                infer(garbage, metadata=[("authorization", f"Bearer {KEY}")], timeout=30)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, garbage
+            assert "not a valid message" in (exc.value.details() or "")
+        with pytest.raises(grpc.RpcError) as exc:
+            infer(b"\x0b", metadata=[("authorization", "Bearer wrong")], timeout=30)
+        assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the key first, whatever the bytes
+    compressed = _infer(gateway[0], KEY, compression_algorithm="gzip")
+    assert compressed.as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+    assert compressed.get_response().model_name == "prices"
+
+
+def test_nginx_holds_no_secret_in_its_files_and_dies_with_the_gateway(
+    models: None, service: StartService, triton: TritonServer
+) -> None:
+    address, _ = _start(service, triton, "nginx")
+    gateway = service.process(address).proc
+    nginx, conf = _nginx_of(gateway.pid)
+    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700  # its sockets: the gateway's user's alone
+    text = conf.read_text()
+    secret = triton.inference_secret_file.read_text().strip()
+    for value in (*KEYS, secret):
+        assert value not in text
+    for path in conf.parent.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(v.encode() in data for v in (*KEYS, secret)), path
+    assert _infer(address, KEY).as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+    os.kill(gateway.pid, signal.SIGKILL)  # not a clean stop: nginx must not outlive it, holding the port
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{nginx}").exists() and (Path(f"/proc/{nginx}/stat").read_text().split()[2] != "Z"):
+        assert time.monotonic() < deadline, "nginx outlived the gateway"
+        time.sleep(0.05)
+
+
+def test_nginx_serves_tls_with_the_gateways_certificate(
+    models: None, service: StartService, triton: TritonServer, tmp_path: Path
+) -> None:
+    files = write_self_signed(tmp_path / "tls")
+    address = service(
+        "gateway",
+        KEYS,
+        triton_url=triton.url,
+        inference_secret_file=str(triton.inference_secret_file),
+        tls_cert_file=str(files.cert_file),
+        tls_key_file=str(files.key_file),
+        tls_ca_file=str(files.ca_file),
+        front="nginx",
+    )
+    client = triton_grpc.InferenceServerClient(address, ssl=True, root_certificates=str(files.ca_file))
+    try:
+        result = client.infer("prices", _x(), headers={"authorization": f"Bearer {KEY}"}, client_timeout=30)
+        assert result.as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+        assert client.get_model_metadata("prices", headers={"authorization": f"Bearer {KEY}"}).name == "prices"
+    finally:
+        client.close()
+    plaintext = triton_grpc.InferenceServerClient(address)
+    try:
+        with pytest.raises(InferenceServerException):
+            plaintext.infer("prices", _x(), headers={"authorization": f"Bearer {KEY}"}, client_timeout=10)
+    finally:
+        plaintext.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from tritonclient.grpc import service_pb2
 
 from lepton_core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
 from lepton_core.triton_pool import HostPool, PoolEntry
+from lepton_gateway import front
 from lepton_gateway.access import Gate, RateLimited
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.routes import RouteTable
@@ -153,3 +155,35 @@ def test_the_models_gate_refuses_requests_without_the_secret(tmp_path: object) -
     closed = request_gate.InferenceGate.from_environment({})
     with pytest.raises(ValueError, match="no inference secret"):
         closed.check({request_gate.SECRET_PARAMETER: "s3cret-s3cret-s3cret"})
+
+
+def test_the_nginx_front_says_what_to_install_when_nginx_or_its_lua_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pool = HostPool.of("127.0.0.1:8001", {})
+    monkeypatch.setattr(front, "MODULES", (*front.MODULES[:1], tmp_path / "ngx_http_lua_module.so"))
+    with pytest.raises(FailedPrecondition, match=r"needs .*ngx_http_lua_module.so: apt-get install nginx libnginx"):
+        front.NginxFront("127.0.0.1", 1, pool)
+
+
+def test_the_state_pushed_to_nginx_holds_digests_not_keys_and_every_route() -> None:
+    pool = HostPool.of("127.0.0.1:8001", {"gpu": PoolEntry(url="10.0.0.5:8001", tenants=["acme"])})
+    table = RouteTable(pool)
+    table.apply("acme.prices", _record("acme", "prices", [("acme--prices", 1, 0.9), ("acme--prices--next", 2, 0.1)]))
+    limits = RateLimits(100.0, 0.0, {"slow": 1.0})
+    state = front.FrontState({"k-acme-secret": "acme"}, "the-secret", limits, table, pool)
+    lines = state.render().decode().splitlines()
+    assert "k-acme-secret" not in "\n".join(lines)
+    assert f"key\t{state.digest('k-acme-secret')}\tacme" in lines
+    assert "secret\tthe-secret" in lines and "rate\t100.0\t0.0" in lines and "tenantrate\tslow\t1.0" in lines
+    route = next(line for line in lines if line.startswith("route\t"))
+    assert route.split("\t")[1:] == [
+        "acme/prices",
+        "ready",
+        "triton_0",
+        "acme--prices\x1f1\x1f0.9",
+        "acme--prices--next\x1f2\x1f0.1",
+    ]
+    # The record's separators cannot be smuggled in through a deployment's name.
+    table.apply("acme.bad\tname", _record("acme", "bad\tname", [("acme--x", 1, 1.0)]))
+    assert sum(line.startswith("route\t") for line in state.render().decode().splitlines()) == 1

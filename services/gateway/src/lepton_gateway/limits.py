@@ -30,6 +30,18 @@ class RateLimits:
         #: tenant -> [tokens, last refill, rate, size]
         self._buckets: dict[str, list[float]] = {}
 
+    @property
+    def rate_per_s(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        return self._burst
+
+    @property
+    def per_tenant(self) -> Mapping[str, float]:
+        return dict(self._per_tenant)
+
     def rate_of(self, tenant: str) -> float:
         return self._per_tenant.get(tenant, self._rate)
 

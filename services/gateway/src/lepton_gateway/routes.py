@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.js.kv import KeyValue
@@ -92,11 +93,15 @@ class Served:
 class RouteTable:
     """Every tenant's deployments, from the deployer's records; :meth:`target` routes one request."""
 
-    def __init__(self, pool: HostPool, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, pool: HostPool, rng: random.Random | None = None, on_change: Callable[[], None] | None = None
+    ) -> None:
         self._pool = pool
         self._served: dict[tuple[str, str], Served] = {}
         self._rng = rng or random.Random()
         self._turn = itertools.count()
+        #: Called after each change (the nginx front pushes the table again).
+        self.on_change = on_change
 
     def __len__(self) -> int:
         return len(self._served)
@@ -108,6 +113,7 @@ class RouteTable:
             return  # ``<tenant>.version.<model>.<n>``: what the deployer knows of a version
         if value is None:
             self._served.pop((tenant, name), None)
+            self._changed()
             return
         try:
             view = DeploymentView.model_validate(json.loads(value))
@@ -118,6 +124,19 @@ class RouteTable:
             log.warning("deployment record %s names %s.%s; ignored", key, view.tenant, view.name)
             return
         self._served[(tenant, name)] = Served.of(view)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def snapshot(self) -> list[tuple[Served, list[str]]]:
+        """Every deployment, with the pool entries of its hosts (those the pool does not know left out)."""
+        out = []
+        for served in self._served.values():
+            names = [self._pool.name_of(served.tenant, h) for h in served.hosts]
+            out.append((served, [n for n in names if n is not None]))
+        return out
 
     def served(self, tenant: str, name: str) -> Served:
         """The tenant's deployment; NotFound for a name the tenant has no deployment of (another's included)."""

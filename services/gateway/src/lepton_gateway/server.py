@@ -19,6 +19,7 @@ from lepton_core.tls import server_credentials
 from lepton_core.triton_access import read_secret_file
 from lepton_gateway.access import SECRET_HEADER, Gate
 from lepton_gateway.forwarding import Forwarder
+from lepton_gateway.front import FrontState, NginxFront, keep_pushed
 from lepton_gateway.grpc_api import KServeGrpc
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.rest import RestServer
@@ -64,13 +65,16 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     kv, nc = await _bucket(settings)
-    routes = RouteTable(settings.pool())
+    pool = settings.pool()
+    changed = asyncio.Event()
+    routes = RouteTable(pool, on_change=changed.set)
     loaded = asyncio.Event()
     watch = asyncio.create_task(follow(kv, routes, loaded), name="deployments-watch")
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT_S)
 
-    gate = Gate(settings.api_keys, RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates))
+    limits = RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates)
+    gate = Gate(settings.api_keys, limits)
     upstream = Upstream(secret, SECRET_HEADER)
     forwarder = Forwarder(routes, gate, upstream, settings.triton_url)
     kserve = KServeGrpc(forwarder, settings.forward_timeout_s)
@@ -80,9 +84,28 @@ async def serve(settings: GatewaySettings) -> None:
     server.add_generic_rpc_handlers((kserve.handler(),))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    address = f"{settings.grpc_host}:{settings.grpc_port or DEFAULT_PORT}"
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    public_port = settings.grpc_port or DEFAULT_PORT
+    front: NginxFront | None = None
+    pushing: asyncio.Task[None] | None = None
+    if settings.front == "nginx":
+        # nginx takes the public port and answers ModelInfer; this process serves the rest behind it.
+        cert, key = settings.tls_cert_file, settings.tls_key_file
+        tls = (cert, key) if cert and key else None
+        front = NginxFront(
+            settings.grpc_host, public_port, pool, tls, settings.front_workers, settings.forward_timeout_s
+        )
+        server.add_insecure_port(front.backend)
+        port = public_port
+    else:
+        address = f"{settings.grpc_host}:{public_port}"
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
+    if front is not None:
+        await front.start()
+        state = FrontState(settings.api_keys, secret, limits, routes, pool)
+        changed.clear()
+        await front.push(state.render())
+        pushing = asyncio.create_task(keep_pushed(front, state, changed), name="front-push")
     rest: RestServer | None = None
     if settings.http_port:
         rest = RestServer(forwarder, settings.http_host, settings.http_port, settings.forward_timeout_s)
@@ -96,6 +119,7 @@ async def serve(settings: GatewaySettings) -> None:
             "http_port": settings.http_port,
             "deployments": len(routes),
             "triton": settings.triton_url,
+            "front": settings.front,
         },
     )
     await stop.wait()
@@ -105,6 +129,10 @@ async def serve(settings: GatewaySettings) -> None:
     if rest is not None:
         steps.insert(1, ("rest server", rest.stop()))
     watch.cancel()
+    if pushing is not None:
+        pushing.cancel()
+    if front is not None:
+        steps.insert(0, ("nginx front", front.stop()))
     for what, step in steps:
         try:
             await asyncio.wait_for(step, SHUTDOWN_STEP_S)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -31,6 +33,13 @@ class GatewaySettings(ServiceSettings, PoolSettings):
     tenant_rates: dict[str, float] = Field(
         default_factory=dict, description='Per-tenant rate_per_s overrides, as JSON ({"acme": 50}).'
     )
+    front: Literal["nginx", "none"] = Field(
+        "nginx",
+        description="What answers gRPC ModelInfer on the public port: nginx with the Lua fast path "
+        "(lepton_gateway.front; Debian's nginx-light and libnginx-mod-http-lua), the gateway process behind it "
+        "on a Unix socket; or none: the gateway process alone.",
+    )
+    front_workers: int = Field(1, ge=1, le=64, description="nginx worker processes (one a core to spare).")
     forward_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait for Triton's answer when the caller set no deadline."
     )

@@ -1,0 +1,286 @@
+"""The gateway's compiled front: nginx answers gRPC ``ModelInfer`` itself, the gateway process the rest.
+
+A Python gRPC hop costs about 640 µs of CPU a request (a ``grpc.aio`` server plus a
+``grpc.aio`` client call; docs/benchmarks.md, runs 27-28), more than the model it fronts. So
+the gateway runs nginx (Debian's ``nginx-light`` with ``libnginx-mod-http-lua``) on its public
+gRPC port:
+
+- ``ModelInfer`` is answered in nginx by ``infer.lua``: the key's tenant (HMAC digests of the
+  keys, never the keys), the tenant's rate, the deployment's route, the request readdressed to
+  the tenant's Triton model, the gateway's secret added and the key removed; then
+  ``grpc_pass`` to the Triton host, and ``response.lua`` readdresses the answer to the
+  deployment's name. Same answers, same status codes as :mod:`lepton_gateway.grpc_api`.
+- Every other call (metadata, config, readiness, health, the refused ones) goes on to the
+  gateway process, which listens on a Unix socket in a directory only its user can open.
+
+nginx's configuration holds no secret: the gateway pushes keys, routes, rates and the
+inference secret over another Unix socket in that directory (:class:`FrontState`, ``admin.lua``)
+at start and after each change of the deployer's records. The gateway starts nginx and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import grp
+import hashlib
+import hmac
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import aiohttp
+
+from lepton_core.errors import FailedPrecondition
+from lepton_core.triton_pool import HostPool
+from lepton_gateway.limits import RateLimits
+from lepton_gateway.routes import RouteTable
+
+log = logging.getLogger(__name__)
+
+#: Debian's nginx (package nginx), and the modules the fast path needs (libnginx-mod-http-lua and -ndk).
+NGINX = Path("/usr/sbin/nginx")
+MODULES = (
+    Path("/usr/lib/nginx/modules/ndk_http_module.so"),
+    Path("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
+)
+INSTALL_HINT = "apt-get install nginx libnginx-mod-http-lua (make setup does), or set LEPTON_GATEWAY_FRONT=none"
+#: The largest request body, as the gateway's own gRPC server takes (lepton_gateway.upstream.MESSAGE_LIMIT).
+BODY_LIMIT_MB = 64
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+#: Characters that would break a record of the push (lines of tab-separated fields).
+_SEPARATORS = frozenset("\t\n\r\x1f")
+
+
+def lua_dir() -> Path:
+    """The folder of ``infer.lua``, ``response.lua``, ``admin.lua`` and ``lepton/state.lua``."""
+    return Path(str(resources.files("lepton_gateway") / "front"))
+
+
+def upstream_names(pool: HostPool) -> dict[str, str]:
+    """nginx's upstream group for each pool entry: ``triton_<n>``, in the order of the entries' names."""
+    return {name: f"triton_{i}" for i, name in enumerate(sorted(pool.entries))}
+
+
+#: Upstream connections kept open for good: nginx's default closes one after 1,000 requests.
+KEEPALIVE = "keepalive 64; keepalive_requests 1000000; keepalive_timeout 300s;"
+
+
+def process_config(directory: Path, workers: int = 1) -> str:
+    """The top of an nginx.conf that runs in ``directory`` in the foreground, and the start of its ``http``.
+
+    Its pid file and temporary files go in ``directory``. Started by root, nginx would run its
+    workers as another user, who cannot open that folder: here they run as this process's user.
+    """
+    d = directory
+    me = f"{pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name}"
+    user = f"user {me};\n" if os.geteuid() == 0 else ""
+    temp = "".join(f"  {k}_temp_path {d}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""{user}worker_processes {workers};
+pid {d}/nginx.pid;
+error_log stderr warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  server_tokens off;
+{temp}"""
+
+
+class FrontState:
+    """What nginx must know to answer ``ModelInfer``: rendered as the lines ``admin.lua`` reads.
+
+    The keys are sent as HMAC-SHA1 digests under a key made here, which lives only in this
+    process's memory and nginx's.
+    """
+
+    def __init__(
+        self, api_keys: Mapping[str, str], secret: str | None, limits: RateLimits, routes: RouteTable, pool: HostPool
+    ) -> None:
+        self._hmac = secrets.token_bytes(32)
+        self._keys = dict(api_keys)
+        self._secret = secret
+        self._limits = limits
+        self._routes = routes
+        self._upstreams = upstream_names(pool)
+
+    def digest(self, key: str) -> str:
+        return base64.b64encode(hmac.new(self._hmac, key.encode(), hashlib.sha1).digest()).decode()
+
+    def render(self) -> bytes:
+        lines = [f"hmac\t{base64.b64encode(self._hmac).decode()}"]
+        if self._secret:
+            lines.append(f"secret\t{self._secret}")
+        lines.append(f"rate\t{self._limits.rate_per_s!r}\t{self._limits.burst!r}")
+        lines += [f"tenantrate\t{t}\t{r!r}" for t, r in self._limits.per_tenant.items() if _clean(t)]
+        lines += [f"key\t{self.digest(k)}\t{t}" for k, t in self._keys.items() if _clean(t)]
+        for served, hosts in self._routes.snapshot():
+            routes = [f"{m}\x1f{v}\x1f{w!r}" for m, v, w in served.routes]
+            upstreams = ",".join(self._upstreams[h] for h in hosts)
+            record = "\t".join([served.state, upstreams, *routes])
+            key = f"{served.tenant}/{served.name}"
+            if _clean(key) and _clean(record.replace("\t", "").replace("\x1f", "")):
+                lines.append(f"route\t{key}\t{record}")
+            else:
+                log.warning("deployment %r not pushed to nginx: its record holds a separator", key)
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _clean(text: str) -> bool:
+    return not _SEPARATORS.intersection(text)
+
+
+def _die_with_parent() -> list[str]:
+    """A command prefix that stops nginx when the gateway dies, even by SIGKILL (util-linux's setpriv).
+
+    Not a ``preexec_fn``: Python code between fork and exec in a process with gRPC's threads aborts.
+    """
+    return ["setpriv", "--pdeathsig", "QUIT"] if shutil.which("setpriv") else []
+
+
+class NginxFront:
+    """nginx on the gateway's public gRPC address; see the module docstring.
+
+    Args:
+        host, port: The public gRPC address.
+        pool: The Triton hosts: one upstream group each.
+        tls: Certificate and key files, to serve TLS; None: plaintext HTTP/2.
+        workers: nginx worker processes.
+        timeout_s: Longest wait for Triton's answer.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        pool: HostPool,
+        tls: tuple[str, str] | None = None,
+        workers: int = 1,
+        timeout_s: float = 60.0,
+    ) -> None:
+        for path in (NGINX, *MODULES):
+            if not path.exists():
+                raise FailedPrecondition(f"the gateway's nginx front needs {path}: {INSTALL_HINT}")
+        self.directory = Path(tempfile.mkdtemp(prefix="lepton-gw-"))  # mode 0700: only this user opens the sockets
+        self.host, self.port, self.pool, self.tls = host, port, pool, tls
+        self.workers, self.timeout_s = workers, timeout_s
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def backend(self) -> str:
+        """Where the gateway process's gRPC server listens, behind nginx (``unix:<path>``)."""
+        return f"unix:{self.directory / 'gateway.sock'}"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.directory / "admin.sock"
+
+    def config(self) -> str:
+        """nginx.conf: no secret in it (they come by :meth:`push`)."""
+        d, lua = self.directory, lua_dir()
+        upstreams = "".join(
+            f"  upstream {group} {{ server {self.pool.entries[name].url}; {KEEPALIVE} }}\n"
+            for name, group in upstream_names(self.pool).items()
+        )
+        listen = f"listen {self.host}:{self.port} http2{' ssl' if self.tls else ''};"
+        tls = f"    ssl_certificate {self.tls[0]};\n    ssl_certificate_key {self.tls[1]};\n" if self.tls else ""
+        t = f"{self.timeout_s:g}s"
+        return f"""# Written by lepton_gateway.front; holds no secret.
+load_module {MODULES[0]};
+load_module {MODULES[1]};
+{process_config(d, self.workers)}  lua_package_path "{lua}/?.lua;;";
+  lua_shared_dict lepton 32m;
+  lua_shared_dict lepton_buckets 8m;
+{upstreams}  upstream gateway {{ server unix:{d}/gateway.sock; {KEEPALIVE} }}
+  server {{
+    {listen}
+{tls}    keepalive_requests 1000000;
+    client_max_body_size {BODY_LIMIT_MB}m;
+    client_body_buffer_size 1m;
+    grpc_read_timeout {t};
+    grpc_send_timeout {t};
+    location = /inference.GRPCInferenceService/ModelInfer {{
+      set $lepton_upstream "";
+      access_by_lua_file {lua}/infer.lua;
+      body_filter_by_lua_file {lua}/response.lua;
+      grpc_pass grpc://$lepton_upstream;
+    }}
+    location / {{
+      grpc_pass grpc://gateway;
+    }}
+    location @gateway {{
+      grpc_pass grpc://gateway;
+    }}
+  }}
+  server {{
+    listen unix:{self.admin_socket};
+    location = /state {{
+      client_max_body_size 32m;
+      client_body_buffer_size 32m;
+      content_by_lua_file {lua}/admin.lua;
+    }}
+  }}
+}}
+"""
+
+    async def start(self) -> None:
+        """Starts nginx; FailedPrecondition (with its words) when it does not come up."""
+        conf = self.directory / "nginx.conf"
+        conf.write_text(self.config())
+        self.process = await asyncio.create_subprocess_exec(
+            *_die_with_parent(), str(NGINX), "-p", str(self.directory), "-c", str(conf)
+        )
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        while not self.admin_socket.exists():
+            if self.process.returncode is not None:
+                raise FailedPrecondition(f"nginx exited with {self.process.returncode}; its words are in this log")
+            if asyncio.get_running_loop().time() > deadline:
+                raise FailedPrecondition(f"nginx did not open {self.admin_socket} in {START_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.02)
+
+    async def push(self, state: bytes) -> None:
+        """Hands nginx a whole new state (``admin.lua``); RuntimeError when it refuses it."""
+        connector = aiohttp.UnixConnector(path=str(self.admin_socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post("http://front/state", data=state) as answer,
+        ):
+            text = await answer.text()
+            if answer.status != 200:
+                raise RuntimeError(f"nginx refused the state ({answer.status}): {text.strip()}")
+
+    async def stop(self) -> None:
+        """Stops nginx (gracefully: in-flight requests finish), then removes its folder."""
+        process, self.process = self.process, None
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGQUIT)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def keep_pushed(front: NginxFront, state: FrontState, changed: asyncio.Event, retry_s: float = 1.0) -> None:
+    """Pushes ``state`` each time ``changed`` is set (the deployer's records changed), until cancelled."""
+    while True:
+        await changed.wait()
+        changed.clear()
+        try:
+            await front.push(state.render())
+        except Exception:
+            log.exception("pushing the state to nginx failed; trying again")
+            changed.set()
+            await asyncio.sleep(retry_s)
+
+
+__all__ = ["FrontState", "NginxFront", "keep_pushed"]

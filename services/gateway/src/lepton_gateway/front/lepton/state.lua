@@ -1,0 +1,164 @@
+-- What the gateway pushed to nginx (lepton_gateway.front.FrontState), and the decisions made with it.
+--
+-- Everything lives in the shared dict "lepton" under a generation number: a push writes a
+-- whole new generation, then switches "g" to it, so a request never sees half of one.
+-- API keys are there only as HMAC-SHA1 digests under a key that lives in memory alone.
+local M = {}
+
+local dict = ngx.shared.lepton
+local buckets = ngx.shared.lepton_buckets
+local byte, char, format, gsub, sub = string.byte, string.char, string.format, string.gsub, string.sub
+
+M.SECRET_HEADER = "lepton-inference-secret"
+local NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE = 5, 9, 14
+
+-- This worker's parsed routes, for one generation at a time.
+local parsed, parsed_generation = {}, nil
+local turn = 0
+
+local function generation()
+  return dict:get("g")
+end
+
+function M.secret()
+  return dict:get(generation() .. ":secret")
+end
+
+-- How Python's repr() shows a simple name ('churn').
+local function quoted(s)
+  if s:find("'", 1, true) and not s:find('"', 1, true) then return '"' .. s .. '"' end
+  return "'" .. gsub(s, "'", "\\'") .. "'"
+end
+M.quoted = quoted
+
+-- A grpc-message value: bytes outside printable ASCII, and "%", percent-encoded (the gRPC spec).
+function M.percent_encode(s)
+  return (gsub(s, "[^\32-\36\38-\126]", function(c) return format("%%%02X", byte(c)) end))
+end
+
+function M.string_field(field, value)
+  local size = #value
+  local prefix = { char(field * 8 + 2) }
+  while size >= 0x80 do
+    prefix[#prefix + 1] = char(size % 0x80 + 0x80)
+    size = math.floor(size / 0x80)
+  end
+  prefix[#prefix + 1] = char(size)
+  return table.concat(prefix) .. value
+end
+
+-- The tenant of an "authorization" value ("Bearer <key>", or the bare key), or nil and why.
+function M.tenant(authorization)
+  if not authorization or authorization == "" then
+    return nil, "no API key: send 'authorization: Bearer <key>'"
+  end
+  local key = authorization
+  local scheme, rest = authorization:match("^(%S*) (.*)$")
+  if scheme and rest:match("%S") and scheme:lower() == "bearer" then
+    key = rest
+  end
+  key = key:match("^%s*(.-)%s*$")
+  local g = generation()
+  local hmac_key = g and dict:get(g .. ":hmac")
+  if not hmac_key then return nil, "the API key is not valid" end
+  local tenant = dict:get(g .. ":k:" .. ngx.encode_base64(ngx.hmac_sha1(hmac_key, key)))
+  if not tenant then return nil, "the API key is not valid" end
+  return tenant
+end
+
+-- Nil when the tenant may send a request now (a token taken), else why not. A token bucket per
+-- tenant, as lepton_gateway.limits.RateLimits; under several nginx workers two may both take the
+-- last token.
+function M.over_rate(tenant)
+  local g = generation()
+  local rate = dict:get(g .. ":t:" .. tenant) or dict:get(g .. ":rate") or 0
+  if rate <= 0 then return nil end
+  local size = dict:get(g .. ":burst") or 0
+  if size <= 0 then size = math.max(rate, 1) end
+  local now = ngx.now()
+  local tokens = buckets:get(tenant) or size
+  local last = buckets:get(tenant .. "@") or now
+  tokens = math.min(size, tokens + (now - last) * rate)
+  buckets:set(tenant .. "@", now)
+  if tokens < 1 then
+    buckets:set(tenant, tokens)
+    return format("tenant %s is over its rate of %g requests a second; slow down and retry", quoted(tenant), rate)
+  end
+  buckets:set(tenant, tokens - 1)
+  return nil
+end
+
+-- "state \t upstream,upstream \t model \31 version \31 weight \t ..." -> a table.
+local function parse(line)
+  local fields = {}
+  for f in (line .. "\t"):gmatch("([^\t]*)\t") do fields[#fields + 1] = f end
+  local served = { state = fields[1], upstreams = {}, routes = {}, total = 0 }
+  for u in fields[2]:gmatch("[^,]+") do served.upstreams[#served.upstreams + 1] = u end
+  for i = 3, #fields do
+    local model, version, weight = fields[i]:match("^([^\31]*)\31([^\31]*)\31(.*)$")
+    if model then
+      weight = tonumber(weight) or 0
+      served.routes[#served.routes + 1] = { model = model, version = version, weight = weight }
+      served.total = served.total + weight
+    end
+  end
+  return served
+end
+
+local function served_of(tenant, name)
+  local g = generation()
+  if parsed_generation ~= g then
+    parsed, parsed_generation = {}, g
+  end
+  local key = tenant .. "/" .. name
+  local served = parsed[key]
+  if served == nil then
+    local line = dict:get(g .. ":r:" .. key)
+    served = line and parse(line) or false
+    parsed[key] = served
+  end
+  return served
+end
+
+-- Where a request for deployment `name` (and `version`, when not empty) goes:
+-- {model, version, upstream}, or nil, a gRPC status code and a message (as lepton_gateway.routes).
+function M.route(tenant, name, version)
+  local served = served_of(tenant, name)
+  if not served then return nil, NOT_FOUND, "model_name: no deployment named " .. quoted(name) end
+  local routes = served.routes
+  if #routes == 0 then
+    if served.state == "failed" then
+      return nil, FAILED_PRECONDITION, format("deployment %s failed and serves nothing", quoted(name))
+    end
+    return nil, UNAVAILABLE, format("deployment %s serves nothing yet (state %s)", quoted(name), served.state)
+  end
+  local chosen
+  if version ~= "" then
+    for _, r in ipairs(routes) do
+      if r.version == version then chosen = r break end
+    end
+    if not chosen then
+      local serving = {}
+      for i, r in ipairs(routes) do serving[i] = r.version end
+      return nil, NOT_FOUND, format("model_version: deployment %s serves version %s, not %s", quoted(name),
+        table.concat(serving, ", "), version)
+    end
+  elseif #routes == 1 then
+    chosen = routes[1]
+  else
+    local x = math.random() * served.total
+    for _, r in ipairs(routes) do
+      chosen = r
+      x = x - r.weight
+      if x < 0 then break end
+    end
+  end
+  local upstreams = served.upstreams
+  if #upstreams == 0 then
+    return nil, UNAVAILABLE, format("deployment %s is served on a host this gateway does not know", quoted(name))
+  end
+  turn = turn + 1
+  return { model = chosen.model, version = chosen.version, upstream = upstreams[turn % #upstreams + 1] }
+end
+
+return M
