@@ -8,7 +8,8 @@ request, FP64 ``[1, 20]`` input) drives each at concurrency 1 and 8:
 * **ours via the gateway**: trained, evaluated, registered and deployed by the platform
   itself (``EmbeddedPlatform``: NATS, Triton, the six services, the inference gateway),
   prediction logging on, called at the gateway by deployment name with the API key
-  (``authorization: Bearer``): how clients reach models;
+  (``authorization: Bearer``): how clients reach models. The gateway's nginx front
+  answers ``ModelInfer`` (``lepton_gateway.front``);
 * **ours, direct to Triton**: the same model at Triton's own port with the gateway's
   secret header: no key check and no hop, the baseline the gateway is measured against;
 * **hand-loaded**: the same ``model.skops`` loaded into the same Triton server by
@@ -21,7 +22,9 @@ request, FP64 ``[1, 20]`` input) drives each at concurrency 1 and 8:
   the floor for a Python gRPC round trip;
 * **in-process**: ``estimator.predict`` on one row, no network.
 
-Two diagnostic targets are our own Triton model file loaded by hand with the deployment's
+A diagnostic target, **ours via the gateway process alone**, is a second gateway on the
+same platform with no nginx front (``front: none``): the ``grpc.aio`` pass-through that
+answered every call before the front. Two more are our own Triton model file loaded by hand with the deployment's
 files and config: **ours, logging off** (no NATS URL) splits the gap between ours and
 hand-loaded into wrapper and prediction logging; **ours, every request logged**
 (``log_max_per_s`` 0) shows what logging costs without the default cap of 1000 logs a
@@ -82,12 +85,14 @@ from lepton_core import events
 from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.service import GATEWAY
+from lepton_core.tls import Peer
 from lepton_core.wire import ref_from_pb
 from lepton_deployer.triton_config import serving_model_source
+from lepton_gateway import front
 from lepton_ml import artifacts
 from lepton_platform.demo import poll
-from lepton_platform.embedded import EmbeddedPlatform
-from lepton_platform.processes import Process, free_port, free_ports, wait_until
+from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
+from lepton_platform.processes import Process, free_port, free_ports, start_service, wait_until
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -815,14 +820,15 @@ class MLServer:
         self.process.stop()
 
 
-class EchoServer:
-    def __init__(self, workdir: Path) -> None:
-        self.url = f"127.0.0.1:{free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.process = Process("echo", [sys.executable, str(ECHO_SERVER), "--port", port], workdir / "echo.log")
-        client = triton_grpc.InferenceServerClient(self.url)
+class KServeProcess:
+    """A KServe V2 gRPC server the bench starts at ``url``: waits until it is live, stops it."""
+
+    def __init__(self, name: str, argv: list[str], url: str, log: Path) -> None:
+        self.url = url
+        self.process = Process(name, argv, log)
+        client = triton_grpc.InferenceServerClient(url)
         try:
-            wait_until(lambda: client.is_server_live(client_timeout=1.0), 60, "echo server", self.process.proc)
+            wait_until(lambda: client.is_server_live(client_timeout=1.0), 60, name, self.process.proc)
         except BaseException:
             self.process.stop()
             raise
@@ -833,11 +839,59 @@ class EchoServer:
         self.process.stop()
 
 
+class EchoServer(KServeProcess):
+    def __init__(self, workdir: Path) -> None:
+        url = f"127.0.0.1:{free_port()}"
+        port = url.rsplit(":", 1)[1]
+        super().__init__("echo server", [sys.executable, str(ECHO_SERVER), "--port", port], url, workdir / "echo.log")
+
+
+class NginxPassThrough(KServeProcess):
+    """nginx passing gRPC to Triton untouched (no Lua, no key): the floor any proxy hop sets here.
+
+    The same nginx, worker count and upstream keep-alive as the gateway's front
+    (``lepton_gateway.front``); callers name Triton's model and send the inference secret
+    themselves, as the direct target does.
+    """
+
+    def __init__(self, workdir: Path, triton_url: str) -> None:
+        folder = workdir / "nginx-floor"
+        folder.mkdir(mode=0o700)
+        url = f"127.0.0.1:{free_port()}"
+        conf = folder / "nginx.conf"
+        conf.write_text(
+            front.process_config(folder)
+            + f"  upstream triton {{ server {triton_url}; {front.KEEPALIVE} }}\n"
+            + f"  server {{ listen {url} http2; keepalive_requests 1000000; "
+            + "location / { grpc_pass grpc://triton; } }\n}\n"
+        )
+        argv = [str(front.NGINX), "-p", str(folder), "-c", str(conf)]
+        super().__init__("nginx pass-through", argv, url, workdir / "nginx-floor.log")
+
+
 # --- report ------------------------------------------------------------------------------------------------
 
 
 #: Package versions recorded with the results.
 PACKAGES = ("tritonclient", "nvidia-pytriton", "grpcio", "protobuf", "scikit-learn", "skops", "numpy")
+
+
+def gateway_alone(p: EmbeddedPlatform, logs: Path) -> tuple[Process, str]:
+    """A second gateway on ``p`` with no nginx front (``front: none``): its process and gRPC address."""
+    assert p.nats is not None and p.nats_secrets is not None and p.triton is not None
+    address = f"127.0.0.1:{free_port()}"
+    values = {
+        "nats_url": p.nats.url,
+        "nats_nkey_seed_file": str(p.nats_secrets.seed_file(GATEWAY)),
+        "grpc_port": address.rsplit(":", 1)[1],
+        "api_keys": json.dumps({p.api_key: TENANT}),
+        "triton_url": p.triton.url,
+        "inference_secret_file": str(p.triton.inference_secret_file),
+        "front": "none",
+    }
+    process = start_service(GATEWAY, values, logs)
+    wait_until(lambda: grpc_serving(Peer(address)), 60, "the gateway without its front", process.proc)
+    return process, address
 
 
 def mlserver_version() -> str:
@@ -957,6 +1011,10 @@ def ratios(cells: dict[tuple[str, int], Cell]) -> dict[str, Any]:
         "ours_alllog_p99_ms_c8": {"value": cells[("ours_alllog", 8)].percentile_ms(99)},
         "ours_vs_echo_rps_c8": {"value": ratio("ours", "echo")[0]},
         "handloaded_vs_mlserver_rps_c8": {"value": ratio("hand", "mlserver")[0]},
+        "gateway_alone_vs_direct_rps_c8": dict(zip(("value", "rounds"), ratio("gateway_alone", "ours"), strict=True)),
+        "gateway_alone_p99_ms_c8": {"value": cells[("gateway_alone", 8)].percentile_ms(99)},
+        "nginx_floor_vs_direct_rps_c8": dict(zip(("value", "rounds"), ratio("nginx_floor", "ours"), strict=True)),
+        "nginx_floor_p99_ms_c8": {"value": cells[("nginx_floor", 8)].percentile_ms(99)},
     }
 
 
@@ -972,12 +1030,18 @@ def ratio_lines(r: dict[str, Any]) -> list[str]:
     a, ap = r["ours_alllog_vs_handloaded_rps_c8"], r["ours_alllog_p99_ms_c8"]
     gd, gp = r["gateway_vs_direct_rps_c8"], r["gateway_p99_vs_direct_c8"]
     gb, gm = r["gateway_vs_mlserver_best_rps_c8"], r["gateway_vs_mlserver_default_rps_c8"]
+    ga, gap = r["gateway_alone_vs_direct_rps_c8"], r["gateway_alone_p99_ms_c8"]
+    nf, nfp = r["nginx_floor_vs_direct_rps_c8"], r["nginx_floor_p99_ms_c8"]
     return [
         f"gateway / direct Triton throughput, c=8:  {gd['value']:.2f}x  (rounds {band(gd['rounds'])})  "
         f"{verdict(gd['value'] >= GATEWAY_VS_DIRECT_MIN)} (>= {GATEWAY_VS_DIRECT_MIN}x)",
         f"gateway p99 / direct Triton p99, c=8:     {gp['value']:.2f}x  ({gp['gateway_ms']:.2f} / "
         f"{gp['direct_ms']:.2f} ms)  {verdict(gp['value'] <= GATEWAY_P99_VS_DIRECT_MAX)} "
         f"(<= {GATEWAY_P99_VS_DIRECT_MAX}x)",
+        f"gateway without nginx / direct, c=8:      {ga['value']:.2f}x  (rounds {band(ga['rounds'])}), "
+        f"p99 {gap['value']:.2f} ms  diagnostic",
+        f"nginx pass-through / direct, c=8:         {nf['value']:.2f}x  (rounds {band(nf['rounds'])}), "
+        f"p99 {nfp['value']:.2f} ms  the floor of any hop",
         f"gateway / MLServer (parallel_workers 0):  {gb['value']:.2f}x  (rounds {band(gb['rounds'])})  "
         f"{verdict(gb['value'] >= VS_MLSERVER_MIN)} (>= {VS_MLSERVER_MIN}x)",
         f"gateway / MLServer (defaults):            {gm['value']:.2f}x  (rounds {band(gm['rounds'])})  "
@@ -1079,6 +1143,10 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         stoppers.append(mls_best.stop)
         echo = EchoServer(workdir)
         stoppers.append(echo.stop)
+        alone, alone_url = gateway_alone(p, workdir / "gateway-alone")
+        stoppers.append(lambda: alone.stop())
+        floor = NginxPassThrough(workdir, p.triton.url)
+        stoppers.append(floor.stop)
 
         # Clients reach models through the gateway with their key; the direct path (Triton's own
         # port, with the secret the gateway adds) is what the gateway and its checks cost against.
@@ -1088,8 +1156,15 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             Target(
                 "gateway",
                 "ours via the gateway (auth)",
-                "the deployment by name through the inference gateway, Bearer key, tenant routes and rate limit",
+                "the deployment by name through the inference gateway (its nginx front answers ModelInfer), "
+                "Bearer key, tenant routes and rate limit",
                 *kserve_callers(p.gateway_url, MODEL_NAME, "", dep.output_names[0], row, bearer),
+            ),
+            Target(
+                "gateway_alone",
+                "ours via gateway, no nginx",
+                "the same through a second gateway with front: none (the grpc.aio pass-through alone; diagnostic)",
+                *kserve_callers(alone_url, MODEL_NAME, "", dep.output_names[0], row, bearer),
             ),
             Target(
                 "ours",
@@ -1099,6 +1174,13 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
                 *kserve_callers(
                     p.triton_url, dep.triton_model, dep.triton_version, dep.output_names[0], row, inference
                 ),
+            ),
+            Target(
+                "nginx_floor",
+                "nginx pass-through (floor)",
+                "the same model at Triton's name through nginx with no Lua and no key (grpc_pass only): the floor "
+                "any proxy hop sets",
+                *kserve_callers(floor.url, dep.triton_model, dep.triton_version, dep.output_names[0], row, inference),
             ),
             Target(
                 "hand",
@@ -1154,7 +1236,8 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
             {
                 "triton": [p.triton.process.pid],
                 "nats": [p.nats.process.pid],
-                "gateway": [p.processes[GATEWAY].pid],
+                # The front's nginx is in the gateway's process group; the floor's nginx leads its own.
+                "gateway": [p.processes[GATEWAY].pid, alone.pid, floor.process.pid],
                 "services": [proc.pid for name, proc in p.processes.items() if name != GATEWAY],
                 "mlserver": [mls.process.pid, mls_best.process.pid],
                 "echo": [echo.process.pid],
