@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import secrets
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from lepton_core.bus import EVENTS_STREAM, connect
 from lepton_core.nats_identity import ADMIN, inbox_prefix
 from lepton_core.tls import TlsFiles, write_self_signed
 from lepton_platform import nats_users
-from lepton_platform.processes import Process, free_ports, nats_server_binary, wait_until
+from lepton_platform.processes import STORE_KEY_ENV, Process, free_ports, nats_server_binary, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -41,6 +43,11 @@ class Cluster:
     workdir: Path
     monitoring: list[int]
     route_ports: list[int]
+
+
+def _keyed() -> dict[str, str]:
+    """nats-server's environment with a store key: the shipped configs encrypt the store with it."""
+    return {**os.environ, STORE_KEY_ENV: secrets.token_urlsafe(32)}
 
 
 def _install(src: TlsFiles, tls: Path, cert: str, key: str, ca: str) -> None:
@@ -73,7 +80,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             text = text.replace("/etc/nats/tls/", f"{tls}/").replace("/data/jetstream", str(tmp / f"js-{node}"))
             conf = tmp / f"node-{node}.conf"
             conf.write_text(text)
-            processes.append(Process(f"nats-{node}", [nats_server_binary(), "-c", str(conf)], tmp / f"node-{node}.log"))
+            processes.append(
+                Process(f"nats-{node}", [nats_server_binary(), "-c", str(conf)], tmp / f"node-{node}.log", env=_keyed())
+            )
         urls = [f"tls://127.0.0.1:{client}" for client, _, _ in ports]
         admin = tmp / "secrets" / f"{ADMIN}.nk"
         # The cluster is up once JetStream has a meta leader: declaring the topology then succeeds.
@@ -141,7 +150,9 @@ def test_a_node_without_a_route_certificate_of_the_route_ca_cannot_join(cluster:
     text = text.replace("/etc/nats/tls/", f"{tls}/").replace("/data/jetstream", str(rogue / "js"))
     (rogue / "node.conf").write_text(text)
     before = [_routes(port) for port in cluster.monitoring]
-    process = Process("nats-rogue", [nats_server_binary(), "-c", str(rogue / "node.conf")], rogue / "node.log")
+    process = Process(
+        "nats-rogue", [nats_server_binary(), "-c", str(rogue / "node.conf")], rogue / "node.log", env=_keyed()
+    )
     try:
         # It dials all three and fails each TLS handshake (the nodes log it); none takes it as a route.
         wait_until(lambda: rogue.joinpath("node.log").read_text().count("TLS route handshake error") >= 3, 30, "rogue")

