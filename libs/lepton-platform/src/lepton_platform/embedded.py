@@ -11,7 +11,6 @@ import os
 import secrets
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from types import TracebackType
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lepton_core.nats_identity import ADMIN, SERVING
+from lepton_core.nats_identity import ADMIN, SERVING, write_private
 from lepton_core.tls import Peer, read_pem, write_self_signed
 from lepton_platform.nats_users import NatsSecrets
 from lepton_platform.processes import (
@@ -248,11 +247,34 @@ class EmbeddedPlatform:
         self.stop()
 
 
+#: Where ``lepton up`` keeps its state between runs when ``LEPTON_HOME`` names no other folder.
+DEFAULT_HOME = ".lepton"
+
+
+def home_dir() -> Path:
+    """``LEPTON_HOME``, else ``~/.lepton``: the folder ``lepton up`` keeps its store, secrets and key in."""
+    return Path(os.environ.get("LEPTON_HOME") or Path.home() / DEFAULT_HOME)
+
+
+def stored_api_key(home: Path) -> str:
+    """The API key kept in ``home/secrets/api-key`` (0600): made at the first start, read at the next ones."""
+    folder = home / "secrets"
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path = folder / "api-key"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(24).encode() + b"\n")
+    return path.read_text().strip()
+
+
 def main() -> None:
-    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM (``LEPTON_TLS=1``: over TLS)."""
-    api_key = os.environ.get("LEPTON_API_KEY") or secrets.token_urlsafe(24)
+    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM (``LEPTON_TLS=1``: over TLS).
+
+    Its state (the JetStream store, the secrets, the API key) stays in :func:`home_dir`, so the
+    next start finds the same datasets, models and key.
+    """
+    workdir = home_dir()
+    api_key = os.environ.get("LEPTON_API_KEY") or stored_api_key(workdir)
     base_port = int(os.environ.get("LEPTON_BASE_PORT", "50051")) or None
-    workdir = Path(os.environ.get("LEPTON_HOME") or tempfile.mkdtemp(prefix="lepton-"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting Lepton in {workdir} ...", flush=True)
