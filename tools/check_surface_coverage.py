@@ -58,7 +58,6 @@ TWINS = (
 
 #: Surface items not named by any test, and why that is fine. Keys may be fnmatch patterns.
 ALLOWED: dict[str, str] = {
-    "la.AsyncClient*": TWINS,
     "la.AsyncDataset*": TWINS,
     "la.AsyncModel*": TWINS,
     "async_client.*": TWINS,

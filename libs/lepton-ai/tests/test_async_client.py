@@ -110,7 +110,7 @@ def test_the_client_itself_has_its_twin() -> None:
     assert inspect.iscoroutinefunction(la.AsyncClient.__aenter__)
     assert inspect.iscoroutinefunction(la.AsyncClient.__aexit__)
     assert set(public_methods(la.Client)) == {"close"}, "a new Client method needs its twin on AsyncClient"
-    assert la.AsyncClient("k", UNREACHABLE, endpoints={"trainer": "h:1"}).endpoints["trainer"] == "h:1"
+    assert la.AsyncClient("k", UNREACHABLE, endpoints={"trainer": "h:1"}, insecure=True).endpoints["trainer"] == "h:1"
     with pytest.raises(la.InvalidArgument, match="max_workers"):
         la.AsyncClient("k", UNREACHABLE, max_workers=0)
 

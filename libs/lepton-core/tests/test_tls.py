@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -151,3 +152,21 @@ async def test_a_service_process_serves_tls_from_its_settings(service: StartServ
         with pytest.raises(grpc.aio.AioRpcError) as plaintext:
             await data_pb2_grpc.DataServiceStub(ch).ListDatasets(data_pb2.ListDatasetsRequest(), timeout=10)
     assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_service_refuses_to_serve_plaintext_beyond_loopback_unless_told() -> None:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsConfigDict
+
+    from lepton_core.settings import ServiceSettings
+
+    class Settings(ServiceSettings):
+        model_config = SettingsConfigDict(env_prefix="LEPTON_PLAINTEXT_TEST_", extra="ignore")
+
+    for host in ("0.0.0.0", "10.0.0.5", "lepton.example"):
+        with pytest.raises(ValidationError, match=f"grpc_host: {re.escape(host)} reaches beyond this machine"):
+            Settings(grpc_host=host)
+        Settings(grpc_host=host, insecure=True)
+        Settings(grpc_host=host, tls_cert_file="cert.pem", tls_key_file="key.pem")
+    for host in ("127.0.0.1", "::1", "localhost"):
+        Settings(grpc_host=host)

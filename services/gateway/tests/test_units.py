@@ -187,3 +187,12 @@ def test_the_state_pushed_to_nginx_holds_digests_not_keys_and_every_route() -> N
     # The record's separators cannot be smuggled in through a deployment's name.
     table.apply("acme.bad\tname", _record("acme", "bad\tname", [("acme--x", 1, 1.0)]))
     assert sum(line.startswith("route\t") for line in state.render().decode().splitlines()) == 1
+
+
+def test_the_gateways_plaintext_rest_api_stays_on_loopback_unless_told() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"http_host: 0\.0\.0\.0 reaches beyond this machine"):
+        GatewaySettings(http_port=8080, http_host="0.0.0.0")
+    GatewaySettings(http_port=8080, http_host="0.0.0.0", insecure=True)
+    GatewaySettings(http_port=0, http_host="0.0.0.0")  # no REST API served

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from lepton_ai.errors import InvalidArgument, LeptonError, from_rpc_error
 from lepton_core.rpc import call_metadata
+from lepton_core.tls import is_loopback
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -98,6 +99,26 @@ def resolve_endpoints(url: str | None, endpoints: Mapping[str, str] | None = Non
     return out, tls
 
 
+def insecure_allowed(insecure: bool | None) -> bool:
+    """``insecure``, or when None the ``LEPTON_INSECURE`` environment variable (1, true or yes)."""
+    if insecure is not None:
+        return insecure
+    return os.environ.get("LEPTON_INSECURE", "").strip().lower() in ("1", "true", "yes")
+
+
+def refuse_plaintext_beyond_loopback(endpoints: Mapping[str, str], tls: bool, insecure: bool | None) -> None:
+    """InvalidArgument when a call would carry the API key unencrypted to another machine."""
+    if tls or insecure_allowed(insecure):
+        return
+    remote = sorted({h for h in (a.rsplit(":", 1)[0] for a in endpoints.values()) if not is_loopback(h)})
+    if remote:
+        raise InvalidArgument(
+            f"url: {remote[0]} is another machine and the connection would be plaintext, so the API key would "
+            "cross the network unencrypted. Use grpcs://host:port (TLS; root_certificates= or LEPTON_TLS_CA_FILE "
+            "for a private CA), or insecure=True (LEPTON_INSECURE=1) on a network you trust"
+        )
+
+
 class Transport:
     """Lazily opened channels to each service, and calls that carry the key and trace."""
 
@@ -107,12 +128,14 @@ class Transport:
         url: str | None,
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
+        insecure: bool | None = None,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("LEPTON_API_KEY")
         self.endpoints, tls = resolve_endpoints(url, endpoints)
         self._roots, self._trusted = load_root_certificates(root_certificates)
         # A CA to trust means TLS even at host:port, as it does for the services' own calls.
         self.tls = tls or self._roots is not None
+        refuse_plaintext_beyond_loopback(self.endpoints, self.tls, insecure)
         self._channels: dict[str, grpc.Channel] = {}
         # AsyncClient calls from worker threads: one channel per service even when first calls race.
         self._lock = threading.Lock()

@@ -448,6 +448,8 @@ class AsyncClient(_Twin[Client]):
         endpoints: Per-service addresses that override ``url``.
         root_certificates: The CA the platform's certificate must chain to, as for
             :class:`~lepton_ai.Client`.
+        insecure: Allow plaintext to an address beyond this machine, as for
+            :class:`~lepton_ai.Client`.
         max_workers: Worker threads, i.e. calls in flight at once; more wait their
             turn. A stream being iterated holds one while it waits for its next item.
 
@@ -472,9 +474,10 @@ class AsyncClient(_Twin[Client]):
         *,
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
+        insecure: bool | None = None,
         max_workers: int = MAX_WORKERS,
     ) -> None:
-        client = Client(api_key, url, endpoints=endpoints, root_certificates=root_certificates)
+        client = Client(api_key, url, endpoints=endpoints, root_certificates=root_certificates, insecure=insecure)
         run = _Runner(max_workers)
         super().__init__(client, run)
         self.datasets = AsyncDatasets(client.datasets, run)

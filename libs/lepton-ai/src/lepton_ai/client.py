@@ -27,6 +27,10 @@ class Client:
         root_certificates: The CA the platform's certificate must chain to, as a PEM
             file's path or PEM bytes; defaults to ``LEPTON_TLS_CA_FILE``, else the
             system's roots. Giving one means TLS even at a ``host:port`` url.
+        insecure: Allow plaintext to an address beyond this machine (a network you trust);
+            defaults to ``LEPTON_INSECURE``. Without it such a client raises
+            :class:`~lepton_ai.errors.InvalidArgument`, since the API key would cross the
+            network unencrypted; loopback addresses are always allowed.
 
     A TLS handshake that fails, or a plaintext client at a TLS platform (and the
     reverse), raises :class:`~lepton_ai.errors.Unavailable` naming the address and
@@ -45,8 +49,9 @@ class Client:
         *,
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
+        insecure: bool | None = None,
     ) -> None:
-        self._transport = Transport(api_key, url, endpoints, root_certificates)
+        self._transport = Transport(api_key, url, endpoints, root_certificates, insecure)
         self.datasets = Datasets(self._transport)
         self.jobs = Jobs(self._transport)
         self.models = Models(self._transport)

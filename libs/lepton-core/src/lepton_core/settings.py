@@ -13,7 +13,17 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lepton_core.names import NAME_GRAMMAR, is_name, shown
-from lepton_core.tls import Peer
+from lepton_core.tls import Peer, is_loopback
+
+
+def refuse_plaintext_beyond_loopback(setting: str, host: str, insecure: bool) -> None:
+    """ValueError naming ``setting`` when a plaintext server would listen beyond loopback unasked."""
+    if not insecure and not is_loopback(host):
+        raise ValueError(
+            f"{setting}: {host} reaches beyond this machine and the server would be plaintext, so API keys would "
+            "cross the network unencrypted; set tls_cert_file and tls_key_file to serve TLS there, or insecure=true "
+            "to serve plaintext on a network you trust"
+        )
 
 
 class ServiceSettings(BaseSettings):
@@ -43,6 +53,12 @@ class ServiceSettings(BaseSettings):
         None, description="PEM certificate (chain) the gRPC server presents; set with tls_key_file to serve TLS."
     )
     tls_key_file: str | None = Field(None, description="PEM private key of tls_cert_file.")
+    insecure: bool = Field(
+        False,
+        description="Serve plaintext gRPC on a grpc_host beyond loopback (a network you trust). Without it, a "
+        "service bound beyond loopback refuses to start unless tls_cert_file and tls_key_file are set: API keys "
+        "would cross the network unencrypted.",
+    )
     tls_ca_file: str | None = Field(
         None,
         description="PEM CA that peer services' certificates must chain to; when set, calls to peers use TLS "
@@ -69,6 +85,8 @@ class ServiceSettings(BaseSettings):
     def _cert_and_key_together(self) -> ServiceSettings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: set both to serve TLS, or neither")
+        if not self.tls_cert_file:
+            refuse_plaintext_beyond_loopback("grpc_host", self.grpc_host, self.insecure)
         return self
 
     def peer(self, url: str) -> Peer:

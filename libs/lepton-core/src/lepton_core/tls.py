@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,19 @@ def read_pem(path: str | os.PathLike[str], setting: str, kind: str = "CERTIFICAT
     if b"-----BEGIN" not in data or kind.encode() not in data:
         raise ValueError(f"{setting}: {path} holds no PEM {kind.lower()}")
     return data
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the machine.
+
+    Any other address, and any other host name (it may resolve anywhere), is not.
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,6 @@ def write_self_signed(
     sign nothing else, and clients trust exactly this platform by trusting ``ca.pem``.
     """
     import datetime
-    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

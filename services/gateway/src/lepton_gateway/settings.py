@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from lepton_core.settings import ServiceSettings
+from lepton_core.settings import ServiceSettings, refuse_plaintext_beyond_loopback
 from lepton_core.triton_pool import PoolSettings
 
 
@@ -40,6 +40,14 @@ class GatewaySettings(ServiceSettings, PoolSettings):
         "on a Unix socket; or none: the gateway process alone.",
     )
     front_workers: int = Field(1, ge=1, le=64, description="nginx worker processes (one a core to spare).")
+
     forward_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait for Triton's answer when the caller set no deadline."
     )
+
+    @model_validator(mode="after")
+    def _rest_plaintext_on_loopback(self) -> GatewaySettings:
+        """The REST API serves plaintext only: beyond loopback it needs ``insecure`` (or a TLS proxy in front)."""
+        if self.http_port:
+            refuse_plaintext_beyond_loopback("http_host", self.http_host, self.insecure)
+        return self
