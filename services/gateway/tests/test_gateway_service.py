@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
+from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
 from lepton_core.tls import write_self_signed
@@ -381,3 +383,79 @@ def test_nginx_serves_tls_with_the_gateways_certificate(
             plaintext.infer("prices", _x(), headers={"authorization": f"Bearer {KEY}"}, client_timeout=10)
     finally:
         plaintext.close()
+
+
+def _field(number: int, kind: int, payload: bytes) -> bytes:
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    key = varint(number << 3 | kind)
+    return key + (varint(len(payload)) + payload if kind == 2 else payload)
+
+
+_NAMES = ["prices", "secret", "beta--secret", "acme--prices", "", "prices\x00", "pricés", "p" * 300]
+_request_bytes = st.one_of(
+    # A request naming anything, a version or none, tensors, and fields a client may add.
+    st.builds(
+        lambda name, version, extra: (
+            _field(1, 2, name.encode()) + (_field(2, 2, version.encode()) if version is not None else b"") + extra
+        ),
+        st.sampled_from(_NAMES) | st.text(max_size=12),
+        st.none() | st.sampled_from(["1", "2", "x", ""]),
+        st.lists(
+            st.tuples(st.integers(1, 40), st.sampled_from([0, 2, 5, 1]), st.binary(max_size=16)).map(
+                lambda f: _field(f[0], f[1], f[2] if f[1] == 2 else {0: b"\x01", 1: b"\x00" * 8, 5: b"\x00" * 4}[f[1]])
+            ),
+            max_size=4,
+        ).map(b"".join),
+    ),
+    # Any bytes at all, and cut or bit-flipped requests.
+    st.binary(max_size=64),
+    st.tuples(st.sampled_from(_NAMES), st.integers(0, 40)).map(lambda t: _field(1, 2, t[0].encode())[: t[1]]),
+    st.tuples(st.integers(0, 7), st.integers(0, 7)).map(
+        lambda t: bytes(b ^ (1 << t[1]) if i == t[0] else b for i, b in enumerate(_field(1, 2, b"prices")))
+    ),
+)
+
+
+def test_nginx_answers_whatever_bytes_come_as_the_gateway_process_does(
+    models: None, service: StartService, triton: TritonServer
+) -> None:
+    """The attacker's path into the Lua parser: any bytes, the same status (and answer) both ways."""
+    import grpc
+    from hypothesis import HealthCheck, given, settings
+
+    fronts = {front: _start(service, triton, front)[0] for front in ("nginx", "none")}
+    channels = {front: grpc.insecure_channel(address) for front, address in fronts.items()}
+    infer = {f: c.unary_unary("/inference.GRPCInferenceService/ModelInfer") for f, c in channels.items()}
+    metadata = [("authorization", f"Bearer {KEY}")]
+
+    def outcome(front: str, data: bytes) -> tuple[str, bytes]:
+        try:
+            return "OK", infer[front](data, metadata=metadata, timeout=30)
+        except grpc.RpcError as exc:
+            return exc.code().name, b""
+
+    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(_request_bytes)
+    def same_both_ways(data: bytes) -> None:
+        through_nginx, alone = outcome("nginx", data), outcome("none", data)
+        assert through_nginx[0] == alone[0], data
+        if alone[0] == "OK":  # the same prediction, named the same; the canary may pick either route
+            got = service_pb2.ModelInferResponse.FromString(through_nginx[1])
+            want = service_pb2.ModelInferResponse.FromString(alone[1])
+            assert (got.model_name, list(got.raw_output_contents)[:1]) == (
+                want.model_name,
+                list(want.raw_output_contents)[:1],
+            )
+
+    try:
+        same_both_ways()
+    finally:
+        for channel in channels.values():
+            channel.close()

@@ -106,7 +106,8 @@ if #body < 5 or byte(body, 1) ~= 0 then return to_gateway() end
 local size = bor(lshift(byte(body, 2), 24), lshift(byte(body, 3), 16), lshift(byte(body, 4), 8), byte(body, 5))
 if size < 0 or size ~= #body - 5 then return to_gateway() end
 local name, version = name_and_version(body, 6, #body)
-if not name then return to_gateway() end
+-- A name or version with a byte beyond ASCII may not be UTF-8: the gateway process says which.
+if not name or find(name, "[\128-\255]") or find(version, "[\128-\255]") then return to_gateway() end
 
 -- Where it goes: the deployment's route (by weight, or the one serving the version asked for).
 local target, code, why = state.route(tenant, name, version)
