@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import stat
 import time
 import urllib.error
@@ -246,16 +247,36 @@ def test_a_tenant_over_its_rate_is_resource_exhausted(gateway: tuple[str, str]) 
     assert "StatusCode.RESOURCE_EXHAUSTED" in codes  # 1 a second: the second call within it is refused
 
 
-def _http(url: str, key: str | None, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+def _http(
+    url: str, key: str | None, body: dict[str, Any] | None = None, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, Any]]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if body is not None else "GET")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_one_bucket_a_tenant_for_grpc_and_rest(gateway: tuple[str, str]) -> None:
+    time.sleep(1.2)  # the slow tenant's bucket (1 a second) full again
+    with pytest.raises(InferenceServerException) as first:
+        _infer(gateway[0], SLOW_KEY, name="anything")
+    assert _status(first) == "StatusCode.NOT_FOUND"  # the call took the token, then found nothing
+    body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
+    status, answer = _http(f"{gateway[1]}/v2/models/anything/infer", SLOW_KEY, body)
+    assert status == 429, answer
+    assert answer["error"] == "tenant 'slow' is over its rate of 1 requests a second; slow down and retry"
+    client = triton_grpc.InferenceServerClient(gateway[0])
+    try:
+        with pytest.raises(InferenceServerException) as metadata:
+            client.get_model_metadata("anything", headers={"authorization": f"Bearer {SLOW_KEY}"})
+        assert _status(metadata) == "StatusCode.RESOURCE_EXHAUSTED"
+    finally:
+        client.close()
 
 
 def test_plain_http_with_a_key_infers_and_keeps_tenants_apart(gateway: tuple[str, str], triton: TritonServer) -> None:
@@ -360,6 +381,7 @@ def test_nginx_serves_tls_with_the_gateways_certificate(
     models: None, service: StartService, triton: TritonServer, tmp_path: Path
 ) -> None:
     files = write_self_signed(tmp_path / "tls")
+    http_port = free_port()
     address = service(
         "gateway",
         KEYS,
@@ -368,8 +390,14 @@ def test_nginx_serves_tls_with_the_gateways_certificate(
         tls_cert_file=str(files.cert_file),
         tls_key_file=str(files.key_file),
         tls_ca_file=str(files.ca_file),
+        http_port=str(http_port),
         front="nginx",
     )
+    # REST too, through nginx, over TLS.
+    context = ssl.create_default_context(cafile=str(files.ca_file))
+    body = {"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP64", "data": [1.5, 2.5]}]}
+    status, answer = _http(f"https://127.0.0.1:{http_port}/v2/models/prices/infer", KEY, body, context)
+    assert status == 200 and answer["model_name"] == "prices", answer
     client = triton_grpc.InferenceServerClient(address, ssl=True, root_certificates=str(files.ca_file))
     try:
         result = client.infer("prices", _x(), headers={"authorization": f"Bearer {KEY}"}, client_timeout=30)

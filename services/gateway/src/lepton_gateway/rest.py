@@ -156,12 +156,16 @@ def infer_answer(answer: bytes) -> dict[str, Any]:
 
 
 class RestServer:
-    """The REST API on ``host:port`` over a :class:`Forwarder`."""
+    """The REST API on ``host:port`` (or a Unix socket, behind the nginx front) over a :class:`Forwarder`."""
 
-    def __init__(self, forwarder: Forwarder, host: str, port: int, timeout_s: float) -> None:
+    def __init__(
+        self, forwarder: Forwarder, host: str, port: int, timeout_s: float, unix_path: str | None = None
+    ) -> None:
         self._f = forwarder
         self._host = host
         self._port = port
+        #: Behind the nginx front: a Unix socket instead of host:port.
+        self._unix_path = unix_path
         self._timeout = timeout_s
         self._runner: web.AppRunner | None = None
         app = web.Application(client_max_size=MAX_BODY)
@@ -179,7 +183,10 @@ class RestServer:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        if self._unix_path:
+            await web.UnixSite(self._runner, self._unix_path).start()
+        else:
+            await web.TCPSite(self._runner, self._host, self._port).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

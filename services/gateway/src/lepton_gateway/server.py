@@ -74,7 +74,8 @@ async def serve(settings: GatewaySettings) -> None:
         await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT_S)
 
     limits = RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates)
-    gate = Gate(settings.api_keys, limits)
+    # Behind nginx, nginx takes every call's token from one bucket per tenant (rate.lua, infer.lua).
+    gate = Gate(settings.api_keys, RateLimits(0.0) if settings.front == "nginx" else limits)
     upstream = Upstream(secret, SECRET_HEADER)
     forwarder = Forwarder(routes, gate, upstream, settings.triton_url)
     kserve = KServeGrpc(forwarder, settings.forward_timeout_s)
@@ -92,7 +93,14 @@ async def serve(settings: GatewaySettings) -> None:
         cert, key = settings.tls_cert_file, settings.tls_key_file
         tls = (cert, key) if cert and key else None
         front = NginxFront(
-            settings.grpc_host, public_port, pool, tls, settings.front_workers, settings.forward_timeout_s
+            settings.grpc_host,
+            public_port,
+            pool,
+            tls,
+            settings.front_workers,
+            settings.forward_timeout_s,
+            settings.http_host,
+            settings.http_port,
         )
         server.add_insecure_port(front.backend)
         port = public_port
@@ -100,16 +108,17 @@ async def serve(settings: GatewaySettings) -> None:
         address = f"{settings.grpc_host}:{public_port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
-    if front is not None:
+    rest: RestServer | None = None
+    if settings.http_port:
+        behind = str(front.rest_backend) if front is not None else None
+        rest = RestServer(forwarder, settings.http_host, settings.http_port, settings.forward_timeout_s, behind)
+        await rest.start()
+    if front is not None:  # last: what it passes calls on to is listening
         await front.start()
         state = FrontState(settings.api_keys, secret, limits, routes, pool)
         changed.clear()
         await front.push(state.render())
         pushing = asyncio.create_task(keep_pushed(front, state, changed), name="front-push")
-    rest: RestServer | None = None
-    if settings.http_port:
-        rest = RestServer(forwarder, settings.http_host, settings.http_port, settings.forward_timeout_s)
-        await rest.start()
     for name in ("", INFERENCE_SERVICE):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(

@@ -47,7 +47,7 @@ class GatewaySettings(ServiceSettings, PoolSettings):
 
     @model_validator(mode="after")
     def _rest_plaintext_on_loopback(self) -> GatewaySettings:
-        """The REST API serves plaintext only: beyond loopback it needs ``insecure`` (or a TLS proxy in front)."""
-        if self.http_port:
+        """Plaintext REST beyond loopback needs ``insecure``; nginx serves it over TLS when there is a certificate."""
+        if self.http_port and not (self.front == "nginx" and self.tls_cert_file):
             refuse_plaintext_beyond_loopback("http_host", self.http_host, self.insecure)
         return self

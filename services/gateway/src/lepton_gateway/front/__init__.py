@@ -11,7 +11,10 @@ gRPC port:
   ``grpc_pass`` to the Triton host, and ``response.lua`` readdresses the answer to the
   deployment's name. Same answers, same status codes as :mod:`lepton_gateway.grpc_api`.
 - Every other call (metadata, config, readiness, health, the refused ones) goes on to the
-  gateway process, which listens on a Unix socket in a directory only its user can open.
+  gateway process, which listens on a Unix socket in a directory only its user can open; so
+  does the REST API, which nginx serves on the REST port (over TLS with the gateway's
+  certificate). ``rate.lua`` takes each of these calls' token first: one bucket a tenant for
+  gRPC and REST, and none taken again behind nginx.
 
 nginx's configuration holds no secret: the gateway pushes keys, routes, rates and the
 inference secret over another Unix socket in that directory (:class:`FrontState`, ``admin.lua``)
@@ -154,9 +157,11 @@ class NginxFront:
     Args:
         host, port: The public gRPC address.
         pool: The Triton hosts: one upstream group each.
-        tls: Certificate and key files, to serve TLS; None: plaintext HTTP/2.
+        tls: Certificate and key files, to serve TLS (gRPC and REST); None: plaintext.
         workers: nginx worker processes.
         timeout_s: Longest wait for Triton's answer.
+        http_host, http_port: The public REST address (0: no REST API), passed on to the gateway
+            process after the tenant's rate is taken.
     """
 
     def __init__(
@@ -167,6 +172,8 @@ class NginxFront:
         tls: tuple[str, str] | None = None,
         workers: int = 1,
         timeout_s: float = 60.0,
+        http_host: str = "127.0.0.1",
+        http_port: int = 0,
     ) -> None:
         for path in (NGINX, *MODULES):
             if not path.exists():
@@ -174,12 +181,18 @@ class NginxFront:
         self.directory = Path(tempfile.mkdtemp(prefix="lepton-gw-"))  # mode 0700: only this user opens the sockets
         self.host, self.port, self.pool, self.tls = host, port, pool, tls
         self.workers, self.timeout_s = workers, timeout_s
+        self.http_host, self.http_port = http_host, http_port
         self.process: asyncio.subprocess.Process | None = None
 
     @property
     def backend(self) -> str:
         """Where the gateway process's gRPC server listens, behind nginx (``unix:<path>``)."""
         return f"unix:{self.directory / 'gateway.sock'}"
+
+    @property
+    def rest_backend(self) -> Path:
+        """Where the gateway process's REST API listens, behind nginx (a Unix socket)."""
+        return self.directory / "rest.sock"
 
     @property
     def admin_socket(self) -> Path:
@@ -192,7 +205,8 @@ class NginxFront:
             f"  upstream {group} {{ server {self.pool.entries[name].url}; {KEEPALIVE} }}\n"
             for name, group in upstream_names(self.pool).items()
         )
-        listen = f"listen {self.host}:{self.port} http2{' ssl' if self.tls else ''};"
+        ssl = " ssl" if self.tls else ""
+        listen = f"listen {self.host}:{self.port} http2{ssl};"
         tls = f"    ssl_certificate {self.tls[0]};\n    ssl_certificate_key {self.tls[1]};\n" if self.tls else ""
         t = f"{self.timeout_s:g}s"
         return f"""# Written by lepton_gateway.front; holds no secret.
@@ -216,12 +230,15 @@ load_module {MODULES[1]};
       grpc_pass grpc://$lepton_upstream;
     }}
     location / {{
+      set $lepton_protocol grpc;
+      access_by_lua_file {lua}/rate.lua;
       grpc_pass grpc://gateway;
     }}
     location @gateway {{
       grpc_pass grpc://gateway;
     }}
   }}
+{self._rest_server(tls, t)}
   server {{
     listen unix:{self.admin_socket};
     location = /state {{
@@ -231,6 +248,29 @@ load_module {MODULES[1]};
     }}
   }}
 }}
+"""
+
+    def _rest_server(self, tls: str, timeout: str) -> str:
+        """The REST API's server block: the tenant's rate, then the gateway process's REST API."""
+        if not self.http_port:
+            return ""
+        ssl = " ssl" if self.tls else ""
+        lua = lua_dir()
+        return f"""  upstream gateway_rest {{ server unix:{self.rest_backend}; {KEEPALIVE} }}
+  server {{
+    listen {self.http_host}:{self.http_port}{ssl};
+{tls}    keepalive_requests 1000000;
+    client_max_body_size {BODY_LIMIT_MB}m;
+    location / {{
+      set $lepton_protocol rest;
+      access_by_lua_file {lua}/rate.lua;
+      proxy_pass http://gateway_rest;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_read_timeout {timeout};
+      proxy_send_timeout {timeout};
+    }}
+  }}
 """
 
     async def start(self) -> None:

@@ -13,17 +13,7 @@ local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 
 local RESOURCE_EXHAUSTED, UNAUTHENTICATED = 8, 16
 
-local function refuse(code, message)
-  -- A gRPC "trailers-only" answer: HTTP 200, the status in the headers, no message. A length of 0
-  -- makes nginx end the stream with the headers (a HEADERS frame with END_STREAM), as gRPC wants.
-  ngx.status = 200
-  ngx.header["content-length"] = 0
-  ngx.header["content-type"] = "application/grpc"
-  ngx.header["grpc-status"] = code
-  ngx.header["grpc-message"] = state.percent_encode(message)
-  ngx.send_headers()
-  return ngx.exit(200)
-end
+local refuse = state.refuse_grpc
 
 local function varint(s, pos)
   local result, shift = 0, 0

@@ -36,6 +36,18 @@ function M.percent_encode(s)
   return (gsub(s, "[^\32-\36\38-\126]", function(c) return format("%%%02X", byte(c)) end))
 end
 
+-- A gRPC "trailers-only" answer: HTTP 200, the status in the headers, no message. A length of 0
+-- makes nginx end the stream with the headers (a HEADERS frame with END_STREAM), as gRPC wants.
+function M.refuse_grpc(code, message)
+  ngx.status = 200
+  ngx.header["content-length"] = 0
+  ngx.header["content-type"] = "application/grpc"
+  ngx.header["grpc-status"] = code
+  ngx.header["grpc-message"] = M.percent_encode(message)
+  ngx.send_headers()
+  return ngx.exit(200)
+end
+
 function M.string_field(field, value)
   local size = #value
   local prefix = { char(field * 8 + 2) }
