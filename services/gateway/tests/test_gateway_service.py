@@ -487,3 +487,44 @@ def test_nginx_answers_whatever_bytes_come_as_the_gateway_process_does(
     finally:
         for channel in channels.values():
             channel.close()
+
+
+def test_a_request_larger_than_nginx_keeps_in_memory_gets_the_same_answer(gateway: tuple[str, str]) -> None:
+    """Over 1 MB nginx writes the body to a file; the fast path reads it from there."""
+    client = triton_grpc.InferenceServerClient(gateway[0])
+    try:
+        with pytest.raises(InferenceServerException) as exc:  # 300,000 rows: over the probe's batch of 8
+            client.infer("prices", _x(300_000), headers={"authorization": f"Bearer {KEY}"}, client_timeout=60)
+    finally:
+        client.close()
+    assert _status(exc) == "StatusCode.INVALID_ARGUMENT"
+    assert "batch" in str(exc.value).lower(), exc.value  # Triton's words: the request reached it whole
+
+
+def test_nginx_with_several_workers_serves_and_follows_changes(
+    models: None, service: StartService, triton: TritonServer, nats_url: str
+) -> None:
+    address = service(
+        "gateway",
+        KEYS,
+        triton_url=triton.url,
+        inference_secret_file=str(triton.inference_secret_file),
+        front="nginx",
+        front_workers="3",
+    )
+    models_seen = {json.loads(_infer(address, KEY).as_numpy("info")[0][0])["model"] for _ in range(30)}
+    assert models_seen == {"acme--prices", "acme--prices--next"}
+    asyncio.run(_put_records(nats_url, {"acme.workers": _record("acme", "workers", [("acme--prices", 1, 1.0)])}))
+    try:
+        deadline = time.monotonic() + 15
+        served = 0
+        while served < 10:  # ten in a row: every worker sees the new generation
+            try:
+                _infer(address, KEY, name="workers")
+                served += 1
+            except InferenceServerException:
+                served = 0
+                assert time.monotonic() < deadline, "not every nginx worker served the new deployment"
+                time.sleep(0.1)
+    finally:
+        asyncio.run(_delete_record(nats_url, "acme.workers"))
