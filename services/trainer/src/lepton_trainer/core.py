@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import io
 import itertools
 import json
 import logging
 import re
-import signal
 import sys
 import tempfile
 import uuid
@@ -26,6 +24,7 @@ from pydantic import BaseModel
 
 from lepton_core.bounds import check_fraction
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
+from lepton_core.children import die_with_parent
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.names import check_name, shown
 from lepton_core.wire import now
@@ -329,7 +328,6 @@ TERMINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 CANCEL_POLL_S = 0.5
 #: Exit code the fit process reports for a user error (see fit_worker).
 USER_ERROR_EXIT = 3
-PR_SET_PDEATHSIG = 1
 AsyncProgress = Callable[[JobRecord, str, float, dict[str, float]], Awaitable[None]]
 
 
@@ -483,13 +481,14 @@ class Jobs:
     async def _process(self) -> asyncio.subprocess.Process:
         """The long-lived fit process (started again after a cancel or a crash)."""
         if self._proc is None or self._proc.returncode is not None:
+            # SIGKILL to the fit process when this worker dies, even by kill -9.
             self._proc = await asyncio.create_subprocess_exec(
+                *die_with_parent("KILL"),
                 sys.executable,
                 "-m",
                 "lepton_trainer.fit_worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                preexec_fn=_die_with_parent,
             )
         return self._proc
 
@@ -574,15 +573,6 @@ class Jobs:
             yield job
             if job.state in TERMINAL:
                 return
-
-
-def _die_with_parent() -> None:
-    """Linux: the fit process gets SIGKILL when its worker dies, even by kill -9."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def artifacts_name(artifact: bytes) -> str:

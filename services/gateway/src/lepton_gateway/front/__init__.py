@@ -41,6 +41,7 @@ from pathlib import Path
 
 import aiohttp
 
+from lepton_core.children import die_with_parent
 from lepton_core.errors import FailedPrecondition
 from lepton_core.triton_pool import HostPool
 from lepton_gateway.limits import RateLimits
@@ -139,16 +140,6 @@ class FrontState:
 
 def _clean(text: str) -> bool:
     return not _SEPARATORS.intersection(text)
-
-
-def _die_with_parent() -> list[str]:
-    """A command prefix that stops nginx when the gateway dies, even by SIGKILL (util-linux's setpriv).
-
-    SIGTERM, nginx's fast shutdown: with the gateway gone, nothing behind nginx answers, so
-    nothing is gained by draining. Not a ``preexec_fn``: Python code between fork and exec in a
-    process with gRPC's threads aborts.
-    """
-    return ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
 
 
 class NginxFront:
@@ -278,7 +269,13 @@ load_module {MODULES[1]};
         conf = self.directory / "nginx.conf"
         conf.write_text(self.config())
         self.process = await asyncio.create_subprocess_exec(
-            *_die_with_parent(), str(NGINX), "-p", str(self.directory), "-c", str(conf)
+            # SIGTERM, nginx's fast shutdown, when the gateway dies: nothing behind nginx answers then.
+            *die_with_parent("TERM"),
+            str(NGINX),
+            "-p",
+            str(self.directory),
+            "-c",
+            str(conf),
         )
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
         while not self.admin_socket.exists():
