@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import re
-import secrets
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -47,7 +46,7 @@ class Cluster:
 
 def _keyed() -> dict[str, str]:
     """nats-server's environment with a store key: the shipped configs encrypt the store with it."""
-    return {**os.environ, STORE_KEY_ENV: secrets.token_urlsafe(32)}
+    return {**os.environ, STORE_KEY_ENV: nats_users.new_store_key()}
 
 
 def _install(src: TlsFiles, tls: Path, cert: str, key: str, ca: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import secrets
@@ -40,6 +39,16 @@ class Integrator:
 
     tenant: str
     public_key: str
+
+
+def new_store_key() -> str:
+    """A JetStream store key: 32 random bytes as hex, after a letter.
+
+    nats-server reads an environment variable a config names as a config value: one that begins
+    with a digit is taken for a number (and refused when it is not one), so the key begins with
+    ``k``; hex keeps it one token.
+    """
+    return "k" + secrets.token_hex(32)
 
 
 class NatsSecrets:
@@ -64,14 +73,13 @@ class NatsSecrets:
     def store_key_file(self) -> Path:
         """The key JetStream encrypts its store with (nats-server's ``jetstream.key``): made once, 0600.
 
-        32 random bytes, URL-safe base64. Lose it and the store cannot be read; it never goes in a
-        config file or on a command line (:class:`~lepton_platform.processes.NatsServer` hands it
-        to nats-server in its environment).
+        :func:`new_store_key`. Lose it and the store cannot be read; it never goes in a config file
+        or on a command line (:class:`~lepton_platform.processes.NatsServer` hands it to
+        nats-server in its environment).
         """
         path = self.directory / "store.key"
         if not path.exists():
-            key = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=")
-            nats_identity.write_private(path, key + b"\n")
+            nats_identity.write_private(path, new_store_key().encode() + b"\n")
         return path
 
     def public_key(self, identity: str) -> str:
