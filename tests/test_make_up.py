@@ -43,14 +43,12 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
-def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "LEPTON_API_KEY": "up-test-key",
-        "LEPTON_HOME": str(tmp_path),
-        "PYTHONUNBUFFERED": "1",
-        "LEPTON_BASE_PORT": "0",
-    }
+def _up(home: Path, api_key: str | None) -> tuple[subprocess.Popen[str], list[str]]:
+    """Starts `make up` in ``home`` (with ``api_key`` in LEPTON_API_KEY, or none); its output up to Ctrl-C."""
+    env = {k: v for k, v in os.environ.items() if k != "LEPTON_API_KEY"}
+    env.update(LEPTON_HOME=str(home), PYTHONUNBUFFERED="1", LEPTON_BASE_PORT="0")
+    if api_key:
+        env["LEPTON_API_KEY"] = api_key
     proc = subprocess.Popen(
         [sys.executable, "-m", "lepton_platform.embedded"],
         stdout=subprocess.PIPE,
@@ -59,14 +57,23 @@ def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
         text=True,
     )
     lines: list[str] = []
+    assert proc.stdout is not None
     try:
-        assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if "Ctrl-C" in line:
                 break
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, lines
+
+
+def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
+    proc, lines = _up(tmp_path, "up-test-key")
+    try:
         text = "".join(lines)
-        assert "API key   up-test-key" in text, text
+        assert "API key   from LEPTON_API_KEY" in text and "up-test-key" not in text, text  # no secret in the output
         assert "export LEPTON_URL=127.0.0.1:" in text, text
         addresses = [
             line.split()[1]
@@ -87,3 +94,21 @@ def test_up_serves_and_stops_everything(tmp_path: Path) -> None:
     left = [pid for pid in children if _running(pid)]
     assert not left, f"processes left running: {left}"
     assert proc.returncode == 0
+
+
+def _up_output(home: Path) -> str:
+    """Starts `make up` with no key given, reads its output up to Ctrl-C, stops it."""
+    proc, lines = _up(home, None)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    return "".join(lines)
+
+
+def test_up_shows_a_key_it_makes_once_then_where_it_is(tmp_path: Path) -> None:
+    first = _up_output(tmp_path)
+    key = (tmp_path / "secrets" / "api-key").read_text().strip()
+    assert f"API key   {key}" in first and "shown this once" in first, first
+    again = _up_output(tmp_path)
+    assert key not in again, again
+    assert f"API key   kept in {tmp_path / 'secrets' / 'api-key'}" in again, again
+    assert f'LEPTON_API_KEY="$(cat {tmp_path / "secrets" / "api-key"})"' in again, again

@@ -256,11 +256,15 @@ def home_dir() -> Path:
     return Path(os.environ.get("LEPTON_HOME") or Path.home() / DEFAULT_HOME)
 
 
+def api_key_file(home: Path) -> Path:
+    """Where ``lepton up`` keeps its API key: ``home/secrets/api-key``."""
+    return home / "secrets" / "api-key"
+
+
 def stored_api_key(home: Path) -> str:
-    """The API key kept in ``home/secrets/api-key`` (0600): made at the first start, read at the next ones."""
-    folder = home / "secrets"
-    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-    path = folder / "api-key"
+    """The API key kept in :func:`api_key_file` (0600): made at the first start, read at the next ones."""
+    path = api_key_file(home)
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
     if not path.exists():
         write_private(path, secrets.token_urlsafe(24).encode() + b"\n")
     return path.read_text().strip()
@@ -273,7 +277,10 @@ def main() -> None:
     next start finds the same datasets, models and key.
     """
     workdir = home_dir()
-    api_key = os.environ.get("LEPTON_API_KEY") or stored_api_key(workdir)
+    key_file = api_key_file(workdir)
+    given = os.environ.get("LEPTON_API_KEY")
+    new_key = not given and not key_file.exists()
+    api_key = given or stored_api_key(workdir)
     base_port = int(os.environ.get("LEPTON_BASE_PORT", "50051")) or None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -291,9 +298,18 @@ def main() -> None:
             print(f"{name:<9} {address}")
         if GATEWAY in p.addresses:
             print(f"inference {p.gateway_url} (KServe V2 gRPC) and {p.gateway_http_url} (REST), Bearer API key")
-        print(f"API key   {api_key}  (tenant {p.tenant})")
+        # The key is shown once, when it is made; after that the output names where it is.
+        if given:
+            print(f"API key   from LEPTON_API_KEY  (tenant {p.tenant})")
+            key_export = ""
+        elif new_key:
+            print(f"API key   {api_key}  (tenant {p.tenant}; shown this once, kept in {key_file})")
+            key_export = f" LEPTON_API_KEY={api_key}"
+        else:
+            print(f"API key   kept in {key_file}  (tenant {p.tenant})")
+            key_export = f' LEPTON_API_KEY="$(cat {key_file})"'
         ca = f" LEPTON_TLS_CA_FILE={p.ca_file}" if p.ca_file else ""
-        print(f"SDK/CLI   export LEPTON_URL={p.url} LEPTON_API_KEY={api_key}{ca}")
+        print(f"SDK/CLI   export LEPTON_URL={p.url}{key_export}{ca}")
         print(f"logs      {workdir / 'logs'}\nCtrl-C stops everything.", flush=True)
         try:
             stop.wait()
