@@ -19,7 +19,7 @@ from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts
-from lepton_platform.demo import infer, poll
+from lepton_platform.demo import infer, poll, settled
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import admin_connect
 
@@ -74,7 +74,7 @@ async def test_mlp_from_upload_to_triton(platform: EmbeddedPlatform) -> None:
             lambda: deployer_pb2_grpc.DeploymentServiceStub(dep_ch).GetDeployment(
                 deployer_pb2.GetDeploymentRequest(name="cancer-mlp")
             ),
-            lambda d: d.state != deployer_pb2.DEPLOYMENT_STATE_LOADING,
+            settled,
             300,
         )
     assert deployment.state == deployer_pb2.DEPLOYMENT_STATE_READY, deployment.error

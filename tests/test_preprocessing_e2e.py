@@ -27,7 +27,7 @@ from lepton_core.bus import ObjectStore
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts, recipes, splits
-from lepton_platform.demo import infer, poll
+from lepton_platform.demo import infer, poll, settled
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import admin_connect
 
@@ -97,7 +97,7 @@ async def test_serving_replays_the_recipe_on_raw_rows(platform: EmbeddedPlatform
             lambda: deployer_pb2_grpc.DeploymentServiceStub(dep_ch).GetDeployment(
                 deployer_pb2.GetDeploymentRequest(name="diabetes-prep")
             ),
-            lambda d: d.state != deployer_pb2.DEPLOYMENT_STATE_LOADING and d.lineage.model_version == version.version,
+            lambda d: settled(d, version.version),
             300,
         )
     assert deployment.state == deployer_pb2.DEPLOYMENT_STATE_READY, deployment.error

@@ -27,6 +27,11 @@ def _orphan(prefix: list[str]) -> int:
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
+    # Only once setpriv has exec'd sleep is the signal set: a parent killed before that leaves none.
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"sleep\0"):
+        assert time.monotonic() < deadline, "the child never ran sleep"
+        time.sleep(0.01)
     parent.kill()
     parent.wait()
     return child

@@ -234,19 +234,22 @@ async def test_prometheus_endpoint_serves_the_metrics(
         await send_log(nc, d.name, x[k : k + 10], d.model.predict(x[k : k + 10]), latency_us=2000)
     labels = f'tenant="{TENANT}",deployment="{d.name}",version="1"'
 
-    def scraped() -> str | None:
-        text = _scrape(metrics_port)
-        return text if f'lepton_monitor_drift_psi{{{labels},feature="bmi"}}' in text else None
+    psi_line = f'lepton_monitor_drift_psi{{{labels},feature="bmi"}}'
 
-    text = await until(lambda: asyncio.to_thread(scraped), 20, "drift gauges of the scraped deployment")
+    async def caught_up() -> str | None:
+        """The scrape, once it counts all 60 logs and its bmi gauge is the drift report's (both move)."""
+        text = await asyncio.to_thread(_scrape, metrics_port)
+        if psi_line not in text or f"lepton_monitor_requests_total{{{labels}}} 60\n" not in text:
+            return None
+        report = await monitor.GetDriftReport(monitor_pb2.GetDriftReportRequest(deployment=d.name))
+        scraped_psi = float(next(t for t in text.splitlines() if t.startswith(psi_line)).rsplit(" ", 1)[1])
+        bmi = next(f for f in report.features if f.name == "bmi")
+        return text if scraped_psi == pytest.approx(bmi.psi) else None
+
+    text = await until(caught_up, 20, "drift gauges of the scraped deployment, equal to its drift report")
     assert "# TYPE lepton_monitor_requests_total counter" in text
-    assert f"lepton_monitor_requests_total{{{labels}}} 60\n" in text
     assert f"lepton_monitor_rows_total{{{labels}}} 600\n" in text
     assert "# TYPE lepton_monitor_drift_psi gauge" in text and "# TYPE lepton_monitor_alerts_firing gauge" in text
-    report = await monitor.GetDriftReport(monitor_pb2.GetDriftReportRequest(deployment=d.name))
-    line = next(t for t in text.splitlines() if t.startswith(f'lepton_monitor_drift_psi{{{labels},feature="bmi"}}'))
-    bmi = next(f for f in report.features if f.name == "bmi")
-    assert float(line.rsplit(" ", 1)[1]) == pytest.approx(bmi.psi)
     with pytest.raises(urllib.error.HTTPError) as err:
         await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{metrics_port}/other", None, 5)
     assert err.value.code == 404

@@ -93,6 +93,15 @@ async def _chunks(name: str, raw: bytes) -> AsyncIterator[data_pb2.UploadDataset
         yield data_pb2.UploadDatasetRequest(chunk=raw[start : start + CHUNK])
 
 
+def settled(deployment: deployer_pb2.Deployment, version: int | None = None) -> bool:
+    """Whether ``deployment`` is done with ``version`` (any, when None): READY or FAILED.
+
+    Not merely "not loading": a first deploy is ROLLING_OUT between LOADING and READY.
+    """
+    done = deployment.state in (deployer_pb2.DEPLOYMENT_STATE_READY, deployer_pb2.DEPLOYMENT_STATE_FAILED)
+    return done and (version is None or deployment.lineage.model_version == version)
+
+
 async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSink | None = None) -> PipelineResult:
     """Drives one upload → train → evaluate → register → deploy → predict run in one trace."""
     tracer = trace.get_tracer("lepton.demo")
