@@ -19,5 +19,6 @@ async def pipeline(
     """Runs the demo's pipeline once per session; later tests (in any module) reuse the result."""
     if "run" not in _RESULT:
         csv = write_diabetes_csv(tmp_path_factory.mktemp("data") / "diabetes.csv")
-        _RESULT["run"] = await run_pipeline(platform, csv, trace_sink)
+        # Its own model name: other tests train on "diabetes" data with the default name too.
+        _RESULT["run"] = await run_pipeline(platform, csv, trace_sink, model_name="session-pipeline")
     return _RESULT["run"]

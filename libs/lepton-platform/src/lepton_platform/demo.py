@@ -102,8 +102,15 @@ def settled(deployment: deployer_pb2.Deployment, version: int | None = None) -> 
     return done and (version is None or deployment.lineage.model_version == version)
 
 
-async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSink | None = None) -> PipelineResult:
-    """Drives one upload → train → evaluate → register → deploy → predict run in one trace."""
+async def run_pipeline(
+    platform: EmbeddedPlatform, csv_path: Path, sink: TraceSink | None = None, model_name: str = ""
+) -> PipelineResult:
+    """Drives one upload → train → evaluate → register → deploy → predict run in one trace.
+
+    ``model_name`` names the model (and its deployment); empty: the trainer's default name, made
+    from the dataset's and the algorithm's. A run on a platform others train on too passes its
+    own, so nobody else's version of the same name can roll out under it.
+    """
     tracer = trace.get_tracer("lepton.demo")
     key = platform.api_key
     a = platform.addresses
@@ -126,7 +133,10 @@ async def run_pipeline(platform: EmbeddedPlatform, csv_path: Path, sink: TraceSi
             trainer = trainer_pb2_grpc.TrainingServiceStub(trainer_ch)
             job = await trainer.SubmitTraining(
                 trainer_pb2.SubmitTrainingRequest(
-                    dataset_version_id=version.version_id, algorithm="linear_regression", target="target"
+                    dataset_version_id=version.version_id,
+                    algorithm="linear_regression",
+                    target="target",
+                    model_name=model_name,
                 ),
                 timeout=30,
             )
