@@ -104,7 +104,8 @@ def models(triton: TritonServer, nats_url: str) -> Iterator[None]:
         client.close()
 
 
-def _start(service: StartService, triton: TritonServer, front: str) -> tuple[str, str]:
+def _start(service: StartService, triton: TritonServer, front: str, **settings: str) -> tuple[str, str]:
+    """A gateway on the session's Triton: its gRPC address and its REST base URL (``settings`` added)."""
     http_port = free_port()
     address = service(
         "gateway",
@@ -114,6 +115,7 @@ def _start(service: StartService, triton: TritonServer, front: str) -> tuple[str
         http_port=str(http_port),
         tenant_rates=json.dumps({"slow": 1}),
         front=front,
+        **settings,
     )
     return address, f"http://127.0.0.1:{http_port}"
 
@@ -381,22 +383,18 @@ def test_nginx_serves_tls_with_the_gateways_certificate(
     models: None, service: StartService, triton: TritonServer, tmp_path: Path
 ) -> None:
     files = write_self_signed(tmp_path / "tls")
-    http_port = free_port()
-    address = service(
-        "gateway",
-        KEYS,
-        triton_url=triton.url,
-        inference_secret_file=str(triton.inference_secret_file),
+    address, rest = _start(
+        service,
+        triton,
+        "nginx",
         tls_cert_file=str(files.cert_file),
         tls_key_file=str(files.key_file),
         tls_ca_file=str(files.ca_file),
-        http_port=str(http_port),
-        front="nginx",
     )
     # REST too, through nginx, over TLS.
     context = ssl.create_default_context(cafile=str(files.ca_file))
     body = {"inputs": [{"name": "x", "shape": [2, 1], "datatype": "FP64", "data": [1.5, 2.5]}]}
-    status, answer = _http(f"https://127.0.0.1:{http_port}/v2/models/prices/infer", KEY, body, context)
+    status, answer = _http(rest.replace("http://", "https://") + "/v2/models/prices/infer", KEY, body, context)
     assert status == 200 and answer["model_name"] == "prices", answer
     client = triton_grpc.InferenceServerClient(address, ssl=True, root_certificates=str(files.ca_file))
     try:
@@ -504,14 +502,7 @@ def test_a_request_larger_than_nginx_keeps_in_memory_gets_the_same_answer(gatewa
 def test_nginx_with_several_workers_serves_and_follows_changes(
     models: None, service: StartService, triton: TritonServer, nats_url: str
 ) -> None:
-    address = service(
-        "gateway",
-        KEYS,
-        triton_url=triton.url,
-        inference_secret_file=str(triton.inference_secret_file),
-        front="nginx",
-        front_workers="3",
-    )
+    address, _ = _start(service, triton, "nginx", front_workers="3")
     models_seen = {json.loads(_infer(address, KEY).as_numpy("info")[0][0])["model"] for _ in range(30)}
     assert models_seen == {"acme--prices", "acme--prices--next"}
     asyncio.run(_put_records(nats_url, {"acme.workers": _record("acme", "workers", [("acme--prices", 1, 1.0)])}))
