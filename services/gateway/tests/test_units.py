@@ -186,6 +186,8 @@ def test_the_state_pushed_to_nginx_holds_digests_not_keys_and_every_route() -> N
     ]
     # The record's separators cannot be smuggled in through a deployment's name.
     table.apply("acme.bad\tname", _record("acme", "bad\tname", [("acme--x", 1, 1.0)]))
+    # Nor through a Triton model's name in a record.
+    table.apply("acme.odd", _record("acme", "odd", [("acme--o\x1fdd", 1, 1.0)]))
     assert sum(line.startswith("route\t") for line in state.render().decode().splitlines()) == 1
 
 

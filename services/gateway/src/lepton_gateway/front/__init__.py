@@ -127,14 +127,14 @@ class FrontState:
         lines += [f"tenantrate\t{t}\t{r!r}" for t, r in self._limits.per_tenant.items() if _clean(t)]
         lines += [f"key\t{self.digest(k)}\t{t}" for k, t in self._keys.items() if _clean(t)]
         for served, hosts in self._routes.snapshot():
+            key = f"{served.tenant}/{served.name}"
+            fields = [key, served.state, *(f for m, v, _ in served.routes for f in (m, v))]
+            if not all(_clean(f) for f in fields):
+                log.warning("deployment %r not pushed to nginx: its record holds a separator", key)
+                continue
             routes = [f"{m}\x1f{v}\x1f{w!r}" for m, v, w in served.routes]
             upstreams = ",".join(self._upstreams[h] for h in hosts)
-            record = "\t".join([served.state, upstreams, *routes])
-            key = f"{served.tenant}/{served.name}"
-            if _clean(key) and _clean(record.replace("\t", "").replace("\x1f", "")):
-                lines.append(f"route\t{key}\t{record}")
-            else:
-                log.warning("deployment %r not pushed to nginx: its record holds a separator", key)
+            lines.append(f"route\t{key}\t" + "\t".join([served.state, upstreams, *routes]))
         return ("\n".join(lines) + "\n").encode()
 
 
