@@ -101,7 +101,12 @@ if not name or find(name, "[\128-\255]") or find(version, "[\128-\255]") then re
 
 -- Where it goes: the deployment's route (by weight, or the one serving the version asked for).
 local target, code, why = state.route(tenant, name, version)
-if not target then return refuse(code, why) end
+if not target then
+  -- nginx's routes lag the gateway process's by one push: a deployment that has just become
+  -- ready (or just appeared) is asked of the gateway process, which answers as it would alone.
+  if code == 5 or code == 14 then return to_gateway() end
+  return refuse(code, why)
+end
 local tail = state.string_field(1, target.model) .. state.string_field(2, target.version)
 local total = size + #tail
 ngx.req.set_body_data(char(0, band(rshift(total, 24), 255), band(rshift(total, 16), 255),
