@@ -24,7 +24,6 @@ import asyncio
 import gc
 import hashlib
 import io
-import json
 import logging
 import os
 import statistics
@@ -49,11 +48,13 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from lepton_core.bus import ObjectRefRecord, ObjectStore, connect, sha256_digest
+from lepton_core.nats_identity import ADMIN
 from lepton_core.rpc import client_channel
 from lepton_data import ingest
 from lepton_data.core import arrow_batches, columns_of, parquet_bytes
 from lepton_data.profiling import DatasetProfile, profile
 from lepton_platform.embedded import grpc_serving
+from lepton_platform.nats_users import BootstrapKey, write_keys
 from lepton_platform.processes import NatsServer, Process, free_port, start_service, wait_until
 
 MB = 1024 * 1024
@@ -312,11 +313,13 @@ class DataService:
     def __init__(self, nats_url: str, logdir: Path) -> None:
         port = free_port()
         self.address = f"127.0.0.1:{port}"
+        server = NatsServer.running[nats_url]
+        write_keys(nats_url, server.seed_file(ADMIN), [BootstrapKey(API_KEY, TENANT)])
         values = {
             "nats_url": nats_url,
-            "nats_nkey_seed_file": str(NatsServer.running[nats_url].seed_file("data")),
+            "nats_nkey_seed_file": str(server.seed_file("data")),
             "grpc_port": str(port),
-            "api_keys": json.dumps({API_KEY: TENANT}),
+            "service_keys": server.secrets.service_keys(),
             "max_upload_bytes": str(4 * 1024 * MB),
             "log_level": "WARNING",
         }

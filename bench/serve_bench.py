@@ -884,7 +884,7 @@ def gateway_alone(p: EmbeddedPlatform, logs: Path) -> tuple[Process, str]:
         "nats_url": p.nats.url,
         "nats_nkey_seed_file": str(p.nats_secrets.seed_file(GATEWAY)),
         "grpc_port": address.rsplit(":", 1)[1],
-        "api_keys": json.dumps({p.api_key: TENANT}),
+        "service_keys": p.nats_secrets.service_keys(),
         "triton_url": p.triton.url,
         "inference_secret_file": str(p.triton.inference_secret_file),
         "front": "none",

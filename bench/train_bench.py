@@ -54,11 +54,13 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core.bus import ObjectStore, connect
+from lepton_core.nats_identity import ADMIN
 from lepton_core.rpc import client_channel
 from lepton_core.wire import ref_from_pb
 from lepton_ml import artifacts, splits
 from lepton_ml.signing import Signer, TrustedKeys
 from lepton_platform.embedded import grpc_serving
+from lepton_platform.nats_users import BootstrapKey, write_keys
 from lepton_platform.processes import NatsServer, Process, free_port, start_service, wait_until
 from lepton_platform.signing_keys import ensure_artifact_keys
 from lepton_trainer.catalogue import algorithm
@@ -263,11 +265,13 @@ class Stack:
 
     def _start(self, service: str, extra: dict[str, str]) -> str:
         port = free_port()
+        server = NatsServer.running[self.nats_url]
+        write_keys(self.nats_url, server.seed_file(ADMIN), [BootstrapKey(self.api_key, self.tenant)])
         values = {
             "nats_url": self.nats_url,
-            "nats_nkey_seed_file": str(NatsServer.running[self.nats_url].seed_file(service)),
+            "nats_nkey_seed_file": str(server.seed_file(service)),
             "grpc_port": str(port),
-            "api_keys": json.dumps({self.api_key: self.tenant}),
+            "service_keys": server.secrets.service_keys(),
             "log_level": "WARNING",
             **self.artifact_keys.settings(service),
             **extra,

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from lepton_core import event_stream, events
+from lepton_core.access import Access, KeyBook
 from lepton_core.bus import EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied
 from lepton_core.rpc import Server, call_metadata, create_server
@@ -132,7 +133,7 @@ async def served(nc: NATS) -> AsyncIterator[tuple[str, dict[str, str]]]:
         service="events-test",
         host="127.0.0.1",
         port=0,
-        api_keys=keys,
+        access=Access(KeyBook.of(keys, role="viewer"), event_stream.RULES),
         register=lambda s: [event_stream.register(s, nc.jetstream())],
     )
     try:

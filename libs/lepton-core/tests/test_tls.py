@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from pydantic import ValidationError
 
+from lepton_core.access import Access, KeyBook
 from lepton_core.rpc import Server, client_channel, create_server
 from lepton_core.settings import ServiceSettings
 from lepton_core.tls import Peer, TlsFiles, read_pem, server_credentials, write_self_signed
@@ -46,7 +47,7 @@ async def tls_server(pki: TlsFiles) -> AsyncIterator[Server]:
         service="tls-test",
         host="127.0.0.1",
         port=0,
-        api_keys={},
+        access=Access(KeyBook(), {}),
         register=_no_services,
         credentials=server_credentials(pki.cert_file, pki.key_file),
     )
@@ -130,7 +131,9 @@ async def test_a_tls_server_answers_only_clients_that_trust_its_ca(
 
 
 async def test_a_tls_client_is_refused_by_a_plaintext_server(pki: TlsFiles) -> None:
-    server = await create_server(service="plain-test", host="127.0.0.1", port=0, api_keys={}, register=_no_services)
+    server = await create_server(
+        service="plain-test", host="127.0.0.1", port=0, access=Access(KeyBook(), {}), register=_no_services
+    )
     try:
         address = f"127.0.0.1:{server.port}"
         assert await _check(address) == health_pb2.HealthCheckResponse.SERVING

@@ -29,14 +29,16 @@ EVENTS_STREAM = "EVENTS"
 JOBS_STREAM = "JOBS"
 PREDICTIONS_STREAM = "PREDICTIONS"
 DEADLETTER_STREAM = "DEADLETTER"
+AUDIT_STREAM = "AUDIT"
 
 # Subject roots; the catalogue in docs/events.md lists the full subjects.
 EVENTS_ROOT = "lepton.evt"
 JOBS_ROOT = "lepton.jobs"
 PREDICTIONS_ROOT = "lepton.pred"
 DEADLETTER_ROOT = "lepton.dlq"
+AUDIT_ROOT = "lepton.audit"
 
-KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor")
+KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor", "keys")
 OBJECT_BUCKETS = ("datasets", "artifacts")
 
 #: Object store chunk size: ~1 MB chunks keep large objects to few messages.
@@ -45,6 +47,8 @@ CHUNK_SIZE = 1024 * 1024
 READ_BATCH = 16
 DUPLICATE_WINDOW_S = 120.0
 DAY_S = 24 * 3600.0
+AUDIT_MAX_AGE_S = 365 * DAY_S
+"""How long the audit trail keeps a record: a year, whatever the events' retention."""
 
 
 def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
@@ -80,6 +84,13 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
             subjects=[f"{DEADLETTER_ROOT}.>"],
             retention=js_api.RetentionPolicy.LIMITS,
             max_age=30 * DAY_S,
+            **common,  # type: ignore[arg-type]
+        ),
+        js_api.StreamConfig(
+            name=AUDIT_STREAM,
+            subjects=[f"{AUDIT_ROOT}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            max_age=AUDIT_MAX_AGE_S,
             **common,  # type: ignore[arg-type]
         ),
     ]

@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
+from lepton_core.access import Rule, rules_for
 from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unavailable
 from lepton_core.events import CATALOGUE, CE_SPECVERSION, decode
@@ -214,6 +215,10 @@ async def _close(js: JetStreamContext, sub: JetStreamContext.PushSubscription) -
             await js.delete_consumer(EVENTS_STREAM, consumer)
     except Exception as exc:
         log.debug("closing event subscription %s: %s", consumer, exc)
+
+
+RULES = rules_for(SERVICE_NAME, {"Subscribe": Rule("events.read")})
+"""The permission table of EventService, which every service serves."""
 
 
 def register(server: grpc.aio.Server, js: JetStreamContext) -> str:

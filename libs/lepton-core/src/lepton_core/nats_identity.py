@@ -31,6 +31,8 @@ from pathlib import Path
 import nkeys
 
 from lepton_core.bus import (
+    AUDIT_ROOT,
+    AUDIT_STREAM,
     DEADLETTER_ROOT,
     EVENTS_ROOT,
     EVENTS_STREAM,
@@ -42,6 +44,8 @@ from lepton_core.bus import (
 from lepton_core.errors import InvalidArgument
 
 ADMIN = "admin"
+KEY_USE_ROOT = "lepton.access.seen"
+"""Each process reports the keys it saw used on ``<root>.<identity>`` (core NATS); the registry listens."""
 SERVING = "serving"
 _TENANT = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -61,6 +65,9 @@ class Grants:
         objects_write: Object stores it reads and writes.
         objects_read: Object stores it only reads.
         everything: Publish and subscribe to every subject (the admin).
+        service: A process that serves gRPC: it follows the ``keys`` bucket (API keys) and
+            writes its own audit records (``lepton.audit.*.<identity>``).
+        subscribe: Plain (core NATS) subjects it listens to.
     """
 
     events: tuple[str, ...] = ()
@@ -72,6 +79,8 @@ class Grants:
     objects_write: tuple[str, ...] = ()
     objects_read: tuple[str, ...] = ()
     everything: bool = False
+    service: bool = True
+    subscribe: tuple[str, ...] = ()
 
 
 #: The table. Every service serves ``EventService.Subscribe``, so every service reads EVENTS.
@@ -96,10 +105,13 @@ GRANTS: dict[str, Grants] = {
     ),
     "registry": Grants(
         events=("registry",),
-        streams=(EVENTS_STREAM,),
         durables=("registry", "registry-promotions"),
-        kv_write=("models",),
+        kv_write=("models", "keys"),
+        # Which keys the processes saw used (AccessService's last_used).
+        subscribe=(f"{KEY_USE_ROOT}.>",),
         objects_read=("artifacts",),
+        # The audit trail, read back for AccessService.QueryAudit.
+        streams=(EVENTS_STREAM, AUDIT_STREAM),
     ),
     "deployer": Grants(
         events=("deployment",),
@@ -117,8 +129,8 @@ GRANTS: dict[str, Grants] = {
     ),
     # The inference gateway: watches the deployer's records (routes), nothing else.
     "gateway": Grants(kv_read=("deployments",)),
-    SERVING: Grants(publish=(f"{PREDICTIONS_ROOT}.>",)),
-    ADMIN: Grants(everything=True),
+    SERVING: Grants(publish=(f"{PREDICTIONS_ROOT}.>",), service=False),
+    ADMIN: Grants(everything=True, service=False),
 }
 IDENTITIES: tuple[str, ...] = tuple(GRANTS)
 """Every identity the platform generates a key for (integrators are issued on demand)."""
@@ -199,10 +211,12 @@ def permissions(identity: str) -> Permissions:
         return Permissions(publish_allow=(">",), subscribe_allow=(">",))
     publish = [f"{EVENTS_ROOT}.*.{area}.>" for area in grants.events]
     publish += list(grants.publish)
+    if grants.service:
+        publish += [f"{AUDIT_ROOT}.*.{identity}", f"{KEY_USE_ROOT}.{identity}"]
     publish += [f"{DEADLETTER_ROOT}.{durable}" for durable in grants.durables]
     for stream in grants.streams:
         publish += _stream_api(stream)
-    for bucket in (*grants.kv_write, *grants.kv_read):
+    for bucket in _kv_read(grants):
         publish += _stream_api(f"KV_{bucket}")
     for bucket in grants.kv_write:
         publish += [f"$KV.{bucket}.>", f"$JS.API.STREAM.PURGE.KV_{bucket}"]
@@ -222,9 +236,10 @@ def permissions(identity: str) -> Permissions:
     ]
     # JetStream answers (acks, API replies, pushed consumer messages) come to the identity's inbox;
     # an identity that only publishes plainly (the serving models) subscribes to nothing.
-    uses_jetstream = any((grants.events, grants.streams, grants.kv_write, grants.kv_read))
+    uses_jetstream = any((grants.events, grants.streams, grants.kv_write, grants.kv_read, grants.service))
     uses_jetstream = uses_jetstream or any((grants.objects_write, grants.objects_read))
     subscribe = [f"{inbox_prefix(identity)}.>"] if uses_jetstream else []
+    subscribe += list(grants.subscribe)
     return Permissions(
         publish_allow=tuple(dict.fromkeys(publish)),
         subscribe_allow=tuple(subscribe),
@@ -232,12 +247,17 @@ def permissions(identity: str) -> Permissions:
     )
 
 
+def _kv_read(grants: Grants) -> tuple[str, ...]:
+    """The buckets an identity reads: those it writes, those it reads, and ``keys`` for every service."""
+    return tuple(dict.fromkeys((*grants.kv_write, *grants.kv_read, *(("keys",) if grants.service else ()))))
+
+
 def streams_of(identity: str) -> list[str]:
     """The streams (``KV_``/``OBJ_`` ones included) ``identity`` uses: what a service checks at start-up."""
     grants = GRANTS[identity]
     return [
         *grants.streams,
-        *(f"KV_{b}" for b in (*grants.kv_write, *grants.kv_read)),
+        *(f"KV_{b}" for b in _kv_read(grants)),
         *(f"OBJ_{b}" for b in (*grants.objects_write, *grants.objects_read)),
     ]
 
@@ -286,26 +306,35 @@ def write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def read_private(path: str | os.PathLike[str], setting: str, what: str = "file") -> bytes:
+    """The bytes of ``path``, a file only its owner can read.
+
+    Raises:
+        InvalidArgument: (field ``setting``) unreadable, or readable by group or others.
+    """
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the {what} {file}: {exc.strerror}", field=setting) from None
+    if mode & 0o077:
+        raise InvalidArgument(
+            f"the {what} {file} is readable by others (mode {mode & 0o777:o}); chmod 600 it", field=setting
+        )
+    return data
+
+
 def check_seed_file(path: str | os.PathLike[str], setting: str = "nats_nkey_seed_file") -> Path:
     """``path`` when it holds an nkey user seed that only its owner can read.
 
     Raises:
         InvalidArgument: (field ``setting``) missing, readable by group or others, or not a user seed.
     """
-    seed_path = Path(path)
-    try:
-        mode = seed_path.stat().st_mode
-        seed = seed_path.read_bytes().strip()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read the NATS seed file {seed_path}: {exc.strerror}", field=setting) from None
-    if mode & 0o077:
-        raise InvalidArgument(
-            f"the NATS seed file {seed_path} is readable by others (mode {mode & 0o777:o}); chmod 600 it",
-            field=setting,
-        )
+    seed = read_private(path, setting, "NATS seed file").strip()
     if not seed.startswith(b"SU"):
-        raise InvalidArgument(f"{seed_path} holds no nkey user seed (expected one line starting SU)", field=setting)
-    return seed_path
+        raise InvalidArgument(f"{path} holds no nkey user seed (expected one line starting SU)", field=setting)
+    return Path(path)
 
 
 def users(keys: Iterable[tuple[str, Permissions]]) -> list[dict[str, object]]:

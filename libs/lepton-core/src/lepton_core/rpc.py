@@ -1,19 +1,22 @@
 """gRPC plumbing shared by every service.
 
 - :func:`create_server` builds a ``grpc.aio`` server with ``grpc.health.v1``, server
-  reflection and one interceptor that authenticates the API key, continues the
-  caller's trace and maps :class:`~lepton_core.errors.LeptonError` to status codes.
-- :func:`current_tenant` gives handlers the tenant of the call.
-- :func:`client_channel` makes a channel whose calls carry the API key and the
-  current trace context.
+  reflection and one interceptor that authenticates the API key (or a peer service's
+  token), checks the method's permission (:mod:`lepton_core.access`), writes the audit
+  trail (:mod:`lepton_core.audit`), continues the caller's trace and maps
+  :class:`~lepton_core.errors.LeptonError` to status codes.
+- :func:`current_principal` and :func:`current_tenant` give handlers the caller.
+- :func:`client_channel` makes a channel whose calls carry a key or :func:`on_behalf`'s
+  token, and the current trace context.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,13 +27,15 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lepton_core import errors
+from lepton_core.access import MUTATING, SERVICE_TOKEN_HEADER, Access, Principal, Rule, ServiceSigner
+from lepton_core.audit import AuditLog
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.tls import Peer
 
 log = logging.getLogger(__name__)
 
-_TENANT: ContextVar[str | None] = ContextVar("lepton_tenant", default=None)
-_API_KEY: ContextVar[str | None] = ContextVar("lepton_api_key", default=None)
+_PRINCIPAL: ContextVar[Principal | None] = ContextVar("lepton_principal", default=None)
+_SIGNER: ContextVar[ServiceSigner | None] = ContextVar("lepton_signer", default=None)
 
 #: Methods served without an API key: probes must work before any key exists.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -69,17 +74,29 @@ def status_code_for(exc: errors.LeptonError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def current_principal() -> Principal:
+    """Who the gRPC call being served is from; raises outside an authenticated call."""
+    principal = _PRINCIPAL.get()
+    if principal is None:
+        raise errors.Unauthenticated("no authenticated caller in this context")
+    return principal
+
+
 def current_tenant() -> str:
     """The tenant of the gRPC call being served; raises outside an authenticated call."""
-    tenant = _TENANT.get()
-    if tenant is None:
-        raise errors.Unauthenticated("no authenticated tenant in this context")
-    return tenant
+    return current_principal().tenant
 
 
-def current_api_key() -> str | None:
-    """The caller's API key, for calls a service makes to another on the caller's behalf."""
-    return _API_KEY.get()
+def on_behalf() -> list[tuple[str, str]]:
+    """Metadata for a call to another service on the current caller's behalf.
+
+    A token this service signs, naming the caller's principal (never the caller's key): the
+    other service checks the signature and then the caller's permissions as if it had called.
+    """
+    signer = _SIGNER.get()
+    if signer is None:
+        raise errors.Unavailable("this process has no service identity to call another service with")
+    return [(SERVICE_TOKEN_HEADER, signer.token(current_principal()))]
 
 
 def bearer_key(metadata: Mapping[str, str]) -> str | None:
@@ -91,12 +108,25 @@ def bearer_key(metadata: Mapping[str, str]) -> str | None:
     return rest.strip() if rest and scheme.lower() == "bearer" else value.strip()
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Authentication, tracing and error mapping around every handler."""
+def authenticate(access: Access, metadata: Mapping[str, str]) -> Principal:
+    """The principal of a call: a service token's, when one is sent, else the API key's.
 
-    def __init__(self, api_keys: Mapping[str, str], service: str) -> None:
-        self._api_keys = dict(api_keys)
+    Raises:
+        Unauthenticated: neither is valid.
+    """
+    token = metadata.get(SERVICE_TOKEN_HEADER)
+    if token:
+        return access.verifier.verify(token)
+    return access.book.authenticate(bearer_key(metadata))
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, permissions, the audit trail, tracing and error mapping around every handler."""
+
+    def __init__(self, access: Access, service: str, audit: AuditLog | None = None) -> None:
+        self._access = access
         self._service = service
+        self._audit = audit
 
     async def intercept_service(
         self,
@@ -108,67 +138,122 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        key = bearer_key(metadata)
-        tenant = self._api_keys.get(key) if key else None
-        return _wrap(handler, method, metadata, tenant, key is not None)
+        return _wrap(handler, _Call(self, method, metadata))
 
 
-async def _guard(
-    context: grpc.aio.ServicerContext, method: str, metadata: Mapping[str, str], tenant: str | None, had_key: bool
-) -> Any:
-    """Shared prologue: refuse bad keys, bind the tenant, open the server span."""
-    if tenant is None:
-        what = "the API key is not valid" if had_key else "no API key: send 'authorization: Bearer <key>'"
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, what)
-    _TENANT.set(tenant)
-    _API_KEY.set(bearer_key(metadata))
-    return trace.get_tracer("lepton.rpc").start_as_current_span(
-        method.lstrip("/"),
-        context=extract_context(metadata),
-        kind=SpanKind.SERVER,
-        attributes={"rpc.system": "grpc", "rpc.method": method, "lepton.tenant": tenant or ""},
-    )
+@dataclass
+class _Call:
+    """One call's checks: who it is from, whether that may call ``method``, and its audit record."""
+
+    interceptor: ServiceInterceptor
+    method: str
+    metadata: Mapping[str, str]
+    principal: Principal | None = None
+    rule: Rule | None = None
+    resource: str = ""
+
+    async def enter(self, context: grpc.aio.ServicerContext, request: object) -> Any:
+        """Refuses a call that is not authenticated or not permitted; binds the caller; opens the span."""
+        access = self.interceptor._access
+        self.rule = access.rules.get(self.method)
+        try:
+            self.principal = authenticate(access, self.metadata)
+        except errors.Unauthenticated as exc:
+            await self.record("UNAUTHENTICATED", str(exc))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, errors.details(exc))
+        assert self.principal is not None
+        if self.rule is None:
+            what = f"{self.method} has no entry in the {self.interceptor._service} service's permission table"
+            await self.record("PERMISSION_DENIED", what)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, what)
+        assert self.rule is not None
+        self.resource = self.rule.resource_of(request)
+        try:
+            self.principal.require(self.rule.permission, self.method, self.resource)
+        except errors.PermissionDenied as exc:
+            await self.record("PERMISSION_DENIED", str(exc))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, errors.details(exc))
+        _PRINCIPAL.set(self.principal)
+        _SIGNER.set(access.signer)
+        return trace.get_tracer("lepton.rpc").start_as_current_span(
+            self.method.lstrip("/"),
+            context=extract_context(self.metadata),
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.method": self.method,
+                "lepton.tenant": self.principal.tenant,
+                "lepton.key_id": self.principal.key_id,
+            },
+        )
+
+    async def done(self, outcome: str, detail: str = "") -> None:
+        """Records a mutating call's outcome (reads are not recorded unless refused)."""
+        if self.rule is not None and (self.rule.permission in MUTATING or outcome == "PERMISSION_DENIED"):
+            await self.record(outcome, detail)
+
+    async def record(self, outcome: str, detail: str) -> None:
+        audit = self.interceptor._audit
+        if audit is None:
+            return
+        p = self.principal
+        await audit.write(
+            tenant=p.tenant if p else "",
+            principal=p.label if p else "anonymous",
+            key_id=p.key_id if p else "",
+            via=p.via if p else "",
+            method=self.method,
+            resource=self.resource,
+            permission=self.rule.permission if self.rule else "",
+            outcome=outcome,
+            detail=detail,
+        )
 
 
-async def _fail(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
     """Maps an exception to a status; unexpected ones become INTERNAL with an error id."""
     span = trace.get_current_span()
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, str(exc)))
     if isinstance(exc, errors.LeptonError):
-        await context.abort(status_code_for(exc), errors.details(exc))
+        code = status_code_for(exc)
+        await call.done(code.name, str(exc))
+        await context.abort(code, errors.details(exc))
     if isinstance(exc, grpc.aio.AioRpcError):
-        # A service this call asked on the caller's behalf (with the caller's key) said no:
-        # the caller gets that answer, not an INTERNAL that hides it.
+        # A service this call asked on the caller's behalf said no: the caller gets that
+        # answer, not an INTERNAL that hides it.
         code = exc.code()
         if code in _PASSED_ON:
+            await call.done(code.name, exc.details() or "")
             await context.abort(code, errors.details(exc.details() or code.name))
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            await call.done("UNAVAILABLE", exc.details() or "")
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 errors.details(f"a service this call needs did not answer ({code.name}: {exc.details()})"),
             )
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", error_id, exc_info=exc)
+    await call.done("INTERNAL", f"error id {error_id}")
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the service log")
 
 
-def _wrap(
-    handler: grpc.RpcMethodHandler, method: str, metadata: Mapping[str, str], tenant: str | None, had_key: bool
-) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
     _abort = grpc.aio.AbortError
 
     if handler.unary_unary or handler.stream_unary:
         inner = handler.unary_unary or handler.stream_unary
 
         async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with await _guard(context, method, metadata, tenant, had_key):
+            with await call.enter(context, request):
                 try:
-                    return await inner(request, context)
+                    response = await inner(request, context)
                 except _abort:
                     raise
                 except Exception as exc:
-                    await _fail(context, exc)
+                    await _fail(context, exc, call)
+                await call.done("OK")
+                return response
 
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return make(
@@ -180,14 +265,15 @@ def _wrap(
     inner_stream = handler.unary_stream or handler.stream_stream
 
     async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with await _guard(context, method, metadata, tenant, had_key):
+        with await call.enter(context, request):
             try:
                 async for item in inner_stream(request, context):
                     yield item
             except _abort:
                 raise
             except Exception as exc:
-                await _fail(context, exc)
+                await _fail(context, exc, call)
+            await call.done("OK")
 
     make_stream = (
         grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
@@ -221,9 +307,10 @@ async def create_server(
     service: str,
     host: str,
     port: int,
-    api_keys: Mapping[str, str],
+    access: Access,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     credentials: grpc.ServerCredentials | None = None,
+    audit: AuditLog | None = None,
 ) -> Server:
     """Builds and starts a server; ``register`` adds servicers and returns their full names.
 
@@ -231,7 +318,7 @@ async def create_server(
     without, plaintext.
     """
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(api_keys, service)],
+        interceptors=[ServiceInterceptor(access, service, audit)],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -251,25 +338,31 @@ async def create_server(
     return wrapped
 
 
-def call_metadata(api_key: str | None) -> list[tuple[str, str]]:
-    """Metadata for one outgoing call: the API key and the current trace context."""
+Auth = str | Sequence[tuple[str, str]] | None
+"""How a channel's calls authenticate: an API key, metadata pairs (:func:`on_behalf`), or nothing."""
+
+
+def call_metadata(auth: Auth) -> list[tuple[str, str]]:
+    """Metadata for one outgoing call: the key or service token, and the current trace context."""
     carrier: dict[str, str] = {}
     inject_context(carrier)
     md = list(carrier.items())
-    if api_key:
-        md.append(("authorization", f"Bearer {api_key}"))
+    if isinstance(auth, str):
+        md.append(("authorization", f"Bearer {auth}"))
+    elif auth:
+        md.extend(auth)
     return md
 
 
 class _CallMetadata:
-    """Adds the API key and ``traceparent`` to every call of a channel."""
+    """Adds the key or service token and ``traceparent`` to every call of a channel."""
 
-    def __init__(self, api_key: str | None) -> None:
-        self._api_key = api_key
+    def __init__(self, auth: Auth) -> None:
+        self._auth = auth
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         md = grpc.aio.Metadata(*(details.metadata or ()))
-        for k, v in call_metadata(self._api_key):
+        for k, v in call_metadata(self._auth):
             if k not in md:
                 md.add(k, v)
         return grpc.aio.ClientCallDetails(
@@ -299,15 +392,18 @@ class _StreamStream(_CallMetadata, grpc.aio.StreamStreamClientInterceptor):
         return await continuation(self._details(details), request_iterator)
 
 
-def client_channel(target: str | Peer, api_key: str | None) -> grpc.aio.Channel:
-    """A channel to another service whose calls carry the key and trace context.
+def client_channel(target: str | Peer, auth: Auth) -> grpc.aio.Channel:
+    """A channel to another service whose calls carry ``auth`` and the trace context.
+
+    A service calling another on a caller's behalf passes :func:`on_behalf` (a token it
+    signs), never the caller's key.
 
     ``target`` is a :class:`~lepton_core.tls.Peer` (``settings.peer(url)``: TLS as the
     service's settings say) or an address: ``grpcs://host:port`` for TLS against the
     system's roots, ``host:port`` for plaintext.
     """
     peer = target if isinstance(target, Peer) else Peer.parse(target)
-    interceptors = [cls(api_key) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
+    interceptors = [cls(auth) for cls in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]
     options = [
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),

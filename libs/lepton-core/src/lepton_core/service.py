@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from lepton_core import event_stream, events, nats_identity
+from lepton_core.access import KEYS_BUCKET, Access, KeyBook, Rule, ServiceSigner, ServiceVerifier
+from lepton_core.access_service import SEEN_EVERY_S, report_seen
+from lepton_core.audit import AuditLog
 from lepton_core.bus import ObjectStore, connect, require_topology
 from lepton_core.logs import setup_logging
 from lepton_core.rpc import create_server
@@ -47,6 +50,7 @@ class Runtime:
     nc: NATS
     js: JetStreamContext
     objects: ObjectStore
+    access: Access
     consumers: list[events.Consumer] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[object]]]] = field(default_factory=list)
 
@@ -115,13 +119,47 @@ def grpc_service(add: Callable[[Any, grpc.aio.Server], None], servicer: object, 
     return register
 
 
-def run_service(name: str, settings: ServiceSettings, setup: Setup) -> None:
-    """Runs a service until SIGTERM/SIGINT; the process entry point of each service."""
+def run_service(name: str, settings: ServiceSettings, setup: Setup, rules: Mapping[str, Rule]) -> None:
+    """Runs a service until SIGTERM/SIGINT; the process entry point of each service.
+
+    ``rules`` is the service's permission table (``<service>.permissions.RULES``): a method
+    it does not name is refused to every caller.
+    """
     setup_logging(name, settings.log_level)
-    asyncio.run(_serve(name, settings, setup))
+    asyncio.run(_serve(name, settings, setup, rules))
 
 
-async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
+#: How long a starting service waits for the key records before it serves anyway (refusing
+#: the keys it has not seen yet, rather than never starting while NATS is slow).
+KEYS_LOAD_S = 15.0
+
+
+async def open_access(
+    name: str, js: JetStreamContext, settings: ServiceSettings, rules: Mapping[str, Rule]
+) -> tuple[Access, asyncio.Task[None]]:
+    """This process's :class:`Access`: the key records followed from NATS, its signer and verifier.
+
+    Returns the access and the task that follows the ``keys`` bucket (cancel it to stop).
+    """
+    book = KeyBook()
+    follow = asyncio.create_task(book.follow(await js.key_value(KEYS_BUCKET)), name="keys-watch")
+    try:
+        await asyncio.wait_for(book.loaded.wait(), KEYS_LOAD_S)
+    except TimeoutError:
+        log.warning("key records not loaded within %.0f s; keys are refused until they arrive", KEYS_LOAD_S)
+    seed = settings.nats_nkey_seed_file
+    return (
+        Access(
+            book=book,
+            rules=rules,
+            verifier=ServiceVerifier(settings.service_keys),
+            signer=ServiceSigner(name, seed) if seed else None,
+        ),
+        follow,
+    )
+
+
+async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapping[str, Rule]) -> None:
     # Read before anything connects: a bad certificate or key stops the service at once.
     credentials = (
         server_credentials(settings.tls_cert_file, settings.tls_key_file)
@@ -145,20 +183,24 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup) -> None:
     )
     js = nc.jetstream()
     await require_topology(js, nats_identity.streams_of(name))
-    runtime = Runtime(name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js))
+    access, follow_keys = await open_access(name, js, settings, {**rules, **event_stream.RULES})
+    runtime = Runtime(name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js), access=access)
     register = await setup(runtime)
     server = await create_server(
         service=name,
         host=settings.grpc_host,
         port=settings.grpc_port or DEFAULT_PORTS[name],
-        api_keys=settings.api_keys,
+        access=access,
         # Every service also serves EventService, so the SDK can subscribe at any address.
         register=lambda server: [*register(server), event_stream.register(server, js)],
         credentials=credentials,
+        audit=AuditLog(js, name),
     )
+    runtime.every("key-use report", SEEN_EVERY_S, lambda: report_seen(nc, name, access.book))
     for consumer in runtime.consumers:
         await consumer.start()
     tasks = [asyncio.create_task(_periodic(*p), name=p[0]) for p in runtime.periodic]
+    tasks.append(follow_keys)
     log.info(
         "%s serving",
         name,

@@ -6,13 +6,11 @@ Each service subclasses :class:`ServiceSettings` with its own ``env_prefix``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lepton_core.names import NAME_GRAMMAR, is_name, shown
 from lepton_core.tls import Peer, is_loopback
 
 
@@ -42,8 +40,14 @@ class ServiceSettings(BaseSettings):
     grpc_port: int = Field(0, description="gRPC port; 0 picks the service's default.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
-        description="API key to tenant, as JSON. No keys means every call is refused. Each tenant is a name "
-        "(lepton_core.names): it becomes a NATS subject token and a key and object name prefix.",
+        description="Retired: API keys are records now (docs/security.md, 'Keys and roles'). A service given "
+        "keys here refuses to start, rather than run with keys nobody manages.",
+    )
+    service_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='The platform\'s services\' public NATS nkeys (U...), as JSON {"trainer": "U..."}: a call '
+        "another service makes on a caller's behalf carries a token signed with its nkey, checked against these. "
+        "Public keys, not secrets; `lepton up` sets them.",
     )
     otlp_endpoint: str | None = Field(None, description="OTLP/gRPC endpoint for traces; none disables export.")
     trace_export_delay_ms: int = Field(500, description="How long spans wait in the batch before export.")
@@ -67,19 +71,16 @@ class ServiceSettings(BaseSettings):
 
     @field_validator("api_keys", mode="before")
     @classmethod
-    def _tenants_are_names(cls, api_keys: Any) -> Any:
-        """Refuses a tenant that is not a name, saying which key by its place: a key is never shown
-        (before pydantic's own checks, whose errors would quote a key as the location)."""
-        setting = f"{str(cls.model_config.get('env_prefix', '')).upper()}API_KEYS"
-        if not isinstance(api_keys, Mapping):
-            raise ValueError(f"{setting}: expected a JSON object from API key to tenant")
-        for i, (key, tenant) in enumerate(api_keys.items(), start=1):
-            where = f"{setting}: the tenant of key {i} of {len(api_keys)} (in the order given; keys are not shown)"
-            if not isinstance(key, str) or not isinstance(tenant, str):
-                raise ValueError(f"{where}: keys and tenants are strings")
-            if not is_name(tenant):
-                raise ValueError(f"{where} is {shown(tenant)}; expected a tenant name: {NAME_GRAMMAR}")
-        return api_keys
+    def _keys_are_records(cls, api_keys: Any) -> Any:
+        """Refuses keys in the environment, naming the setting and never a key."""
+        if api_keys:
+            setting = f"{str(cls.model_config.get('env_prefix', '')).upper()}API_KEYS"
+            raise ValueError(
+                f"{setting}: API keys are no longer configured per process: they are records every service "
+                "follows, created with `lepton keys create` (the first admin key from the registry's "
+                "bootstrap_key_file, or by `lepton up`); unset it. See docs/security.md, 'Keys and roles'"
+            )
+        return {}
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> ServiceSettings:

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -20,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lepton_core.nats_identity import ADMIN, SERVING, write_private
 from lepton_core.tls import Peer, read_pem, write_self_signed
-from lepton_platform.nats_users import NatsSecrets
+from lepton_platform.nats_users import BootstrapKey, NatsSecrets, write_keys
 from lepton_platform.processes import (
     GATEWAY,
     PORT_ORDER,
@@ -50,7 +49,8 @@ class EmbeddedPlatform:
 
     Args:
         workdir: Where logs, the JetStream store and Triton's files go.
-        api_key: The key clients use; it maps to ``tenant``.
+        api_key: The key clients use: an operator key of ``tenant``, whose record is made at
+            the first start (the platform keeps only its digest).
         tenant: The tenant of ``api_key``.
         otlp_endpoint: Where services send spans (none: spans are not exported).
         services: Which services to start (all six and the inference gateway by default).
@@ -58,7 +58,7 @@ class EmbeddedPlatform:
         base_port: The data service's port; the others follow in PORT_ORDER (the six services,
             then the gateway's gRPC port, then its REST port: the layout the SDK's ``LEPTON_URL``
             assumes). None picks a free block.
-        extra_api_keys: More keys, each to its tenant (e.g. a second tenant in tests).
+        extra_api_keys: More keys, each an admin of its tenant (e.g. a second tenant in tests).
         settings: Extra settings per service (``{"monitor": {"evaluation_interval_s": "2"}}``).
         tls: Serve every service over TLS with a certificate for 127.0.0.1 and localhost
             from a fresh CA written to ``workdir/tls`` (clients trust :attr:`ca_file`);
@@ -173,6 +173,15 @@ class EmbeddedPlatform:
                 nats_seed_file=self.nats_secrets.seed_file(SERVING),
                 artifact_public_key_file=self.artifact_keys.public_key_file,
             )
+        write_keys(
+            self.nats.url,
+            self.nats_secrets.seed_file(ADMIN),
+            [
+                BootstrapKey(self.api_key, self.tenant, role="operator"),
+                *(BootstrapKey(key, tenant, name=f"{tenant} admin") for key, tenant in self.extra_api_keys.items()),
+            ],
+        )
+        service_keys = self.nats_secrets.service_keys()
         # One more port after the gateway's gRPC port: its REST API.
         base = self.base_port = self.base_port or free_port_block(len(PORT_ORDER) + 1)
         ports = {name: base + PORT_ORDER.index(name) for name in self.service_names}
@@ -191,7 +200,7 @@ class EmbeddedPlatform:
                 "nats_url": self.nats.url,
                 "nats_nkey_seed_file": str(self.nats_secrets.seed_file(name)),
                 "grpc_port": str(ports[name]),
-                "api_keys": json.dumps({**self.extra_api_keys, self.api_key: self.tenant}),
+                "service_keys": service_keys,
                 "trace_export_delay_ms": "200",
                 **tls_values,
             }

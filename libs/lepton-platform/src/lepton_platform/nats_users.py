@@ -13,6 +13,7 @@ From it, :meth:`NatsSecrets.users_conf` renders nats-server's ``authorization`` 
     revoke  --dir DIR --public-key U...     removes an integrator; rewrites users.conf, reloads likewise
     declare --url URL --seed-file FILE      declares streams, KV buckets and object stores (the admin's
             [--replicas 3] [--tls-ca-file]  seed); services only check that they exist
+    service-keys --dir DIR                  every service's public nkey as JSON: their SERVICE_KEYS setting
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from nats.js import JetStreamContext
 
 from lepton_core import nats_identity
+from lepton_core.access import KEYS_BUCKET, KeyRecord, ensure_key
 from lepton_core.bus import connect, declare_topology
 from lepton_core.nats_identity import ADMIN, IDENTITIES, Permissions
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,15 @@ class NatsSecrets:
     def public_key(self, identity: str) -> str:
         return nats_identity.public_key(self.seed_file(identity).read_bytes())
 
+    def service_keys(self) -> str:
+        """The ``service_keys`` setting of every process: each service's public nkey, as JSON.
+
+        What a service checks the tokens of the others against (:class:`lepton_core.access.ServiceVerifier`).
+        """
+        return json.dumps(
+            {name: self.public_key(name) for name in nats_identity.IDENTITIES if nats_identity.GRANTS[name].service}
+        )
+
     @property
     def _integrators_file(self) -> Path:
         return self.directory / "integrators.json"
@@ -137,36 +154,66 @@ class NatsSecrets:
         return path
 
 
-def declare(url: str, seed_file: Path, replicas: int = 1, tls_ca_file: Path | None = None) -> None:
-    """Declares the platform's topology with the admin identity (idempotent); runs its own event loop."""
+def as_admin(
+    url: str, seed_file: Path, job: Callable[[JetStreamContext], Awaitable[T]], tls_ca_file: Path | None = None
+) -> T:
+    """Runs ``job`` with a JetStream context of the admin identity, in a thread and event loop of its own
+    (callers may already run an event loop: async fixtures, benches)."""
 
-    async def run() -> None:
+    async def run() -> T:
         nc = await connect(
             url,
-            "lepton-declare",
+            "lepton-admin",
             seed_file=str(seed_file),
             inbox=nats_identity.inbox_prefix(ADMIN),
             tls_ca_file=str(tls_ca_file) if tls_ca_file else None,
         )
         try:
-            await declare_topology(nc.jetstream(), replicas)
+            return await job(nc.jetstream())
         finally:
             await nc.close()
 
+    results: list[T] = []
     errors: list[BaseException] = []
 
     def in_thread() -> None:
         try:
-            asyncio.run(run())
+            results.append(asyncio.run(run()))
         except BaseException as exc:
             errors.append(exc)
 
-    # A thread of its own: callers may already run an event loop (async fixtures, benches).
-    thread = threading.Thread(target=in_thread, name="lepton-declare")
+    thread = threading.Thread(target=in_thread, name="lepton-admin")
     thread.start()
     thread.join()
     if errors:
         raise errors[0]
+    return results[0]
+
+
+def declare(url: str, seed_file: Path, replicas: int = 1, tls_ca_file: Path | None = None) -> None:
+    """Declares the platform's topology with the admin identity (idempotent)."""
+    as_admin(url, seed_file, lambda js: declare_topology(js, replicas), tls_ca_file)
+
+
+@dataclass(frozen=True)
+class BootstrapKey:
+    """A key the launcher makes before the services start (``lepton up``'s, a test's)."""
+
+    secret: str
+    tenant: str
+    role: str = "admin"
+    name: str = "bootstrap"
+
+
+def write_keys(url: str, seed_file: Path, keys: Iterable[BootstrapKey]) -> list[KeyRecord]:
+    """Makes each key's record unless one of its secret exists (:func:`lepton_core.access.ensure_key`)."""
+    wanted = list(keys)
+
+    async def job(js: JetStreamContext) -> list[KeyRecord]:
+        kv = await js.key_value(KEYS_BUCKET)
+        return [await ensure_key(kv, k.secret, tenant=k.tenant, role=k.role, name=k.name) for k in wanted]
+
+    return as_admin(url, seed_file, job)
 
 
 def _reload(pid_file: Path | None) -> None:
@@ -194,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     decl.add_argument("--seed-file", type=Path, required=True, help="the admin identity's seed")
     decl.add_argument("--replicas", type=int, default=1)
     decl.add_argument("--tls-ca-file", type=Path, help="the CA a tls:// server's certificate chains to")
+    keys = commands.add_parser("service-keys", help="print every service's public nkey as JSON (SERVICE_KEYS)")
+    keys.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "service-keys":
+        print(NatsSecrets(args.dir).service_keys())
+        return 0
     if args.command == "declare":
         declare(args.url, args.seed_file, args.replicas, args.tls_ca_file)
         print("topology declared")

@@ -9,6 +9,7 @@ from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_data.api import DataServicer
 from lepton_data.core import DatasetRecord, Datasets, VersionRecord
 from lepton_data.ingest import Limits
+from lepton_data.permissions import RULES
 from lepton_data.settings import DataSettings
 
 
@@ -30,7 +31,7 @@ def main() -> None:
             data_pb2.DESCRIPTOR.services_by_name["DataService"],
         )
 
-    run_service("data", settings, setup)
+    run_service("data", settings, setup, RULES)
 
 
 if __name__ == "__main__":

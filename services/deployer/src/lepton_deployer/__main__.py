@@ -12,6 +12,7 @@ from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_core.triton_access import CONTROL, STATISTICS, TritonCredential, read_secret_file
 from lepton_deployer.api import AliasMovedHandler, Announcer, DeploymentServicer, VersionCreatedHandler
 from lepton_deployer.core import Defaults, Deployer, DeploymentRecord, TritonClientHost, VersionInfo
+from lepton_deployer.permissions import RULES
 from lepton_deployer.settings import DeployerSettings
 from lepton_ml.signing import trusted_from_setting
 
@@ -66,7 +67,7 @@ def main() -> None:
             deployer_pb2.DESCRIPTOR.services_by_name["DeploymentService"],
         )
 
-    run_service("deployer", settings, setup)
+    run_service("deployer", settings, setup, RULES)
 
 
 if __name__ == "__main__":

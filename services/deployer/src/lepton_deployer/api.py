@@ -15,7 +15,7 @@ from lepton_core import events
 from lepton_core.bounds import check_version
 from lepton_core.errors import NotFound
 from lepton_core.names import check_name
-from lepton_core.rpc import client_channel, current_api_key, current_tenant
+from lepton_core.rpc import client_channel, current_tenant, on_behalf
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.triton_pool import HostPool
@@ -199,7 +199,7 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
             # The registry resolves aliases and "latest" (with the caller's key: their tenant only), and
             # answers for a version whose registry.version.created this deployer has not handled yet
             # (a Deploy right after training).
-            async with client_channel(self._registry_url, current_api_key()) as ch:
+            async with client_channel(self._registry_url, on_behalf()) as ch:
                 found = await registry_pb2_grpc.RegistryServiceStub(ch).GetModelVersion(
                     registry_pb2.GetModelVersionRequest(
                         model_name=request.model_name, version=version, alias=request.alias

@@ -9,6 +9,7 @@ from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_evaluator.api import ComparisonHandler, EvaluationServicer, TrainingCompletedHandler
 from lepton_evaluator.core import EvaluationRecord, Evaluations
+from lepton_evaluator.permissions import RULES
 from lepton_evaluator.settings import EvaluatorSettings
 from lepton_ml.signing import trusted_from_setting
 
@@ -38,7 +39,7 @@ def main() -> None:
             evaluator_pb2.DESCRIPTOR.services_by_name["EvaluationService"],
         )
 
-    run_service("evaluator", settings, setup)
+    run_service("evaluator", settings, setup, RULES)
 
 
 if __name__ == "__main__":

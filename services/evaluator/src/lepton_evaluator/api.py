@@ -17,7 +17,7 @@ from lepton_core.bounds import check_version
 from lepton_core.bus import ObjectStore
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import check_id, check_name, shown
-from lepton_core.rpc import client_channel, current_api_key, current_tenant
+from lepton_core.rpc import client_channel, current_tenant, on_behalf
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ts
@@ -69,7 +69,7 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
 
     async def _version(self, name: str, number: int, alias: str) -> registry_pb2.ModelVersion:
         """A registry version, asked for with the caller's key (so only the caller's tenant's)."""
-        async with client_channel(self._registry_url, current_api_key()) as ch:
+        async with client_channel(self._registry_url, on_behalf()) as ch:
             version: registry_pb2.ModelVersion = await registry_pb2_grpc.RegistryServiceStub(ch).GetModelVersion(
                 registry_pb2.GetModelVersionRequest(model_name=name, version=number, alias=alias), timeout=10
             )
@@ -121,7 +121,7 @@ class EvaluationServicer(evaluator_pb2_grpc.EvaluationServiceServicer):
             raise InvalidArgument(f"must be {HOLDOUT!r} or {ALL_ROWS!r}, got {shown(request.rows)}", field="rows")
         if request.cv_folds != 0 and not 2 <= request.cv_folds <= MAX_FOLDS:
             raise InvalidArgument(f"must be 0 or 2..{MAX_FOLDS}, got {request.cv_folds}", field="cv_folds")
-        tenant, key = current_tenant(), current_api_key()
+        tenant, key = current_tenant(), on_behalf()
         version = await self._version(request.model_name, request.model_version, request.alias)
         trained_on = version.lineage.dataset_version_id
         dataset_version_id = request.dataset_version_id or trained_on

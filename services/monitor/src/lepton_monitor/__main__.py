@@ -17,6 +17,7 @@ from lepton_ml.signing import TrustedKeys, trusted_from_setting
 from lepton_monitor.api import EventAnnouncer, MonitorServicer, PlatformEventsHandler, PredictionLoggedHandler
 from lepton_monitor.core import Monitor, Options, Stores
 from lepton_monitor.drift import DriftThresholds
+from lepton_monitor.permissions import RULES
 from lepton_monitor.prometheus import MetricsServer
 from lepton_monitor.records import (
     AlertsRecord,
@@ -138,7 +139,7 @@ def main() -> None:
             monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"],
         )
 
-    run_service("monitor", settings, setup)
+    run_service("monitor", settings, setup, RULES)
 
 
 async def _triton(

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import logging
+
+from lepton.access.v1 import access_pb2, access_pb2_grpc
 from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
+from lepton_core.access import KEYS_BUCKET, ensure_key, read_secret_file
+from lepton_core.access_service import serve_access
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_ml.signing import trusted_from_setting
 from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
 from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
 from lepton_registry.lineage import Peers
+from lepton_registry.permissions import RULES
 from lepton_registry.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+
+
+async def bootstrap_key(rt: Runtime, key_file: str, tenant: str) -> None:
+    """Makes the operator key whose secret ``key_file`` holds, unless a record of it exists."""
+    secret = read_secret_file(key_file, "bootstrap_key_file")
+    record = await ensure_key(
+        await rt.js.key_value(KEYS_BUCKET), secret, tenant=tenant, role="operator", name="bootstrap"
+    )
+    log.info("bootstrap key is %s (tenant %s, %s)", record.id, record.tenant, record.state())
 
 
 def main() -> None:
@@ -43,13 +60,21 @@ def main() -> None:
             {events_pb2.EvaluationComparisonCompleted: ComparisonHandler(servicer, registry)},
         )
 
-        return grpc_service(
+        if settings.bootstrap_key_file:
+            await bootstrap_key(rt, settings.bootstrap_key_file, settings.bootstrap_tenant)
+        registry_service = grpc_service(
             registry_pb2_grpc.add_RegistryServiceServicer_to_server,
             servicer,
             registry_pb2.DESCRIPTOR.services_by_name["RegistryService"],
         )
+        access_service = grpc_service(
+            access_pb2_grpc.add_AccessServiceServicer_to_server,
+            await serve_access(rt.nc, rt.js, rt.access.book),
+            access_pb2.DESCRIPTOR.services_by_name["AccessService"],
+        )
+        return lambda server: [*registry_service(server), *access_service(server)]
 
-    run_service("registry", settings, setup)
+    run_service("registry", settings, setup, RULES)
 
 
 if __name__ == "__main__":

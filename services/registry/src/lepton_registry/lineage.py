@@ -17,7 +17,7 @@ from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from lepton_core.rpc import client_channel, current_api_key
+from lepton_core.rpc import client_channel, on_behalf
 from lepton_core.tls import Peer
 
 #: Longest chain of derived dataset versions followed back to the raw upload.
@@ -34,7 +34,7 @@ class Peers:
 
 async def gather(peers: Peers, version: registry_pb2.ModelVersion) -> registry_pb2.LineageGraph:
     graph = registry_pb2.LineageGraph(version=version)
-    key = current_api_key()
+    key = on_behalf()
     lin = version.lineage
 
     async def attempt(service: str, address: Peer, what: str, call: object) -> None:

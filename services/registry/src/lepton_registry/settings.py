@@ -20,3 +20,10 @@ class RegistrySettings(ServiceSettings):
         description="PEM file of the platform's Ed25519 artifact public key(s), which GetArtifactPublicKey "
         "gives SDK clients so they verify every artifact they download; the registry refuses to start without it.",
     )
+    bootstrap_key_file: str | None = Field(
+        None,
+        description="File (0600) holding the secret of the first operator key: at start the registry makes its "
+        "record (role operator, tenant bootstrap_tenant) unless one exists. Delete the file once other keys exist; "
+        "revoking the key (lepton keys revoke bootstrap) lasts across restarts.",
+    )
+    bootstrap_tenant: str = Field("default", description="The tenant of the bootstrap key.")

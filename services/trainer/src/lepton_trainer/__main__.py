@@ -10,6 +10,7 @@ from lepton_core.service import Register, Runtime, grpc_service, run_service
 from lepton_ml.signing import signer_from_setting
 from lepton_trainer.api import TrainingServicer, Worker
 from lepton_trainer.core import JobRecord, Jobs
+from lepton_trainer.permissions import RULES
 from lepton_trainer.retrain import RetrainingHandler
 from lepton_trainer.settings import TrainerSettings
 
@@ -31,7 +32,7 @@ def main() -> None:
         rt.consume(
             EVENTS_STREAM,
             RETRAIN_DURABLE,
-            {events_pb2.RetrainingRequested: RetrainingHandler(rt, jobs, data, settings.api_keys)},
+            {events_pb2.RetrainingRequested: RetrainingHandler(rt, jobs, data)},
         )
         if settings.run_worker:
             worker = Worker(rt, jobs, settings.worker_id)
@@ -49,7 +50,7 @@ def main() -> None:
             trainer_pb2.DESCRIPTOR.services_by_name["TrainingService"],
         )
 
-    run_service("trainer", settings, setup)
+    run_service("trainer", settings, setup, RULES)
 
 
 if __name__ == "__main__":

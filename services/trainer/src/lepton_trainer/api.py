@@ -14,7 +14,7 @@ from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from lepton_core import events
 from lepton_core.errors import InvalidArgument, NotFound, Unavailable
 from lepton_core.names import check_id, check_name
-from lepton_core.rpc import client_channel, current_api_key, current_tenant
+from lepton_core.rpc import Auth, client_channel, current_tenant, on_behalf
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
 from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
@@ -96,17 +96,17 @@ def job_to_pb(job: JobRecord) -> trainer_pb2.TrainingJob:
 MAX_CHAIN = 50
 
 
-async def fetch_dataset(data_url: Peer, version_id: str, api_key: str | None = None) -> DatasetInfo:
+async def fetch_dataset(data_url: Peer, version_id: str, auth: Auth = None) -> DatasetInfo:
     """Asks the data service for a version and the recipe chain back to its raw upload.
 
-    The calls go on behalf of the caller (their key, their tenant; ``api_key`` when the
-    request did not come over gRPC). The chain is what lets serving take raw rows: the
+    The calls go on behalf of the caller (:func:`~lepton_core.rpc.on_behalf`; ``auth`` when
+    the request did not come over gRPC). The chain is what lets serving take raw rows: the
     model carries each recipe's fitted parameters.
     """
     if not version_id:
         raise InvalidArgument("a dataset version id is required", field="dataset_version_id")
     check_id(version_id, "dataset_version_id", "dv")
-    async with client_channel(data_url, api_key or current_api_key()) as channel:
+    async with client_channel(data_url, auth or on_behalf()) as channel:
         stub = data_pb2_grpc.DataServiceStub(channel)
         version = await _get_version(stub, data_url, version_id)
         chain: list[dict[str, object]] = []

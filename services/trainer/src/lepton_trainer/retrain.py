@@ -15,11 +15,11 @@ broker drops the repeat inside its duplicate window).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from lepton.events.v1 import events_pb2
 
 from lepton_core import events
+from lepton_core.access import SERVICE_TOKEN_HEADER
 from lepton_core.errors import Conflict, FailedPrecondition
 from lepton_core.names import check_name
 from lepton_core.service import Runtime
@@ -31,12 +31,6 @@ from lepton_trainer.core import Jobs, JobState, job_key, plan_job
 log = logging.getLogger(__name__)
 
 
-def tenant_key(api_keys: Mapping[str, str], tenant: str) -> str | None:
-    """A key of ``tenant`` among the keys this service accepts (the first in sort order), or None."""
-    keys = sorted(key for key, owner in api_keys.items() if owner == tenant)
-    return keys[0] if keys else None
-
-
 class RetrainingHandler:
     """Turns ``monitor.retraining.requested`` into a training job; see the module docstring.
 
@@ -44,14 +38,15 @@ class RetrainingHandler:
         rt: The service runtime (publishing).
         jobs: The job records.
         data_url: The data service's address.
-        api_keys: This service's API keys: the request is made with one of the tenant's, as the tenant.
+
+    The trainer holds no tenant's key: it reads the dataset as itself (``service:trainer``,
+    role viewer, in the request's tenant), with a token it signs (:mod:`lepton_core.access`).
     """
 
-    def __init__(self, rt: Runtime, jobs: Jobs, data_url: Peer, api_keys: Mapping[str, str]) -> None:
+    def __init__(self, rt: Runtime, jobs: Jobs, data_url: Peer) -> None:
         self._rt = rt
         self._jobs = jobs
         self._data_url = data_url
-        self._api_keys = dict(api_keys)
 
     async def __call__(self, event: events.Event[events_pb2.RetrainingRequested]) -> None:
         req = event.data
@@ -75,13 +70,11 @@ class RetrainingHandler:
             if existing.value.state == JobState.QUEUED:
                 await submit(self._rt, self._jobs, existing.value)
             return
-        key = tenant_key(self._api_keys, tenant)
-        if key is None:
-            raise FailedPrecondition(
-                f"the trainer holds no API key of tenant {tenant!r}, which reading dataset version "
-                f"{req.dataset_version_id} from the data service needs"
-            )
-        dataset = await fetch_dataset(self._data_url, req.dataset_version_id, key)
+        signer = self._rt.access.signer
+        if signer is None:
+            raise FailedPrecondition("the trainer has no service identity (nats_nkey_seed_file) to read datasets with")
+        token = signer.token(signer.acting_as(tenant, "viewer", "retraining policy"))
+        dataset = await fetch_dataset(self._data_url, req.dataset_version_id, [(SERVICE_TOKEN_HEADER, token)])
         job = plan_job(
             tenant,
             dataset,
@@ -108,4 +101,4 @@ class RetrainingHandler:
         await submit(self._rt, self._jobs, job)
 
 
-__all__ = ["RetrainingHandler", "tenant_key"]
+__all__ = ["RetrainingHandler"]

@@ -17,7 +17,6 @@ runs the rest (``-m "not integration"``); ``make test`` runs everything.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 import subprocess
@@ -35,12 +34,13 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from lepton_core import events, nats_identity
+from lepton_core.access import KEYS_BUCKET, KeyRecord, ensure_key
 from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_STREAM, connect, declare_topology
 from lepton_core.nats_identity import ADMIN, SERVING
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
-from lepton_platform.nats_users import NatsSecrets
+from lepton_platform.nats_users import NatsSecrets, as_admin
 from lepton_platform.processes import (
     NatsServer,
     Process,
@@ -90,6 +90,35 @@ def nats_seed_file(url: str, identity: str = ADMIN) -> Path:
 async def admin_connect(url: str, name: str) -> NATS:
     """A connection to ``url`` as the admin identity, which may use every subject (tests, operator tools)."""
     return await connect(url, name, seed_file=str(nats_seed_file(url)), inbox=nats_identity.inbox_prefix(ADMIN))
+
+
+def set_keys(nats_url: str, keys: Mapping[str, str], role: str = "admin") -> list[KeyRecord]:
+    """Makes ``{secret: tenant}`` keys of ``role`` on the server at ``nats_url``; returns their records.
+
+    A test's key is often a short word ("key-a"): a record of the same secret left by another
+    test is brought to this tenant and role (and made active again), so tests never share a key.
+    """
+
+    async def job(js: JetStreamContext) -> list[KeyRecord]:
+        kv = await js.key_value(KEYS_BUCKET)
+        out = []
+        for secret, tenant in keys.items():
+            record = await ensure_key(kv, secret, tenant=tenant, role=role, name=f"test key of {tenant}")
+            if (record.tenant, record.role, record.revoked, record.expires) != (tenant, role, None, None):
+                record = record.model_copy(update={"tenant": tenant, "role": role, "revoked": None, "expires": None})
+                await kv.put(record.id, record.model_dump_json().encode())
+            out.append(record)
+        return out
+
+    return as_admin(nats_url, nats_seed_file(nats_url), job)
+
+
+def service_keys(nats_url: str) -> str:
+    """The ``service_keys`` setting for services started on ``nats_url``."""
+    server = NatsServer.running.get(nats_url)
+    if server is not None:
+        return server.secrets.service_keys()
+    return NatsSecrets(Path(os.environ["LEPTON_TEST_NATS_SECRETS"])).service_keys()
 
 
 @functools.cache
@@ -195,11 +224,12 @@ class StartService:
 
     def __call__(self, name: str, api_keys: Mapping[str, str], **settings: str) -> str:
         address = f"127.0.0.1:{free_port()}"
+        set_keys(self._nats_url, api_keys)
         values = {
             "nats_url": self._nats_url,
             "nats_nkey_seed_file": str(nats_seed_file(self._nats_url, name)),
             "grpc_port": address.rsplit(":", 1)[1],
-            "api_keys": json.dumps(dict(api_keys)),
+            "service_keys": service_keys(self._nats_url),
             **artifact_keys().settings(name),
             **settings,
         }
