@@ -256,6 +256,12 @@ def test_every_command_refuses_a_wrong_argument(
         (("events", "tail"), ["--since", "yesterday"], 2, "--since: expected a duration"),
         (("predict",), [model, str(rows_txt)], 2, "expected one of ['.csv', '.json', '.jsonl', '.parquet']"),
         (("up",), ["extra"], 2, "unexpected extra argument"),
+        (("keys", "create"), ["--role", "viewer", "--expires", "soon"], 2, "--expires: expected a duration"),
+        (("keys", "list"), ["extra"], 2, "unexpected extra argument"),
+        (("keys", "revoke"), ["key_000000000000"], 4, "no key 'key_000000000000'"),
+        (("keys", "rotate"), ["ci", "--grace", "an hour"], 2, "--grace: expected a duration"),
+        (("whoami",), ["extra"], 2, "unexpected extra argument"),
+        (("audit",), ["--since", "lately"], 2, "--since: expected a duration"),
     ]
     assert {path for path, *_ in cases} == command_paths(), "every command needs a wrong-argument case here"
     for path, args, code, message in cases:

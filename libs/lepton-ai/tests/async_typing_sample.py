@@ -9,6 +9,7 @@ the twins' full signatures; the test reads them.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any, assert_type, reveal_type
 
 import numpy as np
@@ -54,6 +55,12 @@ async def usage(client: la.AsyncClient, rows: Any) -> None:
         assert_type(version, registry_pb2.ModelVersion)
     assert_type(await client.deployments.get_or_none("d"), deployer_pb2.Deployment | None)
     assert_type(await client.deployments.predict("d", rows), npt.NDArray[np.float64])
+    created = await client.keys.create("editor", name="ci", expires="30d", grants={"model/churn": "deployer"})
+    assert_type(created, la.CreatedKey)
+    assert_type(await client.keys.list(include_inactive=True), list[la.KeyInfo])
+    assert_type(await client.keys.rotate(created.key, grace=timedelta(hours=1)), la.CreatedKey)
+    assert_type(await client.whoami(), la.Principal)
+    assert_type(await client.audit(timedelta(hours=1), resource="model/"), la.AuditTrail)
     async with client.events.subscribe("registry.>", limit=1) as events:
         async for event in events:
             assert_type(event, la.PlatformEvent)
@@ -70,6 +77,7 @@ async def usage(client: la.AsyncClient, rows: Any) -> None:
 
     await client.datasets.upload("sales.csv", fromat="csv")  # type: ignore[call-arg]
     await client.models.get(name=3)  # type: ignore[arg-type]
+    await client.keys.create("viewer", "ci")  # type: ignore[call-arg]  # name is keyword-only
     _ = client.models.get("m").name  # type: ignore[attr-defined]
     for _ in client.jobs.watch("job"):  # type: ignore[attr-defined]
         pass

@@ -2,9 +2,9 @@
 
 :class:`FakePlatform` starts one real ``grpc`` server per service on 127.0.0.1, on six
 consecutive free ports in the order the SDK documents (data, trainer, evaluator,
-registry, deployer, monitor; ``EventService`` beside data), so ``la.Client(key,
-url=fake.url)`` reaches it through its real transport, as httpx's MockTransport lets a
-client run its real code. Each servicer subclasses the generated ``*Servicer`` base and
+registry, deployer, monitor; ``EventService`` beside data, ``AccessService`` beside the
+registry), so ``la.Client(key, url=fake.url)`` reaches it through its real transport, as
+httpx's MockTransport lets a client run its real code. Each servicer subclasses the generated ``*Servicer`` base and
 keeps a tiny in-memory state. No NATS, no Triton, no service process.
 
 Every call is recorded (:class:`Call`: method, metadata, deadline, request messages)
@@ -12,7 +12,8 @@ before anything else happens, so a test can assert on what the SDK sent even whe
 call was refused. :meth:`FakePlatform.fail` makes a method answer a chosen gRPC status
 (optionally only the next N times, or after N streamed items). Calls without one of
 ``fake.api_keys`` are UNAUTHENTICATED, as on the platform. The servicers and their
-state are in fake_services.py; the fixtures (``fake``, ``client``) in conftest.py.
+state are in fake_services.py and fake_access.py; the fixtures (``fake``, ``client``) in
+conftest.py.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from google.protobuf.message import Message
 
 import lepton_ai as la
 
+from .fake_access import FakeAccess
 from .fake_services import (
     TENANT,
     FakeData,
@@ -99,6 +101,9 @@ class FakePlatform:
         self.deployer = FakeDeployer(self)
         self.monitor = FakeMonitor(self)
         self.events = FakeEvents(self)
+        self.access = FakeAccess(self)
+        # The fake's own key, as the platform records it: an admin of TENANT.
+        self.key, _ = self.access.add_key(TENANT, "admin", "unit", secret=API_KEY)
         self.ports: dict[str, int] = {}
         self._servers: list[grpc.Server] = []
 
@@ -132,6 +137,8 @@ class FakePlatform:
         servicer.add_to(servicer, server)
         if name == "data":  # every service serves EventService; the SDK asks data's
             self.events.add_to(self.events, server)
+        if name == "registry":  # the registry's process serves AccessService
+            self.access.add_to(self.access, server)
         address = f"127.0.0.1:{port}"
         if self.tls is None:
             server.add_insecure_port(address)

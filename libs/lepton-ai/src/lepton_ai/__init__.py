@@ -14,13 +14,16 @@ launchers, except ``lepton up``, from the ``lepton-ai[platform]`` extra. Modules
 - :mod:`lepton_ai.client`, :mod:`lepton_ai.aio`: ``Client`` and ``AsyncClient``.
 - :mod:`lepton_ai.datasets` (``client.datasets``), :mod:`lepton_ai.jobs` (``client.jobs``),
   :mod:`lepton_ai.registry` (``client.models``), :mod:`lepton_ai.deployments`,
-  :mod:`lepton_ai.monitor`, :mod:`lepton_ai.events` (``client.events``).
+  :mod:`lepton_ai.monitor`, :mod:`lepton_ai.events` (``client.events``),
+  :mod:`lepton_ai.access` (``client.keys``, ``client.whoami()``, ``client.audit()``).
 - :mod:`lepton_ai.models`: ``la.models.<Algorithm>()``, ``fit`` and ``predict``.
 - :mod:`lepton_ai.cli`: the ``lepton`` command, one module a command group.
-- ``_transport``, ``_progress``, ``_artifacts``: channels and errors, progress bars, artifact loading.
+- ``_transport``, ``_progress``, ``_artifacts``, ``_durations``: channels and errors, progress bars,
+  artifact loading, durations written as ``"30d"``.
 """
 
 from lepton_ai import models
+from lepton_ai.access import AuditRecord, AuditTrail, CreatedKey, KeyInfo, Principal
 from lepton_ai.aio import AsyncClient, AsyncDataset, AsyncModel
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, DatasetSummary, SplitCounts, SplitSpec, ValidationReport, Violation
@@ -41,18 +44,23 @@ __all__ = [
     "AsyncClient",
     "AsyncDataset",
     "AsyncModel",
+    "AuditRecord",
+    "AuditTrail",
     "Client",
     "Conflict",
+    "CreatedKey",
     "DataLoss",
     "Dataset",
     "DatasetSummary",
     "EventStream",
     "FailedPrecondition",
     "InvalidArgument",
+    "KeyInfo",
     "LeptonError",
     "NotFound",
     "PermissionDenied",
     "PlatformEvent",
+    "Principal",
     "SplitCounts",
     "SplitSpec",
     "Unauthenticated",

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from lepton_ai._transport import RootCertificates
+from lepton_ai.access import Keys
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, Datasets
 from lepton_ai.deployments import Deployments
@@ -57,6 +58,7 @@ __all__ = [
     "AsyncDeployments",
     "AsyncEvents",
     "AsyncJobs",
+    "AsyncKeys",
     "AsyncModel",
     "AsyncModels",
     "AsyncMonitor",
@@ -360,6 +362,17 @@ class AsyncEvents(_Twin[Events]):
     subscribe = _as_is(Events.subscribe)
 
 
+class AsyncKeys(_Twin[Keys]):
+    """``client.keys`` of an :class:`AsyncClient`: :class:`~lepton_ai.access.Keys`, awaited."""
+
+    __slots__ = ()
+
+    create = _twin(Keys.create)
+    list = _twin(Keys.list)
+    revoke = _twin(Keys.revoke)
+    rotate = _twin(Keys.rotate)
+
+
 class AsyncModel(_Delegating[Model]):
     """A ``la.models`` estimator with awaitable ``fit``, ``predict``, ``predict_proba`` and ``score``.
 
@@ -433,8 +446,9 @@ class AsyncModel(_Delegating[Model]):
 class AsyncClient(_Twin[Client]):
     """A connection to a Lepton platform for asyncio code: :class:`~lepton_ai.Client`, awaited.
 
-    Every method of every namespace of ``la.Client`` is here with the same name,
-    parameters and defaults, and is awaited (``await client.models.get("m")``);
+    Every method of every namespace of ``la.Client``, and its own ``whoami`` and ``audit``,
+    is here with the same name, parameters and defaults, and is awaited
+    (``await client.models.get("m")``, ``await client.whoami()``);
     methods that give an iterator give an async iterator
     (``async for job in client.jobs.watch(job_id)``), except ``events.subscribe``,
     whose stream is asynchronous already (``async with client.events.subscribe(...)``).
@@ -465,7 +479,7 @@ class AsyncClient(_Twin[Client]):
         ...     )
     """
 
-    __slots__ = ("datasets", "deployments", "events", "jobs", "models", "monitor")
+    __slots__ = ("datasets", "deployments", "events", "jobs", "keys", "models", "monitor")
 
     def __init__(
         self,
@@ -486,6 +500,10 @@ class AsyncClient(_Twin[Client]):
         self.deployments = AsyncDeployments(client.deployments, run)
         self.monitor = AsyncMonitor(client.monitor, run)
         self.events = AsyncEvents(client.events, run)
+        self.keys = AsyncKeys(client.keys, run)
+
+    whoami = _twin(Client.whoami)
+    audit = _twin(Client.audit)
 
     @property
     def endpoints(self) -> dict[str, str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 
+from lepton_ai import access
 from lepton_ai._transport import RootCertificates, Transport
+from lepton_ai.access import AuditTrail, Keys, Principal
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
 from lepton_ai.events import Events
@@ -58,11 +61,54 @@ class Client:
         self.deployments = Deployments(self._transport)
         self.monitor = Monitor(self._transport)
         self.events = Events(self._transport)
+        self.keys = Keys(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:
         """The address of each service this client talks to."""
         return dict(self._transport.endpoints)
+
+    def whoami(self) -> Principal:
+        """The caller as the platform sees it: the key's tenant, id, name, role, permissions,
+        grants and expiry.
+
+        Example:
+            >>> me = client.whoami()
+            >>> me.tenant, me.role, "keys.manage" in me.permissions
+        """
+        return access.whoami(self._transport)
+
+    def audit(
+        self,
+        since: datetime | timedelta | None = None,
+        *,
+        principal: str | None = None,
+        resource: str | None = None,
+        limit: int = 1000,
+        tenant: str | None = None,
+    ) -> AuditTrail:
+        """The audit trail: every mutating call and every refusal in your tenant, oldest first.
+
+        Needs the permission ``audit.read``.
+
+        Args:
+            since: Records at or after this time; a ``timedelta`` counts back from now, a naive
+                ``datetime`` is local time. None: the last 24 hours.
+            principal: Only this caller's: ``"key:<id>"``, or a key id alone.
+            resource: Only records about this resource (``"model/churn"``), or about every
+                resource under a prefix ending in ``/`` (``"dataset/"``).
+            limit: At most this many records (the platform gives at most 1000).
+            tenant: Another tenant's trail (role operator only); None: yours.
+
+        Returns:
+            An :class:`~lepton_ai.AuditTrail` of :class:`~lepton_ai.AuditRecord`, a sequence
+            whose ``truncated`` says whether more records matched than ``limit``.
+
+        Example:
+            >>> trail = client.audit(since=timedelta(hours=1), resource="model/")
+            >>> [(r.time, r.principal, r.method_name, r.outcome) for r in trail]
+        """
+        return access.audit(self._transport, since, principal=principal, resource=resource, limit=limit, tenant=tenant)
 
     def close(self) -> None:
         self._transport.close()

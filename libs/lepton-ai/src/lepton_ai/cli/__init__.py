@@ -10,7 +10,8 @@ a finished job, or ``lepton up`` where lepton-platform is not installed).
 One module per command group: :mod:`~lepton_ai.cli.data`, :mod:`~lepton_ai.cli.jobs`
 (``lepton train`` too), :mod:`~lepton_ai.cli.models`, :mod:`~lepton_ai.cli.deployments`
 (``lepton deploy`` and ``lepton predict`` too), :mod:`~lepton_ai.cli.monitor`,
-:mod:`~lepton_ai.cli.events`, :mod:`~lepton_ai.cli.up`. What they share: the global options,
+:mod:`~lepton_ai.cli.events`, :mod:`~lepton_ai.cli.access` (``lepton keys``, ``lepton whoami``,
+``lepton audit``), :mod:`~lepton_ai.cli.up`. What they share: the global options,
 the client and the printing in :mod:`~lepton_ai.cli.output`, option values they parse alike in
 :mod:`~lepton_ai.cli.parsing`. This module puts the tree together and maps errors to exit codes.
 """
@@ -25,7 +26,7 @@ import typer
 from rich.markup import escape
 
 from lepton_ai import errors
-from lepton_ai.cli import data, deployments, events, jobs, models, monitor, up
+from lepton_ai.cli import access, data, deployments, events, jobs, models, monitor, up
 from lepton_ai.cli.output import err, state
 
 __all__ = ["EXIT_CODES", "app", "main"]
@@ -36,12 +37,15 @@ app.command("train")(jobs.train)
 app.command("deploy")(deployments.deployments_create)
 app.command("predict")(deployments.predict)
 app.command("up")(up.up)
+app.command("whoami")(access.whoami)
+app.command("audit")(access.audit)
 app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(events.app, name="events")
+app.add_typer(access.app, name="keys")
 
 EXIT_CODES: dict[type[errors.LeptonError], int] = {
     errors.InvalidArgument: 3,

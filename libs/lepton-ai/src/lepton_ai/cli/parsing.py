@@ -1,26 +1,35 @@
-"""Option values that several ``lepton`` commands parse alike: ``KEY=VALUE`` pairs, ``--since``."""
+"""Option values that several ``lepton`` commands parse alike: ``KEY=VALUE`` pairs, ``--since``, durations."""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 import typer
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from lepton_ai._durations import FORM, parse_duration
+from lepton_ai.errors import InvalidArgument
+
+
+def duration(value: str, option: str) -> timedelta:
+    """A ``30d``, ``12h``, ``90m`` or ``45s`` option, as the SDK parses it (:mod:`lepton_ai._durations`)."""
+    try:
+        return parse_duration(value, option)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(exc.message.removeprefix(f"{option}: "), param_hint=option) from None
 
 
 def parse_since(value: str) -> datetime:
     """``10m``, ``2h``, ``1d`` back from now, or an ISO 8601 time (local unless it has an offset)."""
     text = value.strip()
-    if match := _DURATION.fullmatch(text):
-        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _SECONDS[match[2]])
+    try:
+        return datetime.now(UTC) - parse_duration(text, "--since")
+    except InvalidArgument:
+        pass
     try:
         return datetime.fromisoformat(text).astimezone(UTC)
     except ValueError:
         raise typer.BadParameter(
-            f"expected a duration (30s, 10m, 2h, 1d) or an ISO time (2025-01-31T09:00:00Z), got {value!r}",
+            f"expected {FORM} (back from now) or an ISO time (2025-01-31T09:00:00Z), got {value!r}",
             param_hint="--since",
         ) from None
 

@@ -1,0 +1,404 @@
+"""``client.keys``, ``client.whoami()`` and ``client.audit()``: API keys as records, and the audit trail.
+
+The platform's ``AccessService`` (``protos/lepton/access/v1/access.proto``), served on the
+registry's address. A key's secret is shown once, when the key is created or rotated: the
+platform keeps only its digest, and no other call returns it. Managing keys needs the
+permission ``keys.manage`` (role admin within its tenant, role operator in any); reading the
+audit trail needs ``audit.read``.
+
+>>> created = client.keys.create("editor", name="ci", expires="30d", grants={"model/churn": "deployer"})
+>>> created.secret  # store it now: it is never shown again
+>>> client.keys.revoke(created.key)
+>>> client.audit(since=timedelta(hours=1), resource="model/")
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import overload
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from lepton.access.v1 import access_pb2, access_pb2_grpc
+
+from lepton_ai._durations import Duration, whole_seconds
+from lepton_ai._transport import Transport, message
+from lepton_ai.errors import InvalidArgument
+
+__all__ = ["AuditRecord", "AuditTrail", "CreatedKey", "Grants", "KeyInfo", "Keys", "Principal"]
+
+#: AccessService is served by the registry's process, on its port.
+SERVICE = "registry"
+
+#: Permissions beyond a key's role, each on one resource: ``{"model/churn": "editor"}`` or
+#: ``[("model/churn", "editor"), ("dataset/ds_1", "viewer")]``.
+Grants = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as the platform records it; never its secret.
+
+    Attributes:
+        id: ``key_`` and 12 hex digits; safe to show, log and audit.
+        name: Its label (``"ci"``), unique among the tenant's active keys.
+        tenant: The tenant it acts as.
+        role: ``viewer``, ``inference``, ``editor``, ``deployer``, ``admin`` or ``operator``.
+        grants: ``(resource, role)`` pairs beyond its role: ``("model/churn", "deployer")``.
+        creator: The id of the key that created it, or ``"bootstrap"``.
+        created: When it was created (UTC).
+        expires: When it stops working (UTC); None: never, until revoked.
+        revoked: When it was revoked (UTC); None: not revoked.
+        last_used: The last call any service saw with it, to within a minute (UTC); None: never used.
+        state: ``"active"``, ``"expired"`` or ``"revoked"``, as of the answer.
+    """
+
+    id: str
+    name: str
+    tenant: str
+    role: str
+    grants: tuple[tuple[str, str], ...]
+    creator: str
+    created: datetime
+    expires: datetime | None
+    revoked: datetime | None
+    last_used: datetime | None
+    state: str
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key and its secret, which the platform shows this once.
+
+    Send the secret as ``authorization: Bearer <secret>`` (``la.Client(api_key=secret)``,
+    ``LEPTON_API_KEY``). It is left out of ``repr`` (and so of ``str``, logs and tracebacks
+    that show the object); read ``.secret`` to store it.
+    """
+
+    key: KeyInfo
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller as the platform sees it (:meth:`lepton_ai.Client.whoami`).
+
+    Attributes:
+        tenant: The tenant the key acts as.
+        key_id: The key's id (``key_...``).
+        key_name: The key's label.
+        role: The key's role.
+        permissions: What the role allows (``"models.read"``, ``"keys.manage"``, ...).
+        grants: ``(resource, role)`` pairs beyond the role.
+        expires: When the key stops working (UTC); None: never, until revoked.
+    """
+
+    tenant: str
+    key_id: str
+    key_name: str
+    role: str
+    permissions: tuple[str, ...]
+    grants: tuple[tuple[str, str], ...]
+    expires: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One mutating call or one refusal, as the service that served it recorded it.
+
+    Attributes:
+        time: When (UTC).
+        tenant: The tenant it was in.
+        principal: ``"key:<id>"`` for a caller's key, ``"service:<name>"`` when a service acted
+            on its own (a retraining policy), ``"anonymous"`` for a call without a valid key.
+        key_id: The caller's key id, or ``""``.
+        via: The service that acted on the caller's behalf, when one did (``"trainer"``).
+        service: The service that served it: data, trainer, evaluator, registry, deployer,
+            monitor or gateway.
+        method: The full gRPC method, ``"/lepton.data.v1.DataService/DeleteDataset"``.
+        resource: What the call was about (``"dataset/<id>"``, ``"model/<name>"``), or ``""``.
+        permission: The permission the call needed.
+        outcome: The status code's name: ``"OK"``, ``"PERMISSION_DENIED"``, ...
+        detail: The refusal's or failure's message; ``""`` when it succeeded.
+        trace_id: The call's W3C trace id (32 hex digits): find it in your traces.
+    """
+
+    time: datetime
+    tenant: str
+    principal: str
+    key_id: str
+    via: str
+    service: str
+    method: str
+    resource: str
+    permission: str
+    outcome: str
+    detail: str
+    trace_id: str
+
+    @property
+    def method_name(self) -> str:
+        """The method's own name: ``"DeleteDataset"`` for ``"/lepton.data.v1.DataService/DeleteDataset"``."""
+        return self.method.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class AuditTrail(Sequence[AuditRecord]):
+    """Audit records, oldest first: index it, iterate it, take its ``len``.
+
+    Attributes:
+        records: The records, oldest first.
+        truncated: More records matched than the ``limit`` asked for: narrow the query
+            (a later ``since``, a ``principal``, a ``resource``) to see the rest.
+    """
+
+    records: tuple[AuditRecord, ...]
+    truncated: bool
+
+    @overload
+    def __getitem__(self, index: int) -> AuditRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[AuditRecord, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> AuditRecord | tuple[AuditRecord, ...]:
+        return self.records[index]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[AuditRecord]:
+        return iter(self.records)
+
+
+class Keys:
+    """The API keys of a tenant; reached as ``client.keys``.
+
+    Calls need the permission ``keys.manage``: role admin (within its own tenant) or role
+    operator (in any tenant, named by ``tenant=``).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def create(
+        self,
+        role: str,
+        *,
+        name: str,
+        tenant: str | None = None,
+        expires: Duration | None = None,
+        grants: Grants | None = None,
+    ) -> CreatedKey:
+        """A new key, and its secret: the only time the platform shows it.
+
+        Args:
+            role: ``viewer``, ``inference``, ``editor``, ``deployer``, ``admin`` or ``operator``.
+            name: A label people recognise (``"ci"``, ``"alice-laptop"``), unique among the
+                tenant's active keys; ``""``: the platform names it ``<role>-<YYYYMMDD-HHMMSS>``.
+            tenant: The tenant it acts as; None: yours. Another tenant needs role operator.
+            expires: How long it lives: a ``timedelta``, seconds, or ``"30d"``, ``"12h"``,
+                ``"90m"``; None: until revoked.
+            grants: Permissions beyond ``role``, each on one resource (``"model/<name>"`` or
+                ``"dataset/<id>"``) with role ``viewer``, ``editor`` or ``deployer``:
+                ``{"model/churn": "deployer"}`` or ``[("model/churn", "deployer")]``.
+
+        Returns:
+            The key's record and its ``secret``; the secret is not in the result's ``repr``.
+
+        Raises:
+            InvalidArgument: A bad ``expires`` or ``grants`` (here, before any call), or a
+                role, name or grant the platform refuses.
+            Conflict: An active key of the tenant has that name already.
+            PermissionDenied: Your key may not manage keys (of that tenant).
+        """
+        request = message(
+            access_pb2.CreateKeyRequest,
+            tenant=tenant or "",
+            role=role,
+            name=name,
+            grants=_grants_pb(grants),
+        )
+        if expires is not None:
+            request.ttl_seconds = whole_seconds(expires, "expires", zero="the key never expires")
+        return _created(self._t.call(SERVICE, self._stub().CreateKey, request))
+
+    def list(self, *, tenant: str | None = None, include_inactive: bool = False) -> builtins.list[KeyInfo]:
+        """The keys of a tenant, newest first; never a secret.
+
+        Args:
+            tenant: Whose keys; None: yours. Another tenant needs role operator.
+            include_inactive: Also the revoked and expired keys.
+        """
+        request = message(access_pb2.ListKeysRequest, tenant=tenant or "", include_inactive=include_inactive)
+        return [_key(k) for k in self._t.call(SERVICE, self._stub().ListKeys, request).keys]
+
+    def revoke(self, key: str | KeyInfo, *, tenant: str | None = None) -> KeyInfo:
+        """Refuses a key on every service within two seconds; its record stays, marked revoked.
+
+        Args:
+            key: The key's id or name, or its :class:`KeyInfo`.
+            tenant: Its tenant; None: yours (or the ``KeyInfo``'s).
+
+        Returns:
+            The key's record, now revoked.
+
+        Raises:
+            NotFound: No such key in that tenant.
+        """
+        ref, tenant = _reference(key, tenant)
+        request = message(access_pb2.RevokeKeyRequest, key=ref, tenant=tenant)
+        return _key(self._t.call(SERVICE, self._stub().RevokeKey, request))
+
+    def rotate(self, key: str | KeyInfo, *, tenant: str | None = None, grace: Duration | None = None) -> CreatedKey:
+        """A new secret for the same name, role and grants; the old key is revoked, or keeps
+        working for ``grace``.
+
+        Args:
+            key: The key's id or name, or its :class:`KeyInfo`.
+            tenant: Its tenant; None: yours (or the ``KeyInfo``'s).
+            grace: How long the old secret keeps working (``"1h"``, a ``timedelta``, seconds),
+                so that what uses it can move to the new one; None: revoked at once.
+
+        Returns:
+            The new key's record and its secret, shown this once.
+
+        Raises:
+            NotFound: No such key in that tenant.
+        """
+        ref, tenant = _reference(key, tenant)
+        request = message(access_pb2.RotateKeyRequest, key=ref, tenant=tenant)
+        if grace is not None:
+            request.grace_seconds = whole_seconds(grace, "grace")
+        return _created(self._t.call(SERVICE, self._stub().RotateKey, request))
+
+    def _stub(self) -> access_pb2_grpc.AccessServiceStub:
+        return _stub(self._t)
+
+
+def whoami(transport: Transport) -> Principal:
+    """The caller as the platform sees it (``WhoAmI``); :meth:`lepton_ai.Client.whoami` says more."""
+    pb = transport.call(SERVICE, _stub(transport).WhoAmI, access_pb2.WhoAmIRequest())
+    return Principal(
+        tenant=pb.tenant,
+        key_id=pb.key_id,
+        key_name=pb.key_name,
+        role=pb.role,
+        permissions=tuple(pb.permissions),
+        grants=_grants(pb.grants),
+        expires=_when(pb.expires, pb.HasField("expires")),
+    )
+
+
+def audit(
+    transport: Transport,
+    since: datetime | timedelta | None,
+    *,
+    principal: str | None,
+    resource: str | None,
+    limit: int,
+    tenant: str | None,
+) -> AuditTrail:
+    """Audit records (``QueryAudit``); :meth:`lepton_ai.Client.audit` says more."""
+    if limit < 1:
+        raise InvalidArgument(f"limit: must be at least 1 (the platform gives at most 1000), got {limit}")
+    request = message(
+        access_pb2.QueryAuditRequest,
+        principal=principal or "",
+        resource=resource or "",
+        limit=limit,
+        tenant=tenant or "",
+    )
+    if since is not None:
+        start = datetime.now(UTC) - since if isinstance(since, timedelta) else since.astimezone(UTC)
+        request.since.FromDatetime(start)
+    answer = transport.call(SERVICE, _stub(transport).QueryAudit, request)
+    return AuditTrail(records=tuple(_record(r) for r in answer.records), truncated=answer.truncated)
+
+
+# -- wire to types --------------------------------------------------------------------------------
+
+
+def _stub(transport: Transport) -> access_pb2_grpc.AccessServiceStub:
+    return access_pb2_grpc.AccessServiceStub(transport.channel(SERVICE))
+
+
+def _reference(key: str | KeyInfo, tenant: str | None) -> tuple[str, str]:
+    """The key's id or name and its tenant, for a request: a ``KeyInfo`` knows both."""
+    if isinstance(key, KeyInfo):
+        return key.id, tenant or key.tenant
+    return key, tenant or ""
+
+
+def _grants_pb(grants: Grants | None) -> builtins.list[access_pb2.Grant]:
+    """``grants`` as the wire's Grant messages; a shape that is not one raises InvalidArgument."""
+    if grants is None:
+        return []
+    if isinstance(grants, str | bytes):
+        raise InvalidArgument(
+            "grants: expected a mapping of resource to role ({'model/churn': 'editor'}) or (resource, role) "
+            f"pairs ([('model/churn', 'editor')]); got the string {grants!r}"
+        )
+    pairs = grants.items() if isinstance(grants, Mapping) else grants
+    out = []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidArgument(
+                f"grants[{i}]: expected a (resource, role) pair such as ('model/churn', 'editor'), got {pair!r}"
+            )
+        resource, role = pair
+        if not isinstance(resource, str) or not isinstance(role, str) or not resource or not role:
+            raise InvalidArgument(
+                f"grants[{i}]: expected a resource and a role, both non-empty strings, such as "
+                f"('model/churn', 'editor'); got {pair!r}"
+            )
+        out.append(access_pb2.Grant(resource=resource, role=role))
+    return out
+
+
+def _grants(grants: Iterable[access_pb2.Grant]) -> tuple[tuple[str, str], ...]:
+    return tuple((g.resource, g.role) for g in grants)
+
+
+def _when(stamp: Timestamp, present: bool) -> datetime | None:
+    """An optional timestamp field as an aware UTC datetime; unset is None."""
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _key(pb: access_pb2.Key) -> KeyInfo:
+    return KeyInfo(
+        id=pb.id,
+        name=pb.name,
+        tenant=pb.tenant,
+        role=pb.role,
+        grants=_grants(pb.grants),
+        creator=pb.creator,
+        created=pb.created.ToDatetime(tzinfo=UTC),
+        expires=_when(pb.expires, pb.HasField("expires")),
+        revoked=_when(pb.revoked, pb.HasField("revoked")),
+        last_used=_when(pb.last_used, pb.HasField("last_used")),
+        state=pb.state,
+    )
+
+
+def _created(pb: access_pb2.CreatedKey) -> CreatedKey:
+    return CreatedKey(key=_key(pb.key), secret=pb.secret)
+
+
+def _record(pb: access_pb2.AuditRecord) -> AuditRecord:
+    return AuditRecord(
+        time=pb.time.ToDatetime(tzinfo=UTC),
+        tenant=pb.tenant,
+        principal=pb.principal,
+        key_id=pb.key_id,
+        via=pb.via,
+        service=pb.service,
+        method=pb.method,
+        resource=pb.resource,
+        permission=pb.permission,
+        outcome=pb.outcome,
+        detail=pb.detail,
+        trace_id=pb.trace_id,
+    )

@@ -1,0 +1,187 @@
+"""``lepton keys``, ``lepton whoami`` and ``lepton audit``: API keys, the caller, the audit trail.
+
+A key's secret is printed once, by ``keys create`` and ``keys rotate``; nothing else prints one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from lepton_ai.access import AuditRecord, CreatedKey, KeyInfo
+from lepton_ai.cli.output import client, emit, err, out, state
+from lepton_ai.cli.parsing import duration, pairs, parse_since
+
+app = typer.Typer(help="API keys: create (the secret is shown once), list, revoke, rotate.", no_args_is_help=True)
+
+SHOWN_ONCE = "This secret is shown now and never again: store it (a secret manager, a CI variable) before you go on."
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """A time as ISO 8601 in UTC to the second (``2025-01-31T09:00:00Z``); None stays None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _when(moment: datetime | None, unset: str = "-") -> str:
+    """A time for a table: :func:`_iso`, or ``unset``."""
+    return _iso(moment) or unset
+
+
+def _grants_json(grants: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"resource": resource, "role": role} for resource, role in grants]
+
+
+def _key_json(key: KeyInfo) -> dict[str, Any]:
+    times = {"created": key.created, "expires": key.expires, "revoked": key.revoked, "last_used": key.last_used}
+    return {**asdict(key), "grants": _grants_json(key.grants), **{k: _iso(v) for k, v in times.items()}}
+
+
+def _print_secret(created: CreatedKey, what: str) -> None:
+    """The new key and its secret: JSON on stdout with --output json (the notice on stderr), else text."""
+    key = created.key
+    if state.output == "json":
+        emit({"key": _key_json(key), "secret": created.secret})
+        err.print(SHOWN_ONCE, style="yellow", soft_wrap=True)
+        return
+    grants = ", ".join(f"{role} on {resource}" for resource, role in key.grants)
+    lines = [
+        f"{what} {key.id} ({key.name}): role {key.role}" + (f", {grants}" if grants else "")
+        + f", tenant {key.tenant}, expires {_when(key.expires, 'never')}",
+        f"secret: {created.secret}",
+        SHOWN_ONCE,
+    ]  # fmt: skip
+    out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, inference, editor, deployer, admin or operator.")],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="A label people recognise: ci, alice-laptop (default, by the platform: ROLE-YYYYMMDD-HHMMSS, UTC)."
+        ),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Another tenant (role operator only; default: yours).")] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="How long it lives: 30d, 12h, 90m (default: until revoked).")
+    ] = None,
+    grant: Annotated[
+        list[str] | None,
+        typer.Option("--grant", help="RESOURCE=ROLE beyond --role, e.g. model/churn=deployer (repeatable)."),
+    ] = None,
+) -> None:
+    """Create an API key and print its secret, the only time it is shown."""
+    lifetime = duration(expires, "--expires") if expires is not None else None
+    grants = pairs(grant, "--grant")
+    with client() as c:
+        created = c.keys.create(role, name=name or "", tenant=tenant, expires=lifetime, grants=grants)
+    _print_secret(created, "created key")
+
+
+@app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Another tenant (role operator only; default: yours).")] = None,
+    all_keys: Annotated[bool, typer.Option("--all", help="Also revoked and expired keys.")] = False,
+) -> None:
+    """API keys, newest first (never a secret)."""
+    with client() as c:
+        found = c.keys.list(tenant=tenant, include_inactive=all_keys)
+    t = Table("id", "name", "tenant", "role", "state", "created", "expires", "last used")
+    for k in found:
+        cells = (k.id, k.name, k.tenant, k.role, k.state, _when(k.created), _when(k.expires, "never"))
+        t.add_row(*(Text(v) for v in (*cells, _when(k.last_used, "never"))))
+    emit([_key_json(k) for k in found], t)
+
+
+@app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id (key_...) or name.")],
+    tenant: Annotated[str | None, typer.Option(help="Its tenant (default: yours).")] = None,
+) -> None:
+    """Revoke a key: every service refuses it within two seconds; its record stays."""
+    with client() as c:
+        revoked = c.keys.revoke(key, tenant=tenant)
+    emit(_key_json(revoked), Text(f"revoked key {revoked.id} ({revoked.name}) at {_when(revoked.revoked)}"))
+
+
+@app.command("rotate")
+def keys_rotate(
+    key: Annotated[str, typer.Argument(help="The key's id (key_...) or name.")],
+    grace: Annotated[
+        str | None,
+        typer.Option(help="How long the old secret keeps working: 1h, 30m (default: revoked at once)."),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Its tenant (default: yours).")] = None,
+) -> None:
+    """Give a key a new secret (same name, role and grants) and print it, the only time it is shown."""
+    overlap = duration(grace, "--grace") if grace is not None else None
+    with client() as c:
+        created = c.keys.rotate(key, tenant=tenant, grace=overlap)
+    _print_secret(created, "new key")
+    after = f"keeps working for {grace}" if overlap else "is revoked"
+    err.print(f"the old secret of {key} {after}", markup=False, highlight=False, soft_wrap=True)
+
+
+def whoami() -> None:
+    """The caller as the platform sees it: tenant, key, role, permissions."""
+    with client() as c:
+        me = c.whoami()
+    info = {
+        "tenant": me.tenant,
+        "key_id": me.key_id,
+        "key_name": me.key_name,
+        "role": me.role,
+        "permissions": list(me.permissions),
+        "grants": _grants_json(me.grants),
+        "expires": _iso(me.expires),
+    }
+    t = Table("field", "value")
+    t.add_row("tenant", Text(me.tenant))
+    t.add_row("key", Text(f"{me.key_id} ({me.key_name})"))
+    t.add_row("role", Text(me.role))
+    t.add_row("permissions", Text(", ".join(me.permissions) or "-"))
+    t.add_row("grants", Text(", ".join(f"{role} on {resource}" for resource, role in me.grants) or "-"))
+    t.add_row("expires", Text(_when(me.expires, "never")))
+    emit(info, t)
+
+
+def _record_json(r: AuditRecord) -> dict[str, Any]:
+    return {**asdict(r), "time": _iso(r.time)}
+
+
+def audit(
+    since: Annotated[
+        str | None,
+        typer.Option(help="From then on: 1h, 2d back from now, or an ISO time (default: the last 24 hours)."),
+    ] = None,
+    principal: Annotated[str | None, typer.Option(help="Only this caller's: key:<id> or a key id.")] = None,
+    resource: Annotated[
+        str | None, typer.Option(help="Only about this resource (model/churn), or a prefix ending in / (dataset/).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records (1000 at most).")] = 1000,
+    tenant: Annotated[str | None, typer.Option(help="Another tenant's trail (role operator only).")] = None,
+) -> None:
+    """The audit trail, oldest first: each mutating call and each refusal, who made it and how it ended."""
+    start = parse_since(since) if since is not None else None
+    with client() as c:
+        trail = c.audit(start, principal=principal, resource=resource, limit=limit, tenant=tenant)
+    t = Table("time", "principal", "service", "method", "resource", "outcome", "detail")
+    for r in trail:
+        outcome = Text(r.outcome, style="" if r.outcome == "OK" else "red")
+        cells = (_when(r.time), r.principal, r.service, r.method_name, r.resource)
+        t.add_row(*(Text(v) for v in cells), outcome, Text(r.detail))
+    emit({"records": [_record_json(r) for r in trail], "truncated": trail.truncated}, t)
+    if trail.truncated:
+        err.print(
+            f"more records matched than the {len(trail)} shown: narrow with --since, --principal or --resource",
+            style="yellow",
+            soft_wrap=True,
+        )
