@@ -234,6 +234,14 @@ async def test_no_key_reaches_beyond_its_maker(platform: EmbeddedPlatform) -> No
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await _access(platform, admin.secret, "CreateKey", access_pb2.CreateKeyRequest(role="root"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "role:" in (err.value.details() or "")
+    # A tenant that is not a name would reach into subjects and key prefixes.
+    for tenant in ("evil.>", "a--b", "Acme"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _access(
+                platform, platform.api_key, "CreateKey", access_pb2.CreateKeyRequest(role="viewer", tenant=tenant)
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (err.value.details() or "").startswith("tenant:"), err.value.details()
     who = await _access(platform, admin.secret, "WhoAmI", access_pb2.WhoAmIRequest())
     assert (who.role, who.tenant, who.key_id) == ("admin", platform.tenant, admin.key.id)
     assert "keys.manage" in who.permissions and "tenants.manage" not in who.permissions

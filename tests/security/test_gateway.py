@@ -1,8 +1,10 @@
 """The inference gateway (issue 16, items 4 and 5), played as a user and as an attacker on the embedded platform.
 
 The user's paths: ``tritonclient.grpc`` and plain HTTP with ``authorization: Bearer <key>`` and the
-deployment's name get the model's predictions, as the SDK does. The attacker's: no key or a wrong
-one (UNAUTHENTICATED, 401); another tenant's key (the fixture's ``intruder``) asking for the
+deployment's name get the model's predictions, as the SDK does, and so does a key of the
+``inference`` role. The attacker's: no key or a wrong one (UNAUTHENTICATED, 401); a key of the
+tenant whose role cannot predict (``viewer``: PERMISSION_DENIED, 403, naming
+``deployments.predict``); another tenant's key (the fixture's ``intruder``) asking for the
 deployment by its name or by Triton's name gets NOT_FOUND for inference, metadata, config and
 readiness; model control through the gateway is refused; a tenant over its rate is
 RESOURCE_EXHAUSTED; and a client that goes to Triton's port directly, without the gateway's
@@ -12,6 +14,8 @@ secret or with a guessed one, is refused by the serving model. Afterwards the de
 from __future__ import annotations
 
 import json
+import secrets
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -29,6 +33,7 @@ from lepton_ml import serving
 from lepton_platform.demo import PipelineResult
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
 from lepton_platform.processes import free_port, start_service, wait_until
+from lepton_platform.testing import set_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -105,6 +110,39 @@ def test_no_key_or_a_wrong_key_is_unauthenticated(
     assert _http(f"{platform.gateway_http_url}/v2/models/{NAME}", key)[0] == 401
 
 
+def test_a_key_whose_role_cannot_predict_is_refused_and_an_inference_key_predicts(
+    platform: EmbeddedPlatform, pipeline: PipelineResult
+) -> None:
+    d, expected = _deployed(platform, pipeline)
+    viewer, inference = (f"lep_{role}_{secrets.token_urlsafe(24)}" for role in ("viewer", "inference"))
+    set_keys(platform.nats_url, {viewer: platform.tenant}, role="viewer")
+    set_keys(platform.nats_url, {inference: platform.tenant}, role="inference")
+    client = triton_grpc.InferenceServerClient(platform.gateway_url)
+    try:
+        # The gateway follows the key records: the new ones arrive within moments.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                result = client.infer(NAME, _inputs(d), headers=_bearer(inference), client_timeout=30)
+                break
+            except InferenceServerException as exc:
+                assert str(exc.status()) == "StatusCode.UNAUTHENTICATED" and time.monotonic() < deadline, exc
+                time.sleep(0.05)
+        np.testing.assert_allclose(result.as_numpy(serving.OUTPUT).reshape(-1), expected)
+        for call in (
+            lambda: client.infer(NAME, _inputs(d), headers=_bearer(viewer), client_timeout=30),
+            lambda: client.get_model_metadata(NAME, headers=_bearer(viewer)),
+        ):
+            with pytest.raises(InferenceServerException) as refused:
+                call()
+            assert str(refused.value.status()) == "StatusCode.PERMISSION_DENIED", refused.value
+            assert "deployments.predict" in (refused.value.message() or "")
+    finally:
+        client.close()
+    status, answer = _http(f"{platform.gateway_http_url}/v2/models/{NAME}", viewer)
+    assert status == 403 and "deployments.predict" in answer["error"], answer
+
+
 def test_another_tenant_finds_nothing(platform: EmbeddedPlatform, pipeline: PipelineResult) -> None:
     d, _ = _deployed(platform, pipeline)
     intruder = _bearer(platform.key_for("intruder"))
@@ -178,7 +216,7 @@ def test_a_tenant_over_its_rate_is_resource_exhausted(
             "nats_url": platform.nats_url,
             "nats_nkey_seed_file": str(platform.nats_secrets.seed_file("gateway")),
             "grpc_port": str(port),
-            "api_keys": json.dumps({platform.api_key: platform.tenant}),
+            # The keys are the platform's records (the gateway follows them): the operator key is one.
             "triton_url": platform.triton.url,
             "inference_secret_file": str(platform.triton.inference_secret_file),
             "rate_per_s": "1",

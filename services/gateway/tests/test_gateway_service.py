@@ -1,7 +1,9 @@
-"""The gateway as a process, against real NATS and the real Triton: keys, tenants, routes, limits, REST.
+"""The gateway as a process, against real NATS and the real Triton: keys, roles, tenants, routes, limits, REST.
 
 Two probe models (``probe_model.py``) play a deployment's stable and staged versions; the
-deployment record the deployer would write is put into the ``deployments`` bucket by hand.
+deployment record the deployer would write is put into the ``deployments`` bucket by hand, and
+the key records the registry would write into the ``keys`` bucket (``set_keys``: admin keys,
+unless a test names another role).
 """
 
 from __future__ import annotations
@@ -9,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import ssl
 import stat
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
@@ -26,9 +31,11 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
+from lepton_core.access import KEYS_BUCKET, KeyRecord, digest
+from lepton_core.audit import query
 from lepton_core.tls import write_self_signed
 from lepton_platform.processes import TritonServer, free_port
-from lepton_platform.testing import StartService, admin_connect
+from lepton_platform.testing import StartService, admin_connect, set_keys
 
 KEY, OTHER_KEY, SLOW_KEY = "key-acme-0123456789", "key-beta-0123456789", "key-slow-0123456789"
 KEYS = {KEY: "acme", OTHER_KEY: "beta", SLOW_KEY: "slow"}
@@ -191,6 +198,142 @@ def test_no_key_or_a_wrong_key_is_unauthenticated(gateway: tuple[str, str], key:
     with pytest.raises(InferenceServerException) as exc:
         _infer(gateway[0], key)
     assert _status(exc) == "StatusCode.UNAUTHENTICATED"
+
+
+def _fresh_key(nats_url: str, role: str, tenant: str = "acme") -> tuple[str, KeyRecord]:
+    """A new key of ``role`` in ``tenant``, no other test's: its secret and its record."""
+    secret = f"key-{role}-{secrets.token_hex(12)}"
+    (record,) = set_keys(nats_url, {secret: tenant}, role=role)
+    return secret, record
+
+
+async def _put_key(nats_url: str, record: KeyRecord) -> None:
+    """Writes ``record`` into the ``keys`` bucket, as the registry does when a key is revoked or changed."""
+    nc = await admin_connect(nats_url, "test-gateway-keys")
+    try:
+        kv = await nc.jetstream().key_value(KEYS_BUCKET)
+        await kv.put(record.id, record.model_dump_json().encode())
+    finally:
+        await nc.close()
+
+
+def _outcome(address: str, key: str) -> tuple[str, str]:
+    """A ModelInfer of ``prices`` with ``key``: ``OK``, or the status code's name, and the message."""
+    try:
+        _infer(address, key)
+    except InferenceServerException as exc:
+        return str(exc.status()).removeprefix("StatusCode."), exc.message() or ""
+    return "OK", ""
+
+
+def _until(what: str, done: Callable[[], bool], timeout: float = 15.0) -> float:
+    """Polls ``done`` until it is true; returns the seconds that took."""
+    start = time.monotonic()
+    while not done():
+        assert time.monotonic() - start < timeout, f"{what}: not within {timeout:g} s"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+_BODY = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
+
+
+def _admitted_by_nginx(service: StartService, address: str, key: str, record: KeyRecord) -> None:
+    """With the nginx front, waits until nginx admits ``key`` itself (it has the record): not the
+    gateway process behind it, so what follows tests nginx's own check."""
+    try:
+        _, conf = _nginx_of(service.process(address).proc.pid)
+    except AssertionError:
+        return  # front "none": the gateway process alone
+    admin = conf.parent / "admin.sock"
+    _until(
+        "nginx admits the key itself",
+        lambda: _outcome(address, key)[0] == "OK" and record.id in asyncio.run(_nginx_seen(admin)),
+    )
+
+
+def test_a_viewer_key_is_refused_naming_the_permission_and_an_inference_key_predicts(
+    gateway: tuple[str, str], nats_url: str
+) -> None:
+    viewer, viewer_record = _fresh_key(nats_url, "viewer")
+    inference, _ = _fresh_key(nats_url, "inference")
+    _until("the inference key predicts", lambda: _outcome(gateway[0], inference)[0] == "OK")
+    _until("the viewer key is known", lambda: _outcome(gateway[0], viewer)[0] != "UNAUTHENTICATED")
+    client = triton_grpc.InferenceServerClient(gateway[0])
+    headers = {"authorization": f"Bearer {viewer}"}
+    calls: dict[str, Callable[[], object]] = {
+        "infer": lambda: client.infer("prices", _x(), headers=headers),
+        "metadata": lambda: client.get_model_metadata("prices", headers=headers),
+        "config": lambda: client.get_model_config("prices", headers=headers),
+        "ready": lambda: client.is_model_ready("prices", headers=headers),
+        "server metadata": lambda: client.get_server_metadata(headers=headers),
+    }
+    try:
+        for what, call in calls.items():
+            with pytest.raises(InferenceServerException) as exc:
+                call()
+            assert _status(exc) == "StatusCode.PERMISSION_DENIED", what
+            assert "needs the permission deployments.predict" in (exc.value.message() or ""), what
+            assert "has role viewer" in (exc.value.message() or ""), what
+        assert client.is_server_live()  # probes still need no key
+    finally:
+        client.close()
+    for url, body in ((f"{gateway[1]}/v2/models/prices/infer", _BODY), (f"{gateway[1]}/v2/models/prices", None)):
+        status, answer = _http(url, viewer, body)
+        assert status == 403 and "needs the permission deployments.predict" in answer["error"], answer
+    result = _infer(gateway[0], inference)
+    assert result.as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+    status, answer = _http(f"{gateway[1]}/v2/models/prices/infer", inference, _BODY)
+    assert status == 200 and answer["model_name"] == "prices", answer
+
+    async def refusals() -> list[str]:
+        nc = await admin_connect(nats_url, "test-gateway-audit")
+        try:
+            found, _ = await query(nc.jetstream(), "acme", principal=viewer_record.id)
+        finally:
+            await nc.close()
+        return [f"{r.service} {r.outcome} {r.permission}" for r in found]
+
+    # Each refusal is in the audit trail (written beside the answer, not before it).
+    _until("the refusals audited", lambda: "gateway PERMISSION_DENIED deployments.predict" in asyncio.run(refusals()))
+
+
+def test_a_revoked_key_is_refused_within_two_seconds(
+    gateway: tuple[str, str], nats_url: str, service: StartService
+) -> None:
+    secret, record = _fresh_key(nats_url, "inference")
+    _until("the new key predicts", lambda: _outcome(gateway[0], secret)[0] == "OK")
+    _admitted_by_nginx(service, gateway[0], secret, record)
+    asyncio.run(_put_key(nats_url, record.model_copy(update={"revoked": datetime.now(UTC)})))
+    took = _until("the revoked key refused", lambda: _outcome(gateway[0], secret)[0] == "UNAUTHENTICATED")
+    assert took < 2.0, f"the revoked key was served for {took:.2f} s"
+    code, message = _outcome(gateway[0], secret)  # and from then on
+    assert code == "UNAUTHENTICATED" and f"the API key {record.id} was revoked at" in message
+    status, answer = _http(f"{gateway[1]}/v2/models/prices/infer", secret, _BODY)
+    assert status == 401 and "was revoked at" in answer["error"], answer
+
+
+def test_an_expired_key_is_refused_and_a_key_stops_working_when_it_expires(
+    gateway: tuple[str, str], nats_url: str, service: StartService
+) -> None:
+    expired, record = _fresh_key(nats_url, "inference")
+    asyncio.run(_put_key(nats_url, record.model_copy(update={"expires": datetime.now(UTC) - timedelta(minutes=1)})))
+    _until("the expired key refused", lambda: "expired at" in _outcome(gateway[0], expired)[1])
+    assert _outcome(gateway[0], expired)[0] == "UNAUTHENTICATED"
+    status, answer = _http(f"{gateway[1]}/v2/models/prices/infer", expired, _BODY)
+    assert status == 401 and "expired at" in answer["error"], answer
+    # A key that expires while it is used: no record changes then, so nginx checks the time itself.
+    expiring, record = _fresh_key(nats_url, "inference")
+    expires = datetime.now(UTC) + timedelta(seconds=5)
+    record = record.model_copy(update={"expires": expires})
+    asyncio.run(_put_key(nats_url, record))
+    _until("the expiring key predicts", lambda: _outcome(gateway[0], expiring)[0] == "OK")
+    _admitted_by_nginx(service, gateway[0], expiring, record)
+    assert datetime.now(UTC) < expires, "the test's key expired before nginx knew it: a slow machine?"
+    _until("the key refused once expired", lambda: _outcome(gateway[0], expiring)[0] == "UNAUTHENTICATED")
+    refused = datetime.now(UTC)
+    assert expires <= refused < expires + timedelta(seconds=2), (expires, refused)
+    assert "expired at" in _outcome(gateway[0], expiring)[1]
 
 
 def test_another_tenants_deployment_is_not_found_for_everything(gateway: tuple[str, str]) -> None:
@@ -356,8 +499,16 @@ def test_bytes_that_are_not_one_message_are_invalid_and_compressed_requests_serv
     assert compressed.get_response().model_name == "prices"
 
 
+async def _nginx_seen(admin_socket: Path) -> dict[str, float]:
+    """The keys nginx's fast path admitted (and forgets them, as the gateway's collection does)."""
+    connector = aiohttp.UnixConnector(path=str(admin_socket))
+    async with aiohttp.ClientSession(connector=connector) as session, session.get("http://front/seen") as answer:
+        text = await answer.text()
+    return {line.split("\t")[0]: float(line.split("\t")[1]) for line in text.splitlines()}
+
+
 def test_nginx_holds_no_secret_in_its_files_and_dies_with_the_gateway(
-    models: None, service: StartService, triton: TritonServer
+    models: None, service: StartService, triton: TritonServer, nats_url: str
 ) -> None:
     address, _ = _start(service, triton, "nginx")
     gateway = service.process(address).proc
@@ -365,13 +516,26 @@ def test_nginx_holds_no_secret_in_its_files_and_dies_with_the_gateway(
     assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700  # its sockets: the gateway's user's alone
     text = conf.read_text()
     secret = triton.inference_secret_file.read_text().strip()
-    for value in (*KEYS, secret):
+    # Nor the keys' digests, which nginx holds in shared memory only (what the gateway pushes).
+    values = (*KEYS, secret, *(digest(k) for k in KEYS))
+    for value in values:
         assert value not in text
     for path in conf.parent.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert not any(v.encode() in data for v in (*KEYS, secret)), path
+            assert not any(v.encode() in data for v in values), path
     assert _infer(address, KEY).as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+    # The fast path is nginx's own: with the gateway process stopped, nginx hashes the key (SHA-256
+    # in Lua), finds its record's digest, and the prediction comes back; nginx noted the key's use.
+    (record,) = set_keys(nats_url, {KEY: KEYS[KEY]})
+    os.kill(gateway.pid, signal.SIGSTOP)
+    try:
+        stopped = _infer(address, KEY)
+        seen = asyncio.run(_nginx_seen(conf.parent / "admin.sock"))
+    finally:
+        os.kill(gateway.pid, signal.SIGCONT)
+    assert stopped.as_numpy("y").reshape(-1).tolist() == [0.0, 2.0]
+    assert abs(seen[record.id] - time.time()) < 60, seen
     os.kill(gateway.pid, signal.SIGKILL)  # not a clean stop: nginx must not outlive it, holding the port
     deadline = time.monotonic() + 15
     while Path(f"/proc/{nginx}").exists() and (Path(f"/proc/{nginx}/stat").read_text().split()[2] != "Z"):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import random
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from tritonclient.grpc import service_pb2
 
-from lepton_core.errors import FailedPrecondition, NotFound, Unauthenticated, Unavailable
+from lepton_core.access import PREDICT, ROLES, GrantRecord, KeyBook, KeyRecord, digest
+from lepton_core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from lepton_core.triton_pool import HostPool, PoolEntry
-from lepton_gateway import front
+from lepton_gateway import front, grpc_api, permissions
 from lepton_gateway.access import Gate, RateLimited
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.routes import RouteTable
@@ -122,15 +126,108 @@ def test_rate_limits_are_token_buckets_per_tenant() -> None:
     assert limits.allow("a") and not limits.allow("a")
 
 
+def _key(
+    secret: str, role: str, tenant: str = "acme", grants: tuple[tuple[str, str], ...] = (), **times: datetime
+) -> KeyRecord:
+    return KeyRecord(
+        id=f"key_{secret}",
+        name=f"{role} key",
+        tenant=tenant,
+        role=role,
+        digest=digest(secret),
+        creator="test",
+        created=datetime.now(UTC),
+        grants=[GrantRecord(resource=r, role=g) for r, g in grants],
+        **times,
+    )
+
+
 def test_keys_decide_the_tenant_and_the_rate() -> None:
-    gate = Gate({"k1": "acme"}, RateLimits(1.0))
-    assert gate.admit("Bearer k1") == "acme"
+    gate = Gate(KeyBook.of({"k1": "acme"}), RateLimits(1.0))
+    assert gate.admit("Bearer k1", "ModelInfer").tenant == "acme"
     with pytest.raises(RateLimited, match="over its rate of 1 requests a second"):
-        gate.admit("Bearer k1")
+        gate.admit("Bearer k1", "ModelInfer")
     with pytest.raises(Unauthenticated, match="no API key"):
-        gate.tenant(None)
+        gate.authenticate(None, "ModelInfer")
     with pytest.raises(Unauthenticated, match="not valid"):
-        gate.tenant("Bearer nope")
+        gate.authenticate("Bearer nope", "ModelInfer")
+
+
+def test_a_role_without_predict_is_refused_naming_the_permission_before_it_takes_a_token() -> None:
+    book = KeyBook([_key("viewer-0001", "viewer"), _key("infer-0001", "inference")])
+    gate = Gate(book, RateLimits(1.0))
+    for method in ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig", "ServerMetadata"):
+        with pytest.raises(PermissionDenied, match=f"{method} needs the permission deployments.predict") as exc:
+            gate.admit("Bearer viewer-0001", method)
+        assert "has role viewer" in str(exc.value)
+    principal = gate.admit("Bearer infer-0001", "ModelInfer")  # the bucket's one token: the viewer took none
+    assert (principal.tenant, principal.role) == ("acme", "inference")
+
+
+def test_every_role_with_predict_is_admitted_and_every_one_without_is_not() -> None:
+    secrets = {role: f"secret-of-{role}" for role in ROLES}
+    book = KeyBook([_key(secret, role) for role, secret in secrets.items()])
+    gate = Gate(book, RateLimits(0.0))
+    for role, secret in secrets.items():
+        if PREDICT in ROLES[role]:
+            assert gate.admit(f"Bearer {secret}", "ModelInfer").role == role
+        else:
+            with pytest.raises(PermissionDenied, match=r"deployments\.predict"):
+                gate.admit(f"Bearer {secret}", "ModelInfer")
+
+
+def test_revoked_and_expired_keys_are_unauthenticated_saying_which() -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    book = KeyBook([_key("gone-0001", "admin", revoked=past), _key("old-0001", "admin", expires=past)])
+    gate = Gate(book, RateLimits(0.0))
+    with pytest.raises(Unauthenticated, match="was revoked at"):
+        gate.admit("Bearer gone-0001", "ModelInfer")
+    with pytest.raises(Unauthenticated, match="expired at"):
+        gate.admit("Bearer old-0001", "ModelInfer")
+
+
+def test_a_grant_on_one_deployment_admits_calls_for_it_alone() -> None:
+    book = KeyBook([_key("granted-0001", "viewer", grants=(("deployment/prices", "deployer"),))])
+    gate = Gate(book, RateLimits(0.0))
+    principal = gate.admit("Bearer granted-0001", "ModelInfer")  # it may predict somewhere
+    gate.require(principal, "ModelInfer", "prices")
+    with pytest.raises(PermissionDenied, match=r"deployments\.predict on deployment/other"):
+        gate.require(principal, "ModelInfer", "other")
+    with pytest.raises(PermissionDenied, match=r"deployments\.predict"):
+        gate.admit("Bearer granted-0001", "ServerMetadata")  # names no deployment: the role decides
+
+
+def test_the_permission_table_names_every_method_the_gateway_registers() -> None:
+    assert set(permissions.RULES) == {permissions.full_name(m) for m in grpc_api.METHODS}
+    for method in grpc_api.METHODS:
+        rule = permissions.RULES[permissions.full_name(method)]
+        if method in grpc_api.REFUSED:
+            assert rule.permission == "deployments.write"
+        else:
+            assert rule.permission == PREDICT, method
+
+
+def test_refusals_are_written_to_the_audit_trail() -> None:
+    written: list[dict[str, str]] = []
+
+    class Trail:
+        async def write(self, **record: str) -> None:
+            written.append(record)
+
+    async def run() -> None:
+        book = KeyBook([_key("viewer-0002", "viewer")])
+        gate = Gate(book, RateLimits(0.0), Trail())  # type: ignore[arg-type]
+        for authorization in ("Bearer nope", "Bearer viewer-0002"):
+            with pytest.raises((Unauthenticated, PermissionDenied)):
+                gate.admit(authorization, "ModelInfer")
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert [(r["outcome"], r["tenant"], r["permission"]) for r in written] == [
+        ("UNAUTHENTICATED", "", PREDICT),
+        ("PERMISSION_DENIED", "acme", PREDICT),
+    ]
+    assert written[1]["method"] == "/inference.GRPCInferenceService/ModelInfer"
 
 
 def test_settings_and_the_models_gate_agree_on_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,10 +268,13 @@ def test_the_state_pushed_to_nginx_holds_digests_not_keys_and_every_route() -> N
     table = RouteTable(pool)
     table.apply("acme.prices", _record("acme", "prices", [("acme--prices", 1, 0.9), ("acme--prices--next", 2, 0.1)]))
     limits = RateLimits(100.0, 0.0, {"slow": 1.0})
-    state = front.FrontState({"k-acme-secret": "acme"}, "the-secret", limits, table, pool)
+    book = KeyBook.of({"k-acme-secret": "acme"}, role="inference")
+    state = front.FrontState(book, "the-secret", limits, table, pool)
     lines = state.render().decode().splitlines()
     assert "k-acme-secret" not in "\n".join(lines)
-    assert f"key\t{state.digest('k-acme-secret')}\tacme" in lines
+    (record,) = book.records()
+    sha256 = hashlib.sha256(b"k-acme-secret").hexdigest()
+    assert f"key\t{sha256}\tacme\t{record.id}\t0\tall" in lines
     assert "secret\tthe-secret" in lines and "rate\t100.0\t0.0" in lines and "tenantrate\tslow\t1.0" in lines
     route = next(line for line in lines if line.startswith("route\t"))
     assert route.split("\t")[1:] == [
@@ -198,3 +298,41 @@ def test_the_gateways_plaintext_rest_api_stays_on_loopback_unless_told() -> None
         GatewaySettings(http_port=8080, http_host="0.0.0.0")
     GatewaySettings(http_port=8080, http_host="0.0.0.0", insecure=True)
     GatewaySettings(http_port=0, http_host="0.0.0.0")  # no REST API served
+
+
+def test_nginx_is_sent_the_keys_that_may_predict_with_when_they_end_and_each_change() -> None:
+    pool = HostPool.of("127.0.0.1:8001", {})
+    now = datetime.now(UTC)
+    soon, later, past = now + timedelta(hours=1), now + timedelta(hours=2), now - timedelta(seconds=1)
+    book = KeyBook(
+        [
+            _key("admin-0001", "admin"),
+            _key("viewer-0001", "viewer"),  # cannot predict: its calls are the gateway process's to refuse
+            _key("granted-0001", "viewer", grants=(("deployment/prices", "deployer"),)),
+            _key("readonly-0001", "viewer", grants=(("deployment/prices", "viewer"),)),  # a grant without predict
+            _key("expiring-0001", "inference", expires=soon),
+            _key("revoking-0001", "inference", expires=later, revoked=soon),
+            _key("revoked-0001", "admin", revoked=past),
+            _key("expired-0001", "admin", expires=past),
+            _key("odd-0001", "admin", tenant="ac\tme"),
+        ]
+    )
+    state = front.FrontState(book, None, RateLimits(0.0), RouteTable(pool), pool)
+    keys = {
+        line.split("\t")[1]: line.split("\t")[2:]
+        for line in state.render().decode().splitlines()
+        if line.startswith("key")
+    }
+    assert not state.stale
+    end = str(int(soon.timestamp()))
+    assert keys == {
+        digest("admin-0001"): ["acme", "key_admin-0001", "0", "all"],
+        digest("granted-0001"): ["acme", "key_granted-0001", "0", "granted"],
+        digest("expiring-0001"): ["acme", "key_expiring-0001", end, "all"],
+        digest("revoking-0001"): ["acme", "key_revoking-0001", end, "all"],
+    }
+    record = book.get("key_admin-0001")
+    assert record is not None
+    book.put(record.model_copy(update={"revoked": now}))
+    assert state.stale
+    assert digest("admin-0001") not in state.render().decode()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -40,6 +39,7 @@ from google.protobuf.message import Message
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
+from lepton_core.bus import follow_bucket
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from lepton_core.names import check_name
 from lepton_core.nats_identity import read_private
@@ -361,30 +361,10 @@ class KeyBook:
         seen, self._seen = self._seen, {}
         return seen
 
-    async def follow(self, kv: KeyValue, retry_s: float = 1.0) -> None:
-        """Applies every record of ``kv``, then each change as it happens, until cancelled.
-
-        ``loaded`` is set once the records there were at the start are in; a watch that ends is
-        started again from the bucket's current state.
-        """
-        while True:
-            try:
-                watcher = await kv.watchall(include_history=False)
-                try:
-                    async for entry in watcher:
-                        if entry is None:
-                            self.loaded.set()
-                            continue
-                        deleted = entry.operation is not None or entry.value is None
-                        self.apply(entry.key, None if deleted else entry.value)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("watch of the %s bucket failed; watching again", KEYS_BUCKET)
-            await asyncio.sleep(retry_s)
+    async def follow(self, kv: KeyValue) -> None:
+        """Applies every record of ``kv``, then each change as it happens, until cancelled;
+        ``loaded`` is set once the records there were at the start are in."""
+        await follow_bucket(kv, self.apply, self.loaded, f"the {KEYS_BUCKET} bucket")
 
 
 async def ensure_key(

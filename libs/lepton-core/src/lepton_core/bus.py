@@ -7,10 +7,12 @@ exists (:func:`require_topology`) and may touch nothing else (``lepton_core.nats
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -183,6 +185,39 @@ async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
         await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5, replicas=replicas))
     for bucket in OBJECT_BUCKETS:
         await js.create_object_store(bucket, config=js_api.ObjectStoreConfig(bucket=bucket, replicas=replicas))
+
+
+async def follow_bucket(
+    kv: KeyValue,
+    apply: Callable[[str, bytes | None], None],
+    loaded: asyncio.Event,
+    what: str,
+    retry_s: float = 1.0,
+) -> None:
+    """Calls ``apply(key, value)`` for every entry of ``kv``, then for each change (``None`` for a
+    deleted key), until cancelled; how a process keeps a bucket's records in memory.
+
+    ``loaded`` is set once the entries there were at the start are in. A watch that ends (the
+    connection was lost for good) is started again, after ``retry_s``, from the bucket's current state.
+    """
+    while True:
+        try:
+            watcher = await kv.watchall(include_history=False)
+            try:
+                async for entry in watcher:
+                    if entry is None:
+                        loaded.set()  # the end of the values there were at the start
+                        continue
+                    deleted = entry.operation is not None or entry.value is None
+                    apply(entry.key, None if deleted else entry.value)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("watch of %s failed; watching again", what)
+        await asyncio.sleep(retry_s)
 
 
 def sha256_digest(data: bytes) -> str:

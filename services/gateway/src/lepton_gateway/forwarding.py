@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import grpc
 from tritonclient.grpc import service_pb2
 
+from lepton_core.access import Principal
 from lepton_core.errors import LeptonError
 from lepton_gateway.access import Gate
 from lepton_gateway.routes import RouteTable
@@ -54,20 +55,22 @@ class Forwarder:
             raise UpstreamError(exc.code(), exc.details() or exc.code().name) from None
         return answer
 
-    async def model_call(self, method: str, tenant: str, data: bytes, trace: Trace, timeout: float) -> bytes:
-        """One of :data:`PER_MODEL` for ``tenant``: its answer, under the deployment's name.
+    async def model_call(self, method: str, caller: Principal, data: bytes, trace: Trace, timeout: float) -> bytes:
+        """One of :data:`PER_MODEL` for ``caller`` (admitted by the gate): its answer, under the deployment's name.
 
         Raises:
-            LeptonError: NotFound for a name that is not one of the tenant's deployments (or a
-                version it does not serve), Unavailable while it serves nothing yet.
+            LeptonError: PermissionDenied for a deployment the caller may not use (a key whose
+                grants name others), NotFound for a name that is not one of the tenant's
+                deployments (or a version it does not serve), Unavailable while it serves nothing yet.
             MalformedMessage: the request's bytes are not a message.
             UpstreamError: Triton's refusal or failure.
         """
         name, version = name_and_version(data)
+        self.gate.require(caller, method, name)
         if method == "ModelInfer" or version:
-            target = self.routes.target(tenant, name, version)
+            target = self.routes.target(caller.tenant, name, version)
         else:
-            target = self.routes.stable(tenant, name)
+            target = self.routes.stable(caller.tenant, name)
         if method == "ModelConfig":
             # Triton's own config is model control (the deployer's), and holds the platform's settings: the
             # gateway answers with what a client needs of it, made from the model's metadata.

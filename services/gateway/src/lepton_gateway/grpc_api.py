@@ -9,7 +9,9 @@ version, :mod:`lepton_gateway.forwarding`). Answers:
 - Model control, the repository index, statistics, shared memory, trace and log settings:
   PERMISSION_DENIED (they are the platform's, not a client's). ``ModelStreamInfer``: UNIMPLEMENTED.
 
-No key or an unknown key is UNAUTHENTICATED; a tenant over its rate is RESOURCE_EXHAUSTED.
+No key, or an unknown, revoked or expired one, is UNAUTHENTICATED; a key whose role lacks the
+call's permission (:mod:`lepton_gateway.permissions`; ``deployments.predict`` for all but the
+probes) is PERMISSION_DENIED, naming it; a tenant over its rate is RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -26,13 +28,12 @@ from lepton_core import errors
 from lepton_core.rpc import status_code_for
 from lepton_gateway.access import TRACE_HEADERS, RateLimited
 from lepton_gateway.forwarding import PER_MODEL, Forwarder, UpstreamError
+from lepton_gateway.permissions import OPEN
 from lepton_gateway.upstream import INFERENCE_SERVICE
 from lepton_gateway.wire import MalformedMessage
 
 log = logging.getLogger(__name__)
 
-#: Served without a key: health probes.
-OPEN = frozenset({"ServerLive", "ServerReady"})
 METHODS = tuple(m.name for m in service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods)
 STREAMING = frozenset({"ModelStreamInfer"})
 #: Everything else the service has: refused.
@@ -42,12 +43,14 @@ Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 def _headers(context: grpc.aio.ServicerContext) -> tuple[str | None, list[tuple[str, str]]]:
-    """The ``authorization`` value and the trace headers to pass on."""
+    """The (first) ``authorization`` value and the trace headers to pass on."""
     authorization = None
     trace: list[tuple[str, str]] = []
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            authorization = value if isinstance(value, str) else None
+            # The first, as nginx reads it ($http_authorization): both fronts hear the same key.
+            if authorization is None and isinstance(value, str):
+                authorization = value
         elif key in TRACE_HEADERS and isinstance(value, str):
             trace.append((key, value))
     return authorization, trace
@@ -87,8 +90,8 @@ class KServeGrpc:
         # The hot path: one function, no closure.
         authorization, trace = _headers(context)
         try:
-            tenant = self._f.gate.admit(authorization)
-            answer: bytes = await self._f.model_call("ModelInfer", tenant, data, trace, self._deadline(context))
+            caller = self._f.gate.admit(authorization, "ModelInfer")
+            answer: bytes = await self._f.model_call("ModelInfer", caller, data, trace, self._deadline(context))
             return answer
         except Exception as exc:
             await _refuse(context, exc)
@@ -97,8 +100,8 @@ class KServeGrpc:
         async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
             authorization, trace = _headers(context)
             try:
-                tenant = self._f.gate.admit(authorization)
-                answer: bytes = await self._f.model_call(method, tenant, data, trace, self._deadline(context))
+                caller = self._f.gate.admit(authorization, method)
+                answer: bytes = await self._f.model_call(method, caller, data, trace, self._deadline(context))
                 return answer
             except Exception as exc:
                 await _refuse(context, exc)
@@ -110,7 +113,7 @@ class KServeGrpc:
             authorization, trace = _headers(context)
             try:
                 if method not in OPEN:
-                    self._f.gate.admit(authorization)
+                    self._f.gate.admit(authorization, method)
                 answer: bytes = await self._f.server_call(method, data, trace, self._deadline(context))
                 return answer
             except Exception as exc:
@@ -122,17 +125,21 @@ class KServeGrpc:
         async def handle(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
             authorization, _ = _headers(context)
             try:
-                self._f.gate.tenant(authorization)
+                caller = self._f.gate.authenticate(authorization, method)
+                raise self._f.gate.deny(caller, method, refused_message(method))
             except Exception as exc:
                 await _refuse(context, exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused_message(method))
-            raise AssertionError("abort returned")
 
         return handle
 
     async def _streaming(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
+        authorization, _ = _headers(context)
+        try:
+            self._f.gate.check(authorization, "ModelStreamInfer")
+        except Exception as exc:
+            await _refuse(context, exc)
         await context.abort(
             grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not served by the gateway; send ModelInfer requests"
         )

@@ -15,8 +15,10 @@ are accepted; outputs are always JSON.
 | ``GET /v2/models/{name}[/versions/{v}]/config`` | its Triton config, less the platform's parameters |
 | ``POST /v2/models/{name}[/versions/{v}]/infer`` | predictions |
 
-Errors are ``{"error": "..."}`` with 400, 401 (no or bad key), 403 (model control and the
-like), 404 (not the tenant's deployment), 429 (over the rate), 503 or 500.
+Each request needs the permission of its gRPC call (:mod:`lepton_gateway.permissions`). Errors
+are ``{"error": "..."}`` with 400, 401 (no key, or an unknown, revoked or expired one), 403 (a
+role without the permission, named; model control and the like), 404 (not the tenant's
+deployment), 429 (over the rate), 503 or 500.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ class RestServer:
 
     async def _server_metadata(self, request: web.Request) -> web.Response:
         try:
-            self._f.gate.admit(request.headers.get("Authorization"))
+            self._f.gate.admit(request.headers.get("Authorization"), "ServerMetadata")
             answer = await self._f.server_call("ServerMetadata", b"", self._trace(request), self._timeout)
         except Exception as exc:
             return _failure(exc)
@@ -220,7 +222,7 @@ class RestServer:
         async def handle(request: web.Request) -> web.Response:
             name, version = request.match_info["name"], request.match_info.get("version", "")
             try:
-                tenant = self._f.gate.admit(request.headers.get("Authorization"))
+                caller = self._f.gate.admit(request.headers.get("Authorization"), method)
                 if method == "ModelInfer":
                     length = request.headers.get(BINARY_HEADER)
                     data = infer_request(name, version, await request.read(), int(length) if length else None)
@@ -230,7 +232,7 @@ class RestServer:
                     data = service_pb2.ModelConfigRequest(name=name, version=version).SerializeToString()
                 else:
                     data = service_pb2.ModelMetadataRequest(name=name, version=version).SerializeToString()
-                answer = await self._f.model_call(method, tenant, data, self._trace(request), self._timeout)
+                answer = await self._f.model_call(method, caller, data, self._trace(request), self._timeout)
             except Exception as exc:
                 return _failure(exc)
             if method == "ModelInfer":
@@ -247,17 +249,19 @@ class RestServer:
         return handle
 
     async def _refused(self, request: web.Request) -> web.Response:
+        call = f"{request.method} {request.path}"
         try:
-            self._f.gate.tenant(request.headers.get("Authorization"))
+            caller = self._f.gate.authenticate(request.headers.get("Authorization"), call)
+            if request.path.startswith("/v2/"):
+                raise self._f.gate.deny(
+                    caller,
+                    call,
+                    f"{call} is not served to clients: the gateway answers inference, model metadata, config "
+                    "and readiness; the platform's deployer alone controls models",
+                )
         except Exception as exc:
             return _failure(exc)
-        if request.path.startswith("/v2/"):
-            return _error(
-                403,
-                f"{request.method} {request.path} is not served to clients: the gateway answers "
-                "inference, model metadata, config and readiness; the platform's deployer alone controls models",
-            )
-        return _error(404, f"no such endpoint: {request.method} {request.path}")
+        return _error(404, f"no such endpoint: {call}")
 
 
 def _failure(exc: BaseException) -> web.Response:

@@ -10,7 +10,6 @@ fields read here are modelled; the deployer's records carry more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lepton_core.bus import follow_bucket
 from lepton_core.errors import FailedPrecondition, NotFound, Unavailable
 from lepton_core.triton_pool import DEFAULT_HOST, HostPool
 
@@ -182,24 +182,6 @@ class RouteTable:
 async def follow(kv: KeyValue, table: RouteTable, loaded: asyncio.Event) -> None:
     """Applies every entry of the bucket to ``table``, then each change as it happens, until cancelled.
 
-    ``loaded`` is set once the entries there were at the start are in. A watch that ends (the
-    connection was lost for good) is started again, after a pause, from the bucket's current state.
+    ``loaded`` is set once the entries there were at the start are in (:func:`lepton_core.bus.follow_bucket`).
     """
-    while True:
-        try:
-            watcher = await kv.watchall(include_history=False)
-            try:
-                async for entry in watcher:
-                    if entry is None:
-                        loaded.set()  # the end of the values there were at the start
-                        continue
-                    deleted = entry.operation is not None or entry.value is None
-                    table.apply(entry.key, None if deleted else entry.value)
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()  # type: ignore[no-untyped-call]
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("watch of the %s bucket failed; watching again", BUCKET)
-        await asyncio.sleep(RETRY_S)
+    await follow_bucket(kv, table.apply, loaded, f"the {BUCKET} bucket", RETRY_S)

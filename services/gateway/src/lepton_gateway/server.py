@@ -1,9 +1,10 @@
-"""The gateway process: NATS (the deployer's records), the gRPC server, the REST server, until SIGTERM."""
+"""The gateway process: NATS (the deployer's records, the key records), the gRPC and REST servers, until SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 
@@ -11,10 +12,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from nats.aio.client import Client as NATS
-from nats.js.kv import KeyValue
+from nats.js import JetStreamContext
 
 from lepton_core import nats_identity
+from lepton_core.access import KeyBook
+from lepton_core.access_service import SEEN_EVERY_S, SEEN_SUBJECT
+from lepton_core.audit import AuditLog
 from lepton_core.bus import connect, require_topology
+from lepton_core.service import open_access
 from lepton_core.tls import server_credentials
 from lepton_core.triton_access import read_secret_file
 from lepton_gateway.access import SECRET_HEADER, Gate
@@ -22,6 +27,7 @@ from lepton_gateway.forwarding import Forwarder
 from lepton_gateway.front import FrontState, NginxFront, keep_pushed
 from lepton_gateway.grpc_api import KServeGrpc
 from lepton_gateway.limits import RateLimits
+from lepton_gateway.permissions import RULES
 from lepton_gateway.rest import RestServer
 from lepton_gateway.routes import BUCKET, RouteTable, follow
 from lepton_gateway.settings import GatewaySettings
@@ -38,15 +44,32 @@ LOAD_TIMEOUT_S = 30.0
 SHUTDOWN_STEP_S = 10.0
 
 
-async def _bucket(settings: GatewaySettings) -> tuple[KeyValue, NATS]:
-    """The deployer's records: the only thing on NATS the gateway reads (its ``gateway`` identity)."""
+async def _connect(settings: GatewaySettings) -> tuple[NATS, JetStreamContext]:
+    """NATS as the ``gateway`` identity: it reads the deployer's records and the key records, writes
+    its audit records and its reports of the keys it saw used, nothing else."""
     seed_file = settings.nats_nkey_seed_file
     if seed_file:
         nats_identity.check_seed_file(seed_file)
     nc = await connect(settings.nats_url, "lepton-gateway", seed_file=seed_file, inbox=nats_identity.inbox_prefix(NAME))
     js = nc.jetstream()
     await require_topology(js, nats_identity.streams_of(NAME))
-    return await js.key_value(BUCKET), nc
+    return nc, js
+
+
+async def _report_seen(nc: NATS, book: KeyBook, front: NginxFront | None) -> None:
+    """Every :data:`SEEN_EVERY_S`, tells the registry which keys were used here: the gateway process's
+    and nginx's (whose fast path the process never sees), until cancelled."""
+    while True:
+        await asyncio.sleep(SEEN_EVERY_S)
+        try:
+            seen = book.take_seen()
+            if front is not None:
+                for key_id, when in (await front.take_seen()).items():
+                    seen[key_id] = max(when, seen.get(key_id, 0.0))
+            if seen:
+                await nc.publish(f"{SEEN_SUBJECT}.{NAME}", json.dumps(seen).encode())
+        except Exception:
+            log.exception("reporting the keys used failed; next time they are reported with the others")
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -64,18 +87,21 @@ async def serve(settings: GatewaySettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    kv, nc = await _bucket(settings)
+    nc, js = await _connect(settings)
     pool = settings.pool()
     changed = asyncio.Event()
     routes = RouteTable(pool, on_change=changed.set)
     loaded = asyncio.Event()
-    watch = asyncio.create_task(follow(kv, routes, loaded), name="deployments-watch")
+    watch = asyncio.create_task(follow(await js.key_value(BUCKET), routes, loaded), name="deployments-watch")
+    # The key records, followed as every service follows them (waits, bounded, for them to load).
+    access, follow_keys = await open_access(NAME, js, settings, RULES)
+    book = access.book
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT_S)
 
     limits = RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates)
     # Behind nginx, nginx takes every call's token from one bucket per tenant (rate.lua, infer.lua).
-    gate = Gate(settings.api_keys, RateLimits(0.0) if settings.front == "nginx" else limits)
+    gate = Gate(book, RateLimits(0.0) if settings.front == "nginx" else limits, AuditLog(js, NAME))
     upstream = Upstream(secret, SECRET_HEADER)
     forwarder = Forwarder(routes, gate, upstream, settings.triton_url)
     kserve = KServeGrpc(forwarder, settings.forward_timeout_s)
@@ -115,10 +141,11 @@ async def serve(settings: GatewaySettings) -> None:
         await rest.start()
     if front is not None:  # last: what it passes calls on to is listening
         await front.start()
-        state = FrontState(settings.api_keys, secret, limits, routes, pool)
+        state = FrontState(book, secret, limits, routes, pool)
         changed.clear()
         await front.push(state.render())
         pushing = asyncio.create_task(keep_pushed(front, state, changed), name="front-push")
+    reporting = asyncio.create_task(_report_seen(nc, book, front), name="key-use report")
     for name in ("", INFERENCE_SERVICE):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -127,6 +154,7 @@ async def serve(settings: GatewaySettings) -> None:
             "grpc_port": port,
             "http_port": settings.http_port,
             "deployments": len(routes),
+            "keys": len(book.records()),
             "triton": settings.triton_url,
             "front": settings.front,
         },
@@ -137,9 +165,9 @@ async def serve(settings: GatewaySettings) -> None:
     steps = [("grpc server", server.stop(5.0)), ("triton channels", upstream.close())]
     if rest is not None:
         steps.insert(1, ("rest server", rest.stop()))
-    watch.cancel()
-    if pushing is not None:
-        pushing.cancel()
+    background = [watch, follow_keys, reporting, *([pushing] if pushing is not None else [])]
+    for task in background:
+        task.cancel()
     if front is not None:
         steps.insert(0, ("nginx front", front.stop()))
     for what, step in steps:
@@ -147,8 +175,9 @@ async def serve(settings: GatewaySettings) -> None:
             await asyncio.wait_for(step, SHUTDOWN_STEP_S)
         except (TimeoutError, Exception) as exc:
             log.warning("shutdown step %s did not finish cleanly: %r", what, exc)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await watch
+    for task in background:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), SHUTDOWN_STEP_S)
     log.info("gateway stopped")

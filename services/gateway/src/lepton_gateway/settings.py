@@ -12,7 +12,11 @@ from lepton_core.triton_pool import PoolSettings
 
 
 class GatewaySettings(ServiceSettings, PoolSettings):
-    """Settings of the gateway; ``grpc_port`` 0 means 50057, ``api_keys`` as every service's."""
+    """Settings of the gateway; ``grpc_port`` 0 means 50057.
+
+    API keys are not settings: the gateway follows the platform's key records on NATS (the
+    ``keys`` bucket), as every service does (docs/security.md, 'Keys and roles').
+    """
 
     model_config = SettingsConfigDict(env_prefix="LEPTON_GATEWAY_", extra="ignore")
 

@@ -5,46 +5,55 @@ A Python gRPC hop costs about 640 µs of CPU a request (a ``grpc.aio`` server pl
 the gateway runs nginx (Debian's ``nginx-light`` with ``libnginx-mod-http-lua``) on its public
 gRPC port:
 
-- ``ModelInfer`` is answered in nginx by ``infer.lua``: the key's tenant (HMAC digests of the
-  keys, never the keys), the tenant's rate, the deployment's route, the request readdressed to
-  the tenant's Triton model, the gateway's secret added and the key removed; then
-  ``grpc_pass`` to the Triton host, and ``response.lua`` readdresses the answer to the
-  deployment's name. Same answers, same status codes as :mod:`lepton_gateway.grpc_api`.
+- ``ModelInfer`` is answered in nginx by ``infer.lua``: the key's tenant (the SHA-256 of the
+  key it is sent, computed in Lua with OpenSSL's ``SHA256``, looked up among the digests of the
+  key records), the tenant's rate, the deployment's route, the request readdressed to the
+  tenant's Triton model, the gateway's secret added and the key removed; then ``grpc_pass`` to
+  the Triton host, and ``response.lua`` readdresses the answer to the deployment's name. What
+  nginx does not admit itself (no key; a key unknown to it, revoked, expired, or whose role
+  cannot predict; a key that predicts by a per-deployment grant) goes on to the gateway
+  process, whose answer is the refusal or the prediction it gives when it serves alone.
 - Every other call (metadata, config, readiness, health, the refused ones) goes on to the
   gateway process, which listens on a Unix socket in a directory only its user can open; so
   does the REST API, which nginx serves on the REST port (over TLS with the gateway's
   certificate). ``rate.lua`` takes each of these calls' token first: one bucket a tenant for
   gRPC and REST, and none taken again behind nginx.
 
-nginx's configuration holds no secret: the gateway pushes keys, routes, rates and the
-inference secret over another Unix socket in that directory (:class:`FrontState`, ``admin.lua``)
-at start and after each change of the deployer's records. The gateway starts nginx and stops it.
+nginx's configuration holds no secret: the gateway pushes the keys' digests, routes, rates and
+the inference secret over another Unix socket in that directory (:class:`FrontState`,
+``admin.lua``) at start, after each change of the deployer's records and after each change of
+the key records (a revoked key is refused within :data:`KEYS_POLL_S` and a push). A key's
+expiry is checked by nginx itself at each call. nginx counts the keys it admitted, and the
+gateway collects them (:meth:`NginxFront.take_seen`) for the registry's ``last_used``. The
+gateway starts nginx and stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import grp
-import hashlib
-import hmac
 import logging
+import math
 import os
 import pwd
-import secrets
+import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import aiohttp
 
+from lepton_core.access import KeyBook, KeyRecord, principal_of
 from lepton_core.children import die_with_parent
 from lepton_core.errors import FailedPrecondition
 from lepton_core.triton_pool import HostPool
+from lepton_gateway.access import may_somewhere
 from lepton_gateway.limits import RateLimits
+from lepton_gateway.permissions import RULES, full_name
 from lepton_gateway.routes import RouteTable
 
 log = logging.getLogger(__name__)
@@ -62,6 +71,9 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 #: Characters that would break a record of the push (lines of tab-separated fields).
 _SEPARATORS = frozenset("\t\n\r\x1f")
+#: How often the gateway looks whether the key records changed since its last push.
+KEYS_POLL_S = 0.25
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def lua_dir() -> Path:
@@ -102,30 +114,40 @@ http {{
 class FrontState:
     """What nginx must know to answer ``ModelInfer``: rendered as the lines ``admin.lua`` reads.
 
-    The keys are sent as HMAC-SHA1 digests under a key made here, which lives only in this
-    process's memory and nginx's.
+    A key is there only as the SHA-256 digest its record holds (the gateway knows no secret):
+    ``key <digest> <tenant> <key id> <end> <scope>``, one for each key active now that may predict
+    (:func:`lepton_gateway.access.may_somewhere`). ``end`` is when it stops being active (its
+    expiry or a revocation set ahead, in whole unix seconds, rounded down so that nginx never
+    admits a key past it; 0: never); ``scope`` is ``all`` when its role predicts on every
+    deployment, ``granted`` when only grants let it (nginx takes the tenant's rate, the gateway
+    process checks the deployment). A key that cannot predict is not sent: nginx hands its calls
+    to the gateway process, which refuses them.
     """
 
     def __init__(
-        self, api_keys: Mapping[str, str], secret: str | None, limits: RateLimits, routes: RouteTable, pool: HostPool
+        self, book: KeyBook, secret: str | None, limits: RateLimits, routes: RouteTable, pool: HostPool
     ) -> None:
-        self._hmac = secrets.token_bytes(32)
-        self._keys = dict(api_keys)
+        self._book = book
         self._secret = secret
         self._limits = limits
         self._routes = routes
         self._upstreams = upstream_names(pool)
+        self._generation: int | None = None
 
-    def digest(self, key: str) -> str:
-        return base64.b64encode(hmac.new(self._hmac, key.encode(), hashlib.sha1).digest()).decode()
+    @property
+    def stale(self) -> bool:
+        """Whether the key records changed since the last :meth:`render`."""
+        return self._book.generation != self._generation
 
     def render(self) -> bytes:
-        lines = [f"hmac\t{base64.b64encode(self._hmac).decode()}"]
+        self._generation = self._book.generation
+        lines = []
         if self._secret:
             lines.append(f"secret\t{self._secret}")
         lines.append(f"rate\t{self._limits.rate_per_s!r}\t{self._limits.burst!r}")
         lines += [f"tenantrate\t{t}\t{r!r}" for t, r in self._limits.per_tenant.items() if _clean(t)]
-        lines += [f"key\t{self.digest(k)}\t{t}" for k, t in self._keys.items() if _clean(t)]
+        now = datetime.now(UTC)
+        lines += [line for record in self._book.records() if (line := _key_line(record, now))]
         for served, hosts in self._routes.snapshot():
             key = f"{served.tenant}/{served.name}"
             fields = [key, served.state, *(f for m, v, _ in served.routes for f in (m, v))]
@@ -136,6 +158,25 @@ class FrontState:
             upstreams = ",".join(self._upstreams[h] for h in hosts)
             lines.append(f"route\t{key}\t" + "\t".join([served.state, upstreams, *routes]))
         return ("\n".join(lines) + "\n").encode()
+
+
+_INFER_RULE = RULES[full_name("ModelInfer")]
+
+
+def _key_line(record: KeyRecord, now: datetime) -> str:
+    """The ``key`` line of ``record``, or ``""`` for a key nginx need not know (see :class:`FrontState`)."""
+    if record.state(now) != "active":
+        return ""
+    principal = principal_of(record)
+    if not may_somewhere(principal, _INFER_RULE):
+        return ""
+    if not (_DIGEST.fullmatch(record.digest) and _clean(record.tenant) and _clean(record.id)):
+        log.warning("key %r not pushed to nginx: its record holds a separator or a malformed digest", record.id)
+        return ""
+    ends = [t for t in (record.expires, record.revoked) if t is not None]
+    end = math.floor(min(ends).timestamp()) if ends else 0
+    scope = "all" if principal.allows(_INFER_RULE.permission) else "granted"
+    return f"key\t{record.digest}\t{record.tenant}\t{record.id}\t{end}\t{scope}"
 
 
 def _clean(text: str) -> bool:
@@ -206,6 +247,7 @@ load_module {MODULES[1]};
 {process_config(d, self.workers)}  lua_package_path "{lua}/?.lua;;";
   lua_shared_dict lepton 32m;
   lua_shared_dict lepton_buckets 8m;
+  lua_shared_dict lepton_seen 1m;
 {upstreams}  upstream gateway {{ server unix:{d}/gateway.sock; {KEEPALIVE} }}
   server {{
     {listen}
@@ -235,6 +277,9 @@ load_module {MODULES[1]};
     location = /state {{
       client_max_body_size 32m;
       client_body_buffer_size 32m;
+      content_by_lua_file {lua}/admin.lua;
+    }}
+    location = /seen {{
       content_by_lua_file {lua}/admin.lua;
     }}
   }}
@@ -296,6 +341,23 @@ load_module {MODULES[1]};
             if answer.status != 200:
                 raise RuntimeError(f"nginx refused the state ({answer.status}): {text.strip()}")
 
+    async def take_seen(self) -> dict[str, float]:
+        """Key id to the last time nginx admitted it, since the last call (then nginx forgets them)."""
+        connector = aiohttp.UnixConnector(path=str(self.admin_socket))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://front/seen") as answer,
+        ):
+            text = await answer.text()
+            if answer.status != 200:
+                raise RuntimeError(f"nginx did not say which keys it saw ({answer.status}): {text.strip()}")
+        seen: dict[str, float] = {}
+        for line in text.splitlines():
+            key_id, _, when = line.partition("\t")
+            with contextlib.suppress(ValueError):
+                seen[key_id] = max(float(when), seen.get(key_id, 0.0))
+        return seen
+
     async def stop(self) -> None:
         """Stops nginx (gracefully: in-flight requests finish), then removes its folder."""
         process, self.process = self.process, None
@@ -309,10 +371,16 @@ load_module {MODULES[1]};
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def keep_pushed(front: NginxFront, state: FrontState, changed: asyncio.Event, retry_s: float = 1.0) -> None:
-    """Pushes ``state`` each time ``changed`` is set (the deployer's records changed), until cancelled."""
+async def keep_pushed(
+    front: NginxFront, state: FrontState, changed: asyncio.Event, retry_s: float = 1.0, poll_s: float = KEYS_POLL_S
+) -> None:
+    """Pushes ``state`` each time ``changed`` is set (the deployer's records changed) or the key records
+    changed (:attr:`FrontState.stale`, looked at every ``poll_s``), until cancelled."""
     while True:
-        await changed.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), poll_s)
+        if not (changed.is_set() or state.stale):
+            continue
         changed.clear()
         try:
             await front.push(state.render())

@@ -1,7 +1,25 @@
--- The gateway's pushes (POST, on a Unix socket only its user can open): a whole new generation
--- of keys, routes, rates and the secret, one record a line, fields split by tabs. See
--- lepton_gateway.front.FrontState.
+-- The gateway's pushes (POST /state, on a Unix socket only its user can open): a whole new
+-- generation of keys (their SHA-256 digests), routes, rates and the secret, one record a line,
+-- fields split by tabs. See lepton_gateway.front.FrontState. And GET /seen: the keys the fast
+-- path admitted since the last GET ("<key id>\t<unix time>" lines), which it then forgets.
 local dict = ngx.shared.lepton
+-- Loaded here first: a module that cannot hash keys refuses the gateway's first push.
+local loaded, problem = pcall(require, "lepton.state")
+if not loaded then
+  ngx.status = 500
+  ngx.log(ngx.ERR, "lepton.state: ", problem)
+  return ngx.say("the fast path cannot run: ", problem)
+end
+if ngx.var.uri == "/seen" then
+  local seen = ngx.shared.lepton_seen
+  local lines = {}
+  for _, id in ipairs(seen:get_keys(0)) do
+    local when = seen:get(id)
+    seen:delete(id)
+    if when then lines[#lines + 1] = id .. "\t" .. string.format("%.3f", when) end
+  end
+  return ngx.print(table.concat(lines, "\n"))
+end
 if ngx.req.get_method() ~= "POST" then
   ngx.status = 405
   return ngx.say("POST a state")
@@ -26,9 +44,7 @@ end
 for line in body:gmatch("[^\n]+") do
   local kind, a, b = line:match("^(%a+)\t([^\t]*)\t?(.*)$")
   local ok, err
-  if kind == "hmac" then
-    ok, err = dict:set(prefix .. "hmac", ngx.decode_base64(a))
-  elseif kind == "secret" then
+  if kind == "secret" then
     ok, err = dict:set(prefix .. "secret", a)
   elseif kind == "key" then
     ok, err = dict:set(prefix .. "k:" .. a, b)

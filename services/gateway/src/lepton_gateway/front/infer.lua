@@ -1,17 +1,19 @@
 -- The gateway's fast path for gRPC ModelInfer, run by nginx (access phase; see lepton_gateway/front.py).
 --
 -- It does what lepton_gateway.grpc_api does for ModelInfer, with the same answers: the API key
--- gives the tenant (HMAC digests only, pushed by the gateway), the tenant's rate limit, the model
--- name and version read from the request (protobuf fields 1 and 2, the tensors skipped, never
--- decoded), the deployment's route chosen by weight, and the request readdressed by appending
--- fields 1 and 2 (for a singular field the last value on the wire wins). The key never reaches
--- Triton; the gateway's secret does, from memory, not from nginx's configuration.
+-- gives the tenant (its SHA-256 among the key records' digests, pushed by the gateway), the
+-- tenant's rate limit, the model name and version read from the request (protobuf fields 1 and
+-- 2, the tensors skipped, never decoded), the deployment's route chosen by weight, and the
+-- request readdressed by appending fields 1 and 2 (for a singular field the last value on the
+-- wire wins). The key never reaches Triton; the gateway's secret does, from memory, not from
+-- nginx's configuration. A call nginx does not admit itself goes to the gateway process, whose
+-- answer (UNAUTHENTICATED, PERMISSION_DENIED, or the prediction) is the one it gives alone.
 local state = require "lepton.state"
 local bit = require "bit"
 local byte, sub, char, find = string.byte, string.sub, string.char, string.find
 local band, bor, lshift, rshift = bit.band, bit.bor, bit.lshift, bit.rshift
 
-local RESOURCE_EXHAUSTED, UNAUTHENTICATED = 8, 16
+local RESOURCE_EXHAUSTED = 8
 
 local refuse = state.refuse_grpc
 
@@ -75,11 +77,16 @@ local function to_gateway()
   return ngx.exec("@gateway")
 end
 
--- Who is calling, and may they now.
-local tenant, problem = state.tenant(ngx.var.http_authorization)
-if not tenant then return refuse(UNAUTHENTICATED, problem) end
+-- Who is calling, and may they now. A key nginx does not know as one that may predict (none,
+-- unknown, revoked, expired, a role without deployments.predict) is the gateway process's to
+-- refuse, with its words; a key that predicts by a grant on some deployments takes the tenant's
+-- token here, and the gateway process checks the deployment it names.
+local tenant, key_id, everywhere = state.caller(ngx.var.http_authorization)
+if not tenant then return to_gateway() end
 local limited = state.over_rate(tenant)
 if limited then return refuse(RESOURCE_EXHAUSTED, limited) end
+if not everywhere then return to_gateway() end
+state.note_seen(key_id)
 
 -- What they ask for: one uncompressed message, whose fields 1 and 2 name the deployment and version.
 ngx.req.read_body()

@@ -2,12 +2,43 @@
 --
 -- Everything lives in the shared dict "lepton" under a generation number: a push writes a
 -- whole new generation, then switches "g" to it, so a request never sees half of one.
--- API keys are there only as HMAC-SHA1 digests under a key that lives in memory alone.
+-- API keys are there only as the SHA-256 digests of their records (the platform keeps no
+-- secret): the key a call presents is hashed here, with OpenSSL's SHA256, which nginx has
+-- loaded (it links libcrypto), called through LuaJIT's FFI.
 local M = {}
+
+local ffi = require "ffi"
+local bit = require "bit"
 
 local dict = ngx.shared.lepton
 local buckets = ngx.shared.lepton_buckets
+local seen = ngx.shared.lepton_seen
 local byte, char, format, gsub, sub = string.byte, string.char, string.format, string.gsub, string.sub
+local band, rshift = bit.band, bit.rshift
+
+-- pcall: a second declaration in the same Lua VM (the module loaded again) is an error otherwise.
+pcall(ffi.cdef, "unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md);")
+local sha256 = ffi.C.SHA256 -- a missing symbol fails here, when the module loads, not at a call
+local md = ffi.new("unsigned char[32]")
+local hex = ffi.new("char[64]")
+local digits = ffi.new("char[16]", "0123456789abcdef")
+
+-- SHA-256 of s, lowercase hex (as hashlib's hexdigest(), what a key record holds).
+local function sha256_hex(s)
+  sha256(s, #s, md)
+  for i = 0, 31 do
+    local b = md[i]
+    hex[i * 2] = digits[rshift(b, 4)]
+    hex[i * 2 + 1] = digits[band(b, 15)]
+  end
+  return ffi.string(hex, 64)
+end
+M.sha256_hex = sha256_hex
+
+-- A known answer (FIPS 180-2's "abc"), checked once a worker: a wrong digest would hand every
+-- call to the gateway process quietly, so it stops the module (and the gateway's first push).
+assert(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  "SHA256 through LuaJIT's FFI gives a wrong digest")
 
 M.SECRET_HEADER = "lepton-inference-secret"
 local NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE = 5, 9, 14
@@ -59,23 +90,41 @@ function M.string_field(field, value)
   return table.concat(prefix) .. value
 end
 
--- The tenant of an "authorization" value ("Bearer <key>", or the bare key), or nil and why.
-function M.tenant(authorization)
-  if not authorization or authorization == "" then
-    return nil, "no API key: send 'authorization: Bearer <key>'"
-  end
+-- Who sends an "authorization" value ("Bearer <key>", or the bare key): the key's tenant, its
+-- id, and whether its role predicts on every deployment (false: only grants let it, on some),
+-- for a key that is active now and may predict. Nil for anything else (no key, an unknown,
+-- revoked or expired one, one that cannot predict): the gateway process answers those calls.
+-- Read as lepton_core.rpc.bearer_key reads it, or stricter: a key found here is the key the
+-- gateway process would find.
+function M.caller(authorization)
+  if not authorization or authorization == "" then return nil end
   local key = authorization
   local scheme, rest = authorization:match("^(%S*) (.*)$")
   if scheme and rest:match("%S") and scheme:lower() == "bearer" then
     key = rest
   end
   key = key:match("^%s*(.-)%s*$")
+  if key == "" then return nil end
   local g = generation()
-  local hmac_key = g and dict:get(g .. ":hmac")
-  if not hmac_key then return nil, "the API key is not valid" end
-  local tenant = dict:get(g .. ":k:" .. ngx.encode_base64(ngx.hmac_sha1(hmac_key, key)))
-  if not tenant then return nil, "the API key is not valid" end
-  return tenant
+  local entry = g and dict:get(g .. ":k:" .. sha256_hex(key))
+  if not entry then return nil end
+  local tenant, id, ends, scope = entry:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)$")
+  if not tenant then return nil end
+  ends = tonumber(ends) or 0
+  if ends > 0 and ngx.time() >= ends then return nil end -- expired (or revoked from then on)
+  return tenant, id, scope == "all"
+end
+
+-- This worker's last note of each key it admitted: the shared dict is written once a second a key.
+local noted = {}
+
+-- That key `id` was used now (the gateway collects these for the registry's last_used).
+function M.note_seen(id)
+  local now = ngx.now()
+  local last = noted[id]
+  if last and now - last < 1 then return end
+  noted[id] = now
+  seen:set(id, now)
 end
 
 -- Nil when the tenant may send a request now (a token taken), else why not. A token bucket per
