@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from lepton_core.access import Access, KeyBook
 from lepton_core.rpc import Server, client_channel, create_server
 from lepton_core.settings import ServiceSettings
-from lepton_core.tls import Peer, TlsFiles, read_pem, server_credentials, write_self_signed
+from lepton_core.tls import Peer, TlsFiles, certificate_pair, read_pem, server_credentials, write_self_signed
 from lepton_platform.testing import StartService
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,7 +91,17 @@ def test_settings_take_tls_files_from_the_environment(pki: TlsFiles, monkeypatch
     monkeypatch.setenv("LEPTON_TLS_CA_FILE", str(pki.ca_file))
     settings = ServiceSettings()
     assert settings.tls_cert_file == str(pki.cert_file)
-    assert settings.peer("127.0.0.1:9") == Peer("127.0.0.1:9", tls=True, root_certificates=pki.ca_file.read_bytes())
+    # The service's own certificate goes with its calls, for peers that require mutual TLS.
+    pair = certificate_pair(pki.cert_file, pki.key_file)
+    expected = Peer("127.0.0.1:9", tls=True, root_certificates=pki.ca_file.read_bytes(), client_certificate=pair)
+    assert settings.peer("127.0.0.1:9") == expected
+    assert "PRIVATE" not in repr(expected)
+    monkeypatch.setenv("LEPTON_TLS_REQUIRE_CLIENT_CERT", "true")
+    assert ServiceSettings().tls_require_client_cert
+    monkeypatch.delenv("LEPTON_TLS_CA_FILE")
+    with pytest.raises(ValidationError, match="tls_require_client_cert: mutual TLS needs"):
+        ServiceSettings()
+    monkeypatch.delenv("LEPTON_TLS_REQUIRE_CLIENT_CERT")
     monkeypatch.delenv("LEPTON_TLS_KEY_FILE")
     with pytest.raises(ValidationError, match="tls_cert_file and tls_key_file: set both"):
         ServiceSettings()
@@ -104,6 +114,31 @@ def test_bad_tls_files_are_named(pki: TlsFiles, tmp_path: Path) -> None:
         server_credentials(pki.key_file, pki.key_file)
     with pytest.raises(ValueError, match=r"tls_key_file: .* holds no PEM private key"):
         read_pem(pki.cert_file, "tls_key_file", "PRIVATE KEY")
+
+
+async def test_a_mutual_tls_server_answers_only_clients_with_a_certificate_of_its_ca(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    ours = write_self_signed(tmp_path_factory.mktemp("mtls"), client_auth=True)
+    theirs = write_self_signed(tmp_path_factory.mktemp("mtls-other"), client_auth=True)
+    server = await create_server(
+        service="mtls-test",
+        host="127.0.0.1",
+        port=0,
+        access=Access(KeyBook(), {}),
+        register=_no_services,
+        credentials=server_credentials(ours.cert_file, ours.key_file, ours.ca_file),
+    )
+    try:
+        address = f"127.0.0.1:{server.port}"
+        good = certificate_pair(ours.cert_file, ours.key_file)
+        assert await _check(Peer.parse(address, ours.ca_file, good)) == health_pb2.HealthCheckResponse.SERVING
+        for client in (None, certificate_pair(theirs.cert_file, theirs.key_file)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _check(Peer.parse(address, ours.ca_file, client))
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
 
 
 async def test_a_tls_server_answers_only_clients_that_trust_its_ca(

@@ -72,13 +72,34 @@ def load_root_certificates(value: RootCertificates | None) -> tuple[bytes | None
     return _read_pem(value, "root_certificates"), f"root_certificates={os.fspath(value)}"
 
 
-def _read_pem(path: str | os.PathLike[str], name: str) -> bytes:
+#: What ``client_certificate=`` accepts: (certificate chain, private key), each a PEM file's path.
+ClientCertificate = tuple[str | os.PathLike[str], str | os.PathLike[str]]
+
+
+def load_client_certificate(value: ClientCertificate | None) -> tuple[bytes, bytes] | None:
+    """(PEM chain, PEM key) to present to a platform that requires mutual TLS, or None.
+
+    ``value`` wins over ``LEPTON_TLS_CERT_FILE`` with ``LEPTON_TLS_KEY_FILE``.
+    """
+    if value is None:
+        env_cert, env_key = os.environ.get("LEPTON_TLS_CERT_FILE"), os.environ.get("LEPTON_TLS_KEY_FILE")
+        if not env_cert and not env_key:
+            return None
+        if not (env_cert and env_key):
+            raise InvalidArgument("LEPTON_TLS_CERT_FILE and LEPTON_TLS_KEY_FILE: set both for a client certificate")
+        return _read_pem(env_cert, "LEPTON_TLS_CERT_FILE"), _read_pem(env_key, "LEPTON_TLS_KEY_FILE", "PRIVATE KEY")
+    cert, key = value
+    return _read_pem(cert, "client_certificate[0]"), _read_pem(key, "client_certificate[1]", "PRIVATE KEY")
+
+
+def _read_pem(path: str | os.PathLike[str], name: str, kind: str = "CERTIFICATE") -> bytes:
+    what = "CA file" if name.endswith(("CA_FILE", "root_certificates")) else "file"
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise InvalidArgument(f"{name}: cannot read the CA file {os.fspath(path)}: {exc.strerror or exc}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in data:
-        raise InvalidArgument(f"{name}: {os.fspath(path)} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        raise InvalidArgument(f"{name}: cannot read the {what} {os.fspath(path)}: {exc.strerror or exc}") from None
+    if f"-----BEGIN {kind}-----".encode() not in data and f" {kind}-----".encode() not in data:
+        raise InvalidArgument(f"{name}: {os.fspath(path)} holds no PEM {kind.lower()} (-----BEGIN {kind}-----)")
     return data
 
 
@@ -129,10 +150,12 @@ class Transport:
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
         insecure: bool | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
         self.api_key = api_key if api_key is not None else os.environ.get("LEPTON_API_KEY")
         self.endpoints, tls = resolve_endpoints(url, endpoints)
         self._roots, self._trusted = load_root_certificates(root_certificates)
+        self._client_certificate = load_client_certificate(client_certificate)
         # A CA to trust means TLS even at host:port, as it does for the services' own calls.
         self.tls = tls or self._roots is not None
         refuse_plaintext_beyond_loopback(self.endpoints, self.tls, insecure)
@@ -144,6 +167,10 @@ class Transport:
         """Where calls to ``service`` go, as a user would write it (``grpcs://`` for TLS)."""
         return f"grpcs://{self.endpoints[service]}" if self.tls else self.endpoints[service]
 
+    def _credentials(self) -> grpc.ChannelCredentials:
+        chain, key = self._client_certificate or (None, None)
+        return grpc.ssl_channel_credentials(self._roots, private_key=key, certificate_chain=chain)
+
     def channel(self, service: str) -> grpc.Channel:
         with self._lock:
             if service not in self._channels:
@@ -153,7 +180,7 @@ class Transport:
                     ("grpc.max_send_message_length", MESSAGE_LIMIT),
                 ]
                 self._channels[service] = (
-                    grpc.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
+                    grpc.secure_channel(address, self._credentials(), options=options)
                     if self.tls
                     else grpc.insecure_channel(address, options=options)
                 )
@@ -171,7 +198,7 @@ class Transport:
             ("grpc.max_send_message_length", MESSAGE_LIMIT),
         ]
         if self.tls:
-            return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self._roots), options=options)
+            return grpc.aio.secure_channel(address, self._credentials(), options=options)
         return grpc.aio.insecure_channel(address, options=options)
 
     def call(self, service: str, method: Callable[..., T], request: Any, timeout: float = 60.0) -> T:

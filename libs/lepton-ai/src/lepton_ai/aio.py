@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from lepton_ai._transport import RootCertificates
+from lepton_ai._transport import ClientCertificate, RootCertificates
 from lepton_ai.access import Keys
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, Datasets
@@ -464,6 +464,7 @@ class AsyncClient(_Twin[Client]):
             :class:`~lepton_ai.Client`.
         insecure: Allow plaintext to an address beyond this machine, as for
             :class:`~lepton_ai.Client`.
+        client_certificate: A client certificate for mutual TLS, as for :class:`~lepton_ai.Client`.
         max_workers: Worker threads, i.e. calls in flight at once; more wait their
             turn. A stream being iterated holds one while it waits for its next item.
 
@@ -489,9 +490,17 @@ class AsyncClient(_Twin[Client]):
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
         insecure: bool | None = None,
+        client_certificate: ClientCertificate | None = None,
         max_workers: int = MAX_WORKERS,
     ) -> None:
-        client = Client(api_key, url, endpoints=endpoints, root_certificates=root_certificates, insecure=insecure)
+        client = Client(
+            api_key,
+            url,
+            endpoints=endpoints,
+            root_certificates=root_certificates,
+            insecure=insecure,
+            client_certificate=client_certificate,
+        )
         run = _Runner(max_workers)
         super().__init__(client, run)
         self.datasets = AsyncDatasets(client.datasets, run)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 
 from lepton_ai import access
-from lepton_ai._transport import RootCertificates, Transport
+from lepton_ai._transport import ClientCertificate, RootCertificates, Transport
 from lepton_ai.access import AuditTrail, Keys, Principal
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
@@ -30,6 +30,9 @@ class Client:
         root_certificates: The CA the platform's certificate must chain to, as a PEM
             file's path or PEM bytes; defaults to ``LEPTON_TLS_CA_FILE``, else the
             system's roots. Giving one means TLS even at a ``host:port`` url.
+        client_certificate: (certificate chain, private key) PEM files to present to a platform
+            that requires mutual TLS (``tls_require_client_cert``); defaults to
+            ``LEPTON_TLS_CERT_FILE`` and ``LEPTON_TLS_KEY_FILE``.
         insecure: Allow plaintext to an address beyond this machine (a network you trust);
             defaults to ``LEPTON_INSECURE``. Without it such a client raises
             :class:`~lepton_ai.errors.InvalidArgument`, since the API key would cross the
@@ -53,8 +56,9 @@ class Client:
         endpoints: Mapping[str, str] | None = None,
         root_certificates: RootCertificates | None = None,
         insecure: bool | None = None,
+        client_certificate: ClientCertificate | None = None,
     ) -> None:
-        self._transport = Transport(api_key, url, endpoints, root_certificates, insecure)
+        self._transport = Transport(api_key, url, endpoints, root_certificates, insecure, client_certificate)
         self.datasets = Datasets(self._transport)
         self.jobs = Jobs(self._transport)
         self.models = Models(self._transport)

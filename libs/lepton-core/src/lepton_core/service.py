@@ -162,7 +162,11 @@ async def open_access(
 async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapping[str, Rule]) -> None:
     # Read before anything connects: a bad certificate or key stops the service at once.
     credentials = (
-        server_credentials(settings.tls_cert_file, settings.tls_key_file)
+        server_credentials(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_ca_file if settings.tls_require_client_cert else None,
+        )
         if settings.tls_cert_file and settings.tls_key_file
         else None
     )

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lepton_core.tls import Peer, is_loopback
+from lepton_core.tls import Peer, certificate_pair, is_loopback
 
 
 def refuse_plaintext_beyond_loopback(setting: str, host: str, insecure: bool) -> None:
@@ -63,6 +63,12 @@ class ServiceSettings(BaseSettings):
         "service bound beyond loopback refuses to start unless tls_cert_file and tls_key_file are set: API keys "
         "would cross the network unencrypted.",
     )
+    tls_require_client_cert: bool = Field(
+        False,
+        description="Mutual TLS: every caller (the other services, SDK clients) must present a certificate that "
+        "chains to tls_ca_file, or the TLS handshake fails before any call. The service presents its own "
+        "tls_cert_file to its peers, so that certificate needs the clientAuth extended key usage as well.",
+    )
     tls_ca_file: str | None = Field(
         None,
         description="PEM CA that peer services' certificates must chain to; when set, calls to peers use TLS "
@@ -86,10 +92,21 @@ class ServiceSettings(BaseSettings):
     def _cert_and_key_together(self) -> ServiceSettings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: set both to serve TLS, or neither")
+        if self.tls_require_client_cert and not (self.tls_cert_file and self.tls_ca_file):
+            raise ValueError(
+                "tls_require_client_cert: mutual TLS needs tls_cert_file and tls_key_file (this service's "
+                "certificate, also presented to its peers) and tls_ca_file (the CA callers' certificates chain to)"
+            )
         if not self.tls_cert_file:
             refuse_plaintext_beyond_loopback("grpc_host", self.grpc_host, self.insecure)
         return self
 
     def peer(self, url: str) -> Peer:
-        """How this service reaches another at ``url``: TLS for ``grpcs://`` or when tls_ca_file is set."""
-        return Peer.parse(url, self.tls_ca_file)
+        """How this service reaches another at ``url``: TLS for ``grpcs://`` or when tls_ca_file is set,
+        presenting this service's certificate when it has one (for peers that require mutual TLS)."""
+        pair = (
+            certificate_pair(self.tls_cert_file, self.tls_key_file)
+            if self.tls_cert_file and self.tls_key_file
+            else None
+        )
+        return Peer.parse(url, self.tls_ca_file, pair)

@@ -65,21 +65,31 @@ class Peer:
     address: str
     tls: bool = False
     root_certificates: bytes | None = field(default=None, repr=False)
+    client_certificate: tuple[bytes, bytes] | None = field(default=None, repr=False)
+    """(PEM certificate chain, PEM private key) presented to a peer that asks for one (mutual TLS)."""
 
     @classmethod
-    def parse(cls, url: str, ca_file: str | os.PathLike[str] | None = None) -> Peer:
+    def parse(
+        cls,
+        url: str,
+        ca_file: str | os.PathLike[str] | None = None,
+        client_certificate: tuple[bytes, bytes] | None = None,
+    ) -> Peer:
         """A peer from ``host:port`` or ``grpcs://host:port``; a ``ca_file`` means TLS verified against it."""
         roots = read_pem(ca_file, "tls_ca_file") if ca_file else None
         scheme, sep, rest = url.partition("://")
         if sep and scheme.lower() in _PLAIN_SCHEMES + _TLS_SCHEMES:
             tls = scheme.lower() in _TLS_SCHEMES or roots is not None
-            return cls(rest.rstrip("/"), tls=tls, root_certificates=roots)
+            return cls(rest.rstrip("/"), tls=tls, root_certificates=roots, client_certificate=client_certificate)
         # A bare host:port, or a gRPC target of its own (dns:///..., unix:...): unchanged.
-        return cls(url, tls=roots is not None, root_certificates=roots)
+        return cls(url, tls=roots is not None, root_certificates=roots, client_certificate=client_certificate)
 
     def credentials(self) -> grpc.ChannelCredentials | None:
-        """Channel credentials for TLS, or None for plaintext."""
-        return grpc.ssl_channel_credentials(self.root_certificates) if self.tls else None
+        """Channel credentials for TLS (with the client certificate, when there is one), or None for plaintext."""
+        if not self.tls:
+            return None
+        chain, key = self.client_certificate or (None, None)
+        return grpc.ssl_channel_credentials(self.root_certificates, private_key=key, certificate_chain=chain)
 
     def channel(self) -> grpc.Channel:
         """A blocking channel to the peer (probes and tools; services use ``rpc.client_channel``)."""
@@ -92,11 +102,27 @@ class Peer:
         return f"grpcs://{self.address}" if self.tls else self.address
 
 
-def server_credentials(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str]) -> grpc.ServerCredentials:
-    """Server credentials from a PEM certificate (chain) file and its PEM private key."""
+def server_credentials(
+    cert_file: str | os.PathLike[str],
+    key_file: str | os.PathLike[str],
+    client_ca_file: str | os.PathLike[str] | None = None,
+) -> grpc.ServerCredentials:
+    """Server credentials from a PEM certificate (chain) file and its PEM private key.
+
+    With ``client_ca_file``, mutual TLS: a client must present a certificate that chains to it,
+    or the handshake fails before any call.
+    """
+    pair = [(read_pem(key_file, "tls_key_file", "PRIVATE KEY"), read_pem(cert_file, "tls_cert_file"))]
+    if client_ca_file is None:
+        return grpc.ssl_server_credentials(pair)
     return grpc.ssl_server_credentials(
-        [(read_pem(key_file, "tls_key_file", "PRIVATE KEY"), read_pem(cert_file, "tls_cert_file"))]
+        pair, root_certificates=read_pem(client_ca_file, "tls_ca_file"), require_client_auth=True
     )
+
+
+def certificate_pair(cert_file: str | os.PathLike[str], key_file: str | os.PathLike[str]) -> tuple[bytes, bytes]:
+    """(PEM certificate chain, PEM private key) to present as a client: :attr:`Peer.client_certificate`."""
+    return read_pem(cert_file, "tls_cert_file"), read_pem(key_file, "tls_key_file", "PRIVATE KEY")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from types import TracebackType
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lepton_core.nats_identity import ADMIN, SERVING, write_private
-from lepton_core.tls import Peer, read_pem, write_self_signed
+from lepton_core.tls import Peer, certificate_pair, read_pem, write_self_signed
 from lepton_platform.nats_users import BootstrapKey, NatsSecrets, write_keys
 from lepton_platform.processes import (
     GATEWAY,
@@ -60,6 +60,9 @@ class EmbeddedPlatform:
             assumes). None picks a free block.
         extra_api_keys: More keys, each an admin of its tenant (e.g. a second tenant in tests).
         settings: Extra settings per service (``{"monitor": {"evaluation_interval_s": "2"}}``).
+        mutual_tls: ``tls``, and the six services require a client certificate from the same CA
+            (``tls_require_client_cert``): each presents its own to the others, clients present
+            :attr:`client_certificate`.
         tls: Serve every service over TLS with a certificate for 127.0.0.1 and localhost
             from a fresh CA written to ``workdir/tls`` (clients trust :attr:`ca_file`);
             services call each other over TLS against the same CA.
@@ -78,6 +81,7 @@ class EmbeddedPlatform:
         extra_api_keys: Mapping[str, str] | None = None,
         settings: Mapping[str, Mapping[str, str]] | None = None,
         tls: bool = False,
+        mutual_tls: bool = False,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -88,7 +92,12 @@ class EmbeddedPlatform:
         self.base_port = base_port
         self.extra_api_keys = dict(extra_api_keys or {})
         self.settings = {name: dict(values) for name, values in (settings or {}).items()}
-        self.tls = tls
+        self.tls = tls or mutual_tls
+        self.mutual_tls = mutual_tls
+        self.client_certificate: tuple[Path, Path] | None = None
+        """With ``mutual_tls``, the (certificate, key) files clients present: the platform's own
+        certificate, which is good for both sides (a client of a deployment of your own gets one
+        from the CA its services trust)."""
         self.ca_file: Path | None = None
         """The CA clients trust when ``tls`` is on (``LEPTON_TLS_CA_FILE``); None otherwise."""
         self.nats: NatsServer | None = None
@@ -188,13 +197,15 @@ class EmbeddedPlatform:
         self.addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
         tls_values: dict[str, str] = {}
         if self.tls:
-            files = write_self_signed(self.workdir / "tls")
+            files = write_self_signed(self.workdir / "tls", client_auth=self.mutual_tls)
             self.ca_file = files.ca_file
             tls_values = {
                 "tls_cert_file": str(files.cert_file),
                 "tls_key_file": str(files.key_file),
                 "tls_ca_file": str(files.ca_file),
             }
+            if self.mutual_tls:
+                self.client_certificate = (files.cert_file, files.key_file)
         for name in self.service_names:
             values = {
                 "nats_url": self.nats.url,
@@ -203,6 +214,7 @@ class EmbeddedPlatform:
                 "service_keys": service_keys,
                 "trace_export_delay_ms": "200",
                 **tls_values,
+                **({"tls_require_client_cert": "true"} if self.mutual_tls and name != GATEWAY else {}),
             }
             if self.otlp_endpoint:
                 values["otlp_endpoint"] = self.otlp_endpoint
@@ -229,7 +241,10 @@ class EmbeddedPlatform:
             self.processes[name] = start_service(name, values, self.workdir / "logs")
         roots = read_pem(self.ca_file, "ca_file") if self.ca_file else None
         for name, process in self.processes.items():
-            address = Peer(self.addresses[name], tls=self.tls, root_certificates=roots)
+            pair = None
+            if self.client_certificate is not None:
+                pair = certificate_pair(*self.client_certificate)
+            address = Peer(self.addresses[name], tls=self.tls, root_certificates=roots, client_certificate=pair)
             try:
                 wait_until(lambda a=address: grpc_serving(a), 60, f"service {name}", process.proc)
             except Exception as exc:
