@@ -19,6 +19,7 @@ import pytest
 
 import lepton_ai as la
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.nats_users import main
 from lepton_platform.processes import NatsServer
 from lepton_platform.testing import admin_connect
 
@@ -98,3 +99,50 @@ def test_the_store_key_is_made_once_private_and_kept_out_of_the_config(tmp_path:
         assert again.secrets.store_key_file.read_text().strip() == key
     finally:
         again.stop()
+
+
+def test_a_rotated_store_key_re_encrypts_the_store_and_the_old_key_reads_nothing(tmp_path: Path) -> None:
+    """``nats_users rotate-store-key``: the next start re-encrypts with the new key and drops the old one."""
+    workdir = tmp_path / "rotate"
+    subject = "lepton.evt.rot.dataset.version.created"
+    marker = f"rotation-marker-{secrets.token_hex(8)}".encode()
+
+    async def stored(url: str, publish: bool = False) -> bytes | None:
+        nc = await admin_connect(url, "test-rotation")
+        try:
+            js = nc.jetstream()
+            if publish:
+                await js.publish(subject, marker)
+            try:
+                return (await js.get_last_msg("EVENTS", subject)).data
+            except Exception:
+                return None
+        finally:
+            await nc.close()
+
+    first = NatsServer(workdir)
+    try:
+        asyncio.run(stored(first.url, publish=True))
+    finally:
+        first.stop()
+    old_key = first.secrets.store_key_file.read_text().strip()
+    assert main(["rotate-store-key", "--dir", str(first.secrets.directory)]) == 0
+    assert main(["rotate-store-key", "--dir", str(first.secrets.directory)]) == 1  # one rotation at a time
+    new_key = first.secrets.store_key_file.read_text().strip()
+    assert new_key != old_key and first.secrets.store_key_file.stat().st_mode & 0o777 == 0o600
+
+    for start in ("with both keys", "with the new key alone"):
+        server = NatsServer(workdir)
+        try:
+            assert asyncio.run(stored(server.url)) == marker, start
+            assert server.secrets.previous_store_key_file is None  # dropped once the store was re-encrypted
+            assert old_key not in (server.workdir / "nats.conf").read_text()
+        finally:
+            server.stop()
+
+    # The old key alone no longer opens the store: the server cannot even declare the streams.
+    first.secrets.store_key_file.write_text(old_key + "\n")
+    with pytest.raises(Exception, match="error creating store for stream"):
+        NatsServer(workdir)
+    assert not Path(f"/proc/{(workdir / 'nats-server.pid').read_text().strip()}").exists()  # not left running
+    assert "unable to recover keys" in (workdir / "nats-server.log").read_text()

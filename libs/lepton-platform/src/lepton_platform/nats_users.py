@@ -14,6 +14,7 @@ From it, :meth:`NatsSecrets.users_conf` renders nats-server's ``authorization`` 
     declare --url URL --seed-file FILE      declares streams, KV buckets and object stores (the admin's
             [--replicas 3] [--tls-ca-file]  seed); services only check that they exist
     service-keys --dir DIR                  every service's public nkey as JSON: their SERVICE_KEYS setting
+    rotate-store-key --dir DIR              a new JetStream store key; the next start re-encrypts with it
 """
 
 from __future__ import annotations
@@ -89,6 +90,37 @@ class NatsSecrets:
         if not path.exists():
             nats_identity.write_private(path, new_store_key().encode() + b"\n")
         return path
+
+    @property
+    def previous_store_key_file(self) -> Path | None:
+        """The key the store was encrypted with before :meth:`rotate_store_key`, until a start finishes it."""
+        path = self.directory / "store.prev.key"
+        return path if path.exists() else None
+
+    def rotate_store_key(self) -> Path:
+        """Makes a new store key, keeping the current one as the previous key; returns the new key's file.
+
+        The next start of the server hands it both (``prev_key``), re-encrypting the store's keys
+        under the new one, and then deletes the previous key (:meth:`finish_store_key_rotation`).
+
+        Raises:
+            FileExistsError: a rotation is pending: start the server once before rotating again.
+        """
+        previous = self.directory / "store.prev.key"
+        if previous.exists():
+            raise FileExistsError(
+                f"{previous} exists: a rotation is pending; start the platform once to finish it, then rotate again"
+            )
+        os.link(self.store_key_file, previous)
+        nats_identity.write_private(self.directory / "store.key.new", new_store_key().encode() + b"\n")
+        os.replace(self.directory / "store.key.new", self.store_key_file)
+        return self.store_key_file
+
+    def finish_store_key_rotation(self) -> None:
+        """Deletes the previous store key, once a server started with both has re-encrypted the store."""
+        previous = self.previous_store_key_file
+        if previous is not None:
+            previous.unlink()
 
     def public_key(self, identity: str) -> str:
         return nats_identity.public_key(self.seed_file(identity).read_bytes())
@@ -241,9 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     decl.add_argument("--seed-file", type=Path, required=True, help="the admin identity's seed")
     decl.add_argument("--replicas", type=int, default=1)
     decl.add_argument("--tls-ca-file", type=Path, help="the CA a tls:// server's certificate chains to")
+    rotate = commands.add_parser("rotate-store-key", help="a new JetStream store key; the next start re-encrypts")
+    rotate.add_argument("--dir", type=Path, required=True)
     keys = commands.add_parser("service-keys", help="print every service's public nkey as JSON (SERVICE_KEYS)")
     keys.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "rotate-store-key":
+        try:
+            path = NatsSecrets(args.dir).rotate_store_key()
+        except FileExistsError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"new store key in {path}; the next start of nats-server re-encrypts the store and drops the old key")
+        return 0
     if args.command == "service-keys":
         print(NatsSecrets(args.dir).service_keys())
         return 0

@@ -184,6 +184,7 @@ def nats_server_binary() -> str:
 
 #: The environment variable nats-server reads the store's encryption key from (``jetstream.key``).
 STORE_KEY_ENV = "LEPTON_NATS_STORE_KEY"
+PREV_STORE_KEY_ENV = "LEPTON_NATS_PREV_STORE_KEY"
 
 
 class NatsServer:
@@ -210,9 +211,18 @@ class NatsServer:
         config = workdir / "nats.conf"
         # The store is encrypted (ChaCha20-Poly1305) with the key from the secrets folder, passed in
         # nats-server's environment: neither this file nor the command line holds it.
+        # After `nats_users rotate-store-key`, the previous key is given too (prev_key): nats-server
+        # re-encrypts each stream's keys under the new one as it loads them, and the previous key
+        # is deleted once the server is up, so the next start needs only the new one.
         cipher = f"  cipher: chachapoly\n  key: ${STORE_KEY_ENV}\n" if encrypt_store else ""
+        env: dict[str, str] | None = None
+        previous = self.secrets.previous_store_key_file if encrypt_store else None
+        if encrypt_store:
+            env = {**os.environ, STORE_KEY_ENV: self.secrets.store_key_file.read_text().strip()}
+        if previous is not None and env is not None:
+            cipher += f"  prev_key: ${PREV_STORE_KEY_ENV}\n"
+            env[PREV_STORE_KEY_ENV] = previous.read_text().strip()
         config.write_text(f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{cipher}}}\n')
-        env = {**os.environ, STORE_KEY_ENV: self.secrets.store_key_file.read_text().strip()} if encrypt_store else None
         self.pid_file = workdir / "nats-server.pid"
         argv = [
             nats_server_binary(),
@@ -228,14 +238,21 @@ class NatsServer:
             str(workdir),
         ]
         self.process = Process("nats-server", argv, workdir / "nats-server.log", env=env)
-        ports_file = workdir / f"nats-server_{self.process.pid}.ports"
-        wait_until(ports_file.exists, 15, "nats-server", self.process.proc)
-        wait_until(lambda: json.loads(ports_file.read_text())["nats"], 5, "nats-server ports", self.process.proc)
-        self.url: str = json.loads(ports_file.read_text())["nats"][0]
-        _, port_s = self.url.rsplit(":", 1)
-        self.port = int(port_s)
-        wait_until(lambda: _tcp_open(self.port), 10, "nats-server", self.process.proc)
-        declare(self.url, self.seed_file(ADMIN))
+        try:
+            ports_file = workdir / f"nats-server_{self.process.pid}.ports"
+            wait_until(ports_file.exists, 15, "nats-server", self.process.proc)
+            wait_until(lambda: json.loads(ports_file.read_text())["nats"], 5, "nats-server ports", self.process.proc)
+            self.url: str = json.loads(ports_file.read_text())["nats"][0]
+            _, port_s = self.url.rsplit(":", 1)
+            self.port = int(port_s)
+            wait_until(lambda: _tcp_open(self.port), 10, "nats-server", self.process.proc)
+            declare(self.url, self.seed_file(ADMIN))
+            if previous is not None:
+                self.secrets.finish_store_key_rotation()
+        except BaseException:
+            # A server that cannot open its store (a wrong key) or declare the topology is not left running.
+            self.process.stop()
+            raise
         NatsServer.running[self.url] = self
 
     def seed_file(self, identity: str) -> Path:
