@@ -50,8 +50,17 @@ def test_a_restart_from_the_home_directory_finds_datasets_and_models(tmp_path: P
         model = la.models.LinearRegression()
         model.fit(client.datasets.get("kept-diabetes"), progress=False)
         name, version = model.model_name, model.version
+        # Keys are records in the store too: one made, one revoked.
+        kept = client.keys.create("viewer", name="kept-viewer")
+        gone = client.keys.create("viewer", name="revoked-viewer")
+        client.keys.revoke(gone.key.id)
     assert embedded.stored_api_key(home) == key
     with _platform(home, key) as again, la.Client(key, again.url) as client:
+        with la.Client(kept.secret, again.url) as viewer:
+            assert viewer.whoami().key_id == kept.key.id
+        with pytest.raises(la.Unauthenticated), la.Client(gone.secret, again.url) as revoked:
+            revoked.datasets.list()
+        assert {k.name for k in client.keys.list()} >= {"kept-viewer", "bootstrap"}
         assert client.datasets.get("kept-diabetes").version_id == dataset.version_id
         assert client.datasets.get(dataset.version_id).to_polars().equals(rows)
         assert [v.version for v in client.models.versions(name)] == [version]

@@ -66,6 +66,8 @@ class EmbeddedPlatform:
         tls: Serve every service over TLS with a certificate for 127.0.0.1 and localhost
             from a fresh CA written to ``workdir/tls`` (clients trust :attr:`ca_file`);
             services call each other over TLS against the same CA.
+        encrypt_store: Encrypt the JetStream store at rest (the default). Off only for tests
+            that search the store's files for a value, to show it there or show it gone.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class EmbeddedPlatform:
         settings: Mapping[str, Mapping[str, str]] | None = None,
         tls: bool = False,
         mutual_tls: bool = False,
+        encrypt_store: bool = True,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -94,6 +97,7 @@ class EmbeddedPlatform:
         self.settings = {name: dict(values) for name, values in (settings or {}).items()}
         self.tls = tls or mutual_tls
         self.mutual_tls = mutual_tls
+        self.encrypt_store = encrypt_store
         self.client_certificate: tuple[Path, Path] | None = None
         """With ``mutual_tls``, the (certificate, key) files clients present: the platform's own
         certificate, which is good for both sides (a client of a deployment of your own gets one
@@ -170,7 +174,7 @@ class EmbeddedPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "secrets").mkdir(mode=0o700, exist_ok=True)
         self.nats_secrets = NatsSecrets(self.workdir / "secrets" / "nats")
-        self.nats = NatsServer(self.workdir / "nats", secrets=self.nats_secrets)
+        self.nats = NatsServer(self.workdir / "nats", secrets=self.nats_secrets, encrypt_store=self.encrypt_store)
         self.artifact_keys = ensure_artifact_keys(self.workdir / "secrets")
         if self.want_triton:
             # The deployer's and the monitor's Triton secrets (docs/security.md), made at the first start.
@@ -324,16 +328,17 @@ def main() -> None:
             print(f"inference {p.gateway_url} (KServe V2 gRPC) and {p.gateway_http_url} (REST), Bearer API key")
         # The key is shown once, when it is made; after that the output names where it is.
         if given:
-            print(f"API key   from LEPTON_API_KEY  (tenant {p.tenant})")
+            print(f"API key   from LEPTON_API_KEY  (tenant {p.tenant}, role operator)")
             key_export = ""
         elif new_key:
-            print(f"API key   {api_key}  (tenant {p.tenant}; shown this once, kept in {key_file})")
+            print(f"API key   {api_key}  (tenant {p.tenant}, role operator; shown this once, kept in {key_file})")
             key_export = f" LEPTON_API_KEY={api_key}"
         else:
-            print(f"API key   kept in {key_file}  (tenant {p.tenant})")
+            print(f"API key   kept in {key_file}  (tenant {p.tenant}, role operator)")
             key_export = f' LEPTON_API_KEY="$(cat {key_file})"'
         ca = f" LEPTON_TLS_CA_FILE={p.ca_file}" if p.ca_file else ""
         print(f"SDK/CLI   export LEPTON_URL={p.url}{key_export}{ca}")
+        print("keys      lepton keys create --role editor --name ci  (roles: docs/security.md)")
         print(f"logs      {workdir / 'logs'}\nCtrl-C stops everything.", flush=True)
         try:
             stop.wait()
