@@ -280,6 +280,14 @@ async def test_the_pipelines_calls_are_in_the_trail_under_its_trace(
 ) -> None:
     trail = await _access(platform, platform.api_key, "QueryAudit", access_pb2.QueryAuditRequest())
     mine = [r for r in trail.records if r.trace_id == pipeline.trace_id]
-    methods = {r.method.rsplit("/", 1)[1] for r in mine}
-    assert {"UploadDataset", "SubmitTraining"} <= methods, mine
-    assert all(r.outcome == "OK" and r.principal.startswith("key:") for r in mine)
+    by_key = {r.method.rsplit("/", 1)[1] for r in mine if r.principal.startswith("key:")}
+    assert {"UploadDataset", "SubmitTraining"} <= by_key, mine
+    # What the services did on their own, from events, is there too, each under its own name.
+    by_services = {(r.principal, r.method) for r in mine if r.principal.startswith("service:")}
+    assert {
+        ("service:trainer", "event:training.completed"),
+        ("service:evaluator", "event:evaluation.completed"),
+        ("service:registry", "event:registry.version.created"),
+        ("service:deployer", "event:deployment.ready"),
+    } <= by_services, sorted(by_services)
+    assert all(r.outcome == "OK" for r in mine)

@@ -242,6 +242,7 @@ def test_every_command_refuses_a_wrong_argument(
         (("models", "search"), ["--status", "retired"], 3, "status: must be one of ['ready', 'archived']"),
         (("models", "evaluate"), [model, "--rows", "some"], 3, "rows: must be 'holdout' or 'all'"),
         (("models", "export"), [model], 2, "Missing option '--out'"),
+        (("models", "delete"), [model], 2, "Missing option '--version'"),
         (("deploy",), ["api", "-m", model, "--canary", "half"], 2, "--canary: expected shares like 0.1,0.5"),
         (("deployments", "create"), ["Not A Name", "-m", model], 3, "name: expected a deployment name"),
         (("deployments", "list"), ["extra"], 2, "unexpected extra argument"),
@@ -262,6 +263,9 @@ def test_every_command_refuses_a_wrong_argument(
         (("keys", "rotate"), ["ci", "--grace", "an hour"], 2, "--grace: expected a duration"),
         (("whoami",), ["extra"], 2, "unexpected extra argument"),
         (("audit",), ["--since", "lately"], 2, "--since: expected a duration"),
+        (("usage",), ["--tenant", "Not-A-Tenant"], 3, "tenant: "),
+        (("plans", "list"), ["extra"], 2, "unexpected extra argument"),
+        (("plans", "set"), ["acme", "gold"], 3, "plan: 'gold' is not a plan; expected one of trial, team, unlimited"),
     ]
     assert {path for path, *_ in cases} == command_paths(), "every command needs a wrong-argument case here"
     for path, args, code, message in cases:

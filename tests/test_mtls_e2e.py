@@ -66,6 +66,15 @@ def test_a_client_with_a_certificate_of_the_ca_is_served_and_services_call_each_
 
     job = asyncio.run(submit())
     assert job.job_id.startswith("job_")  # planned from the version the data service gave the trainer
+
+    # The async client presents it as well.
+    async def listed() -> list[str]:
+        async with la.AsyncClient(
+            p.api_key, p.url, root_certificates=p.ca_file, client_certificate=p.client_certificate
+        ) as client:
+            return [d.name for d in await client.datasets.list()]
+
+    assert "mtls-diabetes" in asyncio.run(listed())
     # The same from the environment.
     monkeypatch.setenv("LEPTON_TLS_CERT_FILE", str(p.client_certificate[0]))
     monkeypatch.setenv("LEPTON_TLS_KEY_FILE", str(p.client_certificate[1]))

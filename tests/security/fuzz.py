@@ -524,6 +524,7 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
         "set_tags": {"fuzz": "1"},
     },
     "GetArtifactPublicKey": lambda s: {},
+    "DeleteModelVersion": lambda s: {"model_name": "fuzz-no-such-model", "version": 1},
     # deployer
     "GetDeployment": lambda s: {"name": s.deployment},
     "ListDeployments": lambda s: {},
@@ -564,7 +565,9 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
 }
 
 #: RPCs whose every string field is kept off the seeded names (see :meth:`Seed.protected`).
-DESTRUCTIVE = frozenset({"DeleteDataset", "DeleteAlias", "DeleteDeployment", "Rollback", "CancelTrainingJob"})
+DESTRUCTIVE = frozenset(
+    {"DeleteDataset", "DeleteAlias", "DeleteDeployment", "DeleteModelVersion", "Rollback", "CancelTrainingJob"}
+)
 
 
 def broken_requests(rpc: Rpc, seed: Seed) -> st.SearchStrategy[tuple[str, Any, dict[str, Any]]]:

@@ -49,6 +49,8 @@ class FakeAccess(access_pb2_grpc.AccessServiceServicer):
         self.secrets: dict[str, str] = {}  # secret -> key id
         self.records: list[access_pb2.AuditRecord] = []  # oldest first
         self._ids = itertools.count(1)
+        self.usage: dict[str, access_pb2.Usage] = {}  # what GetUsage answers, by tenant
+        self.set_plans: list[access_pb2.SetPlanRequest] = []  # every SetPlan, in order
 
     # -- what tests set and read --------------------------------------------------------------
 
@@ -225,3 +227,45 @@ class FakeAccess(access_pb2_grpc.AccessServiceServicer):
                 )
             ]
         return access_pb2.QueryAuditResponse(records=found[:limit], truncated=len(found) > limit)
+
+    # -- plans and usage: the platform's presets, usage as a test sets it -------------------------
+
+    PLANS = {
+        "trial": access_pb2.Limits(stored_bytes=2**30, datasets=10, deployments=2, job_run_seconds=1800),
+        "team": access_pb2.Limits(stored_bytes=100 * 2**30, datasets=500, deployments=25, job_run_seconds=86400),
+        "unlimited": access_pb2.Limits(stored_bytes=0, datasets=0, deployments=0, job_run_seconds=0),
+    }
+
+    def SetPlan(self, request: access_pb2.SetPlanRequest, context: grpc.ServicerContext) -> access_pb2.TenantPlan:
+        caller = self._caller(context)
+        if "tenants.manage" not in ROLES.get(caller.role, ()):
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, "SetPlan needs the permission tenants.manage")
+        if request.plan not in self.PLANS:
+            abort(context, INVALID, f"plan: {request.plan!r} is not a plan; expected one of {', '.join(self.PLANS)}")
+        with self.fake.lock:
+            self.set_plans.append(request)
+        limits = access_pb2.Limits()
+        limits.CopyFrom(self.PLANS[request.plan])
+        limits.MergeFrom(request.overrides)
+        answer = access_pb2.TenantPlan(
+            tenant=request.tenant,
+            plan=request.plan,
+            limits=limits,
+            overrides=request.overrides,
+            assigned=True,
+            assigned_by=caller.id,
+        )
+        answer.assigned_at.CopyFrom(_stamp(datetime.now(UTC)))
+        return answer
+
+    def GetUsage(self, request: access_pb2.GetUsageRequest, context: grpc.ServicerContext) -> access_pb2.Usage:
+        tenant = request.tenant or self._caller(context).tenant
+        with self.fake.lock:
+            return self.usage.get(tenant) or access_pb2.Usage(tenant=tenant, plan="unlimited", month="2025-01")
+
+    def ListPlans(
+        self, request: access_pb2.ListPlansRequest, context: grpc.ServicerContext
+    ) -> access_pb2.ListPlansResponse:
+        self._caller(context)
+        plans = [access_pb2.Plan(name=name, limits=limits) for name, limits in self.PLANS.items()]
+        return access_pb2.ListPlansResponse(plans=plans, default_plan="unlimited")

@@ -488,6 +488,23 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 model_name=model.name, alias=request.alias, version=request.version, previous_version=current
             )
 
+    def DeleteModelVersion(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.fake.lock:
+            model = self.model(request.model_name, context)
+            target = self.resolve(request.model_name, request.version, "", context)
+            aliases = sorted(a for a, v in model.aliases.items() if v == target.version)
+            if aliases:
+                abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"version: version {target.version} of {model.name} is aliased as {', '.join(aliases)}",
+                )
+            self.versions[model.name].remove(target)
+            self.artifacts.pop((model.name, target.version), None)
+            return registry_pb2.DeleteModelVersionResponse(
+                model_name=model.name, version=target.version, artifact_erased=True
+            )
+
     def SearchModelVersions(self, request: Any, context: grpc.ServicerContext) -> Any:
         with self.fake.lock:
             found = [

@@ -91,7 +91,7 @@ def test_every_namespace_method_of_the_client_has_an_async_twin() -> None:
     sync = la.Client("key", UNREACHABLE)
     client = la.AsyncClient("key", UNREACHABLE)
     namespaces = {name: ns for name, ns in vars(sync).items() if not name.startswith("_")}
-    assert {"datasets", "jobs", "models", "deployments", "monitor", "events", "keys"} <= set(namespaces)
+    assert {"datasets", "jobs", "models", "deployments", "monitor", "events", "keys", "plans"} <= set(namespaces)
     for name, ns in namespaces.items():
         twin = getattr(client, name, None)
         assert twin is not None, f"AsyncClient has no namespace {name!r}: add it to lepton_ai/aio.py"
@@ -109,8 +109,8 @@ def test_the_client_itself_has_its_twin() -> None:
     assert inspect.iscoroutinefunction(la.AsyncClient.close)
     assert inspect.iscoroutinefunction(la.AsyncClient.__aenter__)
     assert inspect.iscoroutinefunction(la.AsyncClient.__aexit__)
-    assert set(public_methods(la.Client)) == {"audit", "close", "whoami"}, "a new Client method needs its twin"
-    check_twins(la.Client, la.AsyncClient)  # whoami and audit awaited; close too, though not a twin
+    assert set(public_methods(la.Client)) == {"audit", "close", "usage", "whoami"}, "a new Client method needs its twin"
+    check_twins(la.Client, la.AsyncClient)  # whoami, audit and usage awaited; close too, though not a twin
     assert la.AsyncClient("k", UNREACHABLE, endpoints={"trainer": "h:1"}, insecure=True).endpoints["trainer"] == "h:1"
     with pytest.raises(la.InvalidArgument, match="max_workers"):
         la.AsyncClient("k", UNREACHABLE, max_workers=0)

@@ -31,7 +31,7 @@ STATUSES: list[tuple[grpc.StatusCode, type[la.LeptonError]]] = [
     (grpc.StatusCode.UNAVAILABLE, la.Unavailable),
     (grpc.StatusCode.DEADLINE_EXCEEDED, la.Unavailable),
     (grpc.StatusCode.INTERNAL, la.LeptonError),
-    (grpc.StatusCode.RESOURCE_EXHAUSTED, la.LeptonError),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, la.ResourceExhausted),
 ]
 
 

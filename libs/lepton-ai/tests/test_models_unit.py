@@ -164,6 +164,23 @@ def test_set_alias_on_an_archived_version_is_failed_precondition(client: la.Clie
     assert caught.value.field == "version" and "archived" in caught.value.message
 
 
+def test_delete_version_sends_the_named_version_and_refusals_name_the_field(
+    client: la.Client, fake: FakePlatform
+) -> None:
+    for _ in range(3):
+        fake.registry.add_version("churn")
+    fake.registry.models["churn"].aliases["champion"] = 2
+    deleted = client.models.delete_version("churn", 3)
+    assert (deleted.model_name, deleted.version, deleted.artifact_erased) == ("churn", 3, True)
+    assert (fake.calls[-1].request.model_name, fake.calls[-1].request.version) == ("churn", 3)
+    assert [v.version for v in client.models.versions("churn")] == [1, 2]
+    with pytest.raises(la.FailedPrecondition) as aliased:
+        client.models.delete_version("churn", 2)
+    assert aliased.value.field == "version" and "champion" in aliased.value.message
+    with pytest.raises(la.NotFound):
+        client.models.delete_version("churn", 3)
+
+
 def test_download_reassembles_the_streamed_chunks_and_checks_the_digest(client: la.Client, fake: FakePlatform) -> None:
     artifact = bytes(range(256)) * 1200  # 300 KiB: five chunks of 64 KiB
     fake.registry.add_version("churn", artifact=b"old")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from lepton.data.v1 import data_pb2
 from lepton.registry.v1 import registry_pb2
+from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
@@ -193,3 +194,15 @@ def test_a_bootstrap_secret_file_must_be_private_and_long(tmp_path: Path) -> Non
     path.write_text("short")
     with pytest.raises(InvalidArgument, match="at least 32"):
         access.read_secret_file(path, "bootstrap_key_file")
+
+
+async def test_ensure_key_finds_the_record_of_a_secret_among_usage_entries(nc: NATS) -> None:
+    """The bucket also holds when keys were last used (``seen.<id>``): they are no records to read."""
+    kv = await nc.jetstream().key_value(access.KEYS_BUCKET)
+    secret = new_secret()
+    first = await access.ensure_key(kv, secret, tenant="acme", role="viewer", name="ensure-test")
+    await kv.put(access.seen_key(first.id), str(time.time()).encode())
+    again = await access.ensure_key(kv, secret, tenant="acme", role="viewer", name="ensure-test")
+    assert again.id == first.id and again.digest == digest(secret)
+    with pytest.raises(InvalidArgument, match="tenant"):
+        await access.ensure_key(kv, new_secret(), tenant="evil.>", role="viewer", name="x")

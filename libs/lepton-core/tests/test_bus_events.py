@@ -8,16 +8,19 @@ import uuid
 import pytest
 from lepton.events.v1 import events_pb2
 from nats.aio.client import Client as NATS
+from nats.js import api as js_api
 from pydantic import BaseModel
 
 from lepton_core import events
 from lepton_core.bus import (
     DEADLETTER_STREAM,
     EVENTS_STREAM,
+    EraseRefused,
     ObjectRefRecord,
     ObjectStore,
     RecordStore,
     declare_topology,
+    erase_messages,
     sha256_digest,
 )
 from lepton_core.errors import Conflict, DataIntegrityError, InvalidArgument, NotFound
@@ -43,6 +46,9 @@ async def test_topology_declaration_is_idempotent(nc: NATS) -> None:
     names = {s.config.name for s in await js.streams_info()}
     assert {"EVENTS", "JOBS", "PREDICTIONS", "DEADLETTER"} <= names
     assert str((await js.stream_info("JOBS")).config.retention) in ("workqueue", "RetentionPolicy.WORK_QUEUE")
+    # KV buckets are erasable (nats-py's create_key_value would deny message deletes), with history.
+    kv = (await js.stream_info("KV_datasets")).config
+    assert (kv.deny_delete, kv.max_msgs_per_subject, kv.allow_rollup_hdrs) == (False, 5, True)
 
 
 async def test_record_store_compare_and_set_and_patterns(nc: NATS) -> None:
@@ -89,6 +95,57 @@ async def test_object_store_round_trip_dedupe_and_tamper_detection(nc: NATS) -> 
         await objects.get(ref)
     with pytest.raises(NotFound):
         await objects.get(ObjectRefRecord(bucket="artifacts", name="nope", digest="sha256:0", size=0))
+
+
+async def test_erase_removes_every_revision_of_a_key_and_leaves_no_tombstone(nc: NATS) -> None:
+    t = tenant()
+    store = await RecordStore.open(nc.jetstream(), "models", Thing)
+    for count in range(3):
+        await store.put(f"{t}.m.a", Thing(name="a", count=count))
+    await store.put(f"{t}.m.b", Thing(name="b"))
+    await store.delete(f"{t}.m.c")
+    assert await store.keys(f"{t}.m.*") == [f"{t}.m.a", f"{t}.m.b", f"{t}.m.c"]  # a delete leaves a tombstone
+    await store.erase(f"{t}.m.a")
+    await store.erase(f"{t}.m.c")
+    await store.erase(f"{t}.m.never")  # nothing to erase: fine
+    assert await store.get(f"{t}.m.a") is None
+    assert await store.keys(f"{t}.m.*") == [f"{t}.m.b"]  # no message of a or c is left in the stream
+    assert await store.create(f"{t}.m.a", Thing(name="again")) > 0  # and the key is free again
+
+
+async def test_erase_removes_an_object_s_chunks_and_metadata_and_no_other_object(nc: NATS) -> None:
+    js = nc.jetstream()
+    objects = ObjectStore(js)
+    t = tenant()
+    ref = await objects.put("artifacts", f"{t}/gone.zip", bytes(range(256)) * 12_000)  # 3 MB: three chunks
+    kept = await objects.put("artifacts", f"{t}/kept.zip", b"kept")
+    nuid = (await (await js.object_store("artifacts")).get_info(ref.name)).nuid
+    assert await objects.names("artifacts", f"{t}/") == [ref.name, kept.name]
+    assert await objects.erase(ref)
+    chunks = await js.stream_info("OBJ_artifacts", subjects_filter=f"$O.artifacts.C.{nuid}")
+    assert not chunks.state.subjects
+    assert await objects.names("artifacts", f"{t}/") == [kept.name]  # not even a deleted-object record
+    with pytest.raises(NotFound):
+        await objects.get(ref)
+    assert await objects.get(kept) == b"kept"
+    assert not await objects.erase(ref)
+
+
+async def test_a_bucket_that_denies_deletes_purges_instead_of_erasing(nc: NATS) -> None:
+    """A bucket nats-py made (``deny_delete``, as every bucket was before): the record still goes."""
+    js = nc.jetstream()
+    bucket = f"legacy_{uuid.uuid4().hex[:8]}"
+    await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5))
+    try:
+        store = await RecordStore.open(js, bucket, Thing)
+        await store.put("t.a", Thing(name="a"))
+        await store.put("t.a", Thing(name="a", count=1))
+        with pytest.raises(EraseRefused):
+            await erase_messages(js, f"KV_{bucket}", f"$KV.{bucket}.t.a")
+        await store.erase("t.a")
+        assert await store.get("t.a") is None
+    finally:
+        await js.delete_key_value(bucket)
 
 
 def _event(t: str, n: int = 0) -> events_pb2.DatasetVersionCreated:

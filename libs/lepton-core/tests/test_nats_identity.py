@@ -67,6 +67,9 @@ def test_no_identity_but_the_admin_changes_the_topology_or_reads_other_inboxes(i
             assert not _may_publish(perms, f"$JS.API.STREAM.{verb}.{stream}"), (identity, verb, stream)
         # Purging is how a store replaces an object: only the bucket's writer may.
         assert _may_publish(perms, f"$JS.API.STREAM.PURGE.{stream}") == (stream in own), (identity, stream)
+        # Erasing (a deletion's message deletes): the bucket's writer, and what its grants name.
+        erases = stream in own or stream in grants.erase
+        assert _may_publish(perms, f"$JS.API.STREAM.MSG.DELETE.{stream}") == erases, (identity, stream)
     for other in nats_identity.IDENTITIES:
         if other != identity:
             assert not _may_subscribe(perms, f"{nats_identity.inbox_prefix(other)}.abc.1")
@@ -84,6 +87,21 @@ def test_buckets_are_reached_only_by_the_identities_that_use_them() -> None:
     for other in ("data", "evaluator", "registry", "deployer", "monitor"):
         assert not _may_publish(permissions(other), "$JS.API.CONSUMER.MSG.NEXT.JOBS.trainers")
         assert not _may_publish(permissions(other), "lepton.jobs.training")
+
+
+def test_erasing_in_a_store_an_identity_does_not_write_is_granted_by_name() -> None:
+    """DeleteModelVersion erases the version's artifact (the registry still cannot write one) and its logs."""
+    registry = permissions("registry")
+    assert _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.OBJ_artifacts")
+    assert not _may_publish(registry, "$O.artifacts.C.abc") and not _may_publish(registry, "$O.artifacts.M.bmFtZQ==")
+    assert not _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.EVENTS")
+    assert not _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.AUDIT")
+    for identity in ("data", "deployer", "gateway", SERVING):
+        assert not _may_publish(permissions(identity), "$JS.API.STREAM.MSG.DELETE.OBJ_artifacts"), identity
+    # The monitor erases a deleted version's prediction logs; nobody else erases any.
+    for identity in nats_identity.IDENTITIES:
+        erases = _may_publish(permissions(identity), "$JS.API.STREAM.MSG.DELETE.PREDICTIONS")
+        assert erases == (identity in ("monitor", ADMIN)), identity
 
 
 def test_serving_publishes_prediction_logs_and_nothing_else() -> None:

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NATS
-from nats.js import api as js_api
 from pydantic import BaseModel
 
-from lepton_core.bus import RecordStore
+from lepton_core.bus import RecordStore, kv_stream_config
 from lepton_core.errors import Conflict, NotFound
 from lepton_core.store import MemoryStore, Store, key_matches
 
@@ -32,7 +31,7 @@ async def store(request: pytest.FixtureRequest, nc: NATS) -> AsyncIterator[Store
         return
     js = nc.jetstream()
     bucket = f"contract_{uuid.uuid4().hex[:8]}"
-    await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5))
+    await js.add_stream(config=kv_stream_config(bucket))  # as declare_topology makes every bucket
     try:
         yield await RecordStore.open(js, bucket, Item)
     finally:
@@ -84,6 +83,17 @@ async def test_put_overwrites_and_delete_removes(store: Store[Item]) -> None:
     with pytest.raises(NotFound, match="item p does not exist"):
         await store.require("t.p", "item p")
     await store.create("t.p", Item(name="reborn"))  # a deleted key can be created again
+
+
+async def test_erase_leaves_nothing_of_a_key_and_touches_no_other(store: Store[Item]) -> None:
+    for count in range(3):
+        await store.put("t.e", Item(name="e", count=count))
+    await store.put("t.kept", Item(name="kept"))
+    await store.erase("t.e")
+    await store.erase("t.absent")
+    assert await store.get("t.e") is None
+    assert await store.keys("t.*") == ["t.kept"]  # no tombstone listed, unlike delete
+    await store.create("t.e", Item(name="reborn"))
 
 
 async def test_patterns_select_keys_token_by_token(store: Store[Item]) -> None:

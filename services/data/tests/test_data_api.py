@@ -361,8 +361,8 @@ async def test_read_a_column_subset(client: Client) -> None:
 
 async def test_list_search_delete_and_events(client: Client, nc: NATS) -> None:
     v1 = await client.upload("alpha-sales", b"x\n1\n")
-    await client.upload("alpha-sales", b"x\n1\n2\n")
-    await client.upload("beta-costs", b"y\n3\n")
+    v2 = await client.upload("alpha-sales", b"x\n1\n2\n")
+    beta = await client.upload("beta-costs", b"y\n3\n")
     found = await client.stub.ListDatasets(data_pb2.ListDatasetsRequest(search="alpha"))
     assert [(d.name, d.version_count) for d in found.datasets] == [("alpha-sales", 2)]
     by_id = await client.stub.GetDataset(data_pb2.GetDatasetRequest(dataset=v1.dataset_id))
@@ -379,14 +379,21 @@ async def test_list_search_delete_and_events(client: Client, nc: NATS) -> None:
     store = await nc.jetstream().object_store("datasets")
     names = [o.name for o in await store.list(ignore_deletes=True)]
     assert not [n for n in names if n.startswith(f"{client.tenant}/{v1.version_id}")]
+    # Erased, not tombstoned: no message of the dataset's or its versions' records is left.
+    kv = await nc.jetstream().stream_info("KV_datasets", subjects_filter=f"$KV.datasets.{client.tenant}.>")
+    assert sorted(kv.state.subjects or {}) == sorted(
+        [f"$KV.datasets.{client.tenant}.d.beta-costs", f"$KV.datasets.{client.tenant}.v.{beta.version_id}"]
+    )
     sub = await nc.jetstream().subscribe(f"lepton.evt.{client.tenant}.>", stream=EVENTS_STREAM, ordered_consumer=True)
-    types = []
+    received = []
     while True:
         try:
-            types.append(events.decode(await sub.next_msg(timeout=1)).type)
+            received.append(events.decode(await sub.next_msg(timeout=1)))
         except TimeoutError:
             break
     await sub.unsubscribe()
+    types = [e.type for e in received]
+    assert list(received[-1].data.version_ids) == [v1.version_id, v2.version_id]
     assert types == [
         "ai.lepton.dataset.created.v1",
         "ai.lepton.dataset.version.created.v1",

@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 from sklearn.linear_model import Ridge
 
-from lepton_core.errors import FailedPrecondition, NotFound
+from lepton_core.errors import FailedPrecondition, NotFound, ResourceExhausted
+from lepton_core.quotas import PlanBook, PlanRecord
 from lepton_core.store import MemoryStore
 from lepton_core.triton_pool import HostPool, PoolEntry
 from lepton_core.wire import now
@@ -72,7 +73,7 @@ class Rig:
         self.connected.append(url)
         return self.triton(next(name for name, entry in self.pool.entries.items() if entry.url == url))
 
-    def deployer(self, load_timeout: float = 1.0) -> Deployer:
+    def deployer(self, load_timeout: float = 1.0, plans: PlanBook | None = None) -> Deployer:
         """A deployer over this rig's state (a second one is a replacement of the first)."""
 
         async def publish(kind: str, record: DeploymentRecord, extra: dict[str, Any]) -> None:
@@ -89,6 +90,7 @@ class Rig:
             drain_s=0,
             hosts=self._connect,
             trusted=artifact_keys().trusted(),
+            plans=plans,
         )
 
     async def version(self, version: int, columns: list[str] = FEATURES) -> None:
@@ -437,6 +439,23 @@ async def test_delete_unloads_both_models_from_every_host_even_with_one_down(rig
     assert rig.triton.unloads == [(A, STABLE), (A, STAGED)] and rig.triton.serving(A) == {}
     with pytest.raises(NotFound):
         await deployer.get(TENANT, NAME)
+    assert rig.events == [("deleted", {})]  # deployment.deleted: the usage meter counts one fewer
+
+
+async def test_a_new_deployment_past_the_plan_is_refused_before_anything_is_saved_or_loaded(rig: Rig) -> None:
+    plans = PlanBook(records=[PlanRecord(tenant=TENANT, plan="trial", overrides={"deployments": 1})])
+    deployer = rig.deployer(plans=plans)
+    await _serving(rig, deployer)
+    loads, writes = len(rig.triton.loads), len(rig.store.writes)
+    with pytest.raises(ResourceExhausted) as err:
+        await deployer.deploy(TENANT, "second", MODEL, 1, config=CONFIG, wait=True)
+    assert str(err.value).startswith("deployments: 1 of 1 on plan trial; deployment 'second' would be one more")
+    assert (len(rig.triton.loads), len(rig.store.writes), rig.events) == (loads, writes, [])
+    assert [d.name for d in await deployer.list(TENANT)] == [NAME]
+    # The deployment there is may be deployed again; another tenant is on its own plan.
+    assert (await deployer.deploy(TENANT, NAME, MODEL, 1, wait=True)).state == DeploymentState.READY
+    await deployer.delete(TENANT, NAME)
+    assert (await deployer.deploy(TENANT, "second", MODEL, 1, config=CONFIG, wait=True)).state == DeploymentState.READY
 
 
 async def test_statistics_come_from_every_host_that_has_the_model(rig: Rig) -> None:

@@ -20,6 +20,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
 from lepton_core.bus import ObjectRefRecord, sha256_digest
+from lepton_core.errors import FailedPrecondition
 from lepton_core.store import MemoryStore
 from lepton_ml import artifacts
 from lepton_monitor.core import Monitor, Options, Stores, retraining_job_id
@@ -341,3 +342,26 @@ async def test_a_restarted_monitor_reads_its_logs_back_and_counts_each_once() ->
     overall, _ = restarted.live.performance(TENANT, NAME, 1, "regression")
     assert overall.labelled == 1
     assert overall.rmse == pytest.approx(abs(w.logs.entries[0].outputs[0] - 100.0))
+
+
+async def test_deletions_erase_what_the_monitor_keeps_of_a_dataset_and_of_a_version() -> None:
+    w = World()
+    kept, gone = await w.dataset_version(FRAME), await w.dataset_version(FRAME.head(100))
+    await w.deploy(1, kept)
+    await w.monitor.reference(TENANT, NAME, 1)  # built and cached: the profile of the training rows
+    assert await w.stores.references.keys(f"{TENANT}.ref.*.*") == [f"{TENANT}.ref.{NAME}.1"]
+
+    await w.monitor.on_version_deleted(TENANT, NAME, 1, "job_1")
+    assert await w.stores.references.keys(f"{TENANT}.>") == []
+    assert await w.stores.versions.get(f"{TENANT}.mv.{NAME}.1") is None
+    assert await w.stores.jobs.get(f"{TENANT}.job.job_1") is None
+    assert w.monitor.references.cached(TENANT, NAME, 1) is None
+    # A reference asked for again is not rebuilt from memory: the version is unknown now.
+    with pytest.raises(FailedPrecondition, match="unknown to the monitor"):
+        await w.monitor.reference(TENANT, NAME, 1)
+
+    await w.monitor.on_dataset_deleted(TENANT, "ds_1", [gone])
+    assert await w.stores.dataset_versions.get(f"{TENANT}.dsv.{gone}") is None
+    assert await w.stores.dataset_versions.get(f"{TENANT}.dsv.{kept}") is None  # from the monitor's own index
+    assert await w.stores.datasets.get(f"{TENANT}.ds.ds_1") is None
+    await w.monitor.on_dataset_deleted(TENANT, "ds_1", [gone])  # a redelivery: nothing left, no error

@@ -217,3 +217,32 @@ async def test_search_by_tags_task_and_status(nc: NATS, backend: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         await found(status="gone")
     assert err.value.field == "status"
+
+
+@BACKENDS
+async def test_deleting_a_version_refuses_an_aliased_one_and_keeps_the_numbering(nc: NATS, backend: str) -> None:
+    tenant = "t" + uuid.uuid4().hex[:8]
+    registry = await _registry(nc, backend)
+    for job in ("job_a", "job_b", "job_c"):
+        await registry.register(_draft(tenant, job))  # all three share artifact "a"
+    await registry.set_alias(tenant, "m", "champion", 1, expected=0)
+    await registry.set_alias(tenant, "m", "canary", 1, expected=0)
+    with pytest.raises(FailedPrecondition, match="aliased as canary, champion") as err:
+        await registry.deletable(tenant, "m", 1)
+    assert err.value.field == "version"
+    with pytest.raises(InvalidArgument):
+        await registry.deletable(tenant, "m", 0)  # never "the latest" here
+    record, alone = await registry.deletable(tenant, "m", 2)
+    assert (record.version, alone) == (2, False)  # versions 1 and 3 have the same artifact
+    await registry.erase_version(record)
+    with pytest.raises(NotFound):
+        await registry.get_version(tenant, "m", 2)
+    assert [v.version for v in await registry.list_versions(tenant, "m")] == [1, 3]
+    # The job's index entry stays: a redelivered evaluation of job_b registers nothing again.
+    with pytest.raises(NotFound):
+        await registry.register(_draft(tenant, "job_b"))
+    own = _draft(tenant, "job_d")
+    own.artifact = own.artifact.model_copy(update={"name": "d"})
+    assert (await registry.register(own))[0].version == 4  # 2 is never reused
+    record, alone = await registry.deletable(tenant, "m", 4)
+    assert alone is True  # no other version has its artifact: the registry erases it

@@ -15,7 +15,8 @@ launchers, except ``lepton up``, from the ``lepton-ai[platform]`` extra. Modules
 - :mod:`lepton_ai.datasets` (``client.datasets``), :mod:`lepton_ai.jobs` (``client.jobs``),
   :mod:`lepton_ai.registry` (``client.models``), :mod:`lepton_ai.deployments`,
   :mod:`lepton_ai.monitor`, :mod:`lepton_ai.events` (``client.events``),
-  :mod:`lepton_ai.access` (``client.keys``, ``client.whoami()``, ``client.audit()``).
+  :mod:`lepton_ai.access` (``client.keys``, ``client.whoami()``, ``client.audit()``,
+  ``client.usage()``, ``client.plans``).
 - :mod:`lepton_ai.models`: ``la.models.<Algorithm>()``, ``fit`` and ``predict``.
 - :mod:`lepton_ai.cli`: the ``lepton`` command, one module a command group.
 - ``_transport``, ``_progress``, ``_artifacts``, ``_durations``: channels and errors, progress bars,
@@ -23,7 +24,17 @@ launchers, except ``lepton up``, from the ``lepton-ai[platform]`` extra. Modules
 """
 
 from lepton_ai import models
-from lepton_ai.access import AuditRecord, AuditTrail, CreatedKey, KeyInfo, Principal
+from lepton_ai.access import (
+    AuditRecord,
+    AuditTrail,
+    CreatedKey,
+    KeyInfo,
+    LimitUsage,
+    PlanInfo,
+    Principal,
+    TenantPlan,
+    Usage,
+)
 from lepton_ai.aio import AsyncClient, AsyncDataset, AsyncModel
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, DatasetSummary, SplitCounts, SplitSpec, ValidationReport, Violation
@@ -35,6 +46,7 @@ from lepton_ai.errors import (
     LeptonError,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -57,14 +69,19 @@ __all__ = [
     "InvalidArgument",
     "KeyInfo",
     "LeptonError",
+    "LimitUsage",
     "NotFound",
     "PermissionDenied",
+    "PlanInfo",
     "PlatformEvent",
     "Principal",
+    "ResourceExhausted",
     "SplitCounts",
     "SplitSpec",
+    "TenantPlan",
     "Unauthenticated",
     "Unavailable",
+    "Usage",
     "ValidationReport",
     "Violation",
     "__version__",

@@ -1,4 +1,5 @@
-"""``client.keys``, ``client.whoami()`` and ``client.audit()``: API keys as records, and the audit trail.
+"""``client.keys``, ``client.whoami()``, ``client.audit()``, ``client.usage()`` and ``client.plans``:
+API keys as records, the audit trail, and each tenant's plan and usage.
 
 The platform's ``AccessService`` (``protos/lepton/access/v1/access.proto``), served on the
 registry's address. A key's secret is shown once, when the key is created or rotated: the
@@ -10,6 +11,8 @@ audit trail needs ``audit.read``.
 >>> created.secret  # store it now: it is never shown again
 >>> client.keys.revoke(created.key)
 >>> client.audit(since=timedelta(hours=1), resource="model/")
+>>> client.usage()["datasets"]  # LimitUsage(limit='datasets', used=3, maximum=10, ...)
+>>> client.plans.set("acme", "team")  # role operator
 """
 
 from __future__ import annotations
@@ -27,7 +30,20 @@ from lepton_ai._durations import Duration, whole_seconds
 from lepton_ai._transport import Transport, message
 from lepton_ai.errors import InvalidArgument
 
-__all__ = ["AuditRecord", "AuditTrail", "CreatedKey", "Grants", "KeyInfo", "Keys", "Principal"]
+__all__ = [
+    "AuditRecord",
+    "AuditTrail",
+    "CreatedKey",
+    "Grants",
+    "KeyInfo",
+    "Keys",
+    "LimitUsage",
+    "PlanInfo",
+    "Plans",
+    "Principal",
+    "TenantPlan",
+    "Usage",
+]
 
 #: AccessService is served by the registry's process, on its port.
 SERVICE = "registry"
@@ -171,6 +187,157 @@ class AuditTrail(Sequence[AuditRecord]):
 
     def __iter__(self) -> Iterator[AuditRecord]:
         return iter(self.records)
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    """One limit of a tenant's plan and what the tenant uses of it.
+
+    Attributes:
+        limit: The limit's name, as a ``ResourceExhausted`` refusal names it: ``stored_bytes``,
+            ``datasets``, ``concurrent_jobs``, ``queued_jobs``, ``job_run_seconds``,
+            ``trials_per_search``, ``deployments``, ``predictions_per_second``, ``predictions_per_month``.
+        used: What the tenant uses now (this month, for ``predictions_per_month``); 0 when not metered.
+        maximum: The limit; 0: no limit.
+        metered: False for limits on one thing at a time (``job_run_seconds``,
+            ``trials_per_search``) or on a rate (``predictions_per_second``): no total to show.
+        unit: ``"bytes"``, ``"s"``, ``"/s"``, or ``""`` for a count.
+    """
+
+    limit: str
+    used: int
+    maximum: int
+    metered: bool
+    unit: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A tenant's plan and its usage of each limit (:meth:`lepton_ai.Client.usage`); ``usage["datasets"]``
+    is one :class:`LimitUsage`.
+
+    Attributes:
+        tenant: Whose usage.
+        plan: The tenant's plan (``trial``, ``team``, ``unlimited``).
+        limits: Every limit, in the platform's order.
+        month: The month ``predictions_per_month`` counts, ``"2025-01"`` (UTC).
+        metered_at: When the platform last metered an event of the tenant (UTC); None: never yet.
+    """
+
+    tenant: str
+    plan: str
+    limits: tuple[LimitUsage, ...]
+    month: str
+    metered_at: datetime | None
+
+    def __getitem__(self, limit: str) -> LimitUsage:
+        for line in self.limits:
+            if line.limit == limit:
+                return line
+        raise KeyError(f"{limit!r} is not a limit; expected one of {', '.join(u.limit for u in self.limits)}")
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """A plan the platform offers (:meth:`Plans.list`).
+
+    Attributes:
+        name: ``trial``, ``team`` or ``unlimited``.
+        limits: Each limit's value; 0: no limit.
+        default: Whether a tenant without a plan of its own is on this one.
+    """
+
+    name: str
+    limits: dict[str, int]
+    default: bool
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    """A tenant's plan as an operator set it (:meth:`Plans.set`).
+
+    Attributes:
+        tenant: The tenant.
+        plan: Its plan.
+        limits: The limits that apply: the plan's, with ``overrides``.
+        overrides: The limits of this tenant alone.
+        assigned: False when the tenant has no plan of its own (the default applies).
+        assigned_by: The key id that assigned it.
+        assigned_at: When (UTC); None when not assigned.
+    """
+
+    tenant: str
+    plan: str
+    limits: dict[str, int]
+    overrides: dict[str, int]
+    assigned: bool
+    assigned_by: str
+    assigned_at: datetime | None
+
+
+class Plans:
+    """The plans tenants are on; reached as ``client.plans``.
+
+    Listing needs ``usage.read`` (roles admin and operator); putting a tenant on a plan needs
+    ``tenants.manage`` (role operator).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def list(self) -> builtins.list[PlanInfo]:
+        """The plans there are, each with its limits, and which is the default."""
+        answer = self._t.call(SERVICE, _stub(self._t).ListPlans, access_pb2.ListPlansRequest())
+        return [PlanInfo(p.name, _limits(p.limits), p.name == answer.default_plan) for p in answer.plans]
+
+    def set(self, tenant: str, plan: str, *, limits: Mapping[str, int] | None = None) -> TenantPlan:
+        """Puts ``tenant`` on ``plan``, with ``limits`` of its own where it differs.
+
+        Args:
+            tenant: The tenant.
+            plan: ``trial``, ``team`` or ``unlimited`` (:meth:`list`).
+            limits: Limits of this tenant alone, by name (``{"datasets": 50}``; 0: no limit);
+                the others are the plan's.
+
+        Raises:
+            InvalidArgument: Not a plan, not a limit, or a negative value.
+            PermissionDenied: Your key is not an operator's.
+        """
+        request = message(access_pb2.SetPlanRequest, tenant=tenant, plan=plan)
+        for name, value in (limits or {}).items():
+            if name not in access_pb2.Limits.DESCRIPTOR.fields_by_name:
+                known = ", ".join(access_pb2.Limits.DESCRIPTOR.fields_by_name)
+                raise InvalidArgument(f"limits: {name!r} is not a limit; expected one of {known}")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidArgument(f"limits.{name}: expected a whole number (0: no limit), got {value!r}")
+            setattr(request.overrides, name, value)
+        pb = self._t.call(SERVICE, _stub(self._t).SetPlan, request)
+        return TenantPlan(
+            tenant=pb.tenant,
+            plan=pb.plan,
+            limits=_limits(pb.limits),
+            overrides=_limits(pb.overrides),
+            assigned=pb.assigned,
+            assigned_by=pb.assigned_by,
+            assigned_at=_when(pb.assigned_at, pb.HasField("assigned_at")),
+        )
+
+
+def usage(transport: Transport, tenant: str | None) -> Usage:
+    """A tenant's plan and usage (``GetUsage``); :meth:`lepton_ai.Client.usage` says more."""
+    pb = transport.call(SERVICE, _stub(transport).GetUsage, access_pb2.GetUsageRequest(tenant=tenant or ""))
+    return Usage(
+        tenant=pb.tenant,
+        plan=pb.plan,
+        limits=tuple(LimitUsage(u.limit, u.used, u.maximum, u.metered, u.unit) for u in pb.limits),
+        month=pb.month,
+        metered_at=_when(pb.metered_at, pb.HasField("metered_at")),
+    )
+
+
+def _limits(pb: access_pb2.Limits) -> dict[str, int]:
+    """The limits a message sets, by name."""
+    return {f.name: int(value) for f, value in pb.ListFields()}
 
 
 class Keys:

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from lepton_ai._transport import ClientCertificate, RootCertificates
-from lepton_ai.access import Keys
+from lepton_ai.access import Keys, Plans
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, Datasets
 from lepton_ai.deployments import Deployments
@@ -313,6 +313,7 @@ class AsyncModels(_Twin[Models]):
     search = _twin_iter(Models.search)
     update = _twin(Models.update)
     update_version = _twin(Models.update_version)
+    delete_version = _twin(Models.delete_version)
     download = _twin(Models.download)
     export_edge = _twin(Models.export_edge)
     evaluate = _twin(Models.evaluate)
@@ -371,6 +372,15 @@ class AsyncKeys(_Twin[Keys]):
     list = _twin(Keys.list)
     revoke = _twin(Keys.revoke)
     rotate = _twin(Keys.rotate)
+
+
+class AsyncPlans(_Twin[Plans]):
+    """``client.plans`` of an :class:`AsyncClient`: :class:`~lepton_ai.access.Plans`, awaited."""
+
+    __slots__ = ()
+
+    list = _twin(Plans.list)
+    set = _twin(Plans.set)
 
 
 class AsyncModel(_Delegating[Model]):
@@ -446,7 +456,7 @@ class AsyncModel(_Delegating[Model]):
 class AsyncClient(_Twin[Client]):
     """A connection to a Lepton platform for asyncio code: :class:`~lepton_ai.Client`, awaited.
 
-    Every method of every namespace of ``la.Client``, and its own ``whoami`` and ``audit``,
+    Every method of every namespace of ``la.Client``, and its own ``whoami``, ``audit`` and ``usage``,
     is here with the same name, parameters and defaults, and is awaited
     (``await client.models.get("m")``, ``await client.whoami()``);
     methods that give an iterator give an async iterator
@@ -480,7 +490,7 @@ class AsyncClient(_Twin[Client]):
         ...     )
     """
 
-    __slots__ = ("datasets", "deployments", "events", "jobs", "keys", "models", "monitor")
+    __slots__ = ("datasets", "deployments", "events", "jobs", "keys", "models", "monitor", "plans")
 
     def __init__(
         self,
@@ -510,9 +520,11 @@ class AsyncClient(_Twin[Client]):
         self.monitor = AsyncMonitor(client.monitor, run)
         self.events = AsyncEvents(client.events, run)
         self.keys = AsyncKeys(client.keys, run)
+        self.plans = AsyncPlans(client.plans, run)
 
     whoami = _twin(Client.whoami)
     audit = _twin(Client.audit)
+    usage = _twin(Client.usage)
 
     @property
     def endpoints(self) -> dict[str, str]:

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from lepton_ai import access
 from lepton_ai._transport import ClientCertificate, RootCertificates, Transport
-from lepton_ai.access import AuditTrail, Keys, Principal
+from lepton_ai.access import AuditTrail, Keys, Plans, Principal, Usage
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
 from lepton_ai.events import Events
@@ -66,6 +66,7 @@ class Client:
         self.monitor = Monitor(self._transport)
         self.events = Events(self._transport)
         self.keys = Keys(self._transport)
+        self.plans = Plans(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:
@@ -113,6 +114,26 @@ class Client:
             >>> [(r.time, r.principal, r.method_name, r.outcome) for r in trail]
         """
         return access.audit(self._transport, since, principal=principal, resource=resource, limit=limit, tenant=tenant)
+
+    def usage(self, tenant: str | None = None) -> Usage:
+        """Your tenant's plan and what it uses of each limit, metered from the platform's events.
+
+        Needs the permission ``usage.read`` (roles admin and operator). Past a limit, the call
+        that would pass it raises :class:`~lepton_ai.errors.ResourceExhausted` naming the limit,
+        the usage and the plan, and stores nothing.
+
+        Args:
+            tenant: Another tenant's usage (role operator only); None: yours.
+
+        Returns:
+            A :class:`~lepton_ai.Usage`: the plan, and a :class:`~lepton_ai.LimitUsage` per limit
+            (``usage["stored_bytes"].used``).
+
+        Example:
+            >>> usage = client.usage()
+            >>> usage.plan, usage["datasets"].used, usage["datasets"].maximum
+        """
+        return access.usage(self._transport, tenant)
 
     def close(self) -> None:
         self._transport.close()

@@ -313,7 +313,10 @@ class Datasets:
         return _summary(d)
 
     def delete(self, dataset: str) -> int:
-        """Deletes a dataset and every version; returns how many versions went."""
+        """Deletes a dataset and every version, erased from the store; returns how many versions went.
+
+        Models trained on it stay: delete their versions too (``client.models.delete_version``).
+        """
         r = self._t.call("data", t_stub(self._t).DeleteDataset, data_pb2.DeleteDatasetRequest(dataset=dataset))
         return int(r.versions_deleted)
 

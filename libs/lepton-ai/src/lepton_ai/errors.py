@@ -59,6 +59,16 @@ class DataLoss(LeptonError):
     """Stored bytes failed their digest check."""
 
 
+class ResourceExhausted(LeptonError):
+    """A limit of your tenant's plan would be passed; nothing was stored.
+
+    ``field`` names the limit (``datasets``, ``stored_bytes``, ...); the message says what you use
+    of it, its value and your plan: ``datasets: 10 of 10 on plan trial; ...``. ``client.usage()``
+    shows every limit; an operator changes the plan (``client.plans.set``). The gateway's rate
+    limits refuse with it too.
+    """
+
+
 _BY_CODE: dict[grpc.StatusCode, type[LeptonError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -70,6 +80,7 @@ _BY_CODE: dict[grpc.StatusCode, type[LeptonError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.DATA_LOSS: DataLoss,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 
 

@@ -141,6 +141,19 @@ class Models:
         result: registry_pb2.ModelVersion = self._t.call("registry", self._stub().UpdateModelVersion, request)
         return result
 
+    def delete_version(self, name: str, version: int) -> registry_pb2.DeleteModelVersionResponse:
+        """Deletes one version: its record, artifact, evaluations and monitoring state leave the store.
+
+        The version must be named (there is no "latest" here). Refused (:class:`FailedPrecondition`,
+        naming them) while an alias points at it or a deployment serves it. The evaluator and
+        the monitor erase their part moments after the call returns (``registry.version.deleted``).
+        """
+        request = registry_pb2.DeleteModelVersionRequest(model_name=name, version=version)
+        result: registry_pb2.DeleteModelVersionResponse = self._t.call(
+            "registry", self._stub().DeleteModelVersion, request
+        )
+        return result
+
     def _artifact_keys(self) -> TrustedKeys:
         """The platform's artifact public keys (``GetArtifactPublicKey``), asked for once per client.
 

@@ -18,4 +18,6 @@ Modules:
 - :mod:`lepton_core.validation`: request validation errors as :class:`~lepton_core.errors.InvalidArgument`.
 - :mod:`lepton_core.wire`: conversions between protobuf and domain types shared by services.
 - :mod:`lepton_core.service`: one service's process: settings, NATS, gRPC server, handlers, shutdown.
+- :mod:`lepton_core.quotas`: plans and their limits, the refusal past one; :mod:`lepton_core.usage`
+  each tenant's usage, metered from the events.
 """

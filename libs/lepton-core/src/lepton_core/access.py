@@ -73,12 +73,12 @@ PREDICT: Final = "deployments.predict"
 WRITE: Final = frozenset({"datasets.write", "jobs.write", "evaluations.write", "models.write", "monitor.write"})
 DEPLOY: Final = frozenset({"deployments.write", "models.promote"})
 MANAGE: Final = frozenset({"datasets.delete", "models.delete", "keys.manage", "audit.read", "usage.read"})
-MUTATING: Final = WRITE | DEPLOY | {"datasets.delete", "models.delete", "keys.manage"}
-"""The permissions of calls that change something: each such call is an audit record."""
 AUTHENTICATED: Final = "authenticated"
 """The permission of calls any valid key may make (``WhoAmI``): every role has it."""
 ANY_TENANT: Final = "tenants.manage"
-"""Acting on another tenant's keys and audit trail: the operator's alone."""
+"""Acting on another tenant's keys, audit trail and usage, and assigning plans: the operator's alone."""
+MUTATING: Final = WRITE | DEPLOY | {"datasets.delete", "models.delete", "keys.manage", ANY_TENANT}
+"""The permissions of calls that change something: each such call is an audit record."""
 
 ROLES: Final[Mapping[str, frozenset[str]]] = {
     "viewer": READ | {AUTHENTICATED},
@@ -379,6 +379,8 @@ async def ensure_key(
     check_name(tenant, "tenant", what="a tenant")
     wanted = digest(secret)
     for key in await _keys(kv):
+        if key.startswith(SEEN_PREFIX):
+            continue  # when a key was last used, not a record
         entry = await kv.get(key)
         if entry.value:
             record = KeyRecord.model_validate_json(entry.value)

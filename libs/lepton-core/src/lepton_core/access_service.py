@@ -1,4 +1,4 @@
-"""``AccessService``: keys as records and the audit trail, served by the registry's process.
+"""``AccessService``: keys as records, the audit trail, and plans and usage, served by the registry's process.
 
 The registry's process is the one writer of the ``keys`` bucket (NATS grants it alone); every
 process follows the bucket (:class:`~lepton_core.access.KeyBook`). See docs/security.md.
@@ -10,6 +10,9 @@ Rules that keep a key from reaching further than its maker:
   PERMISSION_DENIED naming the permission, since the tenant was named by the caller;
 - a new key's role and grants give no permission its maker lacks (no admin makes an operator);
 - names are unique among a tenant's active keys, so ``revoke ci`` means one key.
+
+It is also the one writer of the ``tenants`` bucket (plans, :mod:`lepton_core.quotas`): only an
+operator assigns a plan (``SetPlan``); ``GetUsage`` reads what :mod:`lepton_core.usage` metered.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from lepton_core import audit
+from lepton_core import audit, quotas
 from lepton_core.access import (
     ANY_TENANT,
     AUTHENTICATED,
@@ -46,10 +49,11 @@ from lepton_core.access import (
     seen_key,
 )
 from lepton_core.access import digest as digest_of
-from lepton_core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
+from lepton_core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from lepton_core.names import check_name
 from lepton_core.nats_identity import KEY_USE_ROOT
 from lepton_core.rpc import current_principal
+from lepton_core.usage import UsageMeter, month_of, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,9 @@ RULES = rules_for(
         "RotateKey": Rule("keys.manage"),
         "WhoAmI": Rule(AUTHENTICATED),
         "QueryAudit": Rule("audit.read"),
+        "SetPlan": Rule(ANY_TENANT),
+        "GetUsage": Rule("usage.read"),
+        "ListPlans": Rule("usage.read"),
     },
 )
 """AccessService's permission table (the registry's table includes it)."""
@@ -111,12 +118,42 @@ def tenant_for(caller: Principal, asked: str) -> str:
     return asked
 
 
+def limits_message(values: quotas.Limits | dict[str, int]) -> access_pb2.Limits:
+    """Every limit of ``values`` (a :class:`~lepton_core.quotas.Limits`), or only those named (overrides)."""
+    named = values.model_dump() if isinstance(values, quotas.Limits) else values
+    return access_pb2.Limits(**named)
+
+
+def plan_message(plan: quotas.TenantPlan) -> access_pb2.TenantPlan:
+    record = plan.record
+    return access_pb2.TenantPlan(
+        tenant=plan.tenant,
+        plan=plan.plan,
+        limits=limits_message(plan.limits),
+        overrides=limits_message(dict(plan.overrides)),
+        assigned=plan.assigned,
+        assigned_by=record.assigned_by if record else "",
+        assigned_at=timestamp(record.assigned_at) if record else None,
+    )
+
+
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
-    def __init__(self, kv: KeyValue, book: KeyBook, js: JetStreamContext) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        book: KeyBook,
+        js: JetStreamContext,
+        plans: quotas.PlanBook | None = None,
+        tenants: KeyValue | None = None,
+        usage: UsageMeter | None = None,
+    ) -> None:
         self._kv = kv
         self._book = book
         self._js = js
         self._last_used: dict[str, datetime] = {}
+        self._plans = plans or quotas.PlanBook()
+        self._tenants = tenants
+        self._usage = usage
 
     # --- last used ---
 
@@ -332,10 +369,100 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         )
         return access_pb2.QueryAuditResponse(records=records, truncated=truncated)
 
+    # --- plans and usage ---
 
-async def serve_access(nc: NATS, js: JetStreamContext, book: KeyBook) -> AccessServicer:
-    """The servicer, with last-used times loaded and the processes' reports followed."""
-    servicer = AccessServicer(await js.key_value("keys"), book, js)
+    async def SetPlan(
+        self, request: access_pb2.SetPlanRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.TenantPlan:
+        caller = current_principal()
+        if not request.tenant:
+            raise InvalidArgument("name the tenant to put on a plan", field="tenant")
+        tenant = tenant_for(caller, request.tenant)
+        plan = quotas.check_plan(request.plan)
+        overrides = quotas.check_overrides(
+            {f.name: value for f, value in request.overrides.ListFields()}, field="overrides"
+        )
+        record = quotas.PlanRecord(
+            tenant=tenant,
+            plan=plan,
+            overrides=overrides,
+            assigned_by=caller.key_id or caller.label,
+            assigned_at=datetime.now(UTC),
+        )
+        await self._put_plan(quotas.plan_key(tenant), record)
+        log.info("tenant %s put on plan %s %s by %s", tenant, plan, overrides or "", caller.label)
+        return plan_message(self._plans.plan_of(tenant))
+
+    async def _put_plan(self, key: str, record: quotas.PlanRecord) -> None:
+        if self._tenants is None:
+            raise FailedPrecondition("this process keeps no plans (no tenants bucket)")
+        await self._tenants.put(key, record.model_dump_json().encode())
+        # As with keys: the answer comes once this process applies the plan it wrote.
+        for _ in range(200):
+            current = self._plans.plan_of(record.tenant)
+            if record.tenant and current.record == record:
+                return
+            if not record.tenant and self._plans.default == record.plan:
+                return
+            await asyncio.sleep(0.01)
+
+    async def ensure_default_plan(self, plan: str) -> None:
+        """Writes the default plan (the registry's ``default_plan`` setting) unless the bucket says so already."""
+        quotas.check_plan(plan, "default_plan")
+        if self._tenants is None:
+            return
+        try:
+            entry = await self._tenants.get(quotas.DEFAULT_KEY)
+            if entry.value and quotas.PlanRecord.model_validate_json(entry.value).plan == plan:
+                return
+        except KeyNotFoundError:
+            pass
+        await self._put_plan(
+            quotas.DEFAULT_KEY, quotas.PlanRecord(plan=plan, assigned_by="setting", assigned_at=datetime.now(UTC))
+        )
+
+    async def GetUsage(
+        self, request: access_pb2.GetUsageRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.Usage:
+        tenant = tenant_for(current_principal(), request.tenant)
+        if self._usage is None:
+            raise FailedPrecondition("this process meters no usage")
+        plan = self._plans.plan_of(tenant)
+        record = await self._usage.get(tenant)
+        month = month_of(datetime.now(UTC))
+        return access_pb2.Usage(
+            tenant=tenant,
+            plan=plan.plan,
+            limits=[
+                access_pb2.LimitUsage(limit=u.limit, used=u.used, maximum=u.maximum, metered=u.metered, unit=u.unit)
+                for u in usage_of(plan, record, month)
+            ],
+            month=month,
+            metered_at=timestamp(record.metered_at),
+        )
+
+    async def ListPlans(
+        self, request: access_pb2.ListPlansRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.ListPlansResponse:
+        return access_pb2.ListPlansResponse(
+            plans=[access_pb2.Plan(name=name, limits=limits_message(limits)) for name, limits in quotas.PLANS.items()],
+            default_plan=self._plans.default,
+        )
+
+
+async def serve_access(
+    nc: NATS,
+    js: JetStreamContext,
+    book: KeyBook,
+    plans: quotas.PlanBook | None = None,
+    usage: UsageMeter | None = None,
+    default_plan: str = quotas.DEFAULT_PLAN,
+) -> AccessServicer:
+    """The servicer, with last-used times loaded, the processes' reports followed and the default plan written."""
+    servicer = AccessServicer(
+        await js.key_value("keys"), book, js, plans, await js.key_value(quotas.TENANTS_BUCKET), usage
+    )
+    await servicer.ensure_default_plan(default_plan)
     await servicer.load_seen()
     await nc.subscribe(f"{SEEN_SUBJECT}.>", cb=servicer.on_seen)
     return servicer

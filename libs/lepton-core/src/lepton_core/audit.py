@@ -41,6 +41,24 @@ def subject(tenant: str, service: str) -> str:
     return f"{AUDIT_ROOT}.{tenant}.{service}"
 
 
+#: The kind of resource an event's ``ce-subject`` names, by the event's area.
+_SUBJECT_KINDS = {
+    "dataset": "dataset_version",
+    "training": "job",
+    "evaluation": "evaluation",
+    "registry": "model",
+    "deployment": "deployment",
+    "monitor": "deployment",
+}
+
+
+def event_resource(name: str, ce_subject: str) -> str:
+    """The resource an event is about, as the audit trail names resources (``model/churn/3``)."""
+    if not ce_subject:
+        return ""
+    return f"{_SUBJECT_KINDS.get(name.split('.')[0], name.split('.')[0])}/{ce_subject}"
+
+
 def trace_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return f"{ctx.trace_id:032x}" if ctx.is_valid else ""

@@ -8,6 +8,7 @@ exists (:func:`require_topology`) and may touch nothing else (``lepton_core.nats
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -40,7 +41,7 @@ PREDICTIONS_ROOT = "lepton.pred"
 DEADLETTER_ROOT = "lepton.dlq"
 AUDIT_ROOT = "lepton.audit"
 
-KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor", "keys")
+KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor", "keys", "tenants", "usage")
 OBJECT_BUCKETS = ("datasets", "artifacts")
 
 #: Object store chunk size: ~1 MB chunks keep large objects to few messages.
@@ -173,8 +174,40 @@ async def require_topology(js: JetStreamContext, streams: Iterable[str]) -> None
             ) from exc
 
 
+KV_HISTORY = 5
+"""Revisions a KV bucket keeps of each key."""
+
+
+def kv_stream_config(bucket: str, replicas: int = 1, history: int = KV_HISTORY) -> js_api.StreamConfig:
+    """The stream of KV bucket ``bucket``: nats-py's ``create_key_value`` shape, but erasable.
+
+    nats-py makes a KV stream with ``deny_delete``, which refuses the message deletes that
+    erase a record's bytes on disk (:meth:`RecordStore.erase`); JetStream cannot clear that
+    flag on an existing stream. Everything else is what ``create_key_value`` would send.
+    """
+    return js_api.StreamConfig(
+        name=f"KV_{bucket}",
+        subjects=[f"$KV.{bucket}.>"],
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=False,
+        discard=js_api.DiscardPolicy.NEW,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_consumers=-1,
+        max_msgs=-1,
+        max_msgs_per_subject=history,
+        num_replicas=replicas,
+        storage=js_api.StorageType.FILE,
+    )
+
+
 async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
-    """Creates or updates every stream, KV bucket and object store. Idempotent."""
+    """Creates or updates every stream, KV bucket and object store. Idempotent.
+
+    A KV bucket declared before buckets were erasable keeps JetStream's ``deny_delete``
+    (it cannot be cleared): it is left so, with a warning, and deletions there purge
+    without erasing (docs/security.md, "Deletion").
+    """
     for config in stream_configs(replicas):
         try:
             await js.add_stream(config=config)
@@ -182,7 +215,19 @@ async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
             # Exists with another config: bring it to ours.
             await js.update_stream(config=config)
     for bucket in KV_BUCKETS:
-        await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5, replicas=replicas))
+        config = kv_stream_config(bucket, replicas)
+        try:
+            await js.add_stream(config=config)
+        except js_errors.BadRequestError:
+            existing = (await js.stream_info(config.name or "")).config
+            if existing.deny_delete:
+                log.warning(
+                    "KV bucket %s was declared before buckets were erasable: deleted records are purged, "
+                    "not erased, in it (docs/security.md, Deletion)",
+                    bucket,
+                )
+                config.deny_delete = True
+            await js.update_stream(config=config)
     for bucket in OBJECT_BUCKETS:
         await js.create_object_store(bucket, config=js_api.ObjectStoreConfig(bucket=bucket, replicas=replicas))
 
@@ -218,6 +263,49 @@ async def follow_bucket(
         except Exception:
             log.exception("watch of %s failed; watching again", what)
         await asyncio.sleep(retry_s)
+
+
+#: nats-server's error code for a message delete on a stream with ``deny_delete``.
+DELETE_DENIED = 10057
+
+
+class EraseRefused(Exception):
+    """The stream refuses message deletes (``deny_delete``): its messages can be purged, not erased."""
+
+
+async def erase_messages(js: JetStreamContext, stream: str, subject: str) -> int:
+    """Erases every message of ``stream`` on ``subject`` (a filter: ``*`` and ``>`` allowed).
+
+    A purge (``kv.purge``, nats-py's object delete, ``purge_stream``) only marks messages
+    deleted: their bytes stay in the block file until nats-server compacts the block, which
+    it never does to a stream's newest one. A message delete (without ``no_erase``)
+    overwrites the record with random bytes in place first: nothing of it stays on disk.
+
+    Returns:
+        How many messages were erased.
+
+    Raises:
+        EraseRefused: the stream denies message deletes (nothing was erased).
+    """
+    erased, sequence = 0, 1
+    while True:
+        try:
+            msg = await js.get_msg(stream, seq=sequence, subject=subject, next=True)
+        except js_errors.NotFoundError:
+            return erased
+        if msg.seq is None:  # typed optional by nats-py; a message the server found has one
+            return erased
+        try:
+            await js.delete_msg(stream, msg.seq)
+        except js_errors.NotFoundError:
+            pass  # removed meanwhile (a limit, a concurrent erase): gone either way
+        except js_errors.APIError as exc:
+            if exc.err_code == DELETE_DENIED:
+                raise EraseRefused(f"stream {stream} denies message deletes") from exc
+            raise
+        else:
+            erased += 1
+        sequence = msg.seq + 1
 
 
 def sha256_digest(data: bytes) -> str:
@@ -293,6 +381,35 @@ class ObjectStore:
         except js_errors.ObjectNotFoundError:
             return False
         return True
+
+    async def erase(self, ref: ObjectRefRecord) -> bool:
+        """Erases an object: its chunks and every record of its metadata, overwritten on disk.
+
+        Chunks go first: a retry after a failure part-way finds the metadata, and with it the
+        chunks, again. Returns False when there was no such object.
+        """
+        store = await self._js.object_store(ref.bucket)
+        try:
+            info = await store.get_info(ref.name, show_deleted=True)
+        except js_errors.ObjectNotFoundError:
+            return False
+        stream = f"OBJ_{ref.bucket}"
+        if info.nuid:
+            await erase_messages(self._js, stream, f"$O.{ref.bucket}.C.{info.nuid}")
+        meta = base64.urlsafe_b64encode(ref.name.encode()).decode()
+        await erase_messages(self._js, stream, f"$O.{ref.bucket}.M.{meta}")
+        return True
+
+    async def names(self, bucket: str, prefix: str = "") -> list[str]:
+        """The names starting with ``prefix`` that have metadata in ``bucket`` (deleted objects' too), sorted.
+
+        Read from the stream's subjects, as :meth:`RecordStore.keys` does: nats-py's ``list``
+        watches, and a watch can end before every entry has arrived.
+        """
+        root = f"$O.{bucket}.M."
+        info = await self._js.stream_info(f"OBJ_{bucket}", subjects_filter=f"{root}>")
+        names = (base64.urlsafe_b64decode(s[len(root) :]).decode() for s in (info.state.subjects or {}))
+        return sorted(n for n in names if n.startswith(prefix))
 
     async def _read_chunks(self, bucket: str, nuid: str, size: int, chunks: int) -> bytes:
         if size == 0:
@@ -370,6 +487,19 @@ class RecordStore(Store[R]):
     async def delete(self, key: str) -> None:
         """Deletes a key (a tombstone in the bucket's history)."""
         await self._kv.delete(key)
+
+    async def erase(self, key: str) -> None:
+        """Erases every revision of ``key`` (:func:`erase_messages`): no tombstone, no history, no bytes.
+
+        In a bucket that denies deletes (declared before buckets were erasable) it purges the
+        key instead, which leaves the old revisions' bytes on disk until nats-server compacts
+        their block, and says so in the log.
+        """
+        try:
+            await erase_messages(self._js, f"KV_{self._bucket}", f"$KV.{self._bucket}.{key}")
+        except EraseRefused:
+            log.warning("KV bucket %s denies deletes: purging %s without erasing its bytes", self._bucket, key)
+            await self._kv.purge(key)
 
     async def watch(self, key: str) -> AsyncIterator[R]:
         """The record now (if any) and after every change; runs until the caller stops."""

@@ -81,6 +81,33 @@ class PermissionDenied(LeptonError):
     """The key is known but may not do this."""
 
 
+class ResourceExhausted(LeptonError):
+    """A limit of the tenant's plan would be passed (:mod:`lepton_core.quotas`); nothing was stored.
+
+    Attributes:
+        limit: The limit's name (``datasets``); also the error's ``field``.
+        used: What the tenant uses of it (or what the request asked for at once).
+        maximum: The limit's value on the plan.
+        plan: The tenant's plan.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        limit: str = "",
+        used: int = 0,
+        maximum: int = 0,
+        plan: str = "",
+    ) -> None:
+        super().__init__(message, field=field)
+        self.limit = limit
+        self.used = used
+        self.maximum = maximum
+        self.plan = plan
+
+
 class Unavailable(LeptonError):
     """A dependency (NATS, Triton, another service) cannot be reached right now."""
 

@@ -110,10 +110,12 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.ModelAliasMoved, "registry.alias.moved"),
     EventSpec(ev.ModelUpdated, "registry.model.updated"),
     EventSpec(ev.ModelVersionUpdated, "registry.version.updated"),
+    EventSpec(ev.ModelVersionDeleted, "registry.version.deleted"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),
     EventSpec(ev.DeploymentFailed, "deployment.failed"),
     EventSpec(ev.DeploymentRolloutStarted, "deployment.rollout.started"),
     EventSpec(ev.DeploymentRolledBack, "deployment.rolled_back"),
+    EventSpec(ev.DeploymentDeleted, "deployment.deleted"),
     EventSpec(ev.PredictionLogged, "prediction.logged", root=PREDICTIONS_ROOT),
     EventSpec(ev.PredictionLogBatch, "prediction.batch.logged", root=PREDICTIONS_ROOT),
     EventSpec(ev.AlertFired, "monitor.alert.fired"),
@@ -153,6 +155,9 @@ class Event(Generic[M]):
     delivery: int = 1
     #: The tenant the NATS subject names; the payload's ``tenant`` fields agree with it.
     tenant: str = ""
+    #: The message's sequence in its stream (0 when not known): what a consumer that counts
+    #: events keeps to count each once (:mod:`lepton_core.usage`).
+    sequence: int = 0
 
 
 def headers_for(message: Message, *, event_id: str, source: str, ce_subject: str) -> dict[str, str]:
@@ -221,11 +226,12 @@ def decode(msg: Msg) -> Event[Any]:
         raise ValueError(f"payload is not a valid {spec.message.DESCRIPTOR.full_name}: {exc}") from exc
     tenant = spec.tenant_of(msg.subject)
     check_payload(data, tenant, msg.subject)
-    delivery = 1
+    delivery = sequence = 1
     try:
         delivery = int(msg.metadata.num_delivered)
+        sequence = int(msg.metadata.sequence.stream)
     except Exception:
-        pass
+        sequence = 0
     return Event(
         id=headers["ce-id"],
         type=headers["ce-type"],
@@ -236,6 +242,7 @@ def decode(msg: Msg) -> Event[Any]:
         headers=headers,
         delivery=delivery,
         tenant=tenant,
+        sequence=sequence,
     )
 
 

@@ -65,9 +65,13 @@ class Grants:
         objects_write: Object stores it reads and writes.
         objects_read: Object stores it only reads.
         everything: Publish and subscribe to every subject (the admin).
-        service: A process that serves gRPC: it follows the ``keys`` bucket (API keys) and
+        service: A process that serves gRPC: it follows the ``keys`` bucket (API keys) and the
+            ``tenants`` bucket (plans, :mod:`lepton_core.quotas`) and
             writes its own audit records (``lepton.audit.*.<identity>``).
         subscribe: Plain (core NATS) subjects it listens to.
+        erase: Streams whose messages it may erase (``$JS.API.STREAM.MSG.DELETE``) besides its
+            own KV buckets and object stores, which it may always erase from: what a deletion
+            must remove from a stream it only reads.
     """
 
     events: tuple[str, ...] = ()
@@ -81,6 +85,7 @@ class Grants:
     everything: bool = False
     service: bool = True
     subscribe: tuple[str, ...] = ()
+    erase: tuple[str, ...] = ()
 
 
 #: The table. Every service serves ``EventService.Subscribe``, so every service reads EVENTS.
@@ -105,13 +110,17 @@ GRANTS: dict[str, Grants] = {
     ),
     "registry": Grants(
         events=("registry",),
-        durables=("registry", "registry-promotions"),
-        kv_write=("models", "keys"),
+        # registry-usage and registry-predictions meter each tenant's usage (lepton_core.usage).
+        durables=("registry", "registry-promotions", "registry-usage", "registry-predictions"),
+        # keys and tenants (plans): AccessService writes them, every process follows them; usage: the meter's.
+        kv_write=("models", "keys", "tenants", "usage"),
         # Which keys the processes saw used (AccessService's last_used).
         subscribe=(f"{KEY_USE_ROOT}.>",),
         objects_read=("artifacts",),
-        # The audit trail, read back for AccessService.QueryAudit.
-        streams=(EVENTS_STREAM, AUDIT_STREAM),
+        # The audit trail, read back for AccessService.QueryAudit; predictions, counted for usage.
+        streams=(EVENTS_STREAM, AUDIT_STREAM, PREDICTIONS_STREAM),
+        # DeleteModelVersion erases the version's artifact (the trainer wrote it).
+        erase=("OBJ_artifacts",),
     ),
     "deployer": Grants(
         events=("deployment",),
@@ -126,6 +135,8 @@ GRANTS: dict[str, Grants] = {
         durables=("monitor", "monitor-events"),
         kv_write=("monitor",),
         objects_read=("artifacts", "datasets"),
+        # A deleted model version's prediction logs are erased with it.
+        erase=(PREDICTIONS_STREAM,),
     ),
     # The inference gateway: watches the deployer's records (routes), nothing else.
     "gateway": Grants(kv_read=("deployments",)),
@@ -219,11 +230,12 @@ def permissions(identity: str) -> Permissions:
     for bucket in _kv_read(grants):
         publish += _stream_api(f"KV_{bucket}")
     for bucket in grants.kv_write:
-        publish += [f"$KV.{bucket}.>", f"$JS.API.STREAM.PURGE.KV_{bucket}"]
+        publish += [f"$KV.{bucket}.>", f"$JS.API.STREAM.PURGE.KV_{bucket}", f"$JS.API.STREAM.MSG.DELETE.KV_{bucket}"]
     for bucket in (*grants.objects_write, *grants.objects_read):
         publish += _stream_api(f"OBJ_{bucket}")
     for bucket in grants.objects_write:
-        publish += [f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}"]
+        publish += [f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}", f"$JS.API.STREAM.MSG.DELETE.OBJ_{bucket}"]
+    publish += [f"$JS.API.STREAM.MSG.DELETE.{stream}" for stream in grants.erase]
     # Other identities' durables on the streams this one reads stay theirs.
     deny = [
         subject
@@ -248,8 +260,10 @@ def permissions(identity: str) -> Permissions:
 
 
 def _kv_read(grants: Grants) -> tuple[str, ...]:
-    """The buckets an identity reads: those it writes, those it reads, and ``keys`` for every service."""
-    return tuple(dict.fromkeys((*grants.kv_write, *grants.kv_read, *(("keys",) if grants.service else ()))))
+    """The buckets an identity reads: those it writes, those it reads, and ``keys`` (API keys) and
+    ``tenants`` (plans) for every service."""
+    followed = ("keys", "tenants") if grants.service else ()
+    return tuple(dict.fromkeys((*grants.kv_write, *grants.kv_read, *followed)))
 
 
 def streams_of(identity: str) -> list[str]:

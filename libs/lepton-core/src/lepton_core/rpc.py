@@ -49,6 +49,7 @@ STATUS_OF: dict[type[errors.LeptonError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.DataIntegrityError: grpc.StatusCode.DATA_LOSS,
 }
 
@@ -63,6 +64,7 @@ _PASSED_ON = frozenset(
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -80,6 +82,11 @@ def current_principal() -> Principal:
     if principal is None:
         raise errors.Unauthenticated("no authenticated caller in this context")
     return principal
+
+
+def current_principal_or_none() -> Principal | None:
+    """The caller of the gRPC call being served, or None outside one (an event handler, a timer)."""
+    return _PRINCIPAL.get()
 
 
 def current_tenant() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +14,16 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from lepton_core import event_stream, events, nats_identity
 from lepton_core.access import KEYS_BUCKET, Access, KeyBook, Rule, ServiceSigner, ServiceVerifier
 from lepton_core.access_service import SEEN_EVERY_S, report_seen
-from lepton_core.audit import AuditLog
-from lepton_core.bus import ObjectStore, connect, require_topology
+from lepton_core.audit import AuditLog, event_resource
+from lepton_core.bus import EVENTS_ROOT, ObjectStore, connect, require_topology
 from lepton_core.logs import setup_logging
-from lepton_core.rpc import create_server
+from lepton_core.quotas import TENANTS_BUCKET, PlanBook
+from lepton_core.rpc import create_server, current_principal_or_none
 from lepton_core.settings import ServiceSettings
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
 from lepton_core.tls import server_credentials
@@ -51,6 +53,10 @@ class Runtime:
     js: JetStreamContext
     objects: ObjectStore
     access: Access
+    #: Every tenant's plan, followed from the ``tenants`` bucket (:mod:`lepton_core.quotas`).
+    plans: PlanBook = field(default_factory=PlanBook)
+    #: Where the service's audit records go: its calls' (the interceptor) and its own actions'.
+    audit: AuditLog | None = None
     consumers: list[events.Consumer] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[object]]]] = field(default_factory=list)
 
@@ -94,9 +100,23 @@ class Runtime:
     async def publish(
         self, message: Message, *, tenant: str, event_id: str, key: str | None = None, ce_subject: str = ""
     ) -> None:
+        """Publishes an event; one the service publishes on its own (from another event, a timer,
+        not inside a caller's call) is also an audit record, with the service as the principal."""
         await events.publish(
             self.js, message, tenant=tenant, event_id=event_id, source=self.source, key=key, ce_subject=ce_subject
         )
+        spec = events.spec_of(message)
+        if self.audit is not None and spec.root == EVENTS_ROOT and current_principal_or_none() is None:
+            await self.audit.write(
+                tenant=tenant,
+                principal=f"service:{self.name}",
+                key_id="",
+                via="",
+                method=f"event:{spec.name}",
+                resource=event_resource(spec.name, ce_subject),
+                permission="",
+                outcome="OK",
+            )
 
 
 Register = Callable[[grpc.aio.Server], Iterable[str]]
@@ -142,11 +162,7 @@ async def open_access(
     Returns the access and the task that follows the ``keys`` bucket (cancel it to stop).
     """
     book = KeyBook()
-    follow = asyncio.create_task(book.follow(await js.key_value(KEYS_BUCKET)), name="keys-watch")
-    try:
-        await asyncio.wait_for(book.loaded.wait(), KEYS_LOAD_S)
-    except TimeoutError:
-        log.warning("key records not loaded within %.0f s; keys are refused until they arrive", KEYS_LOAD_S)
+    follow = await _followed(js, KEYS_BUCKET, book.follow, book.loaded, "keys are refused until they arrive")
     seed = settings.nats_nkey_seed_file
     return (
         Access(
@@ -157,6 +173,35 @@ async def open_access(
         ),
         follow,
     )
+
+
+async def open_plans(js: JetStreamContext) -> tuple[PlanBook, asyncio.Task[None]]:
+    """Every tenant's plan, followed from the ``tenants`` bucket; and the task that follows it.
+
+    A process that starts before the entries arrive applies the default plan (no limits)
+    until they do, as it refuses keys it has not seen yet: a start is not held up by NATS.
+    """
+    plans = PlanBook()
+    follow = await _followed(
+        js, TENANTS_BUCKET, plans.follow, plans.loaded, "the default plan applies until they arrive"
+    )
+    return plans, follow
+
+
+async def _followed(
+    js: JetStreamContext,
+    bucket: str,
+    follow: Callable[[KeyValue], Coroutine[Any, Any, None]],
+    loaded: asyncio.Event,
+    meanwhile: str,
+) -> asyncio.Task[None]:
+    """Starts following ``bucket`` and waits (at most :data:`KEYS_LOAD_S`) for its entries to load."""
+    task = asyncio.create_task(follow(await js.key_value(bucket)), name=f"{bucket}-watch")
+    try:
+        await asyncio.wait_for(loaded.wait(), KEYS_LOAD_S)
+    except TimeoutError:
+        log.warning("the %s bucket was not loaded within %.0f s; %s", bucket, KEYS_LOAD_S, meanwhile)
+    return task
 
 
 async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapping[str, Rule]) -> None:
@@ -188,7 +233,11 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapp
     js = nc.jetstream()
     await require_topology(js, nats_identity.streams_of(name))
     access, follow_keys = await open_access(name, js, settings, {**rules, **event_stream.RULES})
-    runtime = Runtime(name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js), access=access)
+    plans, follow_plans = await open_plans(js)
+    audit = AuditLog(js, name)
+    runtime = Runtime(
+        name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js), access=access, plans=plans, audit=audit
+    )
     register = await setup(runtime)
     server = await create_server(
         service=name,
@@ -198,13 +247,13 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapp
         # Every service also serves EventService, so the SDK can subscribe at any address.
         register=lambda server: [*register(server), event_stream.register(server, js)],
         credentials=credentials,
-        audit=AuditLog(js, name),
+        audit=audit,
     )
     runtime.every("key-use report", SEEN_EVERY_S, lambda: report_seen(nc, name, access.book))
     for consumer in runtime.consumers:
         await consumer.start()
     tasks = [asyncio.create_task(_periodic(*p), name=p[0]) for p in runtime.periodic]
-    tasks.append(follow_keys)
+    tasks += [follow_keys, follow_plans]
     log.info(
         "%s serving",
         name,

@@ -80,6 +80,14 @@ class Store(ABC, Generic[R]):
     async def keys(self, pattern: str) -> list[str]:
         """Keys matching a NATS subject pattern, sorted. A backend may include deleted keys."""
 
+    async def erase(self, key: str) -> None:
+        """Removes a key with every earlier revision, leaving nothing of it in the backend.
+
+        A backend that keeps history (JetStream KV) overrides this; one that keeps none
+        erases by deleting.
+        """
+        await self.delete(key)
+
     async def require(self, key: str, what: str) -> Versioned[R]:
         """The record, or :class:`NotFound` saying ``what`` does not exist."""
         found = await self.get(key)

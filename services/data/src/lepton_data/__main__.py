@@ -22,6 +22,7 @@ def main() -> None:
             await RecordStore.open(rt.js, "datasets", DatasetRecord),
             rt.objects,
             Limits(max_rows=settings.max_rows, max_columns=settings.max_columns),
+            rt.plans,
         )
         servicer = DataServicer(rt, datasets, settings.max_upload_bytes, settings.spool_dir)
 

@@ -197,7 +197,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         tenant = current_tenant()
         with tempfile.TemporaryDirectory(prefix="lepton-upload-", dir=self._spool_dir) as tmp:
             path = Path(tmp) / "upload"
-            header, size, digest = await self._spool(request_iterator, path)
+            header, size, digest = await self._spool(tenant, request_iterator, path)
             if not header.expected_size:
                 await _no_cancellation(context)
             if header.expected_size and size != header.expected_size:
@@ -216,9 +216,14 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         return version_to_pb(stored.version, deduplicated=stored.deduplicated)
 
     async def _spool(
-        self, request_iterator: AsyncIterator[data_pb2.UploadDatasetRequest], path: Path
+        self, tenant: str, request_iterator: AsyncIterator[data_pb2.UploadDatasetRequest], path: Path
     ) -> tuple[data_pb2.UploadHeader, int, str]:
-        """Writes the chunks to a local file, hashing as they come; nothing is kept on failure."""
+        """Writes the chunks to a local file, hashing as they come; nothing is kept on failure.
+
+        An upload the tenant's plan has no room for (a dataset too many, no bytes left) is refused
+        on its header, before a chunk is read; one whose version turns out too large is refused
+        before it is stored (:meth:`~lepton_data.core.Datasets.ensure_room`).
+        """
         header: data_pb2.UploadHeader | None = None
         size = 0
         hasher = hashlib.sha256()
@@ -229,6 +234,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
                         raise InvalidArgument("the first message must be the header", field="header")
                     header = req.header
                     check_header(header, self._max_upload)
+                    await self._datasets.ensure_room(tenant, header.dataset_name)
                     continue
                 if req.WhichOneof("part") != "chunk":
                     raise InvalidArgument("only chunks may follow the header", field="chunk")
@@ -274,6 +280,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
                 lineage=lineage(dataset_id=record.dataset_id),
                 dataset_name=record.name,
                 versions_deleted=versions,
+                version_ids=record.version_ids,
             ),
             tenant=tenant,
             event_id=f"dataset.deleted:{tenant}:{record.dataset_id}:{record.updated_at.isoformat()}",

@@ -3,7 +3,8 @@
 KV bucket ``datasets`` holds ``<tenant>.d.<name>`` (the dataset, its version list and
 rules) and ``<tenant>.v.<version_id>`` (one version). Object store ``datasets`` holds
 each version's Parquet file and profile. Version ids are content addresses, so the
-same input gives the same version and no second copy.
+same input gives the same version and no second copy. Deleting a dataset erases all of
+it (:meth:`Datasets.delete`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.names import NAME_PATTERN, check_id, check_name, is_id, is_name, shown
+from lepton_core.quotas import PlanBook, amount, check_room
 from lepton_core.validation import invalid_argument_from
 from lepton_core.wire import now
 from lepton_data import ingest, validation
@@ -175,11 +177,16 @@ class Datasets:
         datasets: RecordStore[DatasetRecord],
         objects: ObjectStore,
         limits: Limits,
+        plans: PlanBook | None = None,
     ) -> None:
         self._versions = store
         self._datasets = datasets
         self._objects = objects
         self._limits = limits
+        self._plans = plans or PlanBook()
+        #: One store at a time per tenant whose plan limits what it stores, so two uploads cannot
+        #: both fit in the room one of them leaves (within this process).
+        self._room: dict[str, asyncio.Lock] = {}
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -226,6 +233,36 @@ class Datasets:
         if version.profile is None:
             raise NotFound(f"version {version_id} has no profile", field="version_id")
         return DatasetProfile.model_validate_json(await self._objects.get(version.profile))
+
+    # -- the tenant's plan ------------------------------------------------------------------------
+
+    async def stored_bytes(self, tenant: str) -> int:
+        """Bytes of the tenant's stored versions (their Parquet files): what ``stored_bytes`` limits."""
+        return sum(v.object.size for v in await self._versions.values(f"{tenant}.v.*"))
+
+    async def _is_live(self, tenant: str, name: str) -> bool:
+        found = await self._datasets.get(f"{tenant}.d.{name}")
+        return found is not None and not found.value.deleted
+
+    async def ensure_room(self, tenant: str, name: str, adding: int = 0) -> None:
+        """Refuses (RESOURCE_EXHAUSTED) a version of ``name`` that the tenant's plan has no room for.
+
+        A new dataset past ``datasets``; with ``adding`` bytes, a total past ``stored_bytes``;
+        without, a tenant already at ``stored_bytes`` (an upload is refused on its header, before
+        a byte of it is kept).
+        """
+        plan = self._plans.plan_of(tenant)
+        if plan.limits.datasets and not await self._is_live(tenant, name):
+            count = len(await self.list_datasets(tenant))
+            check_room(plan, "datasets", count, what=f"dataset {name!r} would be one more")
+        if plan.limits.stored_bytes:
+            used = await self.stored_bytes(tenant)
+            what = f"this version needs {amount('stored_bytes', adding)} more" if adding else "no room is left"
+            check_room(plan, "stored_bytes", used, adding=max(adding, 1), what=what)
+
+    def _limited(self, tenant: str) -> bool:
+        limits = self._plans.plan_of(tenant).limits
+        return bool(limits.datasets or limits.stored_bytes)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -317,6 +354,16 @@ class Datasets:
     async def _store(self, tenant: str, name: str, version_id: str, df: pl.DataFrame, **extra: Any) -> Stored:
         prof = await asyncio.to_thread(profile, df)
         data = await asyncio.to_thread(parquet_bytes, df)
+        if not self._limited(tenant):
+            return await self._put(tenant, name, version_id, df, prof, data, **extra)
+        async with self._room.setdefault(tenant, asyncio.Lock()):
+            # Checked with the bytes this version takes, before any of them is stored.
+            await self.ensure_room(tenant, name, len(data))
+            return await self._put(tenant, name, version_id, df, prof, data, **extra)
+
+    async def _put(
+        self, tenant: str, name: str, version_id: str, df: pl.DataFrame, prof: DatasetProfile, data: bytes, **extra: Any
+    ) -> Stored:
         ref = await self._objects.put(BUCKET, f"{tenant}/{version_id}.parquet", data)
         prof_ref = await self._objects.put(
             BUCKET, f"{tenant}/{version_id}.profile.json", prof.model_dump_json().encode()
@@ -402,25 +449,39 @@ class Datasets:
         return len(rules), await asyncio.to_thread(validation.validate, df, rules)
 
     async def delete(self, tenant: str, ref: str) -> tuple[DatasetRecord, int, int]:
-        """Tombstones the dataset, deletes its versions and their objects."""
+        """Erases a dataset: every version's objects (data and profile), records and history.
+
+        The dataset's record is marked deleted first (one compare-and-set, which fixes the list
+        of versions to erase); then each version's objects and record are erased
+        (:meth:`lepton_core.bus.ObjectStore.erase`, :meth:`lepton_core.store.Store.erase`:
+        overwritten on disk, no tombstone, no earlier revision), and last the dataset's own
+        record, unless an upload made the name live again meanwhile.
+
+        Returns:
+            The record as marked deleted, the versions erased and the objects erased.
+        """
         dataset = await self.dataset(tenant, ref)
-        objects = 0
-        for version_id in dataset.version_ids:
-            found = await self._versions.get(f"{tenant}.v.{version_id}")
-            if found is None:
-                continue
-            for obj in (found.value.object, found.value.profile):
-                if obj is not None and await self._objects.delete(obj):
-                    objects += 1
-            await self._versions.delete(f"{tenant}.v.{version_id}")
 
         def change(record: DatasetRecord | None) -> DatasetRecord:
             if record is None:
                 raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
             return record.model_copy(update={"deleted": True, "updated_at": now()})
 
-        updated, _ = await self._update_dataset(tenant, dataset.name, change)
-        return updated, len(dataset.version_ids), objects
+        marked, _ = await self._update_dataset(tenant, dataset.name, change)
+        objects = 0
+        for version_id in marked.version_ids:
+            key = f"{tenant}.v.{version_id}"
+            found = await self._versions.get(key)
+            if found is not None:
+                for obj in (found.value.object, found.value.profile):
+                    if obj is not None and await self._objects.erase(obj):
+                        objects += 1
+            await self._versions.erase(key)
+        key = f"{tenant}.d.{dataset.name}"
+        current = await self._datasets.get(key)
+        if current is None or current.value.deleted:
+            await self._datasets.erase(key)
+        return marked, len(marked.version_ids), objects
 
     # -- splits and reading back -----------------------------------------------------------------
 

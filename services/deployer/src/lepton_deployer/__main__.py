@@ -48,6 +48,7 @@ def main() -> None:
             drain_s=settings.drain_s,
             hosts=partial(TritonClientHost, control=control, statistics=statistics, inference_secret=inference),
             trusted=trusted,
+            plans=rt.plans,
         )
         rt.consume(
             EVENTS_STREAM,

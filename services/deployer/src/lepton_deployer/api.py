@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -13,7 +14,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core import events
 from lepton_core.bounds import check_version
-from lepton_core.errors import NotFound
+from lepton_core.errors import NotFound, ResourceExhausted
 from lepton_core.names import check_name
 from lepton_core.rpc import client_channel, current_tenant, on_behalf
 from lepton_core.service import Runtime
@@ -31,6 +32,8 @@ from lepton_deployer.records import (
     ServingConfig,
     VersionInfo,
 )
+
+log = logging.getLogger(__name__)
 
 _STATE = {
     DeploymentState.LOADING: deployer_pb2.DEPLOYMENT_STATE_LOADING,
@@ -190,6 +193,8 @@ class DeploymentServicer(deployer_pb2_grpc.DeploymentServiceServicer):
         )
         # All of the request is checked before the registry is asked and anything is remembered.
         check_deploy(tenant, name, request.model_name, request.version, asked, self._deployer.pool, latest=True)
+        if current is None:
+            await self._deployer.ensure_room(tenant, name)
         version = request.version
         known = None
         if version:
@@ -287,6 +292,10 @@ class Announcer:
                 host=self._pool.shown(tenant, d.hosts[0]) if d.hosts else "",
             )
             event_id = f"deployment.ready:{tenant}:{d.name}:{version}:{d.updated_at.isoformat()}"
+        elif kind == "deleted":
+            version = d.model_version
+            message = events_pb2.DeploymentDeleted(tenant=tenant, lineage=deployment_lineage(d))
+            event_id = f"deployment.deleted:{tenant}:{d.name}:{d.updated_at.isoformat()}"
         elif kind == "rolled_back":
             version = extra["version"]
             message = events_pb2.DeploymentRolledBack(
@@ -342,9 +351,13 @@ class VersionCreatedHandler:
         await self._deployer.remember(info)
         found = await self._deployer.store.get(f"{ev.tenant}.{lin.model_name}")
         if found is None and self._auto_deploy:
-            await self._deployer.deploy(
-                ev.tenant, lin.model_name, lin.model_name, info.version, follow="latest", wait=True
-            )
+            try:
+                await self._deployer.deploy(
+                    ev.tenant, lin.model_name, lin.model_name, info.version, follow="latest", wait=True
+                )
+            except ResourceExhausted as exc:
+                # The tenant's plan has no room for another deployment: the version is registered, not served.
+                log.warning("auto-deploy of %s v%d refused: %s", lin.model_name, info.version, exc)
         await _follow(self._deployer, ev.tenant, lin.model_name, "latest", info.version)
 
 

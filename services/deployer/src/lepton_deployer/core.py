@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from typing import Any, Literal
 
 from lepton_core.errors import FailedPrecondition
 from lepton_core.names import shown
+from lepton_core.quotas import PlanBook, check_room
 from lepton_core.store import Store
 from lepton_core.triton_pool import DEFAULT_HOST, HostPool
 from lepton_core.wire import now
@@ -117,6 +119,7 @@ class Deployer:
         hosts: Opens a :class:`~lepton_deployer.hosts.TritonHost` for a pool entry's address (tests pass a fake).
         trusted: The artifact public keys every artifact's signature must check against before it
             is read (none: every artifact is refused).
+        plans: Every tenant's plan: a new deployment past its ``deployments`` limit is refused.
     """
 
     def __init__(
@@ -131,12 +134,15 @@ class Deployer:
         drain_s: float = 1.0,
         hosts: HostFactory = TritonClientHost,
         trusted: TrustedKeys | None = None,
+        plans: PlanBook | None = None,
     ) -> None:
+        self.plans = plans or PlanBook()
         self.store = store
         self.versions = versions
         self.pool = pool
         self.defaults = defaults
         self._records = Records(store, versions)
+        self._publish = publish
         self._fleet = Fleet(hosts, pool, load_timeout)
         files = ServingFiles(objects, trusted or TrustedKeys({}))
         self._rollouts = Rollouts(self._records, self._fleet, files, publish, drain_s)
@@ -170,6 +176,15 @@ class Deployer:
             log_max_per_s=self.defaults.log_max_per_s,
         )
 
+    async def ensure_room(self, tenant: str, name: str) -> None:
+        """Refuses (RESOURCE_EXHAUSTED) a new deployment ``name`` past the plan's ``deployments``;
+        an existing one may always be deployed again."""
+        plan = self.plans.plan_of(tenant)
+        if not plan.limits.deployments or await self.store.get(f"{tenant}.{name}") is not None:
+            return
+        count = len(await self.list(tenant))
+        check_room(plan, "deployments", count, what=f"deployment {name!r} would be one more")
+
     # Requests: deploy, rollback, delete.
 
     async def deploy(
@@ -201,7 +216,10 @@ class Deployer:
         info = await self.version(tenant, model, version)
         # One admission at a time per deployment: two Deploy calls must not both see it idle.
         async with self._admission.setdefault(f"{tenant}.{name}", asyncio.Lock()):
-            record, admitted = await self._admit(tenant, name, model, version, asked)
+            # And one admission at a time per tenant whose plan counts its deployments.
+            limited = bool(self.plans.plan_of(tenant).limits.deployments)
+            async with self._admission.setdefault(tenant, asyncio.Lock()) if limited else contextlib.nullcontext():
+                record, admitted = await self._admit(tenant, name, model, version, asked)
         if admitted == "join":
             if wait:  # the rollout already under way holds the deployment's lock until it ends
                 async with self._records.lock(tenant, name):
@@ -252,6 +270,7 @@ class Deployer:
         # A record from before host names holds addresses: it keeps the names they stand for.
         hosts = list(asked.hosts or (self.pool.named(tenant, record.hosts) if record else [DEFAULT_HOST]))
         if record is None:
+            await self.ensure_room(tenant, name)  # before anything of it is saved
             record = DeploymentRecord(
                 tenant=tenant,
                 name=name,
@@ -299,14 +318,16 @@ class Deployer:
         return await self.deploy(tenant, name, record.model_name, previous, wait=wait, strategy_once="all_at_once")
 
     async def delete(self, tenant: str, name: str) -> DeploymentRecord:
-        """Unloads the deployment's models from every host (a dead host has nothing to free) and forgets it."""
+        """Unloads the deployment's models from every host (a dead host has nothing to free), forgets it,
+        and announces ``deployment.deleted``."""
         async with self._records.lock(tenant, name):
             record = await self.get(tenant, name)
             for host in record.hosts:
                 for model in (record.triton_model, record.triton_model + STAGED_SUFFIX):
                     await self._fleet.quiet_unload(tenant, host, model)
             await self.store.delete(f"{tenant}.{name}")
-            return record
+        await self._publish("deleted", record, {})
+        return record
 
     # Hosts: the reconcile loop and status.
 

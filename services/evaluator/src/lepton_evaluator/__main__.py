@@ -7,7 +7,12 @@ from lepton.events.v1 import events_pb2
 
 from lepton_core.bus import EVENTS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
-from lepton_evaluator.api import ComparisonHandler, EvaluationServicer, TrainingCompletedHandler
+from lepton_evaluator.api import (
+    ComparisonHandler,
+    EvaluationServicer,
+    TrainingCompletedHandler,
+    VersionDeletedHandler,
+)
 from lepton_evaluator.core import EvaluationRecord, Evaluations
 from lepton_evaluator.permissions import RULES
 from lepton_evaluator.settings import EvaluatorSettings
@@ -22,7 +27,12 @@ def main() -> None:
     async def setup(rt: Runtime) -> Register:
         evaluations = Evaluations(await RecordStore.open(rt.js, "evaluations", EvaluationRecord), rt.objects, trusted)
         rt.consume(
-            EVENTS_STREAM, "evaluator", {events_pb2.TrainingCompleted: TrainingCompletedHandler(rt, evaluations)}
+            EVENTS_STREAM,
+            "evaluator",
+            {
+                events_pb2.TrainingCompleted: TrainingCompletedHandler(rt, evaluations),
+                events_pb2.ModelVersionDeleted: VersionDeletedHandler(evaluations),
+            },
         )
         rt.consume(
             EVENTS_STREAM,

@@ -190,6 +190,22 @@ class TrainingCompletedHandler:
         )
 
 
+class VersionDeletedHandler:
+    """Erases the evaluations (records and plots) of a deleted model version."""
+
+    def __init__(self, evaluations: Evaluations) -> None:
+        self._evaluations = evaluations
+
+    async def __call__(self, event: events.Event[events_pb2.ModelVersionDeleted]) -> None:
+        deleted = event.data
+        check_name(deleted.tenant, "tenant", what="a tenant name")
+        check_model(deleted.lineage.model_name, "lineage.model_name")
+        check_id(deleted.lineage.training_job_id, "lineage.training_job_id", "job")
+        await self._evaluations.erase_version(
+            deleted.tenant, deleted.lineage.model_name, deleted.lineage.training_job_id
+        )
+
+
 class ComparisonHandler:
     """Compares each new registry version with the champion and publishes the decision."""
 

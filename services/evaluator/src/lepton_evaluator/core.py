@@ -234,6 +234,27 @@ class Evaluations:
             )
         return await self.objects.get(record.plots[name])
 
+    async def erase_version(self, tenant: str, model_name: str, job_id: str) -> int:
+        """Erases every evaluation of the model version its training job ``job_id`` made, with their plots.
+
+        Records (``<tenant>.<evaluation_id>``, and ``<tenant>.<job_id>`` for the automatic one)
+        and plot objects are erased from the store, history included. Idempotent.
+
+        Returns:
+            The evaluations erased.
+        """
+        found = [
+            r
+            for r in await self.store.values(f"{tenant}.*")
+            if r.training_job_id == job_id and r.model_name == model_name
+        ]
+        for record in found:
+            for ref in record.plots.values():
+                await self.objects.erase(ref)
+            await self.store.erase(f"{tenant}.{record.evaluation_id}")
+        await self.store.erase(f"{tenant}.{job_id}")
+        return len({r.evaluation_id for r in found})
+
     async def evaluate(self, run: Run) -> EvaluationRecord:
         """Evaluates once: a repeat of the same run (same id) returns the stored result."""
         existing = await self.get(run.tenant, run.evaluation_id)

@@ -112,7 +112,7 @@ def main() -> None:
             "monitor",
             {events_pb2.PredictionLogBatch: logs, events_pb2.PredictionLogged: logs},
         )
-        platform = PlatformEventsHandler(monitor)
+        platform = PlatformEventsHandler(monitor, StreamLogs(js))
         rt.consume(
             EVENTS_STREAM,
             "monitor-events",
@@ -121,6 +121,8 @@ def main() -> None:
                 events_pb2.TrainingCompleted: platform.training_completed,
                 events_pb2.ModelVersionCreated: platform.version_created,
                 events_pb2.DeploymentReady: platform.deployment_ready,
+                events_pb2.DatasetDeleted: platform.dataset_deleted,
+                events_pb2.ModelVersionDeleted: platform.version_deleted,
             },
             ack_wait=120.0,
         )

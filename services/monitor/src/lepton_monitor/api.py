@@ -47,7 +47,7 @@ from lepton_monitor.records import (
     RetrainingRequest,
     VersionInfo,
 )
-from lepton_monitor.streams import log_entries
+from lepton_monitor.streams import StreamLogs, log_entries
 
 #: The most incidents ListAlerts returns.
 MAX_ALERTS = 1000
@@ -295,10 +295,14 @@ class PredictionLoggedHandler:
 
 
 class PlatformEventsHandler:
-    """What each deployment serves, how it was trained and on which data: from the platform's events."""
+    """What each deployment serves, how it was trained and on which data: from the platform's events.
 
-    def __init__(self, monitor: Monitor) -> None:
+    ``logs`` erases a deleted version's prediction logs from the stream (none: they stay).
+    """
+
+    def __init__(self, monitor: Monitor, logs: StreamLogs | None = None) -> None:
         self._monitor = monitor
+        self._logs = logs
 
     async def dataset_version(self, event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
         ev = event.data
@@ -346,6 +350,27 @@ class PlatformEventsHandler:
                 dataset_version_id=ev.lineage.dataset_version_id,
             )
         )
+
+    async def dataset_deleted(self, event: events.Event[events_pb2.DatasetDeleted]) -> None:
+        ev = event.data
+        versions = {f"version_ids[{i}]": (v, "dv") for i, v in enumerate(ev.version_ids)}
+        _check_event(ev.tenant, ids={"lineage.dataset_id": (ev.lineage.dataset_id, "ds"), **versions})
+        await self._monitor.on_dataset_deleted(ev.tenant, ev.lineage.dataset_id, list(ev.version_ids))
+
+    async def version_deleted(self, event: events.Event[events_pb2.ModelVersionDeleted]) -> None:
+        ev = event.data
+        _check_event(
+            ev.tenant,
+            names={"lineage.model_name": ev.lineage.model_name},
+            optional={"lineage.training_job_id": (ev.lineage.training_job_id, "job")},
+        )
+        if ev.lineage.model_version < 1:
+            raise InvalidArgument(f"must be from 1, got {ev.lineage.model_version}", field="lineage.model_version")
+        await self._monitor.on_version_deleted(
+            ev.tenant, ev.lineage.model_name, ev.lineage.model_version, ev.lineage.training_job_id
+        )
+        if self._logs is not None:
+            await self._logs.erase_version(ev.tenant, ev.lineage.model_name, ev.lineage.model_version)
 
     async def version_created(self, event: events.Event[events_pb2.ModelVersionCreated]) -> None:
         ev = event.data

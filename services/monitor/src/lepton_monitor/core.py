@@ -178,6 +178,14 @@ class Monitor:
         """From ``registry.version.created``."""
         await self.intake.on_version_created(version)
 
+    async def on_dataset_deleted(self, tenant: str, dataset_id: str, version_ids: list[str]) -> None:
+        """From ``dataset.deleted``."""
+        await self.intake.on_dataset_deleted(tenant, dataset_id, version_ids)
+
+    async def on_version_deleted(self, tenant: str, model: str, version: int, job_id: str) -> None:
+        """From ``registry.version.deleted``."""
+        await self.intake.on_version_deleted(tenant, model, version, job_id)
+
     async def on_deployment_ready(self, ready: DeploymentInfo) -> DeploymentInfo:
         """From ``deployment.ready``: records what the deployment serves and builds its drift reference."""
         return await self.intake.on_deployment_ready(ready)

@@ -153,6 +153,22 @@ class Intake:
         """Records a model version (its features, artifact and training data)."""
         await self._stores.versions.put(f"{version.tenant}.mv.{version.model_name}.{version.version}", version)
 
+    async def on_dataset_deleted(self, tenant: str, dataset_id: str, version_ids: list[str]) -> None:
+        """Erases what the monitor keeps of a deleted dataset: its index and its versions' records."""
+        key = f"{tenant}.ds.{dataset_id}"
+        index = await self._stores.datasets.get(key)
+        known = index.value.version_ids if index is not None else []
+        for version_id in dict.fromkeys([*known, *version_ids]):
+            await self._stores.dataset_versions.erase(f"{tenant}.dsv.{version_id}")
+        await self._stores.datasets.erase(key)
+
+    async def on_version_deleted(self, tenant: str, model: str, version: int, job_id: str) -> None:
+        """Erases what the monitor keeps of a deleted model version: its record, its training job's, its reference."""
+        await self._references.erase(tenant, model, version)
+        await self._stores.versions.erase(f"{tenant}.mv.{model}.{version}")
+        if job_id:
+            await self._stores.jobs.erase(f"{tenant}.job.{job_id}")
+
     async def on_deployment_ready(self, ready: DeploymentInfo) -> DeploymentInfo:
         """Records what a deployment serves now (keeping its retraining history), then builds the reference."""
 

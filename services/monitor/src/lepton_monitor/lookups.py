@@ -204,6 +204,15 @@ class References:
             self._failures.pop(key, None)
             return built
 
+    async def erase(self, tenant: str, model: str, version: int) -> None:
+        """Forgets a deleted version's reference: erased from KV (history included) and from memory."""
+        key = (tenant, model, version)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            await self._store.erase(f"{tenant}.ref.{model}.{version}")
+            self._references.pop(key, None)
+            self._failures.pop(key, None)
+        self._locks.pop(key, None)
+
     async def _build(self, tenant: str, model: str, version: int) -> ReferenceRecord:
         stored = await self._versions.get(f"{tenant}.mv.{model}.{version}")
         if stored is None:

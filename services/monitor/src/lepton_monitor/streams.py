@@ -177,6 +177,31 @@ class StreamLogs:
                 ):
                     yield entry
 
+    async def erase_version(self, tenant: str, model: str, version: int) -> int:
+        """Erases the prediction logs ``version`` of ``model`` served (``registry.version.deleted``).
+
+        Each message (a batch is one serving model instance's, so of one version) whose lineage
+        names the version is deleted with nats-server's erasing delete: its request rows are
+        overwritten on disk, not only marked deleted. Returns the messages erased.
+        """
+        subject = f"{PREDICTIONS_ROOT}.{tenant}.*"
+        found: list[int] = []
+        scan = _scan(self._js, PREDICTIONS_STREAM, subject, start_sequence=None, start_time=None)
+        async with contextlib.aclosing(scan) as msgs:
+            async for msg in msgs:
+                try:
+                    lineage = getattr(events.decode(msg).data, "lineage", None)
+                except ValueError:
+                    continue
+                if lineage is not None and (lineage.model_name, lineage.model_version) == (model, version):
+                    found.append(int(msg.metadata.sequence.stream))
+        for sequence in found:
+            try:
+                await self._js.delete_msg(PREDICTIONS_STREAM, sequence)
+            except js_errors.NotFoundError:
+                pass  # gone by the stream's age limit meanwhile
+        return len(found)
+
 
 async def read_labels(
     js: JetStreamContext, since: float

@@ -10,8 +10,16 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from lepton_core.access import KEYS_BUCKET, ensure_key, read_secret_file
 from lepton_core.access_service import serve_access
-from lepton_core.bus import EVENTS_STREAM, RecordStore
+from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_core.usage import (
+    EVENT_TYPES,
+    EVENTS_DURABLE,
+    PREDICTION_TYPES,
+    PREDICTIONS_DURABLE,
+    USAGE_BUCKET,
+    UsageMeter,
+)
 from lepton_ml.signing import trusted_from_setting
 from lepton_registry.api import ComparisonHandler, EvaluationCompletedHandler, RegistryServicer
 from lepton_registry.core import AliasRecord, JobIndex, ModelRecord, PolicyRecord, Registry, VersionRecord
@@ -60,6 +68,11 @@ def main() -> None:
             {events_pb2.EvaluationComparisonCompleted: ComparisonHandler(servicer, registry)},
         )
 
+        # Each tenant's usage, metered from the events that create and remove what its plan limits.
+        meter = UsageMeter(await rt.js.key_value(USAGE_BUCKET))
+        rt.consume(EVENTS_STREAM, EVENTS_DURABLE, meter.handlers(EVENT_TYPES))
+        rt.consume(PREDICTIONS_STREAM, PREDICTIONS_DURABLE, meter.handlers(PREDICTION_TYPES))
+
         if settings.bootstrap_key_file:
             await bootstrap_key(rt, settings.bootstrap_key_file, settings.bootstrap_tenant)
         registry_service = grpc_service(
@@ -69,7 +82,7 @@ def main() -> None:
         )
         access_service = grpc_service(
             access_pb2_grpc.add_AccessServiceServicer_to_server,
-            await serve_access(rt.nc, rt.js, rt.access.book),
+            await serve_access(rt.nc, rt.js, rt.access.book, rt.plans, meter, settings.default_plan),
             access_pb2.DESCRIPTOR.services_by_name["AccessService"],
         )
         return lambda server: [*registry_service(server), *access_service(server)]

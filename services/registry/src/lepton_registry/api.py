@@ -14,7 +14,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_core import events
 from lepton_core.bounds import check_version
 from lepton_core.bus import ObjectStore
-from lepton_core.errors import Conflict, InvalidArgument
+from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.names import check_id, check_name
 from lepton_core.rpc import current_tenant
 from lepton_core.service import Runtime
@@ -31,7 +31,7 @@ from lepton_registry.core import (
     check_alias,
     check_model_name,
 )
-from lepton_registry.lineage import Peers, gather
+from lepton_registry.lineage import Peers, gather, serving
 
 
 def version_lineage(v: VersionRecord) -> common_pb2.Lineage:
@@ -226,6 +226,43 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 ce_subject=f"{name}/{version.version}",
             )
         return version_to_pb(version)
+
+    async def DeleteModelVersion(
+        self, request: registry_pb2.DeleteModelVersionRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.DeleteModelVersionResponse:
+        """Erases a version (docs/security.md, "Deletion"), unless an alias points at it or a deployment serves it.
+
+        The event goes first: a failure after it leaves the version to delete again (the
+        event's id repeats, so JetStream keeps one), never the evaluator's and the
+        monitor's data of a version that is gone.
+        """
+        tenant, name = current_tenant(), _name(request.model_name)
+        check_version(request.version)
+        record, artifact_alone = await self._registry.deletable(tenant, name, request.version)
+        deployments = await serving(self._peers, name, request.version)
+        if deployments:
+            raise FailedPrecondition(
+                f"version {request.version} of {name} is served by deployment {', '.join(deployments)}; "
+                "deploy another version or delete the deployment first",
+                field="version",
+            )
+        await self._rt.publish(
+            events_pb2.ModelVersionDeleted(
+                tenant=tenant,
+                lineage=version_lineage(record),
+                artifact=ref_to_pb(record.artifact),
+                artifact_erased=artifact_alone,
+            ),
+            tenant=tenant,
+            event_id=f"registry.version.deleted:{tenant}:{name}:{record.version}:{record.created_at.isoformat()}",
+            ce_subject=f"{name}/{record.version}",
+        )
+        if artifact_alone:
+            await self._objects.erase(record.artifact)
+        await self._registry.erase_version(record)
+        return registry_pb2.DeleteModelVersionResponse(
+            model_name=name, version=record.version, artifact_erased=artifact_alone
+        )
 
     async def GetLineage(
         self, request: registry_pb2.GetModelVersionRequest, context: grpc.aio.ServicerContext

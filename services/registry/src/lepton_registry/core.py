@@ -406,6 +406,37 @@ class Registry:
         key = f"{tenant}.m.{name}.v.{version}"
         return await _edit(self._versions, key, f"version {version} of model {name!r}", change, edit)
 
+    async def deletable(self, tenant: str, name: str, version: int) -> tuple[VersionRecord, bool]:
+        """The version to delete, and whether its artifact is its alone (no other version has it).
+
+        Raises:
+            NotFound: no such version.
+            FailedPrecondition: an alias points at it, naming the aliases.
+        """
+        check_model_name(name)
+        check_version(version)
+        record = await self.get_version(tenant, name, version)
+        pointing = sorted(a for a, v in (await self.aliases(tenant, name)).items() if v == version)
+        if pointing:
+            raise FailedPrecondition(
+                f"version {version} of {name} is aliased as {', '.join(pointing)}; move or delete the alias first",
+                field="version",
+            )
+        shared = any(
+            v.artifact.name == record.artifact.name and (v.model_name, v.version) != (name, version)
+            for v in await self._versions.values(f"{tenant}.m.*.v.*")
+        )
+        return record, not shared
+
+    async def erase_version(self, record: VersionRecord) -> None:
+        """Erases a version's record with its history.
+
+        The model's record stays, so a later version never takes a deleted one's number, and
+        so does the training job's index entry (job id -> model and number, no data of it): a
+        redelivered evaluation of that job finds it and registers nothing again.
+        """
+        await self._versions.erase(f"{record.tenant}.m.{record.model_name}.v.{record.version}")
+
     async def get_model(self, tenant: str, name: str) -> ModelRecord:
         check_model_name(name)
         return (await self._models.require(f"{tenant}.m.{name}", f"model {name!r}")).value

@@ -17,6 +17,7 @@ from lepton.evaluator.v1 import evaluator_pb2, evaluator_pb2_grpc
 from lepton.registry.v1 import registry_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
+from lepton_core.errors import Unavailable
 from lepton_core.rpc import client_channel, on_behalf
 from lepton_core.tls import Peer
 
@@ -120,3 +121,31 @@ async def gather(peers: Peers, version: registry_pb2.ModelVersion) -> registry_p
     await attempt("evaluator", peers.evaluator, "evaluation", evaluation())
     await attempt("deployer", peers.deployer, "deployments", deployments())
     return graph
+
+
+async def serving(peers: Peers, model_name: str, version: int) -> list[str]:
+    """The caller's deployments that serve, roll out or route to ``version`` of ``model_name``.
+
+    Raises:
+        Unavailable: the deployer cannot be asked: whether a deployment serves it is unknown.
+    """
+    try:
+        async with client_channel(peers.deployer, on_behalf()) as ch:
+            found = await deployer_pb2_grpc.DeploymentServiceStub(ch).ListDeployments(
+                deployer_pb2.ListDeploymentsRequest(), timeout=10
+            )
+    except grpc.aio.AioRpcError as exc:
+        raise Unavailable(
+            f"cannot tell whether a deployment serves version {version} of {model_name}: "
+            f"the deployer at {peers.deployer} answered {exc.code().name}: {exc.details()}"
+        ) from None
+    return sorted(
+        d.name
+        for d in found.deployments
+        if d.lineage.model_name == model_name
+        and (
+            version in (d.lineage.model_version, d.target_version)
+            or any(r.model_version == version for r in d.routes)
+            or any(version in h.versions for h in d.host_states)
+        )
+    )

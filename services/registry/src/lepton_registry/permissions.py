@@ -27,6 +27,7 @@ _TABLE = {
     "UpdateModel": Rule("models.write", "model/{name}"),
     "UpdateModelVersion": Rule("models.write", "model/{model_name}"),
     "GetArtifactPublicKey": Rule("models.read"),
+    "DeleteModelVersion": Rule("models.delete", "model/{model_name}"),
 }
 
 RULES = {**rules_for(SERVICE, _TABLE), **ACCESS_RULES}

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from lepton_core.quotas import PLANS
 from lepton_core.settings import ServiceSettings
 
 
@@ -27,3 +28,16 @@ class RegistrySettings(ServiceSettings):
         "revoking the key (lepton keys revoke bootstrap) lasts across restarts.",
     )
     bootstrap_tenant: str = Field("default", description="The tenant of the bootstrap key.")
+    default_plan: str = Field(
+        "unlimited",
+        description="The plan of every tenant no operator put on one (trial, team or unlimited; docs/security.md, "
+        "'Quotas and plans'). unlimited keeps a platform of one's own as it was; a platform shared by many "
+        "tenants sets trial, so a new tenant's use is bounded until an operator assigns its plan.",
+    )
+
+    @field_validator("default_plan")
+    @classmethod
+    def _a_plan(cls, value: str) -> str:
+        if value not in PLANS:
+            raise ValueError(f"default_plan: {value!r} is not a plan; expected one of {', '.join(PLANS)}")
+        return value

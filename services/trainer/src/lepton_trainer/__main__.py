@@ -25,7 +25,7 @@ def main() -> None:
     signer = signer_from_setting(settings.artifact_signing_key_file, "LEPTON_TRAINER_ARTIFACT_SIGNING_KEY_FILE")
 
     async def setup(rt: Runtime) -> Register:
-        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, signer, settings.device)
+        jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, signer, settings.device, rt.plans)
         data = settings.peer(settings.data_url)
         servicer = TrainingServicer(rt, jobs, data)
         # The monitor's retraining requests, submitted as SubmitTraining would (one durable for every process).

@@ -236,7 +236,7 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
                 request.search.trials,
                 request.search.metric,
             )
-        await self._jobs.create(job)
+        await self._jobs.admit(job, len(children))
         await submit(self._rt, self._jobs, job, children)
         return job_to_pb(job)
 

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -27,6 +28,7 @@ from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_di
 from lepton_core.children import die_with_parent
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
 from lepton_core.names import check_name, shown
+from lepton_core.quotas import PlanBook, check_at_most, check_room, run_time_exceeded
 from lepton_core.wire import now
 from lepton_ml import artifacts, splits
 from lepton_ml.mlp import EpochReport
@@ -339,16 +341,46 @@ class Jobs:
     """
 
     def __init__(
-        self, store: RecordStore[JobRecord], objects: ObjectStore, signer: Signer, device: str = "cpu"
+        self,
+        store: RecordStore[JobRecord],
+        objects: ObjectStore,
+        signer: Signer,
+        device: str = "cpu",
+        plans: PlanBook | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
         self.signer = signer
         self.device = device
+        self.plans = plans or PlanBook()
         self._proc: asyncio.subprocess.Process | None = None
+        self._room: dict[str, asyncio.Lock] = {}
 
     async def create(self, job: JobRecord) -> None:
         await self.store.create(job_key(job.tenant, job.job_id), job)
+
+    async def admit(self, job: JobRecord, trials: int = 0) -> None:
+        """Creates a new job (a single one, or a search of ``trials`` trials) if the tenant's plan
+        has room for it (RESOURCE_EXHAUSTED naming the limit otherwise, and nothing is stored).
+
+        ``trials_per_search`` bounds the trials; ``concurrent_jobs`` the tenant's unfinished jobs
+        (queued or running; a search is one job, its trials are not counted again) and
+        ``queued_jobs`` those of them still waiting to start.
+        """
+        plan = self.plans.plan_of(job.tenant)
+        limits = plan.limits
+        if trials:
+            check_at_most(plan, "trials_per_search", trials, what=f"this search of {trials} trials")
+        if not (limits.concurrent_jobs or limits.queued_jobs):
+            await self.create(job)
+            return
+        async with self._room.setdefault(job.tenant, asyncio.Lock()):
+            jobs = [j for j in await self.store.values(f"{job.tenant}.*") if j.kind != "trial"]
+            unfinished = [j for j in jobs if j.state not in TERMINAL]
+            queued = sum(1 for j in unfinished if j.state == JobState.QUEUED)
+            check_room(plan, "concurrent_jobs", len(unfinished), what="a new job would be one more")
+            check_room(plan, "queued_jobs", queued, what="a new job would wait to start as well")
+            await self.create(job)
 
     async def get(self, tenant: str, job_id: str) -> JobRecord:
         return (await self.store.require(job_key(tenant, job_id), f"training job {job_id!r}")).value
@@ -393,10 +425,15 @@ class Jobs:
             workdir = Path(tmp)
             (workdir / "job.json").write_text(job.model_dump_json())
             (workdir / "data.parquet").write_bytes(data)
-            outcome = await self._fit_process(job, workdir, on_progress)
+            outcome, ran_s = await self._fit_process(job, workdir, on_progress)
             if outcome == "cancelled":
                 return await self.transition(
                     tenant, job_id, state=JobState.CANCELLED, stage="cancelled", finished_at=now()
+                )
+            if outcome == "over-time":
+                error = run_time_exceeded(self.plans.plan_of(tenant), ran_s)
+                return await self.transition(
+                    tenant, job_id, state=JobState.FAILED, error=error, stage="failed", finished_at=now()
                 )
             if outcome == "user-error":
                 error = json.loads((workdir / "error.json").read_text())
@@ -421,8 +458,15 @@ class Jobs:
             tenant, job_id, state=JobState.SUCCEEDED, artifact=ref, stage="done", progress=1.0, finished_at=now()
         )
 
-    async def _fit_process(self, job: JobRecord, workdir: Path, on_progress: AsyncProgress | None) -> str:
-        """Runs one fit in the fit process; returns "ok", "user-error" or "cancelled"."""
+    async def _fit_process(self, job: JobRecord, workdir: Path, on_progress: AsyncProgress | None) -> tuple[str, float]:
+        """Runs one fit in the fit process; returns "ok", "user-error", "cancelled", or "over-time"
+        when the job ran past its plan's ``job_run_seconds``, and the seconds the fit ran.
+
+        The run time counts from the fit process's first report (the fit starting), so neither the
+        wait for a worker nor the fit process's own start-up (its imports, after a crash or a stop)
+        is held against the job.
+        """
+        fit_started: list[float] = []
         proc = await self._process()
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(f"{workdir}\n".encode())
@@ -439,6 +483,8 @@ class Jobs:
                 if "done" in update:
                     done.set_result(int(update["done"]))
                     return
+                if not fit_started:
+                    fit_started.append(time.monotonic())
                 changes = {"stage": update["stage"], "progress": update["progress"]}
                 if update["metrics"]:  # keep the last epoch's metrics through the final stages
                     changes["metrics"] = update["metrics"]
@@ -447,6 +493,9 @@ class Jobs:
                     await on_progress(job, update["stage"], update["progress"], update["metrics"])
             if not done.done():
                 done.set_exception(RuntimeError(f"the fit process died (exit code {await proc.wait()}); see the log"))
+
+        def ran() -> float:
+            return time.monotonic() - fit_started[0] if fit_started else 0.0
 
         reader = asyncio.create_task(read())
         try:
@@ -457,22 +506,26 @@ class Jobs:
                 current = await self.get(job.tenant, job.job_id)
                 if current.cancel_requested or current.state == JobState.CANCELLED:
                     await self._kill()
-                    return "cancelled"
+                    return "cancelled", ran()
+                limit = self.plans.plan_of(job.tenant).limits.job_run_seconds
+                if limit and ran() > limit:
+                    await self._kill()
+                    return "over-time", ran()
             code = done.result()
         except RuntimeError:
             self._proc = None
             current = await self.get(job.tenant, job.job_id)
             if current.cancel_requested:
-                return "cancelled"
+                return "cancelled", ran()
             raise
         finally:
             if not reader.done():
                 reader.cancel()
         if code == USER_ERROR_EXIT:
-            return "user-error"
+            return "user-error", ran()
         if code != 0:
             raise RuntimeError(f"the fit failed with code {code}; see the trainer log")
-        return "ok"
+        return "ok", ran()
 
     async def warm(self) -> None:
         """Starts the fit process now, so the first job does not wait for its imports."""

@@ -86,7 +86,8 @@ class RetrainingHandler:
             req.test_fraction or 0.2,
         ).model_copy(update={"job_id": req.job_id})
         try:
-            await self._jobs.create(job)
+            # Within the tenant's plan, as SubmitTraining: past a limit the request is dead-lettered, naming it.
+            await self._jobs.admit(job)
         except Conflict:
             return  # another delivery created it a moment ago and submits it
         log.info(

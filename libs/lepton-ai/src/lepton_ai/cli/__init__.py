@@ -3,7 +3,8 @@
 Exit codes: 0 success, 1 an unexpected error, 2 bad usage, 3 invalid argument,
 4 not found, 5 unauthenticated or permission denied, 6 platform unavailable,
 7 conflict (an alias moved meanwhile), 8 not possible in the current state (e.g. cancelling
-a finished job, or ``lepton up`` where lepton-platform is not installed).
+a finished job, or ``lepton up`` where lepton-platform is not installed), 9 a limit of the
+tenant's plan (``lepton usage`` shows them).
 ``lepton jobs watch`` exits 1 unless the job succeeded.
 ``--output json`` prints machine-readable results on stdout; messages go to stderr.
 
@@ -11,7 +12,7 @@ One module per command group: :mod:`~lepton_ai.cli.data`, :mod:`~lepton_ai.cli.j
 (``lepton train`` too), :mod:`~lepton_ai.cli.models`, :mod:`~lepton_ai.cli.deployments`
 (``lepton deploy`` and ``lepton predict`` too), :mod:`~lepton_ai.cli.monitor`,
 :mod:`~lepton_ai.cli.events`, :mod:`~lepton_ai.cli.access` (``lepton keys``, ``lepton whoami``,
-``lepton audit``), :mod:`~lepton_ai.cli.up`. What they share: the global options,
+``lepton audit``, ``lepton usage``, ``lepton plans``), :mod:`~lepton_ai.cli.up`. What they share: the global options,
 the client and the printing in :mod:`~lepton_ai.cli.output`, option values they parse alike in
 :mod:`~lepton_ai.cli.parsing`. This module puts the tree together and maps errors to exit codes.
 """
@@ -39,6 +40,7 @@ app.command("predict")(deployments.predict)
 app.command("up")(up.up)
 app.command("whoami")(access.whoami)
 app.command("audit")(access.audit)
+app.command("usage")(access.usage)
 app.add_typer(data.app, name="data")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
@@ -46,6 +48,7 @@ app.add_typer(deployments.app, name="deployments")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(events.app, name="events")
 app.add_typer(access.app, name="keys")
+app.add_typer(access.plans_app, name="plans")
 
 EXIT_CODES: dict[type[errors.LeptonError], int] = {
     errors.InvalidArgument: 3,
@@ -55,6 +58,7 @@ EXIT_CODES: dict[type[errors.LeptonError], int] = {
     errors.Unavailable: 6,
     errors.Conflict: 7,
     errors.FailedPrecondition: 8,
+    errors.ResourceExhausted: 9,
 }
 
 

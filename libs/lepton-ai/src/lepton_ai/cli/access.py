@@ -1,4 +1,5 @@
-"""``lepton keys``, ``lepton whoami`` and ``lepton audit``: API keys, the caller, the audit trail.
+"""``lepton keys``, ``lepton whoami``, ``lepton audit``, ``lepton usage`` and ``lepton plans``: API keys,
+the caller, the audit trail, and each tenant's plan and usage.
 
 A key's secret is printed once, by ``keys create`` and ``keys rotate``; nothing else prints one.
 """
@@ -13,11 +14,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from lepton_ai.access import AuditRecord, CreatedKey, KeyInfo
+from lepton_ai.access import AuditRecord, CreatedKey, KeyInfo, LimitUsage
 from lepton_ai.cli.output import client, emit, err, out, state
 from lepton_ai.cli.parsing import duration, pairs, parse_since
 
 app = typer.Typer(help="API keys: create (the secret is shown once), list, revoke, rotate.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plans: list them, put a tenant on one (role operator).", no_args_is_help=True)
 
 SHOWN_ONCE = "This secret is shown now and never again: store it (a secret manager, a CI variable) before you go on."
 
@@ -185,3 +187,78 @@ def audit(
             style="yellow",
             soft_wrap=True,
         )
+
+
+def _shown(line: LimitUsage, value: int) -> str:
+    """A usage or limit value for the table: bytes in binary units, seconds and rates with their unit."""
+    if line.unit == "bytes":
+        size = float(value)
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if size < 1024:
+                return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+            size /= 1024
+        return f"{size:.1f} TiB"
+    return f"{value} {line.unit}".rstrip() if line.unit == "s" else f"{value}{line.unit}"
+
+
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="Another tenant's usage (role operator only).")] = None,
+) -> None:
+    """Your plan, and what your tenant uses of each of its limits (metered from the platform's events)."""
+    with client() as c:
+        found = c.usage(tenant)
+    t = Table("limit", "used", "limit", "left")
+    for line in found.limits:
+        used = _shown(line, line.used) if line.metered else "-"
+        limit = _shown(line, line.maximum) if line.maximum else "none"
+        left = _shown(line, max(line.maximum - line.used, 0)) if line.metered and line.maximum else "-"
+        t.add_row(Text(line.limit), Text(used), Text(limit), Text(left))
+    emit(
+        {
+            "tenant": found.tenant,
+            "plan": found.plan,
+            "month": found.month,
+            "metered_at": _iso(found.metered_at),
+            "limits": [asdict(line) for line in found.limits],
+        },
+        t,
+    )
+    if state.output != "json":
+        metered = _when(found.metered_at, "no event yet")
+        err.print(f"tenant {found.tenant}, plan {found.plan}; last metered {metered}", soft_wrap=True, highlight=False)
+
+
+@plans_app.command("list")
+def plans_list() -> None:
+    """The plans there are and their limits (0: none); * marks the default."""
+    with client() as c:
+        found = c.plans.list()
+    names = [name for name in (found[0].limits if found else {})]
+    t = Table("plan", *names)
+    for plan in found:
+        t.add_row(Text(plan.name + (" *" if plan.default else "")), *(Text(str(plan.limits.get(n, 0))) for n in names))
+    emit([asdict(plan) for plan in found], t)
+
+
+@plans_app.command("set")
+def plans_set(
+    tenant: Annotated[str, typer.Argument(help="The tenant.")],
+    plan: Annotated[str, typer.Argument(help="trial, team or unlimited (lepton plans list).")],
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit", help="NAME=VALUE: a limit of this tenant alone, e.g. datasets=50 (0: none; repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Put a tenant on a plan (role operator), with limits of its own where it differs."""
+    limits: dict[str, int] = {}
+    for name, value in pairs(limit, "--limit").items():
+        if not value.isdigit():
+            raise typer.BadParameter(f"expected NAME=<whole number>, got {name}={value}", param_hint="--limit")
+        limits[name] = int(value)
+    with client() as c:
+        assigned = c.plans.set(tenant, plan, limits=limits)
+    info = {**asdict(assigned), "assigned_at": _iso(assigned.assigned_at)}
+    own = ", ".join(f"{k}={v}" for k, v in assigned.overrides.items())
+    emit(info, Text(f"tenant {assigned.tenant} is on plan {assigned.plan}" + (f" with {own}" if own else "")))

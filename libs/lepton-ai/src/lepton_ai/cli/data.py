@@ -148,7 +148,7 @@ def data_split(
 
 @app.command("delete")
 def data_delete(name: Annotated[str, typer.Argument(help="Dataset name or id.")]) -> None:
-    """Delete a dataset and all its versions."""
+    """Delete a dataset and all its versions: their rows and records leave the store."""
     with client() as c:
         n = c.datasets.delete(name)
     emit({"versions_deleted": n}, f"deleted {name} ({n} versions)")

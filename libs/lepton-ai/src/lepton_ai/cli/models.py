@@ -1,4 +1,4 @@
-"""``lepton models``: the model registry: list, show, promote, tag, search, evaluate, export."""
+"""``lepton models``: the model registry: list, show, promote, tag, search, evaluate, export, delete."""
 
 from __future__ import annotations
 
@@ -204,6 +204,20 @@ def models_evaluate(
     for k in sorted(e.cross_validation.mean):
         t.add_row(f"cv {k}", f"{e.cross_validation.mean[k]:.6g} ± {e.cross_validation.std[k]:.3g}")
     emit(info, t)
+
+
+@app.command("delete")
+def models_delete(
+    name: str,
+    version: Annotated[int, typer.Option(help="The version to delete (required: never the latest by default).")],
+) -> None:
+    """Delete a version: its record, artifact, evaluations and monitoring state leave the store."""
+    with client() as c:
+        deleted = c.models.delete_version(name, version)
+    emit(
+        {"model_name": deleted.model_name, "version": deleted.version, "artifact_erased": deleted.artifact_erased},
+        f"deleted {deleted.model_name} v{deleted.version}",
+    )
 
 
 @app.command("export")

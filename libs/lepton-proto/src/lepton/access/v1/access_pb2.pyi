@@ -442,3 +442,325 @@ class QueryAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QueryAuditResponse: _TypeAlias = QueryAuditResponse  # noqa: Y015
+
+@_typing.final
+class Limits(_message.Message):
+    """What a tenant may use; 0 is no limit. Each field's name is the limit's name in a
+    RESOURCE_EXHAUSTED refusal. Unset fields of SetPlanRequest.overrides keep the plan's value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_BYTES_FIELD_NUMBER: _builtins.int
+    DATASETS_FIELD_NUMBER: _builtins.int
+    CONCURRENT_JOBS_FIELD_NUMBER: _builtins.int
+    QUEUED_JOBS_FIELD_NUMBER: _builtins.int
+    JOB_RUN_SECONDS_FIELD_NUMBER: _builtins.int
+    TRIALS_PER_SEARCH_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_PER_MONTH_FIELD_NUMBER: _builtins.int
+    stored_bytes: _builtins.int
+    """Bytes of dataset versions stored (their Parquet files)."""
+    datasets: _builtins.int
+    """Datasets (names) that exist."""
+    concurrent_jobs: _builtins.int
+    """Training jobs unfinished at once (queued or running); a search is one job."""
+    queued_jobs: _builtins.int
+    """Of those, jobs waiting to start."""
+    job_run_seconds: _builtins.int
+    """Seconds one job (or one trial of a search) may run before it is stopped."""
+    trials_per_search: _builtins.int
+    """Trials one hyperparameter search may ask for."""
+    deployments: _builtins.int
+    """Deployments that exist."""
+    predictions_per_second: _builtins.int
+    """Prediction requests a second, through the gateway."""
+    predictions_per_month: _builtins.int
+    """Prediction requests a calendar month (UTC)."""
+    def __init__(
+        self,
+        *,
+        stored_bytes: _builtins.int | None = ...,
+        datasets: _builtins.int | None = ...,
+        concurrent_jobs: _builtins.int | None = ...,
+        queued_jobs: _builtins.int | None = ...,
+        job_run_seconds: _builtins.int | None = ...,
+        trials_per_search: _builtins.int | None = ...,
+        deployments: _builtins.int | None = ...,
+        predictions_per_second: _builtins.int | None = ...,
+        predictions_per_month: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrent_jobs", b"_concurrent_jobs", "_datasets", b"_datasets", "_deployments", b"_deployments", "_job_run_seconds", b"_job_run_seconds", "_predictions_per_month", b"_predictions_per_month", "_predictions_per_second", b"_predictions_per_second", "_queued_jobs", b"_queued_jobs", "_stored_bytes", b"_stored_bytes", "_trials_per_search", b"_trials_per_search", "concurrent_jobs", b"concurrent_jobs", "datasets", b"datasets", "deployments", b"deployments", "job_run_seconds", b"job_run_seconds", "predictions_per_month", b"predictions_per_month", "predictions_per_second", b"predictions_per_second", "queued_jobs", b"queued_jobs", "stored_bytes", b"stored_bytes", "trials_per_search", b"trials_per_search"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrent_jobs", b"_concurrent_jobs", "_datasets", b"_datasets", "_deployments", b"_deployments", "_job_run_seconds", b"_job_run_seconds", "_predictions_per_month", b"_predictions_per_month", "_predictions_per_second", b"_predictions_per_second", "_queued_jobs", b"_queued_jobs", "_stored_bytes", b"_stored_bytes", "_trials_per_search", b"_trials_per_search", "concurrent_jobs", b"concurrent_jobs", "datasets", b"datasets", "deployments", b"deployments", "job_run_seconds", b"job_run_seconds", "predictions_per_month", b"predictions_per_month", "predictions_per_second", b"predictions_per_second", "queued_jobs", b"queued_jobs", "stored_bytes", b"stored_bytes", "trials_per_search", b"trials_per_search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrent_jobs: _TypeAlias = _typing.Literal["concurrent_jobs"]  # noqa: Y015
+    _WhichOneofArgType__concurrent_jobs: _TypeAlias = _typing.Literal["_concurrent_jobs", b"_concurrent_jobs"]  # noqa: Y015
+    _WhichOneofReturnType__datasets: _TypeAlias = _typing.Literal["datasets"]  # noqa: Y015
+    _WhichOneofArgType__datasets: _TypeAlias = _typing.Literal["_datasets", b"_datasets"]  # noqa: Y015
+    _WhichOneofReturnType__deployments: _TypeAlias = _typing.Literal["deployments"]  # noqa: Y015
+    _WhichOneofArgType__deployments: _TypeAlias = _typing.Literal["_deployments", b"_deployments"]  # noqa: Y015
+    _WhichOneofReturnType__job_run_seconds: _TypeAlias = _typing.Literal["job_run_seconds"]  # noqa: Y015
+    _WhichOneofArgType__job_run_seconds: _TypeAlias = _typing.Literal["_job_run_seconds", b"_job_run_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__predictions_per_month: _TypeAlias = _typing.Literal["predictions_per_month"]  # noqa: Y015
+    _WhichOneofArgType__predictions_per_month: _TypeAlias = _typing.Literal["_predictions_per_month", b"_predictions_per_month"]  # noqa: Y015
+    _WhichOneofReturnType__predictions_per_second: _TypeAlias = _typing.Literal["predictions_per_second"]  # noqa: Y015
+    _WhichOneofArgType__predictions_per_second: _TypeAlias = _typing.Literal["_predictions_per_second", b"_predictions_per_second"]  # noqa: Y015
+    _WhichOneofReturnType__queued_jobs: _TypeAlias = _typing.Literal["queued_jobs"]  # noqa: Y015
+    _WhichOneofArgType__queued_jobs: _TypeAlias = _typing.Literal["_queued_jobs", b"_queued_jobs"]  # noqa: Y015
+    _WhichOneofReturnType__stored_bytes: _TypeAlias = _typing.Literal["stored_bytes"]  # noqa: Y015
+    _WhichOneofArgType__stored_bytes: _TypeAlias = _typing.Literal["_stored_bytes", b"_stored_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__trials_per_search: _TypeAlias = _typing.Literal["trials_per_search"]  # noqa: Y015
+    _WhichOneofArgType__trials_per_search: _TypeAlias = _typing.Literal["_trials_per_search", b"_trials_per_search"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrent_jobs) -> _WhichOneofReturnType__concurrent_jobs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__datasets) -> _WhichOneofReturnType__datasets | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__deployments) -> _WhichOneofReturnType__deployments | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__job_run_seconds) -> _WhichOneofReturnType__job_run_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__predictions_per_month) -> _WhichOneofReturnType__predictions_per_month | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__predictions_per_second) -> _WhichOneofReturnType__predictions_per_second | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queued_jobs) -> _WhichOneofReturnType__queued_jobs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stored_bytes) -> _WhichOneofReturnType__stored_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__trials_per_search) -> _WhichOneofReturnType__trials_per_search | None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class SetPlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    plan: _builtins.str
+    """"trial", "team" or "unlimited" (ListPlans)."""
+    @_builtins.property
+    def overrides(self) -> Global___Limits:
+        """Limits of this tenant alone; unset fields keep the plan's."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        plan: _builtins.str = ...,
+        overrides: Global___Limits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides", "plan", b"plan", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetPlanRequest: _TypeAlias = SetPlanRequest  # noqa: Y015
+
+@_typing.final
+class TenantPlan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    ASSIGNED_FIELD_NUMBER: _builtins.int
+    ASSIGNED_BY_FIELD_NUMBER: _builtins.int
+    ASSIGNED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    plan: _builtins.str
+    assigned: _builtins.bool
+    """False when the tenant has no plan of its own and the default plan applies."""
+    assigned_by: _builtins.str
+    """The key id that assigned it."""
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """The limits that apply: the plan's, with the overrides."""
+
+    @_builtins.property
+    def overrides(self) -> Global___Limits: ...
+    @_builtins.property
+    def assigned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        plan: _builtins.str = ...,
+        limits: Global___Limits | None = ...,
+        overrides: Global___Limits | None = ...,
+        assigned: _builtins.bool = ...,
+        assigned_by: _builtins.str = ...,
+        assigned_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assigned_at", b"assigned_at", "limits", b"limits", "overrides", b"overrides"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned", b"assigned", "assigned_at", b"assigned_at", "assigned_by", b"assigned_by", "limits", b"limits", "overrides", b"overrides", "plan", b"plan", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantPlan: _TypeAlias = TenantPlan  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Default: the caller's tenant. Another tenant needs role operator."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class LimitUsage(_message.Message):
+    """One limit and what the tenant uses of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    MAXIMUM_FIELD_NUMBER: _builtins.int
+    METERED_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    limit: _builtins.str
+    """The limit's name: "stored_bytes", "datasets", ..."""
+    used: _builtins.int
+    """What the tenant uses now (this month, for predictions_per_month); 0 when not metered."""
+    maximum: _builtins.int
+    """The limit's value; 0: no limit."""
+    metered: _builtins.bool
+    """False for limits on one thing at a time (job_run_seconds, trials_per_search) or a rate
+    (predictions_per_second): there is no running total to show.
+    """
+    unit: _builtins.str
+    """"bytes", "s", "/s" or "" (a count)."""
+    def __init__(
+        self,
+        *,
+        limit: _builtins.str = ...,
+        used: _builtins.int = ...,
+        maximum: _builtins.int = ...,
+        metered: _builtins.bool = ...,
+        unit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "maximum", b"maximum", "metered", b"metered", "unit", b"unit", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LimitUsage: _TypeAlias = LimitUsage  # noqa: Y015
+
+@_typing.final
+class Usage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    METERED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    plan: _builtins.str
+    month: _builtins.str
+    """The month predictions_per_month counts, "2025-01" (UTC)."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LimitUsage]: ...
+    @_builtins.property
+    def metered_at(self) -> _timestamp_pb2.Timestamp:
+        """The time of the last event metered; unset: none yet."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        plan: _builtins.str = ...,
+        limits: _abc.Iterable[Global___LimitUsage] | None = ...,
+        month: _builtins.str = ...,
+        metered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metered_at", b"metered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "metered_at", b"metered_at", "month", b"month", "plan", b"plan", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Usage: _TypeAlias = Usage  # noqa: Y015
+
+@_typing.final
+class ListPlansRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansRequest: _TypeAlias = ListPlansRequest  # noqa: Y015
+
+@_typing.final
+class Plan(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def limits(self) -> Global___Limits: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        limits: Global___Limits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class ListPlansResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLANS_FIELD_NUMBER: _builtins.int
+    DEFAULT_PLAN_FIELD_NUMBER: _builtins.int
+    default_plan: _builtins.str
+    """The plan of every tenant without one of its own."""
+    @_builtins.property
+    def plans(self) -> _containers.RepeatedCompositeFieldContainer[Global___Plan]: ...
+    def __init__(
+        self,
+        *,
+        plans: _abc.Iterable[Global___Plan] | None = ...,
+        default_plan: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_plan", b"default_plan", "plans", b"plans"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPlansResponse: _TypeAlias = ListPlansResponse  # noqa: Y015

@@ -70,6 +70,21 @@ class AccessServiceStub:
                 request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditRequest.SerializeToString,
                 response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditResponse.FromString,
                 _registered_method=True)
+        self.SetPlan = channel.unary_unary(
+                '/lepton.access.v1.AccessService/SetPlan',
+                request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.SetPlanRequest.SerializeToString,
+                response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantPlan.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/lepton.access.v1.AccessService/GetUsage',
+                request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.Usage.FromString,
+                _registered_method=True)
+        self.ListPlans = channel.unary_unary(
+                '/lepton.access.v1.AccessService/ListPlans',
+                request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.SerializeToString,
+                response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -124,6 +139,29 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPlan(self, request, context):
+        """Puts a tenant on a plan, with limits of its own where it differs (permission
+        tenants.manage: role operator). docs/security.md, "Quotas and plans".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """A tenant's plan and what it uses of each limit, metered from the platform's events
+        (permission usage.read; another tenant's needs role operator).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlans(self, request, context):
+        """The plans there are, and the one a tenant without an assignment is on (permission usage.read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +194,21 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.QueryAudit,
                     request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditRequest.FromString,
                     response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditResponse.SerializeToString,
+            ),
+            'SetPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPlan,
+                    request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.SetPlanRequest.FromString,
+                    response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantPlan.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.GetUsageRequest.FromString,
+                    response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.Usage.SerializeToString,
+            ),
+            'ListPlans': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlans,
+                    request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.FromString,
+                    response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -326,6 +379,87 @@ class AccessService:
             '/lepton.access.v1.AccessService/QueryAudit',
             lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditRequest.SerializeToString,
             lepton_dot_access_dot_v1_dot_access__pb2.QueryAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.access.v1.AccessService/SetPlan',
+            lepton_dot_access_dot_v1_dot_access__pb2.SetPlanRequest.SerializeToString,
+            lepton_dot_access_dot_v1_dot_access__pb2.TenantPlan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.access.v1.AccessService/GetUsage',
+            lepton_dot_access_dot_v1_dot_access__pb2.GetUsageRequest.SerializeToString,
+            lepton_dot_access_dot_v1_dot_access__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.access.v1.AccessService/ListPlans',
+            lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.SerializeToString,
+            lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,16 @@ class AccessServiceStub:
     """The caller as the platform sees it: key, tenant, role, permissions."""
     QueryAudit: _grpc.UnaryUnaryMultiCallable[_access_pb2.QueryAuditRequest, _access_pb2.QueryAuditResponse]
     """Audit records of the caller's tenant, oldest first (permission audit.read)."""
+    SetPlan: _grpc.UnaryUnaryMultiCallable[_access_pb2.SetPlanRequest, _access_pb2.TenantPlan]
+    """Puts a tenant on a plan, with limits of its own where it differs (permission
+    tenants.manage: role operator). docs/security.md, "Quotas and plans".
+    """
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_access_pb2.GetUsageRequest, _access_pb2.Usage]
+    """A tenant's plan and what it uses of each limit, metered from the platform's events
+    (permission usage.read; another tenant's needs role operator).
+    """
+    ListPlans: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListPlansRequest, _access_pb2.ListPlansResponse]
+    """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -79,6 +89,16 @@ class AccessServiceAsyncStub(AccessServiceStub):
     """The caller as the platform sees it: key, tenant, role, permissions."""
     QueryAudit: _aio.UnaryUnaryMultiCallable[_access_pb2.QueryAuditRequest, _access_pb2.QueryAuditResponse]  # type: ignore[assignment]
     """Audit records of the caller's tenant, oldest first (permission audit.read)."""
+    SetPlan: _aio.UnaryUnaryMultiCallable[_access_pb2.SetPlanRequest, _access_pb2.TenantPlan]  # type: ignore[assignment]
+    """Puts a tenant on a plan, with limits of its own where it differs (permission
+    tenants.manage: role operator). docs/security.md, "Quotas and plans".
+    """
+    GetUsage: _aio.UnaryUnaryMultiCallable[_access_pb2.GetUsageRequest, _access_pb2.Usage]  # type: ignore[assignment]
+    """A tenant's plan and what it uses of each limit, metered from the platform's events
+    (permission usage.read; another tenant's needs role operator).
+    """
+    ListPlans: _aio.UnaryUnaryMultiCallable[_access_pb2.ListPlansRequest, _access_pb2.ListPlansResponse]  # type: ignore[assignment]
+    """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """API keys as records, and the audit trail. Served by the registry's process (its
@@ -138,5 +158,33 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.QueryAuditResponse, _abc.Awaitable[_access_pb2.QueryAuditResponse]]:
         """Audit records of the caller's tenant, oldest first (permission audit.read)."""
+
+    @_abc_1.abstractmethod
+    def SetPlan(
+        self,
+        request: _access_pb2.SetPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.TenantPlan, _abc.Awaitable[_access_pb2.TenantPlan]]:
+        """Puts a tenant on a plan, with limits of its own where it differs (permission
+        tenants.manage: role operator). docs/security.md, "Quotas and plans".
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _access_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.Usage, _abc.Awaitable[_access_pb2.Usage]]:
+        """A tenant's plan and what it uses of each limit, metered from the platform's events
+        (permission usage.read; another tenant's needs role operator).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPlans(
+        self,
+        request: _access_pb2.ListPlansRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.ListPlansResponse, _abc.Awaitable[_access_pb2.ListPlansResponse]]:
+        """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

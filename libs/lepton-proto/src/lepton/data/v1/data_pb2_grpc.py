@@ -142,7 +142,8 @@ class DataServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDataset(self, request, context):
-        """Tombstones the dataset and deletes its versions' objects.
+        """Erases the dataset from the store: every version's objects (data, profile) and
+        records, with their history (docs/security.md, "Deletion").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

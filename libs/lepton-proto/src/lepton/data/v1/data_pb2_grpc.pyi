@@ -45,7 +45,9 @@ class DataServiceStub:
     GetDataset: _grpc.UnaryUnaryMultiCallable[_data_pb2.GetDatasetRequest, _data_pb2.Dataset]
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListDatasetsRequest, _data_pb2.ListDatasetsResponse]
     DeleteDataset: _grpc.UnaryUnaryMultiCallable[_data_pb2.DeleteDatasetRequest, _data_pb2.DeleteDatasetResponse]
-    """Tombstones the dataset and deletes its versions' objects."""
+    """Erases the dataset from the store: every version's objects (data, profile) and
+    records, with their history (docs/security.md, "Deletion").
+    """
     UpdateSchema: _grpc.UnaryUnaryMultiCallable[_data_pb2.UpdateSchemaRequest, _data_pb2.DatasetVersion]
     """Casts columns of a version; the result is a new version (versions are immutable)."""
     SetValidationRules: _grpc.UnaryUnaryMultiCallable[_data_pb2.SetValidationRulesRequest, _data_pb2.Dataset]
@@ -77,7 +79,9 @@ class DataServiceAsyncStub(DataServiceStub):
     GetDataset: _aio.UnaryUnaryMultiCallable[_data_pb2.GetDatasetRequest, _data_pb2.Dataset]  # type: ignore[assignment]
     ListDatasets: _aio.UnaryUnaryMultiCallable[_data_pb2.ListDatasetsRequest, _data_pb2.ListDatasetsResponse]  # type: ignore[assignment]
     DeleteDataset: _aio.UnaryUnaryMultiCallable[_data_pb2.DeleteDatasetRequest, _data_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
-    """Tombstones the dataset and deletes its versions' objects."""
+    """Erases the dataset from the store: every version's objects (data, profile) and
+    records, with their history (docs/security.md, "Deletion").
+    """
     UpdateSchema: _aio.UnaryUnaryMultiCallable[_data_pb2.UpdateSchemaRequest, _data_pb2.DatasetVersion]  # type: ignore[assignment]
     """Casts columns of a version; the result is a new version (versions are immutable)."""
     SetValidationRules: _aio.UnaryUnaryMultiCallable[_data_pb2.SetValidationRulesRequest, _data_pb2.Dataset]  # type: ignore[assignment]
@@ -142,7 +146,9 @@ class DataServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _data_pb2.DeleteDatasetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.DeleteDatasetResponse, _abc.Awaitable[_data_pb2.DeleteDatasetResponse]]:
-        """Tombstones the dataset and deletes its versions' objects."""
+        """Erases the dataset from the store: every version's objects (data, profile) and
+        records, with their history (docs/security.md, "Deletion").
+        """
 
     @_abc_1.abstractmethod
     def UpdateSchema(

@@ -254,11 +254,16 @@ class DatasetDeleted(_message.Message):
     LINEAGE_FIELD_NUMBER: _builtins.int
     DATASET_NAME_FIELD_NUMBER: _builtins.int
     VERSIONS_DELETED_FIELD_NUMBER: _builtins.int
+    VERSION_IDS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     dataset_name: _builtins.str
     versions_deleted: _builtins.int
     @_builtins.property
     def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def version_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The versions erased with it."""
+
     def __init__(
         self,
         *,
@@ -266,10 +271,11 @@ class DatasetDeleted(_message.Message):
         lineage: _common_pb2.Lineage | None = ...,
         dataset_name: _builtins.str = ...,
         versions_deleted: _builtins.int = ...,
+        version_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_name", b"dataset_name", "lineage", b"lineage", "tenant", b"tenant", "versions_deleted", b"versions_deleted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset_name", b"dataset_name", "lineage", b"lineage", "tenant", b"tenant", "version_ids", b"version_ids", "versions_deleted", b"versions_deleted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -958,6 +964,42 @@ class ModelVersionUpdated(_message.Message):
 Global___ModelVersionUpdated: _TypeAlias = ModelVersionUpdated  # noqa: Y015
 
 @_typing.final
+class ModelVersionDeleted(_message.Message):
+    """ai.lepton.registry.version.deleted.v1 on lepton.evt.<tenant>.registry.version.deleted: a
+    version was deleted (RegistryService.DeleteModelVersion). The registry has erased its
+    record and, when no other version has it, its artifact; the evaluator and the monitor
+    erase what they keep of it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    ARTIFACT_ERASED_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    artifact_erased: _builtins.bool
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    @_builtins.property
+    def artifact(self) -> _common_pb2.ObjectRef: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+        artifact: _common_pb2.ObjectRef | None = ...,
+        artifact_erased: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "artifact_erased", b"artifact_erased", "lineage", b"lineage", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVersionDeleted: _TypeAlias = ModelVersionDeleted  # noqa: Y015
+
+@_typing.final
 class DeploymentReady(_message.Message):
     """ai.lepton.deployment.ready.v1 on lepton.evt.<tenant>.deployment.ready"""
 
@@ -1603,3 +1645,30 @@ class LabelsReceived(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LabelsReceived: _TypeAlias = LabelsReceived  # noqa: Y015
+
+@_typing.final
+class DeploymentDeleted(_message.Message):
+    """ai.lepton.deployment.deleted.v1 on lepton.evt.<tenant>.deployment.deleted: DeleteDeployment
+    unloaded the deployment (lineage.deployment) from every host and forgot it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    LINEAGE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    @_builtins.property
+    def lineage(self) -> _common_pb2.Lineage: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        lineage: _common_pb2.Lineage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lineage", b"lineage", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentDeleted: _TypeAlias = DeploymentDeleted  # noqa: Y015

@@ -100,6 +100,11 @@ class RegistryServiceStub:
                 request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.SerializeToString,
                 response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.FromString,
                 _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/lepton.registry.v1.RegistryService/DeleteModelVersion',
+                request_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -198,6 +203,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteModelVersion(self, request, context):
+        """Deletes a version: its record (with its history) and its artifact are erased from the
+        store, and registry.version.deleted has the evaluator and the monitor erase theirs.
+        FAILED_PRECONDITION, naming them, while an alias points at it or a deployment serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +279,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.GetArtifactPublicKey,
                     request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.FromString,
                     response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +638,33 @@ class RegistryService:
             '/lepton.registry.v1.RegistryService/GetArtifactPublicKey',
             lepton_dot_registry_dot_v1_dot_registry__pb2.GetArtifactPublicKeyRequest.SerializeToString,
             lepton_dot_registry_dot_v1_dot_registry__pb2.ArtifactPublicKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.registry.v1.RegistryService/DeleteModelVersion',
+            lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionRequest.SerializeToString,
+            lepton_dot_registry_dot_v1_dot_registry__pb2.DeleteModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,11 @@ class RegistryServiceStub:
     """The platform's artifact public key(s): every artifact is signed where it is made, and a
     client checks each one it downloads against these keys before reading a byte of it.
     """
+    DeleteModelVersion: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DeleteModelVersionRequest, _registry_pb2.DeleteModelVersionResponse]
+    """Deletes a version: its record (with its history) and its artifact are erased from the
+    store, and registry.version.deleted has the evaluator and the monitor erase theirs.
+    FAILED_PRECONDITION, naming them, while an alias points at it or a deployment serves it.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -100,6 +105,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     GetArtifactPublicKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetArtifactPublicKeyRequest, _registry_pb2.ArtifactPublicKey]  # type: ignore[assignment]
     """The platform's artifact public key(s): every artifact is signed where it is made, and a
     client checks each one it downloads against these keys before reading a byte of it.
+    """
+    DeleteModelVersion: _aio.UnaryUnaryMultiCallable[_registry_pb2.DeleteModelVersionRequest, _registry_pb2.DeleteModelVersionResponse]  # type: ignore[assignment]
+    """Deletes a version: its record (with its history) and its artifact are erased from the
+    store, and registry.version.deleted has the evaluator and the monitor erase theirs.
+    FAILED_PRECONDITION, naming them, while an alias points at it or a deployment serves it.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,6 +222,17 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.ArtifactPublicKey, _abc.Awaitable[_registry_pb2.ArtifactPublicKey]]:
         """The platform's artifact public key(s): every artifact is signed where it is made, and a
         client checks each one it downloads against these keys before reading a byte of it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteModelVersion(
+        self,
+        request: _registry_pb2.DeleteModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.DeleteModelVersionResponse, _abc.Awaitable[_registry_pb2.DeleteModelVersionResponse]]:
+        """Deletes a version: its record (with its history) and its artifact are erased from the
+        store, and registry.version.deleted has the evaluator and the monitor erase theirs.
+        FAILED_PRECONDITION, naming them, while an alias points at it or a deployment serves it.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,293 @@
+"""Deletion that deletes: a deleted dataset or model version leaves no byte of itself in the store.
+
+The platform of this module writes its JetStream store unencrypted (``encrypt_store=False``; the
+platform's default encrypts it, which would hide any value from a search whether deleted or not).
+A value placed in the data is searched for in every file of the store: found there before the
+deletion, so the search can fail, and nowhere once the deletion is done. The records of the
+deleted things are checked gone from the KV buckets too, history and tombstones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import polars as pl
+import pytest
+from lepton.common.v1 import common_pb2
+from lepton.events.v1 import events_pb2
+
+import lepton_ai as la
+from lepton_core import events
+from lepton_core.bus import ObjectRefRecord, ObjectStore
+from lepton_platform.demo import PipelineResult, write_diabetes_csv
+from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+T = TypeVar("T")
+ROWS = 2000
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
+    """The platform without the gateway and Triton (no serving here), its store unencrypted."""
+    with EmbeddedPlatform(
+        tmp_path_factory.mktemp("plain-store"),
+        api_key=f"deletion-{secrets.token_hex(16)}",
+        services=("data", "trainer", "evaluator", "registry", "deployer", "monitor"),
+        triton=False,
+        encrypt_store=False,
+    ) as platform:
+        yield platform
+
+
+def files_holding(store: Path, needle: bytes) -> list[Path]:
+    """The store's files that hold ``needle`` anywhere in their bytes."""
+    return [p for p in store.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def report(store: Path, before: dict[str, list[Path]], after: dict[str, list[Path]]) -> None:
+    """Prints what the search found before and after the deletion (``pytest -s`` shows it)."""
+    files = sum(1 for p in store.rglob("*") if p.is_file())
+    for what, found in before.items():
+        where = ", ".join(sorted(str(p.relative_to(store)) for p in found))
+        print(f"{what}: {len(found)} of {files} store files before ({where}), {len(after[what])} after")
+
+
+def eventually(what: str, check: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Polls ``check`` until ``done`` says yes; fails naming ``what`` and the last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"{what} not within {timeout:g} s (last: {value})"
+        time.sleep(0.2)
+
+
+def kv_keys(platform: EmbeddedPlatform, bucket: str, pattern: str) -> list[str]:
+    """Every key of ``bucket`` matching ``pattern`` with a message in the bucket's stream: live, deleted or
+    purged (a tombstone), or an older revision."""
+
+    async def read() -> list[str]:
+        nc = await admin_connect(platform.nats_url, "test-deletion")
+        try:
+            root = f"$KV.{bucket}."
+            info = await nc.jetstream().stream_info(f"KV_{bucket}", subjects_filter=f"{root}{pattern}")
+            return sorted(s[len(root) :] for s in info.state.subjects or {})
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def stored_objects(platform: EmbeddedPlatform, version_ids: list[str]) -> dict[str, bytes]:
+    """The data service's objects of dataset versions (Parquet files, profiles), read as the admin."""
+
+    async def read() -> dict[str, bytes]:
+        nc = await admin_connect(platform.nats_url, "test-deletion")
+        try:
+            js, out = nc.jetstream(), {}
+            kv = await js.key_value("datasets")
+            for version_id in version_ids:
+                record = json.loads((await kv.get(f"{platform.tenant}.v.{version_id}")).value or b"{}")
+                for ref in (record["object"], record["profile"]):
+                    out[ref["name"]] = await ObjectStore(js).get(ObjectRefRecord.model_validate(ref))
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def log_predictions(platform: EmbeddedPlatform, model: str, version: int) -> bytes:
+    """Publishes one prediction log batch of ``version`` as the serving model would; returns its payload.
+
+    Its rows are random numbers, so 64 bytes of the payload are found nowhere else.
+    """
+    rows = [float(secrets.randbits(52)) for _ in range(64)]
+    batch = events_pb2.PredictionLogBatch(
+        tenant=platform.tenant,
+        lineage=common_pb2.Lineage(model_name=model, model_version=version, deployment=model),
+        feature_names=[f"x{i}" for i in range(8)],
+        logs=[
+            events_pb2.PredictionLogged(
+                log_id=secrets.token_hex(8), batch_rows=8, logged_rows=8, inputs=rows, outputs=rows[:8]
+            )
+        ],
+        batch_id=secrets.token_hex(8),
+    )
+
+    async def publish() -> None:
+        nc = await admin_connect(platform.nats_url, "test-deletion")
+        try:
+            await events.publish(
+                nc.jetstream(),
+                batch,
+                tenant=platform.tenant,
+                event_id=batch.batch_id,
+                source=f"/lepton/triton/{model}",
+                key=model,
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+    return batch.SerializeToString()
+
+
+def test_a_deleted_dataset_leaves_no_byte_of_its_rows_in_the_store(plain: EmbeddedPlatform, tmp_path: Path) -> None:
+    assert plain.nats is not None
+    store, tenant = plain.nats.store, plain.tenant
+    marker = f"deletion-marker-{secrets.token_hex(8)}"
+    # Random bytes in every row: no encoding or compression can drop the marker's rows altogether.
+    frame = pl.DataFrame(
+        {
+            "x": [float(i) for i in range(ROWS)],
+            "note": [f"{marker}-{secrets.token_hex(16)}" for _ in range(ROWS)],
+        }
+    )
+    frame.write_csv(marked_csv := tmp_path / "marked.csv")
+    pl.DataFrame({"x": [1.0, 2.0], "note": ["kept", "too"]}).write_csv(kept_csv := tmp_path / "kept.csv")
+    with la.Client(plain.api_key, plain.url) as client:
+        raw = client.datasets.upload(marked_csv, "marked", progress=False)
+        cast = raw.update_schema({"x": "int"})  # a derived version holds the rows too
+        kept = client.datasets.upload(kept_csv, "kept", progress=False)
+        # The marker, and 64 bytes from the middle of each stored object (the Parquet files are compressed).
+        needles = {"marker": marker.encode()} | {
+            name: data[len(data) // 2 :][:64]
+            for name, data in stored_objects(plain, [raw.version_id, cast.version_id]).items()
+        }
+        holding = {
+            what: eventually(f"the {what} reaching the store", lambda n=needle: files_holding(store, n), bool)
+            for what, needle in needles.items()
+        }
+        before = kv_keys(plain, "datasets", f"{tenant}.>")
+        assert {f"{tenant}.d.marked", f"{tenant}.v.{raw.version_id}", f"{tenant}.v.{cast.version_id}"} <= set(before)
+        eventually(
+            "the monitor's records of the versions",
+            lambda: kv_keys(plain, "monitor", f"{tenant}.dsv.*"),
+            lambda keys: {f"{tenant}.dsv.{raw.version_id}", f"{tenant}.dsv.{cast.version_id}"} <= set(keys),
+        )
+
+        assert client.datasets.delete("marked") == 2
+        for version in (raw, cast):
+            with pytest.raises(la.NotFound):
+                client.datasets.get(version.version_id)
+        assert [d.name for d in client.datasets.list()] == ["kept"]
+        assert client.datasets.get(kept.version_id).to_polars()["note"].to_list() == ["kept", "too"]
+        # Who deleted it stays: the audit trail is kept (docs/security.md, "Deletion").
+        (record,) = [r for r in client.audit(resource="dataset/marked") if r.method.endswith("/DeleteDataset")]
+        assert (record.permission, record.outcome) == ("datasets.delete", "OK")
+
+    after = eventually(
+        "the dataset leaving the store's files",
+        lambda: {what: files_holding(store, needle) for what, needle in needles.items()},
+        lambda found: not any(found.values()),
+    )
+    report(store, holding, after)
+    # No record, no earlier revision, no tombstone: the keys are not in the streams at all.
+    assert kv_keys(plain, "datasets", f"{tenant}.>") == sorted([f"{tenant}.d.kept", f"{tenant}.v.{kept.version_id}"])
+    eventually(
+        "the monitor erasing its records of the dataset",
+        lambda: kv_keys(plain, "monitor", f"{tenant}.dsv.*") + kv_keys(plain, "monitor", f"{tenant}.ds.*"),
+        lambda keys: not {k for k in keys if raw.version_id in k or cast.version_id in k or raw.id in k},
+    )
+
+
+def test_a_deleted_model_version_leaves_no_byte_of_its_artifact_or_evaluation(
+    plain: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    assert plain.nats is not None
+    store, tenant = plain.nats.store, plain.tenant
+    name = f"deleted-{secrets.token_hex(4)}"
+    with la.Client(plain.api_key, plain.url) as client:
+        data = client.datasets.upload(write_diabetes_csv(tmp_path / "diabetes.csv"), "diabetes", progress=False)
+        kept, gone = la.models.LinearRegression(), la.models.Ridge(alpha=0.5)
+        kept.fit(data, model_name=name, progress=False)
+        gone.fit(data, model_name=name, progress=False)
+        client.models.set_alias(name, "champion", kept.version)
+        job_id = client.models.version(name, gone.version).lineage.training_job_id
+        # 64 bytes from the middle of the artifact and of each evaluation plot: bytes nothing else holds.
+        artifact = client.models.download(name, gone.version)
+        needles = {"artifact": artifact[len(artifact) // 2 :][:64]}
+        # Prediction logs of each version, as if both had served before (a served version is refused).
+        logged = log_predictions(plain, name, gone.version)
+        needles["prediction logs"] = logged[len(logged) // 2 :][:64]
+        kept_logs = log_predictions(plain, name, kept.version)[-64:]
+        evaluations = client.models.evaluations(name, gone.version)
+        assert evaluations and all(e.plots for e in evaluations)
+        for e in evaluations:
+            for plot in e.plots:
+                png = client.models.plot(e.evaluation_id, plot)
+                needles[f"{e.evaluation_id}/{plot}"] = png[len(png) // 2 :][:64]
+        holding = {
+            what: eventually(f"the {what} reaching the store's files", lambda n=needle: files_holding(store, n), bool)
+            for what, needle in needles.items()
+        }
+        eventually(
+            "the monitor's records of the version",
+            lambda: kv_keys(plain, "monitor", f"{tenant}.>"),
+            lambda keys: {f"{tenant}.mv.{name}.{gone.version}", f"{tenant}.job.{job_id}"} <= set(keys),
+        )
+        assert kv_keys(plain, "evaluations", f"{tenant}.{job_id}") == [f"{tenant}.{job_id}"]
+
+        with pytest.raises(la.FailedPrecondition) as aliased:
+            client.models.delete_version(name, kept.version)
+        assert aliased.value.field == "version" and "champion" in aliased.value.message
+        deleted = client.models.delete_version(name, gone.version)
+        assert (deleted.model_name, deleted.version, deleted.artifact_erased) == (name, gone.version, True)
+        with pytest.raises(la.NotFound):
+            client.models.version(name, gone.version)
+        with pytest.raises(la.NotFound):
+            client.models.delete_version(name, gone.version)
+        assert [v.version for v in client.models.versions(name)] == [kept.version]
+        assert client.models.download(name, kept.version)  # the other version is whole
+        trail = [r for r in client.audit(resource=f"model/{name}") if r.method.endswith("/DeleteModelVersion")]
+        assert [(r.permission, r.outcome) for r in trail] == [
+            ("models.delete", "FAILED_PRECONDITION"),
+            ("models.delete", "OK"),
+            ("models.delete", "NOT_FOUND"),
+        ]
+        after = eventually(
+            "the evaluations and plots leaving the store",
+            lambda: {what: files_holding(store, needle) for what, needle in needles.items()},
+            lambda found: not any(found.values()),
+        )
+        assert files_holding(store, kept_logs), "the other version's prediction logs must stay"
+        left = {e.evaluation_id for e in client.models.evaluations(name)}
+        assert left and not left & {e.evaluation_id for e in evaluations}
+    report(store, holding, after)
+    assert kv_keys(plain, "models", f"{tenant}.m.{name}.v.*") == [f"{tenant}.m.{name}.v.{kept.version}"]
+    assert kv_keys(plain, "evaluations", f"{tenant}.{job_id}") == []
+    eventually(
+        "the monitor erasing its records of the version",
+        lambda: kv_keys(plain, "monitor", f"{tenant}.>"),
+        lambda keys: not {f"{tenant}.mv.{name}.{gone.version}", f"{tenant}.job.{job_id}"} & set(keys),
+    )
+
+
+def test_a_version_a_deployment_serves_is_refused_naming_it(
+    platform: EmbeddedPlatform, pipeline: PipelineResult
+) -> None:
+    served = pipeline.model_version
+    with la.Client(platform.api_key, platform.url) as client:
+        with pytest.raises(la.FailedPrecondition) as refused:
+            client.models.delete_version(served.model_name, served.version)
+        assert refused.value.field == "version" and pipeline.deployment.name in refused.value.message
+        assert client.models.version(served.model_name, served.version).version == served.version
+
+
+def test_deleting_a_version_needs_the_models_delete_permission(plain: EmbeddedPlatform) -> None:
+    with la.Client(plain.api_key, plain.url) as client:
+        editor = client.keys.create("editor", name=f"editor-{secrets.token_hex(3)}")
+    with la.Client(editor.secret, plain.url) as client, pytest.raises(la.PermissionDenied) as refused:
+        client.models.delete_version("anything", 1)
+    assert refused.value.code == "PERMISSION_DENIED" and "models.delete" in refused.value.message
