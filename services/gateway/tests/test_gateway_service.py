@@ -33,7 +33,9 @@ from tritonclient.utils import InferenceServerException
 
 from lepton_core.access import KEYS_BUCKET, KeyRecord, digest
 from lepton_core.audit import query
+from lepton_core.quotas import TENANTS_BUCKET, PlanRecord, plan_key
 from lepton_core.tls import write_self_signed
+from lepton_core.usage import USAGE_BUCKET, UsageRecord, month_of
 from lepton_platform.processes import TritonServer, free_port
 from lepton_platform.testing import StartService, admin_connect, set_keys
 
@@ -683,3 +685,51 @@ def test_nginx_with_several_workers_serves_and_follows_changes(
                 time.sleep(0.1)
     finally:
         asyncio.run(_delete_record(nats_url, "acme.workers"))
+
+
+async def _put_entry(nats_url: str, bucket: str, key: str, value: bytes | None) -> None:
+    """Writes (or, with ``None``, deletes) one entry of ``bucket``, as the registry's process does."""
+    nc = await admin_connect(nats_url, "test-gateway-plans")
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+        if value is None:
+            await kv.delete(key)
+        else:
+            await kv.put(key, value)
+    finally:
+        await nc.close()
+
+
+def test_the_plans_prediction_limits_hold_at_both_fronts(gateway: tuple[str, str], nats_url: str) -> None:
+    """acme's plan: its month's predictions used up, then one a second; REST answers 429 alike."""
+    address, rest = gateway
+    month = month_of(datetime.now(UTC))
+    plan = plan_key("acme")
+    limited = PlanRecord(tenant="acme", plan="trial", overrides={"predictions_per_month": 5})
+    try:
+        asyncio.run(_put_entry(nats_url, TENANTS_BUCKET, plan, limited.model_dump_json().encode()))
+        used = UsageRecord(tenant="acme", predictions={month: 5})
+        asyncio.run(_put_entry(nats_url, USAGE_BUCKET, "acme", used.model_dump_json().encode()))
+        _until("the month's refusal", lambda: _outcome(address, KEY)[0] == "RESOURCE_EXHAUSTED")
+        code, message = _outcome(address, KEY)
+        assert "predictions_per_month: 5 of 5 this month on plan trial" in message, (code, message)
+        status, body = _http(f"{rest}/v2/models/prices/infer", KEY, _BODY)
+        assert status == 429 and "predictions_per_month" in body["error"], body
+        # Another tenant's month is its own.
+        assert _outcome(address, OTHER_KEY)[0] != "RESOURCE_EXHAUSTED"
+        # A new month's count (here: the meter's record gone) serves again.
+        asyncio.run(_put_entry(nats_url, USAGE_BUCKET, "acme", None))
+        _until("served again", lambda: _outcome(address, KEY)[0] == "OK")
+        # The plan's rate: one a second, whatever the gateway's own rate.
+        per_second = PlanRecord(tenant="acme", plan="trial", overrides={"predictions_per_second": 1})
+        asyncio.run(_put_entry(nats_url, TENANTS_BUCKET, plan, per_second.model_dump_json().encode()))
+
+        def over_rate() -> bool:
+            outcomes = [_outcome(address, KEY) for _ in range(3)]
+            return any(c == "RESOURCE_EXHAUSTED" and "rate of 1 " in m for c, m in outcomes)
+
+        _until("the plan's rate", over_rate)
+    finally:
+        asyncio.run(_put_entry(nats_url, TENANTS_BUCKET, plan, None))
+        asyncio.run(_put_entry(nats_url, USAGE_BUCKET, "acme", None))
+    time.sleep(1.1)  # the bucket refills for the next test

@@ -13,10 +13,20 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from lepton_core.access import PREDICT, ROLES, GrantRecord, KeyBook, KeyRecord, digest
-from lepton_core.errors import FailedPrecondition, NotFound, PermissionDenied, Unauthenticated, Unavailable
+from lepton_core.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from lepton_core.quotas import PlanBook, PlanRecord
 from lepton_core.triton_pool import HostPool, PoolEntry
+from lepton_core.usage import UsageRecord
 from lepton_gateway import front, grpc_api, permissions
 from lepton_gateway.access import Gate, RateLimited
+from lepton_gateway.allowance import Allowances
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.routes import RouteTable
 from lepton_gateway.settings import GatewaySettings
@@ -336,3 +346,40 @@ def test_nginx_is_sent_the_keys_that_may_predict_with_when_they_end_and_each_cha
     book.put(record.model_copy(update={"revoked": now}))
     assert state.stale
     assert digest("admin-0001") not in state.render().decode()
+
+
+def test_a_plan_lowers_a_tenants_rate_and_a_used_up_month_refuses_everywhere() -> None:
+    month = datetime.now(UTC)
+    plans = PlanBook(
+        records=[
+            PlanRecord(
+                tenant="acme", plan="trial", overrides={"predictions_per_second": 2, "predictions_per_month": 3}
+            ),
+            PlanRecord(tenant="big", plan="unlimited"),
+        ]
+    )
+    allowances = Allowances(plans, clock=lambda: month)
+    now = [0.0]
+    limits = RateLimits(5.0, per_tenant={"big": 100.0}, clock=lambda: now[0], plan_rate=allowances.plan_rate)
+    assert limits.rate_of("acme") == 2.0  # the plan's, lower than the gateway's 5
+    assert limits.rate_of("big") == 100.0  # unlimited plan: the configured rate stands
+    assert limits.default_rate == 5.0  # the default plan (unlimited) leaves the configured default
+    assert [limits.allow("acme") for _ in range(3)] == [True, True, False]
+    allowances.apply_usage(
+        "acme", UsageRecord(tenant="acme", predictions={f"{month:%Y-%m}": 3}).model_dump_json().encode()
+    )
+    refusal = allowances.refusal("acme")
+    assert refusal is not None and str(refusal).startswith("predictions_per_month: 3 of 3 this month on plan trial")
+    assert allowances.refusal("big") is None
+    gate = Gate(KeyBook.of({"k" * 40: "acme"}, role="inference"), RateLimits(0.0), allowances=allowances)
+    with pytest.raises(ResourceExhausted, match="predictions_per_month"):
+        gate.admit("Bearer " + "k" * 40, "ModelInfer")
+    # nginx is told the lower rate and the refusal, word for word.
+    pool = HostPool.of("127.0.0.1:8001", {})
+    state = front.FrontState(KeyBook(), None, limits, RouteTable(pool), pool, allowances)
+    pushed = state.render().decode().splitlines()
+    assert "tenantrate\tacme\t2.0" in pushed and "tenantrate\tbig\t100.0" in pushed
+    assert f"blocked\tacme\t{refusal}" in pushed
+    assert not state.stale
+    allowances.apply_usage("acme", None)  # a new month
+    assert state.stale

@@ -138,8 +138,9 @@ GRANTS: dict[str, Grants] = {
         # A deleted model version's prediction logs are erased with it.
         erase=(PREDICTIONS_STREAM,),
     ),
-    # The inference gateway: watches the deployer's records (routes), nothing else.
-    "gateway": Grants(kv_read=("deployments",)),
+    # The inference gateway: the deployer's records (routes), and the usage the registry meters
+    # (the plans' predictions a month).
+    "gateway": Grants(kv_read=("deployments", "usage")),
     SERVING: Grants(publish=(f"{PREDICTIONS_ROOT}.>",), service=False),
     ADMIN: Grants(everything=True, service=False),
 }

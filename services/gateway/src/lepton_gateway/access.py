@@ -18,6 +18,7 @@ from lepton_core.access import KeyBook, Principal, Rule
 from lepton_core.audit import AuditLog
 from lepton_core.errors import LeptonError, PermissionDenied, Unauthenticated
 from lepton_core.rpc import bearer_key
+from lepton_gateway.allowance import Allowances
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.permissions import RULES, full_name
 from lepton_ml.triton_model.request_gate import SECRET_PARAMETER
@@ -58,7 +59,10 @@ class Gate:
         audit: Where refusals are recorded; None records nothing (unit tests).
     """
 
-    def __init__(self, book: KeyBook, limits: RateLimits, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, book: KeyBook, limits: RateLimits, audit: AuditLog | None = None, allowances: Allowances | None = None
+    ) -> None:
+        self._allowances = allowances
         self.book = book
         self._limits = limits
         self._audit = audit
@@ -95,9 +99,13 @@ class Gate:
 
         Raises:
             Unauthenticated, PermissionDenied: as :meth:`check`.
+            ResourceExhausted: the tenant's plan has no prediction left this month.
             RateLimited: the tenant has no request left this moment.
         """
         principal = self.check(authorization, method)
+        refusal = self._allowances.refusal(principal.tenant) if self._allowances is not None else None
+        if refusal is not None:
+            raise refusal
         if not self._limits.allow(principal.tenant):
             raise RateLimited(
                 f"tenant {principal.tenant!r} is over its rate of {self._limits.rate_of(principal.tenant):g} "

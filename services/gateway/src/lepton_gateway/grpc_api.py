@@ -159,7 +159,7 @@ async def _refuse(context: grpc.aio.ServicerContext, exc: BaseException) -> NoRe
         raise exc
     if isinstance(exc, UpstreamError):
         await context.abort(exc.code, exc.details)
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | errors.ResourceExhausted):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, errors.details(exc))
     if isinstance(exc, MalformedMessage):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message: {exc}")

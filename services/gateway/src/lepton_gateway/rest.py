@@ -267,7 +267,7 @@ class RestServer:
 def _failure(exc: BaseException) -> web.Response:
     if isinstance(exc, UpstreamError):
         return _error(HTTP_STATUS.get(exc.code, 500), exc.details)
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | errors.ResourceExhausted):
         return _error(429, errors.details(exc))
     if isinstance(exc, MalformedMessage | ValueError) and not isinstance(exc, errors.LeptonError):
         return _error(400, f"the request is not valid: {exc}")

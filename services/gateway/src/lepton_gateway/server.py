@@ -19,10 +19,12 @@ from lepton_core.access import KeyBook
 from lepton_core.access_service import SEEN_EVERY_S, SEEN_SUBJECT
 from lepton_core.audit import AuditLog
 from lepton_core.bus import connect, require_topology
-from lepton_core.service import open_access
+from lepton_core.service import open_access, open_plans
 from lepton_core.tls import server_credentials
 from lepton_core.triton_access import read_secret_file
+from lepton_core.usage import USAGE_BUCKET
 from lepton_gateway.access import SECRET_HEADER, Gate
+from lepton_gateway.allowance import Allowances
 from lepton_gateway.forwarding import Forwarder
 from lepton_gateway.front import FrontState, NginxFront, keep_pushed
 from lepton_gateway.grpc_api import KServeGrpc
@@ -99,9 +101,13 @@ async def serve(settings: GatewaySettings) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT_S)
 
-    limits = RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates)
+    # The plans' prediction limits: each tenant's rate, and the month's count the registry meters.
+    plans, follow_plans = await open_plans(js)
+    allowances = Allowances(plans)
+    follow_usage = asyncio.create_task(allowances.follow_usage(await js.key_value(USAGE_BUCKET)), name="usage-watch")
+    limits = RateLimits(settings.rate_per_s, settings.rate_burst, settings.tenant_rates, plan_rate=allowances.plan_rate)
     # Behind nginx, nginx takes every call's token from one bucket per tenant (rate.lua, infer.lua).
-    gate = Gate(book, RateLimits(0.0) if settings.front == "nginx" else limits, AuditLog(js, NAME))
+    gate = Gate(book, RateLimits(0.0) if settings.front == "nginx" else limits, AuditLog(js, NAME), allowances)
     upstream = Upstream(secret, SECRET_HEADER)
     forwarder = Forwarder(routes, gate, upstream, settings.triton_url)
     kserve = KServeGrpc(forwarder, settings.forward_timeout_s)
@@ -141,7 +147,7 @@ async def serve(settings: GatewaySettings) -> None:
         await rest.start()
     if front is not None:  # last: what it passes calls on to is listening
         await front.start()
-        state = FrontState(book, secret, limits, routes, pool)
+        state = FrontState(book, secret, limits, routes, pool, allowances)
         changed.clear()
         await front.push(state.render())
         pushing = asyncio.create_task(keep_pushed(front, state, changed), name="front-push")
@@ -165,7 +171,14 @@ async def serve(settings: GatewaySettings) -> None:
     steps = [("grpc server", server.stop(5.0)), ("triton channels", upstream.close())]
     if rest is not None:
         steps.insert(1, ("rest server", rest.stop()))
-    background = [watch, follow_keys, reporting, *([pushing] if pushing is not None else [])]
+    background = [
+        watch,
+        follow_keys,
+        follow_plans,
+        follow_usage,
+        reporting,
+        *([pushing] if pushing is not None else []),
+    ]
     for task in background:
         task.cancel()
     if front is not None:

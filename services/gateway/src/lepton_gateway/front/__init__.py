@@ -52,6 +52,7 @@ from lepton_core.children import die_with_parent
 from lepton_core.errors import FailedPrecondition
 from lepton_core.triton_pool import HostPool
 from lepton_gateway.access import may_somewhere
+from lepton_gateway.allowance import Allowances
 from lepton_gateway.limits import RateLimits
 from lepton_gateway.permissions import RULES, full_name
 from lepton_gateway.routes import RouteTable
@@ -125,27 +126,47 @@ class FrontState:
     """
 
     def __init__(
-        self, book: KeyBook, secret: str | None, limits: RateLimits, routes: RouteTable, pool: HostPool
+        self,
+        book: KeyBook,
+        secret: str | None,
+        limits: RateLimits,
+        routes: RouteTable,
+        pool: HostPool,
+        allowances: Allowances | None = None,
     ) -> None:
         self._book = book
         self._secret = secret
         self._limits = limits
         self._routes = routes
         self._upstreams = upstream_names(pool)
+        self._allowances = allowances
         self._generation: int | None = None
+        self._pushed_limits: list[str] = []
 
     @property
     def stale(self) -> bool:
-        """Whether the key records changed since the last :meth:`render`."""
-        return self._book.generation != self._generation
+        """Whether the key records, or a tenant's rate or month, changed since the last :meth:`render`."""
+        return self._book.generation != self._generation or self._limit_lines() != self._pushed_limits
+
+    def _limit_lines(self) -> list[str]:
+        """The rates (the lower of the configured one and the plan's) and the tenants past their month."""
+        tenants = set(self._limits.per_tenant)
+        blocked: dict[str, str] = {}
+        if self._allowances is not None:
+            tenants.update(self._allowances.plans.tenants())
+            blocked = self._allowances.blocked()
+        lines = [f"rate\t{self._limits.default_rate!r}\t{self._limits.burst!r}"]
+        lines += [f"tenantrate\t{t}\t{self._limits.rate_of(t)!r}" for t in sorted(tenants) if _clean(t)]
+        lines += [f"blocked\t{t}\t{why}" for t, why in blocked.items() if _clean(t) and _clean(why)]
+        return lines
 
     def render(self) -> bytes:
         self._generation = self._book.generation
+        self._pushed_limits = self._limit_lines()
         lines = []
         if self._secret:
             lines.append(f"secret\t{self._secret}")
-        lines.append(f"rate\t{self._limits.rate_per_s!r}\t{self._limits.burst!r}")
-        lines += [f"tenantrate\t{t}\t{r!r}" for t, r in self._limits.per_tenant.items() if _clean(t)]
+        lines += self._pushed_limits
         now = datetime.now(UTC)
         lines += [line for record in self._book.records() if (line := _key_line(record, now))]
         for served, hosts in self._routes.snapshot():

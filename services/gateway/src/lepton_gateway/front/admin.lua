@@ -55,6 +55,8 @@ for line in body:gmatch("[^\n]+") do
     if ok then ok, err = dict:set(prefix .. "burst", tonumber(b)) end
   elseif kind == "tenantrate" then
     ok, err = dict:set(prefix .. "t:" .. a, tonumber(b))
+  elseif kind == "blocked" then
+    ok, err = dict:set(prefix .. "b:" .. a, b)
   else
     ok, err = false, "unknown record " .. tostring(kind)
   end

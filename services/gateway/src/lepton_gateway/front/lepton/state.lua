@@ -127,11 +127,13 @@ function M.note_seen(id)
   seen:set(id, now)
 end
 
--- Nil when the tenant may send a request now (a token taken), else why not. A token bucket per
--- tenant, as lepton_gateway.limits.RateLimits; under several nginx workers two may both take the
--- last token.
+-- Nil when the tenant may send a request now (a token taken), else why not: its plan's month is
+-- used up (the gateway's words, pushed), or its token bucket is empty (as
+-- lepton_gateway.limits.RateLimits; under several nginx workers two may both take the last token).
 function M.over_rate(tenant)
   local g = generation()
+  local blocked = dict:get(g .. ":b:" .. tenant)
+  if blocked then return blocked end
   local rate = dict:get(g .. ":t:" .. tenant) or dict:get(g .. ":rate") or 0
   if rate <= 0 then return nil end
   local size = dict:get(g .. ":burst") or 0
