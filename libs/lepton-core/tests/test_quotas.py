@@ -185,6 +185,7 @@ def _matches(pattern: str, subject: str) -> bool:
 
 
 def test_only_the_registry_writes_plans_and_usage_and_every_service_reads_the_plans() -> None:
+    """The gateway also reads the usage (the month's predictions it enforces), and writes neither."""
     from lepton_core.nats_identity import ADMIN, GRANTS, Permissions, permissions
 
     for identity, grants in GRANTS.items():
@@ -200,7 +201,7 @@ def test_only_the_registry_writes_plans_and_usage_and_every_service_reads_the_pl
         assert may("$KV.tenants.plan.acme") == registry, identity
         assert may("$KV.usage.acme") == registry, identity
         assert may("$JS.API.STREAM.INFO.KV_tenants") == grants.service, identity  # every service follows the plans
-        assert may("$JS.API.STREAM.INFO.KV_usage") == registry, identity
+        assert may("$JS.API.STREAM.INFO.KV_usage") == (identity in ("registry", "gateway")), identity
         # The registry meters predictions with a durable of its own; the monitor's stays the monitor's.
         assert may("$JS.API.CONSUMER.DURABLE.CREATE.PREDICTIONS.registry-predictions") == registry, identity
     registry = permissions("registry")
