@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from lepton.access.v1 import access_pb2, access_pb2_grpc
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
@@ -290,4 +291,37 @@ async def test_the_pipelines_calls_are_in_the_trail_under_its_trace(
         ("service:registry", "event:registry.version.created"),
         ("service:deployer", "event:deployment.ready"),
     } <= by_services, sorted(by_services)
+    # Progress reports (the trainer publishes one at each stage and epoch) are no changes to audit.
+    assert ("service:trainer", "event:training.progress") not in by_services
     assert all(r.outcome == "OK" for r in mine)
+
+
+ACCESS_RPCS = [m.name for m in access_pb2.DESCRIPTOR.services_by_name["AccessService"].methods]
+
+
+@pytest.mark.parametrize("method", ACCESS_RPCS)
+async def test_an_outsider_and_a_viewer_are_refused_every_access_rpc_and_recorded(
+    platform: EmbeddedPlatform, method: str
+) -> None:
+    """Every RPC of AccessService, as the descriptor lists it (a new one is played here at once):
+    no key or a wrong one is UNAUTHENTICATED; a viewer's key PERMISSION_DENIED but for WhoAmI."""
+    request = access_pb2.DESCRIPTOR.services_by_name["AccessService"].methods_by_name[method].input_type
+    empty = GetMessageClass(request)()
+    for key in (None, "lep_" + "x" * 43):
+        async with client_channel(platform.addresses["registry"], key) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await getattr(access_pb2_grpc.AccessServiceStub(ch), method)(empty, timeout=15)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, (method, key, err.value.details())
+    viewer = await _new_key(platform, "viewer", f"outsider-{method.lower()}")
+    async with client_channel(platform.addresses["registry"], viewer.secret) as ch:
+        try:
+            await getattr(access_pb2_grpc.AccessServiceStub(ch), method)(empty, timeout=15)
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+    assert code == (grpc.StatusCode.OK if method == "WhoAmI" else grpc.StatusCode.PERMISSION_DENIED), method
+    if method != "WhoAmI":
+        trail = await _access(
+            platform, platform.api_key, "QueryAudit", access_pb2.QueryAuditRequest(principal=viewer.key.id)
+        )
+        assert [(r.method.rsplit("/", 1)[1], r.outcome) for r in trail.records] == [(method, "PERMISSION_DENIED")]

@@ -140,3 +140,23 @@ def test_seeds_are_user_nkeys_written_private(tmp_path: Path) -> None:
         nats_identity.check_seed_file(path)
     with pytest.raises(InvalidArgument, match="cannot read"):
         nats_identity.check_seed_file(tmp_path / "missing.nk")
+
+
+def test_a_service_writes_audit_records_and_key_use_reports_under_its_own_name_only() -> None:
+    """The audit trail's service and a key-use report's sender are vouched for by the subject."""
+    from lepton_core.nats_identity import KEY_USE_ROOT
+
+    services = [name for name, grants in GRANTS.items() if grants.service]
+    assert {"data", "registry", "gateway"} <= set(services)
+    for identity in GRANTS:
+        if identity == ADMIN:
+            continue
+        perms = permissions(identity)
+        for other in services:
+            mine = identity == other
+            assert _may_publish(perms, f"lepton.audit.acme.{other}") == mine, (identity, other)
+            assert _may_publish(perms, f"{KEY_USE_ROOT}.{other}") == mine, (identity, other)
+        # Only the registry hears the reports and reads the trail back.
+        assert _may_subscribe(perms, f"{KEY_USE_ROOT}.data") == (identity == "registry"), identity
+        assert _may_publish(perms, "$JS.API.CONSUMER.CREATE.AUDIT") == (identity == "registry"), identity
+    assert nats_identity.integrator_permissions("acme").publish_allow == ()

@@ -113,17 +113,20 @@ class Rule:
 
     permission: str
     resource: str = ""
+    _parsed: tuple[str, str, tuple[str, ...]] = field(default=("", "", ()), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.permission not in ALL_PERMISSIONS:
             raise ValueError(f"{self.permission!r} is not a permission of any role")
+        kind, _, template = self.resource.partition("/")
+        # Parsed once: the interceptor asks every call's resource.
+        object.__setattr__(self, "_parsed", (kind, template, tuple(re.findall(r"{(\w+)}", template))))
 
     def resource_of(self, request: object) -> str:
         """The resource ``request`` names, or ``""`` when a field the template needs is empty."""
-        if not self.resource or not isinstance(request, Message):
+        kind, template, names = self._parsed
+        if not names or not isinstance(request, Message):
             return ""
-        kind, _, template = self.resource.partition("/")
-        names = re.findall(r"{(\w+)}", template)
         values = {name: getattr(request, name, "") for name in names}
         if not all(isinstance(v, str) and v for v in values.values()):
             return ""

@@ -53,6 +53,9 @@ class EventSpec:
     name: str
     #: Subject root: events, the job queue or prediction logs.
     root: str = EVENTS_ROOT
+    #: Whether a service publishing it on its own is an audit record: a change of state is;
+    #: a report of progress (one each epoch) is not.
+    audited: bool = True
 
     @property
     def ce_type(self) -> str:
@@ -100,7 +103,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.TrainingRequested, "training.requested", root=JOBS_ROOT),
     EventSpec(ev.TrainingQueued, "training.queued"),
     EventSpec(ev.TrainingStarted, "training.started"),
-    EventSpec(ev.TrainingProgress, "training.progress"),
+    EventSpec(ev.TrainingProgress, "training.progress", audited=False),
     EventSpec(ev.TrainingCancelled, "training.cancelled"),
     EventSpec(ev.TrainingCompleted, "training.completed"),
     EventSpec(ev.TrainingFailed, "training.failed"),

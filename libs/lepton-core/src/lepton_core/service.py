@@ -106,7 +106,7 @@ class Runtime:
             self.js, message, tenant=tenant, event_id=event_id, source=self.source, key=key, ce_subject=ce_subject
         )
         spec = events.spec_of(message)
-        if self.audit is not None and spec.root == EVENTS_ROOT and current_principal_or_none() is None:
+        if self.audit is not None and spec.root == EVENTS_ROOT and spec.audited and current_principal_or_none() is None:
             await self.audit.write(
                 tenant=tenant,
                 principal=f"service:{self.name}",
