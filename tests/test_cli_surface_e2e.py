@@ -266,6 +266,8 @@ def test_every_command_refuses_a_wrong_argument(
         (("usage",), ["--tenant", "Not-A-Tenant"], 3, "tenant: "),
         (("plans", "list"), ["extra"], 2, "unexpected extra argument"),
         (("plans", "set"), ["acme", "gold"], 3, "plan: 'gold' is not a plan; expected one of trial, team, unlimited"),
+        (("tenants", "delete"), [missing], 2, "cannot be undone: pass --yes"),
+        (("tenants", "deletion"), [missing], 4, f"tenant '{missing}' was never deleted"),
     ]
     assert {path for path, *_ in cases} == command_paths(), "every command needs a wrong-argument case here"
     for path, args, code, message in cases:

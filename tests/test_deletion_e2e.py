@@ -17,14 +17,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import polars as pl
 import pytest
+from google.protobuf.message import Message
+from lepton.access.v1 import access_pb2, access_pb2_grpc
 from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
 
 import lepton_ai as la
 from lepton_core import events
-from lepton_core.bus import ObjectRefRecord, ObjectStore
+from lepton_core.bus import TENANT_BUCKETS, ObjectRefRecord, ObjectStore
+from lepton_core.rpc import client_channel
+from lepton_core.service import SERVICES
 from lepton_platform.demo import PipelineResult, write_diabetes_csv
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import admin_connect
@@ -88,8 +93,9 @@ def kv_keys(platform: EmbeddedPlatform, bucket: str, pattern: str) -> list[str]:
     return asyncio.run(read())
 
 
-def stored_objects(platform: EmbeddedPlatform, version_ids: list[str]) -> dict[str, bytes]:
+def stored_objects(platform: EmbeddedPlatform, version_ids: list[str], tenant: str = "") -> dict[str, bytes]:
     """The data service's objects of dataset versions (Parquet files, profiles), read as the admin."""
+    tenant = tenant or platform.tenant
 
     async def read() -> dict[str, bytes]:
         nc = await admin_connect(platform.nats_url, "test-deletion")
@@ -97,7 +103,7 @@ def stored_objects(platform: EmbeddedPlatform, version_ids: list[str]) -> dict[s
             js, out = nc.jetstream(), {}
             kv = await js.key_value("datasets")
             for version_id in version_ids:
-                record = json.loads((await kv.get(f"{platform.tenant}.v.{version_id}")).value or b"{}")
+                record = json.loads((await kv.get(f"{tenant}.v.{version_id}")).value or b"{}")
                 for ref in (record["object"], record["profile"]):
                     out[ref["name"]] = await ObjectStore(js).get(ObjectRefRecord.model_validate(ref))
             return out
@@ -107,14 +113,15 @@ def stored_objects(platform: EmbeddedPlatform, version_ids: list[str]) -> dict[s
     return asyncio.run(read())
 
 
-def log_predictions(platform: EmbeddedPlatform, model: str, version: int) -> bytes:
+def log_predictions(platform: EmbeddedPlatform, model: str, version: int, tenant: str = "") -> bytes:
     """Publishes one prediction log batch of ``version`` as the serving model would; returns its payload.
 
     Its rows are random numbers, so 64 bytes of the payload are found nowhere else.
     """
+    tenant = tenant or platform.tenant
     rows = [float(secrets.randbits(52)) for _ in range(64)]
     batch = events_pb2.PredictionLogBatch(
-        tenant=platform.tenant,
+        tenant=tenant,
         lineage=common_pb2.Lineage(model_name=model, model_version=version, deployment=model),
         feature_names=[f"x{i}" for i in range(8)],
         logs=[
@@ -131,7 +138,7 @@ def log_predictions(platform: EmbeddedPlatform, model: str, version: int) -> byt
             await events.publish(
                 nc.jetstream(),
                 batch,
-                tenant=platform.tenant,
+                tenant=tenant,
                 event_id=batch.batch_id,
                 source=f"/lepton/triton/{model}",
                 key=model,
@@ -291,3 +298,151 @@ def test_deleting_a_version_needs_the_models_delete_permission(plain: EmbeddedPl
     with la.Client(editor.secret, plain.url) as client, pytest.raises(la.PermissionDenied) as refused:
         client.models.delete_version("anything", 1)
     assert refused.value.code == "PERMISSION_DENIED" and "models.delete" in refused.value.message
+
+
+def stream_subjects(platform: EmbeddedPlatform, stream: str, subject: str) -> list[str]:
+    """The subjects of ``stream`` matching ``subject`` that hold a message, read as the admin."""
+
+    async def read() -> list[str]:
+        nc = await admin_connect(platform.nats_url, "test-deletion")
+        try:
+            info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+            return sorted(info.state.subjects or {})
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def tenant_deliveries(platform: EmbeddedPlatform) -> dict[str, tuple[int, int]]:
+    """``(pending acks, redeliveries)`` of each service's durable for deleted tenants."""
+
+    async def read() -> dict[str, tuple[int, int]]:
+        nc = await admin_connect(platform.nats_url, "test-deletion")
+        try:
+            infos = {s: await nc.jetstream().consumer_info("EVENTS", f"{s}-tenants") for s in SERVICES}
+            return {s: (i.num_ack_pending or 0, i.num_redelivered or 0) for s, i in infos.items()}
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+async def access_rpc(platform: EmbeddedPlatform, key: str, method: str, request: Message) -> Message:
+    async with client_channel(platform.addresses["registry"], key) as channel:
+        return await getattr(access_pb2_grpc.AccessServiceStub(channel), method)(request, timeout=30)
+
+
+def refusal(platform: EmbeddedPlatform, key: str, method: str, request: Message) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(access_rpc(platform, key, method, request))
+    return refused.value
+
+
+def test_a_deleted_tenant_leaves_no_byte_of_itself_in_the_store_and_no_key(
+    plain: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    assert plain.nats is not None
+    store, doomed = plain.nats.store, f"doomed-{secrets.token_hex(4)}"
+    marker = f"tenant-marker-{secrets.token_hex(8)}"
+    marked = {"x": [float(i) for i in range(ROWS)], "note": [f"{marker}-{secrets.token_hex(16)}" for _ in range(ROWS)]}
+    pl.DataFrame(marked).write_csv(marked_csv := tmp_path / "marked.csv")
+    pl.DataFrame({"x": [1.0, 2.0], "note": ["kept", "too"]}).write_csv(kept_csv := tmp_path / "kept.csv")
+    with la.Client(plain.api_key, plain.url) as operator:
+        kept = operator.datasets.upload(kept_csv, f"kept-{secrets.token_hex(3)}", progress=False)
+        admin = operator.keys.create("admin", tenant=doomed, name="doomed-admin")
+        viewer = operator.keys.create("viewer", tenant=doomed, name="doomed-viewer")
+        operator.plans.set(doomed, "team")
+    with la.Client(admin.secret, plain.url) as client:
+        data = client.datasets.upload(marked_csv, "marked", progress=False)
+        diabetes = client.datasets.upload(write_diabetes_csv(tmp_path / "diabetes.csv"), "diabetes", progress=False)
+        # A strength of its own: its plots share no bytes with the plots of this module's other models.
+        model = la.models.Ridge(alpha=0.01 + secrets.randbelow(10_000) / 1000)
+        model.fit(diabetes, model_name="doomed-model", progress=False)
+        artifact = client.models.download("doomed-model", model.version)
+        plots = {
+            f"{e.evaluation_id}/{plot}": client.models.plot(e.evaluation_id, plot)
+            for e in client.models.evaluations("doomed-model", model.version)
+            for plot in e.plots
+        }
+        assert plots, "an evaluation with plots is part of what the tenant keeps"
+        logged = log_predictions(plain, "doomed-model", model.version, tenant=doomed)
+        assert client.usage()["datasets"].used == 2
+    needles = {"marker": marker.encode(), "artifact": artifact[len(artifact) // 2 :][:64]}
+    needles["prediction logs"] = logged[len(logged) // 2 :][:64]
+    needles |= {name: png[len(png) // 2 :][:64] for name, png in plots.items()}
+    needles |= {
+        name: data[len(data) // 2 :][:64] for name, data in stored_objects(plain, [data.version_id], doomed).items()
+    }
+    holding = {
+        what: eventually(f"the {what} reaching the store's files", lambda n=needle: files_holding(store, n), bool)
+        for what, needle in needles.items()
+    }
+    eventually(
+        "the monitor's records of the tenant",
+        lambda: kv_keys(plain, "monitor", f"{doomed}.>"),
+        lambda keys: any(".mv." in k for k in keys) and any(".dsv." in k for k in keys),
+    )
+    for bucket in TENANT_BUCKETS[:5]:
+        assert kv_keys(plain, bucket, f"{doomed}.>"), f"the tenant has records in {bucket}"
+
+    # Refused: a mistyped confirmation, a key of the tenant itself (even its admin), no key.
+    wrong = refusal(plain, plain.api_key, "DeleteTenant", access_pb2.DeleteTenantRequest(tenant=doomed, confirm="x"))
+    assert wrong.code() == grpc.StatusCode.INVALID_ARGUMENT and "confirm" in (wrong.details() or "")
+    own = refusal(plain, admin.secret, "DeleteTenant", access_pb2.DeleteTenantRequest(tenant=doomed, confirm=doomed))
+    assert own.code() == grpc.StatusCode.PERMISSION_DENIED and "tenants.delete" in (own.details() or "")
+    self_delete = access_pb2.DeleteTenantRequest(tenant=plain.tenant, confirm=plain.tenant)
+    assert refusal(plain, plain.api_key, "DeleteTenant", self_delete).code() == grpc.StatusCode.FAILED_PRECONDITION
+    never = refusal(plain, plain.api_key, "GetTenantDeletion", access_pb2.GetTenantDeletionRequest(tenant=doomed))
+    assert never.code() == grpc.StatusCode.NOT_FOUND
+
+    server_log = plain.nats.process.log_path
+    log_lines = len(server_log.read_text().splitlines())
+    with la.Client(plain.api_key, plain.url) as operator:
+        started = time.monotonic()
+        deletion = operator.tenants.delete(doomed, confirm=doomed, wait=False)
+        assert (deletion.tenant, deletion.keys) == (doomed, 2) and deletion.requested_by.startswith("key:")
+        # The tenant's keys are refused at once, by every service.
+        for secret in (admin.secret, viewer.secret):
+            with la.Client(secret, plain.url) as client, pytest.raises(la.Unauthenticated):
+                client.datasets.list()
+        assert time.monotonic() - started < 2.0
+        done = eventually(
+            "every service erasing the tenant", lambda: operator.tenants.deletion(doomed), lambda d: d.done, 90
+        )
+    purged = {p.service: p for p in done.purged}
+    assert set(purged) == set(SERVICES) and done.pending == ()
+    # Two datasets of a version each (records), each version's Parquet file and profile (objects).
+    assert (purged["data"].records, purged["data"].objects) == (4, 4)
+    # The trainer and the evaluator both write the artifacts store: whichever comes first erases the
+    # tenant's objects there (the artifact, the plots).
+    assert purged["trainer"].objects + purged["evaluator"].objects >= 1 + len(plots)
+    assert purged["trainer"].records >= 1 and purged["evaluator"].records >= 1
+    assert purged["monitor"].messages == 1 and purged["registry"].records >= 2
+
+    # Each service had its report answered and acked the event on the first delivery; nats-server
+    # refused none of the deletion's messages (a report's reply included).
+    eventually(
+        "each service acking the deletion once", lambda: tenant_deliveries(plain), lambda d: set(d.values()) == {(0, 0)}
+    )
+    refused = [line for line in server_log.read_text().splitlines()[log_lines:] if "Violation" in line]
+    assert refused == [], "nats-server refused messages of the deletion (a report's reply, an erase)"
+
+    after = eventually(
+        "the tenant leaving the store's files",
+        lambda: {what: files_holding(store, needle) for what, needle in needles.items()},
+        lambda found: not any(found.values()),
+    )
+    report(store, holding, after)
+    for bucket in TENANT_BUCKETS:
+        assert kv_keys(plain, bucket, f"{doomed}.>") == [], f"{bucket} still holds the tenant"
+    assert stream_subjects(plain, "EVENTS", f"lepton.evt.{doomed}.>") == []
+    assert stream_subjects(plain, "PREDICTIONS", f"lepton.pred.{doomed}.>") == []
+    assert stream_subjects(plain, "JOBS", f"lepton.jobs.{doomed}.>") == []
+    assert kv_keys(plain, "tenants", f"plan.{doomed}") == [] and kv_keys(plain, "usage", doomed) == []
+    assert not {admin.key.id, viewer.key.id} & {k.rsplit(".", 1)[-1] for k in kv_keys(plain, "keys", ">")}
+    with la.Client(plain.api_key, plain.url) as operator:
+        # The rest of the platform is whole, and the audit trail keeps who deleted the tenant.
+        assert operator.datasets.get(kept.version_id).to_polars()["note"].to_list() == ["kept", "too"]
+        trail = [r for r in operator.audit() if r.method.endswith("/DeleteTenant")]
+        assert [(r.outcome, r.permission) for r in trail][-1] == ("OK", "tenants.delete")

@@ -1,9 +1,12 @@
-"""The fake platform's AccessService: API keys as records and an audit trail, on the registry's port.
+"""The fake platform's AccessService: API keys as records, an audit trail, plans and usage, and
+tenant deletions, on the registry's port.
 
 Served beside the fake registry as the platform serves it (fakes.py). Keys made here join
 ``fake.api_keys``, so their secrets can call the fake; a revoked one leaves it. The rules
 are the platform's where the SDK shows them: a name defaults to ``<role>-<time>`` and is
 unique among the tenant's active keys, a rotated key's old secret is revoked after its grace.
+A deleted tenant's keys are erased at once; its services then report one a look
+(``GetTenantDeletion``), in ``purging`` order, except the ``stalled`` ones, which never do.
 """
 
 from __future__ import annotations
@@ -28,7 +31,22 @@ ROLES: dict[str, tuple[str, ...]] = {
     "editor": ("datasets.read", "datasets.write", "models.read", "models.write"),
     "deployer": ("deployments.manage", "models.read"),
     "admin": ("audit.read", "datasets.read", "datasets.write", "keys.manage", "models.read", "models.write"),
-    "operator": ("audit.read", "keys.manage", "tenants.manage"),
+    "operator": ("audit.read", "keys.manage", "tenants.delete", "tenants.manage", "tenants.read"),
+}
+
+
+#: The services that erase a deleted tenant's part, in the order they report: the registry last,
+#: as it erases the tenant's events after the others.
+PURGING = ("data", "trainer", "evaluator", "deployer", "monitor", "registry")
+
+#: What each service reports it erased: records, objects, messages, deployments.
+PURGED: dict[str, tuple[int, int, int, int]] = {
+    "data": (7, 3, 0, 0),
+    "trainer": (4, 2, 5, 0),
+    "evaluator": (2, 2, 0, 0),
+    "deployer": (1, 0, 0, 1),
+    "monitor": (3, 0, 120, 0),
+    "registry": (6, 4, 42, 0),
 }
 
 
@@ -51,6 +69,9 @@ class FakeAccess(access_pb2_grpc.AccessServiceServicer):
         self._ids = itertools.count(1)
         self.usage: dict[str, access_pb2.Usage] = {}  # what GetUsage answers, by tenant
         self.set_plans: list[access_pb2.SetPlanRequest] = []  # every SetPlan, in order
+        self.deletions: dict[str, access_pb2.TenantDeletion] = {}  # by tenant, as GetTenantDeletion answers
+        self.purging: tuple[str, ...] = PURGING  # the services a deletion waits on, in the order they report
+        self.stalled: set[str] = set()  # services that never report: a deletion waits on them until its timeout
 
     # -- what tests set and read --------------------------------------------------------------
 
@@ -269,3 +290,60 @@ class FakeAccess(access_pb2_grpc.AccessServiceServicer):
         self._caller(context)
         plans = [access_pb2.Plan(name=name, limits=limits) for name, limits in self.PLANS.items()]
         return access_pb2.ListPlansResponse(plans=plans, default_plan="unlimited")
+
+    # -- deleting a tenant: its keys at once, its services one a look -----------------------------
+
+    def _may_delete(self, context: grpc.ServicerContext) -> access_pb2.Key:
+        caller = self._caller(context)
+        if "tenants.delete" not in ROLES.get(caller.role, ()):
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, "tenants.delete: only role operator deletes tenants")
+        return caller
+
+    def DeleteTenant(
+        self, request: access_pb2.DeleteTenantRequest, context: grpc.ServicerContext
+    ) -> access_pb2.TenantDeletion:
+        caller = self._may_delete(context)
+        if not request.tenant:
+            abort(context, INVALID, "tenant: name the tenant to delete")
+        if request.confirm != request.tenant:
+            abort(
+                context,
+                INVALID,
+                f"confirm: must be the tenant's name, {request.tenant!r}, again (a deletion cannot be undone); "
+                f"got {request.confirm!r}",
+            )
+        with self.fake.lock:
+            if request.tenant not in self.deletions:  # deleting again answers the deletion under way
+                erased = [k for k in self.keys.values() if k.tenant == request.tenant]
+                for key in erased:
+                    del self.keys[key.id]
+                for secret in [s for s, i in self.secrets.items() if i not in self.keys]:
+                    del self.secrets[secret]
+                    self.fake.api_keys.pop(secret, None)
+                deletion = access_pb2.TenantDeletion(
+                    tenant=request.tenant, requested_by=caller.id, keys=len(erased), pending=self.purging
+                )
+                deletion.requested_at.CopyFrom(_stamp(datetime.now(UTC)))
+                self.deletions[request.tenant] = deletion
+            return self.deletions[request.tenant]
+
+    def GetTenantDeletion(
+        self, request: access_pb2.GetTenantDeletionRequest, context: grpc.ServicerContext
+    ) -> access_pb2.TenantDeletion:
+        self._may_delete(context)
+        with self.fake.lock:
+            deletion = self.deletions.get(request.tenant)
+            if deletion is None:
+                abort(context, NOT_FOUND, f"tenant: tenant {request.tenant!r} was never deleted")
+            reporting = next((s for s in deletion.pending if s not in self.stalled), None)
+            if reporting is not None:
+                records, objects, messages, deployments = PURGED.get(reporting, (0, 0, 0, 0))
+                purge = access_pb2.TenantPurge(
+                    service=reporting, records=records, objects=objects, messages=messages, deployments=deployments
+                )
+                purge.purged_at.CopyFrom(_stamp(datetime.now(UTC)))
+                deletion.purged.append(purge)
+                deletion.pending.remove(reporting)
+            if not deletion.pending and not deletion.HasField("done_at"):
+                deletion.done_at.CopyFrom(_stamp(datetime.now(UTC)))
+            return deletion

@@ -1,4 +1,5 @@
-"""``client.keys``, ``client.whoami()``, ``client.audit()`` and ``lepton keys|whoami|audit`` against the fake.
+"""``client.keys``, ``client.whoami()``, ``client.audit()``, ``client.tenants`` and
+``lepton keys|whoami|audit|tenants`` against the fake.
 
 The fake's AccessService (fake_access.py) is served on the registry's port, as the platform
 serves it; its keys' secrets can call the fake, so a key made here can say who it is.
@@ -11,6 +12,7 @@ import io
 import json
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +26,10 @@ from typer.testing import CliRunner, Result
 
 import lepton_ai as la
 from lepton_ai._durations import parse_duration
+from lepton_ai.access import DELETION_POLL_S, TenantDeletion, TenantPurge
 from lepton_ai.cli import app, main
 
+from .fake_access import PURGED
 from .fakes import API_KEY, TENANT, FakePlatform
 
 pytestmark = pytest.mark.timeout(30)
@@ -508,3 +512,197 @@ def test_the_example_in_docs_runs_against_the_fake(fake: FakePlatform) -> None:
     assert lines[-4:-2] == ["rotated: ci True", "revoked: revoked"]
     assert re.fullmatch(r"audit: \S+ \S+ key:key_00000000beef SetAlias model/churn OK", lines[-2]), lines[-2]
     assert lines[-1] == "truncated: False"
+
+
+# -- deleting a tenant ----------------------------------------------------------------------------
+
+TENANT_DOC = "## Deleting a tenant"
+
+
+def cells(text: str) -> str:
+    """A table's text without its box (the header's rules too), each line's cells one space apart."""
+    return "\n".join(" ".join(re.sub(r"[│┃]", " ", line).split()) for line in text.splitlines())
+
+
+def operator(fake: FakePlatform) -> tuple[access_pb2.Key, str]:
+    """An operator's key in the fake's tenant, and its secret."""
+    return fake.access.add_key(TENANT, "operator", "op")
+
+
+def doomed(
+    fake: FakePlatform, tenant: str = "acme", *, services: tuple[str, ...] = ("data", "deployer", "registry")
+) -> list[str]:
+    """Two keys of ``tenant`` (their secrets), and the services its deletion waits on."""
+    fake.access.purging = services
+    return [fake.access.add_key(tenant, role, f"{role}-key")[1] for role in ("admin", "viewer")]
+
+
+def test_delete_sends_the_name_twice_and_waits_until_every_service_has_purged(fake: FakePlatform) -> None:
+    key, secret = operator(fake)
+    secrets = doomed(fake)
+    started = time.monotonic()
+    with fake.client(secret) as op:
+        deletion = op.tenants.delete("acme", confirm="acme", progress=False)
+    elapsed = time.monotonic() - started
+    (call,) = fake.calls_to("DeleteTenant")
+    assert (call.service, call.request.tenant, call.request.confirm) == ("registry", "acme", "acme")
+    assert isinstance(deletion, TenantDeletion) and deletion.done and deletion.pending == ()
+    assert deletion.done_at is not None and deletion.done_at.tzinfo is UTC
+    assert (deletion.tenant, deletion.requested_by, deletion.keys) == ("acme", key.id, 2)
+    assert deletion.requested_at.tzinfo is UTC and deletion.requested_at <= deletion.done_at
+    assert [p.service for p in deletion.purged] == ["data", "deployer", "registry"]
+    (data, deployer, registry) = deletion.purged
+    assert isinstance(data, TenantPurge) and data.purged_at.tzinfo is UTC
+    assert (data.records, data.objects, data.messages, data.deployments) == PURGED["data"]
+    assert (deployer.deployments, registry.messages) == (PURGED["deployer"][3], PURGED["registry"][2])
+    # One look a service, each after a pause: three pauses of DELETION_POLL_S at least, no busy polling.
+    assert [c.service for c in fake.calls_to("GetTenantDeletion")] == ["registry"] * 3
+    assert elapsed >= 3 * DELETION_POLL_S
+    assert not any(s in fake.api_keys for s in secrets)  # the tenant's keys are gone
+
+
+def test_delete_without_waiting_answers_at_once_and_deletion_follows_it(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    with fake.client(secret) as op:
+        started = op.tenants.delete("acme", confirm="acme", wait=False)
+        assert (started.done, started.done_at, started.purged) == (False, None, ())
+        assert started.pending == ("data", "deployer", "registry")
+        assert fake.calls_to("GetTenantDeletion") == []
+        later = op.tenants.deletion("acme")
+        assert [p.service for p in later.purged] == ["data"] and later.pending == ("deployer", "registry")
+        assert fake.calls_to("GetTenantDeletion")[0].request.tenant == "acme"
+        with pytest.raises(la.NotFound) as never:
+            op.tenants.deletion("globex")
+    assert never.value.field == "tenant" and "never deleted" in never.value.message
+
+
+def test_a_wait_past_its_timeout_is_unavailable_naming_the_services_still_to_report(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    fake.access.stalled = {"deployer"}
+    with fake.client(secret) as op:
+        with pytest.raises(la.Unavailable) as late:
+            op.tenants.delete("acme", confirm="acme", timeout=1.0, progress=False)
+        assert (late.value.field, late.value.code) == ("timeout", "DEADLINE_EXCEEDED")
+        assert "not done after 1 s; still to report: deployer." in late.value.message
+        assert "client.tenants.deletion('acme')" in late.value.message
+        after = op.tenants.deletion("acme")  # it goes on: the others have purged
+    assert [p.service for p in after.purged] == ["data", "registry"] and after.pending == ("deployer",)
+
+
+def test_the_platform_decides_on_confirm_and_only_an_operator_deletes(client: la.Client, fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    secrets = doomed(fake)
+    with fake.client(secret) as op:
+        with pytest.raises(la.InvalidArgument) as mismatched:
+            op.tenants.delete("acme", confirm="acne")
+        assert fake.calls_to("DeleteTenant")[0].request.confirm == "acne"  # sent as given: no check of its own
+        assert mismatched.value.field == "confirm" and "cannot be undone" in mismatched.value.message
+        with pytest.raises(la.InvalidArgument, match=r"^timeout: must be more than 0"):
+            op.tenants.delete("acme", confirm="acme", timeout=0)
+    assert len(fake.calls_to("DeleteTenant")) == 1  # the bad timeout was refused before any call
+    with pytest.raises(la.PermissionDenied, match=r"tenants\.delete"):
+        client.tenants.delete("acme", confirm="acme")  # an admin's key
+    assert all(s in fake.api_keys for s in secrets) and fake.access.deletions == {}
+
+
+def test_the_progress_bar_counts_services_purged_of_all(fake: FakePlatform, capsys: pytest.CaptureFixture[str]) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    with fake.client(secret) as op:
+        op.tenants.delete("acme", confirm="acme", progress=True)
+        drawn = capsys.readouterr().err
+        assert "delete tenant acme" in drawn and "3/3" in drawn
+        op.tenants.delete("globex", confirm="globex", progress=False)
+        assert capsys.readouterr().err == ""
+
+
+def test_lepton_tenants_delete_refuses_without_yes(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    secrets = doomed(fake)
+    result = CliRunner().invoke(app, ["--url", fake.url, "--api-key", secret, "tenants", "delete", "acme"])
+    assert result.exit_code == 2, result.output
+    assert "cannot be undone" in flat(result.stderr) and "pass --yes" in flat(result.stderr)
+    assert fake.calls_to("DeleteTenant") == [] and all(s in fake.api_keys for s in secrets)
+
+
+def test_lepton_tenants_delete_prints_a_line_per_service_and_the_whole(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    result = CliRunner().invoke(app, ["--url", fake.url, "--api-key", secret, "tenants", "delete", "acme", "--yes"])
+    assert result.exit_code == 0, result.output
+    request = fake.calls_to("DeleteTenant")[0].request
+    assert (request.tenant, request.confirm) == ("acme", "acme")
+    lines = cells(result.stdout).splitlines()
+    assert "service records objects messages deployments purged at" in lines[1]
+    for service in ("data", "deployer", "registry"):
+        (line,) = [line for line in lines if line.startswith(service + " ")]
+        assert line.split()[1:5] == [str(n) for n in PURGED[service]] and line.endswith("Z")
+    assert re.fullmatch(r"tenant acme deleted: 2 keys erased, 3 services purged, done at \S+Z", lines[-1]), lines[-1]
+
+
+def test_lepton_tenants_delete_no_wait_then_deletion_and_json(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    base = ["--url", fake.url, "--api-key", secret]
+    started = CliRunner().invoke(app, [*base, "tenants", "delete", "acme", "--yes", "--no-wait"])
+    assert started.exit_code == 0, started.output
+    assert fake.calls_to("GetTenantDeletion") == []
+    text = cells(started.stdout)
+    assert "data - - - - pending" in text and "0 of 3 services purged, 2 keys erased" in text
+    assert "still to report: data, deployer, registry (lepton tenants deletion acme follows it)" in flat(text)
+    shown = CliRunner().invoke(app, [*base, "tenants", "deletion", "acme"])
+    assert shown.exit_code == 0, shown.output
+    assert "1 of 3 services purged" in flat(shown.stdout) and "still to report: deployer, registry" in flat(
+        shown.stdout
+    )
+    printed = json.loads(CliRunner().invoke(app, [*base, "-o", "json", "tenants", "deletion", "acme"]).stdout)
+    assert (printed["tenant"], printed["keys"], printed["done"], printed["pending"]) == ("acme", 2, False, ["registry"])
+    assert printed["requested_at"].endswith("Z") and printed["done_at"] is None
+    assert [p["service"] for p in printed["purged"]] == ["data", "deployer"]
+    assert printed["purged"][0] == {
+        "service": "data",
+        "purged_at": printed["purged"][0]["purged_at"],
+        **dict(zip(("records", "objects", "messages", "deployments"), PURGED["data"], strict=True)),
+    } and printed["purged"][0]["purged_at"].endswith("Z")
+
+
+def test_lepton_tenants_delete_past_its_timeout_exits_6_naming_the_services(
+    fake: FakePlatform, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    fake.access.stalled = {"deployer"}
+    argv = ["lepton", "--url", fake.url, "--api-key", secret, "tenants", "delete", "acme", "--yes", "--timeout", "0.6"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 6
+    assert "not done after 0.6 s; still to report: deployer." in flat(capsys.readouterr().err)
+
+
+async def test_the_async_client_awaits_tenants(fake: FakePlatform) -> None:
+    _, secret = operator(fake)
+    doomed(fake)
+    async with la.AsyncClient(secret, fake.url) as op:
+        deletion = await op.tenants.delete("acme", confirm="acme", progress=False)
+        assert deletion.done and (await op.tenants.deletion("acme")) == deletion
+
+
+def test_the_tenant_deletion_example_in_docs_runs_against_the_fake(fake: FakePlatform) -> None:
+    section = DOC.read_text().split(TENANT_DOC, 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    _, secret = operator(fake)
+    doomed(fake, services=("data", "registry"))
+    doomed(fake, "globex", services=("data", "registry"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, str(DOC), "exec"), {"URL": fake.url, "API_KEY": secret})
+    assert printed.getvalue().splitlines() == [
+        "purged: data " + " ".join(map(str, PURGED["data"])),
+        "purged: registry " + " ".join(map(str, PURGED["registry"])),
+        "deleted: acme 2 True",
+        "pending: data, registry",
+        "later: 1 purged",
+    ]

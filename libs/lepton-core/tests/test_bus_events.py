@@ -131,6 +131,21 @@ async def test_erase_removes_an_object_s_chunks_and_metadata_and_no_other_object
     assert not await objects.erase(ref)
 
 
+async def test_two_erasers_of_the_same_objects_at_once_both_end_without_error(nc: NATS) -> None:
+    """A deleted tenant's artifacts: the trainer and the evaluator both erase them, at the same time."""
+    js = nc.jetstream()
+    objects = ObjectStore(js)
+    t = tenant()
+    for i in range(20):
+        await objects.put("artifacts", f"{t}/a{i}.zip", bytes(range(256)) * (i + 1))
+
+    async def erase_all() -> int:
+        return sum([await objects.erase_name("artifacts", name) for name in await objects.names("artifacts", f"{t}/")])
+
+    first, second = await asyncio.gather(erase_all(), erase_all())
+    assert first + second >= 20 and await objects.names("artifacts", f"{t}/") == []
+
+
 async def test_a_bucket_that_denies_deletes_purges_instead_of_erasing(nc: NATS) -> None:
     """A bucket nats-py made (``deny_delete``, as every bucket was before): the record still goes."""
     js = nc.jetstream()

@@ -68,11 +68,33 @@ def test_no_identity_but_the_admin_changes_the_topology_or_reads_other_inboxes(i
         # Purging is how a store replaces an object: only the bucket's writer may.
         assert _may_publish(perms, f"$JS.API.STREAM.PURGE.{stream}") == (stream in own), (identity, stream)
         # Erasing (a deletion's message deletes): the bucket's writer, and what its grants name.
-        erases = stream in own or stream in grants.erase
+        erases = stream in own or stream in grants.erase or stream in {s for s, _ in grants.purge}
         assert _may_publish(perms, f"$JS.API.STREAM.MSG.DELETE.{stream}") == erases, (identity, stream)
     for other in nats_identity.IDENTITIES:
         if other != identity:
             assert not _may_subscribe(perms, f"{nats_identity.inbox_prefix(other)}.abc.1")
+
+
+def test_each_service_reports_a_deleted_tenant_s_erasing_as_itself_and_only_the_registry_hears_it() -> None:
+    services = [i for i in nats_identity.IDENTITIES if f"{i}-tenants" in GRANTS[i].durables]
+    assert services == ["data", "trainer", "evaluator", "registry", "deployer", "monitor"]
+    for identity in nats_identity.IDENTITIES:
+        perms = permissions(identity)
+        for service in services:
+            subject = f"{nats_identity.PURGED_ROOT}.{service}"
+            assert _may_publish(perms, subject) == (identity in (service, ADMIN)), (identity, subject)
+        heard = _may_subscribe(perms, f"{nats_identity.PURGED_ROOT}.data")
+        assert heard == (identity in ("registry", ADMIN)), identity
+    # The registry answers the reports (one reply per request, within a minute), and no one else answers anything.
+    assert [i for i in nats_identity.IDENTITIES if permissions(i).allow_responses] == ["registry"]
+    assert permissions("registry").to_config()["allow_responses"] == {"max": 1, "expires": "1m"}
+    # The deletion's last step: only the registry (and the admin) erase events.
+    assert [
+        i for i in nats_identity.IDENTITIES if _may_publish(permissions(i), "$JS.API.STREAM.MSG.DELETE.EVENTS")
+    ] == [
+        "registry",
+        ADMIN,
+    ]
 
 
 def test_buckets_are_reached_only_by_the_identities_that_use_them() -> None:
@@ -94,7 +116,7 @@ def test_erasing_in_a_store_an_identity_does_not_write_is_granted_by_name() -> N
     registry = permissions("registry")
     assert _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.OBJ_artifacts")
     assert not _may_publish(registry, "$O.artifacts.C.abc") and not _may_publish(registry, "$O.artifacts.M.bmFtZQ==")
-    assert not _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.EVENTS")
+    # Events only as a deleted tenant's last step (the next test); the audit trail never.
     assert not _may_publish(registry, "$JS.API.STREAM.MSG.DELETE.AUDIT")
     for identity in ("data", "deployer", "gateway", SERVING):
         assert not _may_publish(permissions(identity), "$JS.API.STREAM.MSG.DELETE.OBJ_artifacts"), identity

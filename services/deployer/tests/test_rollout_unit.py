@@ -442,6 +442,21 @@ async def test_delete_unloads_both_models_from_every_host_even_with_one_down(rig
     assert rig.events == [("deleted", {})]  # deployment.deleted: the usage meter counts one fewer
 
 
+async def test_a_deleted_tenant_has_every_deployment_unloaded_and_no_other_tenant_s(rig: Rig) -> None:
+    deployer = rig.deployer()
+    await _serving(rig, deployer, hosts=[A, B])
+    await deployer.deploy(TENANT, "second", MODEL, 1, hosts=[A], wait=True)
+    mine = await rig.versions.get(f"{TENANT}.version.{MODEL}.1")
+    assert mine is not None
+    await rig.versions.put(f"other.version.{MODEL}.1", mine.value.model_copy(update={"tenant": "other"}))
+    await deployer.deploy("other", NAME, MODEL, 1, hosts=[A], wait=True)
+    erased = await deployer.delete_tenant(TENANT)
+    assert erased.deployments == 2 and await deployer.list(TENANT) == []
+    assert rig.triton.serving(A) == {"other--d": [1]} and rig.triton.serving(B) == {}
+    assert [d.name for d in await deployer.list("other")] == [NAME]
+    assert (await deployer.delete_tenant(TENANT)).deployments == 0  # a redelivered deletion finds nothing
+
+
 async def test_a_new_deployment_past_the_plan_is_refused_before_anything_is_saved_or_loaded(rig: Rig) -> None:
     plans = PlanBook(records=[PlanRecord(tenant=TENANT, plan="trial", overrides={"deployments": 1})])
     deployer = rig.deployer(plans=plans)

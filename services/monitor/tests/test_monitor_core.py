@@ -365,3 +365,21 @@ async def test_deletions_erase_what_the_monitor_keeps_of_a_dataset_and_of_a_vers
     assert await w.stores.dataset_versions.get(f"{TENANT}.dsv.{kept}") is None  # from the monitor's own index
     assert await w.stores.datasets.get(f"{TENANT}.ds.ds_1") is None
     await w.monitor.on_dataset_deleted(TENANT, "ds_1", [gone])  # a redelivery: nothing left, no error
+
+
+async def test_a_deleted_tenant_leaves_nothing_in_the_monitor_s_memory() -> None:
+    w = World()
+    await w.deploy(1, await w.dataset_version(FRAME))
+    await w.monitor.reference(TENANT, NAME, 1)
+    await w.serve(1, rows(40, seed=1))
+    w.monitor.apply_labels(TENANT, NAME, [LabelIn(request_id="r0", row=0, value=100.0)], at=w.now)
+    await w.tick()
+    overall, _ = w.monitor.live.performance(TENANT, NAME, 1, "regression")
+    assert overall.labelled == 1 and w.monitor.references.cached(TENANT, NAME, 1) is not None
+    assert [c.rows for k, c in w.monitor.live.counters.items() if k[0] == TENANT] == [40]
+
+    w.monitor.forget_tenant(TENANT)
+    overall, _ = w.monitor.live.performance(TENANT, NAME, 1, "regression")
+    assert overall.labelled == 0 and w.monitor.references.cached(TENANT, NAME, 1) is None
+    assert not [k for k in w.monitor.live.counters if k[0] == TENANT]
+    assert not [k for k in w.monitor.observations.last_drift if k[0] == TENANT]

@@ -32,7 +32,9 @@ from lepton_ai.access import (
     LimitUsage,
     PlanInfo,
     Principal,
+    TenantDeletion,
     TenantPlan,
+    TenantPurge,
     Usage,
 )
 from lepton_ai.aio import AsyncClient, AsyncDataset, AsyncModel
@@ -78,7 +80,9 @@ __all__ = [
     "ResourceExhausted",
     "SplitCounts",
     "SplitSpec",
+    "TenantDeletion",
     "TenantPlan",
+    "TenantPurge",
     "Unauthenticated",
     "Unavailable",
     "Usage",

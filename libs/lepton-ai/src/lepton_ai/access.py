@@ -1,11 +1,12 @@
-"""``client.keys``, ``client.whoami()``, ``client.audit()``, ``client.usage()`` and ``client.plans``:
-API keys as records, the audit trail, and each tenant's plan and usage.
+"""``client.keys``, ``client.whoami()``, ``client.audit()``, ``client.usage()``, ``client.plans`` and
+``client.tenants``: API keys as records, the audit trail, each tenant's plan and usage, and deleting
+a tenant.
 
 The platform's ``AccessService`` (``protos/lepton/access/v1/access.proto``), served on the
 registry's address. A key's secret is shown once, when the key is created or rotated: the
 platform keeps only its digest, and no other call returns it. Managing keys needs the
 permission ``keys.manage`` (role admin within its tenant, role operator in any); reading the
-audit trail needs ``audit.read``.
+audit trail needs ``audit.read``; deleting a tenant needs ``tenants.delete`` (role operator).
 
 >>> created = client.keys.create("editor", name="ci", expires="30d", grants={"model/churn": "deployer"})
 >>> created.secret  # store it now: it is never shown again
@@ -13,11 +14,14 @@ audit trail needs ``audit.read``.
 >>> client.audit(since=timedelta(hours=1), resource="model/")
 >>> client.usage()["datasets"]  # LimitUsage(limit='datasets', used=3, maximum=10, ...)
 >>> client.plans.set("acme", "team")  # role operator
+>>> client.tenants.delete("acme", confirm="acme")  # role operator; cannot be undone
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,9 +30,10 @@ from typing import overload
 from google.protobuf.timestamp_pb2 import Timestamp
 from lepton.access.v1 import access_pb2, access_pb2_grpc
 
+from lepton_ai import _progress
 from lepton_ai._durations import Duration, whole_seconds
 from lepton_ai._transport import Transport, message
-from lepton_ai.errors import InvalidArgument
+from lepton_ai.errors import InvalidArgument, Unavailable
 
 __all__ = [
     "AuditRecord",
@@ -41,12 +46,18 @@ __all__ = [
     "PlanInfo",
     "Plans",
     "Principal",
+    "TenantDeletion",
     "TenantPlan",
+    "TenantPurge",
+    "Tenants",
     "Usage",
 ]
 
 #: AccessService is served by the registry's process, on its port.
 SERVICE = "registry"
+
+#: Seconds between looks at a tenant's deletion while :meth:`Tenants.delete` waits for it.
+DELETION_POLL_S = 0.25
 
 #: Permissions beyond a key's role, each on one resource: ``{"model/churn": "editor"}`` or
 #: ``[("model/churn", "editor"), ("dataset/ds_1", "viewer")]``.
@@ -340,6 +351,162 @@ def _limits(pb: access_pb2.Limits) -> dict[str, int]:
     return {f.name: int(value) for f, value in pb.ListFields()}
 
 
+@dataclass(frozen=True)
+class TenantPurge:
+    """What one service erased of a deleted tenant (:attr:`TenantDeletion.purged`).
+
+    Attributes:
+        service: The service: ``data``, ``trainer``, ``evaluator``, ``registry``, ``deployer``
+            or ``monitor``.
+        purged_at: When it had erased its part (UTC).
+        records: Records erased from its key-value buckets.
+        objects: Objects erased from its object stores.
+        messages: Messages erased from streams (the job queue, prediction logs, events).
+        deployments: Deployments unloaded from serving (the deployer's).
+    """
+
+    service: str
+    purged_at: datetime
+    records: int
+    objects: int
+    messages: int
+    deployments: int
+
+
+@dataclass(frozen=True)
+class TenantDeletion:
+    """A tenant's deletion and how far it has come (:meth:`Tenants.delete`, :meth:`Tenants.deletion`).
+
+    Attributes:
+        tenant: The deleted tenant.
+        requested_by: The id of the key that deleted it.
+        requested_at: When (UTC).
+        keys: How many of the tenant's keys were erased (at once, on the request).
+        purged: The services that have erased their part, in the order they did.
+        pending: The services still to report.
+        done_at: When every service had erased its part and the tenant's events were erased (UTC);
+            None: not yet.
+    """
+
+    tenant: str
+    requested_by: str
+    requested_at: datetime
+    keys: int
+    purged: tuple[TenantPurge, ...]
+    pending: tuple[str, ...]
+    done_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        """Whether nothing of the tenant is left: ``done_at`` is set."""
+        return self.done_at is not None
+
+
+class Tenants:
+    """Whole tenants, deleted for good; reached as ``client.tenants``.
+
+    Calls need the permissions ``tenants.delete`` and ``tenants.read`` (role operator).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._t = transport
+
+    def delete(
+        self,
+        tenant: str,
+        *,
+        confirm: str,
+        wait: bool = True,
+        timeout: float = 120.0,
+        progress: bool | None = None,
+    ) -> TenantDeletion:
+        """Deletes ``tenant`` and everything it has; this cannot be undone.
+
+        The tenant's keys are refused at once and erased, its plan and usage erased; then each
+        service erases what it keeps of the tenant (records, objects, the job queue, prediction
+        logs, serving models), and the registry erases the tenant's events last. The platform
+        answers at once; with ``wait`` this looks again every :data:`DELETION_POLL_S` seconds
+        until the last service has reported.
+
+        Args:
+            tenant: The tenant to delete.
+            confirm: ``tenant`` again. The platform refuses the deletion when it differs.
+            wait: Wait until every service has erased its part; False: return the deletion as
+                the platform answered it (:meth:`deletion` follows it).
+            timeout: Seconds to wait, with ``wait``.
+            progress: Draw a bar of the services done of all, on stderr, while waiting; None: on a
+                terminal or in a notebook.
+
+        Returns:
+            The deletion: done (``done_at`` set) with ``wait``, else as requested.
+
+        Raises:
+            InvalidArgument: ``confirm`` is not ``tenant``, or ``timeout`` is not above 0 (here,
+                before any call).
+            PermissionDenied: Your key is not an operator's.
+            Unavailable: ``wait``, and services had still to report after ``timeout``; the message
+                names them. The deletion goes on: :meth:`deletion` follows it.
+        """
+        if wait and not timeout > 0:
+            raise InvalidArgument(f"timeout: must be more than 0 seconds (or wait=False), got {timeout}")
+        request = access_pb2.DeleteTenantRequest(tenant=tenant, confirm=confirm)
+        deletion = _deletion(self._t.call(SERVICE, _stub(self._t).DeleteTenant, request))
+        if not wait or deletion.done:
+            return deletion
+        return self._wait(deletion, timeout, _progress.wanted(progress))
+
+    def deletion(self, tenant: str) -> TenantDeletion:
+        """How far a tenant's deletion has come: the services that have erased their part and
+        those still to report.
+
+        Raises:
+            NotFound: The tenant was never deleted.
+            PermissionDenied: Your key is not an operator's.
+        """
+        request = access_pb2.GetTenantDeletionRequest(tenant=tenant)
+        return _deletion(self._t.call(SERVICE, _stub(self._t).GetTenantDeletion, request))
+
+    def _wait(self, deletion: TenantDeletion, timeout: float, show: bool) -> TenantDeletion:
+        """Looks again until ``deletion`` is done; Unavailable naming the pending services at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(_deletion_bar(deletion)) if show else None
+            while True:
+                if bar is not None:
+                    _advance(bar, deletion)
+                if deletion.done:
+                    return deletion
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waiting = ", ".join(deletion.pending) or "none (the platform has not marked it done)"
+                    raise Unavailable(
+                        f"timeout: tenant {deletion.tenant}'s deletion is not done after {timeout:g} s; still to "
+                        f"report: {waiting}. It goes on when they run: follow it with "
+                        f"client.tenants.deletion({deletion.tenant!r}) or `lepton tenants deletion {deletion.tenant}`",
+                        code="DEADLINE_EXCEEDED",
+                    )
+                time.sleep(min(DELETION_POLL_S, left))
+                deletion = self.deletion(deletion.tenant)
+
+
+def _deletion_bar(deletion: TenantDeletion) -> _progress.ProgressBar:
+    """A bar of the services that have erased their part, of all that have a part to erase."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    total = len(deletion.purged) + len(deletion.pending)
+    return _progress.ProgressBar(f"delete tenant {deletion.tenant}", total, *columns)
+
+
+def _advance(bar: _progress.ProgressBar, deletion: TenantDeletion) -> None:
+    waiting = f": waiting on {', '.join(deletion.pending)}" if deletion.pending else ""
+    bar.update(
+        completed=len(deletion.purged),
+        total=len(deletion.purged) + len(deletion.pending),
+        description=f"delete tenant {deletion.tenant}{waiting}",
+    )
+
+
 class Keys:
     """The API keys of a tenant; reached as ``client.keys``.
 
@@ -532,6 +699,28 @@ def _grants(grants: Iterable[access_pb2.Grant]) -> tuple[tuple[str, str], ...]:
 def _when(stamp: Timestamp, present: bool) -> datetime | None:
     """An optional timestamp field as an aware UTC datetime; unset is None."""
     return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _deletion(pb: access_pb2.TenantDeletion) -> TenantDeletion:
+    return TenantDeletion(
+        tenant=pb.tenant,
+        requested_by=pb.requested_by,
+        requested_at=pb.requested_at.ToDatetime(tzinfo=UTC),
+        keys=pb.keys,
+        purged=tuple(
+            TenantPurge(
+                service=p.service,
+                purged_at=p.purged_at.ToDatetime(tzinfo=UTC),
+                records=p.records,
+                objects=p.objects,
+                messages=p.messages,
+                deployments=p.deployments,
+            )
+            for p in pb.purged
+        ),
+        pending=tuple(pb.pending),
+        done_at=_when(pb.done_at, pb.HasField("done_at")),
+    )
 
 
 def _key(pb: access_pb2.Key) -> KeyInfo:

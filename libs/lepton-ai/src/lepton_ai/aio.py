@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from lepton_ai._transport import ClientCertificate, RootCertificates
-from lepton_ai.access import Keys, Plans
+from lepton_ai.access import Keys, Plans, Tenants
 from lepton_ai.client import Client
 from lepton_ai.datasets import Dataset, Datasets
 from lepton_ai.deployments import Deployments
@@ -383,6 +383,15 @@ class AsyncPlans(_Twin[Plans]):
     set = _twin(Plans.set)
 
 
+class AsyncTenants(_Twin[Tenants]):
+    """``client.tenants`` of an :class:`AsyncClient`: :class:`~lepton_ai.access.Tenants`, awaited."""
+
+    __slots__ = ()
+
+    delete = _twin(Tenants.delete)
+    deletion = _twin(Tenants.deletion)
+
+
 class AsyncModel(_Delegating[Model]):
     """A ``la.models`` estimator with awaitable ``fit``, ``predict``, ``predict_proba`` and ``score``.
 
@@ -490,7 +499,7 @@ class AsyncClient(_Twin[Client]):
         ...     )
     """
 
-    __slots__ = ("datasets", "deployments", "events", "jobs", "keys", "models", "monitor", "plans")
+    __slots__ = ("datasets", "deployments", "events", "jobs", "keys", "models", "monitor", "plans", "tenants")
 
     def __init__(
         self,
@@ -521,6 +530,7 @@ class AsyncClient(_Twin[Client]):
         self.events = AsyncEvents(client.events, run)
         self.keys = AsyncKeys(client.keys, run)
         self.plans = AsyncPlans(client.plans, run)
+        self.tenants = AsyncTenants(client.tenants, run)
 
     whoami = _twin(Client.whoami)
     audit = _twin(Client.audit)

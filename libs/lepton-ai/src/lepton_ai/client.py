@@ -8,7 +8,7 @@ from types import TracebackType
 
 from lepton_ai import access
 from lepton_ai._transport import ClientCertificate, RootCertificates, Transport
-from lepton_ai.access import AuditTrail, Keys, Plans, Principal, Usage
+from lepton_ai.access import AuditTrail, Keys, Plans, Principal, Tenants, Usage
 from lepton_ai.datasets import Datasets
 from lepton_ai.deployments import Deployments
 from lepton_ai.events import Events
@@ -67,6 +67,7 @@ class Client:
         self.events = Events(self._transport)
         self.keys = Keys(self._transport)
         self.plans = Plans(self._transport)
+        self.tenants = Tenants(self._transport)
 
     @property
     def endpoints(self) -> dict[str, str]:

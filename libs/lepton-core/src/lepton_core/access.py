@@ -77,7 +77,11 @@ AUTHENTICATED: Final = "authenticated"
 """The permission of calls any valid key may make (``WhoAmI``): every role has it."""
 ANY_TENANT: Final = "tenants.manage"
 """Acting on another tenant's keys, audit trail and usage, and assigning plans: the operator's alone."""
-MUTATING: Final = WRITE | DEPLOY | {"datasets.delete", "models.delete", "keys.manage", ANY_TENANT}
+TENANTS_DELETE: Final = "tenants.delete"
+"""Deleting a whole tenant (``AccessService.DeleteTenant``): the operator's alone."""
+TENANTS_READ: Final = "tenants.read"
+"""Following a tenant's deletion (``GetTenantDeletion``): the operator's alone."""
+MUTATING: Final = WRITE | DEPLOY | {"datasets.delete", "models.delete", "keys.manage", ANY_TENANT, TENANTS_DELETE}
 """The permissions of calls that change something: each such call is an audit record."""
 
 ROLES: Final[Mapping[str, frozenset[str]]] = {
@@ -86,7 +90,7 @@ ROLES: Final[Mapping[str, frozenset[str]]] = {
     "editor": READ | WRITE | {PREDICT, AUTHENTICATED},
     "deployer": READ | DEPLOY | {PREDICT, AUTHENTICATED},
     "admin": READ | WRITE | DEPLOY | MANAGE | {PREDICT, AUTHENTICATED},
-    "operator": READ | WRITE | DEPLOY | MANAGE | {PREDICT, AUTHENTICATED, ANY_TENANT},
+    "operator": READ | WRITE | DEPLOY | MANAGE | {PREDICT, AUTHENTICATED, ANY_TENANT, TENANTS_DELETE, TENANTS_READ},
 }
 """Each role's permissions. docs/security.md has the table."""
 GRANT_ROLES: Final = ("viewer", "editor", "deployer")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -37,6 +38,8 @@ from lepton_core.access import (
     AUTHENTICATED,
     ROLES,
     SEEN_PREFIX,
+    TENANTS_DELETE,
+    TENANTS_READ,
     KeyBook,
     KeyRecord,
     Principal,
@@ -51,8 +54,9 @@ from lepton_core.access import (
 from lepton_core.access import digest as digest_of
 from lepton_core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from lepton_core.names import check_name
-from lepton_core.nats_identity import KEY_USE_ROOT
+from lepton_core.nats_identity import KEY_USE_ROOT, PURGED_ROOT
 from lepton_core.rpc import current_principal
+from lepton_core.tenant_deletion import DeletionRecord, TenantDeletions
 from lepton_core.usage import UsageMeter, month_of, usage_of
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,8 @@ RULES = rules_for(
         "SetPlan": Rule(ANY_TENANT),
         "GetUsage": Rule("usage.read"),
         "ListPlans": Rule("usage.read"),
+        "DeleteTenant": Rule(TENANTS_DELETE),
+        "GetTenantDeletion": Rule(TENANTS_READ),
     },
 )
 """AccessService's permission table (the registry's table includes it)."""
@@ -137,6 +143,28 @@ def plan_message(plan: quotas.TenantPlan) -> access_pb2.TenantPlan:
     )
 
 
+def deletion_message(record: DeletionRecord) -> access_pb2.TenantDeletion:
+    return access_pb2.TenantDeletion(
+        tenant=record.tenant,
+        requested_by=record.requested_by,
+        requested_at=timestamp(record.requested_at),
+        keys=record.keys,
+        purged=[
+            access_pb2.TenantPurge(
+                service=p.service,
+                purged_at=timestamp(p.purged_at),
+                records=p.records,
+                objects=p.objects,
+                messages=p.messages,
+                deployments=p.deployments,
+            )
+            for p in record.purged
+        ],
+        pending=record.pending(),
+        done_at=timestamp(record.done_at),
+    )
+
+
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
     def __init__(
         self,
@@ -146,6 +174,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         plans: quotas.PlanBook | None = None,
         tenants: KeyValue | None = None,
         usage: UsageMeter | None = None,
+        services: Sequence[str] = (),
     ) -> None:
         self._kv = kv
         self._book = book
@@ -154,6 +183,11 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         self._plans = plans or quotas.PlanBook()
         self._tenants = tenants
         self._usage = usage
+        self.deletions = (
+            TenantDeletions(js, kv, tenants, book, usage.kv if usage else None, services) if tenants else None
+        )
+        if usage is not None and self.deletions is not None:
+            usage.skip = self.deletions.deleting.__contains__
 
     # --- last used ---
 
@@ -441,6 +475,23 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
             metered_at=timestamp(record.metered_at),
         )
 
+    async def DeleteTenant(
+        self, request: access_pb2.DeleteTenantRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.TenantDeletion:
+        caller = current_principal()
+        if self.deletions is None:
+            raise FailedPrecondition("this process keeps no tenants (no tenants bucket)")
+        record = await self.deletions.delete(request.tenant, request.confirm, caller.label, caller.tenant)
+        log.info("tenant %s deletion started by %s", request.tenant, caller.label)
+        return deletion_message(record)
+
+    async def GetTenantDeletion(
+        self, request: access_pb2.GetTenantDeletionRequest, context: grpc.aio.ServicerContext
+    ) -> access_pb2.TenantDeletion:
+        if self.deletions is None:
+            raise FailedPrecondition("this process keeps no tenants (no tenants bucket)")
+        return deletion_message(await self.deletions.get(request.tenant))
+
     async def ListPlans(
         self, request: access_pb2.ListPlansRequest, context: grpc.aio.ServicerContext
     ) -> access_pb2.ListPlansResponse:
@@ -457,14 +508,21 @@ async def serve_access(
     plans: quotas.PlanBook | None = None,
     usage: UsageMeter | None = None,
     default_plan: str = quotas.DEFAULT_PLAN,
+    services: Sequence[str] = (),
 ) -> AccessServicer:
-    """The servicer, with last-used times loaded, the processes' reports followed and the default plan written."""
+    """The servicer, with last-used times loaded, the processes' reports followed and the default plan written.
+
+    ``services`` are those that erase a deleted tenant's data and report it (:mod:`lepton_core.tenant_deletion`).
+    """
     servicer = AccessServicer(
-        await js.key_value("keys"), book, js, plans, await js.key_value(quotas.TENANTS_BUCKET), usage
+        await js.key_value("keys"), book, js, plans, await js.key_value(quotas.TENANTS_BUCKET), usage, services
     )
     await servicer.ensure_default_plan(default_plan)
     await servicer.load_seen()
     await nc.subscribe(f"{SEEN_SUBJECT}.>", cb=servicer.on_seen)
+    if servicer.deletions is not None:
+        await servicer.deletions.load()
+        await nc.subscribe(f"{PURGED_ROOT}.>", cb=servicer.deletions.on_report)
     return servicer
 
 

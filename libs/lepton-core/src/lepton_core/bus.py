@@ -43,6 +43,9 @@ AUDIT_ROOT = "lepton.audit"
 
 KV_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor", "keys", "tenants", "usage")
 OBJECT_BUCKETS = ("datasets", "artifacts")
+TENANT_BUCKETS = ("datasets", "jobs", "evaluations", "models", "deployments", "monitor")
+"""The buckets whose every key starts with ``<tenant>.``: what a tenant's deletion erases by prefix
+(``keys``, ``tenants`` and ``usage`` are keyed otherwise: :mod:`lepton_core.tenant_deletion`)."""
 
 #: Object store chunk size: ~1 MB chunks keep large objects to few messages.
 CHUNK_SIZE = 1024 * 1024
@@ -265,8 +268,11 @@ async def follow_bucket(
         await asyncio.sleep(retry_s)
 
 
-#: nats-server's error code for a message delete on a stream with ``deny_delete``.
+#: nats-server's error code for a failed message delete: on a stream with ``deny_delete``
+#: ("message delete not permitted"), or of a message deleted meanwhile ("no message found").
 DELETE_DENIED = 10057
+#: nats-server's error code for a message delete of a sequence already gone (a concurrent erase).
+SEQUENCE_NOT_FOUND = 10043
 
 
 class EraseRefused(Exception):
@@ -300,9 +306,14 @@ async def erase_messages(js: JetStreamContext, stream: str, subject: str) -> int
         except js_errors.NotFoundError:
             pass  # removed meanwhile (a limit, a concurrent erase): gone either way
         except js_errors.APIError as exc:
-            if exc.err_code == DELETE_DENIED:
+            description = exc.description or ""
+            if exc.err_code == DELETE_DENIED and "not permitted" in description:
                 raise EraseRefused(f"stream {stream} denies message deletes") from exc
-            raise
+            # Erased meanwhile by another eraser (two services erasing one store's objects of a
+            # deleted tenant): gone either way.
+            gone = exc.err_code == SEQUENCE_NOT_FOUND or (exc.err_code == DELETE_DENIED and "no message" in description)
+            if not gone:
+                raise
         else:
             erased += 1
         sequence = msg.seq + 1
@@ -388,16 +399,20 @@ class ObjectStore:
         Chunks go first: a retry after a failure part-way finds the metadata, and with it the
         chunks, again. Returns False when there was no such object.
         """
-        store = await self._js.object_store(ref.bucket)
+        return await self.erase_name(ref.bucket, ref.name)
+
+    async def erase_name(self, bucket: str, name: str) -> bool:
+        """:meth:`erase` by the object's bucket and name."""
+        store = await self._js.object_store(bucket)
         try:
-            info = await store.get_info(ref.name, show_deleted=True)
+            info = await store.get_info(name, show_deleted=True)
         except js_errors.ObjectNotFoundError:
             return False
-        stream = f"OBJ_{ref.bucket}"
+        stream = f"OBJ_{bucket}"
         if info.nuid:
-            await erase_messages(self._js, stream, f"$O.{ref.bucket}.C.{info.nuid}")
-        meta = base64.urlsafe_b64encode(ref.name.encode()).decode()
-        await erase_messages(self._js, stream, f"$O.{ref.bucket}.M.{meta}")
+            await erase_messages(self._js, stream, f"$O.{bucket}.C.{info.nuid}")
+        meta = base64.urlsafe_b64encode(name.encode()).decode()
+        await erase_messages(self._js, stream, f"$O.{bucket}.M.{meta}")
         return True
 
     async def names(self, bucket: str, prefix: str = "") -> list[str]:

@@ -114,6 +114,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(ev.ModelUpdated, "registry.model.updated"),
     EventSpec(ev.ModelVersionUpdated, "registry.version.updated"),
     EventSpec(ev.ModelVersionDeleted, "registry.version.deleted"),
+    EventSpec(ev.TenantDeleted, "registry.tenant.deleted"),
     EventSpec(ev.DeploymentReady, "deployment.ready"),
     EventSpec(ev.DeploymentFailed, "deployment.failed"),
     EventSpec(ev.DeploymentRolloutStarted, "deployment.rollout.started"),

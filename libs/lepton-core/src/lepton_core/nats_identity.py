@@ -27,6 +27,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nkeys
 
@@ -46,6 +47,9 @@ from lepton_core.errors import InvalidArgument
 ADMIN = "admin"
 KEY_USE_ROOT = "lepton.access.seen"
 """Each process reports the keys it saw used on ``<root>.<identity>`` (core NATS); the registry listens."""
+PURGED_ROOT = "lepton.access.purged"
+"""Each service reports what it erased of a deleted tenant on ``<root>.<identity>`` (a core NATS
+request; :mod:`lepton_core.tenant_deletion`); the registry answers."""
 SERVING = "serving"
 _TENANT = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -72,6 +76,12 @@ class Grants:
         erase: Streams whose messages it may erase (``$JS.API.STREAM.MSG.DELETE``) besides its
             own KV buckets and object stores, which it may always erase from: what a deletion
             must remove from a stream it only reads.
+        purge: ``(stream, subject root)`` pairs: a deleted tenant's messages there
+            (``<root>.<tenant>.>``) are this identity's to erase (:mod:`lepton_core.tenant_deletion`);
+            each stream is added to ``erase``.
+        responds: It answers requests it receives on its ``subscribe`` subjects (one reply each,
+            within a minute: nats-server's ``allow_responses``), without a grant on the
+            requesters' inboxes.
     """
 
     events: tuple[str, ...] = ()
@@ -86,16 +96,27 @@ class Grants:
     service: bool = True
     subscribe: tuple[str, ...] = ()
     erase: tuple[str, ...] = ()
+    purge: tuple[tuple[str, str], ...] = ()
+    responds: bool = False
 
 
 #: The table. Every service serves ``EventService.Subscribe``, so every service reads EVENTS.
 GRANTS: dict[str, Grants] = {
-    "data": Grants(events=("dataset",), streams=(EVENTS_STREAM,), kv_write=("datasets",), objects_write=("datasets",)),
+    # Each service's ``<name>-tenants`` durable erases what it keeps of a deleted tenant.
+    "data": Grants(
+        events=("dataset",),
+        streams=(EVENTS_STREAM,),
+        durables=("data-tenants",),
+        kv_write=("datasets",),
+        objects_write=("datasets",),
+    ),
     "trainer": Grants(
         events=("training",),
         publish=(f"{JOBS_ROOT}.>",),
         streams=(EVENTS_STREAM, JOBS_STREAM),
-        durables=("trainers", "trainer-retrain"),
+        durables=("trainers", "trainer-retrain", "trainer-tenants"),
+        # A deleted tenant's queued training requests.
+        purge=((JOBS_STREAM, JOBS_ROOT),),
         kv_write=("jobs",),
         objects_read=("datasets",),
         objects_write=("artifacts",),
@@ -103,7 +124,7 @@ GRANTS: dict[str, Grants] = {
     "evaluator": Grants(
         events=("evaluation",),
         streams=(EVENTS_STREAM,),
-        durables=("evaluator", "evaluator-compare"),
+        durables=("evaluator", "evaluator-compare", "evaluator-tenants"),
         kv_write=("evaluations",),
         objects_read=("datasets",),
         objects_write=("artifacts",),
@@ -111,32 +132,37 @@ GRANTS: dict[str, Grants] = {
     "registry": Grants(
         events=("registry",),
         # registry-usage and registry-predictions meter each tenant's usage (lepton_core.usage).
-        durables=("registry", "registry-promotions", "registry-usage", "registry-predictions"),
+        durables=("registry", "registry-promotions", "registry-usage", "registry-predictions", "registry-tenants"),
         # keys and tenants (plans): AccessService writes them, every process follows them; usage: the meter's.
         kv_write=("models", "keys", "tenants", "usage"),
         # Which keys the processes saw used (AccessService's last_used).
-        subscribe=(f"{KEY_USE_ROOT}.>",),
+        # What each service erased of a deleted tenant (AccessService.GetTenantDeletion).
+        subscribe=(f"{KEY_USE_ROOT}.>", f"{PURGED_ROOT}.>"),
+        responds=True,
         objects_read=("artifacts",),
         # The audit trail, read back for AccessService.QueryAudit; predictions, counted for usage.
         streams=(EVENTS_STREAM, AUDIT_STREAM, PREDICTIONS_STREAM),
-        # DeleteModelVersion erases the version's artifact (the trainer wrote it).
-        erase=("OBJ_artifacts",),
+        # DeleteModelVersion erases the version's artifact (the trainer wrote it); a deleted
+        # tenant's events go once every service has erased its part (not by ``purge``: the
+        # others have yet to read the deletion's event).
+        erase=("OBJ_artifacts", EVENTS_STREAM),
     ),
     "deployer": Grants(
         events=("deployment",),
         streams=(EVENTS_STREAM,),
-        durables=("deployer",),
+        durables=("deployer", "deployer-tenants"),
         kv_write=("deployments",),
         objects_read=("artifacts", "datasets"),
     ),
     "monitor": Grants(
         events=("monitor",),
         streams=(EVENTS_STREAM, PREDICTIONS_STREAM),
-        durables=("monitor", "monitor-events"),
+        durables=("monitor", "monitor-events", "monitor-tenants"),
         kv_write=("monitor",),
         objects_read=("artifacts", "datasets"),
-        # A deleted model version's prediction logs are erased with it.
+        # A deleted model version's prediction logs are erased with it, a deleted tenant's all.
         erase=(PREDICTIONS_STREAM,),
+        purge=((PREDICTIONS_STREAM, PREDICTIONS_ROOT),),
     ),
     # The inference gateway: the deployer's records (routes), and the usage the registry meters
     # (the plans' predictions a month).
@@ -156,8 +182,10 @@ class Permissions:
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
     subscribe_deny: tuple[str, ...] = ()
+    #: May publish one reply to each request it received, within a minute (``allow_responses``).
+    allow_responses: bool = False
 
-    def to_config(self) -> dict[str, dict[str, list[str]]]:
+    def to_config(self) -> dict[str, Any]:
         """The ``permissions`` map of a user in nats-server's configuration.
 
         An empty allow list is written as a deny of ``>``: nats-server reads a missing
@@ -169,10 +197,13 @@ class Permissions:
                 return {"deny": [">"]}
             return {"allow": list(allow), **({"deny": list(deny)} if deny else {})}
 
-        return {
+        config: dict[str, Any] = {
             "publish": side(self.publish_allow, self.publish_deny),
             "subscribe": side(self.subscribe_allow, self.subscribe_deny),
         }
+        if self.allow_responses:
+            config["allow_responses"] = {"max": 1, "expires": "1m"}
+        return config
 
 
 def inbox_prefix(identity: str) -> str:
@@ -225,6 +256,8 @@ def permissions(identity: str) -> Permissions:
     publish += list(grants.publish)
     if grants.service:
         publish += [f"{AUDIT_ROOT}.*.{identity}", f"{KEY_USE_ROOT}.{identity}"]
+    if any(durable.endswith("-tenants") for durable in grants.durables):
+        publish += [f"{PURGED_ROOT}.{identity}"]
     publish += [f"{DEADLETTER_ROOT}.{durable}" for durable in grants.durables]
     for stream in grants.streams:
         publish += _stream_api(stream)
@@ -236,7 +269,7 @@ def permissions(identity: str) -> Permissions:
         publish += _stream_api(f"OBJ_{bucket}")
     for bucket in grants.objects_write:
         publish += [f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.OBJ_{bucket}", f"$JS.API.STREAM.MSG.DELETE.OBJ_{bucket}"]
-    publish += [f"$JS.API.STREAM.MSG.DELETE.{stream}" for stream in grants.erase]
+    publish += [f"$JS.API.STREAM.MSG.DELETE.{stream}" for stream in (*grants.erase, *(s for s, _ in grants.purge))]
     # Other identities' durables on the streams this one reads stay theirs.
     deny = [
         subject
@@ -257,6 +290,7 @@ def permissions(identity: str) -> Permissions:
         publish_allow=tuple(dict.fromkeys(publish)),
         subscribe_allow=tuple(subscribe),
         publish_deny=tuple(dict.fromkeys(deny)),
+        allow_responses=grants.responds,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
+from lepton.events.v1 import events_pb2
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -20,12 +21,13 @@ from lepton_core import event_stream, events, nats_identity
 from lepton_core.access import KEYS_BUCKET, Access, KeyBook, Rule, ServiceSigner, ServiceVerifier
 from lepton_core.access_service import SEEN_EVERY_S, report_seen
 from lepton_core.audit import AuditLog, event_resource
-from lepton_core.bus import EVENTS_ROOT, ObjectStore, connect, require_topology
+from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM, ObjectStore, connect, require_topology
 from lepton_core.logs import setup_logging
 from lepton_core.quotas import TENANTS_BUCKET, PlanBook
 from lepton_core.rpc import create_server, current_principal_or_none
 from lepton_core.settings import ServiceSettings
 from lepton_core.telemetry import setup_telemetry, shutdown_telemetry
+from lepton_core.tenant_deletion import TenantPurger, TenantStep, durable_of
 from lepton_core.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class Runtime:
     audit: AuditLog | None = None
     consumers: list[events.Consumer] = field(default_factory=list)
     periodic: list[tuple[str, float, Callable[[], Awaitable[object]]]] = field(default_factory=list)
+    #: What the service does of its own when a tenant is deleted, before its records are erased.
+    tenant_steps: list[TenantStep] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -88,6 +92,12 @@ class Runtime:
                 ack_wait=ack_wait,
             )
         )
+
+    def on_tenant_deleted(self, step: TenantStep) -> None:
+        """Runs ``step(tenant)`` when a tenant is deleted, before the service's records of it are erased
+        (:mod:`lepton_core.tenant_deletion`); it returns what it removed. It must be idempotent:
+        a failed deletion is redelivered."""
+        self.tenant_steps.append(step)
 
     def every(self, name: str, seconds: float, job: Callable[[], Awaitable[object]]) -> None:
         """Runs ``job`` every ``seconds`` once the service serves, until it stops.
@@ -239,6 +249,9 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapp
         name=name, settings=settings, nc=nc, js=js, objects=ObjectStore(js), access=access, plans=plans, audit=audit
     )
     register = await setup(runtime)
+    if name in SERVICES:
+        purger = TenantPurger(name, nc, js, runtime.objects, runtime.tenant_steps)
+        runtime.consume(EVENTS_STREAM, durable_of(name), {events_pb2.TenantDeleted: purger})
     server = await create_server(
         service=name,
         host=settings.grpc_host,

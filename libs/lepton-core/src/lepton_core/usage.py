@@ -220,6 +220,12 @@ class UsageMeter:
 
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
+        #: Tenants whose events are not metered: those being deleted (their record is erased last).
+        self.skip: Callable[[str], bool] = lambda tenant: False
+
+    @property
+    def kv(self) -> KeyValue:
+        return self._kv
 
     async def get(self, tenant: str) -> UsageRecord:
         """The tenant's record; an empty one when nothing was metered yet."""
@@ -237,6 +243,8 @@ class UsageMeter:
 
     async def __call__(self, event: Event[Any]) -> None:
         """Applies one event to its tenant's record, with compare-and-set."""
+        if self.skip(event.tenant):
+            return
         for _ in range(50):
             record, revision = await self._read(event.tenant)
             if not meter(record, event):

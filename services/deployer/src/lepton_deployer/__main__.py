@@ -60,6 +60,7 @@ def main() -> None:
             ack_wait=settings.load_timeout_s + 30,
         )
         rt.every("reconcile", settings.reconcile_interval_s, deployer.reconcile)
+        rt.on_tenant_deleted(deployer.delete_tenant)
         servicer = DeploymentServicer(deployer, settings.peer(settings.registry_url))
 
         return grpc_service(

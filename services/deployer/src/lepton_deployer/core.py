@@ -28,6 +28,7 @@ from lepton_core.errors import FailedPrecondition
 from lepton_core.names import shown
 from lepton_core.quotas import PlanBook, check_room
 from lepton_core.store import Store
+from lepton_core.tenant_deletion import Erased
 from lepton_core.triton_pool import DEFAULT_HOST, HostPool
 from lepton_core.wire import now
 from lepton_deployer.backends import ONNX_FILE, ONNX_INFO_FILE, choose_backend, onnx_info
@@ -328,6 +329,14 @@ class Deployer:
             await self.store.delete(f"{tenant}.{name}")
         await self._publish("deleted", record, {})
         return record
+
+    async def delete_tenant(self, tenant: str) -> Erased:
+        """Deletes every deployment of a deleted tenant, as :meth:`delete` does: unloaded from every host."""
+        erased = Erased()
+        for record in await self.list(tenant):
+            await self.delete(tenant, record.name)
+            erased.deployments += 1
+        return erased
 
     # Hosts: the reconcile loop and status.
 

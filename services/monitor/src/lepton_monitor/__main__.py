@@ -11,6 +11,7 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
 from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_core.tenant_deletion import Erased
 from lepton_core.triton_access import STATISTICS, TritonCredential
 from lepton_core.triton_pool import HostPool
 from lepton_ml.signing import TrustedKeys, trusted_from_setting
@@ -127,6 +128,12 @@ def main() -> None:
             ack_wait=120.0,
         )
         rt.every("monitor-evaluation", settings.evaluation_interval_s, monitor.tick)
+
+        async def forget(tenant: str) -> Erased:
+            monitor.forget_tenant(tenant)
+            return Erased()
+
+        rt.on_tenant_deleted(forget)
         if settings.metrics_port:
             metrics = MetricsServer(settings.metrics_host, settings.metrics_port, monitor.metric_families)
             await metrics.start()  # fails start-up at once when the port is taken

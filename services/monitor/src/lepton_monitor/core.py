@@ -46,6 +46,7 @@ from lepton_monitor.records import (
     PolicyRecord,
     StatsRecord,
     VersionInfo,
+    drop_tenant,
 )
 from lepton_monitor.reference import ReferenceRecord
 from lepton_monitor.retraining import RetrainingPolicies, retraining_job_id
@@ -185,6 +186,15 @@ class Monitor:
     async def on_version_deleted(self, tenant: str, model: str, version: int, job_id: str) -> None:
         """From ``registry.version.deleted``."""
         await self.intake.on_version_deleted(tenant, model, version, job_id)
+
+    def forget_tenant(self, tenant: str) -> None:
+        """From ``registry.tenant.deleted``: drops what memory holds of the tenant (its records,
+        objects and logs in NATS are erased by :mod:`lepton_core.tenant_deletion`)."""
+        self.live.forget_tenant(tenant)
+        self.deployments.forget_tenant(tenant)
+        self.references.forget_tenant(tenant)
+        self.rulebook.forget_tenant(tenant)
+        drop_tenant(tenant, self.observations.last_drift, self.observations.last_triton, self.observations.firing)
 
     async def on_deployment_ready(self, ready: DeploymentInfo) -> DeploymentInfo:
         """From ``deployment.ready``: records what the deployment serves and builds its drift reference."""

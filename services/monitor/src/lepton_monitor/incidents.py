@@ -26,7 +26,15 @@ from lepton_monitor.drift_check import DriftOut, psi_map
 from lepton_monitor.lookups import Deployments, check_name
 from lepton_monitor.metrics import Observations
 from lepton_monitor.ports import Announcer, mutate
-from lepton_monitor.records import AlertKind, AlertRecord, AlertsRecord, DeploymentInfo, RulesRecord, RuleStatesRecord
+from lepton_monitor.records import (
+    AlertKind,
+    AlertRecord,
+    AlertsRecord,
+    DeploymentInfo,
+    RulesRecord,
+    RuleStatesRecord,
+    drop_tenant,
+)
 from lepton_monitor.retraining import RetrainingPolicies
 from lepton_monitor.rules import Rule, RuleState, Transition
 from lepton_monitor.windows import METRICS
@@ -96,6 +104,9 @@ class RuleBook:
         self._deployments = deployments
         self._retention_s = retention_s
         self._states: dict[tuple[str, str], RuleStatesRecord] = {}
+
+    def forget_tenant(self, tenant: str) -> None:
+        drop_tenant(tenant, self._states)
 
     async def set_rules(self, tenant: str, deployment: str, rules: Sequence[Rule]) -> list[RuleStatus]:
         """Replaces a deployment's rules; returns them with their states."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from lepton_monitor.records import drop_tenant
 from lepton_monitor.windows import ServingWindows
 
 REGRESSION = "regression"
@@ -189,6 +190,10 @@ class LiveData:
         self.counters: dict[tuple[str, str, int], Counters] = {}
         self.duplicates = 0
         """Logs not counted because their id was counted before."""
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drops every log, window and counter of a deleted tenant."""
+        drop_tenant(tenant, self._serving, self._live, self._labels, self.counters)
 
     def serving(self, tenant: str) -> ServingWindows:
         """The serving windows of one tenant (created empty when it has none)."""

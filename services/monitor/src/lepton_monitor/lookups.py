@@ -20,7 +20,7 @@ from lepton_core.store import Store
 from lepton_ml.signing import TrustedKeys
 from lepton_monitor.live import LiveData
 from lepton_monitor.ports import Clock, ObjectReader, mutate
-from lepton_monitor.records import DatasetVersionInfo, DeploymentInfo, VersionInfo
+from lepton_monitor.records import DatasetVersionInfo, DeploymentInfo, VersionInfo, drop_tenant
 from lepton_monitor.reference import ReferenceRecord, build_reference
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,9 @@ class Deployments:
         self._store = store
         self._live = live
         self._known: dict[tuple[str, str], DeploymentInfo] = {}
+
+    def forget_tenant(self, tenant: str) -> None:
+        drop_tenant(tenant, self._known)
 
     def remember(self, info: DeploymentInfo) -> None:
         """Caches what a deployment serves, as just read or written."""
@@ -166,6 +169,9 @@ class References:
         self._references: dict[tuple[str, str, int], ReferenceRecord] = {}
         self._failures: dict[tuple[str, str, int], tuple[float, str]] = {}
         self._locks: dict[tuple[str, str, int], asyncio.Lock] = {}
+
+    def forget_tenant(self, tenant: str) -> None:
+        drop_tenant(tenant, self._references, self._failures, self._locks)
 
     def cached(self, tenant: str, model: str, version: int) -> ReferenceRecord | None:
         """The reference when it is in memory already (no KV read, no build)."""

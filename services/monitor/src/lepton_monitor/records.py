@@ -26,6 +26,14 @@ from pydantic import BaseModel, Field
 from lepton_core.bus import ObjectRefRecord
 from lepton_monitor.rules import Rule, RuleState
 
+
+def drop_tenant(tenant: str, *caches: dict) -> None:  # type: ignore[type-arg]
+    """Removes ``tenant``'s entries from in-memory caches keyed by the tenant or by a tuple that starts with it."""
+    for cache in caches:
+        for key in [k for k in cache if k == tenant or (isinstance(k, tuple) and k and k[0] == tenant)]:
+            del cache[key]
+
+
 AlertKind = Literal["alert", "drift"]
 AlertState = Literal["firing", "resolved"]
 

@@ -11,7 +11,7 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton_core.access import KEYS_BUCKET, ensure_key, read_secret_file
 from lepton_core.access_service import serve_access
 from lepton_core.bus import EVENTS_STREAM, PREDICTIONS_STREAM, RecordStore
-from lepton_core.service import Register, Runtime, grpc_service, run_service
+from lepton_core.service import SERVICES, Register, Runtime, grpc_service, run_service
 from lepton_core.usage import (
     EVENT_TYPES,
     EVENTS_DURABLE,
@@ -82,7 +82,7 @@ def main() -> None:
         )
         access_service = grpc_service(
             access_pb2_grpc.add_AccessServiceServicer_to_server,
-            await serve_access(rt.nc, rt.js, rt.access.book, rt.plans, meter, settings.default_plan),
+            await serve_access(rt.nc, rt.js, rt.access.book, rt.plans, meter, settings.default_plan, SERVICES),
             access_pb2.DESCRIPTOR.services_by_name["AccessService"],
         )
         return lambda server: [*registry_service(server), *access_service(server)]

@@ -26,6 +26,7 @@ def main() -> None:
 
     async def setup(rt: Runtime) -> Register:
         jobs = Jobs(await RecordStore.open(rt.js, "jobs", JobRecord), rt.objects, signer, settings.device, rt.plans)
+        rt.on_tenant_deleted(jobs.stop_tenant)
         data = settings.peer(settings.data_url)
         servicer = TrainingServicer(rt, jobs, data)
         # The monitor's retraining requests, submitted as SubmitTraining would (one durable for every process).

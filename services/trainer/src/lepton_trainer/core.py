@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -26,9 +27,10 @@ from pydantic import BaseModel
 from lepton_core.bounds import check_fraction
 from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
 from lepton_core.children import die_with_parent
-from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument
+from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.names import check_name, shown
 from lepton_core.quotas import PlanBook, check_at_most, check_room, run_time_exceeded
+from lepton_core.tenant_deletion import Erased
 from lepton_core.wire import now
 from lepton_ml import artifacts, splits
 from lepton_ml.mlp import EpochReport
@@ -613,6 +615,21 @@ class Jobs:
         if job.state == JobState.QUEUED:
             return await self.transition(tenant, job_id, state=JobState.CANCELLED, stage="cancelled", finished_at=now())
         return await self.transition(tenant, job_id, cancel_requested=True, stage="cancelling")
+
+    async def stop_tenant(self, tenant: str, wait_s: float = 60.0) -> Erased:
+        """Cancels every job of a deleted tenant and waits (up to ``wait_s``) for running ones to
+        stop, so that no worker writes an artifact after the tenant's are erased."""
+        for job in await self.store.values(f"{tenant}.*"):
+            if job.state not in TERMINAL and job.kind != "trial":
+                with contextlib.suppress(FailedPrecondition, NotFound):
+                    await self.cancel(tenant, job.job_id)
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while any(j.state not in TERMINAL for j in await self.store.values(f"{tenant}.*")):
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("jobs of deleted tenant %s still run after %.0f s; erasing anyway", tenant, wait_s)
+                break
+            await asyncio.sleep(0.5)
+        return Erased()
 
     async def list(self, tenant: str, state: JobState | None, limit: int) -> list[JobRecord]:
         jobs = [j for j in await self.store.values(f"{tenant}.*") if j.kind != "trial"]

@@ -49,6 +49,7 @@ app.add_typer(monitor.app, name="monitor")
 app.add_typer(events.app, name="events")
 app.add_typer(access.app, name="keys")
 app.add_typer(access.plans_app, name="plans")
+app.add_typer(access.tenants_app, name="tenants")
 
 EXIT_CODES: dict[type[errors.LeptonError], int] = {
     errors.InvalidArgument: 3,

@@ -1,5 +1,6 @@
-"""``lepton keys``, ``lepton whoami``, ``lepton audit``, ``lepton usage`` and ``lepton plans``: API keys,
-the caller, the audit trail, and each tenant's plan and usage.
+"""``lepton keys``, ``lepton whoami``, ``lepton audit``, ``lepton usage``, ``lepton plans`` and
+``lepton tenants``: API keys, the caller, the audit trail, each tenant's plan and usage, and deleting
+a tenant.
 
 A key's secret is printed once, by ``keys create`` and ``keys rotate``; nothing else prints one.
 """
@@ -11,15 +12,19 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lepton_ai.access import AuditRecord, CreatedKey, KeyInfo, LimitUsage
+from lepton_ai.access import AuditRecord, CreatedKey, KeyInfo, LimitUsage, TenantDeletion
 from lepton_ai.cli.output import client, emit, err, out, state
 from lepton_ai.cli.parsing import duration, pairs, parse_since
 
 app = typer.Typer(help="API keys: create (the secret is shown once), list, revoke, rotate.", no_args_is_help=True)
 plans_app = typer.Typer(help="Plans: list them, put a tenant on one (role operator).", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Tenants: delete one and everything it has, follow a deletion (role operator).", no_args_is_help=True
+)
 
 SHOWN_ONCE = "This secret is shown now and never again: store it (a secret manager, a CI variable) before you go on."
 
@@ -262,3 +267,69 @@ def plans_set(
     info = {**asdict(assigned), "assigned_at": _iso(assigned.assigned_at)}
     own = ", ".join(f"{k}={v}" for k, v in assigned.overrides.items())
     emit(info, Text(f"tenant {assigned.tenant} is on plan {assigned.plan}" + (f" with {own}" if own else "")))
+
+
+def _deletion_json(deletion: TenantDeletion) -> dict[str, Any]:
+    purged = [{**asdict(p), "purged_at": _iso(p.purged_at)} for p in deletion.purged]
+    times = {"requested_at": _iso(deletion.requested_at), "done_at": _iso(deletion.done_at)}
+    return {**asdict(deletion), **times, "purged": purged, "pending": list(deletion.pending), "done": deletion.done}
+
+
+def _keys_erased(deletion: TenantDeletion) -> str:
+    return f"{deletion.keys} key{'' if deletion.keys == 1 else 's'} erased"
+
+
+def _print_deletion(deletion: TenantDeletion) -> None:
+    """A line per service (what it erased, or pending) and a line on the whole, or JSON."""
+    t = Table("service", "records", "objects", "messages", "deployments", "purged at")
+    for p in deletion.purged:
+        counts = (p.records, p.objects, p.messages, p.deployments)
+        t.add_row(Text(p.service), *(Text(str(n)) for n in counts), Text(_when(p.purged_at)))
+    for service in deletion.pending:
+        t.add_row(Text(service), *(Text("-") for _ in range(4)), Text("pending", style="yellow"))
+    services = len(deletion.purged) + len(deletion.pending)
+    if deletion.done:
+        summary = (
+            f"tenant {deletion.tenant} deleted: {_keys_erased(deletion)}, {len(deletion.purged)} services "
+            f"purged, done at {_when(deletion.done_at)}"
+        )
+    else:
+        summary = (
+            f"tenant {deletion.tenant}: deletion under way since {_when(deletion.requested_at)}, "
+            f"{len(deletion.purged)} of {services} services purged, {_keys_erased(deletion)}; still to report: "
+            f"{', '.join(deletion.pending) or '-'} (lepton tenants deletion {deletion.tenant} follows it)"
+        )
+    emit(_deletion_json(deletion), Group(t, Text(summary)))
+
+
+@tenants_app.command("delete")
+def tenants_delete(
+    tenant: Annotated[str, typer.Argument(help="The tenant to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Delete it and everything it has: this cannot be undone.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait until every service has erased its part.")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait, with --wait.")] = 120.0,
+) -> None:
+    """Delete a tenant and everything it has, for good (role operator): keys, data, models, deployments, events."""
+    if not yes:
+        err.print(
+            Text.assemble(
+                ("error:", "red"),
+                f" deleting tenant {tenant} erases its keys, datasets, models, jobs, deployments, logs and events, "
+                "and cannot be undone: pass --yes to delete it",
+            ),
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    with client() as c:
+        deletion = c.tenants.delete(tenant, confirm=tenant, wait=wait, timeout=timeout)
+    _print_deletion(deletion)
+
+
+@tenants_app.command("deletion")
+def tenants_deletion(tenant: Annotated[str, typer.Argument(help="The deleted tenant.")]) -> None:
+    """How far a tenant's deletion has come: what each service erased, and those still to report."""
+    with client() as c:
+        deletion = c.tenants.deletion(tenant)
+    _print_deletion(deletion)

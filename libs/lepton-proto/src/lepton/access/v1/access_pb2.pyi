@@ -764,3 +764,135 @@ class ListPlansResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPlansResponse: _TypeAlias = ListPlansResponse  # noqa: Y015
+
+@_typing.final
+class DeleteTenantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    confirm: _builtins.str
+    """The tenant's name again: a deletion cannot be undone."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        confirm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm", b"confirm", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteTenantRequest: _TypeAlias = DeleteTenantRequest  # noqa: Y015
+
+@_typing.final
+class GetTenantDeletionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTenantDeletionRequest: _TypeAlias = GetTenantDeletionRequest  # noqa: Y015
+
+@_typing.final
+class TenantPurge(_message.Message):
+    """What one service has erased of a deleted tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_FIELD_NUMBER: _builtins.int
+    PURGED_AT_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    service: _builtins.str
+    records: _builtins.int
+    """Records erased from its KV buckets."""
+    objects: _builtins.int
+    """Objects erased from its object stores."""
+    messages: _builtins.int
+    """Messages erased from streams (job queue, prediction logs, events)."""
+    deployments: _builtins.int
+    """Deployments unloaded from serving (the deployer)."""
+    @_builtins.property
+    def purged_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        service: _builtins.str = ...,
+        purged_at: _timestamp_pb2.Timestamp | None = ...,
+        records: _builtins.int = ...,
+        objects: _builtins.int = ...,
+        messages: _builtins.int = ...,
+        deployments: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["purged_at", b"purged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "messages", b"messages", "objects", b"objects", "purged_at", b"purged_at", "records", b"records", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantPurge: _TypeAlias = TenantPurge  # noqa: Y015
+
+@_typing.final
+class TenantDeletion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    PURGED_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    DONE_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    requested_by: _builtins.str
+    """The key id that asked for it."""
+    keys: _builtins.int
+    """Keys of the tenant that were erased."""
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def purged(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantPurge]:
+        """The services that have erased their part, in the order they did."""
+
+    @_builtins.property
+    def pending(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The services still to report."""
+
+    @_builtins.property
+    def done_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once every service has erased its part and the tenant's events are erased."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        keys: _builtins.int = ...,
+        purged: _abc.Iterable[Global___TenantPurge] | None = ...,
+        pending: _abc.Iterable[_builtins.str] | None = ...,
+        done_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done_at", b"done_at", "requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done_at", b"done_at", "keys", b"keys", "pending", b"pending", "purged", b"purged", "requested_at", b"requested_at", "requested_by", b"requested_by", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantDeletion: _TypeAlias = TenantDeletion  # noqa: Y015

@@ -85,6 +85,16 @@ class AccessServiceStub:
                 request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.SerializeToString,
                 response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.FromString,
                 _registered_method=True)
+        self.DeleteTenant = channel.unary_unary(
+                '/lepton.access.v1.AccessService/DeleteTenant',
+                request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.DeleteTenantRequest.SerializeToString,
+                response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.FromString,
+                _registered_method=True)
+        self.GetTenantDeletion = channel.unary_unary(
+                '/lepton.access.v1.AccessService/GetTenantDeletion',
+                request_serializer=lepton_dot_access_dot_v1_dot_access__pb2.GetTenantDeletionRequest.SerializeToString,
+                response_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.FromString,
+                _registered_method=True)
 
 
 class AccessServiceServicer:
@@ -162,6 +172,24 @@ class AccessServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTenant(self, request, context):
+        """Deletes a whole tenant (permission tenants.delete: role operator). Its keys are refused
+        at once and erased, its plan and usage erased; each service then erases what it keeps of
+        the tenant (records, objects, job queue, prediction logs, serving models) and the
+        registry erases the tenant's events last. Answers at once: GetTenantDeletion follows it.
+        docs/security.md, "Deletion".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantDeletion(self, request, context):
+        """How far a tenant's deletion has come (permission tenants.read: role operator); NOT_FOUND for a tenant never deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccessServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +237,16 @@ def add_AccessServiceServicer_to_server(servicer, server):
                     servicer.ListPlans,
                     request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.FromString,
                     response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'DeleteTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTenant,
+                    request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.DeleteTenantRequest.FromString,
+                    response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.SerializeToString,
+            ),
+            'GetTenantDeletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantDeletion,
+                    request_deserializer=lepton_dot_access_dot_v1_dot_access__pb2.GetTenantDeletionRequest.FromString,
+                    response_serializer=lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -460,6 +498,60 @@ class AccessService:
             '/lepton.access.v1.AccessService/ListPlans',
             lepton_dot_access_dot_v1_dot_access__pb2.ListPlansRequest.SerializeToString,
             lepton_dot_access_dot_v1_dot_access__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.access.v1.AccessService/DeleteTenant',
+            lepton_dot_access_dot_v1_dot_access__pb2.DeleteTenantRequest.SerializeToString,
+            lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantDeletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.access.v1.AccessService/GetTenantDeletion',
+            lepton_dot_access_dot_v1_dot_access__pb2.GetTenantDeletionRequest.SerializeToString,
+            lepton_dot_access_dot_v1_dot_access__pb2.TenantDeletion.FromString,
             options,
             channel_credentials,
             insecure,

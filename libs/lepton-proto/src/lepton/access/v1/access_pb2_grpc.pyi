@@ -63,6 +63,15 @@ class AccessServiceStub:
     """
     ListPlans: _grpc.UnaryUnaryMultiCallable[_access_pb2.ListPlansRequest, _access_pb2.ListPlansResponse]
     """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
+    DeleteTenant: _grpc.UnaryUnaryMultiCallable[_access_pb2.DeleteTenantRequest, _access_pb2.TenantDeletion]
+    """Deletes a whole tenant (permission tenants.delete: role operator). Its keys are refused
+    at once and erased, its plan and usage erased; each service then erases what it keeps of
+    the tenant (records, objects, job queue, prediction logs, serving models) and the
+    registry erases the tenant's events last. Answers at once: GetTenantDeletion follows it.
+    docs/security.md, "Deletion".
+    """
+    GetTenantDeletion: _grpc.UnaryUnaryMultiCallable[_access_pb2.GetTenantDeletionRequest, _access_pb2.TenantDeletion]
+    """How far a tenant's deletion has come (permission tenants.read: role operator); NOT_FOUND for a tenant never deleted."""
 
 @_typing.type_check_only
 class AccessServiceAsyncStub(AccessServiceStub):
@@ -99,6 +108,15 @@ class AccessServiceAsyncStub(AccessServiceStub):
     """
     ListPlans: _aio.UnaryUnaryMultiCallable[_access_pb2.ListPlansRequest, _access_pb2.ListPlansResponse]  # type: ignore[assignment]
     """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
+    DeleteTenant: _aio.UnaryUnaryMultiCallable[_access_pb2.DeleteTenantRequest, _access_pb2.TenantDeletion]  # type: ignore[assignment]
+    """Deletes a whole tenant (permission tenants.delete: role operator). Its keys are refused
+    at once and erased, its plan and usage erased; each service then erases what it keeps of
+    the tenant (records, objects, job queue, prediction logs, serving models) and the
+    registry erases the tenant's events last. Answers at once: GetTenantDeletion follows it.
+    docs/security.md, "Deletion".
+    """
+    GetTenantDeletion: _aio.UnaryUnaryMultiCallable[_access_pb2.GetTenantDeletionRequest, _access_pb2.TenantDeletion]  # type: ignore[assignment]
+    """How far a tenant's deletion has come (permission tenants.read: role operator); NOT_FOUND for a tenant never deleted."""
 
 class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
     """API keys as records, and the audit trail. Served by the registry's process (its
@@ -186,5 +204,26 @@ class AccessServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_access_pb2.ListPlansResponse, _abc.Awaitable[_access_pb2.ListPlansResponse]]:
         """The plans there are, and the one a tenant without an assignment is on (permission usage.read)."""
+
+    @_abc_1.abstractmethod
+    def DeleteTenant(
+        self,
+        request: _access_pb2.DeleteTenantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.TenantDeletion, _abc.Awaitable[_access_pb2.TenantDeletion]]:
+        """Deletes a whole tenant (permission tenants.delete: role operator). Its keys are refused
+        at once and erased, its plan and usage erased; each service then erases what it keeps of
+        the tenant (records, objects, job queue, prediction logs, serving models) and the
+        registry erases the tenant's events last. Answers at once: GetTenantDeletion follows it.
+        docs/security.md, "Deletion".
+        """
+
+    @_abc_1.abstractmethod
+    def GetTenantDeletion(
+        self,
+        request: _access_pb2.GetTenantDeletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_access_pb2.TenantDeletion, _abc.Awaitable[_access_pb2.TenantDeletion]]:
+        """How far a tenant's deletion has come (permission tenants.read: role operator); NOT_FOUND for a tenant never deleted."""
 
 def add_AccessServiceServicer_to_server(servicer: AccessServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

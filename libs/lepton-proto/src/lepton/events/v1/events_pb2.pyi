@@ -1000,6 +1000,35 @@ class ModelVersionDeleted(_message.Message):
 Global___ModelVersionDeleted: _TypeAlias = ModelVersionDeleted  # noqa: Y015
 
 @_typing.final
+class TenantDeleted(_message.Message):
+    """ai.lepton.registry.tenant.deleted.v1 on lepton.evt.<tenant>.registry.tenant.deleted"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    DELETED_BY_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    deleted_by: _builtins.str
+    """The key id of the operator who deleted it."""
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        deleted_by: _builtins.str = ...,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantDeleted: _TypeAlias = TenantDeleted  # noqa: Y015
+
+@_typing.final
 class DeploymentReady(_message.Message):
     """ai.lepton.deployment.ready.v1 on lepton.evt.<tenant>.deployment.ready"""
 
