@@ -13,9 +13,9 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import polars as pl
@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from lepton.access.v1 import access_pb2, access_pb2_grpc
 from lepton.common.v1 import common_pb2
 from lepton.events.v1 import events_pb2
+from nats.js import api as js_api
 
 import lepton_ai as la
 from lepton_core import events
@@ -32,6 +33,7 @@ from lepton_core.rpc import client_channel
 from lepton_core.service import SERVICES
 from lepton_platform.demo import PipelineResult, write_diabetes_csv
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.processes import NatsServer
 from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -446,3 +448,36 @@ def test_a_deleted_tenant_leaves_no_byte_of_itself_in_the_store_and_no_key(
         assert operator.datasets.get(kept.version_id).to_polars()["note"].to_list() == ["kept", "too"]
         trail = [r for r in operator.audit() if r.method.endswith("/DeleteTenant")]
         assert [(r.outcome, r.permission) for r in trail][-1] == ("OK", "tenants.delete")
+
+
+def test_a_store_made_before_buckets_were_erasable_is_moved_on_the_next_start(tmp_path: Path) -> None:
+    """A bucket nats-py made (``deny_delete``) holds its records after a restart, on an erasable stream."""
+    workdir = tmp_path / "legacy"
+
+    async def as_admin(url: str, job: Callable[[Any], Awaitable[T]]) -> T:
+        nc = await admin_connect(url, "test-legacy")
+        try:
+            return await job(nc.jetstream())
+        finally:
+            await nc.close()
+
+    async def make_legacy(js: Any) -> None:
+        await js.delete_stream("KV_datasets")
+        kv = await js.create_key_value(config=js_api.KeyValueConfig(bucket="datasets", history=5))
+        await kv.put("acme.d.kept", b'{"name": "kept"}')
+        assert (await js.stream_info("KV_datasets")).config.deny_delete
+
+    async def read(js: Any) -> tuple[bool, bytes | None]:
+        info = await js.stream_info("KV_datasets")
+        return bool(info.config.deny_delete), (await (await js.key_value("datasets")).get("acme.d.kept")).value
+
+    server = NatsServer(workdir, encrypt_store=False)
+    try:
+        asyncio.run(as_admin(server.url, make_legacy))
+    finally:
+        server.stop()
+    again = NatsServer(workdir, encrypt_store=False)
+    try:
+        assert asyncio.run(as_admin(again.url, read)) == (False, b'{"name": "kept"}')
+    finally:
+        again.stop()

@@ -21,6 +21,7 @@ from lepton_core.bus import (
     RecordStore,
     declare_topology,
     erase_messages,
+    migrate_bucket,
     sha256_digest,
 )
 from lepton_core.errors import Conflict, DataIntegrityError, InvalidArgument, NotFound
@@ -300,3 +301,55 @@ async def test_a_forged_event_is_dead_lettered_unhandled_and_the_true_one_after_
         f"InvalidArgument: object.name: object 'a{t}/dv_1.parquet' in datasets lies outside the prefix '{t}/'"
     )
     assert all(d.headers["Lepton-Original-Subject"] == subject for d in dead)  # type: ignore[attr-defined]
+
+
+async def test_a_bucket_that_denies_deletes_is_moved_onto_an_erasable_stream_with_its_records(nc: NATS) -> None:
+    js = nc.jetstream()
+    bucket = f"legacy_{uuid.uuid4().hex[:8]}"
+    await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5))
+    try:
+        store = await RecordStore.open(js, bucket, Thing)
+        await store.put("t.a", Thing(name="a"))
+        await store.put("t.a", Thing(name="a", count=2))
+        await store.put("t.b", Thing(name="b"))
+        await store.put("t.c", Thing(name="c"))
+        await store.delete("t.c")
+        assert await migrate_bucket(js, bucket) == 2
+        info = await js.stream_info(f"KV_{bucket}")
+        assert not info.config.deny_delete and info.config.max_msgs_per_subject == 5
+        store = await RecordStore.open(js, bucket, Thing)
+        assert (await store.get("t.a")) is not None and (await store.get("t.a")).value.count == 2  # type: ignore[union-attr]
+        assert await store.keys("t.*") == ["t.a", "t.b"]  # the deleted key, and older revisions, are not carried
+        assert await erase_messages(js, f"KV_{bucket}", f"$KV.{bucket}.t.b") == 1  # erasable now
+        assert [s.config.name for s in await js.streams_info() if s.config.name == f"MIGRATE_{bucket}"] == []
+    finally:
+        await js.delete_key_value(bucket)
+
+
+async def test_a_move_cut_short_is_finished_from_its_complete_copy_or_begun_again(nc: NATS) -> None:
+    js = nc.jetstream()
+    bucket = f"legacy_{uuid.uuid4().hex[:8]}"
+    copy, root = f"MIGRATE_{bucket}", f"lepton.migrate.{bucket}"
+    try:
+        # Cut short after the copy was complete and the old stream deleted: the copy is all there is.
+        await js.add_stream(name=copy, subjects=[f"{root}.>"])
+        await js.publish(f"{root}.k.t.x", Thing(name="x").model_dump_json().encode(), stream=copy)
+        await js.publish(f"{root}.done", b"", stream=copy)
+        assert await migrate_bucket(js, bucket) == 1
+        store = await RecordStore.open(js, bucket, Thing)
+        assert await store.keys("t.*") == ["t.x"] and not (await js.stream_info(f"KV_{bucket}")).config.deny_delete
+        await js.delete_key_value(bucket)
+
+        # Cut short while copying: the copy is dropped, the bucket (still whole) is moved.
+        await js.create_key_value(config=js_api.KeyValueConfig(bucket=bucket, history=5))
+        await (await RecordStore.open(js, bucket, Thing)).put("t.y", Thing(name="y"))
+        await js.add_stream(name=copy, subjects=[f"{root}.>"])
+        await js.publish(f"{root}.k.t.partial", b"{}", stream=copy)
+        assert await migrate_bucket(js, bucket) == 1
+        assert await (await RecordStore.open(js, bucket, Thing)).keys("t.*") == ["t.y"]
+    finally:
+        for name in (f"KV_{bucket}", copy):
+            try:
+                await js.delete_stream(name)
+            except Exception:
+                pass

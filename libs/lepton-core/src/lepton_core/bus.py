@@ -204,12 +204,84 @@ def kv_stream_config(bucket: str, replicas: int = 1, history: int = KV_HISTORY) 
     )
 
 
-async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
+MIGRATE_ROOT = "lepton.migrate"
+"""Where :func:`migrate_bucket` keeps its copy of a bucket's records (stream ``MIGRATE_<bucket>``)."""
+
+
+async def _stream_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+    except js_errors.NotFoundError:
+        return False
+    return True
+
+
+async def migrate_bucket(js: JetStreamContext, bucket: str, replicas: int = 1) -> int:
+    """Moves KV bucket ``bucket`` off a stream that denies deletes, onto an erasable one.
+
+    JetStream cannot clear ``deny_delete`` on a stream, so the bucket is made anew: each key's
+    current record is copied into a stream of its own (``MIGRATE_<bucket>``), which is then
+    marked complete; the bucket's stream is deleted and declared erasable; the records are put
+    back; the copy is deleted last. A crash at any step is finished by the next call, from the
+    copy once it is complete (and from the bucket otherwise). Older revisions and deleted keys
+    are not carried over. Run it while no service writes to the bucket (the launchers do, before
+    the services start).
+
+    Returns:
+        How many records were put back.
+    """
+    kv_stream, copy = f"KV_{bucket}", f"MIGRATE_{bucket}"
+    root = f"{MIGRATE_ROOT}.{bucket}"
+    done = f"{root}.done"
+    complete = False
+    if await _stream_exists(js, copy):
+        info = await js.stream_info(copy, subjects_filter=done)
+        complete = bool(info.state.subjects)
+        if not complete:
+            await js.delete_stream(copy)  # a copy cut short: the bucket still holds everything
+    if not complete:
+        await js.add_stream(
+            config=js_api.StreamConfig(
+                name=copy, subjects=[f"{root}.>"], storage=js_api.StorageType.FILE, num_replicas=replicas
+            )
+        )
+        kv = await js.key_value(bucket)
+        prefix = f"$KV.{bucket}."
+        info = await js.stream_info(kv_stream, subjects_filter=f"{prefix}>")
+        for subject in sorted(info.state.subjects or {}):
+            try:
+                entry = await kv.get(subject[len(prefix) :])
+            except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
+                continue
+            if entry.value is not None and entry.operation is None:
+                await js.publish(f"{root}.k.{entry.key}", entry.value, stream=copy)
+        await js.publish(done, b"", stream=copy)
+    if await _stream_exists(js, kv_stream) and (await js.stream_info(kv_stream)).config.deny_delete:
+        await js.delete_stream(kv_stream)
+    if not await _stream_exists(js, kv_stream):
+        await js.add_stream(config=kv_stream_config(bucket, replicas))
+    kv = await js.key_value(bucket)
+    moved, sequence = 0, 1
+    while True:
+        try:
+            msg = await js.get_msg(copy, seq=sequence, subject=f"{root}.k.>", next=True)
+        except js_errors.NotFoundError:
+            break
+        await kv.put((msg.subject or "")[len(f"{root}.k.") :], msg.data or b"")
+        moved += 1
+        sequence = (msg.seq or sequence) + 1
+    await js.delete_stream(copy)
+    log.info("KV bucket %s moved onto an erasable stream: %d records", bucket, moved)
+    return moved
+
+
+async def declare_topology(js: JetStreamContext, replicas: int = 1, migrate: bool = False) -> None:
     """Creates or updates every stream, KV bucket and object store. Idempotent.
 
     A KV bucket declared before buckets were erasable keeps JetStream's ``deny_delete``
-    (it cannot be cleared): it is left so, with a warning, and deletions there purge
-    without erasing (docs/security.md, "Deletion").
+    (it cannot be cleared). With ``migrate`` (no service running: the launchers' start) it is
+    moved onto an erasable stream (:func:`migrate_bucket`); without, it is left so, with a
+    warning, and deletions there purge without erasing (docs/security.md, "Deletion").
     """
     for config in stream_configs(replicas):
         try:
@@ -219,14 +291,19 @@ async def declare_topology(js: JetStreamContext, replicas: int = 1) -> None:
             await js.update_stream(config=config)
     for bucket in KV_BUCKETS:
         config = kv_stream_config(bucket, replicas)
+        if migrate and await _stream_exists(js, f"MIGRATE_{bucket}"):
+            await migrate_bucket(js, bucket, replicas)  # a move cut short: finished first
         try:
             await js.add_stream(config=config)
         except js_errors.BadRequestError:
             existing = (await js.stream_info(config.name or "")).config
-            if existing.deny_delete:
+            if existing.deny_delete and migrate:
+                await migrate_bucket(js, bucket, replicas)
+            elif existing.deny_delete:
                 log.warning(
                     "KV bucket %s was declared before buckets were erasable: deleted records are purged, "
-                    "not erased, in it (docs/security.md, Deletion)",
+                    "not erased, in it until it is moved (with the services stopped: "
+                    "python -m lepton_platform.nats_users declare --migrate-buckets; docs/security.md, Deletion)",
                     bucket,
                 )
                 config.deny_delete = True

@@ -12,7 +12,8 @@ From it, :meth:`NatsSecrets.users_conf` renders nats-server's ``authorization`` 
             [--pid-file F]                  rewrites DIR/users.conf and reloads the server (SIGHUP)
     revoke  --dir DIR --public-key U...     removes an integrator; rewrites users.conf, reloads likewise
     declare --url URL --seed-file FILE      declares streams, KV buckets and object stores (the admin's
-            [--replicas 3] [--tls-ca-file]  seed); services only check that they exist
+            [--replicas 3] [--tls-ca-file]  seed); services only check that they exist. --migrate-buckets
+            [--migrate-buckets]             (services stopped) moves buckets made before they were erasable
     service-keys --dir DIR                  every service's public nkey as JSON: their SERVICE_KEYS setting
     rotate-store-key --dir DIR              a new JetStream store key; the next start re-encrypts with it
 """
@@ -222,9 +223,15 @@ def as_admin(
     return results[0]
 
 
-def declare(url: str, seed_file: Path, replicas: int = 1, tls_ca_file: Path | None = None) -> None:
-    """Declares the platform's topology with the admin identity (idempotent)."""
-    as_admin(url, seed_file, lambda js: declare_topology(js, replicas), tls_ca_file)
+def declare(
+    url: str, seed_file: Path, replicas: int = 1, tls_ca_file: Path | None = None, migrate: bool = False
+) -> None:
+    """Declares the platform's topology with the admin identity (idempotent).
+
+    ``migrate``: no service is running, so buckets made before they were erasable are moved
+    onto erasable streams (:func:`lepton_core.bus.migrate_bucket`).
+    """
+    as_admin(url, seed_file, lambda js: declare_topology(js, replicas, migrate), tls_ca_file)
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     decl.add_argument("--seed-file", type=Path, required=True, help="the admin identity's seed")
     decl.add_argument("--replicas", type=int, default=1)
     decl.add_argument("--tls-ca-file", type=Path, help="the CA a tls:// server's certificate chains to")
+    decl.add_argument(
+        "--migrate-buckets",
+        action="store_true",
+        help="move KV buckets made before they were erasable onto erasable streams (stop the services first)",
+    )
     rotate = commands.add_parser("rotate-store-key", help="a new JetStream store key; the next start re-encrypts")
     rotate.add_argument("--dir", type=Path, required=True)
     keys = commands.add_parser("service-keys", help="print every service's public nkey as JSON (SERVICE_KEYS)")
@@ -290,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(NatsSecrets(args.dir).service_keys())
         return 0
     if args.command == "declare":
-        declare(args.url, args.seed_file, args.replicas, args.tls_ca_file)
+        declare(args.url, args.seed_file, args.replicas, args.tls_ca_file, args.migrate_buckets)
         print("topology declared")
         return 0
     secrets = NatsSecrets(args.dir)
