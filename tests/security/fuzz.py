@@ -43,6 +43,10 @@ MODULES: dict[str, str] = {
     "lepton.registry.v1.registry_pb2": "registry",
     "lepton.deployer.v1.deployer_pb2": "deployer",
     "lepton.monitor.v1.monitor_pb2": "monitor",
+    # Keys, audit, plans and tenants, on the registry's port. The fuzzer's key is an admin of its
+    # own tenant: it may make, revoke and rotate keys there (never its own, which nothing names),
+    # and is refused what only an operator may (plans, deleting a tenant).
+    "lepton.access.v1.access_pb2": "registry",
 }
 #: Served by every service (lepton_core.service registers it beside each service's own).
 EVENTS_MODULE = "lepton.events.v1.stream_pb2"
@@ -525,6 +529,18 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
     },
     "GetArtifactPublicKey": lambda s: {},
     "DeleteModelVersion": lambda s: {"model_name": "fuzz-no-such-model", "version": 1},
+    # access (the registry's port)
+    "CreateKey": lambda s: {"role": "viewer", "name": "fuzz-key", "ttl_seconds": 3600},
+    "ListKeys": lambda s: {},
+    "RevokeKey": lambda s: {"key": "fuzz-no-such-key"},
+    "RotateKey": lambda s: {"key": "fuzz-no-such-key", "grace_seconds": 60},
+    "WhoAmI": lambda s: {},
+    "QueryAudit": lambda s: {"resource": f"model/{s.model_name}", "limit": 10},
+    "SetPlan": lambda s: {"tenant": "fuzzer", "plan": "team"},
+    "GetUsage": lambda s: {},
+    "ListPlans": lambda s: {},
+    "DeleteTenant": lambda s: {"tenant": "fuzz-gone", "confirm": "fuzz-gone"},
+    "GetTenantDeletion": lambda s: {"tenant": "fuzz-gone"},
     # deployer
     "GetDeployment": lambda s: {"name": s.deployment},
     "ListDeployments": lambda s: {},
@@ -566,7 +582,17 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
 
 #: RPCs whose every string field is kept off the seeded names (see :meth:`Seed.protected`).
 DESTRUCTIVE = frozenset(
-    {"DeleteDataset", "DeleteAlias", "DeleteDeployment", "DeleteModelVersion", "Rollback", "CancelTrainingJob"}
+    {
+        "DeleteDataset",
+        "DeleteAlias",
+        "DeleteDeployment",
+        "DeleteModelVersion",
+        "Rollback",
+        "CancelTrainingJob",
+        "RevokeKey",
+        "RotateKey",
+        "DeleteTenant",
+    }
 )
 
 

@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from lepton_core.bounds import MAX_SEED, MAX_VERSION, check_fraction, check_seed, check_text, check_version
+from lepton_core.bounds import (
+    MAX_SEED,
+    MAX_VERSION,
+    check_fraction,
+    check_seed,
+    check_text,
+    check_timestamp,
+    check_version,
+)
 from lepton_core.errors import InvalidArgument
 
 
@@ -35,3 +43,15 @@ def test_seeds_fractions_and_text() -> None:
         with pytest.raises(InvalidArgument) as caught:
             check_text(bad_text, "algorithm", limit=8)
         assert caught.value.field == "algorithm"
+
+
+def test_a_timestamp_outside_years_1_to_9999_or_with_bad_nanos_is_refused_naming_the_field() -> None:
+    from datetime import UTC, datetime
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    assert check_timestamp(Timestamp(seconds=0, nanos=5000), "since") == datetime(1970, 1, 1, 0, 0, 0, 5, tzinfo=UTC)
+    for bad in (Timestamp(seconds=2**63 - 1), Timestamp(seconds=-(2**63)), Timestamp(nanos=-1), Timestamp(nanos=10**9)):
+        with pytest.raises(InvalidArgument) as refused:
+            check_timestamp(bad, "since")
+        assert refused.value.field == "since" and "not a valid timestamp" in str(refused.value)

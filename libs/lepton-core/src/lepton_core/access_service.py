@@ -52,6 +52,7 @@ from lepton_core.access import (
     seen_key,
 )
 from lepton_core.access import digest as digest_of
+from lepton_core.bounds import check_timestamp
 from lepton_core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from lepton_core.names import check_name
 from lepton_core.nats_identity import KEY_USE_ROOT, PURGED_ROOT
@@ -392,7 +393,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                 raise PermissionDenied(f"the refusals without a key need the permission {ANY_TENANT}", field="tenant")
         else:
             tenant = tenant_for(caller, request.tenant)
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        since = check_timestamp(request.since, "since") if request.HasField("since") else None
         records, truncated = await audit.query(
             self._js,
             tenant,

@@ -8,7 +8,10 @@ raises :class:`~lepton_core.errors.InvalidArgument` naming the field.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Final
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from lepton_core.errors import InvalidArgument
 from lepton_core.names import shown
@@ -51,3 +54,13 @@ def check_text(value: str, field: str, *, limit: int) -> str:
 
 
 __all__ = ["MAX_SEED", "MAX_VERSION", "check_fraction", "check_seed", "check_text", "check_version"]
+
+
+def check_timestamp(value: Timestamp, field: str) -> datetime:
+    """A protobuf timestamp as a UTC datetime; refused when outside years 1-9999 or its nanos out of range."""
+    try:
+        if not 0 <= value.nanos < 1_000_000_000:
+            raise ValueError(f"nanos {value.nanos} out of range 0-999999999")
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"not a valid timestamp ({exc})", field=field) from None

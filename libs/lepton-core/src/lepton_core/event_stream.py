@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 
 from lepton_core.access import Rule, rules_for
+from lepton_core.bounds import check_timestamp
 from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unavailable
 from lepton_core.events import CATALOGUE, CE_SPECVERSION, decode
@@ -111,12 +112,7 @@ def start_time(since: Timestamp | None, now: datetime) -> datetime | None:
     """
     if since is None:
         return None
-    try:
-        if not 0 <= since.nanos < 1_000_000_000:
-            raise ValueError(f"nanos {since.nanos} out of range")
-        start = since.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidArgument(f"not a valid timestamp ({exc})", field="since") from None
+    start = check_timestamp(since, "since")
     if start > now + CLOCK_SKEW:
         raise InvalidArgument(
             f"{start.isoformat()} is in the future (server time {now.isoformat(timespec='seconds')}); "
