@@ -7,15 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.lepton-setup
 PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platform libs/lepton-ai examples/custom-model \
 	services/data services/trainer services/evaluator services/registry services/deployer services/monitor \
-	services/gateway
+	services/gateway services/console
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 .PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey lock clean
 
 setup: $(STAMP)
 
-# Pinned, in one pass: Debian's packages (the gateway's nginx), the full lock, then our packages editable without deps.
-$(STAMP): requirements/lock.txt requirements/debian.txt $(PYPROJECTS)
+# Pinned, in one pass: Debian's packages (the gateway's nginx, Chromium for the console's tests), the full lock,
+# our packages editable without deps, and the npm packages the browser tests inject (axe-core).
+$(STAMP): requirements/lock.txt requirements/debian.txt tools/axe/package-lock.json $(PYPROJECTS)
 	bash tools/system_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check pip==25.3
@@ -23,6 +24,7 @@ $(STAMP): requirements/lock.txt requirements/debian.txt $(PYPROJECTS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
 		--config-settings editable_mode=compat $(addprefix -e ,$(PACKAGES))
 	$(BIN)/python tools/smoke_imports.py
+	$(BIN)/python tools/npm_fetch.py tools/axe/package-lock.json build/npm
 	touch $@
 
 # Regenerates the checked-in protobuf/gRPC code from protos/.

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+
 import pytest
 import pytest_asyncio
+from playwright.sync_api import Browser, sync_playwright
 
 from lepton_platform.demo import PipelineResult, run_pipeline, write_diabetes_csv
 from lepton_platform.embedded import EmbeddedPlatform
@@ -22,3 +27,23 @@ async def pipeline(
         # Its own model name: other tests train on "diabetes" data with the default name too.
         _RESULT["run"] = await run_pipeline(platform, csv, trace_sink, model_name="session-pipeline")
     return _RESULT["run"]
+
+
+CHROMIUM = "chromium"
+"""Debian's Chromium (requirements/debian.txt; make setup installs it). Playwright drives it
+through ``executable_path``: no browser is ever downloaded."""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """A headless Debian Chromium for the session, driven by Playwright."""
+    executable = shutil.which(CHROMIUM)
+    assert executable, "Debian's chromium is not installed: run make setup (tools/system_packages.sh)"
+    os.environ["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    with sync_playwright() as playwright:
+        # As root (CI here) Chromium refuses its sandbox; the pages it opens are the platform's own.
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()

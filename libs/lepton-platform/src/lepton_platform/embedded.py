@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import sys
 import threading
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +28,7 @@ from lepton_platform.processes import (
     NatsServer,
     Process,
     TritonServer,
+    free_port,
     free_port_block,
     start_service,
     wait_until,
@@ -68,6 +71,8 @@ class EmbeddedPlatform:
             services call each other over TLS against the same CA.
         encrypt_store: Encrypt the JetStream store at rest (the default). Off only for tests
             that search the store's files for a value, to show it there or show it gone.
+        console: Start the web console too (``python -m lepton_console``) on a free loopback port:
+            :attr:`console_url`. It holds no key; people sign in with theirs.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class EmbeddedPlatform:
         tls: bool = False,
         mutual_tls: bool = False,
         encrypt_store: bool = True,
+        console: bool = False,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -98,6 +104,8 @@ class EmbeddedPlatform:
         self.tls = tls or mutual_tls
         self.mutual_tls = mutual_tls
         self.encrypt_store = encrypt_store
+        self.want_console = console
+        self.console_port: int | None = None
         self.client_certificate: tuple[Path, Path] | None = None
         """With ``mutual_tls``, the (certificate, key) files clients present: the platform's own
         certificate, which is good for both sides (a client of a deployment of your own gets one
@@ -152,6 +160,12 @@ class EmbeddedPlatform:
         """The inference gateway's KServe V2 REST API (``http://127.0.0.1:<port>``)."""
         assert self.base_port is not None, "platform not started"
         return f"http://127.0.0.1:{self.base_port + len(PORT_ORDER)}"
+
+    @property
+    def console_url(self) -> str:
+        """The web console's address (``http://127.0.0.1:<port>``; ``https://`` with ``mutual_tls``)."""
+        assert self.console_port is not None, "console not started"
+        return f"{'https' if self.mutual_tls else 'http'}://127.0.0.1:{self.console_port}"
 
     @property
     def triton_url(self) -> str:
@@ -253,6 +267,35 @@ class EmbeddedPlatform:
                 wait_until(lambda a=address: grpc_serving(a), 60, f"service {name}", process.proc)
             except Exception as exc:
                 raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from exc
+        if self.want_console:
+            self._start_console(tls_values)
+
+    def _start_console(self, tls_values: Mapping[str, str]) -> None:
+        """The console on a free loopback port, a client of the platform like any other (it trusts the CA;
+        with mutual TLS it presents the platform's certificate and serves HTTPS with it)."""
+        self.console_port = free_port()
+        values = {"host": "127.0.0.1", "port": str(self.console_port), "platform_url": self.url}
+        if self.tls:
+            values["tls_ca_file"] = tls_values["tls_ca_file"]
+        if self.mutual_tls:
+            values["tls_cert_file"] = tls_values["tls_cert_file"]
+            values["tls_key_file"] = tls_values["tls_key_file"]
+        values.update(self.settings.get("console", {}))
+        process = self.processes["console"] = start_service("console", values, self.workdir / "logs")
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file is not None else None
+        # Straight to loopback, never through a proxy named in the environment.
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
+
+        def answers() -> bool:
+            with opener.open(f"{self.console_url}/healthz", timeout=1.0) as reply:
+                return bool(reply.status == 200)
+
+        try:
+            wait_until(answers, 60, "console", process.proc)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n--- console log ---\n{process.tail()}") from exc
 
     def stop(self) -> None:
         """Stops services first (they drain and flush spans), then Triton, then NATS."""
@@ -319,6 +362,7 @@ def main() -> None:
         otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         base_port=base_port,
         tls=os.environ.get("LEPTON_TLS", "").lower() in ("1", "true", "yes"),
+        console=True,
     ) as p:
         print(f"NATS      {p.nats_url}  (nkeys only; the admin's seed: {p.nats_admin_seed})")
         print(f"Triton    {p.triton_url} (private: clients go through the gateway)")
@@ -326,6 +370,7 @@ def main() -> None:
             print(f"{name:<9} {address}")
         if GATEWAY in p.addresses:
             print(f"inference {p.gateway_url} (KServe V2 gRPC) and {p.gateway_http_url} (REST), Bearer API key")
+        print(f"console   {p.console_url}  (sign in with an API key)")
         # The key is shown once, when it is made; after that the output names where it is.
         if given:
             print(f"API key   from LEPTON_API_KEY  (tenant {p.tenant}, role operator)")

@@ -185,7 +185,7 @@ def trace_sink() -> Iterator[TraceSink]:
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) -> Iterator[EmbeddedPlatform]:
-    """The whole platform (NATS, Triton, six services as processes) for the session.
+    """The whole platform (NATS, Triton, six services, the gateway and the console as processes) for the session.
 
     Besides ``api_key`` (tenant ``default``) it accepts a key of tenant ``intruder``, for
     tenant-isolation tests, and one of tenant ``fuzzer``, so the security fuzz's objects stay
@@ -199,6 +199,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, trace_sink: TraceSink) ->
         extra_api_keys={secrets.token_urlsafe(16): "intruder", secrets.token_urlsafe(16): "fuzzer"},
         # The monitor checks often, so drift and retraining tests take seconds, not minutes.
         settings={"monitor": {"evaluation_interval_s": "2"}, "deployer": {"reconcile_interval_s": "2"}},
+        console=True,
     )
     p.start()
     try:

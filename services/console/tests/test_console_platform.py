@@ -1,0 +1,264 @@
+"""The console against a real embedded platform (NATS and the services as processes, no Triton):
+sign-in, the pages, the event stream, tenant isolation, and where the key may never appear."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+import lepton_ai as la
+from lepton_console.sessions import Sessions
+from lepton_console.settings import ConsoleSettings
+from lepton_console.web import make_app
+from lepton_platform.embedded import EmbeddedPlatform
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+CSP = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+OTHER_TENANT = "intruder"
+"""The session platform's second tenant (``platform.key_for``)."""
+
+
+@pytest.fixture(scope="module")
+def lepton(platform: EmbeddedPlatform) -> EmbeddedPlatform:
+    """The test session's platform (lepton_platform.testing), console included, with its second tenant."""
+    return platform
+
+
+@pytest.fixture(scope="module")
+def uploaded(lepton: EmbeddedPlatform, tmp_path_factory: pytest.TempPathFactory) -> la.Dataset:
+    """A small CSV uploaded through the SDK with the first tenant's key."""
+    csv = tmp_path_factory.mktemp("csv") / "console-flowers.csv"
+    rows = "".join(f"{20 + i % 30},{['paris', 'rome', 'oslo'][i % 3]},{i * 0.5}\n" for i in range(60))
+    csv.write_text("age,city,score\n" + rows)
+    with la.Client(lepton.api_key, lepton.url) as client:
+        return client.datasets.upload(csv, progress=False)
+
+
+@pytest.fixture
+def sessions() -> Sessions:
+    return Sessions(idle_s=3600.0)
+
+
+@pytest_asyncio.fixture
+async def console(lepton: EmbeddedPlatform, sessions: Sessions) -> AsyncIterator[TestClient[object, object]]:
+    app = make_app(ConsoleSettings(platform_url=lepton.url, events_replay_s=600), sessions)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def csrf_of(client: TestClient[object, object], path: str) -> str:
+    page = await client.get(path)
+    assert page.status == 200
+    match = CSRF.search(await page.text())
+    assert match is not None
+    return match.group(1)
+
+
+async def sign_in(client: TestClient[object, object], key: str) -> ClientResponse:
+    token = await csrf_of(client, "/signin")
+    return await client.post("/signin", data={"csrf": token, "key": key}, allow_redirects=False)
+
+
+async def test_signin_page_has_the_form_and_the_headers(console: TestClient[object, object]) -> None:
+    page = await console.get("/signin", headers={"Accept-Language": "en"})
+    html = await page.text()
+    assert page.status == 200 and '<html lang="en">' in html
+    assert '<form id="signin" method="post" action="/signin">' in html
+    assert '<label for="key">API key</label>' in html and 'name="key" type="password"' in html
+    assert 'id="lang-switch"' in html and '<script src="/static/console.js"' in html
+    assert "<script>" not in html and "style=" not in html
+    assert page.headers["Content-Security-Policy"].startswith(CSP)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    script = await console.get("/static/console.js")
+    assert script.status == 200 and script.headers["X-Content-Type-Options"] == "nosniff"
+    assert "EventSource" in await script.text()
+
+
+async def test_pages_need_a_session(console: TestClient[object, object]) -> None:
+    for path in ("/", "/datasets", "/datasets/anything", "/events"):
+        answer = await console.get(path, allow_redirects=False)
+        assert (answer.status, answer.headers["Location"]) == (303, "/signin"), path
+    stream = await console.get("/events/stream")
+    assert stream.status == 401
+
+
+async def test_a_wrong_key_is_refused_and_nothing_is_kept(
+    console: TestClient[object, object], sessions: Sessions
+) -> None:
+    answer = await sign_in(console, "not-a-real-key-" + secrets.token_urlsafe(8))
+    html = await answer.text()
+    assert answer.status == 401
+    assert 'id="signin-error"' in html and "was not accepted" in html
+    assert "lepton_session" not in answer.headers.getall("Set-Cookie", [])
+    assert len(sessions) == 0 and "lepton_session" not in {c.key for c in console.session.cookie_jar}
+
+
+async def test_posts_without_the_csrf_token_are_forbidden(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, sessions: Sessions
+) -> None:
+    assert (await console.post("/signin", data={"key": lepton.api_key})).status == 403
+    await csrf_of(console, "/signin")  # the pre-sign-in token is a cookie now; the form must repeat it
+    assert (await console.post("/signin", data={"key": lepton.api_key, "csrf": "x" * 43})).status == 403
+    assert len(sessions) == 0
+    assert (await sign_in(console, lepton.api_key)).status == 303
+    for path, data in (("/signout", {}), ("/lang", {"lang": "zh-CN", "next": "/datasets"})):
+        refused = await console.post(path, data=data, allow_redirects=False)
+        assert refused.status == 403, path
+        forged = await console.post(path, data={**data, "csrf": "forged"}, allow_redirects=False)
+        assert forged.status == 403, path
+    assert len(sessions) == 1 and (await console.get("/datasets")).status == 200
+
+
+async def test_signed_in_the_datasets_their_detail_and_histograms_show(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, uploaded: la.Dataset, sessions: Sessions
+) -> None:
+    answer = await sign_in(console, lepton.api_key)
+    assert (answer.status, answer.headers["Location"]) == (303, "/datasets")
+    cookie = answer.cookies["lepton_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain HTTP on loopback; over TLS it is Secure
+    assert len(cookie.value) >= 43 and len(sessions) == 1
+
+    page = await console.get("/datasets")
+    html = await page.text()
+    assert page.status == 200 and 'id="nav-datasets"' in html and 'id="nav-events"' in html
+    assert 'id="signout"' in html and "Tenant default · role operator" in html
+    row = re.search(r'<tr data-dataset="console-flowers">(.*?)</tr>', html, re.S)
+    assert row is not None, html
+    assert '<td class="num">1</td>' in row.group(1) and ">60<" in row.group(1) and ">3<" in row.group(1)
+    assert 'id="datasets"' in html and 'id="dataset-search"' in html
+
+    assert "console-flowers" in await (await console.get("/datasets", params={"q": "flow"})).text()
+    miss = await (await console.get("/datasets", params={"q": "zebra"})).text()
+    assert "console-flowers" not in miss and 'id="datasets-empty"' in miss
+
+    detail = await console.get("/datasets/console-flowers")
+    html = await detail.text()
+    assert detail.status == 200 and uploaded.version_id in html
+    assert re.search(r'<th scope="row">age</th><td><code>Int64</code>', html)
+    charts = re.findall(r'<svg class="chart" id="chart-\d+" role="img"[^>]*aria-label="([^"]+)"', html)
+    assert charts == ["Histogram of age", "Most frequent values of city", "Histogram of score"]
+    assert html.count("<title>Histogram of") == 2 and "<desc id=" in html
+
+    gone = await console.get("/datasets/no-such-dataset")
+    assert gone.status == 404 and "Not found in your tenant." in await gone.text()
+
+
+async def test_another_tenant_sees_none_of_it(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, uploaded: la.Dataset
+) -> None:
+    assert (await sign_in(console, lepton.key_for(OTHER_TENANT))).status == 303
+    html = await (await console.get("/datasets")).text()
+    assert f"Tenant {OTHER_TENANT}" in html and "console-flowers" not in html and uploaded.version_id not in html
+    for path in ("/datasets/console-flowers", f"/datasets/{uploaded.version_id}", f"/datasets/{uploaded.id}"):
+        refused = await console.get(path)
+        assert refused.status == 404, path
+        main = (await refused.text()).split("<main", 1)[1]  # the header's forms name the page's own path
+        assert "Not found in your tenant." in main and "console-flowers" not in main and "Int64" not in main
+
+
+async def test_signing_out_forgets_the_key(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, sessions: Sessions
+) -> None:
+    await sign_in(console, lepton.api_key)
+    token = await csrf_of(console, "/datasets")
+    answer = await console.post("/signout", data={"csrf": token}, allow_redirects=False)
+    assert (answer.status, answer.headers["Location"]) == (303, "/signin")
+    assert len(sessions) == 0
+    assert (await console.get("/datasets", allow_redirects=False)).status == 303
+
+
+async def test_the_language_switches_and_is_remembered(
+    console: TestClient[object, object], lepton: EmbeddedPlatform
+) -> None:
+    first = await console.get("/signin", headers={"Accept-Language": "zh-TW,zh;q=0.9"})
+    assert '<html lang="zh-CN">' in await first.text()
+    await sign_in(console, lepton.api_key)
+    token = await csrf_of(console, "/datasets")
+    answer = await console.post(
+        "/lang", data={"csrf": token, "lang": "zh-CN", "next": "/datasets?q=flow"}, allow_redirects=False
+    )
+    assert (answer.status, answer.headers["Location"]) == (303, "/datasets?q=flow")
+    assert answer.cookies["lepton_lang"].value == "zh-CN" and answer.cookies["lepton_lang"]["samesite"] == "Strict"
+    html = await (await console.get("/datasets", headers={"Accept-Language": "en"})).text()
+    assert '<html lang="zh-CN">' in html and ">数据集</a>" in html and ">退出登录</button>" in html
+    back = await console.post(
+        "/lang", data={"csrf": token, "lang": "en", "next": "//evil.example"}, allow_redirects=False
+    )
+    assert back.headers["Location"] == "/"
+    assert '<html lang="en">' in await (await console.get("/datasets")).text()
+
+
+async def test_the_event_stream_tails_the_tenants_events_live(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    await sign_in(console, lepton.api_key)
+    page = await (await console.get("/events")).text()
+    assert '<ul id="events"' in page and 'id="event-filter"' in page and 'data-stream="/events/stream"' in page
+    stream = await console.get("/events/stream")
+    assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    async with asyncio.timeout(30):
+        while (await stream.content.readline()) != b": subscribed\n":
+            pass
+        csv = tmp_path / "console-live.csv"
+        csv.write_text("x,y\n1,2\n3,4\n")
+        with la.Client(lepton.api_key, lepton.url) as client:
+            version = await asyncio.to_thread(client.datasets.upload, csv, progress=False)
+        while True:
+            line = (await stream.content.readline()).decode()
+            if line.startswith("data: ") and json.loads(line[6:])["subject"] == version.version_id:
+                event = json.loads(line[6:])
+                break
+    assert event["name"] == "dataset.version.created" and event["type"].startswith("ai.lepton.dataset.")
+
+    token = await csrf_of(console, "/events")
+    assert (await console.post("/signout", data={"csrf": token}, allow_redirects=False)).status == 303
+    async with asyncio.timeout(10):  # signing out ends the stream its key fed
+        while await stream.content.readline():
+            pass
+    assert stream.content.at_eof()
+
+
+async def test_the_key_appears_in_no_answer(console: TestClient[object, object], lepton: EmbeddedPlatform) -> None:
+    """Every answer of a whole visit, bodies, headers (Set-Cookie, Location) and URLs, is searched for the key."""
+    key = lepton.api_key
+    seen: list[str] = []
+
+    def record(answer: ClientResponse, body: str) -> None:
+        seen.extend([str(answer.url), body, *(f"{k}: {v}" for k, v in answer.headers.items())])
+        seen.extend(f"{r.url} {dict(r.headers)}" for r in answer.history)
+
+    answer = await sign_in(console, key)
+    record(answer, await answer.text())
+    wrong = await sign_in(console, key + "x")  # a near miss is not echoed back either
+    record(wrong, await wrong.text())
+    for path in ("/datasets", "/datasets?q=console", "/datasets/console-flowers", "/events", "/nowhere"):
+        page = await console.get(path)
+        record(page, await page.text())
+    seen.extend(f"{c.key}={c.value}" for c in console.session.cookie_jar)
+    assert seen and not [s for s in seen if key in s]
+
+
+def test_lepton_up_starts_the_console_beside_the_services(lepton: EmbeddedPlatform) -> None:
+    assert lepton.console_url.startswith("http://127.0.0.1:")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{lepton.console_url}/signin", timeout=10) as reply:
+        html = reply.read().decode()
+        assert reply.status == 200 and reply.headers["Content-Security-Policy"].startswith(CSP)
+    assert '<form id="signin"' in html
