@@ -25,6 +25,7 @@ from lepton.monitor.v1 import monitor_pb2, monitor_pb2_grpc
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
+from lepton_core.rpc import SUBSCRIBED_HEADER
 from lepton_ml.signing import Signer
 
 if TYPE_CHECKING:
@@ -664,7 +665,8 @@ class FakeEvents(stream_pb2_grpc.EventServiceServicer):
             seen = 0 if since is not None else len(self.log)
             self.subscribers += 1
             self.fake.changed.notify_all()
-        context.send_initial_metadata(())  # the SDK waits for these: from here on nothing is missed
+        # The SDK waits for these (with the platform's mark): from here on nothing is missed.
+        context.send_initial_metadata(((SUBSCRIBED_HEADER, "1"),))
         sent = 0
         while context.is_active() and not self.fake.stopping:
             with self.fake.lock:

@@ -29,7 +29,7 @@ from lepton.events.v1 import stream_pb2, stream_pb2_grpc
 
 from lepton_ai._transport import Transport
 from lepton_ai.errors import InvalidArgument
-from lepton_core.rpc import call_metadata
+from lepton_core.rpc import SUBSCRIBED_HEADER, call_metadata
 
 #: Every service serves EventService; the data service's address is the platform's entry.
 SERVICE = "data"
@@ -153,8 +153,9 @@ class EventStream:
             stub = stream_pb2_grpc.EventServiceStub(self._t.channel(SERVICE))
             self._call = stub.Subscribe(self._request, metadata=call_metadata(self._t.api_key), timeout=None)
         # The platform sends its headers once its consumer exists: from here on nothing is missed.
-        self._call.initial_metadata()
-        if self._call.done() and self._call.code() != grpc.StatusCode.OK and not self._closed:
+        # Headers without its mark are a refusal's (trailers only): its status is there to read.
+        headers = dict(self._call.initial_metadata() or ())
+        if SUBSCRIBED_HEADER not in headers and not self._closed and self._call.code() != grpc.StatusCode.OK:
             self._closed = True
             raise self._t.error(self._call, SERVICE)
 
@@ -201,8 +202,8 @@ class EventStream:
         self._channel = self._t.aio_channel(SERVICE)
         stub = stream_pb2_grpc.EventServiceStub(self._channel)
         self._call = stub.Subscribe(self._request, metadata=call_metadata(self._t.api_key), timeout=None)
-        await self._call.initial_metadata()
-        if self._call.done() and await self._call.code() != grpc.StatusCode.OK:
+        headers = dict(await self._call.initial_metadata() or ())
+        if SUBSCRIBED_HEADER not in headers and await self._call.code() != grpc.StatusCode.OK:
             await self._anext_raw()  # raises the call's error, mapped
 
     async def __aenter__(self) -> EventStream:

@@ -29,10 +29,11 @@ from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied, Unavailable
 from lepton_core.events import CATALOGUE, CE_SPECVERSION, decode
 from lepton_core.names import shown
-from lepton_core.rpc import current_tenant
+from lepton_core.rpc import SUBSCRIBED_HEADER, current_tenant
 from lepton_core.trust import ForgedEvent
 
 log = logging.getLogger(__name__)
+
 
 SERVICE_NAME: str = stream_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 
@@ -188,7 +189,7 @@ class EventStreamServicer(stream_pb2_grpc.EventServiceServicer):
         sent = 0
         try:
             # Headers now tell the caller the consumer exists: nothing published from here on is missed.
-            await context.send_initial_metadata(())
+            await context.send_initial_metadata(((SUBSCRIBED_HEADER, "1"),))
             while not request.limit or sent < request.limit:
                 try:
                     msg = await sub.next_msg(timeout=POLL_S)

@@ -39,6 +39,10 @@ _SIGNER: ContextVar[ServiceSigner | None] = ContextVar("lepton_signer", default=
 
 #: Methods served without an API key: probes must work before any key exists.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+SUBSCRIBED_HEADER = "lepton-subscribed"
+"""The header EventService.Subscribe sends once its consumer exists (lepton_core.event_stream).
+A call refused before that ends with its status alone (trailers only): a client that gets
+headers without this one reads the status at once instead of racing its arrival."""
 
 STATUS_OF: dict[type[errors.LeptonError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
