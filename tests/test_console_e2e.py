@@ -175,20 +175,27 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(
             "dataset": f"{platform.console_url}/datasets/{marked.name}",
             "events": f"{platform.console_url}/events",
         }
-        found: dict[str, list[str]] = {}
-        for lang in ("en", "zh"):
-            for name, url in pages.items():
-                if name == "signin":
-                    continue
-                page.goto(url)
-                found[f"{name} ({lang})"] = axe_violations(page)
-            page.locator("#lang-switch").click()
+        found = violations_in_both_languages(page, {k: v for k, v in pages.items() if k != "signin"})
         page.locator("#signout").click()
         found["signin"] = axe_violations(page)
         bad = {where: v for where, v in found.items() if v}
         assert not bad, f"serious or critical accessibility violations: {bad}"
     finally:
         ctx.close()
+
+
+def violations_in_both_languages(page: Page, pages: dict[str, str], shots: bool = False) -> dict[str, list[str]]:
+    """:func:`axe_violations` of each of ``pages`` (name: URL), in English then in Chinese (switched in
+    the page), keyed ``"name (lang)"``; with ``shots``, a screenshot of each in Chinese (``name-zh``)."""
+    found: dict[str, list[str]] = {}
+    for lang in ("en", "zh"):
+        for name, url in pages.items():
+            page.goto(url)
+            found[f"{name} ({lang})"] = axe_violations(page)
+            if shots and lang == "zh":
+                shot(page, f"{name}-zh")
+        page.locator("#lang-switch").click()
+    return found
 
 
 def axe_violations(page: Page) -> list[str]:

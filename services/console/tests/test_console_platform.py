@@ -262,3 +262,149 @@ def test_lepton_up_starts_the_console_beside_the_services(lepton: EmbeddedPlatfo
         html = reply.read().decode()
         assert reply.status == 200 and reply.headers["Content-Security-Policy"].startswith(CSP)
     assert '<form id="signin"' in html
+
+
+@pytest.fixture(scope="module")
+def numbers(lepton: EmbeddedPlatform, tmp_path_factory: pytest.TempPathFactory) -> la.Dataset:
+    """A small numeric dataset an MLP regressor trains on in a moment."""
+    csv = tmp_path_factory.mktemp("csv") / "console-numbers.csv"
+    csv.write_text("a,b,y\n" + "".join(f"{i % 7},{i % 5},{(i % 7) * 2 + (i % 5)}\n" for i in range(120)))
+    with la.Client(lepton.api_key, lepton.url) as client:
+        return client.datasets.upload(csv, progress=False)
+
+
+async def _start_mlp(
+    client: la.Client, numbers: la.Dataset, **params: int
+) -> tuple[asyncio.Future[la.models.Model], str]:
+    """An MLP regressor's ``fit`` on ``numbers``, running on another thread, and its job's id once submitted."""
+    dataset = await asyncio.to_thread(client.datasets.get, numbers.version_id)
+    model = la.models.MLP(early_stopping_patience=0, **params)
+    fitting = asyncio.ensure_future(asyncio.to_thread(model.fit, dataset, "y", progress=False))
+    async with asyncio.timeout(30):
+        while not getattr(model, "job_id", ""):
+            await asyncio.sleep(0.02)
+    return fitting, str(model.job_id)
+
+
+async def _sse_data(stream: ClientResponse) -> AsyncIterator[dict[str, object]]:
+    while line := await stream.content.readline():
+        if line.startswith(b"data: "):
+            yield json.loads(line[6:])
+
+
+async def test_a_training_job_page_follows_its_progress_and_curve(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, numbers: la.Dataset
+) -> None:
+    await sign_in(console, lepton.api_key)
+    with la.Client(lepton.api_key, lepton.url) as client:
+        fitting, job_id = await _start_mlp(client, numbers, epochs=25, batch_size=16)
+
+        stream = await console.get(f"/jobs/{job_id}/stream")
+        assert stream.status == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        updates: list[dict[str, object]] = []
+        async with asyncio.timeout(60):
+            async for update in _sse_data(stream):
+                updates.append(update)
+                if update.get("done"):
+                    break
+        await fitting
+    assert updates[-1]["state"] == "succeeded" and updates[-1]["state_label"] == "Succeeded"
+    progress = [float(u["progress"]) for u in updates if "progress" in u]  # type: ignore[arg-type]
+    assert len(set(progress)) >= 3 and progress[-1] == 1.0, progress
+    curve = str(updates[-1]["curve"])
+    assert curve.startswith('<svg class="chart" id="job-curve" role="img"') and "train_loss" in curve
+    assert "<polyline" in curve and "25 epochs" in curve
+
+    listing = await (await console.get("/jobs")).text()
+    row = re.search(rf'<tr data-job="{job_id}">(.*?)</tr>', listing, re.S)
+    assert row is not None and "mlp_regressor" in row.group(1) and "Succeeded" in row.group(1)
+    assert 'id="nav-jobs"' in listing and 'aria-current="page"' in listing
+
+    page = await (await console.get(f"/jobs/{job_id}", headers={"Accept-Language": "zh-CN"})).text()
+    assert '<progress id="job-progress" max="1" value="1.0"' in page and 'for="job-progress"' in page
+    assert 'id="job-curve"' in page and 'aria-label="每轮损失"' in page
+    assert "data-stream=" not in page and 'id="job-cancel"' not in page  # over: nothing to follow or cancel
+    assert "style=" not in page and "<script>" not in page
+
+
+async def test_a_running_job_is_cancelled_from_its_page(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, numbers: la.Dataset
+) -> None:
+    await sign_in(console, lepton.api_key)
+    with la.Client(lepton.api_key, lepton.url) as client:
+        fitting, job_id = await _start_mlp(client, numbers, epochs=5000, batch_size=4)
+        page = await (await console.get(f"/jobs/{job_id}")).text()
+        assert 'id="job-cancel"' in page and f'data-stream="/jobs/{job_id}/stream"' in page
+        refused = await console.post(f"/jobs/{job_id}/cancel", data={}, allow_redirects=False)
+        assert refused.status == 403
+        token = await csrf_of(console, f"/jobs/{job_id}")
+        done = await console.post(f"/jobs/{job_id}/cancel", data={"csrf": token}, allow_redirects=False)
+        assert (done.status, done.headers["Location"]) == (303, f"/jobs/{job_id}")
+        with pytest.raises(la.LeptonError, match="cancelled"):
+            await fitting
+    page = await (await console.get(f"/jobs/{job_id}")).text()
+    assert "Cancelled" in page and 'id="job-cancel"' not in page
+    assert (await console.get("/jobs/no-such-job")).status == 404
+
+
+@pytest.fixture(scope="module")
+def two_versions(lepton: EmbeddedPlatform, numbers: la.Dataset) -> str:
+    """A model of two versions (linear, evaluated with plots), named for this module alone."""
+    name = f"console-model-{secrets.token_hex(3)}"
+    with la.Client(lepton.api_key, lepton.url) as client:
+        dataset = client.datasets.get(numbers.version_id)
+        for algorithm in (la.models.LinearRegression(), la.models.Ridge()):
+            algorithm.fit(dataset, "y", model_name=name, progress=False)
+        assert all(v.plots for v in client.models.versions(name)), "the evaluator drew no plots"
+    return name
+
+
+async def test_a_model_s_versions_plots_and_promotion(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, two_versions: str
+) -> None:
+    name = two_versions
+    await sign_in(console, lepton.api_key)
+    listing = await (await console.get("/models")).text()
+    assert 'id="nav-models"' in listing and f'<tr data-model="{name}">' in listing
+
+    page = await (await console.get(f"/models/{name}")).text()
+    assert '<table id="versions">' in page and 'data-version="1"' in page and 'data-version="2"' in page
+    assert 'data-metric="r2"' in page or 'data-metric="rmse"' in page, page
+    plots = re.findall(r'<img src="(/models/[^"]+/plots/[^"]+)" alt="([^"]+)"', page)
+    assert plots and all(alt.startswith("Evaluation plot of version") for _, alt in plots)
+    png = await console.get(plots[0][0])
+    assert png.status == 200 and png.content_type == "image/png"
+    assert (await png.read()).startswith(b"\x89PNG")
+    assert (await console.get(f"/models/{name}/versions/1/plots/nothing")).status == 404
+    assert page.count('<form class="promote"') >= 1
+
+    forged = await console.post(f"/models/{name}/promote", data={"version": "1"}, allow_redirects=False)
+    assert forged.status == 403
+    token = await csrf_of(console, f"/models/{name}")
+    for version in ("1", "2"):
+        moved = await console.post(
+            f"/models/{name}/promote", data={"csrf": token, "version": version}, allow_redirects=False
+        )
+        assert (moved.status, moved.headers["Location"]) == (303, f"/models/{name}")
+        page = await (await console.get(f"/models/{name}")).text()
+        header = re.search(rf'<th scope="col" class="num" data-version="{version}">(.*?)</th>', page, re.S)
+        assert header is not None and 'class="alias champion"' in header.group(1), page
+        assert page.count('class="alias champion"') == 1
+    with la.Client(lepton.api_key, lepton.url) as client:
+        assert client.models.get(name).aliases["champion"] == 2
+
+    with la.Client(lepton.api_key, lepton.url) as client:
+        viewer = client.keys.create("viewer", name=f"console-viewer-{secrets.token_hex(3)}")
+    await sign_in(console, viewer.secret)
+    token = await csrf_of(console, f"/models/{name}")
+    refused = await console.post(f"/models/{name}/promote", data={"csrf": token, "version": "1"})
+    html = await refused.text()
+    assert refused.status == 403 and 'id="promote-error"' in html and "Not promoted:" in html
+    assert '<table id="versions">' in html  # the page, with the platform's reason, not an error page
+    with la.Client(lepton.api_key, lepton.url) as client:
+        assert client.models.get(name).aliases["champion"] == 2
+
+    await sign_in(console, lepton.key_for(OTHER_TENANT))
+    assert name not in await (await console.get("/models")).text()
+    assert (await console.get(f"/models/{name}")).status == 404
+    assert (await console.get(plots[0][0])).status == 404

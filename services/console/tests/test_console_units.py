@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lepton.events.v1 import events_pb2
 from pydantic import ValidationError
 
+import lepton_ai as la
+from lepton_ai.jobs import STATES
 from lepton_console import i18n
 from lepton_console.charts import column_chart
 from lepton_console.sessions import Sessions
 from lepton_console.settings import ConsoleSettings
+from lepton_console.training import JobCurve, update
 from lepton_console.web import _safe_next
 
 PACKAGE = Path(i18n.__file__).parent
@@ -32,6 +38,8 @@ def test_every_message_the_pages_use_is_in_the_catalogues() -> None:
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_]+\.[a-z_.]+)["']""", path.read_text()))
     used |= {f"dataset.{stat}" for stat in ("count", "nulls", "distinct", "min", "max", "mean", "std")}
     used |= {"signin.wrong_key", "signin.unavailable", "error.not_found", "error.forbidden", "error.unavailable"}
+    used = {key for key in used if not key.endswith(".")}  # a prefix completed in the template: below
+    used |= {f"job.state.{state}" for state in (*STATES, "unknown")} | {"error.bad_form"}
     assert used, "no t(...) calls found: the pattern is wrong"
     assert used <= set(i18n.EN), sorted(used - set(i18n.EN))
 
@@ -120,6 +128,32 @@ def test_categorical_columns_show_their_top_values_in_chinese() -> None:
     svg = str(column_chart("c", "city", {"top_values": {"rome": 2, "oslo": 7}}, i18n.translator("zh-CN")))
     assert 'aria-label="city 最常见的值"' in svg and "最常见的是 oslo，出现 7 次" in svg  # noqa: RUF001
     assert column_chart("c", "empty", {"count": 0}, i18n.translator("en")) is None
+
+
+def _progress(job_id: str, epoch: int, loss: float, seq: int) -> la.PlatformEvent:
+    data = events_pb2.TrainingProgress(stage=f"epoch {epoch}/3", progress=epoch / 3, epoch=epoch, epochs=3)
+    data.metrics.update({"epoch": float(epoch), "epochs": 3.0, "train_loss": loss, "val_metric": 0.5})
+    data.lineage.training_job_id = job_id
+    return la.PlatformEvent(
+        id=f"p{seq}", type="ai.lepton.training.progress.v1", name="training.progress", source="/lepton/trainer",
+        time=datetime.now(UTC), subject=job_id, trace_id="", tenant="t", data=data,
+    )  # fmt: skip
+
+
+def test_a_job_s_loss_curve_counts_each_progress_event_once_and_only_its_own() -> None:
+    curve = JobCurve("job_1")
+    t = i18n.translator("en")
+    assert curve.svg(t) is None
+    for event in (_progress("job_1", 1, 4.0, 1), _progress("job_1", 2, 2.0, 2), _progress("job_1", 2, 2.0, 2)):
+        curve.add(event)  # the last is a replay's repeat
+    curve.add(_progress("job_2", 3, 99.0, 3))  # another job's
+    svg = str(curve.svg(t))
+    assert svg.startswith('<svg class="chart" id="job-curve" role="img"')
+    assert 'xmlns="http://www.w3.org/2000/svg"' in svg
+    assert "2 epochs of train_loss; the last: train_loss 2." in svg  # losses only: val_metric has another scale
+    assert svg.count("<polyline") == 1 and "99" not in svg and "epoch 1" in svg and "epoch 2" in svg
+    message = json.loads(update(None, curve, _progress("job_1", 2, 2.0, 4), t).decode()[6:])
+    assert message["percent"] == "67%" and message["stage"] == "epoch 2/3" and "state" not in message
 
 
 @pytest.mark.parametrize(

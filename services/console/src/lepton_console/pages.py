@@ -82,3 +82,103 @@ async def dataset_detail(client: la.Client, name: str, t: Callable[..., str]) ->
         for i, (column, stats) in enumerate(profile.items())
     ]
     return DatasetDetail(name=latest.name, versions=versions, latest=latest, profile=columns)
+
+
+CHAMPION = "champion"
+#: Versions a model page sets side by side (the newest).
+SIDE_BY_SIDE = 6
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    name: str
+    task: str
+    latest_version: int
+    champion: int | None
+    aliases: dict[str, int]
+
+
+@dataclass(frozen=True)
+class VersionColumn:
+    """One version on a model page: its metrics, the aliases pointing at it, its evaluation's plots."""
+
+    version: int
+    algorithm: str
+    created: str
+    status: str
+    metrics: dict[str, float]
+    aliases: list[str]
+    plots: list[str]
+
+    @property
+    def champion(self) -> bool:
+        return CHAMPION in self.aliases
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    name: str
+    task: str
+    description: str
+    versions: list[VersionColumn]
+    total: int
+    metric_names: list[str]
+    champion: int | None
+
+
+async def model_rows(client: la.Client) -> list[ModelRow]:
+    """The tenant's registered models, by name."""
+    models = await asyncio.to_thread(client.models.list)
+    return [
+        ModelRow(m.name, m.task, m.latest_version, m.aliases.get(CHAMPION), dict(m.aliases))
+        for m in sorted(models, key=lambda m: m.name)
+    ]
+
+
+async def model_detail(client: la.Client, name: str) -> ModelDetail:
+    """A model and its newest :data:`SIDE_BY_SIDE` versions.
+
+    Raises:
+        lepton_ai.NotFound: no such model in the key's tenant (another tenant's included).
+    """
+    model, versions = await asyncio.gather(
+        asyncio.to_thread(client.models.get, name), asyncio.to_thread(client.models.versions, name)
+    )
+    newest = sorted(versions, key=lambda v: v.version, reverse=True)[:SIDE_BY_SIDE]
+    by_version: dict[int, list[str]] = {}
+    for alias, number in sorted(model.aliases.items()):
+        by_version.setdefault(number, []).append(alias)
+    columns = [
+        VersionColumn(
+            version=v.version,
+            algorithm=v.algorithm,
+            created=v.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M"),
+            status=v.status,
+            metrics=dict(v.metrics),
+            aliases=by_version.get(v.version, []),
+            plots=list(v.plots) if v.lineage.evaluation_id else [],
+        )
+        for v in newest
+    ]
+    metric_names = sorted({m for c in columns for m in c.metrics})
+    return ModelDetail(
+        name=model.name,
+        task=model.task,
+        description=model.description,
+        versions=columns,
+        total=len(versions),
+        metric_names=metric_names,
+        champion=model.aliases.get(CHAMPION),
+    )
+
+
+async def plot_png(client: la.Client, name: str, version: int, plot: str) -> bytes:
+    """One evaluation plot of a version, as PNG.
+
+    Raises:
+        lepton_ai.NotFound: no such model, version or plot in the key's tenant.
+    """
+    found = await asyncio.to_thread(client.models.version, name, version)
+    if plot not in found.plots or not found.lineage.evaluation_id:
+        raise la.NotFound(f"{name} version {version} has no plot {plot!r}")
+    return await asyncio.to_thread(client.models.plot, found.lineage.evaluation_id, plot)

@@ -15,12 +15,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
 
 import lepton_ai as la
-from lepton_console import i18n, pages
+from lepton_console import i18n, pages, training
 from lepton_console.sessions import COOKIE, ID_BYTES, Session, Sessions
 from lepton_console.settings import ConsoleSettings
 
@@ -36,6 +37,11 @@ MAX_KEY_LENGTH = 512
 KEEPALIVE_S = 15.0
 #: Concurrent look-ups of latest versions on the datasets page.
 LOOKUPS = 8
+#: How long a finished job's page waits for its replayed events (its curve) before it renders without.
+REPLAY_S = 3.0
+
+#: What a relayed stream sends for an event: the message (None: nothing) and whether the stream ends.
+Relayed = tuple[bytes | None, bool]
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -103,6 +109,14 @@ class Console:
         r.add_get("/datasets/{name}", self.dataset)
         r.add_get("/events", self.events)
         r.add_get("/events/stream", self.event_stream)
+        r.add_get("/jobs", self.jobs)
+        r.add_get("/jobs/{job_id}", self.job)
+        r.add_get("/jobs/{job_id}/stream", self.job_stream)
+        r.add_post("/jobs/{job_id}/cancel", self.cancel_job)
+        r.add_get("/models", self.models)
+        r.add_get("/models/{name}", self.model)
+        r.add_post("/models/{name}/promote", self.promote)
+        r.add_get("/models/{name}/versions/{version:[0-9]+}/plots/{plot}", self.plot)
         r.add_static("/static", pages.STATIC, append_version=False)
 
     # -- plumbing ---------------------------------------------------------
@@ -127,7 +141,7 @@ class Console:
             # The key was revoked or expired while its session lived: forget it, sign in again.
             self.sessions.forget(request.cookies.get(COOKIE, ""))
             raise web.HTTPSeeOther("/signin") from None
-        except la.NotFound:
+        except (la.NotFound, la.InvalidArgument):  # a malformed id or name in a URL names nothing
             return self._error(request, 404, "error.not_found")
         except la.PermissionDenied:
             return self._error(request, 403, "error.forbidden")
@@ -274,13 +288,119 @@ class Console:
         minutes = f"{self.settings.events_replay_s / 60:g}"
         return self.render(request, "events.html", session, section="events", minutes=minutes)
 
+    async def jobs(self, request: web.Request) -> web.Response:
+        session = self._signed_in(request)
+        found = await asyncio.to_thread(session.client.jobs.list)
+        rows = sorted((training.JobView.of(j) for j in found), key=lambda j: j.created_at, reverse=True)
+        return self.render(request, "jobs.html", session, section="jobs", rows=rows)
+
+    async def job(self, request: web.Request) -> web.Response:
+        session = self._signed_in(request)
+        t = i18n.translator(self._lang(request))
+        job = training.JobView.of(await asyncio.to_thread(session.client.jobs.get, request.match_info["job_id"]))
+        curve = training.JobCurve(job.job_id)
+        if not job.live:  # a running job's curve comes down its stream, replayed from its start
+            await training.replay(session.client, job, curve, REPLAY_S)
+        return self.render(
+            request,
+            "job.html",
+            session,
+            section="jobs",
+            job=job,
+            curve=curve.svg(t),
+            cancellable=job.state in training.CANCELLABLE,
+        )
+
+    async def job_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events for a job page: its state, progress and curve, from its training events
+        (replayed from the job's start), until the job ends."""
+        session = self._session(request)
+        if session is None:
+            return _sign_in_first()
+        t = i18n.translator(self._lang(request))
+        client = session.client
+        job = training.JobView.of(await asyncio.to_thread(client.jobs.get, request.match_info["job_id"]))
+        curve = training.JobCurve(job.job_id)
+
+        async def relayed(event: la.PlatformEvent) -> Relayed:
+            if not training.concerns(event, job.job_id):
+                return None, False
+            curve.add(event)
+            if event.name == "training.progress":
+                return training.update(None, curve, event, t), False
+            now = training.JobView.of(await asyncio.to_thread(client.jobs.get, job.job_id))
+            return training.update(now, curve, None, t), event.name in training.FINAL
+
+        if not job.live:  # nothing will change: say so once, and end
+            await training.replay(client, job, curve, REPLAY_S)
+            return web.Response(body=training.update(job, curve, None, t), content_type="text/event-stream")
+        stream = client.events.subscribe(training.PATTERN, since=job.created_at - timedelta(seconds=1))
+        return await self._relay(request, session, stream, relayed)
+
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        await self._checked_form(request)
+        session = self._signed_in(request)
+        job_id = request.match_info["job_id"]
+        try:
+            await asyncio.to_thread(session.client.jobs.cancel, job_id)
+        except la.FailedPrecondition:
+            pass  # it ended meanwhile: its page says how
+        return redirect(f"/jobs/{quote(job_id, safe='')}")
+
+    async def models(self, request: web.Request) -> web.Response:
+        session = self._signed_in(request)
+        rows = await pages.model_rows(session.client)
+        return self.render(request, "models.html", session, section="models", rows=rows)
+
+    async def model(self, request: web.Request, status: int = 200, refusal: str = "") -> web.Response:
+        session = self._signed_in(request)
+        detail = await pages.model_detail(session.client, request.match_info["name"])
+        return self.render(
+            request, "model.html", session, status, section="models", m=detail, champion=pages.CHAMPION, refusal=refusal
+        )
+
+    async def promote(self, request: web.Request) -> web.Response:
+        """Points the alias ``champion`` at the form's version; a role that may not is told the platform's reason."""
+        form = await self._checked_form(request)
+        session = self._signed_in(request)
+        name = request.match_info["name"]
+        version = form.get("version", "")
+        if not version.isdigit():
+            return self._error(request, 400, "error.bad_form")
+        try:
+            await asyncio.to_thread(session.client.models.set_alias, name, pages.CHAMPION, int(version))
+        except la.PermissionDenied as exc:
+            return await self.model(request, 403, exc.message)
+        return redirect(f"/models/{quote(name, safe='')}")
+
+    async def plot(self, request: web.Request) -> web.Response:
+        """An evaluation plot (PNG), fetched with the session's key."""
+        session = self._signed_in(request)
+        m = request.match_info
+        png = await pages.plot_png(session.client, m["name"], int(m["version"]), m["plot"])
+        return web.Response(body=png, content_type="image/png")
+
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the tenant's platform events, one JSON object a message (no payload data)."""
         session = self._session(request)
         if session is None:
-            return web.Response(status=401, text="sign in first", content_type="text/plain")
+            return _sign_in_first()
         since = timedelta(seconds=self.settings.events_replay_s) if self.settings.events_replay_s else None
-        stream = session.client.events.subscribe("", since=since)
+
+        async def relayed(event: la.PlatformEvent) -> Relayed:
+            return sse_message(event), False
+
+        return await self._relay(request, session, session.client.events.subscribe("", since=since), relayed)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        session: Session,
+        stream: la.EventStream,
+        relayed: Callable[[la.PlatformEvent], Awaitable[Relayed]],
+    ) -> web.StreamResponse:
+        """Server-sent events from ``stream``, each turned into a message by ``relayed``, until it says the
+        stream ends, the platform ends it, the browser goes away or the session is forgotten."""
         session.streams.add(stream)
         pending: asyncio.Future[la.PlatformEvent] | None = None
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
@@ -302,7 +422,11 @@ class Console:
                     break
                 finally:
                     pending = None
-                await response.write(sse_message(event))
+                message, last = await relayed(event)
+                if message is not None:
+                    await response.write(message)
+                if last:
+                    break
         except ConnectionError:
             pass  # the browser went away
         except la.LeptonError as exc:
@@ -315,6 +439,10 @@ class Console:
             session.streams.discard(stream)
             await stream.aclose()
         return response
+
+
+def _sign_in_first() -> web.Response:
+    return web.Response(status=401, text="sign in first", content_type="text/plain")
 
 
 def sse_message(event: la.PlatformEvent) -> bytes:

@@ -1,4 +1,5 @@
-// The console's one script: the events page's live tail (server-sent events) and its filter.
+// The console's one script: the events page's live tail (server-sent events) and its filter, and a
+// running job's page following its progress and curve (server-sent events carrying the server's SVG).
 // Pages work without it; it only adds what needs a browser. No inline scripts anywhere (the CSP forbids them).
 "use strict";
 
@@ -48,7 +49,44 @@ function startEventTail(list) {
   });
 }
 
+// The curve arrives as SVG markup drawn by the server (lepton_console.charts); parsed as SVG, never as HTML.
+function replaceCurve(box, markup) {
+  const parsed = new DOMParser().parseFromString(markup, "image/svg+xml").documentElement;
+  if (parsed.nodeName !== "svg") return;
+  box.replaceChildren(document.importNode(parsed, true));
+}
+
+function followJob(job) {
+  const progress = document.getElementById("job-progress");
+  const percent = document.getElementById("job-percent");
+  const state = document.getElementById("job-state");
+  const stage = document.getElementById("job-stage");
+  const curve = document.getElementById("job-curve-box");
+  const source = new EventSource(job.dataset.stream);
+  source.addEventListener("message", (message) => {
+    const update = JSON.parse(message.data);
+    if (update.progress !== undefined) {
+      progress.value = update.progress;
+      progress.textContent = update.percent;
+      percent.textContent = update.percent;
+    }
+    if (update.stage) stage.textContent = update.stage;
+    if (update.state) {
+      state.textContent = update.state_label;
+      state.className = `state state-${update.state}`;
+    }
+    if (update.curve) replaceCurve(curve, update.curve);
+    if (update.done) {
+      source.close(); // the job has ended: nothing more will come, so no reconnecting
+      const cancel = document.getElementById("job-cancel-form");
+      if (cancel) cancel.remove();
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const list = document.getElementById("events");
   if (list) startEventTail(list);
+  const job = document.getElementById("job");
+  if (job && job.dataset.stream) followJob(job);
 });

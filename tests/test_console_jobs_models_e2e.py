@@ -1,0 +1,159 @@
+"""The console's jobs and models pages in a real browser (Debian's headless Chromium, driven by
+Playwright) against the session's platform: a training followed live on its open page, the jobs list,
+a model's versions side by side with their evaluation plots, promoting a version, and axe-core on
+the new pages in both languages. Screenshots go where tests/test_console_e2e.py puts its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+import lepton_ai as la
+from lepton_platform.demo import PipelineResult
+from lepton_platform.embedded import EmbeddedPlatform
+from tests.test_console_e2e import AXE, VIEWPORT, context, shot, sign_in, violations_in_both_languages
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+__all__ = ["context"]  # the fixture, imported to be used here
+
+
+class Training(threading.Thread):
+    """``model.fit`` on a thread, so the page can be watched meanwhile; ``job_id`` once it is submitted."""
+
+    def __init__(self, platform: EmbeddedPlatform, version_id: str, target: str, model: la.models.Model, name: str):
+        super().__init__(daemon=True)
+        self.platform, self.version_id, self.target, self.model, self.name = platform, version_id, target, model, name
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with la.Client(self.platform.api_key, self.platform.url) as client:
+                dataset = client.datasets.get(self.version_id)
+                self.model.fit(dataset, self.target, model_name=self.name, progress=False)
+        except BaseException as exc:  # reported by the test, not lost on the thread
+            self.error = exc
+
+    def job_id(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while not getattr(self.model, "job_id", "") and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.error is None and getattr(self.model, "job_id", ""), self.error
+        return str(self.model.job_id)
+
+    def finish(self) -> None:
+        self.join(120)
+        assert not self.is_alive() and self.error is None, self.error
+
+
+def percent(page: Page) -> int:
+    return int(page.locator("#job-percent").inner_text().rstrip("%"))
+
+
+def test_a_training_advances_on_its_open_page_without_reloading(
+    platform: EmbeddedPlatform, context: BrowserContext, pipeline_in_thread: PipelineResult
+) -> None:
+    pipeline = pipeline_in_thread
+    page = context.new_page()
+    sign_in(page, platform, platform.api_key)
+    page.locator("#nav-jobs").click()
+    expect(page.locator("table#jobs")).to_be_visible()
+
+    mlp = la.models.MLP(epochs=300, batch_size=8, early_stopping_patience=0)
+    training = Training(
+        platform, pipeline.dataset_version.version_id, pipeline.job.target, mlp, f"console-mlp-{secrets.token_hex(3)}"
+    )
+    training.start()
+    job_id = training.job_id()
+    page.goto(f"{platform.console_url}/jobs/{job_id}")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    seen = {percent(page)}
+    deadline = time.monotonic() + 90
+    while percent(page) < 100 and time.monotonic() < deadline:
+        seen.add(percent(page))
+        time.sleep(0.05)
+    seen.add(percent(page))
+    assert max(seen) == 100 and len(seen - {0, 100}) >= 2, sorted(seen)  # it advanced, step by step
+    expect(page.locator("#job-state")).to_have_text("Succeeded", timeout=30_000)
+    assert page.evaluate("window.sameDocument") is True
+    curve = page.locator("svg.chart#job-curve[role=img]")
+    expect(curve).to_be_visible()
+    assert curve.evaluate("svg => svg.namespaceURI") == "http://www.w3.org/2000/svg"  # drawn, not shown as text
+    assert page.locator("#job-curve polyline").count() >= 1
+    assert "loss" in (curve.get_attribute("aria-label") or "").lower()
+    assert page.locator("#job-progress").evaluate("p => p.value") == 1
+    expect(page.locator("#job-cancel")).to_have_count(0)
+    shot(page, "job")
+    training.finish()
+
+    page.locator("#nav-jobs").click()
+    row = page.locator(f'#jobs tr[data-job="{job_id}"]')
+    expect(row).to_contain_text("mlp_regressor")
+    expect(row).to_contain_text("Succeeded")
+    shot(page, "jobs")
+
+
+def test_a_model_s_versions_and_plots_and_promoting_moves_the_champion(
+    platform: EmbeddedPlatform, context: BrowserContext, pipeline_in_thread: PipelineResult
+) -> None:
+    pipeline = pipeline_in_thread
+    page = context.new_page()
+    sign_in(page, platform, platform.api_key)
+    page.locator("#nav-models").click()
+    piped = pipeline.model_version.model_name
+    page.locator(f'#models tr[data-model="{piped}"] a').click()
+    expect(page.locator("#model-name")).to_have_text(piped)
+    expect(page.locator(f'#versions th[data-version="{pipeline.model_version.version}"]')).to_be_visible()
+    plot = page.locator("#plots img").first
+    expect(plot).to_be_visible()
+    assert plot.get_attribute("alt") and plot.evaluate("img => img.complete && img.naturalWidth > 0")
+    shot(page, "model")
+
+    name = f"console-promote-{secrets.token_hex(3)}"
+    for model in (la.models.LinearRegression(), la.models.Ridge()):
+        fit = Training(platform, pipeline.dataset_version.version_id, pipeline.job.target, model, name)
+        fit.start()
+        fit.finish()
+    page.locator("#nav-models").click()
+    expect(page.locator(f'#models tr[data-model="{name}"]')).to_be_visible()
+    shot(page, "models")
+    page.locator(f'#models tr[data-model="{name}"] a').click()
+    expect(page.locator("#versions th[data-version]")).to_have_count(2)
+    champion = page.locator("#versions th[data-version] .champion")
+    before = champion.locator("xpath=..").get_attribute("data-version") if champion.count() else None
+    target = "1" if before != "1" else "2"
+    promote = page.locator("form.promote").filter(has=page.locator(f'input[name=version][value="{target}"]'))
+    promote.locator("button").focus()
+    page.keyboard.press("Enter")  # keyboard alone
+    expect(page.locator(f'#versions th[data-version="{target}"] .champion')).to_be_visible()
+    expect(champion).to_have_count(1)
+    shot(page, "model-promoted")
+
+
+def test_the_jobs_and_models_pages_have_no_serious_accessibility_violation(
+    platform: EmbeddedPlatform, browser: Browser, pipeline_in_thread: PipelineResult
+) -> None:
+    pipeline = pipeline_in_thread
+    assert AXE.is_file(), "axe-core is missing: run make setup (tools/npm_fetch.py)"
+    ctx = browser.new_context(viewport=VIEWPORT, locale="en-US")  # type: ignore[arg-type]
+    ctx.add_init_script(path=str(AXE))
+    try:
+        page = ctx.new_page()
+        sign_in(page, platform, platform.api_key)
+        base = platform.console_url
+        pages = {
+            "jobs": f"{base}/jobs",
+            "job": f"{base}/jobs/{pipeline.job.job_id}",
+            "models": f"{base}/models",
+            "model": f"{base}/models/{pipeline.model_version.model_name}",
+        }
+        found = violations_in_both_languages(page, pages, shots=True)
+        bad = {where: v for where, v in found.items() if v}
+        assert not bad, f"serious or critical accessibility violations: {bad}"
+    finally:
+        ctx.close()
