@@ -68,16 +68,18 @@ SERIES = 4
 def curve_svg(
     chart_id: str, series: Mapping[str, Sequence[tuple[float, float]]], title: str, desc: str, labels: tuple[str, str]
 ) -> Markup:
-    """Lines of ``(x, y)`` points (a training's loss per epoch), all on one scale, a legend in the corner."""
+    """Lines of ``(x, y)`` points (a training's loss per epoch), all on one scale, under a legend band."""
     points = [p for line in series.values() for p in line]
     xs, ys = [x for x, _ in points] or [0.0], [y for _, y in points] or [0.0]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     plot = CURVE_HEIGHT - AXIS
+    # The legend's rows sit above the lines' highest point, so no line runs through a name.
+    top = 8 + 14 * len(series)
     parts = _opening(chart_id, title, desc, CURVE_WIDTH, CURVE_HEIGHT)
 
     def at(x: float, y: float) -> str:
         px = (x - x0) / (x1 - x0) * (CURVE_WIDTH - 8) + 4 if x1 > x0 else CURVE_WIDTH / 2
-        py = plot - 4 - ((y - y0) / (y1 - y0) * (plot - 24) if y1 > y0 else (plot - 24) / 2)
+        py = plot - 4 - ((y - y0) / (y1 - y0) * (plot - 4 - top) if y1 > y0 else (plot - 4 - top) / 2)
         return f"{px:.1f},{py:.1f}"
 
     for i, (name, line) in enumerate(series.items()):
@@ -86,7 +88,7 @@ def curve_svg(
             parts.append(f'<polyline class="line {css}" points="{" ".join(at(x, y) for x, y in line)}"/>')
         parts.append(f'<text class="legend {css}" x="{CURVE_WIDTH - 4}" y="{14 + 14 * i}" text-anchor="end">')
         parts.append(f"{escape(name)}</text>")
-    parts.append(f'<text class="tick" x="4" y="12">{escape(number(y1))}</text>')
+    parts.append(f'<text class="tick" x="4" y="{top + 4}">{escape(number(y1))}</text>')
     parts.append(f'<text class="tick" x="4" y="{plot - 6}">{escape(number(y0))}</text>')
     return _closing(parts, labels, CURVE_WIDTH, CURVE_HEIGHT)
 
