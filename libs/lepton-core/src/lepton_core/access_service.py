@@ -36,6 +36,7 @@ from lepton_core import audit, quotas
 from lepton_core.access import (
     ANY_TENANT,
     AUTHENTICATED,
+    KEYS_BUCKET,
     ROLES,
     SEEN_PREFIX,
     TENANTS_DELETE,
@@ -53,6 +54,7 @@ from lepton_core.access import (
 )
 from lepton_core.access import digest as digest_of
 from lepton_core.bounds import check_timestamp
+from lepton_core.bus import bucket_keys
 from lepton_core.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from lepton_core.names import check_name
 from lepton_core.nats_identity import KEY_USE_ROOT, PURGED_ROOT
@@ -202,8 +204,7 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
                 self._last_used[key[len(SEEN_PREFIX) :]] = datetime.fromtimestamp(float(entry.value), UTC)
 
     async def _seen_keys(self) -> list[str]:
-        info = await self._js.stream_info("KV_keys", subjects_filter=f"$KV.keys.{SEEN_PREFIX}>")
-        return [s[len("$KV.keys.") :] for s in (info.state.subjects or {})]
+        return await bucket_keys(self._js, KEYS_BUCKET, f"{SEEN_PREFIX}>")
 
     async def on_seen(self, msg: Msg) -> None:
         """A process's report of keys it saw: ``{"key_id": unix time}``; kept in the bucket."""
@@ -483,7 +484,6 @@ class AccessServicer(access_pb2_grpc.AccessServiceServicer):
         if self.deletions is None:
             raise FailedPrecondition("this process keeps no tenants (no tenants bucket)")
         record = await self.deletions.delete(request.tenant, request.confirm, caller.label, caller.tenant)
-        log.info("tenant %s deletion started by %s", request.tenant, caller.label)
         return deletion_message(record)
 
     async def GetTenantDeletion(

@@ -204,6 +204,19 @@ def kv_stream_config(bucket: str, replicas: int = 1, history: int = KV_HISTORY) 
     )
 
 
+async def bucket_keys(js: JetStreamContext, bucket: str, pattern: str = ">") -> list[str]:
+    """The keys of KV ``bucket`` matching a NATS subject pattern (``tenant.v.*``), sorted; keys
+    with a message in the stream: live, deleted (a tombstone) or an older revision.
+
+    The server lists the bucket stream's subjects for the pattern. Both nats-py paths lose
+    keys: ``keys(filters=)`` matches substrings over every key, and a watch can signal "no
+    more values" before values already sent have arrived.
+    """
+    root = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{root}{pattern}")
+    return sorted(subject[len(root) :] for subject in (info.state.subjects or {}))
+
+
 MIGRATE_ROOT = "lepton.migrate"
 """Where :func:`migrate_bucket` keeps its copy of a bucket's records (stream ``MIGRATE_<bucket>``)."""
 
@@ -246,11 +259,9 @@ async def migrate_bucket(js: JetStreamContext, bucket: str, replicas: int = 1) -
             )
         )
         kv = await js.key_value(bucket)
-        prefix = f"$KV.{bucket}."
-        info = await js.stream_info(kv_stream, subjects_filter=f"{prefix}>")
-        for subject in sorted(info.state.subjects or {}):
+        for key in await bucket_keys(js, bucket):
             try:
-                entry = await kv.get(subject[len(prefix) :])
+                entry = await kv.get(key)
             except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
                 continue
             if entry.value is not None and entry.operation is None:
@@ -605,12 +616,5 @@ class RecordStore(Store[R]):
             await watcher.stop()
 
     async def keys(self, pattern: str) -> list[str]:
-        """Keys matching a NATS subject pattern (``tenant.v.*``), sorted (deleted ones included).
-
-        The server lists the bucket stream's subjects for the pattern. Both nats-py
-        paths lose keys: ``keys(filters=)`` matches substrings over every key, and a
-        watch can signal "no more values" before values already sent have arrived.
-        """
-        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"$KV.{self._bucket}.{pattern}")
-        prefix = len(f"$KV.{self._bucket}.")
-        return sorted(subject[prefix:] for subject in (info.state.subjects or {}))
+        """Keys matching a NATS subject pattern (``tenant.v.*``), sorted (deleted ones included)."""
+        return await bucket_keys(self._js, self._bucket, pattern)

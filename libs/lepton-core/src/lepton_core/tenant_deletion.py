@@ -43,7 +43,15 @@ from pydantic import BaseModel, ValidationError
 
 from lepton_core import events, quotas
 from lepton_core.access import KeyBook, seen_key
-from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM, TENANT_BUCKETS, EraseRefused, ObjectStore, erase_messages
+from lepton_core.bus import (
+    EVENTS_ROOT,
+    EVENTS_STREAM,
+    TENANT_BUCKETS,
+    EraseRefused,
+    ObjectStore,
+    bucket_keys,
+    erase_messages,
+)
 from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.nats_identity import GRANTS, PURGED_ROOT, check_tenant
 
@@ -127,10 +135,8 @@ async def erase_tenant(js: JetStreamContext, objects: ObjectStore, service: str,
     for bucket in grants.kv_write:
         if bucket not in TENANT_BUCKETS:
             continue
-        root = f"$KV.{bucket}."
-        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{root}{tenant}.>")
-        erased.records += len(info.state.subjects or {})
-        await erase_subjects(js, f"KV_{bucket}", f"{root}{tenant}.>")
+        erased.records += len(await bucket_keys(js, bucket, f"{tenant}.>"))
+        await erase_subjects(js, f"KV_{bucket}", f"$KV.{bucket}.{tenant}.>")
     for bucket in grants.objects_write:
         for name in await objects.names(bucket, f"{tenant}/"):
             erased.objects += await objects.erase_name(bucket, name)
@@ -198,15 +204,10 @@ class TenantDeletions:
 
     async def load(self) -> None:
         """Reads the deletions not done yet (a restarted registry keeps skipping their usage)."""
-        for key in await self._bucket_keys(f"{DELETION_PREFIX}*"):
+        for key in await bucket_keys(self._js, quotas.TENANTS_BUCKET, f"{DELETION_PREFIX}*"):
             record = await self._get(key[len(DELETION_PREFIX) :])
             if record is not None and record[0].done_at is None:
                 self.deleting.add(record[0].tenant)
-
-    async def _bucket_keys(self, pattern: str) -> list[str]:
-        root = f"$KV.{quotas.TENANTS_BUCKET}."
-        info = await self._js.stream_info(f"KV_{quotas.TENANTS_BUCKET}", subjects_filter=f"{root}{pattern}")
-        return sorted(s[len(root) :] for s in (info.state.subjects or {}))
 
     async def _get(self, tenant: str) -> tuple[DeletionRecord, int] | None:
         try:
@@ -275,13 +276,9 @@ class TenantDeletions:
         return erased
 
     async def _forget(self, kv: KeyValue, bucket: str, key: str) -> None:
-        """Deletes ``key`` (the processes that follow the bucket see it go), then erases every revision."""
-        try:
-            await kv.get(key)
-        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
-            pass
-        else:
-            await kv.delete(key)
+        """Deletes ``key`` (the processes that follow the bucket see it go), then erases every revision,
+        the delete's tombstone included (a key that was never there leaves nothing either)."""
+        await kv.delete(key)
         await erase_subjects(self._js, f"KV_{bucket}", f"$KV.{bucket}.{key}")
 
     async def on_report(self, msg: Msg) -> None:
