@@ -246,3 +246,23 @@ def test_integrator_credentials_are_refused_for_a_tenant_pattern(platform: Embed
     for bad in ("a.b", "*", ">", "a b", ""):
         with pytest.raises(InvalidArgument, match="tenant"):
             platform.event_credentials(bad)
+
+
+async def test_a_service_cannot_report_another_s_tenant_purge_nor_hear_the_reports(platform: EmbeddedPlatform) -> None:
+    """Deleting a tenant ends when all six services report on ``lepton.access.purged.<service>``: a forged
+    report would end it early, with data left behind. The trainer may report only as itself, and the
+    registry checks even that report against a deletion in progress."""
+    errors: list[str] = []
+    nc = await _as(platform, "trainer", errors)
+    try:
+        forged = b'{"tenant": "%s", "records": 0}' % platform.tenant.encode()
+        await nc.publish(f"{nats_identity.PURGED_ROOT}.monitor", forged)  # the monitor's report, by the trainer
+        await nc.subscribe(f"{nats_identity.PURGED_ROOT}.>")  # nor listen to the reports
+        await nc.flush()
+        # Its own subject is open to it, and the registry answers: no deletion of that tenant is under way.
+        answer = await nc.request(f"{nats_identity.PURGED_ROOT}.trainer", forged, timeout=5)
+        assert answer.data.startswith(b"refused:") and b"is not being deleted" in answer.data, answer.data
+    finally:
+        await nc.close()
+    assert any(f'publish to "{nats_identity.PURGED_ROOT}.monitor"' in e for e in errors), errors
+    assert any(f'subscription to "{nats_identity.PURGED_ROOT}.>"' in e for e in errors), errors
