@@ -162,7 +162,7 @@ def test_another_tenant_sees_none_of_the_first_tenant_s_objects(
 
 
 def test_no_page_has_a_serious_or_critical_accessibility_violation(
-    platform: EmbeddedPlatform, browser: Browser, marked: la.Dataset
+    platform: EmbeddedPlatform, browser: Browser, marked: la.Dataset, tmp_path: Path
 ) -> None:
     """axe-core runs in each page (English and Chinese); what it calls serious or critical fails the test."""
     assert AXE.is_file(), "axe-core is missing: run make setup (tools/npm_fetch.py)"
@@ -178,13 +178,49 @@ def test_no_page_has_a_serious_or_critical_accessibility_violation(
             "dataset": f"{platform.console_url}/datasets/{marked.name}",
             "events": f"{platform.console_url}/events",
         }
-        found = violations_in_both_languages(page, {k: v for k, v in pages.items() if k != "signin"})
+        found = violations_in_both_languages(page, {k: v for k, v in pages.items() if k not in ("signin", "events")})
+        found |= events_page_violations(page, platform, tmp_path)
         page.locator("#signout").click()
         found["signin"] = axe_violations(page)
         bad = {where: v for where, v in found.items() if v}
         assert not bad, f"serious or critical accessibility violations: {bad}"
     finally:
         ctx.close()
+
+
+def assert_accessible(browser: Browser, platform: EmbeddedPlatform, paths: dict[str, str]) -> None:
+    """axe-core in each page (name: path), signed in as the platform's key, in English and Chinese (each
+    screenshotted in Chinese): no serious or critical violation."""
+    assert AXE.is_file(), "axe-core is missing: run make setup (tools/npm_fetch.py)"
+    ctx = browser.new_context(viewport=VIEWPORT, locale="en-US")  # type: ignore[arg-type]
+    ctx.add_init_script(path=str(AXE))  # before the page's own scripts, as the browser's, not the page's
+    try:
+        page = ctx.new_page()
+        sign_in(page, platform, platform.api_key)
+        pages = {name: f"{platform.console_url}{path}" for name, path in paths.items()}
+        found = violations_in_both_languages(page, pages, shots=True)
+        bad = {where: v for where, v in found.items() if v}
+        assert not bad, f"serious or critical accessibility violations: {bad}"
+    finally:
+        ctx.close()
+
+
+def events_page_violations(page: Page, platform: EmbeddedPlatform, tmp_path: Path) -> dict[str, list[str]]:
+    """axe on the events page with its list full enough to scroll (what keyboard users must reach), in
+    both languages: fresh uploads fill it, whatever else the session has published."""
+    csv = tmp_path / "fill.csv"
+    csv.write_text("a\n1\n")
+    with la.Client(platform.api_key, platform.url) as client:
+        for _ in range(12):  # two events each: dataset.created, dataset.version.created
+            client.datasets.upload(csv, f"console-fill-{secrets.token_hex(3)}", progress=False)
+    found: dict[str, list[str]] = {}
+    for lang in ("en", "zh"):
+        page.goto(f"{platform.console_url}/events")
+        expect(page.locator("#events li").nth(23)).to_be_attached()
+        assert page.locator("#events").evaluate("list => list.scrollHeight > list.clientHeight")
+        found[f"events ({lang})"] = axe_violations(page)
+        page.locator("#lang-switch").click()
+    return found
 
 
 def violations_in_both_languages(page: Page, pages: dict[str, str], shots: bool = False) -> dict[str, list[str]]:
@@ -212,3 +248,43 @@ def axe_violations(page: Page) -> list[str]:
         for v in violations
         if v["impact"] in ("serious", "critical")
     ]
+
+
+def test_a_csv_uploads_from_the_page_with_its_progress_and_a_bad_file_is_refused_in_place(
+    platform: EmbeddedPlatform, context: BrowserContext, tmp_path: Path
+) -> None:
+    name = f"console-upload-{secrets.token_hex(3)}"
+    csv = tmp_path / "households.csv"
+    pl.DataFrame(
+        {"rooms": [float(1 + i % 7) for i in range(20_000)], "value": [i * 1.5 for i in range(20_000)]}
+    ).write_csv(csv)
+    page = context.new_page()
+    sign_in(page, platform, platform.api_key)
+    # Every status the page shows is logged to the console, so the test sees the bar move on a fast loopback too.
+    shown: list[str] = []
+    page.on("console", lambda message: shown.append(message.text))
+    page.add_init_script(
+        "new MutationObserver(() => { const s = document.getElementById('upload-status');"
+        " if (s && s.textContent) console.debug(s.textContent); })"
+        ".observe(document, {subtree: true, childList: true, characterData: true});"
+    )
+    page.goto(f"{platform.console_url}/datasets")
+    page.get_by_label("Dataset name").fill(name)
+    page.get_by_label("File (CSV, Parquet, JSON lines or Arrow)").set_input_files(str(csv))
+    page.locator("#upload-submit").click()
+    expect(page).to_have_url(f"{platform.console_url}/datasets/{name}")
+    expect(page.locator("#dataset-name")).to_have_text(name)
+    with la.Client(platform.api_key, platform.url) as client:
+        assert client.datasets.get(name).row_count == 20_000
+    assert any(s.startswith("Sending") for s in shown) and "Sent; the platform is checking and profiling it…" in shown
+
+    page.goto(f"{platform.console_url}/datasets")
+    page.evaluate("window.sameDocument = true")
+    bad = tmp_path / "notes.docx"
+    bad.write_bytes(b"not a table")
+    page.get_by_label("File (CSV, Parquet, JSON lines or Arrow)").set_input_files(str(bad))
+    page.locator("#upload-submit").click()
+    expect(page.locator("#upload-error")).to_contain_text("cannot tell its format from its name")
+    assert page.evaluate("window.sameDocument") is True  # refused in place, nothing reloaded
+    expect(page.locator("#upload-submit")).to_be_enabled()
+    shot(page, "datasets-upload-refused")

@@ -408,3 +408,59 @@ async def test_a_model_s_versions_plots_and_promotion(
     assert name not in await (await console.get("/models")).text()
     assert (await console.get(f"/models/{name}")).status == 404
     assert (await console.get(plots[0][0])).status == 404
+
+
+async def test_a_model_page_shows_intervals_decisions_and_lineage(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, two_versions: str
+) -> None:
+    name = two_versions
+    with la.Client(lepton.api_key, lepton.url) as client:
+        v2 = client.models.version(name, 2)
+        graph = client.models.lineage(name, 2)
+        (evaluation,) = [e for e in client.models.evaluations(name, 2) if e.evaluation_id == v2.lineage.evaluation_id]
+    await sign_in(console, lepton.api_key)
+    page = await (await console.get(f"/models/{name}?lineage=2")).text()
+
+    intervals = re.search(r'<tr id="intervals">(.*?)</tr>', page, re.S)
+    assert intervals is not None, page
+    low, high = (f"{x:.4g}" for x in (evaluation.ci_low, evaluation.ci_high))
+    assert f"{evaluation.headline_metric} [{low}, {high}]" in intervals.group(1)
+
+    # The evaluator compared version 2 with the champion of its day; the page says what it decided and why.
+    decision = re.search(r'<tr data-version="2">(.*?)</tr>', page, re.S)
+    assert decision is not None, page
+    assert re.search(r'class="decision decision-(promote|keep)"', decision.group(1))
+    assert re.search(r'<ul class="reasons"><li>.+?</li>', decision.group(1))
+
+    assert '<svg class="graph" id="model-lineage" role="img"' in page
+    assert 'aria-describedby="model-lineage-desc"' in page and '<desc id="model-lineage-desc">' in page
+    for node in (v2.lineage.dataset_version_id, v2.lineage.training_job_id, f"{name}:v2", evaluation.evaluation_id):
+        assert f'data-node="{node}"' in page, node
+    assert f'<a href="/jobs/{v2.lineage.training_job_id}">' in page
+    assert len(graph.datasets) >= 1 and f'<a href="/datasets/{graph.datasets[0].dataset_name}">' in page
+    assert (await console.get(f"/models/{name}?lineage=99")).status == 404
+
+
+async def test_a_dataset_page_shows_its_recipe_lineage_and_validation_report(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, tmp_path: Path
+) -> None:
+    name = f"console-lineage-{secrets.token_hex(3)}"
+    csv = tmp_path / "people.csv"
+    csv.write_text("age,income\n" + "".join(f"{15 + i},{100 * i}\n" for i in range(30)))
+    with la.Client(lepton.api_key, lepton.url) as client:
+        raw = client.datasets.upload(csv, name, progress=False)
+        scaled = raw.apply([{"op": "standardize", "columns": ["income"]}])
+        client.datasets.set_rules(name, [{"kind": "range", "column": "age", "min": 18}])
+        viewer = client.keys.create("viewer", name=f"console-viewer-{secrets.token_hex(3)}")
+    await sign_in(console, lepton.api_key)
+    page = await (await console.get(f"/datasets/{name}")).text()
+    assert '<svg class="graph" id="dataset-lineage" role="img"' in page
+    assert f'data-node="{raw.version_id}"' in page and f'data-node="{scaled.version_id}"' in page
+    assert "recipe: standardize" in page and page.count('<path class="edge"') == 1
+    violations = re.search(r'<table id="violations">(.*?)</table>', page, re.S)
+    assert violations is not None, page
+    assert "range" in violations.group(1) and ">age<" in violations.group(1)
+
+    await sign_in(console, viewer.secret)  # a viewer may read the dataset, not run its checks
+    page = await (await console.get(f"/datasets/{name}")).text()
+    assert 'id="validation-refused"' in page and 'data-node="' in page

@@ -18,7 +18,7 @@ from lepton_console import i18n
 from lepton_console.charts import column_chart
 from lepton_console.sessions import Sessions
 from lepton_console.settings import ConsoleSettings
-from lepton_console.training import JobCurve, update
+from lepton_console.training import JobCurve, parse_params, update
 from lepton_console.web import _safe_next
 
 PACKAGE = Path(i18n.__file__).parent
@@ -144,16 +144,40 @@ def test_a_job_s_loss_curve_counts_each_progress_event_once_and_only_its_own() -
     curve = JobCurve("job_1")
     t = i18n.translator("en")
     assert curve.svg(t) is None
-    for event in (_progress("job_1", 1, 4.0, 1), _progress("job_1", 2, 2.0, 2), _progress("job_1", 2, 2.0, 2)):
-        curve.add(event)  # the last is a replay's repeat
-    curve.add(_progress("job_2", 3, 99.0, 3))  # another job's
+    lines = [curve.add(e, t) for e in (_progress("job_1", 1, 4.0, 1), _progress("job_1", 2, 2.0, 2))]
+    assert curve.add(_progress("job_1", 2, 2.0, 2), t) is None  # a replay's repeat adds nothing
+    assert curve.add(_progress("job_2", 3, 99.0, 3), t) is None  # another job's
+    assert [line.text for line in curve.log if line] == [
+        "epoch 1/3 · train_loss 4, val_metric 0.5",
+        "epoch 2/3 · train_loss 2, val_metric 0.5",
+    ]
+    assert lines == curve.log
     svg = str(curve.svg(t))
     assert svg.startswith('<svg class="chart" id="job-curve" role="img"')
     assert 'xmlns="http://www.w3.org/2000/svg"' in svg
     assert "2 epochs of train_loss; the last: train_loss 2." in svg  # losses only: val_metric has another scale
     assert svg.count("<polyline") == 1 and "99" not in svg and "epoch 1" in svg and "epoch 2" in svg
-    message = json.loads(update(None, curve, _progress("job_1", 2, 2.0, 4), t).decode()[6:])
+    message = json.loads(update(None, curve, _progress("job_1", 2, 2.0, 4), t, curve.log[-1]).decode()[6:])
     assert message["percent"] == "67%" and message["stage"] == "epoch 2/3" and "state" not in message
+    assert message["log"]["text"] == "epoch 2/3 · train_loss 2, val_metric 0.5"
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "space"),
+    [
+        ("", {}, {}),
+        ("alpha=0.5, fit_intercept=false", {"alpha": "0.5", "fit_intercept": "false"}, {}),
+        ("alpha=0.1|1|10\nmax_iter=50", {"max_iter": "50"}, {"alpha": ["0.1", "1", "10"]}),
+    ],
+)
+def test_training_parameters_from_the_form(text: str, params: dict[str, str], space: dict[str, list[str]]) -> None:
+    assert parse_params(text) == (params, space)
+
+
+@pytest.mark.parametrize("text", ["alpha", "alpha=", "Alpha=1", "alpha=1|", "=3", "a b=1"])
+def test_a_malformed_training_parameter_is_named(text: str) -> None:
+    with pytest.raises(ValueError, match="expected name=value"):
+        parse_params(text)
 
 
 @pytest.mark.parametrize(

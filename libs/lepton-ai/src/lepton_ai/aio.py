@@ -292,6 +292,7 @@ class AsyncJobs(_Twin[Jobs]):
 
     __slots__ = ()
 
+    submit = _twin(Jobs.submit)
     get = _twin(Jobs.get)
     list = _twin(Jobs.list)
     watch = _twin_iter(Jobs.watch)

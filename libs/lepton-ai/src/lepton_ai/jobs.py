@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
@@ -32,6 +33,43 @@ class Jobs:
 
     def _stub(self) -> trainer_pb2_grpc.TrainingServiceStub:
         return trainer_pb2_grpc.TrainingServiceStub(self._t.channel("trainer"))
+
+    def submit(
+        self,
+        dataset_version_id: str,
+        algorithm: str,
+        target: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        model_name: str = "",
+        seed: int | None = None,
+        search: Mapping[str, Any] | None = None,
+    ) -> trainer_pb2.TrainingJob:
+        """Queues a training job and returns it at once (``model.fit`` submits and then waits).
+
+        ``params`` are the algorithm's parameters as text (``{"alpha": "0.5"}``; ``algorithms()``
+        lists each algorithm's). ``search`` makes it a hyper-parameter search: ``{"kind": "grid",
+        "space": {"alpha": ["0.1", "1", "10"]}}`` (or ``"random"`` with ``"trials": n``; ``"metric"``
+        optional), one trial per candidate, then the best fitted on all training rows; the job's
+        ``trials`` compare them. The job's progress: ``get``, ``watch``, or the ``training.*`` events.
+        """
+        request = trainer_pb2.SubmitTrainingRequest(
+            dataset_version_id=dataset_version_id,
+            algorithm=algorithm,
+            target=target,
+            params=dict(params or {}),
+            model_name=model_name,
+        )
+        if seed is not None:
+            request.seed = seed
+        if search is not None:
+            request.search.kind = str(search.get("kind", "grid"))
+            for name, values in dict(search.get("space", {})).items():
+                request.search.space[name].values.extend(str(v) for v in values)
+            request.search.trials = int(search.get("trials", 0))
+            request.search.metric = str(search.get("metric", ""))
+        result: trainer_pb2.TrainingJob = self._t.call("trainer", self._stub().SubmitTraining, request)
+        return result
 
     def get(self, job_id: str) -> trainer_pb2.TrainingJob:
         result: trainer_pb2.TrainingJob = self._t.call(

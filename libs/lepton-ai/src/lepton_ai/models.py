@@ -29,6 +29,7 @@ from lepton_ai._transport import Transport
 from lepton_ai.datasets import Dataset
 from lepton_ai.deployments import gateway_predict
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
+from lepton_ai.jobs import Jobs
 from lepton_ml import serving
 
 if TYPE_CHECKING:
@@ -89,18 +90,16 @@ class Model:
         self._transport = t
         target = target if target is not None else _infer_target(dataset, self.algorithm)
         self._check_params(t)
-        request = trainer_pb2.SubmitTrainingRequest(
-            dataset_version_id=dataset.version_id,
-            algorithm=self.algorithm,
-            target=target,
+        job = Jobs(t).submit(
+            dataset.version_id,
+            self.algorithm,
+            target,
             params={k: _text(v) for k, v in self._params.items()},
             model_name=model_name,
+            seed=seed,
         )
-        if seed is not None:
-            request.seed = seed
-        trainer = trainer_pb2_grpc.TrainingServiceStub(t.channel("trainer"))
-        job = t.call("trainer", trainer.SubmitTraining, request)
         self.job_id = job.job_id
+        trainer = trainer_pb2_grpc.TrainingServiceStub(t.channel("trainer"))
         job = self._wait(t, trainer, job, _progress.wanted(progress), timeout)
         if job.state == trainer_pb2.JOB_STATE_CANCELLED:
             raise LeptonError(f"training job {job.job_id} was cancelled")

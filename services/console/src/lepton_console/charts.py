@@ -66,9 +66,15 @@ SERIES = 4
 
 
 def curve_svg(
-    chart_id: str, series: Mapping[str, Sequence[tuple[float, float]]], title: str, desc: str, labels: tuple[str, str]
+    chart_id: str,
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    title: str,
+    desc: str,
+    labels: tuple[str, str],
+    dots: bool = False,
 ) -> Markup:
-    """Lines of ``(x, y)`` points (a training's loss per epoch), all on one scale, under a legend band."""
+    """Lines of ``(x, y)`` points (a training's loss per epoch), all on one scale, under a legend band; with
+    ``dots``, a dot at each point too (``class="dot series-N"``), so a line of one point shows."""
     points = [p for line in series.values() for p in line]
     xs, ys = [x for x, _ in points] or [0.0], [y for _, y in points] or [0.0]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
@@ -86,6 +92,10 @@ def curve_svg(
         css = f"series-{i % SERIES}"
         if line:
             parts.append(f'<polyline class="line {css}" points="{" ".join(at(x, y) for x, y in line)}"/>')
+        if dots:
+            for x, y in line:
+                px, py = at(x, y).split(",")
+                parts.append(f'<circle class="dot {css}" cx="{px}" cy="{py}" r="3"/>')
         parts.append(f'<text class="legend {css}" x="{CURVE_WIDTH - 4}" y="{14 + 14 * i}" text-anchor="end">')
         parts.append(f"{escape(name)}</text>")
     parts.append(f'<text class="tick" x="4" y="{top + 4}">{escape(number(y1))}</text>')
@@ -118,3 +128,100 @@ def column_chart(chart_id: str, column: str, profile: dict[str, object], t: Call
         title = t("chart.top_values", column=column)
         return bars_svg(chart_id, [c for _, c in ranked], title, desc, (ranked[0][0], ranked[-1][0]))
     return None
+
+
+TRAFFIC_WIDTH = 640
+TRAFFIC_HEIGHT = 160
+LEGEND = 18  # room above the bars for a legend row
+TRAFFIC_SLOTS = 15
+
+
+def traffic_svg(
+    chart_id: str,
+    windows: Sequence[tuple[str, int, int]],
+    title: str,
+    desc: str,
+    names: tuple[str, str],
+    labels: tuple[str, str],
+) -> Markup:
+    """Requests per window as bars, the failed part of each drawn over it in another class (``bar-error``),
+    under a legend naming both (``names``); each bar's ``<title>`` says its window, requests and errors."""
+    peak = max((requests for _, requests, _ in windows), default=0) or 1
+    # Room for at least TRAFFIC_SLOTS windows, so one window is a bar, not the whole chart.
+    n = max(len(windows), TRAFFIC_SLOTS)
+    step = TRAFFIC_WIDTH / n
+    plot = TRAFFIC_HEIGHT - AXIS
+    room = plot - LEGEND
+    parts = _opening(chart_id, title, desc, TRAFFIC_WIDTH, TRAFFIC_HEIGHT)
+    parts.append(_legend_row(names, ("bar", "bar-error")))
+    for i, (when, requests, errors) in enumerate(windows):
+        x, width = i * step + 1, max(step - 2, 1)
+        h = room * requests / peak
+        e = room * min(errors, requests) / peak
+        tip = escape(f"{when}: {names[0]} {requests}, {names[1]} {errors}")
+        parts.append(
+            f'<g><title>{tip}</title><rect class="bar" x="{x:.1f}" y="{plot - h:.1f}" width="{width:.1f}" '
+            f'height="{h:.1f}"/>'
+        )
+        if e > 0:
+            parts.append(
+                f'<rect class="bar-error" x="{x:.1f}" y="{plot - e:.1f}" width="{width:.1f}" height="{e:.1f}"/>'
+            )
+        parts.append("</g>")
+    parts.append(f'<text class="tick" x="4" y="{LEGEND + 10}">{escape(str(peak))}</text>')
+    return _closing(parts, labels, TRAFFIC_WIDTH, TRAFFIC_HEIGHT)
+
+
+def _legend_row(names: tuple[str, str], classes: tuple[str, str]) -> str:
+    """Two swatches with their names, left to right along the top: what each bar's class stands for."""
+    out = []
+    x = 4.0
+    for name, css in zip(names, classes, strict=True):
+        out.append(f'<rect class="{css} swatch" x="{x:.1f}" y="3" width="10" height="10"/>')
+        out.append(f'<text class="legend-text" x="{x + 14:.1f}" y="12">{escape(name)}</text>')
+        x += 24 + 6.5 * sum(2 if ord(ch) >= 0x2E80 else 1 for ch in name)  # a CJK character is twice as wide
+    return "".join(out)
+
+
+PAIRED_WIDTH = 400
+PAIRED_HEIGHT = 150
+
+
+def shares(counts: Sequence[int]) -> list[float]:
+    """Counts as shares of their total (all zero when the total is)."""
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def paired_bars_svg(
+    chart_id: str,
+    bins: Sequence[str],
+    reference: Sequence[float],
+    live: Sequence[float],
+    title: str,
+    desc: str,
+    names: tuple[str, str],
+    labels: tuple[str, str],
+) -> Markup:
+    """Two bars a bin, side by side on one scale: ``reference`` (outlined, class ``ref``) against ``live``
+    (filled, class ``live``), shares of their totals, under a legend naming both; the two differ in
+    shape as well as colour. Each bar's ``<title>`` names its bin and its share."""
+    peak = max([*reference, *live, 0.0]) or 1.0
+    n = max(len(bins), 1)
+    step = PAIRED_WIDTH / n
+    plot = PAIRED_HEIGHT - AXIS
+    room = plot - LEGEND
+    half = max((step - 2) / 2, 0.5)
+    parts = _opening(chart_id, title, desc, PAIRED_WIDTH, PAIRED_HEIGHT)
+    parts.append(_legend_row(names, ("ref", "live")))
+    for i, name in enumerate(bins):
+        for j, (css, value) in enumerate((("ref", reference[i]), ("live", live[i]))):
+            h = room * value / peak
+            x = i * step + 1 + j * half
+            tip = escape(f"{name}: {names[j]} {value:.1%}")
+            parts.append(
+                f'<rect class="{css}" x="{x:.1f}" y="{plot - h:.1f}" width="{half:.1f}" height="{h:.1f}">'
+                f"<title>{tip}</title></rect>"
+            )
+    parts.append(f'<text class="tick" x="{PAIRED_WIDTH - 4}" y="{LEGEND + 10}" text-anchor="end">{peak:.0%}</text>')
+    return _closing(parts, labels, PAIRED_WIDTH, PAIRED_HEIGHT)

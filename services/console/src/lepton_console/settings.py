@@ -44,6 +44,9 @@ class ConsoleSettings(BaseSettings):
     events_replay_s: float = Field(
         300.0, ge=0, description="The events page starts with the tenant's events of this many seconds past."
     )
+    upload_max_bytes: int = Field(
+        256 * 1024**2, gt=0, description="Largest dataset file the console takes from a browser, in bytes."
+    )
     log_level: str = Field("INFO", description="Python log level name.")
 
     @model_validator(mode="after")

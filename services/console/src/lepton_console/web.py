@@ -21,7 +21,8 @@ import jinja2
 from aiohttp import web
 
 import lepton_ai as la
-from lepton_console import i18n, pages, training
+from lepton_console import deployments, i18n, jobs, monitoring, pages, traces, uploads
+from lepton_console.responses import redirect, sign_in_first
 from lepton_console.sessions import COOKIE, ID_BYTES, Session, Sessions
 from lepton_console.settings import ConsoleSettings
 
@@ -37,8 +38,6 @@ MAX_KEY_LENGTH = 512
 KEEPALIVE_S = 15.0
 #: Concurrent look-ups of latest versions on the datasets page.
 LOOKUPS = 8
-#: How long a finished job's page waits for its replayed events (its curve) before it renders without.
-REPLAY_S = 3.0
 
 #: What a relayed stream sends for an event: the message (None: nothing) and whether the stream ends.
 Relayed = tuple[bytes | None, bool]
@@ -69,11 +68,6 @@ def client_factory(settings: ConsoleSettings) -> ClientFactory:
         )
 
     return connect
-
-
-def redirect(location: str) -> web.Response:
-    """303 See Other to a local ``location``: after a form, the browser GETs it."""
-    return web.Response(status=303, headers={"Location": location})
 
 
 def _safe_next(value: str) -> str:
@@ -109,14 +103,16 @@ class Console:
         r.add_get("/datasets/{name}", self.dataset)
         r.add_get("/events", self.events)
         r.add_get("/events/stream", self.event_stream)
-        r.add_get("/jobs", self.jobs)
-        r.add_get("/jobs/{job_id}", self.job)
-        r.add_get("/jobs/{job_id}/stream", self.job_stream)
-        r.add_post("/jobs/{job_id}/cancel", self.cancel_job)
+        jobs.add_routes(self)
         r.add_get("/models", self.models)
         r.add_get("/models/{name}", self.model)
         r.add_post("/models/{name}/promote", self.promote)
         r.add_get("/models/{name}/versions/{version:[0-9]+}/plots/{plot}", self.plot)
+        # Each later area of pages adds its own routes (its handlers take this console).
+        uploads.add_routes(self)
+        traces.add_routes(self)
+        deployments.add_routes(self)
+        monitoring.add_routes(self)
         r.add_static("/static", pages.STATIC, append_version=False)
 
     # -- plumbing ---------------------------------------------------------
@@ -275,7 +271,16 @@ class Console:
         session = self._signed_in(request)
         search = request.query.get("q", "").strip()[:200]
         rows = await pages.dataset_rows(session.client, search, LOOKUPS)
-        return self.render(request, "datasets.html", session, section="datasets", search=search, rows=rows)
+        return self.render(
+            request,
+            "datasets.html",
+            session,
+            section="datasets",
+            search=search,
+            rows=rows,
+            upload_error=None,
+            upload_name="",
+        )
 
     async def dataset(self, request: web.Request) -> web.Response:
         session = self._signed_in(request)
@@ -288,65 +293,6 @@ class Console:
         minutes = f"{self.settings.events_replay_s / 60:g}"
         return self.render(request, "events.html", session, section="events", minutes=minutes)
 
-    async def jobs(self, request: web.Request) -> web.Response:
-        session = self._signed_in(request)
-        found = await asyncio.to_thread(session.client.jobs.list)
-        rows = sorted((training.JobView.of(j) for j in found), key=lambda j: j.created_at, reverse=True)
-        return self.render(request, "jobs.html", session, section="jobs", rows=rows)
-
-    async def job(self, request: web.Request) -> web.Response:
-        session = self._signed_in(request)
-        t = i18n.translator(self._lang(request))
-        job = training.JobView.of(await asyncio.to_thread(session.client.jobs.get, request.match_info["job_id"]))
-        curve = training.JobCurve(job.job_id)
-        if not job.live:  # a running job's curve comes down its stream, replayed from its start
-            await training.replay(session.client, job, curve, REPLAY_S)
-        return self.render(
-            request,
-            "job.html",
-            session,
-            section="jobs",
-            job=job,
-            curve=curve.svg(t),
-            cancellable=job.state in training.CANCELLABLE,
-        )
-
-    async def job_stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events for a job page: its state, progress and curve, from its training events
-        (replayed from the job's start), until the job ends."""
-        session = self._session(request)
-        if session is None:
-            return _sign_in_first()
-        t = i18n.translator(self._lang(request))
-        client = session.client
-        job = training.JobView.of(await asyncio.to_thread(client.jobs.get, request.match_info["job_id"]))
-        curve = training.JobCurve(job.job_id)
-
-        async def relayed(event: la.PlatformEvent) -> Relayed:
-            if not training.concerns(event, job.job_id):
-                return None, False
-            curve.add(event)
-            if event.name == "training.progress":
-                return training.update(None, curve, event, t), False
-            now = training.JobView.of(await asyncio.to_thread(client.jobs.get, job.job_id))
-            return training.update(now, curve, None, t), event.name in training.FINAL
-
-        if not job.live:  # nothing will change: say so once, and end
-            await training.replay(client, job, curve, REPLAY_S)
-            return web.Response(body=training.update(job, curve, None, t), content_type="text/event-stream")
-        stream = client.events.subscribe(training.PATTERN, since=job.created_at - timedelta(seconds=1))
-        return await self._relay(request, session, stream, relayed)
-
-    async def cancel_job(self, request: web.Request) -> web.Response:
-        await self._checked_form(request)
-        session = self._signed_in(request)
-        job_id = request.match_info["job_id"]
-        try:
-            await asyncio.to_thread(session.client.jobs.cancel, job_id)
-        except la.FailedPrecondition:
-            pass  # it ended meanwhile: its page says how
-        return redirect(f"/jobs/{quote(job_id, safe='')}")
-
     async def models(self, request: web.Request) -> web.Response:
         session = self._signed_in(request)
         rows = await pages.model_rows(session.client)
@@ -354,7 +300,11 @@ class Console:
 
     async def model(self, request: web.Request, status: int = 200, refusal: str = "") -> web.Response:
         session = self._signed_in(request)
-        detail = await pages.model_detail(session.client, request.match_info["name"])
+        t = i18n.translator(self._lang(request))
+        lineage_of = request.query.get("lineage", "")
+        detail = await pages.model_detail(
+            session.client, request.match_info["name"], t, int(lineage_of) if lineage_of.isdigit() else 0
+        )
         return self.render(
             request, "model.html", session, status, section="models", m=detail, champion=pages.CHAMPION, refusal=refusal
         )
@@ -384,7 +334,7 @@ class Console:
         """Server-sent events: the tenant's platform events, one JSON object a message (no payload data)."""
         session = self._session(request)
         if session is None:
-            return _sign_in_first()
+            return sign_in_first()
         since = timedelta(seconds=self.settings.events_replay_s) if self.settings.events_replay_s else None
 
         async def relayed(event: la.PlatformEvent) -> Relayed:
@@ -441,10 +391,6 @@ class Console:
         return response
 
 
-def _sign_in_first() -> web.Response:
-    return web.Response(status=401, text="sign in first", content_type="text/plain")
-
-
 def sse_message(event: la.PlatformEvent) -> bytes:
     """One server-sent event: the event's id, and its attributes as JSON."""
     body = {
@@ -454,6 +400,7 @@ def sse_message(event: la.PlatformEvent) -> bytes:
         "source": event.source,
         "time": event.time.isoformat().replace("+00:00", "Z"),
         "subject": event.subject,
+        "trace_id": event.trace_id,
     }
     return f"id: {event.id}\ndata: {json.dumps(body)}\n\n".encode()
 

@@ -4,6 +4,7 @@
 "use strict";
 
 const MAX_EVENTS = 500;
+const MAX_LOG = 200; // lepton_console.training.LOG_LINES
 
 function startEventTail(list) {
   const filter = document.getElementById("event-filter");
@@ -43,6 +44,13 @@ function startEventTail(list) {
       subject.textContent = `${list.dataset.subject} ${event.subject}`;
       li.append(subject);
     }
+    if (/^[0-9a-f]{32}$/.test(event.trace_id || "")) {
+      const trace = document.createElement("a");
+      trace.className = "event-trace";
+      trace.href = `/traces/${event.trace_id}?at=${encodeURIComponent(event.time)}`;
+      trace.textContent = list.dataset.trace;
+      li.append(trace);
+    }
     li.hidden = !matches(li);
     list.prepend(li);
     while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
@@ -62,6 +70,7 @@ function followJob(job) {
   const state = document.getElementById("job-state");
   const stage = document.getElementById("job-stage");
   const curve = document.getElementById("job-curve-box");
+  const log = document.getElementById("job-log");
   const source = new EventSource(job.dataset.stream);
   source.addEventListener("message", (message) => {
     const update = JSON.parse(message.data);
@@ -76,6 +85,14 @@ function followJob(job) {
       state.className = `state state-${update.state}`;
     }
     if (update.curve) replaceCurve(curve, update.curve);
+    if (update.log) {
+      const line = document.createElement("li");
+      const time = document.createElement("time");
+      time.textContent = update.log.time;
+      line.append(time, ` ${update.log.text}`);
+      log.append(line);
+      while (log.children.length > MAX_LOG) log.firstElementChild.remove();
+    }
     if (update.done) {
       source.close(); // the job has ended: nothing more will come, so no reconnecting
       const cancel = document.getElementById("job-cancel-form");
@@ -84,7 +101,58 @@ function followJob(job) {
   });
 }
 
+// A dataset upload with a progress bar: the bytes' way to the console, then the platform's ingest.
+// Without this script the form posts as any form does and the page answers with a redirect.
+function uploadWithProgress(form) {
+  const line = document.getElementById("upload-progress-line");
+  const bar = document.getElementById("upload-progress");
+  const status = document.getElementById("upload-status");
+  const error = document.getElementById("upload-error");
+  const submit = document.getElementById("upload-submit");
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    const request = new XMLHttpRequest();
+    request.open("POST", form.action);
+    request.setRequestHeader("Accept", "application/json");
+    request.responseType = "json";
+    error.hidden = true;
+    line.hidden = false;
+    submit.disabled = true;
+    bar.value = 0;
+    status.textContent = status.dataset.sending.replace("{percent}", "0%");
+    request.upload.addEventListener("progress", (progress) => {
+      if (!progress.lengthComputable) return;
+      bar.value = progress.loaded / progress.total;
+      status.textContent = status.dataset.sending.replace("{percent}", `${Math.floor(bar.value * 100)}%`);
+    });
+    request.upload.addEventListener("load", () => {
+      bar.removeAttribute("value"); // the platform's part has no measure: an indeterminate bar
+      status.textContent = status.dataset.ingesting;
+    });
+    const fail = (message) => {
+      submit.disabled = false;
+      line.hidden = true;
+      error.textContent = message;
+      error.hidden = false;
+    };
+    request.addEventListener("error", () => fail(status.dataset.failed));
+    request.addEventListener("load", () => {
+      const body = request.response || {};
+      if (request.status !== 200 || !body.location) {
+        fail(body.error || status.dataset.failed);
+        return;
+      }
+      bar.value = 1;
+      status.textContent = status.dataset.done.replace("{version}", body.version_id);
+      window.location.assign(body.location);
+    });
+    request.send(new FormData(form));
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const upload = document.getElementById("upload");
+  if (upload) uploadWithProgress(upload);
   const list = document.getElementById("events");
   if (list) startEventTail(list);
   const job = document.getElementById("job");
