@@ -6,10 +6,14 @@ the new pages in both languages. Screenshots go where tests/test_console_e2e.py 
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -97,6 +101,40 @@ def test_a_training_advances_on_its_open_page_without_reloading(
     expect(row).to_contain_text("mlp_regressor")
     expect(row).to_contain_text("Succeeded")
     shot(page, "jobs")
+
+
+def test_a_training_started_from_the_cli_appears_and_advances_in_the_open_jobs_list(
+    platform: EmbeddedPlatform, context: BrowserContext, pipeline_in_thread: PipelineResult
+) -> None:
+    pipeline = pipeline_in_thread
+    page = context.new_page()
+    sign_in(page, platform, platform.api_key)
+    page.locator("#nav-jobs").click()
+    expect(page.locator("#jobs-status")).to_have_text("Live")
+    page.evaluate("window.sameDocument = true")
+    name = f"console-cli-{secrets.token_hex(3)}"
+    env = {**os.environ, "LEPTON_URL": platform.url, "LEPTON_API_KEY": platform.api_key}
+    cli = Path(sys.executable).parent / "lepton"
+    args = ["train", pipeline.dataset_version.version_id, "--target", pipeline.job.target, "-a", "mlp_regressor"]
+    args += ["-p", "epochs=150", "-p", "batch_size=8", "-p", "early_stopping_patience=0", "--name", name]
+    with subprocess.Popen([str(cli), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as train:
+        row = page.locator("#jobs tbody tr").filter(has_text=name)
+        expect(row).to_have_count(1, timeout=30_000)  # it appeared, queued from another process
+        seen = set()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen.add(row.locator(".job-percent").inner_text())
+            if row.locator(".job-state").inner_text() == "Succeeded":
+                break
+            time.sleep(0.05)
+        _, err = train.communicate(timeout=120)
+        assert train.returncode == 0, err
+    expect(row.locator(".job-state")).to_have_text("Succeeded")
+    expect(row.locator(".job-percent")).to_have_text("100%")
+    assert len(seen - {"0%", "100%"}) >= 2, sorted(seen)  # it advanced, step by step, in the open list
+    assert page.evaluate("window.sameDocument") is True
+    row.locator("a").click()
+    expect(page.locator("#job-state")).to_have_text("Succeeded")
 
 
 def test_a_model_s_versions_and_plots_and_promoting_moves_the_champion(

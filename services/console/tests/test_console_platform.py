@@ -94,8 +94,8 @@ async def test_pages_need_a_session(console: TestClient[object, object]) -> None
     for path in ("/", "/datasets", "/datasets/anything", "/events"):
         answer = await console.get(path, allow_redirects=False)
         assert (answer.status, answer.headers["Location"]) == (303, "/signin"), path
-    stream = await console.get("/events/stream")
-    assert stream.status == 401
+    for stream in ("/events/stream", "/jobs/stream", "/jobs/job_x/stream"):
+        assert (await console.get(stream)).status == 401, stream
 
 
 async def test_a_wrong_key_is_refused_and_nothing_is_kept(

@@ -27,6 +27,7 @@ def add_routes(console: Console) -> None:
     r = console.app.router
     r.add_get("/jobs", pages.jobs)
     r.add_post("/jobs", pages.submit_job)
+    r.add_get("/jobs/stream", pages.list_stream)
     r.add_get("/jobs/{job_id}", pages.job)
     r.add_get("/jobs/{job_id}/stream", pages.job_stream)
     r.add_post("/jobs/{job_id}/cancel", pages.cancel_job)
@@ -137,6 +138,28 @@ class JobPages:
             return web.Response(body=training.update(job, curve, None, t), content_type="text/event-stream")
         stream = client.events.subscribe(training.PATTERN, since=job.created_at - timedelta(seconds=1))
         return await self.console._relay(request, session, stream, relayed)
+
+    async def list_stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events for the jobs list: a row for each job as it is queued (from the CLI, the SDK,
+        a retraining or this console), and its state and progress as it runs."""
+        session = self.console._session(request)
+        if session is None:
+            return sign_in_first()
+        t = i18n.translator(self.console._lang(request))
+        client = session.client
+        known: set[str] = set()  # jobs whose whole row this stream has sent
+
+        async def relayed(event: la.PlatformEvent) -> Relayed:
+            job_id = training.job_of(event)
+            if not job_id:
+                return None, False
+            if event.name == "training.progress" and job_id in known:
+                return training.list_update(job_id, float(event.data.progress), None, t), False  # type: ignore[attr-defined]
+            job = training.JobView.of(await asyncio.to_thread(client.jobs.get, job_id))
+            known.add(job_id)
+            return training.list_update(job_id, job.progress, job, t), False
+
+        return await self.console._relay(request, session, client.events.subscribe(training.PATTERN), relayed)
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         await self.console._checked_form(request)

@@ -134,6 +134,28 @@ def parse_params(text: str) -> tuple[dict[str, str], dict[str, list[str]]]:
     return params, space
 
 
+def job_of(event: la.PlatformEvent) -> str:
+    """The job a ``training.*`` event is about ("" for none)."""
+    lineage = getattr(event.data, "lineage", None)
+    job_id = lineage.training_job_id if lineage is not None else ""
+    return job_id or (event.subject if event.subject.startswith("job_") else "")
+
+
+def list_update(job_id: str, progress: float, view: JobView | None, t: Callable[..., str]) -> bytes:
+    """One server-sent event for the jobs list: a job's progress, and (with ``view``) its whole row."""
+    body: dict[str, object] = {"job_id": job_id, "progress": progress, "percent": f"{progress:.0%}"}
+    if view is not None:
+        body |= {
+            "model": view.model_name or "\u2013",  # the dash the page shows for nothing
+            "algorithm": view.algorithm,
+            "state": view.state,
+            "state_label": t(f"job.state.{view.state}"),
+            "created": view.created,
+            "created_iso": view.created_at.isoformat(),
+        }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
 def concerns(event: la.PlatformEvent, job_id: str) -> bool:
     """Whether ``event`` is about the job ``job_id``."""
     lineage = getattr(event.data, "lineage", None)

@@ -101,6 +101,56 @@ function followJob(job) {
   });
 }
 
+// The jobs list, live: a row appears for each job as it is queued (wherever it was started from), and its
+// state and progress change as it runs. The cells are built with textContent only.
+function followJobs(table) {
+  const status = document.getElementById("jobs-status");
+  const body = table.tBodies[0];
+  const cell = (text, className) => {
+    const td = document.createElement("td");
+    if (className) td.className = className;
+    td.textContent = text;
+    return td;
+  };
+  const source = new EventSource(table.dataset.stream);
+  source.addEventListener("open", () => { status.textContent = status.dataset.live; });
+  source.addEventListener("error", () => { status.textContent = status.dataset.lost; });
+  source.addEventListener("message", (message) => {
+    const update = JSON.parse(message.data);
+    let row = body.querySelector(`tr[data-job="${CSS.escape(update.job_id)}"]`);
+    if (!row && update.state) {
+      row = document.createElement("tr");
+      row.dataset.job = update.job_id;
+      const head = document.createElement("th");
+      head.scope = "row";
+      const link = document.createElement("a");
+      link.href = `/jobs/${encodeURIComponent(update.job_id)}`;
+      const code = document.createElement("code");
+      code.textContent = update.job_id;
+      link.append(code);
+      head.append(link);
+      const time = document.createElement("time");
+      time.dateTime = update.created_iso;
+      time.textContent = update.created;
+      const created = document.createElement("td");
+      created.append(time);
+      row.append(head, cell(update.model), cell(update.algorithm), cell("", "job-state"),
+        cell("", "num job-percent"), created);
+      body.prepend(row);
+      const empty = document.getElementById("jobs-empty");
+      if (empty) empty.remove();
+    }
+    if (!row) return;
+    row.querySelector(".job-percent").textContent = update.percent;
+    if (update.state) {
+      const state = document.createElement("span");
+      state.className = `state state-${update.state}`;
+      state.textContent = update.state_label;
+      row.querySelector(".job-state").replaceChildren(state);
+    }
+  });
+}
+
 // A dataset upload with a progress bar: the bytes' way to the console, then the platform's ingest.
 // Without this script the form posts as any form does and the page answers with a redirect.
 function uploadWithProgress(form) {
@@ -151,6 +201,8 @@ function uploadWithProgress(form) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const jobs = document.getElementById("jobs");
+  if (jobs && jobs.dataset.stream) followJobs(jobs);
   const upload = document.getElementById("upload");
   if (upload) uploadWithProgress(upload);
   const list = document.getElementById("events");
