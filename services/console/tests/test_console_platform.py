@@ -9,12 +9,14 @@ import re
 import secrets
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
+from lepton.deployer.v1 import deployer_pb2
 
 import lepton_ai as la
 from lepton_console.sessions import Sessions
@@ -464,3 +466,53 @@ async def test_a_dataset_page_shows_its_recipe_lineage_and_validation_report(
     await sign_in(console, viewer.secret)  # a viewer may read the dataset, not run its checks
     page = await (await console.get(f"/datasets/{name}")).text()
     assert 'id="validation-refused"' in page and 'data-node="' in page
+
+
+async def test_another_tenant_finds_none_of_the_first_tenant_s_objects_on_any_page(
+    console: TestClient[object, object], lepton: EmbeddedPlatform, two_versions: str, uploaded: la.Dataset
+) -> None:
+    """Every page, list and stream of the console, read with the intruder tenant's key, about objects of
+    the first tenant: a dataset, a training job and its trace, a model with plots, a deployment."""
+    name = two_versions
+    with la.Client(lepton.api_key, lepton.url) as client:
+        version = client.models.version(name, 1)
+        job_id = version.lineage.training_job_id
+        deployment = f"{name}-d"
+        client.deployments.deploy(deployment, name, 1)
+        with client.events.subscribe("training.completed", since=timedelta(hours=1)) as events:
+            trace = next(e.trace_id for e in events if e.subject == job_id)
+    marks = (name, deployment, job_id, uploaded.name, uploaded.version_id, trace)
+    await sign_in(console, lepton.key_for(OTHER_TENANT))
+    for listing in ("/datasets", "/jobs", "/models", "/deployments", "/monitoring", "/events"):
+        page = await console.get(listing)
+        html = await page.text()
+        assert page.status == 200 and not [m for m in marks if m in html], listing
+    plot = version.plots[0]
+    for path in (
+        f"/datasets/{uploaded.name}",
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/stream",
+        f"/models/{name}",
+        f"/models/{name}?lineage=1",
+        f"/models/{name}/versions/1/plots/{plot}",
+        f"/deployments/{deployment}",
+        f"/deployments/{deployment}/stream",
+        f"/monitoring/{deployment}",
+        f"/monitoring/{deployment}/stream",
+        f"/traces/{trace}",
+    ):
+        answer = await console.get(path)
+        assert answer.status == 404, path
+        assert not [m for m in marks if m in await answer.text() and m not in path], path
+    token = await csrf_of(console, "/jobs")
+    for path, form in (
+        (f"/jobs/{job_id}/cancel", {}),
+        (f"/models/{name}/promote", {"version": "1"}),
+        (f"/deployments/{deployment}/rollback", {}),
+        (f"/deployments/{deployment}/predict", {"rows": "x,y\n1,2\n"}),
+    ):
+        answer = await console.post(path, data={"csrf": token, **form}, allow_redirects=False)
+        assert answer.status == 404, (path, answer.status)
+    with la.Client(lepton.api_key, lepton.url) as client:
+        assert client.deployments.get(deployment).state == deployer_pb2.DEPLOYMENT_STATE_READY
+        client.deployments.delete(deployment)
