@@ -10,7 +10,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platfo
 	services/gateway services/console
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey lock clean
+.PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey bench-console lock clean
 
 setup: $(STAMP)
 
@@ -98,6 +98,11 @@ $(MLFLOW_VENV)/.lepton-setup: requirements/mlflow-lock.txt
 # through the SDK on the running platform vs the same journey with MLflow (~1 min).
 bench-journey: setup $(MLFLOW_VENV)/.lepton-setup
 	$(BIN)/python bench/journey_bench.py
+
+# Console: each page's first render in headless Chromium on a platform holding 50 datasets,
+# 200 model versions and 20 deployments, against the bare SDK calls behind it (~10-20 min).
+bench-console: setup
+	$(BIN)/python bench/console_bench.py
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:
