@@ -10,7 +10,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platfo
 	services/gateway services/console
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test test-unit fuzz up demo bench bench-serve bench-journey bench-console lock clean
+.PHONY: setup protos check test test-unit test-faults fuzz up demo bench bench-serve bench-journey bench-console lock clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ check: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# What the platform survives (issue 19): services killed under users' calls, on platforms of their own.
+test-faults: setup
+	$(BIN)/python -m pytest tests/faults -p no:randomly
 
 # The fast tier: every test that needs no nats-server, Triton or service process (under a minute).
 test-unit: setup

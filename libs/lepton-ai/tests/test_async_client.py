@@ -240,4 +240,7 @@ def test_types_stay_exact_for_mypy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert upload.startswith("def (source: ") and ", *, format: " in upload and "progress: " in upload, upload
     assert upload.endswith("-> typing.Coroutine[Any, Any, lepton_ai.aio.AsyncDataset]"), upload
     watch = revealed["reveal_type(client.jobs.watch)"]
-    assert watch == "def (job_id: str) -> typing.AsyncIterator[lepton.trainer.v1.trainer_pb2.TrainingJob]"
+    assert watch == (
+        "def (job_id: str, *, timeout: float =, ride_out: float =) -> "
+        "typing.AsyncIterator[lepton.trainer.v1.trainer_pb2.TrainingJob]"
+    ), watch

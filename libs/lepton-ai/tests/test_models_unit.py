@@ -76,10 +76,22 @@ def test_jobs_watch_yields_each_change_until_the_job_ends(client: la.Client, fak
 def test_jobs_watch_maps_an_error_in_the_middle_of_the_stream(client: la.Client, fake: FakePlatform) -> None:
     job = fake.trainer.add_job(RUNNING)
     fake.fail("WatchTrainingJob", grpc.StatusCode.UNAVAILABLE, "trainer draining", after=1)
-    updates = client.jobs.watch(job.job_id)
+    updates = client.jobs.watch(job.job_id, ride_out=0)  # no riding out: the first outage is the end
     assert next(updates).job_id == job.job_id
     with pytest.raises(la.Unavailable, match="trainer draining"):
         next(updates)
+
+
+def test_jobs_watch_rides_out_a_trainer_that_restarts_and_says_so(client: la.Client, fake: FakePlatform) -> None:
+    job = fake.trainer.add_job(RUNNING)
+    fake.fail("WatchTrainingJob", grpc.StatusCode.UNAVAILABLE, "trainer restarting", times=2, after=1)
+    updates = client.jobs.watch(job.job_id)
+    # Each refused watch sends one update first; between them, the last update again, its stage saying
+    # why nothing moves; then the watch is open again.
+    stages = [next(updates).stage for _ in range(5)]
+    waiting = [s.startswith("trainer unavailable, retrying (") for s in stages]
+    assert waiting == [False, True, False, True, False], stages
+    assert len(fake.calls_to("WatchTrainingJob")) == 3
 
 
 def test_jobs_algorithms_lists_the_catalogue(client: la.Client) -> None:

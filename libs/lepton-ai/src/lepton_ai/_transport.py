@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +14,7 @@ from urllib.parse import urlparse
 import grpc
 from google.protobuf.message import Message
 
-from lepton_ai.errors import InvalidArgument, LeptonError, from_rpc_error
+from lepton_ai.errors import InvalidArgument, LeptonError, Unavailable, from_rpc_error
 from lepton_core.rpc import call_metadata
 from lepton_core.tls import is_loopback
 
@@ -24,6 +26,62 @@ M = TypeVar("M", bound=Message)
 SERVICES = ("data", "trainer", "evaluator", "registry", "deployer", "monitor", "gateway")
 DEFAULT_URL = "127.0.0.1:50051"
 MESSAGE_LIMIT = 64 * 1024 * 1024
+#: How long a long wait (fit, deploy, watch, predict) rides through a service that stopped answering, as a
+#: restarting service does for a few seconds, before it raises ``Unavailable``.
+OUTAGE_S = 60.0
+#: Reconnect soon after a restart: gRPC's default backoff grows to two minutes between tries.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+
+log = logging.getLogger("lepton_ai")
+
+
+def pauses(first: float = 0.02, most: float = 0.25) -> Iterator[float]:
+    """Pauses between tries: look again soon (most waits end within a second), then less often."""
+    pause = first
+    while True:
+        yield pause
+        pause = min(pause * 2, most)
+
+
+class Outage:
+    """A long wait's time without an answer from ``service``: :meth:`ride` sleeps and returns while the
+    outage is younger than ``limit`` seconds, and re-raises past it; an answer (:meth:`over`) ends it."""
+
+    def __init__(self, service: str, limit: float = OUTAGE_S) -> None:
+        self.service, self.limit = service, limit
+        self._since: float | None = None
+        self._pauses = pauses(0.2, 2.0)
+
+    def over(self) -> None:
+        self._since = None
+        self._pauses = pauses(0.2, 2.0)
+
+    def ride(self, exc: Unavailable) -> float:
+        """Seconds left to ride (after sleeping a pause); raises ``exc`` once the outage is ``limit`` old."""
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+            log.warning("%s unavailable (restarting?); retrying for up to %.0f s", self.service, self.limit)
+        left = self._since + self.limit - now
+        if left <= 0:
+            raise exc
+        time.sleep(min(next(self._pauses), left))
+        return left
+
+    def notice(self, left: float) -> str:
+        """What a progress bar says meanwhile."""
+        return f"{self.service} unavailable, retrying ({left:.0f} s left)"
+
+
+def ride_out(service: str, attempt: Callable[[], T], limit: float = OUTAGE_S) -> T:
+    """``attempt()`` until it answers, through ``Unavailable`` (a restarting ``service``) for up to ``limit`` s.
+    Only for calls that may be repeated (reads, and requests the platform treats as the same request)."""
+    outage = Outage(service, limit)
+    while True:
+        try:
+            return attempt()
+        except Unavailable as exc:
+            outage.ride(exc)
 
 
 def message(cls: type[M], where: str = "", /, **fields: Any) -> M:
@@ -178,6 +236,7 @@ class Transport:
                 options = [
                     ("grpc.max_receive_message_length", MESSAGE_LIMIT),
                     ("grpc.max_send_message_length", MESSAGE_LIMIT),
+                    *RECONNECT_OPTIONS,
                 ]
                 self._channels[service] = (
                     grpc.secure_channel(address, self._credentials(), options=options)
@@ -196,6 +255,7 @@ class Transport:
         options = [
             ("grpc.max_receive_message_length", MESSAGE_LIMIT),
             ("grpc.max_send_message_length", MESSAGE_LIMIT),
+            *RECONNECT_OPTIONS,
         ]
         if self.tls:
             return grpc.aio.secure_channel(address, self._credentials(), options=options)

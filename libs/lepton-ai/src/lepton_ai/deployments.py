@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import random
 import time
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 
-from lepton_ai._transport import Transport, message
+from lepton_ai._transport import Transport, message, ride_out
 from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
 from lepton_core.telemetry import inject_context
 from lepton_ml import serving
@@ -89,7 +90,11 @@ class Deployments:
         if follow is not None:
             request.follow = follow
         self._routes.pop(name, None)  # predict() must not use the routes read before this rollout
-        result: deployer_pb2.Deployment = self._t.call("deployer", self._stub().Deploy, request, timeout)
+        # The same request again after a deployer restart: the new deployer rolls back what its predecessor
+        # left half done, and this rolls out again to the same version (the same request, the same end).
+        result: deployer_pb2.Deployment = ride_out(
+            "deployer", lambda: self._t.call("deployer", self._stub().Deploy, request, timeout)
+        )
         return result
 
     def rollback(self, name: str, wait: bool = True, timeout: float = 900.0) -> deployer_pb2.Deployment:
@@ -170,7 +175,8 @@ def gateway_predict(t: Transport, d: deployer_pb2.Deployment, frame: Any, versio
         for key, value in inject_context({}).items():  # the caller's trace, when it has one
             request.parameters[key].string_param = value
         try:
-            answer = t.call("gateway", stub.ModelInfer, request, 60.0)
+            # Rows are sent again through a gateway or Triton restart: a prediction changes nothing.
+            answer = ride_out("gateway", functools.partial(t.call, "gateway", stub.ModelInfer, request, 60.0))
         except LeptonError as exc:
             if type(exc) in (InvalidArgument, LeptonError):  # Triton's or the model's refusal of these rows
                 raise InvalidArgument(f"rows: Triton refused them: {exc}") from None

@@ -8,8 +8,8 @@ from typing import Any
 
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from lepton_ai._transport import Transport
-from lepton_ai.errors import InvalidArgument
+from lepton_ai._transport import OUTAGE_S, Outage, Transport
+from lepton_ai.errors import InvalidArgument, Unavailable
 
 STATES: dict[str, trainer_pb2.JobState.ValueType] = {
     "queued": trainer_pb2.JOB_STATE_QUEUED,
@@ -85,11 +85,32 @@ class Jobs:
             request.state = STATES[state]
         return list(self._t.call("trainer", self._stub().ListTrainingJobs, request).jobs)
 
-    def watch(self, job_id: str) -> Iterator[trainer_pb2.TrainingJob]:
-        """The job after every change, until it ends."""
-        yield from self._t.stream(
-            "trainer", self._stub().WatchTrainingJob, trainer_pb2.GetTrainingJobRequest(job_id=job_id)
-        )
+    def watch(
+        self, job_id: str, *, timeout: float = 3600.0, ride_out: float = OUTAGE_S
+    ) -> Iterator[trainer_pb2.TrainingJob]:
+        """The job after every change, until it ends.
+
+        A trainer that restarts meanwhile is ridden out: the watch opens again (for up to ``ride_out``
+        seconds without an answer, then ``Unavailable``), and until it does the last update is repeated
+        with its ``stage`` saying so, for a progress bar to show.
+        """
+        request = trainer_pb2.GetTrainingJobRequest(job_id=job_id)
+        outage = Outage("trainer", ride_out)
+        last: trainer_pb2.TrainingJob | None = None
+        while True:
+            try:
+                for update in self._t.stream("trainer", self._stub().WatchTrainingJob, request, timeout=timeout):
+                    outage.over()
+                    last = update
+                    yield update
+                return
+            except Unavailable as exc:
+                left = outage.ride(exc)
+                if last is not None:
+                    waiting = trainer_pb2.TrainingJob()
+                    waiting.CopyFrom(last)
+                    waiting.stage = outage.notice(left)
+                    yield waiting
 
     def cancel(self, job_id: str) -> trainer_pb2.TrainingJob:
         result: trainer_pb2.TrainingJob = self._t.call(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -25,10 +25,10 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_ai import _artifacts, _progress
-from lepton_ai._transport import Transport
+from lepton_ai._transport import Outage, Transport, pauses
 from lepton_ai.datasets import Dataset
 from lepton_ai.deployments import gateway_predict
-from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound
+from lepton_ai.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound, Unavailable
 from lepton_ai.jobs import Jobs
 from lepton_ml import serving
 
@@ -138,7 +138,7 @@ class Model:
         timeout: float,
     ) -> trainer_pb2.TrainingJob:
         request = trainer_pb2.GetTrainingJobRequest(job_id=job.job_id)
-        updates = t.stream("trainer", trainer.WatchTrainingJob, request, timeout=timeout)
+        updates = Jobs(t).watch(job.job_id, timeout=timeout)  # rides through a trainer restart
         try:
             if not show:
                 for update in updates:
@@ -154,7 +154,8 @@ class Model:
 
     def _registered(self, t: Transport, job_id: str, deadline: float) -> registry_pb2.ModelVersion:
         registry = registry_pb2_grpc.RegistryServiceStub(t.channel("registry"))
-        pauses = backoff()  # evaluation and registration take ~0.1-0.5 s after the job
+        waits = pauses()  # evaluation and registration take ~0.1-0.5 s after the job
+        outage = Outage("registry")
         while True:
             try:
                 versions = t.call(
@@ -162,17 +163,21 @@ class Model:
                     registry.ListModelVersions,
                     registry_pb2.ListModelVersionsRequest(model_name=self.model_name),
                 )
+                outage.over()
                 for v in versions.versions:
                     if v.lineage.training_job_id == job_id:
                         found: registry_pb2.ModelVersion = v
                         return found
             except NotFound:
                 pass
+            except Unavailable as exc:  # a registry restarting: its events wait in the stream meanwhile
+                outage.ride(exc)
+                continue
             if time.monotonic() > deadline:
                 raise FailedPrecondition(
                     f"job {job_id} finished but no registry version appeared; is the evaluator running?"
                 )
-            time.sleep(next(pauses))
+            time.sleep(next(waits))
 
     # -- predicting ------------------------------------------------------------------------------
 
@@ -261,20 +266,12 @@ class Model:
         """Waits until Triton serves this version; False if it did not within ``timeout``."""
         t = self._require_fitted()
         deadline = time.monotonic() + timeout
-        pauses = backoff()
+        waits = pauses()
         while time.monotonic() < deadline:
             if self._deployment(t) is not None:
                 return True
-            time.sleep(next(pauses))
+            time.sleep(next(waits))
         return False
-
-
-def backoff(first: float = 0.02, most: float = 0.25) -> Iterator[float]:
-    """Pauses between polls: look again soon (most waits end within a second), then less often."""
-    pause = first
-    while True:
-        yield pause
-        pause = min(pause * 2, most)
 
 
 def _text(value: Any) -> str:

@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from nats import errors as nats_errors
+from nats.js import errors as js_errors
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -221,6 +223,19 @@ class _Call:
         )
 
 
+#: Failures of NATS or JetStream that mean "not now" rather than "no": a timeout (nats-py's is an
+#: ``asyncio.TimeoutError``), no responders (a stream without a leader), a connection being re-made.
+STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    nats_errors.NoRespondersError,
+    nats_errors.ConnectionClosedError,
+    nats_errors.ConnectionReconnectingError,
+    nats_errors.NoServersError,
+    nats_errors.StaleConnectionError,
+    js_errors.ServiceUnavailableError,
+)
+
+
 async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
     """Maps an exception to a status; unexpected ones become INTERNAL with an error id."""
     span = trace.get_current_span()
@@ -243,6 +258,16 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Ca
                 grpc.StatusCode.UNAVAILABLE,
                 errors.details(f"a service this call needs did not answer ({code.name}: {exc.details()})"),
             )
+    if isinstance(exc, STORE_UNAVAILABLE):
+        # NATS did not answer in time, or JetStream has no leader for the stream (a restart, a cluster
+        # without quorum): nothing was decided, so the caller may try again. UNAVAILABLE says so; the
+        # SDK's long waits ride it out.
+        log.warning("the store did not answer: %s: %s", type(exc).__name__, exc)
+        await call.done("UNAVAILABLE", type(exc).__name__)
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            errors.details(f"a part of the platform this call needs did not answer ({type(exc).__name__}); try again"),
+        )
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", error_id, exc_info=exc)
     await call.done("INTERNAL", f"error id {error_id}")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -119,6 +120,8 @@ class EmbeddedPlatform:
         """The artifact signing key pair (``workdir/secrets``), made at the first start, reused after."""
         self.triton: TritonServer | None = None
         self.processes: dict[str, Process] = {}
+        #: Each service's settings, kept so :meth:`restart` starts it as it was started.
+        self._values: dict[str, dict[str, str]] = {}
         self.addresses: dict[str, str] = {}
 
     @property
@@ -256,17 +259,10 @@ class EmbeddedPlatform:
                 values["http_port"] = str(base + len(PORT_ORDER))
             values.update(self.artifact_keys.settings(name))
             values.update(self.settings.get(name, {}))
+            self._values[name] = values
             self.processes[name] = start_service(name, values, self.workdir / "logs")
-        roots = read_pem(self.ca_file, "ca_file") if self.ca_file else None
-        for name, process in self.processes.items():
-            pair = None
-            if self.client_certificate is not None:
-                pair = certificate_pair(*self.client_certificate)
-            address = Peer(self.addresses[name], tls=self.tls, root_certificates=roots, client_certificate=pair)
-            try:
-                wait_until(lambda a=address: grpc_serving(a), 60, f"service {name}", process.proc)
-            except Exception as exc:
-                raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from exc
+        for name in self.service_names:
+            self._wait_serving(name)
         if self.want_console:
             self._start_console(tls_values)
 
@@ -296,6 +292,33 @@ class EmbeddedPlatform:
             wait_until(answers, 60, "console", process.proc)
         except Exception as exc:
             raise RuntimeError(f"{exc}\n--- console log ---\n{process.tail()}") from exc
+
+    def _wait_serving(self, name: str, timeout: float = 60.0) -> None:
+        """Waits until the service ``name`` answers gRPC health checks; its log's tail if it dies or is late."""
+        process = self.processes[name]
+        roots = read_pem(self.ca_file, "ca_file") if self.ca_file else None
+        pair = certificate_pair(*self.client_certificate) if self.client_certificate is not None else None
+        address = Peer(self.addresses[name], tls=self.tls, root_certificates=roots, client_certificate=pair)
+        try:
+            wait_until(lambda: grpc_serving(address), timeout, f"service {name}", process.proc)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n--- {name} log ---\n{process.tail()}") from exc
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` of a service and everything it started (its process group: a trainer's fit workers
+        too), as a crash would leave it; :meth:`restart` starts it again."""
+        process = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stop(grace=10.0)  # reaps it and closes its log
+
+    def restart(self, name: str) -> None:
+        """Starts the service ``name`` again with the settings it first had (after :meth:`kill`, or a stop
+        of its own), and waits until it serves."""
+        if self.processes[name].alive():
+            self.processes[name].stop()
+        self.processes[name] = start_service(name, self._values[name], self.workdir / "logs")
+        self._wait_serving(name)
 
     def stop(self) -> None:
         """Stops services first (they drain and flush spans), then Triton, then NATS."""

@@ -1,0 +1,129 @@
+"""What a user's long waits do when a service crashes under them (issue 19): ``kill -9`` of the trainer,
+the registry or the deployer in the middle of SDK calls, restarted 2 s later, on a platform of this
+module's own (real nats-server, Triton and the six services as processes).
+
+Proves: every ``fit()`` in flight returns its model (the SDK's watch of the job and its wait for the
+version ride through the outage, the progress saying so), the trainer finishes each job exactly once
+(one version a job, no more), and a ``deploy(wait=True)`` whose deployer died mid-rollout returns the
+deployment ready. Before the SDK rode out restarts, each of these waits raised UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pytest
+from lepton.deployer.v1 import deployer_pb2
+from sklearn.datasets import load_diabetes
+
+import lepton_ai as la
+from lepton_ai.jobs import state_name
+from lepton_platform.embedded import EmbeddedPlatform
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+#: How long a killed service stays down before it is started again.
+DOWN_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
+    """A platform for this module alone: its services are killed here, which no other test should see."""
+    workdir: Path = tmp_path_factory.mktemp("faults")
+    with EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(16)) as platform:
+        yield platform
+
+
+@pytest.fixture(scope="module")
+def diabetes(own: EmbeddedPlatform) -> str:
+    with la.Client(own.api_key, own.url) as client:
+        frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+        return client.datasets.upload(frame, name="faults-diabetes", progress=False).version_id
+
+
+def fits_in_flight(
+    platform: EmbeddedPlatform, version_id: str, names: list[str], epochs: int
+) -> list[Future[la.models.Model]]:
+    """One MLP fit a name, each on its own thread and client, long enough to be cut in the middle."""
+
+    def fit(name: str) -> la.models.Model:
+        with la.Client(platform.api_key, platform.url) as client:
+            model = la.models.MLP(epochs=epochs, batch_size=8, early_stopping_patience=0)
+            return model.fit(client.datasets.get(version_id), "target", model_name=name, progress=False)
+
+    pool = ThreadPoolExecutor(len(names))
+    futures = [pool.submit(fit, name) for name in names]
+    pool.shutdown(wait=False)
+    return futures
+
+
+def wait_running(platform: EmbeddedPlatform, names: list[str], timeout: float = 60) -> None:
+    """Until one of the named models' jobs runs (a kill cuts it in the middle; the others wait in the queue)."""
+    deadline = time.monotonic() + timeout
+    with la.Client(platform.api_key, platform.url) as client:
+        while time.monotonic() < deadline:
+            running = {j.model_name for j in client.jobs.list(state="running")}
+            if set(names) & running:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"none of {names} started within {timeout} s")
+
+
+def crash(platform: EmbeddedPlatform, service: str) -> None:
+    platform.kill(service)
+    time.sleep(DOWN_S)
+    platform.restart(service)
+
+
+@pytest.mark.parametrize("service", ["trainer", "registry"])
+def test_fits_in_flight_return_their_models_when_a_service_restarts(
+    own: EmbeddedPlatform, diabetes: str, service: str
+) -> None:
+    names = [f"faults-{service}-{i}-{secrets.token_hex(2)}" for i in range(3)]
+    futures = fits_in_flight(own, diabetes, names, epochs=400 if service == "trainer" else 60)
+    wait_running(own, names)  # the trainer dies mid-fit; the registry while the jobs end and register
+    crash(own, service)
+    models = [f.result(timeout=300) for f in futures]
+    with la.Client(own.api_key, own.url) as client:
+        for name, model in zip(names, models, strict=True):
+            assert model.model_name == name and model.version == 1, (name, model.version)
+            versions = client.models.versions(name)
+            assert [v.version for v in versions] == [1], (name, [v.version for v in versions])  # exactly once
+            job = client.jobs.get(versions[0].lineage.training_job_id)
+            assert state_name(job.state) == "succeeded"
+
+
+def test_a_deploy_waiting_on_a_deployer_that_dies_mid_rollout_returns_it_ready(
+    own: EmbeddedPlatform, diabetes: str
+) -> None:
+    name = f"faults-deploy-{secrets.token_hex(2)}"
+    with la.Client(own.api_key, own.url) as client:
+        model = la.models.Ridge().fit(client.datasets.get(diabetes), "target", model_name=name, progress=False)
+        result: dict[str, object] = {}
+
+        def deploy() -> None:
+            try:
+                result["deployment"] = client.deployments.deploy(f"{name}-d", name, model.version)
+            except BaseException as exc:  # reported below, not lost on the thread
+                result["error"] = exc
+
+        waiting = threading.Thread(target=deploy)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while client.deployments.get_or_none(f"{name}-d") is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the deployer has taken the request: the rollout is under way
+        crash(own, "deployer")
+        waiting.join(300)
+        assert not waiting.is_alive() and "error" not in result, result.get("error")
+        deployment = result["deployment"]
+        assert isinstance(deployment, deployer_pb2.Deployment)
+        assert deployment.state == deployer_pb2.DEPLOYMENT_STATE_READY
+        assert deployment.lineage.model_version == model.version
+        rows = pl.from_pandas(load_diabetes(as_frame=True).frame).drop("target").head(3)
+        assert client.deployments.predict(f"{name}-d", rows).shape == (3,)
