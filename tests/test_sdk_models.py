@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_diabetes, load_iris
 
 import lepton_ai as la
+from lepton_ai.jobs import STATES
 from lepton_platform.embedded import EmbeddedPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -72,3 +73,30 @@ def test_every_catalogue_algorithm_has_an_sdk_class(platform: EmbeddedPlatform) 
     }
     covered = set(la.models.BY_ALGORITHM) | {"mlp_classifier", "mlp_regressor"}
     assert names - covered == {n for n in names if n.startswith("custom:")}
+
+
+def test_jobs_submit_queues_a_search_and_returns_at_once(platform: EmbeddedPlatform) -> None:
+    """``client.jobs.submit``: a job queued without waiting; with ``search``, a grid search whose trials
+    the job then compares; a malformed request is refused naming its field."""
+    frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+    with la.Client(platform.api_key, platform.url) as client:
+        dataset = client.datasets.upload(frame, name="sdk-submit-diabetes", progress=False)
+        job = client.jobs.submit(
+            dataset.version_id,
+            "ridge",
+            "target",
+            model_name="sdk-submit",
+            search={"kind": "grid", "space": {"alpha": ["0.01", "10"]}},
+        )
+        assert job.job_id.startswith("job_") and job.kind == "search"
+        final = list(client.jobs.watch(job.job_id))[-1]
+        assert final.state == STATES["succeeded"], final.error
+        assert sorted(t.params["alpha"] for t in final.trials) == ["0.01", "10"]
+        assert final.best_trial_id in {t.job_id for t in final.trials} and final.search_metric == "r2"
+        single = client.jobs.submit(
+            dataset.version_id, "ridge", "target", params={"alpha": "2"}, model_name="sdk-submit"
+        )
+        assert single.kind == "single" and dict(single.params) == {"alpha": "2"}
+        with pytest.raises(la.InvalidArgument) as refused:
+            client.jobs.submit(dataset.version_id, "ridge", "no_such_column")
+        assert "target" in str(refused.value)
