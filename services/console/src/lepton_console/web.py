@@ -34,6 +34,8 @@ LANG_COOKIE = "lepton_lang"
 CSRF_FIELD = "csrf"
 #: Longest key the sign-in form takes (real keys are ~32 characters).
 MAX_KEY_LENGTH = 512
+#: Longest event-name pattern a page's stream may ask for (the platform checks what it matches).
+MAX_PATTERN = 128
 #: A comment line down an idle event stream this often, so a dead connection is noticed.
 KEEPALIVE_S = 15.0
 #: Concurrent look-ups of latest versions on the datasets page.
@@ -331,16 +333,23 @@ class Console:
         return web.Response(body=png, content_type="image/png")
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: the tenant's platform events, one JSON object a message (no payload data)."""
+        """Server-sent events: the tenant's platform events, one JSON object a message (no payload data);
+        ``?pattern=`` names the events (``dataset.>``), ``?replay=0`` starts with new ones only."""
         session = self._session(request)
         if session is None:
             return sign_in_first()
         since = timedelta(seconds=self.settings.events_replay_s) if self.settings.events_replay_s else None
+        if request.query.get("replay") == "0":  # a list page that redraws on new events: none from before
+            since = None
+        pattern = request.query.get("pattern", "")
+        if len(pattern) > MAX_PATTERN:
+            return self._error(request, 404, "error.not_found")
 
         async def relayed(event: la.PlatformEvent) -> Relayed:
             return sse_message(event), False
 
-        return await self._relay(request, session, session.client.events.subscribe("", since=since), relayed)
+        stream = session.client.events.subscribe(pattern, since=since)  # a pattern matching nothing: 404
+        return await self._relay(request, session, stream, relayed)
 
     async def _relay(
         self,

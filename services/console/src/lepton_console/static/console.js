@@ -151,6 +151,26 @@ function followJobs(table) {
   });
 }
 
+// A list that redraws itself when the platform says something in it changed: #live-list names the events
+// that matter (data-refresh, a pattern); on one, the page is fetched again and its list, as the server
+// renders it, takes the old one's place (parsed as a document, so nothing in it runs). A burst of events
+// makes one fetch.
+function refreshOnEvents(list) {
+  const source = new EventSource(`/events/stream?replay=0&pattern=${encodeURIComponent(list.dataset.refresh)}`);
+  let pending = null;
+  const refresh = async () => {
+    pending = null;
+    const answer = await fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!answer.ok) return;
+    const fresh = new DOMParser().parseFromString(await answer.text(), "text/html").getElementById("live-list");
+    const current = document.getElementById("live-list");
+    if (fresh && current) current.replaceWith(document.importNode(fresh, true));
+  };
+  source.addEventListener("message", () => {
+    if (!pending) pending = setTimeout(refresh, 400);
+  });
+}
+
 // A dataset upload with a progress bar: the bytes' way to the console, then the platform's ingest.
 // Without this script the form posts as any form does and the page answers with a redirect.
 function uploadWithProgress(form) {
@@ -201,6 +221,8 @@ function uploadWithProgress(form) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  const live = document.getElementById("live-list");
+  if (live && live.dataset.refresh) refreshOnEvents(live);
   const jobs = document.getElementById("jobs");
   if (jobs && jobs.dataset.stream) followJobs(jobs);
   const upload = document.getElementById("upload");
