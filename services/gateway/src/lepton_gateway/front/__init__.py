@@ -344,12 +344,24 @@ load_module {MODULES[1]};
             str(conf),
         )
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
-        while not self.admin_socket.exists():
+        # Until nginx accepts on its admin socket: the file appears at bind(), a moment before listen(), and
+        # a connection in between is refused (seen on a loaded machine, where the first push then failed).
+        while not await self._admin_accepts():
             if self.process.returncode is not None:
                 raise FailedPrecondition(f"nginx exited with {self.process.returncode}; its words are in this log")
             if asyncio.get_running_loop().time() > deadline:
                 raise FailedPrecondition(f"nginx did not open {self.admin_socket} in {START_TIMEOUT_S:g} s")
             await asyncio.sleep(0.02)
+
+    async def _admin_accepts(self) -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.admin_socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        return True
 
     async def push(self, state: bytes) -> None:
         """Hands nginx a whole new state (``admin.lua``); RuntimeError when it refuses it."""
