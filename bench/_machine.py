@@ -6,9 +6,12 @@ tell how much CPU each started process group (a server and its children) used.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -57,3 +60,19 @@ def cpu_seconds_by_group() -> dict[int, float]:
         pgrp = int(fields[2])
         ticks[pgrp] = ticks.get(pgrp, 0) + int(fields[11]) + int(fields[12])
     return {g: t / tick for g, t in ticks.items()}
+
+
+def run_and_report(
+    run: Callable[[Path], None], workdir: Path | None, prefix: str, report: dict[str, Any], path: Path, started: float
+) -> None:
+    """Runs ``run`` in ``workdir`` (kept, for its logs) or in a temporary directory removed after, then writes
+    ``report`` as JSON to ``path`` with the whole run's seconds (``elapsed_s``, from ``started``)."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        run(workdir.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            run(Path(tmp))
+    report["elapsed_s"] = round(time.perf_counter() - started, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")

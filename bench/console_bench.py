@@ -30,14 +30,12 @@ import argparse
 import asyncio
 import concurrent.futures
 import inspect
-import json
 import math
 import os
 import secrets
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -855,15 +853,9 @@ def main(argv: list[str] | None = None) -> int:
             "versions_per_model": VERSIONS_PER_MODEL,
         },
     }
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        bench(args, args.workdir.resolve(), report)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lepton-console-bench-") as tmp:
-            bench(args, Path(tmp), report)
-    report["elapsed_s"] = round(time.perf_counter() - started, 2)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    _machine.run_and_report(
+        lambda wd: bench(args, wd, report), args.workdir, "lepton-console-bench-", report, args.json, started
+    )
     print(f"\n{report['elapsed_s']:.1f} s in all; every load in {args.json}")
     return 0
 

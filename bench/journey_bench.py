@@ -46,7 +46,6 @@ import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -632,15 +631,9 @@ def main(argv: list[str] | None = None) -> int:
             "test_fraction": TEST_FRACTION,
         },
     }
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        bench(args, args.workdir.resolve(), report)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lepton-journey-bench-") as tmp:
-            bench(args, Path(tmp), report)
-    report["elapsed_s"] = round(time.perf_counter() - started, 2)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    _machine.run_and_report(
+        lambda wd: bench(args, wd, report), args.workdir, "lepton-journey-bench-", report, args.json, started
+    )
     print(f"\n{report['elapsed_s']:.1f} s in all; every run in {args.json}")
     return 0
 

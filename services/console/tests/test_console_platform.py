@@ -119,7 +119,8 @@ async def test_posts_without_the_csrf_token_are_forbidden(
     assert (await console.post("/signin", data={"key": lepton.api_key, "csrf": "x" * 43})).status == 403
     assert len(sessions) == 0
     assert (await sign_in(console, lepton.api_key)).status == 303
-    for path, data in (("/signout", {}), ("/lang", {"lang": "zh-CN", "next": "/datasets"})):
+    started = {"dataset": "console-flowers", "target": "score", "algorithm": "ridge"}  # a training, if it ran
+    for path, data in (("/signout", {}), ("/lang", {"lang": "zh-CN", "next": "/datasets"}), ("/jobs", started)):
         refused = await console.post(path, data=data, allow_redirects=False)
         assert refused.status == 403, path
         forged = await console.post(path, data={**data, "csrf": "forged"}, allow_redirects=False)

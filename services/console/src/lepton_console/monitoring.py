@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from markupsafe import Markup
 import lepton_ai as la
 from lepton_console import i18n
 from lepton_console.charts import curve_svg, number, paired_bars_svg, shares, traffic_svg
+from lepton_console.replay import replayed
 from lepton_console.responses import sign_in_first
 
 if TYPE_CHECKING:
@@ -527,17 +529,16 @@ async def retrainings(
     oldest = min((when(a.fired_at) for a in wanted.values()), key=lambda m: m or datetime.now(UTC))
     since = (oldest or datetime.now(UTC)) - timedelta(seconds=1)
     found: dict[str, RetrainingView] = {}
-    stream = client.events.subscribe(RETRAINING, since=since)
     try:
-        async with asyncio.timeout(timeout), stream:
-            async for event in stream:
+        async with aclosing(replayed(client, RETRAINING, since, timeout)) as events:
+            async for event in events:
                 incident = getattr(event.data, "incident_id", "")
                 if incident in wanted and concerns(event, deployment):
                     found[incident] = RetrainingView.of_event(event)
                     if len(found) == len(wanted):
                         break
-    except (TimeoutError, la.LeptonError):
-        pass  # the incidents' own record, rather than a slow or failed page
+    except la.LeptonError:
+        pass  # the incidents' own record, rather than a failed page
     for incident, a in wanted.items():
         found.setdefault(incident, RetrainingView.of_alert(a))
     return sorted(found.values(), key=lambda r: r.requested_iso, reverse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from markupsafe import Markup
 import lepton_ai as la
 from lepton_console.charts import column_chart, number
 from lepton_console.graphs import Node, graph_svg
+from lepton_console.replay import replayed
 
 if TYPE_CHECKING:
     from lepton.registry.v1.registry_pb2 import LineageGraph
@@ -239,33 +241,25 @@ async def decisions(client: la.Client, model: str, since: datetime) -> list[Deci
     """The model's comparisons since ``since``, newest first, replayed from the event stream (bounded in time:
     a slow replay gives a page with fewer decisions rather than a slow page)."""
     found: dict[int, Decision] = {}
-    stream = client.events.subscribe(COMPARISONS, since=since - timedelta(seconds=1))
-    try:
-        async with asyncio.timeout(REPLAY_TOTAL_S), stream:
-            events = stream.__aiter__()
-            while True:
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), REPLAY_QUIET_S)
-                except (TimeoutError, StopAsyncIteration):
-                    break
-                data: Any = event.data
-                if data.lineage.model_name != model:
-                    continue
-                found[data.lineage.model_version] = Decision(
-                    version=data.lineage.model_version,
-                    champion_version=data.champion_version,
-                    metric=data.metric,
-                    challenger_value=data.challenger_value,
-                    champion_value=data.champion_value,
-                    difference=data.difference,
-                    ci_low=data.ci_low,
-                    ci_high=data.ci_high,
-                    decision=data.decision,
-                    reasons=list(data.reasons),
-                    time=event.time.strftime("%Y-%m-%d %H:%M"),
-                )
-    except TimeoutError:
-        pass
+    replay = replayed(client, COMPARISONS, since - timedelta(seconds=1), REPLAY_TOTAL_S, REPLAY_QUIET_S)
+    async with aclosing(replay) as events:
+        async for event in events:
+            data: Any = event.data
+            if data.lineage.model_name != model:
+                continue
+            found[data.lineage.model_version] = Decision(
+                version=data.lineage.model_version,
+                champion_version=data.champion_version,
+                metric=data.metric,
+                challenger_value=data.challenger_value,
+                champion_value=data.champion_value,
+                difference=data.difference,
+                ci_low=data.ci_low,
+                ci_high=data.ci_high,
+                decision=data.decision,
+                reasons=list(data.reasons),
+                time=event.time.strftime("%Y-%m-%d %H:%M"),
+            )
     return [found[v] for v in sorted(found, reverse=True)]
 
 

@@ -8,9 +8,9 @@ exports to (docs/architecture.md); the page names the trace id to look them up t
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 import lepton_ai as la
 from lepton_console import i18n
 from lepton_console.charts import SVG_NS
+from lepton_console.replay import replayed
 
 if TYPE_CHECKING:
     from lepton_console.web import Console
@@ -60,21 +61,12 @@ def service_of(source: str) -> str:
 async def trace_events(client: la.Client, trace_id: str, around: datetime) -> list[Mark]:
     """The tenant's events of ``trace_id``, replayed from :data:`BEFORE` ``around``, in time order."""
     found: list[la.PlatformEvent] = []
-    stream = client.events.subscribe("", since=around - BEFORE)
-    try:
-        async with asyncio.timeout(TOTAL_S), stream:
-            events = stream.__aiter__()
-            while len(found) < MAX_EVENTS:
-                try:
-                    event = await asyncio.wait_for(events.__anext__(), QUIET_S)
-                except (TimeoutError, StopAsyncIteration):
-                    break
-                if event.time > around + BEFORE:
-                    break
-                if event.trace_id == trace_id:
-                    found.append(event)
-    except TimeoutError:
-        pass  # what came in time is drawn
+    async with aclosing(replayed(client, "", around - BEFORE, TOTAL_S, QUIET_S)) as events:
+        async for event in events:
+            if event.time > around + BEFORE or len(found) == MAX_EVENTS:
+                break
+            if event.trace_id == trace_id:
+                found.append(event)
     found.sort(key=lambda e: e.time)
     start = found[0].time if found else around
     return [Mark(e.name, service_of(e.source), e.subject, e.time, (e.time - start).total_seconds()) for e in found]

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from markupsafe import Markup
 import lepton_ai as la
 from lepton_ai.jobs import state_name
 from lepton_console.charts import bars_svg, curve_svg, number
+from lepton_console.replay import replayed
 
 if TYPE_CHECKING:
     from lepton.trainer.v1.trainer_pb2 import TrainingJob
@@ -266,15 +267,11 @@ def update(
 
 async def replay(client: la.Client, job: JobView, curve: JobCurve, timeout: float, t: Callable[..., str]) -> None:
     """Fills ``curve`` from the events of a job that has ended (its last event ends the replay), within ``timeout``."""
-    stream = client.events.subscribe(PATTERN, since=job.created_at - timedelta(seconds=1))
-    try:
-        async with asyncio.timeout(timeout), stream:
-            async for event in stream:
-                curve.add(event, t)
-                if event.name in FINAL and concerns(event, job.job_id):
-                    break
-    except TimeoutError:
-        pass  # a page without its curve rather than a slow page
+    async with aclosing(replayed(client, PATTERN, job.created_at - timedelta(seconds=1), timeout)) as events:
+        async for event in events:
+            curve.add(event, t)
+            if event.name in FINAL and concerns(event, job.job_id):
+                break
 
 
 def scores_svg(job: JobView, t: Callable[..., str]) -> Markup | None:

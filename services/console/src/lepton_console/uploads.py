@@ -20,7 +20,7 @@ from aiohttp import BodyPartReader, web
 
 import lepton_ai as la
 from lepton_ai.datasets import SUFFIX_FORMATS
-from lepton_console import i18n, pages
+from lepton_console import i18n
 
 if TYPE_CHECKING:
     from lepton_console.web import Console
@@ -117,18 +117,7 @@ async def receive(console: Console, request: web.Request) -> web.StreamResponse:
         message = t(exc.key, **exc.fields)
         if wants_json:
             return web.json_response({"error": message}, status=exc.status)
-        rows = await pages.dataset_rows(session.client, "", 8)
-        return console.render(
-            request,
-            "datasets.html",
-            session,
-            exc.status,
-            section="datasets",
-            search="",
-            rows=rows,
-            upload_error=message,
-            upload_name=name,
-        )
+        return await console.datasets(request, exc.status, message, name)
     location = f"/datasets/{quote(dataset.name, safe='')}"
     if wants_json:
         return web.json_response(

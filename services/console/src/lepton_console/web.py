@@ -269,7 +269,10 @@ class Console:
 
     # -- pages ------------------------------------------------------------
 
-    async def datasets(self, request: web.Request) -> web.Response:
+    async def datasets(
+        self, request: web.Request, status: int = 200, upload_error: str | None = None, upload_name: str = ""
+    ) -> web.Response:
+        """The datasets list and its upload form (with an upload's refusal, when ``upload_error``)."""
         session = self._signed_in(request)
         search = request.query.get("q", "").strip()[:200]
         rows = await pages.dataset_rows(session.client, search, LOOKUPS)
@@ -277,11 +280,12 @@ class Console:
             request,
             "datasets.html",
             session,
+            status,
             section="datasets",
             search=search,
             rows=rows,
-            upload_error=None,
-            upload_name="",
+            upload_error=upload_error,
+            upload_name=upload_name,
         )
 
     async def dataset(self, request: web.Request) -> web.Response:
