@@ -148,7 +148,7 @@ class Attack:
                     msg = await sub.next_msg(timeout=1)
                 except TimeoutError:
                     continue
-                key = (msg.subject[len(DEADLETTER_ROOT) + 1 :], (msg.headers or {}).get("ce-id", ""))
+                key = (msg.subject.split(".")[2], (msg.headers or {}).get("ce-id", ""))
                 if key in self.expected:
                     found[key] = (msg.headers or {}).get("Lepton-Error", "")
         finally:

@@ -209,7 +209,7 @@ async def test_publish_and_consume_a_typed_cloudevent(nc: NATS) -> None:
 
 
 async def _dead_letters(nc: NATS, durable: str, count: int) -> list[object]:
-    sub = await nc.jetstream().subscribe(f"lepton.dlq.{durable}", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    sub = await nc.jetstream().subscribe(f"lepton.dlq.{durable}.*", stream=DEADLETTER_STREAM, ordered_consumer=True)
     try:
         return [await sub.next_msg(timeout=10) for _ in range(count)]
     finally:

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from lepton_core import event_stream, events
-from lepton_core.access import Access, KeyBook
+from lepton_core.access import Access, KeyBook, KeyRecord, digest, new_key_id
 from lepton_core.bus import EVENTS_STREAM
 from lepton_core.errors import InvalidArgument, PermissionDenied
 from lepton_core.rpc import Server, call_metadata, create_server
@@ -204,3 +204,120 @@ async def test_subscribe_is_per_tenant_replays_and_cleans_up(nc: NATS, served: t
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await denied.read()
         assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# -- dead letters: listed per tenant, replayed by the consumer's own service --------------------------------
+
+
+def _book(keys: dict[str, tuple[str, str]]) -> KeyBook:
+    """``{secret: (tenant, role)}`` as a key book."""
+    now = datetime.now(UTC)
+    return KeyBook(
+        KeyRecord(
+            id=new_key_id(), name=f"key {i}", tenant=t, role=r, digest=digest(s), creator="bootstrap", created=now
+        )
+        for i, (s, (t, r)) in enumerate(keys.items(), start=1)
+    )
+
+
+async def test_dead_letters_are_listed_per_tenant_and_replayed_once_fixed(nc: NATS) -> None:
+    """A handler that fails on every delivery dead-letters its event; the tenant's viewer lists it with the
+    error and the decoded event, another tenant neither sees nor replays it, a viewer may not replay, a
+    replay while still broken leaves it, and after the fix one replay hands it to the handler and removes it."""
+    js = nc.jetstream()
+    tenant_a, tenant_b = ("t" + uuid.uuid4().hex[:10] for _ in range(2))
+    admin_a, viewer_a, admin_b = (uuid.uuid4().hex for _ in range(3))
+    book = _book({admin_a: (tenant_a, "admin"), viewer_a: (tenant_a, "viewer"), admin_b: (tenant_b, "admin")})
+    durable = f"replay-{tenant_a}"
+    broken = True
+    handled: list[events.Event[events_pb2.DatasetVersionCreated]] = []
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        if broken:
+            raise RuntimeError("the model store is unreachable")
+        handled.append(event)
+
+    consumer = events.Consumer(
+        js=js,
+        stream=EVENTS_STREAM,
+        durable=durable,
+        handlers={events_pb2.DatasetVersionCreated: handler},
+        tenant_filter=tenant_a,
+        max_deliver=2,
+    )
+    await consumer.start()
+    server: Server = await create_server(
+        service="events-test",
+        host="127.0.0.1",
+        port=0,
+        access=Access(book, event_stream.RULES),
+        register=lambda s: [event_stream.register(s, js, "events-test", [consumer])],
+    )
+    payload = events_pb2.DatasetVersionCreated(
+        tenant=tenant_a, lineage=lineage(dataset_version_id="dv_1"), dataset_name="wine", row_count=3
+    )
+    await events.publish(js, payload, tenant=tenant_a, event_id=f"poison-{tenant_a}", source="/lepton/test")
+    # Another tenant's dead letter, of a consumer this server does not run (the evaluator's).
+    await js.publish(
+        f"lepton.dlq.evaluator.{tenant_b}",
+        b"",
+        headers={"Lepton-Error": "RuntimeError: b's", "Lepton-Original-Subject": f"lepton.evt.{tenant_b}.x.y"},
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = stream_pb2_grpc.EventServiceStub(channel)
+            listed = stream_pb2.ListDeadLettersResponse()
+            async with asyncio.timeout(20):
+                while not listed.dead_letters:
+                    listed = await stub.ListDeadLetters(
+                        stream_pb2.ListDeadLettersRequest(), metadata=call_metadata(viewer_a)
+                    )
+                    await asyncio.sleep(0.2)
+            (letter,) = listed.dead_letters
+            assert listed.total == 1
+            assert letter.consumer == durable and letter.deliveries == 2
+            assert letter.error == "RuntimeError: the model store is unreachable"
+            assert letter.original_subject == f"lepton.evt.{tenant_a}.dataset.version.created"
+            assert letter.event.name == "dataset.version.created" and letter.event.tenant == tenant_a
+            assert letter.event.id == f"poison-{tenant_a}" and letter.event.payload == payload.SerializeToString()
+            theirs = await stub.ListDeadLetters(stream_pb2.ListDeadLettersRequest(), metadata=call_metadata(admin_b))
+            assert [(d.consumer, d.service, d.HasField("event")) for d in theirs.dead_letters] == [
+                ("evaluator", "evaluator", False)
+            ]
+
+            async def refused(key: str, id: int) -> grpc.aio.AioRpcError:
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await stub.ReplayDeadLetter(stream_pb2.ReplayDeadLetterRequest(id=id), metadata=call_metadata(key))
+                return failed.value
+
+            assert (await refused(viewer_a, letter.id)).code() == grpc.StatusCode.PERMISSION_DENIED
+            # Another tenant's id is as unknown as one that never was.
+            assert (await refused(admin_b, letter.id)).code() == grpc.StatusCode.NOT_FOUND
+            assert (await refused(admin_a, 10**12)).code() == grpc.StatusCode.NOT_FOUND
+            elsewhere = await refused(admin_b, theirs.dead_letters[0].id)
+            assert elsewhere.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "the evaluator service" in (elsewhere.details() or "")
+            again = await refused(admin_a, letter.id)
+            assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "failed again" in (again.details() or "") and "unreachable" in (again.details() or "")
+            assert not handled
+
+            broken = False
+            replayed = await stub.ReplayDeadLetter(
+                stream_pb2.ReplayDeadLetterRequest(id=letter.id), metadata=call_metadata(admin_a)
+            )
+            assert replayed.id == letter.id
+            assert [(e.id, e.tenant, e.data.row_count) for e in handled] == [(f"poison-{tenant_a}", tenant_a, 3)]
+            after = await stub.ListDeadLetters(stream_pb2.ListDeadLettersRequest(), metadata=call_metadata(viewer_a))
+            assert (after.total, list(after.dead_letters)) == (0, [])
+            assert (await refused(admin_a, letter.id)).code() == grpc.StatusCode.NOT_FOUND
+
+            bad = stream_pb2.ListDeadLettersRequest(consumer="nosuch")
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await stub.ListDeadLetters(bad, metadata=call_metadata(viewer_a))
+            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "consumer" in (
+                failed.value.details() or ""
+            )
+    finally:
+        await server.stop(0)
+        await consumer.stop()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lepton_core import nats_identity
+from lepton_core.bus import DEADLETTER_STREAM
 from lepton_core.errors import InvalidArgument
 from lepton_core.nats_identity import ADMIN, GRANTS, SERVING, Permissions, permissions
 
@@ -50,11 +51,13 @@ def test_a_service_publishes_its_own_events_and_never_another_s(service: str, ot
     perms = permissions(service)
     assert _may_publish(perms, f"lepton.evt.acme.{SERVICES[service]}.something.happened")
     assert not _may_publish(perms, f"lepton.evt.acme.{SERVICES[other]}.something.happened")
+    for durable in GRANTS[service].durables:
+        assert _may_publish(perms, f"lepton.dlq.{durable}.acme")
     # Nor another service's durable consumers or dead letters.
     for durable in GRANTS[other].durables:
         assert not _may_publish(perms, f"$JS.API.CONSUMER.DELETE.EVENTS.{durable}")
         assert not _may_publish(perms, f"$JS.API.CONSUMER.MSG.NEXT.EVENTS.{durable}")
-        assert not _may_publish(perms, f"lepton.dlq.{durable}")
+        assert not _may_publish(perms, f"lepton.dlq.{durable}.acme")
 
 
 @pytest.mark.parametrize("identity", [i for i in nats_identity.IDENTITIES if i != ADMIN])
@@ -69,6 +72,8 @@ def test_no_identity_but_the_admin_changes_the_topology_or_reads_other_inboxes(i
         assert _may_publish(perms, f"$JS.API.STREAM.PURGE.{stream}") == (stream in own), (identity, stream)
         # Erasing (a deletion's message deletes): the bucket's writer, and what its grants name.
         erases = stream in own or stream in grants.erase or stream in {s for s, _ in grants.purge}
+        # Its durables' dead letters: those it replayed, those of a deleted tenant.
+        erases = erases or (stream == DEADLETTER_STREAM and bool(grants.durables))
         assert _may_publish(perms, f"$JS.API.STREAM.MSG.DELETE.{stream}") == erases, (identity, stream)
     for other in nats_identity.IDENTITIES:
         if other != identity:

@@ -300,7 +300,7 @@ async def test_an_evaluation_event_with_a_bad_name_is_dead_lettered_and_stores_n
     client: Tenant, nc: NATS
 ) -> None:
     js = nc.jetstream()
-    dlq = await js.subscribe("lepton.dlq.registry", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    dlq = await js.subscribe("lepton.dlq.registry.*", stream=DEADLETTER_STREAM, ordered_consumer=True)
     bad = events_pb2.EvaluationCompleted(
         tenant=client.tenant,
         lineage=common_pb2.Lineage(training_job_id="job_edge1", model_name="a.*"),

@@ -52,7 +52,7 @@ from lepton_ai.errors import (
     Unauthenticated,
     Unavailable,
 )
-from lepton_ai.events import EventStream, PlatformEvent
+from lepton_ai.events import DeadLetter, EventStream, PlatformEvent
 
 __all__ = [
     "AsyncClient",
@@ -66,6 +66,7 @@ __all__ = [
     "DataLoss",
     "Dataset",
     "DatasetSummary",
+    "DeadLetter",
     "EventStream",
     "FailedPrecondition",
     "InvalidArgument",

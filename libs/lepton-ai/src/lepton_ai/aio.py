@@ -362,6 +362,8 @@ class AsyncEvents(_Twin[Events]):
     __slots__ = ()
 
     subscribe = _as_is(Events.subscribe)
+    dead_letters = _twin(Events.dead_letters)
+    replay_dead_letter = _twin(Events.replay_dead_letter)
 
 
 class AsyncKeys(_Twin[Keys]):

@@ -113,6 +113,45 @@ def decode(pb: stream_pb2.Event) -> PlatformEvent:
     )
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a platform consumer gave up on: after its deliveries ran out, or at once when the
+    event was refused. Kept 30 days; :meth:`Events.replay_dead_letter` hands it back after a fix.
+
+    Attributes:
+        id: Its id: what :meth:`Events.replay_dead_letter` takes.
+        consumer: The consumer that gave up on it, e.g. ``evaluator``.
+        service: The service that runs that consumer, e.g. ``evaluator``.
+        error: Why, e.g. ``NotFound: artifact ... not found``.
+        dead_lettered_at: When (UTC).
+        deliveries: How many times it was delivered before.
+        original_subject: The NATS subject it was published on.
+        event: The event, or None for a message that is not one (its ``error`` says why).
+    """
+
+    id: int
+    consumer: str
+    service: str
+    error: str
+    dead_lettered_at: datetime
+    deliveries: int
+    original_subject: str
+    event: PlatformEvent | None
+
+
+def _dead_letter(pb: stream_pb2.DeadLetter) -> DeadLetter:
+    return DeadLetter(
+        id=pb.id,
+        consumer=pb.consumer,
+        service=pb.service,
+        error=pb.error,
+        dead_lettered_at=pb.dead_lettered_at.ToDatetime(tzinfo=UTC),
+        deliveries=pb.deliveries,
+        original_subject=pb.original_subject,
+        event=decode(pb.event) if pb.HasField("event") else None,
+    )
+
+
 class EventStream:
     """A live subscription: iterate it with ``for`` or ``async for`` (one or the other, once).
 
@@ -300,5 +339,44 @@ class Events:
             request.since.FromDatetime(start)
         return EventStream(self._t, request)
 
+    def dead_letters(self, *, consumer: str = "", limit: int = 100) -> list[DeadLetter]:
+        """Your tenant's dead letters, newest first: events a platform consumer gave up on, with why.
 
-__all__ = ["EventStream", "Events", "PlatformEvent"]
+        Args:
+            consumer: Only this consumer's (``evaluator``, ``trainers``, ...); empty: all.
+            limit: At most this many (1 to 1000).
+
+        Raises:
+            InvalidArgument: Not a consumer of the platform, or a limit out of range.
+        """
+        if not 1 <= limit <= 1000:
+            raise InvalidArgument(f"limit: must be 1 to 1000, got {limit}")
+        request = stream_pb2.ListDeadLettersRequest(consumer=consumer, limit=limit)
+        answer = self._t.call(SERVICE, self._stub(SERVICE).ListDeadLetters, request)
+        return [_dead_letter(d) for d in answer.dead_letters]
+
+    def replay_dead_letter(self, dead_letter: DeadLetter | int) -> DeadLetter:
+        """Hands one dead letter back to the consumer that gave up on it, once, after you fixed the cause.
+
+        The call goes to the service that runs the consumer; it returns once the consumer handled
+        the event, and the dead letter is gone. Needs a key with role admin.
+
+        Raises:
+            NotFound: No such dead letter in your tenant (or replayed already).
+            FailedPrecondition: The consumer failed again (the error says why); the dead letter stays.
+            PermissionDenied: Your key's role may not replay.
+        """
+        if isinstance(dead_letter, DeadLetter):
+            service, id = dead_letter.service, dead_letter.id
+        else:
+            found = [d for d in self.dead_letters(limit=1000) if d.id == dead_letter]
+            # Unknown here: the entry's answer (NOT_FOUND) says so in the platform's words.
+            service, id = (found[0].service if found else "") or SERVICE, dead_letter
+        request = stream_pb2.ReplayDeadLetterRequest(id=id)
+        return _dead_letter(self._t.call(service, self._stub(service).ReplayDeadLetter, request, timeout=600.0))
+
+    def _stub(self, service: str) -> stream_pb2_grpc.EventServiceStub:
+        return stream_pb2_grpc.EventServiceStub(self._t.channel(service))
+
+
+__all__ = ["DeadLetter", "EventStream", "Events", "PlatformEvent"]

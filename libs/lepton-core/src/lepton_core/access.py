@@ -72,7 +72,9 @@ READ: Final = frozenset(
 PREDICT: Final = "deployments.predict"
 WRITE: Final = frozenset({"datasets.write", "jobs.write", "evaluations.write", "models.write", "monitor.write"})
 DEPLOY: Final = frozenset({"deployments.write", "models.promote"})
-MANAGE: Final = frozenset({"datasets.delete", "models.delete", "keys.manage", "audit.read", "usage.read"})
+MANAGE: Final = frozenset(
+    {"datasets.delete", "models.delete", "keys.manage", "audit.read", "usage.read", "events.replay"}
+)
 AUTHENTICATED: Final = "authenticated"
 """The permission of calls any valid key may make (``WhoAmI``): every role has it."""
 ANY_TENANT: Final = "tenants.manage"
@@ -81,7 +83,18 @@ TENANTS_DELETE: Final = "tenants.delete"
 """Deleting a whole tenant (``AccessService.DeleteTenant``): the operator's alone."""
 TENANTS_READ: Final = "tenants.read"
 """Following a tenant's deletion (``GetTenantDeletion``): the operator's alone."""
-MUTATING: Final = WRITE | DEPLOY | {"datasets.delete", "models.delete", "keys.manage", ANY_TENANT, TENANTS_DELETE}
+MUTATING: Final = (
+    WRITE
+    | DEPLOY
+    | {
+        "datasets.delete",
+        "models.delete",
+        "keys.manage",
+        "events.replay",
+        ANY_TENANT,
+        TENANTS_DELETE,
+    }
+)
 """The permissions of calls that change something: each such call is an audit record."""
 
 ROLES: Final[Mapping[str, frozenset[str]]] = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -28,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
 from lepton_core.errors import LeptonError
@@ -216,38 +217,115 @@ def decode(msg: Msg) -> Event[Any]:
             a subject its type is not published on, or names another tenant or another tenant's
             object (:func:`lepton_core.trust.check_payload`).
     """
-    headers = dict(msg.headers or {})
-    if headers.get("ce-specversion") != CE_SPECVERSION:
-        raise ValueError(f"not a CloudEvent 1.0 (ce-specversion={headers.get('ce-specversion')!r})")
-    for attr in ("ce-id", "ce-type", "ce-source"):
-        if not headers.get(attr):
-            raise ValueError(f"CloudEvent lacks required attribute {attr}")
-    spec = spec_for_type(headers["ce-type"])
-    data = spec.message()
-    try:
-        data.ParseFromString(msg.data)
-    except DecodeError as exc:
-        raise ValueError(f"payload is not a valid {spec.message.DESCRIPTOR.full_name}: {exc}") from exc
-    tenant = spec.tenant_of(msg.subject)
-    check_payload(data, tenant, msg.subject)
     delivery = sequence = 1
     try:
         delivery = int(msg.metadata.num_delivered)
         sequence = int(msg.metadata.sequence.stream)
     except Exception:
         sequence = 0
+    return decode_parts(msg.subject, dict(msg.headers or {}), msg.data, delivery=delivery, sequence=sequence)
+
+
+def decode_parts(subject: str, headers: dict[str, str], data: bytes, *, delivery: int, sequence: int) -> Event[Any]:
+    """:func:`decode` of a message given by its parts (a dead letter's original subject, headers and body)."""
+    if headers.get("ce-specversion") != CE_SPECVERSION:
+        raise ValueError(f"not a CloudEvent 1.0 (ce-specversion={headers.get('ce-specversion')!r})")
+    for attr in ("ce-id", "ce-type", "ce-source"):
+        if not headers.get(attr):
+            raise ValueError(f"CloudEvent lacks required attribute {attr}")
+    spec = spec_for_type(headers["ce-type"])
+    payload = spec.message()
+    try:
+        payload.ParseFromString(data)
+    except DecodeError as exc:
+        raise ValueError(f"payload is not a valid {spec.message.DESCRIPTOR.full_name}: {exc}") from exc
+    tenant = spec.tenant_of(subject)
+    check_payload(payload, tenant, subject)
     return Event(
         id=headers["ce-id"],
         type=headers["ce-type"],
         source=headers["ce-source"],
         time=headers.get("ce-time", ""),
         subject=headers.get("ce-subject", ""),
-        data=data,
+        data=payload,
         headers=headers,
         delivery=delivery,
         tenant=tenant,
         sequence=sequence,
     )
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+#: Dead-letter headers: why, where the message was published, its place and deliveries there.
+ERROR_HEADER = "Lepton-Error"
+ORIGINAL_SUBJECT_HEADER = "Lepton-Original-Subject"
+ORIGINAL_SEQUENCE_HEADER = "Lepton-Original-Sequence"
+DELIVERIES_HEADER = "Lepton-Deliveries"
+#: The tenant token of a dead letter whose subject names none (it cannot be one: tenant names
+#: never start with '-').
+NO_TENANT = "-"
+
+
+def dead_letter_subject(durable: str, original_subject: str) -> str:
+    """``lepton.dlq.<durable>.<tenant>``: the tenant is the original subject's (every root carries
+    it third: ``lepton.evt.<tenant>.…``), so a tenant's dead letters are one subject filter."""
+    tokens = original_subject.split(".")
+    tenant = tokens[2] if len(tokens) > 3 and tokens[2] not in ("*", ">", "") else NO_TENANT
+    return f"{DEADLETTER_ROOT}.{durable}.{tenant}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter read back from the DEADLETTER stream: the original message and why it died."""
+
+    sequence: int
+    durable: str
+    tenant: str
+    original_subject: str
+    original_sequence: int
+    deliveries: int
+    error: str
+    headers: dict[str, str]
+    data: bytes
+    time: datetime
+
+    @classmethod
+    def parse(cls, subject: str, sequence: int, headers: dict[str, str], data: bytes, time: datetime) -> DeadLetter:
+        """One message of the DEADLETTER stream; :class:`ValueError` when its subject is not a dead letter's."""
+        tokens = subject.split(".")
+        if len(tokens) != 4 or f"{tokens[0]}.{tokens[1]}" != DEADLETTER_ROOT:
+            raise ValueError(f"{shown(subject)} is not {DEADLETTER_ROOT}.<durable>.<tenant>")
+        original = {k: v for k, v in headers.items() if not k.startswith("Lepton-")}
+        return cls(
+            sequence=sequence,
+            durable=tokens[2],
+            tenant=tokens[3],
+            original_subject=headers.get(ORIGINAL_SUBJECT_HEADER, ""),
+            original_sequence=_int(headers.get(ORIGINAL_SEQUENCE_HEADER)),
+            deliveries=_int(headers.get(DELIVERIES_HEADER)) or 1,
+            error=headers.get(ERROR_HEADER, ""),
+            headers=original,
+            data=data,
+            time=time,
+        )
+
+    def event(self) -> Event[Any]:
+        """The original event, decoded and checked against its original subject as on first delivery.
+
+        Raises:
+            ValueError: it is not one of ours, or its subject does not vouch for it (ForgedEvent).
+        """
+        return decode_parts(
+            self.original_subject, self.headers, self.data, delivery=self.deliveries, sequence=self.original_sequence
+        )
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
 
 
 class Retry(Exception):
@@ -268,9 +346,10 @@ class Consumer:
     Outcomes: the handler returns → ack; raises :class:`Retry` or a retryable
     :class:`LeptonError` → nak with delay; raises anything else → nak with
     back-off until ``max_deliver``, then the message goes to the dead-letter
-    subject ``lepton.dlq.<durable>`` with the error and is terminated. A message
+    subject ``lepton.dlq.<durable>.<tenant>`` with the error and is terminated. A message
     that is not a valid event, or that its subject does not vouch for
     (:class:`~lepton_core.trust.ForgedEvent`), is dead-lettered at once, unhandled.
+    :meth:`replay` hands a dead letter back to its handler, after a fix.
     """
 
     js: JetStreamContext
@@ -338,7 +417,6 @@ class Consumer:
                 await self._dispatch(msg)
 
     async def _dispatch(self, msg: Msg) -> None:
-        tracer = trace.get_tracer("lepton.events")
         try:
             event = decode(msg)
         except ForgedEvent as exc:
@@ -352,19 +430,7 @@ class Consumer:
         if handler is None:
             await msg.ack()
             return
-        with tracer.start_as_current_span(
-            f"{event.type} process",
-            context=extract_context(event.headers),
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.destination.name": msg.subject,
-                "messaging.consumer.group.name": self.durable,
-                "cloudevents.event_id": event.id,
-                "cloudevents.event_type": event.type,
-                "messaging.delivery_count": event.delivery,
-            },
-        ) as span:
+        with self._span(event, msg.subject) as span:
             heartbeat = asyncio.create_task(self._keep_alive(msg))
             try:
                 await handler(event)
@@ -387,6 +453,46 @@ class Consumer:
                 heartbeat.cancel()
             await msg.ack()
 
+    def _span(self, event: Event[Any], subject: str, replay: bool = False) -> AbstractContextManager[Span]:
+        """The CONSUMER span of one handling, in the trace of the chain that published the event
+        (``lepton.replay`` marks a dead letter's replay)."""
+        return trace.get_tracer("lepton.events").start_as_current_span(
+            f"{event.type} process",
+            context=extract_context(event.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": subject,
+                "messaging.consumer.group.name": self.durable,
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": event.type,
+                "messaging.delivery_count": event.delivery,
+                **({"lepton.replay": True} if replay else {}),
+            },
+        )
+
+    async def replay(self, letter: DeadLetter) -> None:
+        """Runs this consumer's handler once on one of its dead letters (after a fix), as on a delivery.
+
+        Raises:
+            ValueError: the dead letter is not this consumer's, not an event, or its subject does not
+                vouch for it (a refusal is not undone by a replay).
+            Exception: whatever the handler raises: the dead letter then stays as it is.
+        """
+        if letter.durable != self.durable:
+            raise ValueError(f"dead letter {letter.sequence} is {letter.durable!r}'s, not {self.durable!r}'s")
+        event = letter.event()
+        handler = self.handlers.get(type(event.data))
+        if handler is None:
+            raise ValueError(f"{self.durable!r} no longer handles {event.type}")
+        with self._span(event, letter.original_subject, replay=True) as span:
+            try:
+                await handler(event)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+
     async def _keep_alive(self, msg: Msg) -> None:
         """Tells the server the message is still being worked on, so a long job
         (training, a model load) is not redelivered to another process mid-way."""
@@ -400,7 +506,12 @@ class Consumer:
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         headers = dict(msg.headers or {})
         headers.pop("Nats-Msg-Id", None)
-        headers["Lepton-Error"] = reason[:1000]
-        headers["Lepton-Original-Subject"] = msg.subject
-        await self.js.publish(f"{DEADLETTER_ROOT}.{self.durable}", msg.data, headers=headers)
+        headers[ERROR_HEADER] = reason[:1000]
+        headers[ORIGINAL_SUBJECT_HEADER] = msg.subject
+        try:
+            headers[ORIGINAL_SEQUENCE_HEADER] = str(msg.metadata.sequence.stream)
+            headers[DELIVERIES_HEADER] = str(msg.metadata.num_delivered)
+        except Exception:  # not a JetStream delivery: nothing to add
+            pass
+        await self.js.publish(dead_letter_subject(self.durable, msg.subject), msg.data, headers=headers)
         await msg.term()

@@ -35,6 +35,7 @@ from lepton_core.bus import (
     AUDIT_ROOT,
     AUDIT_STREAM,
     DEADLETTER_ROOT,
+    DEADLETTER_STREAM,
     EVENTS_ROOT,
     EVENTS_STREAM,
     JOBS_ROOT,
@@ -62,7 +63,7 @@ class Grants:
         events: Event areas it publishes (``training`` -> ``lepton.evt.*.training.>``).
         publish: Other subjects it publishes plainly or to JetStream (the job queue, prediction logs).
         streams: Streams it reads: consumers (its durables, ephemeral ones), stream info, acks.
-        durables: Its durable consumers; it may dead-letter to ``lepton.dlq.<durable>`` and
+        durables: Its durable consumers; it may dead-letter to ``lepton.dlq.<durable>.<tenant>`` and
             no other identity may create, read or delete them.
         kv_write: KV buckets it reads and writes.
         kv_read: KV buckets it only reads.
@@ -258,9 +259,16 @@ def permissions(identity: str) -> Permissions:
         publish += [f"{AUDIT_ROOT}.*.{identity}", f"{KEY_USE_ROOT}.{identity}"]
     if any(durable.endswith("-tenants") for durable in grants.durables):
         publish += [f"{PURGED_ROOT}.{identity}"]
-    publish += [f"{DEADLETTER_ROOT}.{durable}" for durable in grants.durables]
+    # Its durables' dead letters, by tenant (lepton_core.events.dead_letter_subject).
+    publish += [f"{DEADLETTER_ROOT}.{durable}.*" for durable in grants.durables]
     for stream in grants.streams:
         publish += _stream_api(stream)
+    if grants.service:
+        # EventService lists the caller's dead letters, and a service removes those of its durables
+        # it replayed, or those of a deleted tenant.
+        publish += _stream_api(DEADLETTER_STREAM)
+        if grants.durables:
+            publish += [f"$JS.API.STREAM.MSG.DELETE.{DEADLETTER_STREAM}"]
     for bucket in _kv_read(grants):
         publish += _stream_api(f"KV_{bucket}")
     for bucket in grants.kv_write:

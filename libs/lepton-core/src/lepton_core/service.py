@@ -258,7 +258,7 @@ async def _serve(name: str, settings: ServiceSettings, setup: Setup, rules: Mapp
         port=settings.grpc_port or DEFAULT_PORTS[name],
         access=access,
         # Every service also serves EventService, so the SDK can subscribe at any address.
-        register=lambda server: [*register(server), event_stream.register(server, js)],
+        register=lambda server: [*register(server), event_stream.register(server, js, name, runtime.consumers)],
         credentials=credentials,
         audit=audit,
     )

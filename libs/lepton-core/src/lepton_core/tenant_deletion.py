@@ -44,6 +44,8 @@ from pydantic import BaseModel, ValidationError
 from lepton_core import events, quotas
 from lepton_core.access import KeyBook, seen_key
 from lepton_core.bus import (
+    DEADLETTER_ROOT,
+    DEADLETTER_STREAM,
     EVENTS_ROOT,
     EVENTS_STREAM,
     TENANT_BUCKETS,
@@ -127,7 +129,8 @@ async def erase_tenant(js: JetStreamContext, objects: ObjectStore, service: str,
     """Erases what ``service`` keeps of ``tenant``, as its NATS grants say it keeps it.
 
     Its KV buckets' records under ``<tenant>.`` (every revision), its object stores' objects
-    under ``<tenant>/``, and the tenant's messages in the streams it purges.
+    under ``<tenant>/``, the tenant's messages in the streams it purges, and its durables'
+    dead letters of the tenant.
     """
     check_tenant(tenant)
     grants = GRANTS[service]
@@ -142,6 +145,8 @@ async def erase_tenant(js: JetStreamContext, objects: ObjectStore, service: str,
             erased.objects += await objects.erase_name(bucket, name)
     for stream, root in grants.purge:
         erased.messages += await erase_subjects(js, stream, f"{root}.{tenant}.>")
+    for durable in grants.durables:
+        erased.messages += await erase_subjects(js, DEADLETTER_STREAM, f"{DEADLETTER_ROOT}.{durable}.{tenant}")
     return erased
 
 

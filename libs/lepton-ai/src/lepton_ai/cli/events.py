@@ -8,13 +8,15 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from lepton_ai.cli.output import client, err, out, state
+from lepton_ai.cli.output import client, emit, err, out, state
 from lepton_ai.cli.parsing import parse_since
-from lepton_ai.events import PlatformEvent
+from lepton_ai.events import DeadLetter, PlatformEvent
 
 app = typer.Typer(
-    help="Platform events (docs/events.md): follow what happens, live or from a point in time.",
+    help="Platform events (docs/events.md): follow what happens, live or from a point in time; "
+    "list the dead letters and replay one after a fix.",
     no_args_is_help=True,
 )
 
@@ -89,3 +91,64 @@ def events_tail(
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _dead_letter_json(d: DeadLetter) -> dict[str, object]:
+    """A dead letter as JSON-able values, its event as ``PlatformEvent.to_dict`` gives it."""
+    return {
+        "id": d.id,
+        "consumer": d.consumer,
+        "service": d.service,
+        "error": d.error,
+        "dead_lettered_at": d.dead_lettered_at.isoformat().replace("+00:00", "Z"),
+        "deliveries": d.deliveries,
+        "original_subject": d.original_subject,
+        "event": d.event.to_dict() if d.event is not None else None,
+    }
+
+
+def _dead_letters_table(letters: list[DeadLetter], title: str) -> Table:
+    t = Table("id", "dead-lettered", "consumer", "event", "deliveries", "error", title=title, title_justify="left")
+    for d in letters:
+        shown = _event_line(d.event).split("  ", 1)[1].strip() if d.event is not None else d.original_subject
+        when = d.dead_lettered_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        t.add_row(str(d.id), when, d.consumer, shown, str(d.deliveries), d.error)
+    return t
+
+
+@app.command("dead-letters")
+def events_dead_letters(
+    consumer: Annotated[
+        str, typer.Option(help="Only this consumer's: evaluator, trainers, registry, deployer, monitor, ...")
+    ] = "",
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 20,
+) -> None:
+    """Events a platform consumer gave up on (kept 30 days), newest first, each with why.
+
+    After fixing the cause, `lepton events replay ID` hands one back to its consumer.
+    """
+    with client() as c:
+        letters = c.events.dead_letters(consumer=consumer, limit=limit)
+    if state.output == "json":
+        emit([_dead_letter_json(d) for d in letters])
+    elif not letters:
+        err.print("no dead letters" + (f" of {consumer}" if consumer else ""))
+    else:
+        out.print(_dead_letters_table(letters, "dead letters, newest first"))
+
+
+@app.command("replay")
+def events_replay(
+    id: Annotated[int, typer.Argument(min=1, help="The dead letter's id (`lepton events dead-letters`).")],
+) -> None:
+    """Hands one dead letter back to the consumer that gave up on it, once (role admin).
+
+    It returns when the consumer handled the event, and the dead letter is gone; if the consumer
+    fails again, the error says why and the dead letter stays.
+    """
+    with client() as c:
+        replayed = c.events.replay_dead_letter(id)
+    if state.output == "json":
+        emit(_dead_letter_json(replayed))
+    else:
+        err.print(f"dead letter {replayed.id} handled by {replayed.consumer} ({replayed.service}); it is gone")

@@ -297,7 +297,7 @@ async def expect_dead_lettered(js: JetStreamContext, consumer: str, sent: dict[s
     those that did not arrive within ``timeout`` seconds.
     """
     left = dict(sent)
-    sub = await js.subscribe(f"{DEADLETTER_ROOT}.{consumer}", stream=DEADLETTER_STREAM, ordered_consumer=True)
+    sub = await js.subscribe(f"{DEADLETTER_ROOT}.{consumer}.*", stream=DEADLETTER_STREAM, ordered_consumer=True)
     deadline = time.monotonic() + timeout
     try:
         while left and time.monotonic() < deadline:

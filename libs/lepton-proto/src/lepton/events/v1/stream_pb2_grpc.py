@@ -42,6 +42,16 @@ class EventServiceStub:
                 request_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.Event.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/lepton.events.v1.EventService/ListDeadLetters',
+                request_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetter = channel.unary_unary(
+                '/lepton.events.v1.EventService/ReplayDeadLetter',
+                request_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.ReplayDeadLetterRequest.SerializeToString,
+                response_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.DeadLetter.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -59,6 +69,25 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """The caller's tenant's dead letters, newest first: events a consumer gave up on
+        (after its deliveries ran out, or at once when the event was refused), each with
+        the error. Kept 30 days. docs/events.md ("Dead letters") explains them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetter(self, request, context):
+        """Hands one dead letter back to the consumer that gave up on it, once, after a fix.
+        Served only by the service that owns that consumer (DeadLetter.service; any other
+        answers FAILED_PRECONDITION naming it). The handler's failure is FAILED_PRECONDITION
+        with its error, and the dead letter stays; its success removes the dead letter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +95,16 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.SubscribeRequest.FromString,
                     response_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.Event.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetter,
+                    request_deserializer=lepton_dot_events_dot_v1_dot_stream__pb2.ReplayDeadLetterRequest.FromString,
+                    response_serializer=lepton_dot_events_dot_v1_dot_stream__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -98,6 +137,60 @@ class EventService:
             '/lepton.events.v1.EventService/Subscribe',
             lepton_dot_events_dot_v1_dot_stream__pb2.SubscribeRequest.SerializeToString,
             lepton_dot_events_dot_v1_dot_stream__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.events.v1.EventService/ListDeadLetters',
+            lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersRequest.SerializeToString,
+            lepton_dot_events_dot_v1_dot_stream__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lepton.events.v1.EventService/ReplayDeadLetter',
+            lepton_dot_events_dot_v1_dot_stream__pb2.ReplayDeadLetterRequest.SerializeToString,
+            lepton_dot_events_dot_v1_dot_stream__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,17 @@ class EventServiceStub:
     from `since` when set, else only those published after the call starts. The
     stream ends after `limit` events, or when the caller cancels.
     """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_stream_pb2.ListDeadLettersRequest, _stream_pb2.ListDeadLettersResponse]
+    """The caller's tenant's dead letters, newest first: events a consumer gave up on
+    (after its deliveries ran out, or at once when the event was refused), each with
+    the error. Kept 30 days. docs/events.md ("Dead letters") explains them.
+    """
+    ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_stream_pb2.ReplayDeadLetterRequest, _stream_pb2.DeadLetter]
+    """Hands one dead letter back to the consumer that gave up on it, once, after a fix.
+    Served only by the service that owns that consumer (DeadLetter.service; any other
+    answers FAILED_PRECONDITION naming it). The handler's failure is FAILED_PRECONDITION
+    with its error, and the dead letter stays; its success removes the dead letter.
+    """
 
 @_typing.type_check_only
 class EventServiceAsyncStub(EventServiceStub):
@@ -54,6 +65,17 @@ class EventServiceAsyncStub(EventServiceStub):
     """The events of the caller's tenant whose names match the pattern, oldest first:
     from `since` when set, else only those published after the call starts. The
     stream ends after `limit` events, or when the caller cancels.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_stream_pb2.ListDeadLettersRequest, _stream_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """The caller's tenant's dead letters, newest first: events a consumer gave up on
+    (after its deliveries ran out, or at once when the event was refused), each with
+    the error. Kept 30 days. docs/events.md ("Dead letters") explains them.
+    """
+    ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_stream_pb2.ReplayDeadLetterRequest, _stream_pb2.DeadLetter]  # type: ignore[assignment]
+    """Hands one dead letter back to the consumer that gave up on it, once, after a fix.
+    Served only by the service that owns that consumer (DeadLetter.service; any other
+    answers FAILED_PRECONDITION naming it). The handler's failure is FAILED_PRECONDITION
+    with its error, and the dead letter stays; its success removes the dead letter.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -71,6 +93,29 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         """The events of the caller's tenant whose names match the pattern, oldest first:
         from `since` when set, else only those published after the call starts. The
         stream ends after `limit` events, or when the caller cancels.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _stream_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stream_pb2.ListDeadLettersResponse, _abc.Awaitable[_stream_pb2.ListDeadLettersResponse]]:
+        """The caller's tenant's dead letters, newest first: events a consumer gave up on
+        (after its deliveries ran out, or at once when the event was refused), each with
+        the error. Kept 30 days. docs/events.md ("Dead letters") explains them.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetter(
+        self,
+        request: _stream_pb2.ReplayDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stream_pb2.DeadLetter, _abc.Awaitable[_stream_pb2.DeadLetter]]:
+        """Hands one dead letter back to the consumer that gave up on it, once, after a fix.
+        Served only by the service that owns that consumer (DeadLetter.service; any other
+        answers FAILED_PRECONDITION naming it). The handler's failure is FAILED_PRECONDITION
+        with its error, and the dead letter stays; its success removes the dead letter.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
