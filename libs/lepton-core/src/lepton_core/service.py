@@ -69,12 +69,16 @@ class Runtime:
         return f"/lepton/{self.name}"
 
     def consume(
-        self, stream: str, durable: str, handlers: dict[type[Message], events.Handler], ack_wait: float = 60.0
+        self,
+        stream: str,
+        durable: str,
+        handlers: dict[type[Message], events.Handler],
+        ack_wait: float | None = None,
     ) -> None:
         """Registers a durable consumer, started once the gRPC server is up.
 
-        ``ack_wait`` is how long a delivery may go without an ack or heartbeat before
-        JetStream redelivers it: how fast work of a dead process moves elsewhere.
+        ``ack_wait`` (default: the ``ack_wait_s`` setting) is how long a delivery may go without an
+        ack or heartbeat before JetStream redelivers it: how fast work of a dead process moves elsewhere.
         """
         if durable not in nats_identity.GRANTS[self.name].durables:
             raise ValueError(
@@ -89,7 +93,7 @@ class Runtime:
                 handlers=handlers,
                 max_deliver=self.settings.max_deliver,
                 source=self.source,
-                ack_wait=ack_wait,
+                ack_wait=ack_wait if ack_wait is not None else self.settings.ack_wait_s,
             )
         )
 

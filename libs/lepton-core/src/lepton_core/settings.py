@@ -53,6 +53,13 @@ class ServiceSettings(BaseSettings):
     trace_export_delay_ms: int = Field(500, description="How long spans wait in the batch before export.")
     log_level: str = Field("INFO", description="Python log level name.")
     max_deliver: int = Field(5, description="Deliveries of one event before it goes to the dead-letter subject.")
+    ack_wait_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds an event being handled may go without the handler's heartbeat (sent every third of "
+        "it) before JetStream delivers it again: how soon the work of a process that died moves on, to its "
+        "restart or to another process. Consumers whose work needs more name their own.",
+    )
     tls_cert_file: str | None = Field(
         None, description="PEM certificate (chain) the gRPC server presents; set with tls_key_file to serve TLS."
     )

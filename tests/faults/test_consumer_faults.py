@@ -1,11 +1,15 @@
-"""A poison event on a running platform (issue 19): dead-lettered after its deliveries with the error, the
-consumer going on with the next, listed by ``lepton events dead-letters`` and replayed by
-``lepton events replay`` once the cause is fixed, on a platform of this module's own.
+"""A consumer's work under faults (issue 19), on a platform of this module's own (no Triton: nothing is served).
+
+- The evaluator killed mid-evaluation: its event is delivered again within seconds of the restart (the
+  ack wait, not a minute), and the model is evaluated and registered exactly once.
+- A poison event: dead-lettered with the error, the consumer going on with the next, listed by
+  ``lepton events dead-letters`` and replayed by ``lepton events replay`` once the cause is fixed.
 
 The poison is real, not simulated: a finished training's artifact disappears from the object store
 (an operator's mistake, a restore from an old backup) before the evaluator reads it. The evaluator
 gives the event up with the error (at once: a missing object is not an error that passes by itself);
-a second training meanwhile is evaluated and registered as usual. Putting the same bytes back and replaying the dead letter registers the first model, once.
+a second training meanwhile is evaluated and registered as usual. Putting the same bytes back and
+replaying the dead letter registers the first model, once.
 """
 
 from __future__ import annotations
@@ -18,18 +22,20 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from lepton.events.v1 import events_pb2
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
-from lepton_core.bus import ObjectRefRecord, ObjectStore
+from lepton_core.bus import EVENTS_STREAM, ObjectRefRecord, ObjectStore
 from lepton_core.wire import ref_from_pb
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import admin_connect, lepton_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
@@ -83,6 +89,48 @@ async def put_object(platform: EmbeddedPlatform, ref: ObjectRefRecord, data: byt
         await ObjectStore(nc.jetstream()).put(ref.bucket, ref.name, data)
     finally:
         await nc.close()
+
+
+async def evaluator_pending(platform: EmbeddedPlatform) -> int:
+    """Deliveries the evaluator's durable consumer has out and not yet acked."""
+    nc = await admin_connect(platform.nats_url, "consumer-faults-test")
+    try:
+        info = await nc.jetstream().consumer_info(EVENTS_STREAM, "evaluator")
+        return int(info.num_ack_pending or 0)
+    finally:
+        await nc.close()
+
+
+def test_an_evaluation_cut_by_a_kill_resumes_within_the_ack_wait_and_registers_once(own: EmbeddedPlatform) -> None:
+    """kill -9 of the evaluator while it holds a training's event unacked; restarted 2 s later, it gets the
+    event again within the ack wait (15 s by default, where it was 60 s) and the model gets one version."""
+    with la.Client(own.api_key, own.url) as client:
+        rng = np.random.default_rng(7)
+        features = rng.normal(size=(60_000, 12))
+        frame = pl.DataFrame(features, schema=[f"x{i}" for i in range(12)]).with_columns(
+            target=pl.Series(features @ rng.normal(size=12) + rng.normal(size=60_000))
+        )
+        version_id = client.datasets.upload(frame, name="cut-short", progress=False).version_id
+        with client.events.subscribe("training.completed") as stream:
+            job_id = client.jobs.submit(version_id, "ridge", "target", model_name="cut-short").job_id
+            for event in stream:
+                if event.data.lineage.training_job_id == job_id:  # type: ignore[attr-defined]
+                    break
+        deadline = time.monotonic() + 10
+        while not asyncio.run(evaluator_pending(own)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asyncio.run(evaluator_pending(own)) == 1, "the evaluator finished before it could be cut"
+        own.kill("evaluator")
+        assert versions_of(client, "cut-short", timeout=0.1) == []
+        time.sleep(2.0)
+        own.restart("evaluator")
+        restarted = time.monotonic()
+        assert versions_of(client, "cut-short", timeout=60) == [1]
+        resumed = time.monotonic() - restarted
+        # Within the ack wait (15 s) and the evaluation's own time: well before the 60 s it used to be.
+        assert resumed < 45, f"the cut evaluation resumed {resumed:.1f} s after the restart"
+        version = client.models.versions("cut-short")[0]
+        assert version.lineage.training_job_id == job_id
 
 
 def test_a_poison_event_is_dead_lettered_listed_and_replayed_once_its_cause_is_fixed(own: EmbeddedPlatform) -> None:
