@@ -1,22 +1,25 @@
 """What a user's long waits do when a service crashes under them (issue 19): ``kill -9`` of the trainer,
-the registry or the deployer in the middle of SDK calls, restarted 2 s later, on a platform of this
-module's own (real nats-server, Triton and the six services as processes).
+the registry, the deployer or the data service in the middle of SDK calls, restarted 2 s later, on a
+platform of this module's own (real nats-server, Triton and the six services as processes).
 
 Proves: every ``fit()`` in flight returns its model (the SDK's watch of the job and its wait for the
 version ride through the outage, the progress saying so), the trainer finishes each job exactly once
 (one version a job, no more), and a ``deploy(wait=True)`` whose deployer died mid-rollout returns the
-deployment ready. Before the SDK rode out restarts, each of these waits raised UNAVAILABLE.
+deployment ready, and an upload cut off mid-way is sent again and stored once. Before the SDK rode out
+restarts, each of these waits raised UNAVAILABLE.
 """
 
 from __future__ import annotations
 
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from lepton.deployer.v1 import deployer_pb2
@@ -127,3 +130,30 @@ def test_a_deploy_waiting_on_a_deployer_that_dies_mid_rollout_returns_it_ready(
         assert deployment.lineage.model_version == model.version
         rows = pl.from_pandas(load_diabetes(as_frame=True).frame).drop("target").head(3)
         assert client.deployments.predict(f"{name}-d", rows).shape == (3,)
+
+
+def test_an_upload_cut_by_a_data_service_restart_is_sent_again_and_stored_once(
+    own: EmbeddedPlatform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """kill -9 of the data service while it receives an upload, restarted 2 s later: the SDK's upload is
+    sent again once the service answers and returns the version; the dataset has exactly one version, and
+    the restarted service removed the dead one's half-received file."""
+    rng = np.random.default_rng(3)
+    frame = pl.DataFrame(rng.normal(size=(600_000, 10)), schema=[f"x{i}" for i in range(10)])
+    name = f"faults-upload-{secrets.token_hex(2)}"
+    dead = own.processes["data"].pid
+    spool = Path(tempfile.gettempdir())
+    with la.Client(own.api_key, own.url) as client:
+        pool = ThreadPoolExecutor(1)
+        upload = pool.submit(client.datasets.upload, frame, name=name, progress=False)
+        pool.shutdown(wait=False)
+        deadline = time.monotonic() + 30
+        while not list(spool.glob(f"lepton-upload-{dead}-*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert list(spool.glob(f"lepton-upload-{dead}-*")), "the upload never reached the data service"
+        crash(own, "data")
+        version = upload.result(timeout=120)
+        assert "data unavailable (restarting?)" in caplog.text  # the first send was cut off
+        assert version.row_count == 600_000
+        assert [v.version_id for v in client.datasets.versions(name)] == [version.version_id]  # stored once
+    assert not list(spool.glob(f"lepton-upload-{dead}-*"))

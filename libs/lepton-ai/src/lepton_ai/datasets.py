@@ -17,7 +17,7 @@ import pyarrow as pa
 from lepton.data.v1 import data_pb2, data_pb2_grpc
 
 from lepton_ai import _progress
-from lepton_ai._transport import Transport
+from lepton_ai._transport import Transport, ride_out
 from lepton_ai.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -264,7 +264,8 @@ class Datasets:
 
         DataFrames travel as Arrow IPC. The same bytes under the same name give the
         same version (``deduplicated`` is then true). A progress bar shows on a
-        terminal and in Jupyter unless ``progress=False``.
+        terminal and in Jupyter unless ``progress=False``. If the data service restarts
+        mid-upload, the upload starts again once it answers (for up to a minute).
         """
         data, fmt, default_name = _payload(source, format)
         name = name or default_name
@@ -281,8 +282,15 @@ class Datasets:
             expected_digest="sha256:" + hashlib.sha256(data).hexdigest(),
         )
         show = _progress.wanted(progress)
-        v = self._t.call("data", t_stub(self._t).UploadDataset, _chunks(header, data, show, name), timeout=3600)
-        return Dataset._from_pb(self, v)
+
+        def send() -> data_pb2.DatasetVersion:
+            chunks = _chunks(header, data, show, name)
+            answer: data_pb2.DatasetVersion = self._t.call("data", t_stub(self._t).UploadDataset, chunks, timeout=3600)
+            return answer
+
+        # Sent again from the start if the data service restarts meanwhile: the same bytes under the
+        # same name are the same version, so a repeat stores nothing twice.
+        return Dataset._from_pb(self, ride_out("data", send))
 
     def get(self, ref: str) -> Dataset:
         """A version by id (``dv_...``), or the latest version of a dataset by name or id."""

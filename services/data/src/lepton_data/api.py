@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,12 +145,43 @@ async def _no_cancellation(context: grpc.aio.ServicerContext) -> None:
         raise asyncio.CancelledError("the client cancelled the upload")
 
 
+log = logging.getLogger(__name__)
+
+#: The spool folder of one upload: ``lepton-upload-<pid>-<random>``, so a data process that starts can
+#: tell the leftovers of one that died (killed mid-upload) from those of one still running on the host.
+SPOOL_PREFIX = "lepton-upload-"
+
+
+def clear_spool(spool: Path) -> list[Path]:
+    """Removes the upload folders in ``spool`` whose data process is gone; returns them."""
+    removed = []
+    for folder in spool.glob(f"{SPOOL_PREFIX}*"):
+        pid = folder.name[len(SPOOL_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: not ours to judge
+    return True
+
+
 class DataServicer(data_pb2_grpc.DataServiceServicer):
     def __init__(self, runtime: Runtime, datasets: Datasets, max_upload_bytes: int, spool_dir: str | None) -> None:
         self._rt = runtime
         self._datasets = datasets
         self._max_upload = max_upload_bytes
         self._spool_dir = spool_dir
+        for left in clear_spool(Path(spool_dir or tempfile.gettempdir())):
+            log.warning("removed %s: an upload a data process that died was receiving", left)
 
     async def _announce(self, tenant: str, stored: Stored) -> None:
         """Events for a stored version: dataset.created, version.created, validation.failed."""
@@ -195,7 +229,7 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         self, request_iterator: AsyncIterator[data_pb2.UploadDatasetRequest], context: grpc.aio.ServicerContext
     ) -> data_pb2.DatasetVersion:
         tenant = current_tenant()
-        with tempfile.TemporaryDirectory(prefix="lepton-upload-", dir=self._spool_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=self._spool_dir) as tmp:
             path = Path(tmp) / "upload"
             header, size, digest = await self._spool(tenant, request_iterator, path)
             if not header.expected_size:
