@@ -10,7 +10,7 @@ PACKAGES := libs/lepton-proto libs/lepton-core libs/lepton-ml libs/lepton-platfo
 	services/gateway services/console
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: setup protos check test test-unit test-faults fuzz up demo bench bench-serve bench-journey bench-console lock clean
+.PHONY: setup protos check test test-unit test-faults fuzz up demo bench bench-serve bench-journey bench-console bench-load lock clean
 
 setup: $(STAMP)
 
@@ -107,6 +107,11 @@ bench-journey: setup $(MLFLOW_VENV)/.lepton-setup
 # 200 model versions and 20 deployments, against the bare SDK calls behind it (~10-20 min).
 bench-console: setup
 	$(BIN)/python bench/console_bench.py
+
+# Load: what the embedded store's fsync-every-write costs against nats-server's default, side by side
+# (docs/operations.md); more of issue 19's load benches join it here.
+bench-load: setup
+	$(BIN)/python bench/load/nats_sync_bench.py --pipeline
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:

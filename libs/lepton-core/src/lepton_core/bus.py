@@ -15,6 +15,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 
+from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -323,6 +324,16 @@ async def declare_topology(js: JetStreamContext, replicas: int = 1, migrate: boo
         await js.create_object_store(bucket, config=js_api.ObjectStoreConfig(bucket=bucket, replicas=replicas))
 
 
+#: How often a quiet bucket watch looks whether its connection was re-made meanwhile (a local check).
+RECONNECT_CHECK_S = 0.25
+
+
+def _connection_of(kv: KeyValue) -> NATS:
+    """The connection ``kv`` works through (nats-py keeps it there and offers no accessor)."""
+    connection: NATS = kv._js._nc
+    return connection
+
+
 async def follow_bucket(
     kv: KeyValue,
     apply: Callable[[str, bytes | None], None],
@@ -334,18 +345,32 @@ async def follow_bucket(
     deleted key), until cancelled; how a process keeps a bucket's records in memory.
 
     ``loaded`` is set once the entries there were at the start are in. A watch that ends (the
-    connection was lost for good) is started again, after ``retry_s``, from the bucket's current state.
+    connection was lost for good) is started again, after ``retry_s``, from the bucket's current state;
+    so is a watch whose connection was re-made. nats-server keeps a watch's consumer in memory only, so
+    a restarted server has none and sends the watch nothing more: nats-py notices only after two idle
+    heartbeats are missed, and meanwhile (10-20 s) a key revoked was still accepted.
     """
+    connection = _connection_of(kv)
     while True:
         try:
+            reconnects = connection.stats["reconnects"]
             watcher = await kv.watchall(include_history=False)
             try:
-                async for entry in watcher:
+                while connection.stats["reconnects"] == reconnects:
+                    try:
+                        entry = await watcher.updates(timeout=RECONNECT_CHECK_S)
+                    except nats_errors.TimeoutError:
+                        continue  # quiet: look at the connection again
                     if entry is None:
                         loaded.set()  # the end of the values there were at the start
                         continue
+                    if not isinstance(entry, KeyValue.Entry):
+                        break  # the watcher was stopped
                     deleted = entry.operation is not None or entry.value is None
                     apply(entry.key, None if deleted else entry.value)
+                else:
+                    log.info("watching %s again: the NATS connection was re-made", what)
+                    continue
             finally:
                 with contextlib.suppress(Exception):
                     await watcher.stop()

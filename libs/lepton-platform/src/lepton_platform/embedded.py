@@ -26,6 +26,7 @@ from lepton_platform.nats_users import BootstrapKey, NatsSecrets, write_keys
 from lepton_platform.processes import (
     GATEWAY,
     PORT_ORDER,
+    SYNC_INTERVAL,
     NatsServer,
     Process,
     TritonServer,
@@ -74,6 +75,9 @@ class EmbeddedPlatform:
             that search the store's files for a value, to show it there or show it gone.
         console: Start the web console too (``python -m lepton_console``) on a free loopback port:
             :attr:`console_url`. It holds no key; people sign in with theirs.
+        nats_sync_interval: How often nats-server fsyncs the JetStream store (``always``, the default:
+            each write before its ack; ``None``: nats-server's own default, every 2 minutes). See
+            :data:`~lepton_platform.processes.SYNC_INTERVAL` and docs/operations.md.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class EmbeddedPlatform:
         mutual_tls: bool = False,
         encrypt_store: bool = True,
         console: bool = False,
+        nats_sync_interval: str | None = SYNC_INTERVAL,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -105,6 +110,7 @@ class EmbeddedPlatform:
         self.tls = tls or mutual_tls
         self.mutual_tls = mutual_tls
         self.encrypt_store = encrypt_store
+        self.nats_sync_interval = nats_sync_interval
         self.want_console = console
         self.console_port: int | None = None
         self.client_certificate: tuple[Path, Path] | None = None
@@ -191,7 +197,12 @@ class EmbeddedPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "secrets").mkdir(mode=0o700, exist_ok=True)
         self.nats_secrets = NatsSecrets(self.workdir / "secrets" / "nats")
-        self.nats = NatsServer(self.workdir / "nats", secrets=self.nats_secrets, encrypt_store=self.encrypt_store)
+        self.nats = NatsServer(
+            self.workdir / "nats",
+            secrets=self.nats_secrets,
+            encrypt_store=self.encrypt_store,
+            sync_interval=self.nats_sync_interval,
+        )
         self.artifact_keys = ensure_artifact_keys(self.workdir / "secrets")
         if self.want_triton:
             # The deployer's and the monitor's Triton secrets (docs/security.md), made at the first start.
@@ -319,6 +330,31 @@ class EmbeddedPlatform:
             self.processes[name].stop()
         self.processes[name] = start_service(name, self._values[name], self.workdir / "logs")
         self._wait_serving(name)
+
+    def kill_nats(self) -> None:
+        """``kill -9`` of nats-server, as a crash would leave it: the services, Triton's served models and
+        every client lose their connection and reconnect on their own once :meth:`restart_nats` runs."""
+        assert self.nats is not None, "platform not started"
+        process = self.nats.process
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self.nats.stop()  # reaps it and closes its log
+        # A server killed leaves its ports file behind (it removes it only on a clean exit).
+        (self.nats.workdir / f"nats-server_{process.pid}.ports").unlink(missing_ok=True)
+
+    def restart_nats(self) -> None:
+        """Starts nats-server again on the same port, store and secrets (after :meth:`kill_nats`); returns
+        once it listens. The topology it declares is there already: the declare changes nothing."""
+        assert self.nats is not None and self.nats_secrets is not None, "platform not started"
+        if self.nats.process.alive():
+            self.nats.stop()
+        self.nats = NatsServer(
+            self.nats.workdir,
+            port=self.nats.port,
+            secrets=self.nats_secrets,
+            encrypt_store=self.encrypt_store,
+            sync_interval=self.nats.sync_interval,
+        )
 
     def stop(self) -> None:
         """Stops services first (they drain and flush spans), then Triton, then NATS."""

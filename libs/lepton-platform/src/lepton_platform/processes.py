@@ -186,6 +186,13 @@ def nats_server_binary() -> str:
 STORE_KEY_ENV = "LEPTON_NATS_STORE_KEY"
 PREV_STORE_KEY_ENV = "LEPTON_NATS_PREV_STORE_KEY"
 
+#: How often nats-server fsyncs the JetStream store (``jetstream.sync_interval``): ``always``, each
+#: write before its ack. nats-server's default (every 2 minutes) acknowledges writes that still sit in
+#: the page cache: a ``kill -9`` keeps them, but an OS crash or power loss loses up to two minutes of
+#: acknowledged datasets, models and events (Jepsen's 2025 analysis of JetStream). ``bench/load/nats_sync_bench.py``
+#: measures what it costs (docs/operations.md, "The embedded NATS store: sync setting").
+SYNC_INTERVAL = "always"
+
 
 class NatsServer:
     """A real ``nats-server -js`` on a free port with its own store directory.
@@ -193,17 +200,26 @@ class NatsServer:
     It admits only the platform's identities (:mod:`lepton_platform.nats_users`): the
     users file is generated from ``secrets`` (``workdir/secrets`` by default, made at the first
     start and reused), and a connection without credentials is refused. Its store is encrypted
-    with the key of ``secrets`` (``store.key``; ``encrypt_store=False`` for none). Once it listens, the
-    topology is declared with the admin identity, so services find what they use.
+    with the key of ``secrets`` (``store.key``; ``encrypt_store=False`` for none) and fsynced as
+    ``sync_interval`` says (:data:`SYNC_INTERVAL` by default; ``None``: nats-server's own 2 minutes). Once
+    it listens, the topology is declared with the admin identity, so services find what they use; a
+    restart on the same store and ``port`` (a crashed server started again) finds it there already,
+    and the declare changes nothing.
     """
 
     #: The servers this process started, by URL: test helpers find the admin's seed here.
     running: ClassVar[dict[str, NatsServer]] = {}
 
     def __init__(
-        self, workdir: Path, port: int | None = None, secrets: NatsSecrets | None = None, encrypt_store: bool = True
+        self,
+        workdir: Path,
+        port: int | None = None,
+        secrets: NatsSecrets | None = None,
+        encrypt_store: bool = True,
+        sync_interval: str | None = SYNC_INTERVAL,
     ) -> None:
         self.workdir = workdir
+        self.sync_interval = sync_interval
         self.store = workdir / "jetstream"
         self.store.mkdir(parents=True, exist_ok=True)
         self.secrets = secrets or NatsSecrets(workdir / "secrets")
@@ -222,7 +238,10 @@ class NatsServer:
         if previous is not None and env is not None:
             cipher += f"  prev_key: ${PREV_STORE_KEY_ENV}\n"
             env[PREV_STORE_KEY_ENV] = previous.read_text().strip()
-        config.write_text(f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{cipher}}}\n')
+        sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+        config.write_text(
+            f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{sync}{cipher}}}\n'
+        )
         self.pid_file = workdir / "nats-server.pid"
         argv = [
             nats_server_binary(),
