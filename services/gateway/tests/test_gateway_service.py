@@ -475,6 +475,30 @@ def test_a_new_deployment_is_served_and_a_deleted_one_is_not_found(gateway: tupl
         time.sleep(0.1)
 
 
+def test_a_deployment_whose_model_its_host_lost_is_unavailable_not_not_found(
+    gateway: tuple[str, str], nats_url: str
+) -> None:
+    """A route to a model its Triton does not have (a host that restarted, until the deployer loads it again)
+    is UNAVAILABLE (HTTP 503), which clients retry, in the deployment's words: not Triton's NOT_FOUND, which
+    would say the deployment is gone and name the tenant's Triton model."""
+    asyncio.run(_put_records(nats_url, {"acme.lost": _record("acme", "lost", [("acme--lost", 1, 1.0)])}))
+    expected = "deployment 'lost' is not loaded on its Triton host right now; retry shortly"
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # until the gateway (and nginx, a push later) route it: NOT_FOUND "no deployment" before
+            with pytest.raises(InferenceServerException) as exc:
+                _infer(gateway[0], KEY, name="lost")
+            if _status(exc) != "StatusCode.NOT_FOUND":
+                break
+            assert time.monotonic() < deadline, f"still {exc.value.message()} after 15 s"
+            time.sleep(0.1)
+        assert (_status(exc), exc.value.message()) == ("StatusCode.UNAVAILABLE", expected)
+        body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
+        assert _http(f"{gateway[1]}/v2/models/lost/infer", KEY, body) == (503, {"error": expected})
+    finally:
+        asyncio.run(_delete_record(nats_url, "acme.lost"))
+
+
 async def _delete_record(nats_url: str, key: str) -> None:
     nc = await admin_connect(nats_url, "test-gateway-records")
     try:

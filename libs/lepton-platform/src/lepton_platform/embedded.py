@@ -37,6 +37,9 @@ from lepton_platform.processes import (
 )
 from lepton_platform.signing_keys import ArtifactKeys, ensure_artifact_keys
 
+#: The name of the shared-memory files Triton's Python backend shares with its stubs (``/dev/shm``).
+SHM_REGION = "/dev/shm/triton_python_backend_shm_region_"
+
 
 def grpc_serving(address: str | Peer) -> bool:
     """Whether the gRPC server at ``address`` answers grpc.health.v1 with SERVING.
@@ -369,6 +372,45 @@ class EmbeddedPlatform:
         if self.nats is not None:
             self.nats.stop()
             self.nats = None
+
+    def kill_triton(self) -> None:
+        """``kill -9`` of Triton and its Python backend stubs (its process group), as a crash would leave
+        it: every model it served is gone. :meth:`restart_triton` starts it again.
+
+        The shared-memory regions its stubs used (``/dev/shm``), which a killed Triton leaves behind,
+        are removed.
+        """
+        assert self.triton is not None, "Triton not started"
+        process = self.triton.process
+        regions: set[str] = set()
+        with contextlib.suppress(OSError):  # Triton maps every stub's region: its map names them
+            maps = Path(f"/proc/{process.pid}/maps").read_text()
+            regions = {line[line.index(SHM_REGION) :].split()[0] for line in maps.splitlines() if SHM_REGION in line}
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stop(grace=10.0)  # reaps it and closes its log
+        for region in regions:
+            Path(region).unlink(missing_ok=True)
+
+    def restart_triton(self) -> None:
+        """Starts Triton again as a restarted host: on its gRPC port (the address the deployer, the monitor,
+        the gateway and its nginx front hold), with the same secret files and environment, and waits until
+        it is live. It comes back serving nothing: the deployer's reconcile loop loads the models again.
+
+        Its HTTP port is a fresh one: no part of the platform uses it.
+        """
+        old = self.triton
+        assert old is not None, "Triton not started"
+        if old.process.alive():
+            old.stop()
+        self.triton = TritonServer(
+            self.workdir / "triton",
+            grpc_port=old.grpc_port,
+            secrets_dir=old.secrets_dir,
+            nats_url=old.nats_url,
+            nats_seed_file=old.nats_seed_file,
+            artifact_public_key_file=old.artifact_public_key_file,
+        )
 
     def __enter__(self) -> EmbeddedPlatform:
         return self.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from lepton_core.bus import ObjectRefRecord
 from lepton_core.wire import now
 from lepton_deployer.errors import describe
@@ -9,6 +11,8 @@ from lepton_deployer.fleet import Fleet
 from lepton_deployer.records import DeploymentRecord, DeploymentState, HostState, Records, RolloutRecord, VersionInfo
 from lepton_deployer.rollout import Rollouts, staged_model
 from lepton_deployer.serving_files import ServingFiles
+
+log = logging.getLogger(__name__)
 
 #: How much longer than a load may take a rollout must have stood still to count as interrupted.
 INTERRUPTED_AFTER_S = 60
@@ -45,6 +49,8 @@ class Reconciler:
                 if current is not None:
                     named = self._fleet.pool.named(record.tenant, current.value.hosts)
                     await self._records.save(current.value.model_copy(update={"hosts": named, "host_states": states}))
+        if repaired:  # a host lost its models (a Triton restart): the operator's log says what came back
+            log.warning("reconcile repaired: %s", "; ".join(repaired))
         return repaired
 
     async def _check_host(self, record: DeploymentRecord, host: str, repaired: list[str]) -> HostState:

@@ -63,7 +63,8 @@ class Forwarder:
                 grants name others), NotFound for a name that is not one of the tenant's
                 deployments (or a version it does not serve), Unavailable while it serves nothing yet.
             MalformedMessage: the request's bytes are not a message.
-            UpstreamError: Triton's refusal or failure.
+            UpstreamError: Triton's refusal or failure; UNAVAILABLE where the host does not have the
+                deployment's model right now (:func:`not_loaded`).
         """
         name, version = name_and_version(data)
         self.gate.require(caller, method, name)
@@ -71,13 +72,17 @@ class Forwarder:
             target = self.routes.target(caller.tenant, name, version)
         else:
             target = self.routes.stable(caller.tenant, name)
-        if method == "ModelConfig":
-            # Triton's own config is model control (the deployer's), and holds the platform's settings: the
-            # gateway answers with what a client needs of it, made from the model's metadata.
-            request = service_pb2.ModelMetadataRequest(name=target.model, version=target.version)
-            answer = await self._call(target.host, "ModelMetadata", request.SerializeToString(), trace, timeout)
-            return config_from_metadata(name, service_pb2.ModelMetadataResponse.FromString(answer))
-        answer = await self._call(target.host, method, readdressed(data, target.model, target.version), trace, timeout)
+        try:
+            if method == "ModelConfig":
+                # Triton's own config is model control (the deployer's), and holds the platform's settings: the
+                # gateway answers with what a client needs of it, made from the model's metadata.
+                request = service_pb2.ModelMetadataRequest(name=target.model, version=target.version)
+                answer = await self._call(target.host, "ModelMetadata", request.SerializeToString(), trace, timeout)
+                return config_from_metadata(name, service_pb2.ModelMetadataResponse.FromString(answer))
+            data = readdressed(data, target.model, target.version)
+            answer = await self._call(target.host, method, data, trace, timeout)
+        except UpstreamError as exc:
+            raise not_loaded(name) if exc.code == grpc.StatusCode.NOT_FOUND else exc from None
         if method in ("ModelInfer", "ModelMetadata"):
             return readdressed(answer, name)
         return answer
@@ -85,6 +90,18 @@ class Forwarder:
     async def server_call(self, method: str, data: bytes, trace: Trace, timeout: float) -> bytes:
         """``ServerLive``, ``ServerReady`` or ``ServerMetadata``, answered by the default Triton."""
         return await self._call(self._default_host, method, data, trace, timeout)
+
+
+def not_loaded(name: str) -> UpstreamError:
+    """What a caller gets when the Triton host a deployment is routed to does not have its model: UNAVAILABLE.
+
+    The deployment exists (its route was found), so the host lost the model for a while: a Triton that
+    restarted, until the deployer's reconcile loop loads it again. A retry succeeds; Triton's NOT_FOUND
+    would tell the caller the deployment is gone, and name the tenant's Triton model.
+    """
+    return UpstreamError(
+        grpc.StatusCode.UNAVAILABLE, f"deployment {name!r} is not loaded on its Triton host right now; retry shortly"
+    )
 
 
 def config_from_metadata(name: str, metadata: service_pb2.ModelMetadataResponse) -> bytes:

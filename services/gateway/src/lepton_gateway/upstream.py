@@ -9,6 +9,9 @@ import grpc
 
 INFERENCE_SERVICE = "inference.GRPCInferenceService"
 MESSAGE_LIMIT = 64 * 1024 * 1024
+#: Reconnect to a restarted Triton within a second: gRPC's default backoff grows to two minutes between
+#: tries, so after a 20 s outage the gateway process served again 7 s after the nginx front did.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 #: One unary call to Triton: request bytes in, response bytes out (a ``grpc.aio.UnaryUnaryMultiCallable``).
 RawCall = Any
@@ -38,6 +41,7 @@ class Upstream:
                     options=[
                         ("grpc.max_receive_message_length", MESSAGE_LIMIT),
                         ("grpc.max_send_message_length", MESSAGE_LIMIT),
+                        *RECONNECT_OPTIONS,
                     ],
                 )
             found = self._calls[(host, method)] = channel.unary_unary(f"/{INFERENCE_SERVICE}/{method}")

@@ -9,7 +9,8 @@ gRPC port:
   key it is sent, computed in Lua with OpenSSL's ``SHA256``, looked up among the digests of the
   key records), the tenant's rate, the deployment's route, the request readdressed to the
   tenant's Triton model, the gateway's secret added and the key removed; then ``grpc_pass`` to
-  the Triton host, and ``response.lua`` readdresses the answer to the deployment's name. What
+  the Triton host, and ``response.lua`` readdresses the answer to the deployment's name (``status.lua``
+  turns Triton's NOT_FOUND for the routed model, a host that lost it, into UNAVAILABLE). What
   nginx does not admit itself (no key; a key unknown to it, revoked, expired, or whose role
   cannot predict; a key that predicts by a per-deployment grant) goes on to the gateway
   process, whose answer is the refusal or the prediction it gives when it serves alone.
@@ -78,7 +79,7 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def lua_dir() -> Path:
-    """The folder of ``infer.lua``, ``response.lua``, ``admin.lua`` and ``lepton/state.lua``."""
+    """The folder of ``infer.lua``, ``response.lua``, ``status.lua``, ``admin.lua`` and ``lepton/state.lua``."""
     return Path(str(resources.files("lepton_gateway") / "front"))
 
 
@@ -280,6 +281,7 @@ load_module {MODULES[1]};
     location = /inference.GRPCInferenceService/ModelInfer {{
       set $lepton_upstream "";
       access_by_lua_file {lua}/infer.lua;
+      header_filter_by_lua_file {lua}/status.lua;
       body_filter_by_lua_file {lua}/response.lua;
       grpc_pass grpc://$lepton_upstream;
     }}
