@@ -26,10 +26,9 @@ from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
 from lepton_core import events
-from lepton_core.bus import EVENTS_STREAM
 from lepton_core.rpc import client_channel
 from lepton_platform.embedded import EmbeddedPlatform
-from lepton_platform.testing import admin_connect, lepton_cli
+from lepton_platform.testing import lepton_cli, stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "loop"
@@ -37,23 +36,7 @@ SHIFTED = ("bmi", "bp")
 
 
 async def _events(platform: EmbeddedPlatform, kind: str, match: Any = lambda e: True) -> list[events.Event[Any]]:
-    """Every event of one kind on the EVENTS stream so far (for this tenant) that matches."""
-    nc = await admin_connect(platform.nats_url, "test-loop-events")
-    out: list[events.Event[Any]] = []
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe(f"lepton.evt.{platform.tenant}.{kind}", stream=EVENTS_STREAM, ordered_consumer=True)
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except TimeoutError:
-                break
-            event = events.decode(msg)
-            if match(event.data):
-                out.append(event)
-    finally:
-        await nc.close()
-    return out
+    return await stored_events(platform, kind, match)
 
 
 async def _wait(what: str, check: Any, timeout: float = 300) -> Any:

@@ -11,6 +11,7 @@ restarts, each of these waits raised UNAVAILABLE.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import tempfile
 import threading
@@ -18,16 +19,19 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 from lepton.deployer.v1 import deployer_pb2
+from nats.js.errors import KeyNotFoundError
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
 from lepton_ai.jobs import state_name
 from lepton_platform.embedded import EmbeddedPlatform
+from lepton_platform.testing import admin_connect, stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -39,7 +43,9 @@ DOWN_S = 2.0
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
     """A platform for this module alone: its services are killed here, which no other test should see."""
     workdir: Path = tmp_path_factory.mktemp("faults")
-    with EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(16)) as platform:
+    # The monitor checks every 2 s, so a drift incident opens in seconds, not minutes.
+    settings = {"monitor": {"evaluation_interval_s": "2"}}
+    with EmbeddedPlatform(workdir, api_key=secrets.token_urlsafe(16), settings=settings) as platform:
         yield platform
 
 
@@ -157,3 +163,60 @@ def test_an_upload_cut_by_a_data_service_restart_is_sent_again_and_stored_once(
         assert version.row_count == 600_000
         assert [v.version_id for v in client.datasets.versions(name)] == [version.version_id]  # stored once
     assert not list(spool.glob(f"lepton-upload-{dead}-*"))
+
+
+async def incident_recorded(platform: EmbeddedPlatform, deployment: str, timeout: float) -> None:
+    """Returns as soon as the monitor has written an incident of ``deployment`` (its outbox record)."""
+    nc = await admin_connect(platform.nats_url, "faults-monitor")
+    try:
+        kv = await nc.jetstream().key_value("monitor")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if await kv.get(f"{platform.tenant}.alerts.{deployment}"):
+                    return
+            except KeyNotFoundError:
+                pass
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no incident of {deployment} within {timeout} s")
+    finally:
+        await nc.close()
+
+
+def test_a_monitor_killed_mid_window_and_mid_incident_opens_one_incident_and_one_retraining(
+    own: EmbeddedPlatform,
+) -> None:
+    """kill -9 of the monitor while drifted traffic fills its window, and again the moment it records the drift
+    incident (before or while it announces it); each time restarted 2 s later. The restarted monitor reads the
+    window back from the logs, announces what its predecessor recorded but did not announce, and opens no
+    second incident: one ``monitor.drift.detected``, one ``monitor.retraining.requested``, one retraining job."""
+    name = f"faults-drift-{secrets.token_hex(2)}"
+    frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+    moved = frame.with_columns([pl.col(c) + 2 * frame[c].std() for c in ("bmi", "bp")])
+    with la.Client(own.api_key, own.url) as client:
+        trained_on = client.datasets.upload(frame, name=name, progress=False)
+        model = la.models.Ridge().fit(trained_on, "target", model_name=name, progress=False)
+        client.datasets.upload(moved, name=name, progress=False)  # the world moved: a newer version to retrain on
+        client.deployments.deploy(name, name, model.version)
+        client.monitor.set_retraining_policy(name, on_drift=True)
+        rows = moved.drop("target").sample(1280, seed=3, with_replacement=True)
+        for i, chunk in enumerate(rows.iter_slices(32)):
+            client.deployments.predict(name, chunk)
+            if i == 20:
+                crash(own, "monitor")  # mid-window: half the drifted rows are logged
+        asyncio.run(incident_recorded(own, name, timeout=120))
+        crash(own, "monitor")  # mid-incident: recorded, its announcements maybe not yet
+
+        def named(kind: str) -> list[Any]:
+            return asyncio.run(stored_events(own, kind, lambda e: e.lineage.model_name == name))
+
+        deadline = time.monotonic() + 60
+        while not named("monitor.retraining.requested") and time.monotonic() < deadline:
+            time.sleep(1)
+        time.sleep(8)  # four more checks by the restarted monitor: none may open another incident
+        assert len(named("monitor.drift.detected")) == 1
+        (drift,) = [a for a in client.monitor.alerts(name) if a.kind == "drift"]
+        assert drift.retraining == "requested", drift.retraining
+        (requested,) = named("monitor.retraining.requested")
+        jobs = [j for j in client.jobs.list() if j.model_name == name]
+        assert sorted(j.job_id for j in jobs) == sorted({model.job_id, requested.data.job_id})

@@ -158,7 +158,7 @@ class World:
         )
         return version_id
 
-    async def deploy(self, version: int, dataset_version_id: str) -> None:
+    async def deploy(self, version: int, dataset_version_id: str, ready_at: float = 0.0) -> None:
         job_id = f"job_{version}"
         await self.monitor.on_training_completed(
             JobInfo(
@@ -202,6 +202,7 @@ class World:
                 dataset_id="ds_1",
                 dataset_version_id=dataset_version_id,
                 training_job_id=job_id,
+                ready_at=ready_at,
             )
         )
 
@@ -243,6 +244,35 @@ def rows(n: int, seed: int, shift: float = 0.0) -> npt.NDArray[np.float64]:
     for name in ("bmi", "bp"):
         x[:, FEATURES.index(name)] += shift * FRAME[name].std()
     return x
+
+
+async def test_a_late_deployment_ready_does_not_bring_back_the_version_it_replaced() -> None:
+    """A ``deployment.ready`` delivered again after a newer one (its first handling was cut by a restart, and
+    the newer one was handled meanwhile) changes nothing: the deployment serves what it serves now."""
+    w = World()
+    data = await w.dataset_version(FRAME)
+    await w.deploy(1, data, ready_at=100.0)
+    await w.deploy(2, data, ready_at=200.0)
+    await w.deploy(1, data, ready_at=100.0)  # the late one
+    info = await w.monitor.deployment(TENANT, NAME)
+    assert info is not None and (info.model_version, info.ready_at) == (2, 200.0)
+
+
+async def test_an_incident_recorded_before_a_restart_is_not_opened_again() -> None:
+    """A monitor killed after recording an incident but before saving its rule states: the restarted one
+    fires again on the same drift, finds the recorded incident, and opens no second one."""
+    w = World()
+    await w.deploy(1, await w.dataset_version(FRAME))
+    await w.serve(1, rows(400, seed=1, shift=2.0))
+    await w.tick()
+    (first,) = await w.alerts()
+    await w.stores.states.delete(f"{TENANT}.rulestate.{NAME}")  # what a kill before save_states leaves
+    w.monitor = w.restart()
+    await w.serve(1, rows(400, seed=2, shift=2.0))
+    await w.tick()
+    await w.tick()
+    assert [(a.incident_id, a.state) for a in await w.alerts()] == [(first.incident_id, "firing")]
+    assert w.announced.incidents == [("drift", "fired", first.incident_id)]
 
 
 async def test_one_incident_one_retraining_and_no_loop() -> None:

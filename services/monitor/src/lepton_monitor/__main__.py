@@ -125,7 +125,6 @@ def main() -> None:
                 events_pb2.DatasetDeleted: platform.dataset_deleted,
                 events_pb2.ModelVersionDeleted: platform.version_deleted,
             },
-            ack_wait=120.0,
         )
         rt.every("monitor-evaluation", settings.evaluation_interval_s, monitor.tick)
 

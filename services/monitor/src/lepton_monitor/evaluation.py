@@ -124,6 +124,13 @@ class Evaluator:
         transitions += await self._check_rules(info, states, rules, at, drift_for)
         for transition, kind, drift in transitions:
             if transition.kind == "fired":
+                # A monitor killed after recording an incident but before saving its rule states fires
+                # again on restart: the recorded incident is the one, and none opens twice.
+                recorded = await self._incidents.recorded(info, transition.rule)
+                if recorded is not None:
+                    log.info("incident %s was recorded before a restart: not opened again", recorded.incident_id)
+                    states.open[transition.rule] = recorded.incident_id
+                    continue
                 rule = states.drift.rule if kind == "drift" and states.drift else states.states[transition.rule].rule
                 states.open[transition.rule] = await self._incidents.open(info, rule, transition, kind, drift)
             else:

@@ -246,7 +246,9 @@ class Incidents:
         ):
             alert.traceparent = inject_context({}).get("traceparent", "")
         await self._retraining.apply(info, alert)
+        # The alert (the outbox :meth:`flush` announces from) first, then what it changes elsewhere.
         await self._append(alert)
+        await self._retraining.remember(info, alert)
         log.info(
             "%s %s on %s/%s: %s %s %g (value %g)",
             kind,
@@ -259,6 +261,15 @@ class Incidents:
             t.value,
         )
         return incident
+
+    async def recorded(self, info: DeploymentInfo, rule: str) -> AlertRecord | None:
+        """The firing incident of ``rule`` recorded for the deployment (for drift: of its served version)."""
+        found = await self._alerts.get(f"{info.tenant}.alerts.{info.name}")
+        for a in found.value.alerts if found else []:
+            same_version = rule != DRIFT_RULE_NAME or a.model_version == info.model_version
+            if a.rule == rule and a.state == "firing" and same_version:
+                return a
+        return None
 
     async def _append(self, alert: AlertRecord) -> None:
         limit = self._history

@@ -170,9 +170,24 @@ class Intake:
             await self._stores.jobs.erase(f"{tenant}.job.{job_id}")
 
     async def on_deployment_ready(self, ready: DeploymentInfo) -> DeploymentInfo:
-        """Records what a deployment serves now (keeping its retraining history), then builds the reference."""
+        """Records what a deployment serves now (keeping its retraining history), then builds the reference.
+
+        A ``deployment.ready`` older than the one recorded changes nothing: one delivered again late (its
+        handler was cut by a restart, and newer ones were handled meanwhile) must not bring back a version
+        the deployment no longer serves.
+        """
 
         def change(info: DeploymentInfo | None) -> DeploymentInfo:
+            if info is not None and ready.ready_at and ready.ready_at < info.ready_at:
+                log.info(
+                    "%s/%s: deployment.ready of v%d is older than v%d's: kept v%d",
+                    ready.tenant,
+                    ready.name,
+                    ready.model_version,
+                    info.model_version,
+                    info.model_version,
+                )
+                return info
             history = (
                 {}
                 if info is None

@@ -67,7 +67,12 @@ class RetrainingPolicies:
         return found.value if found else PolicyRecord(tenant=tenant, deployment=deployment)
 
     async def apply(self, info: DeploymentInfo, alert: AlertRecord) -> None:
-        """Decides whether the incident asks for a retraining; records the decision on the alert."""
+        """Decides whether the incident asks for a retraining; records the decision on the alert.
+
+        Nothing is written: once the alert (the outbox) is stored, :meth:`remember` notes the request
+        on the deployment, so a monitor killed in between loses no retraining (at worst the next
+        incident does not see this one's, which its min_interval and version checks still bound).
+        """
         found = await self._policies.get(f"{info.tenant}.policy.{info.name}")
         if found is None:
             return
@@ -110,23 +115,29 @@ class RetrainingPolicies:
             )
             return
         request = _request(info, alert, job, dataset_id, dataset_name, trained_on, newest)
+        alert.retraining = "requested"
+        alert.retraining_job_id = request.job_id
+        alert.retraining_request = request
+
+    async def remember(self, info: DeploymentInfo, alert: AlertRecord) -> None:
+        """Notes on the deployment the retraining ``alert`` asked for (:meth:`apply`), once it is stored."""
+        request = alert.retraining_request
+        if request is None:
+            return
 
         def change(current: DeploymentInfo | None) -> DeploymentInfo | None:
             if current is None:
                 return None
             return current.model_copy(
                 update={
-                    "last_retraining_at": at,
+                    "last_retraining_at": alert.fired_at,
                     "last_retraining_incident": alert.incident_id,
                     "last_retraining_from_version": info.model_version,
-                    "last_retraining_dataset_version_id": newest,
+                    "last_retraining_dataset_version_id": request.dataset_version_id,
                 }
             )
 
         await self._deployments.change(info.tenant, info.name, change)
-        alert.retraining = "requested"
-        alert.retraining_job_id = request.job_id
-        alert.retraining_request = request
 
 
 def _request(

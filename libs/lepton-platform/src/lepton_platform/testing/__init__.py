@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 
 from lepton_core import events, nats_identity
 from lepton_core.access import KEYS_BUCKET, KeyRecord, ensure_key
-from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_STREAM, connect, declare_topology
+from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_ROOT, EVENTS_STREAM, connect, declare_topology
 from lepton_core.nats_identity import ADMIN, SERVING
 from lepton_core.telemetry import setup_telemetry
 from lepton_core.tls import Peer, read_pem
@@ -261,6 +261,28 @@ def service(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield launcher
     finally:
         launcher.stop_all()
+
+
+async def stored_events(
+    platform: EmbeddedPlatform, kind: str, match: Callable[[Any], bool] = lambda _: True
+) -> list[events.Event[Any]]:
+    """Every ``kind`` event (``monitor.drift.detected``) of the platform's tenant on the EVENTS stream so far
+    whose payload ``match``es, oldest first."""
+    nc = await admin_connect(platform.nats_url, "test-stored-events")
+    found: list[events.Event[Any]] = []
+    try:
+        subject = f"{EVENTS_ROOT}.{platform.tenant}.{kind}"
+        sub = await nc.jetstream().subscribe(subject, stream=EVENTS_STREAM, ordered_consumer=True)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except TimeoutError:
+                return found
+            event = events.decode(msg)
+            if match(event.data):
+                found.append(event)
+    finally:
+        await nc.close()
 
 
 async def find_event(
