@@ -8,7 +8,9 @@ import uuid
 import pytest
 from lepton.events.v1 import events_pb2
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import api as js_api
+from nats.js import errors as js_errors
 from pydantic import BaseModel
 
 from lepton_core import events
@@ -353,3 +355,43 @@ async def test_a_move_cut_short_is_finished_from_its_complete_copy_or_begun_agai
                 await js.delete_stream(name)
             except Exception:
                 pass
+
+
+async def test_a_consumer_outlives_an_outcome_it_could_not_record(nc: NATS) -> None:
+    """A dead letter the store refuses (NATS away, the store full) does not end the consumer: the next event
+    is handled, and the unsettled one comes back after its ack wait and is dead-lettered then."""
+    t = tenant()
+    handled: list[int] = []
+
+    async def handler(event: events.Event[events_pb2.DatasetVersionCreated]) -> None:
+        if event.data.row_count == 1:
+            raise InvalidArgument("bad dataset", field="x")
+        handled.append(event.data.row_count)
+
+    class StoreRefusesOnce(events.Consumer):
+        refused = 0
+
+        async def _dead_letter(self, msg: Msg, reason: str) -> None:
+            if not self.refused:
+                self.refused += 1
+                raise js_errors.ServiceUnavailableError()  # what a full store answers
+            await super()._dead_letter(msg, reason)
+
+    js = nc.jetstream()
+    consumer = StoreRefusesOnce(
+        js=js,
+        stream=EVENTS_STREAM,
+        durable=f"unsettled-{t}",
+        handlers={events_pb2.DatasetVersionCreated: handler},
+        tenant_filter=t,
+        ack_wait=2.0,
+    )
+    await consumer.start()
+    try:
+        await events.publish(js, _event(t, 1), tenant=t, event_id=f"e6-{t}", source="/test")
+        await events.publish(js, _event(t, 2), tenant=t, event_id=f"e7-{t}", source="/test")
+        (dead,) = await _dead_letters(nc, f"unsettled-{t}", 1)
+    finally:
+        await consumer.stop()
+    assert consumer.refused == 1 and handled == [2]
+    assert dead.headers["ce-id"] == f"e6-{t}"  # type: ignore[attr-defined]

@@ -414,7 +414,15 @@ class Consumer:
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
-                await self._dispatch(msg)
+                try:
+                    await self._dispatch(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The outcome could not be recorded (an ack, a nak or a dead letter the store refused:
+                    # NATS away, the store full). The consumer goes on; the event comes back once its ack
+                    # wait ends, so nothing is lost and no other event waits behind it.
+                    log.error("event on %s not settled, it will be delivered again: %r", msg.subject, exc)
 
     async def _dispatch(self, msg: Msg) -> None:
         try:

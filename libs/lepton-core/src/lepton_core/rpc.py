@@ -235,6 +235,15 @@ STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     js_errors.ServiceUnavailableError,
 )
 
+#: JetStream's answers when its store has no room: insufficient resources, and storage or memory
+#: resources exceeded (the server's ``max_file_store``, the disk, an account's limits).
+STORE_FULL_CODES = frozenset({10023, 10047, 10028})
+
+
+def store_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is JetStream refusing a write for want of room: no retry helps until an operator acts."""
+    return isinstance(exc, js_errors.APIError) and exc.err_code in STORE_FULL_CODES
+
 
 async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
     """Maps an exception to a status; unexpected ones become INTERNAL with an error id."""
@@ -258,6 +267,17 @@ async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Ca
                 grpc.StatusCode.UNAVAILABLE,
                 errors.details(f"a service this call needs did not answer ({code.name}: {exc.details()})"),
             )
+    if store_full(exc):
+        # The store is full: a retry fails the same way until an operator frees room or raises the limit.
+        log.error("the store refused a write, it is full: %s", exc)
+        await call.done("RESOURCE_EXHAUSTED", "store full")
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            errors.details(
+                "the platform's store is full and refused the write (nothing was stored); "
+                "an operator frees room (delete datasets or model versions) or raises the store's limit"
+            ),
+        )
     if isinstance(exc, STORE_UNAVAILABLE):
         # NATS did not answer in time, or JetStream has no leader for the stream (a restart, a cluster
         # without quorum): nothing was decided, so the caller may try again. UNAVAILABLE says so; the

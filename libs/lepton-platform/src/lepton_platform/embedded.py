@@ -81,6 +81,8 @@ class EmbeddedPlatform:
         nats_sync_interval: How often nats-server fsyncs the JetStream store (``always``, the default:
             each write before its ack; ``None``: nats-server's own default, every 2 minutes). See
             :data:`~lepton_platform.processes.SYNC_INTERVAL` and docs/operations.md.
+        nats_max_file_store: The most the JetStream store may hold on disk (``"64MB"``); None: JetStream's
+            default. A small one stands in for a full disk in the fault tests.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class EmbeddedPlatform:
         encrypt_store: bool = True,
         console: bool = False,
         nats_sync_interval: str | None = SYNC_INTERVAL,
+        nats_max_file_store: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.api_key = api_key
@@ -114,6 +117,7 @@ class EmbeddedPlatform:
         self.mutual_tls = mutual_tls
         self.encrypt_store = encrypt_store
         self.nats_sync_interval = nats_sync_interval
+        self.nats_max_file_store = nats_max_file_store
         self.want_console = console
         self.console_port: int | None = None
         self.client_certificate: tuple[Path, Path] | None = None
@@ -205,6 +209,7 @@ class EmbeddedPlatform:
             secrets=self.nats_secrets,
             encrypt_store=self.encrypt_store,
             sync_interval=self.nats_sync_interval,
+            max_file_store=self.nats_max_file_store,
         )
         self.artifact_keys = ensure_artifact_keys(self.workdir / "secrets")
         if self.want_triton:
@@ -331,8 +336,30 @@ class EmbeddedPlatform:
         of its own), and waits until it serves."""
         if self.processes[name].alive():
             self.processes[name].stop()
-        self.processes[name] = start_service(name, self._values[name], self.workdir / "logs")
+        self.processes[name] = self._launch(name)
         self._wait_serving(name)
+
+    def add_worker(self, name: str) -> str:
+        """Starts one more process of the service ``name``, with its settings but a gRPC port of its own,
+        and waits until it serves: another ``trainer`` pulls jobs from the same work queue (the shared
+        durable ``trainers``), which is how the trainer scales out.
+
+        Returns:
+            Its key in :attr:`processes` and :attr:`addresses` (``trainer-2``, ``trainer-3``, ...; its log
+            is ``logs/<key>/``), which :meth:`kill` and :meth:`restart` take; :meth:`stop` stops it too.
+        """
+        key = f"{name}-{sum(1 for k in self.processes if k.partition('-')[0] == name) + 1}"
+        self._values[key] = {**self._values[name], "grpc_port": str(free_port())}
+        self.addresses[key] = f"127.0.0.1:{self._values[key]['grpc_port']}"
+        self.processes[key] = self._launch(key)
+        self._wait_serving(key)
+        return key
+
+    def _launch(self, key: str) -> Process:
+        """Starts the process ``key`` (a service's name, or an extra worker's ``<service>-<n>``)."""
+        service, _, extra = key.partition("-")
+        logs = self.workdir / "logs"
+        return start_service(service, self._values[key], logs / key if extra else logs)
 
     def kill_nats(self) -> None:
         """``kill -9`` of nats-server, as a crash would leave it: the services, Triton's served models and
@@ -357,6 +384,7 @@ class EmbeddedPlatform:
             secrets=self.nats_secrets,
             encrypt_store=self.encrypt_store,
             sync_interval=self.nats.sync_interval,
+            max_file_store=self.nats.max_file_store,
         )
 
     def stop(self) -> None:

@@ -201,7 +201,8 @@ class NatsServer:
     users file is generated from ``secrets`` (``workdir/secrets`` by default, made at the first
     start and reused), and a connection without credentials is refused. Its store is encrypted
     with the key of ``secrets`` (``store.key``; ``encrypt_store=False`` for none) and fsynced as
-    ``sync_interval`` says (:data:`SYNC_INTERVAL` by default; ``None``: nats-server's own 2 minutes). Once
+    ``sync_interval`` says (:data:`SYNC_INTERVAL` by default; ``None``: nats-server's own 2 minutes),
+    holding at most ``max_file_store`` on disk (a full disk, made small). Once
     it listens, the topology is declared with the admin identity, so services find what they use; a
     restart on the same store and ``port`` (a crashed server started again) finds it there already,
     and the declare changes nothing.
@@ -217,9 +218,11 @@ class NatsServer:
         secrets: NatsSecrets | None = None,
         encrypt_store: bool = True,
         sync_interval: str | None = SYNC_INTERVAL,
+        max_file_store: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.sync_interval = sync_interval
+        self.max_file_store = max_file_store
         self.store = workdir / "jetstream"
         self.store.mkdir(parents=True, exist_ok=True)
         self.secrets = secrets or NatsSecrets(workdir / "secrets")
@@ -239,6 +242,8 @@ class NatsServer:
             cipher += f"  prev_key: ${PREV_STORE_KEY_ENV}\n"
             env[PREV_STORE_KEY_ENV] = previous.read_text().strip()
         sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+        # The most the store may hold on disk (``64MB``; none: JetStream's default, most of the disk).
+        sync += f"  max_file_store: {max_file_store}\n" if max_file_store else ""
         config.write_text(
             f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{sync}{cipher}}}\n'
         )
