@@ -255,6 +255,8 @@ def test_every_command_refuses_a_wrong_argument(
         (("monitor", "logs"), [model, "--since", "lately"], 2, "--since: expected a duration"),
         (("monitor", "summary"), [model, "--top", "0"], 2, "'--top'"),
         (("events", "tail"), ["--since", "yesterday"], 2, "--since: expected a duration"),
+        (("events", "dead-letters"), ["--consumer", "nosuch"], 3, "'nosuch' is not a consumer of the platform"),
+        (("events", "replay"), ["999999999"], 4, "dead letter 999999999 not found"),
         (("predict",), [model, str(rows_txt)], 2, "expected one of ['.csv', '.json', '.jsonl', '.parquet']"),
         (("up",), ["extra"], 2, "unexpected extra argument"),
         (("keys", "create"), ["--role", "viewer", "--expires", "soon"], 2, "--expires: expected a duration"),

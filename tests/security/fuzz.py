@@ -97,7 +97,7 @@ class Rpc:
 
 
 def rpcs(targets: Iterable[str] = TARGETS) -> list[Rpc]:
-    """Every RPC of the six services, and EventService.Subscribe at each of ``targets``."""
+    """Every RPC of the six services, and EventService's at each of ``targets``."""
     out: list[Rpc] = []
     wanted = set(targets)
     modules = [(m, [t]) for m, t in MODULES.items() if t in wanted] + [(EVENTS_MODULE, sorted(wanted))]
@@ -578,6 +578,8 @@ VALID: dict[str, Callable[[Seed], dict[str, Any]]] = {
     "SummarizeLogs": lambda s: {"deployment": s.deployment, "top": 5},
     # events (every service)
     "Subscribe": lambda s: {"pattern": "dataset.>", "limit": 3},
+    "ListDeadLetters": lambda s: {"consumer": "evaluator", "limit": 10},
+    "ReplayDeadLetter": lambda s: {"id": 1},
 }
 
 #: RPCs whose every string field is kept off the seeded names (see :meth:`Seed.protected`).
