@@ -109,9 +109,12 @@ bench-console: setup
 	$(BIN)/python bench/console_bench.py
 
 # Load: what the embedded store's fsync-every-write costs against nats-server's default, side by side
-# (docs/operations.md); more of issue 19's load benches join it here.
+# (docs/operations.md); 100 pipelines at once with 1, 2 and 4 trainer processes, throughput against the
+# 1-trainer round and each stage's p50/p99 (docs/benchmarks.md); more of issue 19's load benches join them here.
 bench-load: setup
 	$(BIN)/python bench/load/nats_sync_bench.py --pipeline
+	$(BIN)/python bench/load/serving_soak.py
+	$(BIN)/python bench/load/pipelines.py --json bench/results/load-pipelines-latest.json
 
 # Re-resolves requirements/base.in into the exact lock (needs the network).
 lock:
