@@ -280,6 +280,15 @@ async def test_dead_letters_are_listed_per_tenant_and_replayed_once_fixed(nc: NA
             assert letter.original_subject == f"lepton.evt.{tenant_a}.dataset.version.created"
             assert letter.event.name == "dataset.version.created" and letter.event.tenant == tenant_a
             assert letter.event.id == f"poison-{tenant_a}" and letter.event.payload == payload.SerializeToString()
+            one = stream_pb2.ListDeadLettersRequest(id=letter.id)
+            assert list((await stub.ListDeadLetters(one, metadata=call_metadata(viewer_a))).dead_letters) == [letter]
+            for key, request in (
+                (admin_b, one),
+                (viewer_a, stream_pb2.ListDeadLettersRequest(id=letter.id, consumer="evaluator")),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                    await stub.ListDeadLetters(request, metadata=call_metadata(key))
+                assert unknown.value.code() == grpc.StatusCode.NOT_FOUND  # another tenant's, another consumer's
             theirs = await stub.ListDeadLetters(stream_pb2.ListDeadLettersRequest(), metadata=call_metadata(admin_b))
             assert [(d.consumer, d.service, d.HasField("event")) for d in theirs.dead_letters] == [
                 ("evaluator", "evaluator", False)

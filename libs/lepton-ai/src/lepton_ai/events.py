@@ -369,9 +369,10 @@ class Events:
         if isinstance(dead_letter, DeadLetter):
             service, id = dead_letter.service, dead_letter.id
         else:
-            found = [d for d in self.dead_letters(limit=1000) if d.id == dead_letter]
-            # Unknown here: the entry's answer (NOT_FOUND) says so in the platform's words.
-            service, id = (found[0].service if found else "") or SERVICE, dead_letter
+            # Which service replays it: the entry looks that one dead letter up (NOT_FOUND if not yours).
+            lookup = stream_pb2.ListDeadLettersRequest(id=dead_letter)
+            (found,) = self._t.call(SERVICE, self._stub(SERVICE).ListDeadLetters, lookup).dead_letters
+            service, id = found.service or SERVICE, dead_letter
         request = stream_pb2.ReplayDeadLetterRequest(id=id)
         return _dead_letter(self._t.call(service, self._stub(service).ReplayDeadLetter, request, timeout=600.0))
 

@@ -226,8 +226,8 @@ def wire_dead_letter(letter: DeadLetter) -> stream_pb2.DeadLetter:
         decoded = letter.event()
     except ValueError:
         return wire  # a message refused as undecodable or forged: its error says why
-    name = letter.original_subject.split(".", 3)[-1] if letter.original_subject.startswith(EVENTS_ROOT) else ""
-    wire.event.CopyFrom(wire_event(decoded, name or spec_for_type(decoded.type).name, letter.data, letter.time))
+    # Decoding checked the original subject against the type: the type names the event.
+    wire.event.CopyFrom(wire_event(decoded, spec_for_type(decoded.type).name, letter.data, letter.time))
     return wire
 
 
@@ -336,9 +336,17 @@ class EventStreamServicer(stream_pb2_grpc.EventServiceServicer):
     ) -> stream_pb2.ListDeadLettersResponse:
         if request.limit > DEAD_LETTERS_MAX:
             raise InvalidArgument(f"{request.limit} is over the most a page holds, {DEAD_LETTERS_MAX}", field="limit")
-        letters, total = await list_dead_letters(
-            self._js, current_tenant(), request.consumer, request.limit or DEAD_LETTERS_PAGE
-        )
+        tenant = current_tenant()
+        if request.id:
+            dead_letter_filter(tenant, request.consumer)  # a consumer that is none is INVALID_ARGUMENT here too
+            letter = await read_dead_letter(self._js, tenant, request.id)
+            if request.consumer and letter.durable != request.consumer:
+                raise NotFound(f"dead letter {request.id} is not {shown(request.consumer)}'s", field="id")
+            letters, total = [letter], 1
+        else:
+            letters, total = await list_dead_letters(
+                self._js, tenant, request.consumer, request.limit or DEAD_LETTERS_PAGE
+            )
         return stream_pb2.ListDeadLettersResponse(dead_letters=[wire_dead_letter(d) for d in letters], total=total)
 
     async def ReplayDeadLetter(

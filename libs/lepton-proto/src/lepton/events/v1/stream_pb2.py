@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/events/v1/stream.proto\x12\x10lepton.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x16ListDeadLettersRequest\x12\x10\n\x08\x63onsumer\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"\\\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.lepton.events.v1.DeadLetter\x12\r\n\x05total\x18\x02 \x01(\x04\"%\n\x17ReplayDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"\xd6\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeliveries\x18\x06 \x01(\r\x12\x18\n\x10original_subject\x18\x07 \x01(\t\x12&\n\x05\x65vent\x18\x08 \x01(\x0b\x32\x17.lepton.events.v1.Event\"]\n\x10SubscribeRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\r\"\xc6\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x0e\n\x06tenant\x18\n \x01(\t2\x9f\x02\n\x0c\x45ventService\x12J\n\tSubscribe\x12\".lepton.events.v1.SubscribeRequest\x1a\x17.lepton.events.v1.Event0\x01\x12\x66\n\x0fListDeadLetters\x12(.lepton.events.v1.ListDeadLettersRequest\x1a).lepton.events.v1.ListDeadLettersResponse\x12[\n\x10ReplayDeadLetter\x12).lepton.events.v1.ReplayDeadLetterRequest\x1a\x1c.lepton.events.v1.DeadLetterb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dlepton/events/v1/stream.proto\x12\x10lepton.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x16ListDeadLettersRequest\x12\x10\n\x08\x63onsumer\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\n\n\x02id\x18\x03 \x01(\x04\"\\\n\x17ListDeadLettersResponse\x12\x32\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1c.lepton.events.v1.DeadLetter\x12\r\n\x05total\x18\x02 \x01(\x04\"%\n\x17ReplayDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"\xd6\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x63onsumer\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeliveries\x18\x06 \x01(\r\x12\x18\n\x10original_subject\x18\x07 \x01(\t\x12&\n\x05\x65vent\x18\x08 \x01(\x0b\x32\x17.lepton.events.v1.Event\"]\n\x10SubscribeRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\r\"\xc6\x01\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x06 \x01(\t\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x0e\n\x06tenant\x18\n \x01(\t2\x9f\x02\n\x0c\x45ventService\x12J\n\tSubscribe\x12\".lepton.events.v1.SubscribeRequest\x1a\x17.lepton.events.v1.Event0\x01\x12\x66\n\x0fListDeadLetters\x12(.lepton.events.v1.ListDeadLettersRequest\x1a).lepton.events.v1.ListDeadLettersResponse\x12[\n\x10ReplayDeadLetter\x12).lepton.events.v1.ReplayDeadLetterRequest\x1a\x1c.lepton.events.v1.DeadLetterb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lepton.events.v1.stream_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LISTDEADLETTERSREQUEST']._serialized_start=84
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=141
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=143
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=235
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=237
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=274
-  _globals['_DEADLETTER']._serialized_start=277
-  _globals['_DEADLETTER']._serialized_end=491
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=493
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=586
-  _globals['_EVENT']._serialized_start=589
-  _globals['_EVENT']._serialized_end=787
-  _globals['_EVENTSERVICE']._serialized_start=790
-  _globals['_EVENTSERVICE']._serialized_end=1077
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=153
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=155
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=247
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=249
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=286
+  _globals['_DEADLETTER']._serialized_start=289
+  _globals['_DEADLETTER']._serialized_end=503
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=505
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=598
+  _globals['_EVENT']._serialized_start=601
+  _globals['_EVENT']._serialized_end=799
+  _globals['_EVENTSERVICE']._serialized_start=802
+  _globals['_EVENTSERVICE']._serialized_end=1089
 # @@protoc_insertion_point(module_scope)

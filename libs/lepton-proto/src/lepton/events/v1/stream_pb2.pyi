@@ -25,19 +25,25 @@ class ListDeadLettersRequest(_message.Message):
 
     CONSUMER_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     consumer: _builtins.str
     """Only this consumer's ("evaluator", "trainers", ...); empty: every consumer's."""
     limit: _builtins.int
     """At most this many, newest first; 0: 100. At most 1000."""
+    id: _builtins.int
+    """Only this one (DeadLetter.id), when set: NOT_FOUND if it is not the caller's tenant's.
+    How a caller holding an id learns which service replays it, without reading the rest.
+    """
     def __init__(
         self,
         *,
         consumer: _builtins.str = ...,
         limit: _builtins.int = ...,
+        id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "id", b"id", "limit", b"limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
