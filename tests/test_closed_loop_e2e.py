@@ -25,7 +25,6 @@ from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
-from lepton_core import events
 from lepton_core.rpc import client_channel
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import lepton_cli, stored_events
@@ -33,10 +32,6 @@ from lepton_platform.testing import lepton_cli, stored_events
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 NAME = "loop"
 SHIFTED = ("bmi", "bp")
-
-
-async def _events(platform: EmbeddedPlatform, kind: str, match: Any = lambda e: True) -> list[events.Event[Any]]:
-    return await stored_events(platform, kind, match)
 
 
 async def _wait(what: str, check: Any, timeout: float = 300) -> Any:
@@ -91,7 +86,7 @@ async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform,
     assert sorted(drift.drifted) == sorted(SHIFTED), list(drift.drifted)
     # One retraining, on the newer version, that ends as the champion serving in production.
     requested = await _wait(
-        "retraining.requested", lambda: _events(platform, "monitor.retraining.requested"), timeout=120
+        "retraining.requested", lambda: stored_events(platform, "monitor.retraining.requested"), timeout=120
     )
     assert len(requested) == 1 and requested[0].data.dataset_version_id == newer.version_id
 
@@ -105,17 +100,17 @@ async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform,
     assert champion.lineage.training_job_id == requested[0].data.job_id
     # Still one incident and one retraining: no loop.
     await asyncio.sleep(5)
-    assert len(await _events(platform, "monitor.retraining.requested")) == 1
-    assert len(await _events(platform, "monitor.drift.detected", lambda e: e.lineage.model_name == NAME)) == 1
+    assert len(await stored_events(platform, "monitor.retraining.requested")) == 1
+    assert len(await stored_events(platform, "monitor.drift.detected", lambda e: e.lineage.model_name == NAME)) == 1
     # The chain is one trace from the drift to the rollout.
     job_id = requested[0].data.job_id
     chain = [
         *requested,
-        *(await _events(platform, "training.completed", lambda e: e.lineage.training_job_id == job_id)),
-        *(await _events(platform, "evaluation.completed", lambda e: e.lineage.training_job_id == job_id)),
-        *(await _events(platform, "registry.version.created", lambda e: e.lineage.training_job_id == job_id)),
+        *(await stored_events(platform, "training.completed", lambda e: e.lineage.training_job_id == job_id)),
+        *(await stored_events(platform, "evaluation.completed", lambda e: e.lineage.training_job_id == job_id)),
+        *(await stored_events(platform, "registry.version.created", lambda e: e.lineage.training_job_id == job_id)),
         *(
-            await _events(
+            await stored_events(
                 platform,
                 "deployment.ready",
                 lambda e: e.lineage.deployment == NAME and e.lineage.model_version == d.lineage.model_version,

@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +39,8 @@ import lepton_ai as la
 from lepton_ai.jobs import state_name
 from lepton_core.bus import JOBS_STREAM, connect
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
+
+from .fits import fits_in_flight, wait_running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -147,31 +149,6 @@ class Outage:
     refused_after_s: dict[str, float]
     predictions: list[float]
     prediction_errors: list[BaseException]
-
-
-def fits_in_flight(platform: EmbeddedPlatform, version_id: str, names: list[str]) -> list[Future[la.models.Model]]:
-    """One MLP fit a name, each on its own thread and client: the trainer runs one while the others queue."""
-
-    def fit(name: str) -> la.models.Model:
-        with la.Client(platform.api_key, platform.url) as client:
-            model = la.models.MLP(epochs=120, batch_size=8, early_stopping_patience=0)
-            return model.fit(client.datasets.get(version_id), "target", model_name=name, progress=False)
-
-    pool = ThreadPoolExecutor(len(names))
-    futures = [pool.submit(fit, name) for name in names]
-    pool.shutdown(wait=False)
-    return futures
-
-
-def wait_running(platform: EmbeddedPlatform, names: list[str], timeout: float = 60) -> None:
-    """Until one of the named models' jobs runs, so the kill cuts a fit in the middle."""
-    deadline = time.monotonic() + timeout
-    with la.Client(platform.api_key, platform.url) as client:
-        while time.monotonic() < deadline:
-            if set(names) & {j.model_name for j in client.jobs.list(state="running")}:
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"none of {names} started within {timeout} s")
 
 
 def predicting(
@@ -291,7 +268,7 @@ def outage(own: EmbeddedPlatform) -> Iterator[Outage]:
         )
         predictor.start()
         names = [f"nats-faults-{i}-{secrets.token_hex(2)}" for i in range(FITS)]
-        futures = fits_in_flight(own, version_id, names)
+        futures = fits_in_flight(own, version_id, names, epochs=120)
         wait_running(own, names)
         with la.Client(own.api_key, own.url) as client:
             logged_before = logged(client)

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ import lepton_ai as la
 from lepton_ai.jobs import state_name
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.testing import admin_connect, stored_events
+
+from .fits import fits_in_flight, wait_running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -54,34 +56,6 @@ def diabetes(own: EmbeddedPlatform) -> str:
     with la.Client(own.api_key, own.url) as client:
         frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
         return client.datasets.upload(frame, name="faults-diabetes", progress=False).version_id
-
-
-def fits_in_flight(
-    platform: EmbeddedPlatform, version_id: str, names: list[str], epochs: int
-) -> list[Future[la.models.Model]]:
-    """One MLP fit a name, each on its own thread and client, long enough to be cut in the middle."""
-
-    def fit(name: str) -> la.models.Model:
-        with la.Client(platform.api_key, platform.url) as client:
-            model = la.models.MLP(epochs=epochs, batch_size=8, early_stopping_patience=0)
-            return model.fit(client.datasets.get(version_id), "target", model_name=name, progress=False)
-
-    pool = ThreadPoolExecutor(len(names))
-    futures = [pool.submit(fit, name) for name in names]
-    pool.shutdown(wait=False)
-    return futures
-
-
-def wait_running(platform: EmbeddedPlatform, names: list[str], timeout: float = 60) -> None:
-    """Until one of the named models' jobs runs (a kill cuts it in the middle; the others wait in the queue)."""
-    deadline = time.monotonic() + timeout
-    with la.Client(platform.api_key, platform.url) as client:
-        while time.monotonic() < deadline:
-            running = {j.model_name for j in client.jobs.list(state="running")}
-            if set(names) & running:
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"none of {names} started within {timeout} s")
 
 
 def crash(platform: EmbeddedPlatform, service: str) -> None:

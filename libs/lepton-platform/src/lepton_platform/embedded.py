@@ -204,13 +204,7 @@ class EmbeddedPlatform:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "secrets").mkdir(mode=0o700, exist_ok=True)
         self.nats_secrets = NatsSecrets(self.workdir / "secrets" / "nats")
-        self.nats = NatsServer(
-            self.workdir / "nats",
-            secrets=self.nats_secrets,
-            encrypt_store=self.encrypt_store,
-            sync_interval=self.nats_sync_interval,
-            max_file_store=self.nats_max_file_store,
-        )
+        self.nats = self._nats_server()
         self.artifact_keys = ensure_artifact_keys(self.workdir / "secrets")
         if self.want_triton:
             # The deployer's and the monitor's Triton secrets (docs/security.md), made at the first start.
@@ -375,16 +369,20 @@ class EmbeddedPlatform:
     def restart_nats(self) -> None:
         """Starts nats-server again on the same port, store and secrets (after :meth:`kill_nats`); returns
         once it listens. The topology it declares is there already: the declare changes nothing."""
-        assert self.nats is not None and self.nats_secrets is not None, "platform not started"
+        assert self.nats is not None, "platform not started"
         if self.nats.process.alive():
             self.nats.stop()
-        self.nats = NatsServer(
-            self.nats.workdir,
-            port=self.nats.port,
+        self.nats = self._nats_server(port=self.nats.port)
+
+    def _nats_server(self, port: int | None = None) -> NatsServer:
+        """nats-server on the platform's store, secrets and settings (on ``port``: a restart's)."""
+        return NatsServer(
+            self.workdir / "nats",
+            port=port,
             secrets=self.nats_secrets,
             encrypt_store=self.encrypt_store,
-            sync_interval=self.nats.sync_interval,
-            max_file_store=self.nats.max_file_store,
+            sync_interval=self.nats_sync_interval,
+            max_file_store=self.nats_max_file_store,
         )
 
     def stop(self) -> None:

@@ -241,11 +241,11 @@ class NatsServer:
         if previous is not None and env is not None:
             cipher += f"  prev_key: ${PREV_STORE_KEY_ENV}\n"
             env[PREV_STORE_KEY_ENV] = previous.read_text().strip()
-        sync = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
+        store = f"  sync_interval: {sync_interval}\n" if sync_interval else ""
         # The most the store may hold on disk (``64MB``; none: JetStream's default, most of the disk).
-        sync += f"  max_file_store: {max_file_store}\n" if max_file_store else ""
+        store += f"  max_file_store: {max_file_store}\n" if max_file_store else ""
         config.write_text(
-            f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{sync}{cipher}}}\n'
+            f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{store}{cipher}}}\n'
         )
         self.pid_file = workdir / "nats-server.pid"
         argv = [
