@@ -302,6 +302,14 @@ def test_deleting_a_version_needs_the_models_delete_permission(plain: EmbeddedPl
     assert refused.value.code == "PERMISSION_DENIED" and "models.delete" in refused.value.message
 
 
+async def publish_as_admin(platform: EmbeddedPlatform, subject: str, data: bytes) -> None:
+    nc = await admin_connect(platform.nats_url, "test-deletion")
+    try:
+        await nc.jetstream().publish(subject, data)
+    finally:
+        await nc.close()
+
+
 def stream_subjects(platform: EmbeddedPlatform, stream: str, subject: str) -> list[str]:
     """The subjects of ``stream`` matching ``subject`` that hold a message, read as the admin."""
 
@@ -387,6 +395,10 @@ def test_a_deleted_tenant_leaves_no_byte_of_itself_in_the_store_and_no_key(
     )
     for bucket in TENANT_BUCKETS[:5]:
         assert kv_keys(plain, bucket, f"{doomed}.>"), f"the tenant has records in {bucket}"
+    # A dead letter of the tenant's, as the evaluator leaves one (subject lepton.dlq.<consumer>.<tenant>).
+    dead_letters = f"lepton.dlq.*.{doomed}"
+    asyncio.run(publish_as_admin(plain, f"lepton.dlq.evaluator.{doomed}", marker.encode()))
+    assert stream_subjects(plain, "DEADLETTER", dead_letters) == [f"lepton.dlq.evaluator.{doomed}"]
 
     # Refused: a mistyped confirmation, a key of the tenant itself (even its admin), no key.
     wrong = refusal(plain, plain.api_key, "DeleteTenant", access_pb2.DeleteTenantRequest(tenant=doomed, confirm="x"))
@@ -441,6 +453,7 @@ def test_a_deleted_tenant_leaves_no_byte_of_itself_in_the_store_and_no_key(
     assert stream_subjects(plain, "EVENTS", f"lepton.evt.{doomed}.>") == []
     assert stream_subjects(plain, "PREDICTIONS", f"lepton.pred.{doomed}.>") == []
     assert stream_subjects(plain, "JOBS", f"lepton.jobs.{doomed}.>") == []
+    assert stream_subjects(plain, "DEADLETTER", dead_letters) == []
     assert kv_keys(plain, "tenants", f"plan.{doomed}") == [] and kv_keys(plain, "usage", doomed) == []
     assert not {admin.key.id, viewer.key.id} & {k.rsplit(".", 1)[-1] for k in kv_keys(plain, "keys", ">")}
     with la.Client(plain.api_key, plain.url) as operator:
