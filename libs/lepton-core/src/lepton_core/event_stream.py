@@ -31,7 +31,7 @@ from nats.js import errors as js_errors
 from lepton_core.access import Rule, rules_for
 from lepton_core.bounds import check_timestamp
 from lepton_core.bus import DEADLETTER_ROOT, DEADLETTER_STREAM, EVENTS_ROOT, EVENTS_STREAM
-from lepton_core.errors import FailedPrecondition, InvalidArgument, LeptonError, NotFound, PermissionDenied, Unavailable
+from lepton_core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from lepton_core.events import CATALOGUE, CE_SPECVERSION, Consumer, DeadLetter, Event, decode, spec_for_type
 from lepton_core.names import shown
 from lepton_core.nats_identity import GRANTS, check_tenant
@@ -363,12 +363,7 @@ class EventStreamServicer(stream_pb2_grpc.EventServiceServicer):
             )
         try:
             await consumer.replay(letter)
-        except LeptonError as exc:
-            raise FailedPrecondition(
-                f"the {letter.durable!r} consumer failed again on dead letter {letter.sequence}, which stays: {exc}",
-                field="id",
-            ) from exc
-        except Exception as exc:  # a handler's own failure, as it would have dead-lettered it
+        except Exception as exc:  # the handler's failure, in the words its dead letter gives one
             raise FailedPrecondition(
                 f"the {letter.durable!r} consumer failed again on dead letter {letter.sequence}, which stays: "
                 f"{type(exc).__name__}: {exc}",

@@ -262,6 +262,9 @@ ERROR_HEADER = "Lepton-Error"
 ORIGINAL_SUBJECT_HEADER = "Lepton-Original-Subject"
 ORIGINAL_SEQUENCE_HEADER = "Lepton-Original-Sequence"
 DELIVERIES_HEADER = "Lepton-Deliveries"
+#: When it was given up on (ISO 8601, UTC): one value whichever way it is read back (a listing's
+#: delivery, a get by sequence), where the stream's own time comes rounded differently by each.
+DEAD_LETTERED_AT_HEADER = "Lepton-Dead-Lettered-At"
 #: The tenant token of a dead letter whose subject names none (it cannot be one: tenant names
 #: never start with '-').
 NO_TENANT = "-"
@@ -292,7 +295,10 @@ class DeadLetter:
 
     @classmethod
     def parse(cls, subject: str, sequence: int, headers: dict[str, str], data: bytes, time: datetime) -> DeadLetter:
-        """One message of the DEADLETTER stream; :class:`ValueError` when its subject is not a dead letter's."""
+        """One message of the DEADLETTER stream; :class:`ValueError` when its subject is not a dead letter's.
+
+        ``time`` is the stream's, for a dead letter that carries no time of its own (one made before
+        :data:`DEAD_LETTERED_AT_HEADER`)."""
         tokens = subject.split(".")
         if len(tokens) != 4 or f"{tokens[0]}.{tokens[1]}" != DEADLETTER_ROOT:
             raise ValueError(f"{shown(subject)} is not {DEADLETTER_ROOT}.<durable>.<tenant>")
@@ -307,7 +313,7 @@ class DeadLetter:
             error=headers.get(ERROR_HEADER, ""),
             headers=original,
             data=data,
-            time=time,
+            time=_time(headers.get(DEAD_LETTERED_AT_HEADER)) or time,
         )
 
     def event(self) -> Event[Any]:
@@ -319,6 +325,13 @@ class DeadLetter:
         return decode_parts(
             self.original_subject, self.headers, self.data, delivery=self.deliveries, sequence=self.original_sequence
         )
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
 
 
 def _int(value: str | None) -> int:
@@ -516,6 +529,7 @@ class Consumer:
         headers.pop("Nats-Msg-Id", None)
         headers[ERROR_HEADER] = reason[:1000]
         headers[ORIGINAL_SUBJECT_HEADER] = msg.subject
+        headers[DEAD_LETTERED_AT_HEADER] = datetime.now(UTC).isoformat()
         try:
             headers[ORIGINAL_SEQUENCE_HEADER] = str(msg.metadata.sequence.stream)
             headers[DELIVERIES_HEADER] = str(msg.metadata.num_delivered)
