@@ -62,6 +62,26 @@ def cpu_seconds_by_group() -> dict[int, float]:
     return {g: t / tick for g, t in ticks.items()}
 
 
+def settle(pgids: set[int], idle_cores: float, window_s: float, timeout_s: float) -> float:
+    """Waits (at most ``timeout_s``) until the process groups ``pgids`` together use under ``idle_cores``
+    over ``window_s``; returns the seconds waited. Each process the platform starts leads its own group,
+    its children in it (Triton's stubs, a trainer's fit process), so what one step left running (the
+    monitor reading prediction logs, a rollout) is done before the next is timed."""
+
+    def cpu_s() -> float:
+        return sum(s for g, s in cpu_seconds_by_group().items() if g in pgids)
+
+    t0 = time.perf_counter()
+    before = cpu_s()
+    while time.perf_counter() - t0 < timeout_s:
+        time.sleep(window_s)
+        after = cpu_s()
+        if (after - before) / window_s < idle_cores:
+            break
+        before = after
+    return time.perf_counter() - t0
+
+
 def run_and_report(
     run: Callable[[Path], None], workdir: Path | None, prefix: str, report: dict[str, Any], path: Path, started: float
 ) -> None:

@@ -516,19 +516,8 @@ class Settler:
     def __init__(self, pgids: list[int]) -> None:
         self.pgids = set(pgids)
 
-    def cpu_s(self) -> float:
-        return float(sum(v for g, v in _machine.cpu_seconds_by_group().items() if g in self.pgids))
-
     def settle(self) -> float:
-        t0 = time.perf_counter()
-        before = self.cpu_s()
-        while time.perf_counter() - t0 < SETTLE_TIMEOUT_S:
-            time.sleep(SETTLE_WINDOW_S)
-            after = self.cpu_s()
-            if (after - before) / SETTLE_WINDOW_S < SETTLE_IDLE_CORES:
-                break
-            before = after
-        return time.perf_counter() - t0
+        return _machine.settle(self.pgids, SETTLE_IDLE_CORES, SETTLE_WINDOW_S, SETTLE_TIMEOUT_S)
 
 
 def events_replay(page: Page, base: str, settler: Settler) -> dict[str, Any]:

@@ -315,20 +315,9 @@ class Settler:
     def __init__(self, pgids: list[int]) -> None:
         self.pgids = set(pgids)
 
-    def cpu_s(self) -> float:
-        return sum(s for g, s in _machine.cpu_seconds_by_group().items() if g in self.pgids)
-
     def settle(self) -> float:
         """Seconds waited (at most SETTLE_TIMEOUT_S) until the groups use < SETTLE_IDLE_CORES."""
-        t0 = time.perf_counter()
-        before = self.cpu_s()
-        while time.perf_counter() - t0 < SETTLE_TIMEOUT_S:
-            time.sleep(SETTLE_WINDOW_S)
-            after = self.cpu_s()
-            if (after - before) / SETTLE_WINDOW_S < SETTLE_IDLE_CORES:
-                break
-            before = after
-        return time.perf_counter() - t0
+        return _machine.settle(self.pgids, SETTLE_IDLE_CORES, SETTLE_WINDOW_S, SETTLE_TIMEOUT_S)
 
 
 # --- MLflow ---------------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ from sklearn.datasets import load_diabetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _machine import cpu_seconds_by_group, machine_info
+import _machine
+from _machine import machine_info
 from _table import render
 
 import lepton_ai as la
@@ -160,19 +161,7 @@ def settle(
     its fit process's libraries, and the last round's rollouts may still be finishing."""
     assert platform.nats is not None and platform.triton is not None
     groups = {platform.nats.process.pid, platform.triton.process.pid, *(p.pid for p in platform.processes.values())}
-
-    def cpu_s() -> float:
-        return float(sum(s for g, s in cpu_seconds_by_group().items() if g in groups))
-
-    t0 = time.perf_counter()
-    before = cpu_s()
-    while time.perf_counter() - t0 < timeout_s:
-        time.sleep(window_s)
-        after = cpu_s()
-        if (after - before) / window_s < idle_cores:
-            break
-        before = after
-    return time.perf_counter() - t0
+    return _machine.settle(groups, idle_cores, window_s, timeout_s)
 
 
 def busy_jiffies() -> tuple[int, int]:
