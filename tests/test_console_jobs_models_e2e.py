@@ -150,7 +150,10 @@ def test_a_model_s_versions_and_plots_and_promoting_moves_the_champion(
     expect(page.locator(f'#versions th[data-version="{pipeline.model_version.version}"]')).to_be_visible()
     plot = page.locator("#plots img").first
     expect(plot).to_be_visible()
-    assert plot.get_attribute("alt") and plot.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert plot.get_attribute("alt")
+    # The plots load lazily: scrolled to, the image must arrive and decode (a broken one never does).
+    plot.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=plot.element_handle())
     shot(page, "model")
 
     name = f"console-promote-{secrets.token_hex(3)}"
