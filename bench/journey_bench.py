@@ -520,9 +520,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         clock.start()
         client = la.Client(p.api_key, p.url)
         assert p.nats is not None and p.triton is not None
-        settler = Settler(
-            [p.nats.process.pid, p.triton.process.pid, worker.proc.pid, *(s.pid for s in p.processes.values())]
-        )
+        settler = Settler([*p.nats_pids, p.triton.process.pid, worker.proc.pid, *(s.pid for s in p.processes.values())])
         token = secrets.token_hex(3)
         control = p.triton.control.grpc_headers()  # the deployer's: cleanup waits on Triton's repository index
         runs: list[dict[str, Any]] = []

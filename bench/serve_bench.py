@@ -1235,7 +1235,7 @@ def bench(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> No
         cpu = CpuMeter(
             {
                 "triton": [p.triton.process.pid],
-                "nats": [p.nats.process.pid],
+                "nats": p.nats_pids,
                 # The front's nginx is in the gateway's process group; the floor's nginx leads its own.
                 "gateway": [p.processes[GATEWAY].pid, alone.pid, floor.process.pid],
                 "services": [proc.pid for name, proc in p.processes.items() if name != GATEWAY],

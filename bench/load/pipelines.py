@@ -32,6 +32,11 @@ beside it, each stage's completions a minute. ``--evaluators 2`` adds a last, di
 that many evaluator processes (and the most trainers). Nothing is asserted; failures are counted and
 printed. Run with ``.venv/bin/python bench/load/pipelines.py`` (``--pipelines 100 --trainers 1,2,4``,
 ``--json PATH``; about 10 minutes on 2 cores); docs/benchmarks.md has a run.
+
+``--nats-nodes 1,3`` runs the whole plan twice in one run: on a platform with one nats-server, then on a
+fresh one whose store is a 3-node JetStream cluster on loopback (every stream on all three,
+``EmbeddedPlatform(nats_nodes=3)``), and prints each cluster round's throughput and p50/p99 pipeline
+latency as ratios to the single node's round of the same trainers and evaluators.
 """
 
 from __future__ import annotations
@@ -143,6 +148,8 @@ class Round:
     evaluators: int
     started: datetime
     pipelines: list[Pipeline]
+    nodes: int = 1
+    """The NATS nodes the platform ran on (3: a cluster, every stream on all three)."""
     seconds: float = 0.0
     done: bool = False
     cores_busy: float = 0.0
@@ -160,7 +167,7 @@ def settle(
     Triton's stubs) use under ``idle_cores`` over ``window_s``: a trainer just added is still importing
     its fit process's libraries, and the last round's rollouts may still be finishing."""
     assert platform.nats is not None and platform.triton is not None
-    groups = {platform.nats.process.pid, platform.triton.process.pid, *(p.pid for p in platform.processes.values())}
+    groups = {*platform.nats_pids, platform.triton.process.pid, *(p.pid for p in platform.processes.values())}
     return _machine.settle(groups, idle_cores, window_s, timeout_s)
 
 
@@ -322,7 +329,7 @@ def run_round(
     base = pl.from_pandas(load_diabetes(as_frame=True).frame)
     tag = f"t{trainers}e{evaluators}-{uuid.uuid4().hex[:4]}"
     pipes = [Pipeline(i, f"load-{i % args.models}") for i in range(args.pipelines)]
-    rnd = Round(trainers, evaluators, datetime.now(UTC), pipes)
+    rnd = Round(trainers, evaluators, datetime.now(UTC), pipes, platform.nats_nodes)
     busy0, total0 = busy_jiffies()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(args.clients, thread_name_prefix="bench-client") as pool:
@@ -370,27 +377,62 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(rounds: list[Round]) -> str:
-    out: list[str] = []
-    baseline = rounds[0]
-    rate0 = len(baseline.pipelines) / baseline.seconds * 60
-    vs = f"vs {baseline.trainers} trainer{'s' if baseline.trainers > 1 else ''}"
-    rows = [["trainers", "evaluators", "done", "seconds", "pipelines/min", vs, "cores busy", "jobs per trainer"]]
+def rate(r: Round) -> float:
+    """Pipelines a minute."""
+    return len(r.pipelines) / r.seconds * 60
+
+
+def versus_single_node(rounds: list[Round]) -> list[list[str]]:
+    """Each round on a cluster beside the single node's round of the same trainers and evaluators: ratios."""
+    single = {(r.trainers, r.evaluators): r for r in rounds if r.nodes == 1}
+    rows = [
+        ["NATS nodes", "trainers", "evaluators", "pipelines/min", "vs 1 node", "p50 s vs 1 node", "p99 s vs 1 node"]
+    ]
     for r in rounds:
-        rate = len(r.pipelines) / r.seconds * 60
+        base = single.get((r.trainers, r.evaluators))
+        if r.nodes == 1 or base is None:
+            continue
+        p50, p99 = pct(r.end_to_end, 50), pct(r.end_to_end, 99)
+        b50, b99 = pct(base.end_to_end, 50), pct(base.end_to_end, 99)
         rows.append(
             [
+                str(r.nodes),
+                str(r.trainers),
+                str(r.evaluators),
+                f"{rate(r):.1f} (1 node: {rate(base):.1f})",
+                f"{rate(r) / rate(base):.2f}x",
+                f"{p50:.1f} / {b50:.1f} = {p50 / b50:.2f}x",
+                f"{p99:.1f} / {b99:.1f} = {p99 / b99:.2f}x",
+            ]
+        )
+    return rows
+
+
+def report(rounds: list[Round]) -> str:
+    out: list[str] = []
+    first = {r.nodes: r for r in reversed(rounds)}  # each node count's first round: its trainers' baseline
+    rows = [["NATS nodes", "trainers", "evaluators", "done", "seconds", "pipelines/min", "vs first round"]]
+    rows[0] += ["cores busy", "jobs per trainer"]
+    for r in rounds:
+        baseline = first[r.nodes]
+        rows.append(
+            [
+                str(r.nodes),
                 str(r.trainers),
                 str(r.evaluators),
                 f"{r.counts['compared']}/{len(r.pipelines)}" + ("" if r.done else " (timed out)"),
                 f"{r.seconds:.0f}",
-                f"{rate:.1f}",
-                f"{rate / rate0:.2f}x",
+                f"{rate(r):.1f}",
+                f"{rate(r) / rate(baseline):.2f}x ({baseline.trainers} trainers)",
                 f"{r.cores_busy:.2f}",
                 "/".join(str(n) for n in r.counts["jobs_per_trainer"]),
             ]
         )
     out.append(render(rows))
+    versus = versus_single_node(rounds)
+    if len(versus) > 1:
+        out.append("\nthe same rounds on a NATS cluster, beside one nats-server (same run, same machine):")
+        out.append(render(versus))
     for r in rounds:
         mean_total = statistics.fmean(r.end_to_end) if r.end_to_end else float("nan")
         rows = [["stage", "n", "p50 s", "p99 s", "mean s", "share"]]
@@ -413,7 +455,8 @@ def report(rounds: list[Round]) -> str:
         top = max(shares, key=lambda s: shares[s])
         c = r.counts
         out.append(
-            f"\n{r.trainers} trainer(s), {r.evaluators} evaluator(s): {c['compared']}/{c['pipelines']} compared, "
+            f"\n{r.nodes} NATS node(s), {r.trainers} trainer(s), {r.evaluators} evaluator(s): "
+            f"{c['compared']}/{c['pipelines']} compared, "
             f"{c['promoted']} promoted, "
             f"{c['deployed']} rolled out, {c['superseded_before_rollout']} superseded before theirs; "
             f"failures: {c['client_errors']} client, {c['training_failed']} training, "
@@ -426,6 +469,40 @@ def report(rounds: list[Round]) -> str:
         out.append(f"completions a minute, first to last of the round: {pace}")
         out.append(f"bottleneck: {top} ({shares[top]:.0%} of the mean pipeline)")
     return "\n".join(out)
+
+
+def run_platform(nodes: int, counts: list[int], key: str, args: argparse.Namespace, rounds: list[Round]) -> float:
+    """Every round of the plan on a fresh platform of ``nodes`` NATS nodes, appended to ``rounds``; the seconds
+    the platform took to start."""
+    with tempfile.TemporaryDirectory(prefix="load-pipelines-") as tmp:
+        workdir = (args.workdir or Path(tmp)) / f"nats-{nodes}"
+        started = time.perf_counter()
+        platform = EmbeddedPlatform(
+            workdir, api_key=key, settings={"deployer": {"auto_deploy": "false"}}, nats_nodes=nodes
+        )
+        with platform, la.Client(key, platform.url) as client:
+            start_s = time.perf_counter() - started
+            events = Events(client)
+            try:
+                prepare(platform, client, args.models)
+                running = {"trainer": 1, "evaluator": 1}
+                plan = [(n, 1) for n in counts] + ([(counts[-1], args.evaluators)] if args.evaluators > 1 else [])
+                for trainers, evaluators in plan:
+                    for service, want in (("trainer", trainers), ("evaluator", evaluators)):
+                        while running[service] < want:
+                            platform.add_worker(service)
+                            running[service] += 1
+                    waited = settle(platform)
+                    print(
+                        f"round on {nodes} NATS node(s): {args.pipelines} pipelines, {trainers} trainer(s), "
+                        f"{evaluators} evaluator(s) "
+                        f"(settled {waited:.0f} s) ...",
+                        flush=True,
+                    )
+                    rounds.append(run_round(platform, client, events, trainers, evaluators, args))
+            finally:
+                events.close()
+    return start_s
 
 
 def main() -> None:
@@ -441,6 +518,11 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=16, help="SDK threads uploading and submitting")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds a round may take")
+    parser.add_argument(
+        "--nats-nodes",
+        default="1",
+        help="NATS nodes of each platform, in turn (1,3: every round on one nats-server, then on a 3-node cluster)",
+    )
     parser.add_argument("--json", type=Path, help="write every pipeline's stages and the machine here")
     parser.add_argument("--workdir", type=Path, help="keep the platform's files and logs here")
     args = parser.parse_args()
@@ -448,34 +530,13 @@ def main() -> None:
     info = machine_info(("nvidia-pytriton", "scikit-learn", "nats-py", "grpcio"))
     key = uuid.uuid4().hex
     rounds: list[Round] = []
-    with tempfile.TemporaryDirectory(prefix="load-pipelines-") as tmp:
-        workdir = args.workdir or Path(tmp)
-        started = time.perf_counter()
-        platform = EmbeddedPlatform(workdir, api_key=key, settings={"deployer": {"auto_deploy": "false"}})
-        with platform, la.Client(key, platform.url) as client:
-            start_s = time.perf_counter() - started
-            events = Events(client)
-            try:
-                prepare(platform, client, args.models)
-                running = {"trainer": 1, "evaluator": 1}
-                plan = [(n, 1) for n in counts] + ([(counts[-1], args.evaluators)] if args.evaluators > 1 else [])
-                for trainers, evaluators in plan:
-                    for service, want in (("trainer", trainers), ("evaluator", evaluators)):
-                        while running[service] < want:
-                            platform.add_worker(service)
-                            running[service] += 1
-                    waited = settle(platform)
-                    print(
-                        f"round: {args.pipelines} pipelines, {trainers} trainer(s), {evaluators} evaluator(s) "
-                        f"(settled {waited:.0f} s) ...",
-                        flush=True,
-                    )
-                    rounds.append(run_round(platform, client, events, trainers, evaluators, args))
-            finally:
-                events.close()
+    starts: dict[int, float] = {}
+    for nodes in [int(n) for n in args.nats_nodes.split(",")]:
+        starts[nodes] = run_platform(nodes, counts, key, args, rounds)
     print(render([["machine", "value"], *([k, str(info[k])] for k in ("cpu_count", "loadavg_at_start", "platform"))]))
     print(
-        f"\nplatform start {start_s:.0f} s (not counted); {args.pipelines} pipelines a round, {args.models} models, "
+        f"\nplatform start {', '.join(f'{s:.0f} s on {n} node(s)' for n, s in starts.items())} (not counted); "
+        f"{args.pipelines} pipelines a round, {args.models} models, "
         f"{args.clients} client threads\n"
     )
     print(report(rounds))
@@ -485,6 +546,7 @@ def main() -> None:
             "args": {k: str(v) for k, v in vars(args).items()},
             "rounds": [
                 {
+                    "nats_nodes": r.nodes,
                     "trainers": r.trainers,
                     "evaluators": r.evaluators,
                     "seconds": r.seconds,

@@ -81,7 +81,8 @@ def rss_by_process(platform: EmbeddedPlatform) -> dict[str, int]:
     if platform.triton is not None:
         roots["triton"] = platform.triton.process.pid
     if platform.nats is not None:
-        roots["nats-server"] = platform.nats.process.pid
+        for n, pid in enumerate(platform.nats_pids):
+            roots["nats-server" + (f"-{n + 1}" if n else "")] = pid
     out = {}
     for name, pid in roots.items():
         try:

@@ -16,121 +16,35 @@ crash too, which a process kill cannot show; docs/operations.md says why and wha
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import polars as pl
 import pytest
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js import errors as js_errors
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
 from lepton_ai.jobs import state_name
-from lepton_core.bus import JOBS_STREAM, connect
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
 
 from .fits import fits_in_flight, wait_running
+from .store import PROBE_STREAM, Loop, Writer, add_probe_stream, lost_records, lost_writes, poll, store_snapshot, stored
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-T = TypeVar("T")
 
 #: How long nats-server stays down before it is started again.
 DOWN_S = 2.0
-#: The stream this module's writer publishes to (on the platform's store, beside its streams).
-PROBE_STREAM = "FAULTS_PROBE"
 FITS = 3
 DEPLOYMENT = "nats-faults-d"
 #: How soon after a revocation each service refuses the key, NATS restart or not: the access
 #: docs promise two seconds; this leaves room for a loaded machine. (Before the services' bucket
 #: watches restarted on a reconnect, a revoked key was still accepted for 10-20 s after a restart.)
 REVOKED_WITHIN_S = 8.0
-
-
-class Loop:
-    """An asyncio loop on a thread of its own, with a NATS connection as the admin identity: the test's
-    view of the store, reconnecting through the outage like the services' connections."""
-
-    def __init__(self, platform: EmbeddedPlatform) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="faults-nats", daemon=True)
-        self.thread.start()
-        self.nc: NATS = self.run(connect(platform.nats_url, "faults-nats", seed_file=str(platform.nats_admin_seed)))
-        self.js: JetStreamContext = self.nc.jetstream()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def start(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.run(self.nc.close(), 10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@dataclass
-class Writer:
-    """Publishes one small write after another to :data:`PROBE_STREAM`, each awaiting its ack, until stopped;
-    a write that gets no ack (the server is down) is sent again under the same ``Nats-Msg-Id``."""
-
-    js: JetStreamContext
-    acked: dict[str, int] = field(default_factory=dict)
-    """Each acknowledged write's id and the stream sequence the ack named."""
-    unanswered: int = 0
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self) -> None:
-        n = 0
-        while not self.stop.is_set():
-            write_id = f"write-{n}"
-            try:
-                ack = await self.js.publish(
-                    f"faults.probe.{n}", write_id.encode(), timeout=1.0, headers={"Nats-Msg-Id": write_id}
-                )
-            except Exception:  # no ack: the server is down or restarting; the same write again
-                self.unanswered += 1
-                await asyncio.sleep(0.05)
-                continue
-            self.acked[write_id] = ack.seq
-            n += 1
-            await asyncio.sleep(0.002)
-
-
-async def stored(js: JetStreamContext, stream: str) -> dict[int, tuple[str, str]]:
-    """Every message of ``stream`` now: its sequence, subject and the sha256 of its body and headers."""
-    info = await js.stream_info(stream)
-    out: dict[int, tuple[str, str]] = {}
-    sequence, last = info.state.first_seq, info.state.last_seq
-    while sequence <= last:
-        try:
-            msg = await js.get_msg(stream, seq=sequence, subject=">", next=True)
-        except js_errors.NotFoundError:
-            break
-        if msg.seq is None or msg.seq > last:
-            break
-        body = (msg.data or b"") + repr(sorted((msg.headers or {}).items())).encode()
-        out[msg.seq] = (msg.subject or "", hashlib.sha256(body).hexdigest())
-        sequence = msg.seq + 1
-    return out
-
-
-async def store_snapshot(js: JetStreamContext) -> dict[str, dict[int, tuple[str, str]]]:
-    """Every stream of the platform's (the job queue aside: a work queue drops what is done), read whole."""
-    names = [info.config.name or "" for info in await js.streams_info()]
-    return {name: await stored(js, name) for name in names if name not in (JOBS_STREAM, PROBE_STREAM)}
 
 
 @dataclass
@@ -207,21 +121,6 @@ def logged(client: la.Client) -> int:
     return int(client.monitor.summary(deployment=DEPLOYMENT).logs)
 
 
-def poll(check: Any, timeout: float, what: str) -> Any:
-    """``check()`` until it returns something true (exceptions count as not yet), within ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout:.0f} s (last: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
     """A platform for this module alone: its nats-server is killed here, which no other test should see."""
@@ -248,16 +147,7 @@ def outage(own: EmbeddedPlatform) -> Iterator[Outage]:
         doomed = client.keys.create("editor", name="nats-faults-doomed")
     nats = Loop(own)
     try:
-        nats.run(
-            nats.js.add_stream(
-                config=js_api.StreamConfig(
-                    name=PROBE_STREAM,
-                    subjects=["faults.probe.>"],
-                    storage=js_api.StorageType.FILE,
-                    duplicate_window=120.0,
-                )
-            )
-        )
+        nats.run(add_probe_stream(nats.js))
         writer = Writer(nats.js)
         writing = nats.start(writer.run())
         stop_predicting = threading.Event()
@@ -311,27 +201,17 @@ def test_every_write_acknowledged_before_the_kill_is_in_the_store_once(outage: O
     writer = outage.writer
     assert writer.unanswered > 0, "the writer never saw the outage"
     assert len(writer.acked) > 100, len(writer.acked)
-    ids = {seq: subject.rsplit(".", 1)[-1] for seq, (subject, _) in outage.probe.items()}
-    lost = {write_id: seq for write_id, seq in writer.acked.items() if ids.get(seq) != write_id.split("-")[1]}
+    lost = lost_writes(writer, outage.probe)
     assert not lost, f"{len(lost)} acknowledged writes are not in the store: {sorted(lost.items())[:5]}"
-    assert len(set(ids.values())) == len(ids), "a write is stored twice"
+    assert len(set(outage.probe.values())) == len(outage.probe), "a write is stored twice"
 
 
 def test_every_record_and_event_stored_before_the_kill_is_still_there(outage: Outage) -> None:
     """Every message of every stream read before the kill (events, audit records, prediction logs,
     datasets and artifacts in the object stores) is there after, unchanged; of a KV bucket (datasets,
     jobs, models, deployments, keys...), each key's record is there, or a newer revision of it."""
-    assert outage.before.keys() <= outage.after.keys(), outage.before.keys() - outage.after.keys()
-    for stream, messages in outage.before.items():
-        now = outage.after[stream]
-        if stream.startswith("KV_"):
-            latest = {subject: seq for seq, (subject, _) in sorted(now.items())}
-            for seq, (subject, digest) in messages.items():
-                newer = latest.get(subject, 0) > seq
-                assert newer or now.get(seq) == (subject, digest), f"{stream}: {subject} at {seq} is lost"
-        else:
-            missing = [seq for seq, msg in messages.items() if now.get(seq) != msg]
-            assert not missing, f"{stream}: {len(missing)} of {len(messages)} messages lost or changed: {missing[:5]}"
+    lost = lost_records(outage.before, outage.after)
+    assert not lost, f"{len(lost)} records lost or changed: {lost[:5]}"
     assert outage.before["EVENTS"] and outage.before["PREDICTIONS"] and outage.before["OBJ_artifacts"]
 
 

@@ -13,7 +13,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 from pydantic import BaseModel
 
-from lepton_core import events
+from lepton_core import bus, events
 from lepton_core.bus import (
     DEADLETTER_STREAM,
     EVENTS_STREAM,
@@ -395,3 +395,36 @@ async def test_a_consumer_outlives_an_outcome_it_could_not_record(nc: NATS) -> N
         await consumer.stop()
     assert consumer.refused == 1 and handled == [2]
     assert dead.headers["ce-id"] == f"e6-{t}"  # type: ignore[attr-defined]
+
+
+async def test_a_write_no_stream_takes_yet_is_sent_again_until_one_does(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream without a leader (a cluster electing one) answers writes with no responders; the services'
+    JetStream context sends the write again until a leader takes it: stored once, at sequence 1."""
+    monkeypatch.setattr(bus, "FAILOVER_S", 10.0)
+    js = nc.jetstream()
+    assert isinstance(js, bus.FailoverJetStream)
+    name = "FAILOVER" + uuid.uuid4().hex[:8].upper()
+    config = js_api.StreamConfig(name=name, subjects=[f"{name.lower()}.>"], storage=js_api.StorageType.MEMORY)
+
+    async def later() -> None:
+        await asyncio.sleep(0.5)
+        await js.add_stream(config=config)
+
+    adding = asyncio.create_task(later())
+    try:
+        ack = await js.publish(f"{name.lower()}.x", b"once", headers={"Nats-Msg-Id": "w-1"})
+        await adding
+        assert ack.stream == name and ack.seq == 1
+        assert (await js.stream_info(name)).state.messages == 1
+    finally:
+        await js.delete_stream(name)
+
+
+async def test_a_write_no_stream_ever_takes_fails_once_the_failover_window_is_over(
+    nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bus, "FAILOVER_S", 0.5)
+    with pytest.raises(js_errors.NoStreamResponseError):
+        await nc.jetstream().publish(f"nostream{uuid.uuid4().hex[:8]}.x", b"lost", headers={"Nats-Msg-Id": "w-1"})

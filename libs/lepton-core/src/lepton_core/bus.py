@@ -13,7 +13,8 @@ import contextlib
 import hashlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
@@ -28,6 +29,8 @@ from lepton_core.store import R, Store
 from lepton_core.store import Versioned as Versioned  # re-exported: callers import it from here
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENTS_STREAM = "EVENTS"
 JOBS_STREAM = "JOBS"
@@ -121,7 +124,7 @@ async def connect(
     the connection and the subject; the connection itself stays up.
     """
 
-    nc = NATS()
+    nc = _Client()
 
     async def on_disconnect() -> None:
         if not nc.is_closed:  # a close() of our own is no outage
@@ -157,6 +160,83 @@ async def connect(
         inbox_prefix=inbox or "_INBOX",
     )
     return nc
+
+
+#: How long a store call rides through a JetStream failover (a cluster's stream leader lost and another
+#: elected, a client moving to another node) before its caller sees the failure (UNAVAILABLE). A stream's
+#: followers elect a new leader 4-9 s after the last heartbeat of the old (nats-server's Raft election
+#: timeout); each try waits up to the context's 5 s timeout.
+FAILOVER_S = 20.0
+
+#: JetStream's answers that say a request was not taken: no stream leader answered (none elected yet),
+#: JetStream is not available on this node for now (503), the connection is being made again.
+NOT_TAKEN: tuple[type[BaseException], ...] = (
+    js_errors.NoStreamResponseError,
+    js_errors.ServiceUnavailableError,
+    nats_errors.NoRespondersError,
+    nats_errors.ConnectionReconnectingError,
+)
+
+RETRIED: tuple[type[BaseException], ...] = (*NOT_TAKEN, TimeoutError)
+
+#: JetStream API requests that only read: asked again after a timeout, they change nothing.
+_READS = (".INFO.", ".MSG.GET.", ".DIRECT.GET.", ".NAMES", ".LIST")
+
+
+class FailoverJetStream(JetStreamContext):
+    """The JetStream context every connection of :func:`connect` hands out: a write or read JetStream did
+    not take because its stream has no leader for now is sent again, for up to :data:`FAILOVER_S`.
+
+    Sent again: a publish JetStream did not take (:data:`NOT_TAKEN`); one that timed out only when it
+    carries a ``Nats-Msg-Id`` (the stream drops a repeat: events, dead letters), since a bare write that
+    timed out may have been stored; an API request on :data:`NOT_TAKEN`, and on a timeout when it reads.
+    On one nats-server this only matters across its restart; on a cluster it carries a service through
+    a leader's loss (docs/operations.md) instead of failing the calls of those seconds.
+    """
+
+    async def _again(self, attempt: Callable[[], Awaitable[T]], retry_timeout: bool, what: str) -> T:
+        deadline = asyncio.get_running_loop().time() + FAILOVER_S
+        pause = 0.05
+        while True:
+            try:
+                return await attempt()
+            except RETRIED as exc:
+                if isinstance(exc, TimeoutError) and not isinstance(exc, NOT_TAKEN) and not retry_timeout:
+                    raise
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                log.info("%s not taken (%s); again in %.2f s", what, type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    async def publish(  # type: ignore[override]
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> js_api.PubAck:
+        deduplicated = bool(headers and "Nats-Msg-Id" in headers)
+        base = super().publish
+        return await self._again(
+            lambda: base(subject, payload, timeout=timeout, stream=stream, headers=headers, **options),
+            deduplicated,
+            f"a write to {subject}",
+        )
+
+    async def _api_request(self, req_subject: str, req: bytes = b"", timeout: float = 5) -> dict[str, Any]:
+        base = super()._api_request
+        reads = any(mark in req_subject for mark in _READS)
+        return await self._again(lambda: base(req_subject, req, timeout), reads, req_subject)
+
+
+class _Client(NATS):
+    """nats-py's client whose JetStream contexts ride through a failover (:class:`FailoverJetStream`)."""
+
+    def jetstream(self, **opts: Any) -> JetStreamContext:
+        return FailoverJetStream(self, **opts)
 
 
 async def require_topology(js: JetStreamContext, streams: Iterable[str]) -> None:

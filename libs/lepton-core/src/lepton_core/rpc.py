@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -31,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from lepton_core import errors
 from lepton_core.access import MUTATING, SERVICE_TOKEN_HEADER, Access, Principal, Rule, ServiceSigner
 from lepton_core.audit import AuditLog
+from lepton_core.bus import NOT_TAKEN
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.tls import Peer
 
@@ -227,12 +230,10 @@ class _Call:
 #: ``asyncio.TimeoutError``), no responders (a stream without a leader), a connection being re-made.
 STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
-    nats_errors.NoRespondersError,
+    *NOT_TAKEN,
     nats_errors.ConnectionClosedError,
-    nats_errors.ConnectionReconnectingError,
     nats_errors.NoServersError,
     nats_errors.StaleConnectionError,
-    js_errors.ServiceUnavailableError,
 )
 
 #: JetStream's answers when its store has no room: insufficient resources, and storage or memory
@@ -245,53 +246,80 @@ def store_full(exc: BaseException) -> bool:
     return isinstance(exc, js_errors.APIError) and exc.err_code in STORE_FULL_CODES
 
 
-async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
-    """Maps an exception to a status; unexpected ones become INTERNAL with an error id."""
-    span = trace.get_current_span()
-    span.record_exception(exc)
-    span.set_status(Status(StatusCode.ERROR, str(exc)))
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
+    """The status a failed call answers with: its code, its details, and what its audit record says."""
     if isinstance(exc, errors.LeptonError):
-        code = status_code_for(exc)
-        await call.done(code.name, str(exc))
-        await context.abort(code, errors.details(exc))
+        return status_code_for(exc), errors.details(exc), str(exc)
     if isinstance(exc, grpc.aio.AioRpcError):
         # A service this call asked on the caller's behalf said no: the caller gets that
         # answer, not an INTERNAL that hides it.
         code = exc.code()
         if code in _PASSED_ON:
-            await call.done(code.name, exc.details() or "")
-            await context.abort(code, errors.details(exc.details() or code.name))
+            return code, errors.details(exc.details() or code.name), exc.details() or ""
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            await call.done("UNAVAILABLE", exc.details() or "")
-            await context.abort(
+            return (
                 grpc.StatusCode.UNAVAILABLE,
                 errors.details(f"a service this call needs did not answer ({code.name}: {exc.details()})"),
+                exc.details() or "",
             )
     if store_full(exc):
         # The store is full: a retry fails the same way until an operator frees room or raises the limit.
         log.error("the store refused a write, it is full: %s", exc)
-        await call.done("RESOURCE_EXHAUSTED", "store full")
-        await context.abort(
+        return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             errors.details(
                 "the platform's store is full and refused the write (nothing was stored); "
                 "an operator frees room (delete datasets or model versions) or raises the store's limit"
             ),
+            "store full",
         )
     if isinstance(exc, STORE_UNAVAILABLE):
         # NATS did not answer in time, or JetStream has no leader for the stream (a restart, a cluster
         # without quorum): nothing was decided, so the caller may try again. UNAVAILABLE says so; the
         # SDK's long waits ride it out.
         log.warning("the store did not answer: %s: %s", type(exc).__name__, exc)
-        await call.done("UNAVAILABLE", type(exc).__name__)
-        await context.abort(
+        return (
             grpc.StatusCode.UNAVAILABLE,
             errors.details(f"a part of the platform this call needs did not answer ({type(exc).__name__}); try again"),
+            type(exc).__name__,
         )
     error_id = uuid.uuid4().hex[:12]
     log.error("unhandled error %s", error_id, exc_info=exc)
-    await call.done("INTERNAL", f"error id {error_id}")
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the service log")
+    return grpc.StatusCode.INTERNAL, f"internal error (id {error_id}); see the service log", f"error id {error_id}"
+
+
+#: How long a failed call waits to record its failure in the audit trail: it changed nothing, and a store that
+#: just failed the call should not hold its answer for another failover's length.
+FAILED_AUDIT_WAIT_S = 3.0
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: BaseException, call: _Call) -> None:
+    """Maps an exception to a status (:func:`_status_for`), records it, and aborts the call with it.
+
+    A failed call whose audit record cannot be stored either (the store is down) still answers with its
+    own status, after :data:`FAILED_AUDIT_WAIT_S` at most: audit.write logs the lost record.
+    """
+    span = trace.get_current_span()
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, str(exc)))
+    code, details, recorded = _status_for(exc)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(call.done(code.name, recorded), FAILED_AUDIT_WAIT_S)
+    await context.abort(code, details)
+
+
+async def _done(context: grpc.aio.ServicerContext, call: _Call) -> None:
+    """Records a call that succeeded; one whose audit record cannot be stored is not answered as a success."""
+    try:
+        await call.done("OK")
+    except Exception as exc:  # audit.write logged it
+        await context.abort(
+            grpc.StatusCode.UNAVAILABLE,
+            errors.details(
+                f"the call was carried out, but its audit record could not be stored ({type(exc).__name__}): "
+                "check its effect before trying again"
+            ),
+        )
 
 
 def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
@@ -308,7 +336,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
                     raise
                 except Exception as exc:
                     await _fail(context, exc, call)
-                await call.done("OK")
+                await _done(context, call)
                 return response
 
         make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
@@ -329,7 +357,7 @@ def _wrap(handler: grpc.RpcMethodHandler, call: _Call) -> grpc.RpcMethodHandler:
                 raise
             except Exception as exc:
                 await _fail(context, exc, call)
-            await call.done("OK")
+            await _done(context, call)
 
     make_stream = (
         grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler

@@ -27,6 +27,7 @@ from lepton_platform.processes import (
     GATEWAY,
     PORT_ORDER,
     SYNC_INTERVAL,
+    NatsCluster,
     NatsServer,
     Process,
     TritonServer,
@@ -36,9 +37,6 @@ from lepton_platform.processes import (
     wait_until,
 )
 from lepton_platform.signing_keys import ArtifactKeys, ensure_artifact_keys
-
-#: The name of the shared-memory files Triton's Python backend shares with its stubs (``/dev/shm``).
-SHM_REGION = "/dev/shm/triton_python_backend_shm_region_"
 
 
 def grpc_serving(address: str | Peer) -> bool:
@@ -83,6 +81,9 @@ class EmbeddedPlatform:
             :data:`~lepton_platform.processes.SYNC_INTERVAL` and docs/operations.md.
         nats_max_file_store: The most the JetStream store may hold on disk (``"64MB"``); None: JetStream's
             default. A small one stands in for a full disk in the fault tests.
+        nats_nodes: 1: one nats-server (the embedded default). 3 (or any odd number): a JetStream
+            cluster of that many nodes on loopback, every stream replicated on all (:class:`NatsCluster`,
+            :attr:`nats_cluster`); the services and Triton's served models list every node.
     """
 
     def __init__(
@@ -103,7 +104,10 @@ class EmbeddedPlatform:
         console: bool = False,
         nats_sync_interval: str | None = SYNC_INTERVAL,
         nats_max_file_store: str | None = None,
+        nats_nodes: int = 1,
     ) -> None:
+        if nats_nodes < 1 or nats_nodes % 2 == 0:
+            raise ValueError(f"nats_nodes: {nats_nodes}; expected 1 or an odd number (a majority must survive a loss)")
         self.workdir = workdir
         self.api_key = api_key
         self.tenant = tenant
@@ -118,6 +122,7 @@ class EmbeddedPlatform:
         self.encrypt_store = encrypt_store
         self.nats_sync_interval = nats_sync_interval
         self.nats_max_file_store = nats_max_file_store
+        self.nats_nodes = nats_nodes
         self.want_console = console
         self.console_port: int | None = None
         self.client_certificate: tuple[Path, Path] | None = None
@@ -126,7 +131,7 @@ class EmbeddedPlatform:
         from the CA its services trust)."""
         self.ca_file: Path | None = None
         """The CA clients trust when ``tls`` is on (``LEPTON_TLS_CA_FILE``); None otherwise."""
-        self.nats: NatsServer | None = None
+        self.nats: NatsServer | NatsCluster | None = None
         self.nats_secrets: NatsSecrets | None = None
         """The NATS identities' seeds (``workdir/secrets/nats``), made at the first start, reused after."""
         self.artifact_keys: ArtifactKeys | None = None
@@ -141,6 +146,19 @@ class EmbeddedPlatform:
     def nats_url(self) -> str:
         assert self.nats is not None, "platform not started"
         return self.nats.url
+
+    @property
+    def nats_cluster(self) -> NatsCluster:
+        """The NATS cluster (``nats_nodes`` > 1): its nodes to kill and restart."""
+        assert isinstance(self.nats, NatsCluster), "the platform runs one nats-server, not a cluster"
+        return self.nats
+
+    @property
+    def nats_pids(self) -> list[int]:
+        """The running nats-server processes' pids: the one, or each live node's of a cluster."""
+        assert self.nats is not None, "platform not started"
+        servers = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats]
+        return [server.process.pid for server in servers if server.process.alive()]
 
     @property
     def nats_admin_seed(self) -> Path:
@@ -358,24 +376,29 @@ class EmbeddedPlatform:
     def kill_nats(self) -> None:
         """``kill -9`` of nats-server, as a crash would leave it: the services, Triton's served models and
         every client lose their connection and reconnect on their own once :meth:`restart_nats` runs."""
-        assert self.nats is not None, "platform not started"
-        process = self.nats.process
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        self.nats.stop()  # reaps it and closes its log
-        # A server killed leaves its ports file behind (it removes it only on a clean exit).
-        (self.nats.workdir / f"nats-server_{process.pid}.ports").unlink(missing_ok=True)
+        assert isinstance(self.nats, NatsServer), "no single nats-server: a cluster's nodes die one at a time"
+        self.nats.kill()
 
     def restart_nats(self) -> None:
         """Starts nats-server again on the same port, store and secrets (after :meth:`kill_nats`); returns
         once it listens. The topology it declares is there already: the declare changes nothing."""
-        assert self.nats is not None, "platform not started"
+        assert isinstance(self.nats, NatsServer), "no single nats-server: a cluster restarts a node"
         if self.nats.process.alive():
             self.nats.stop()
         self.nats = self._nats_server(port=self.nats.port)
 
-    def _nats_server(self, port: int | None = None) -> NatsServer:
-        """nats-server on the platform's store, secrets and settings (on ``port``: a restart's)."""
+    def _nats_server(self, port: int | None = None) -> NatsServer | NatsCluster:
+        """nats-server on the platform's store, secrets and settings (on ``port``: a restart's); a cluster of
+        ``nats_nodes``."""
+        if self.nats_nodes > 1:
+            return NatsCluster(
+                self.workdir / "nats",
+                self.nats_nodes,
+                secrets=self.nats_secrets,
+                encrypt_store=self.encrypt_store,
+                sync_interval=self.nats_sync_interval,
+                max_file_store=self.nats_max_file_store,
+            )
         return NatsServer(
             self.workdir / "nats",
             port=port,
@@ -400,43 +423,17 @@ class EmbeddedPlatform:
             self.nats = None
 
     def kill_triton(self) -> None:
-        """``kill -9`` of Triton and its Python backend stubs (its process group), as a crash would leave
-        it: every model it served is gone. :meth:`restart_triton` starts it again.
-
-        The shared-memory regions its stubs used (``/dev/shm``), which a killed Triton leaves behind,
-        are removed.
-        """
+        """``kill -9`` of Triton and its stubs (:meth:`TritonServer.kill`): every model it served is gone.
+        :meth:`restart_triton` starts it again."""
         assert self.triton is not None, "Triton not started"
-        process = self.triton.process
-        regions: set[str] = set()
-        with contextlib.suppress(OSError):  # Triton maps every stub's region: its map names them
-            maps = Path(f"/proc/{process.pid}/maps").read_text()
-            regions = {line[line.index(SHM_REGION) :].split()[0] for line in maps.splitlines() if SHM_REGION in line}
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.stop(grace=10.0)  # reaps it and closes its log
-        for region in regions:
-            Path(region).unlink(missing_ok=True)
+        self.triton.kill()
 
     def restart_triton(self) -> None:
-        """Starts Triton again as a restarted host: on its gRPC port (the address the deployer, the monitor,
-        the gateway and its nginx front hold), with the same secret files and environment, and waits until
-        it is live. It comes back serving nothing: the deployer's reconcile loop loads the models again.
-
-        Its HTTP port is a fresh one: no part of the platform uses it.
-        """
-        old = self.triton
-        assert old is not None, "Triton not started"
-        if old.process.alive():
-            old.stop()
-        self.triton = TritonServer(
-            self.workdir / "triton",
-            grpc_port=old.grpc_port,
-            secrets_dir=old.secrets_dir,
-            nats_url=old.nats_url,
-            nats_seed_file=old.nats_seed_file,
-            artifact_public_key_file=old.artifact_public_key_file,
-        )
+        """Starts Triton again as a restarted host (:meth:`TritonServer.restarted`): on its gRPC port (the address
+        the deployer, the monitor, the gateway and its nginx front hold), and waits until it is live. It comes
+        back serving nothing: the deployer's reconcile loop loads the models again."""
+        assert self.triton is not None, "Triton not started"
+        self.triton = self.triton.restarted()
 
     def __enter__(self) -> EmbeddedPlatform:
         return self.start()
@@ -469,7 +466,8 @@ def stored_api_key(home: Path) -> str:
 
 
 def main() -> None:
-    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM (``LEPTON_TLS=1``: over TLS).
+    """``make up``: the platform in the foreground until Ctrl-C or SIGTERM (``LEPTON_TLS=1``: over TLS;
+    ``LEPTON_NATS_NODES=3``: on a 3-node NATS cluster).
 
     Its state (the JetStream store, the secrets, the API key) stays in :func:`home_dir`, so the
     next start finds the same datasets, models and key.
@@ -490,6 +488,7 @@ def main() -> None:
         base_port=base_port,
         tls=os.environ.get("LEPTON_TLS", "").lower() in ("1", "true", "yes"),
         console=True,
+        nats_nodes=int(os.environ.get("LEPTON_NATS_NODES") or 1),
     ) as p:
         print(f"NATS      {p.nats_url}  (nkeys only; the admin's seed: {p.nats_admin_seed})")
         print(f"Triton    {p.triton_url} (private: clients go through the gateway)")

@@ -20,6 +20,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -29,6 +30,7 @@ from lepton_core.service import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported fo
 from lepton_core.service import GATEWAY as GATEWAY
 from lepton_core.service import PORT_ORDER as PORT_ORDER
 from lepton_core.service import SERVICES as SERVICES
+from lepton_core.tls import TlsFiles, write_self_signed
 from lepton_core.triton_access import CONTROL, STATISTICS, TritonCredential, ensure_secret_file
 from lepton_ml.signing import PUBLIC_KEY_ENV
 from lepton_ml.triton_model.request_gate import FORWARDED_HEADERS, SECRET_PARAMETER
@@ -194,6 +196,40 @@ PREV_STORE_KEY_ENV = "LEPTON_NATS_PREV_STORE_KEY"
 SYNC_INTERVAL = "always"
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """A :class:`NatsServer`'s place in a JetStream cluster on loopback (:class:`NatsCluster`): its name, the
+    port its routes listen on, every node's route port (its own too: nats-server skips itself), and the
+    route TLS files: routes are mutual TLS, so a process without a certificate of the route CA cannot join."""
+
+    name: str
+    route_port: int
+    route_ports: tuple[int, ...]
+    tls: TlsFiles
+
+    def config(self) -> str:
+        routes = "".join(f"    nats-route://127.0.0.1:{port}\n" for port in self.route_ports)
+        return (
+            f"server_name: {self.name}\n"
+            "cluster {\n"
+            f"  name: {CLUSTER_NAME}\n"
+            f"  listen: 127.0.0.1:{self.route_port}\n"
+            "  tls {\n"
+            f'    cert_file: "{self.tls.cert_file}"\n'
+            f'    key_file: "{self.tls.key_file}"\n'
+            f'    ca_file: "{self.tls.ca_file}"\n'
+            "    verify: true\n"
+            "    timeout: 2\n"
+            "  }\n"
+            f"  routes: [\n{routes}  ]\n"
+            "}\n"
+        )
+
+
+#: The name of the embedded JetStream cluster (``cluster.name``), as in deploy/nats.
+CLUSTER_NAME = "lepton"
+
+
 class NatsServer:
     """A real ``nats-server -js`` on a free port with its own store directory.
 
@@ -205,11 +241,12 @@ class NatsServer:
     holding at most ``max_file_store`` on disk (a full disk, made small). Once
     it listens, the topology is declared with the admin identity, so services find what they use; a
     restart on the same store and ``port`` (a crashed server started again) finds it there already,
-    and the declare changes nothing.
+    and the declare changes nothing. A ``cluster`` node declares nothing: its :class:`NatsCluster` does,
+    once the nodes have a JetStream leader.
     """
 
-    #: The servers this process started, by URL: test helpers find the admin's seed here.
-    running: ClassVar[dict[str, NatsServer]] = {}
+    #: The servers (and clusters) this process started, by URL: test helpers find the admin's seed here.
+    running: ClassVar[dict[str, NatsServer | NatsCluster]] = {}
 
     def __init__(
         self,
@@ -219,8 +256,10 @@ class NatsServer:
         encrypt_store: bool = True,
         sync_interval: str | None = SYNC_INTERVAL,
         max_file_store: str | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self.workdir = workdir
+        self.cluster = cluster
         self.sync_interval = sync_interval
         self.max_file_store = max_file_store
         self.store = workdir / "jetstream"
@@ -246,6 +285,7 @@ class NatsServer:
         store += f"  max_file_store: {max_file_store}\n" if max_file_store else ""
         config.write_text(
             f'include "{self.users_file.name}"\njetstream {{\n  store_dir: "{self.store}"\n{store}{cipher}}}\n'
+            + (cluster.config() if cluster else "")
         )
         self.pid_file = workdir / "nats-server.pid"
         argv = [
@@ -270,10 +310,11 @@ class NatsServer:
             _, port_s = self.url.rsplit(":", 1)
             self.port = int(port_s)
             wait_until(lambda: _tcp_open(self.port), 10, "nats-server", self.process.proc)
-            # Nothing else runs on this server yet: old buckets are made erasable now.
-            declare(self.url, self.seed_file(ADMIN), migrate=True)
-            if previous is not None:
-                self.secrets.finish_store_key_rotation()
+            if cluster is None:
+                # Nothing else runs on this server yet: old buckets are made erasable now.
+                declare(self.url, self.seed_file(ADMIN), migrate=True)
+                if previous is not None:
+                    self.secrets.finish_store_key_rotation()
         except BaseException:
             # A server that cannot open its store (a wrong key) or declare the topology is not left running.
             self.process.stop()
@@ -297,6 +338,113 @@ class NatsServer:
         NatsServer.running.pop(getattr(self, "url", ""), None)
         self.process.stop()
 
+    def kill(self) -> None:
+        """``kill -9``, as a crash would leave it (its store and ports as they were at that instant)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.stop()  # reaps it and closes its log
+        # A server killed leaves its ports file behind (it removes it only on a clean exit).
+        (self.workdir / f"nats-server_{self.process.pid}.ports").unlink(missing_ok=True)
+
+
+class NatsCluster:
+    """``size`` real nats-servers on loopback forming one JetStream cluster, every stream, KV bucket and
+    object store of the platform replicated on all of them (R``size``): what a deployment that must
+    survive a node's loss runs (deploy/nats), on one machine.
+
+    Each node (:class:`NatsServer` with a :class:`ClusterNode`) has its own store (``workdir/node-<n>``)
+    and the same secrets: the same identities and store key. Routes are mutual TLS with a route CA of
+    the cluster's own (``workdir/route-tls``). Clients list every node (:attr:`url`, comma-separated) and
+    move to another when theirs goes. :meth:`kill` and :meth:`restart` take one node down and bring it
+    back on its ports and store, where it catches up from the others.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 3,
+        secrets: NatsSecrets | None = None,
+        encrypt_store: bool = True,
+        sync_interval: str | None = SYNC_INTERVAL,
+        max_file_store: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.workdir = workdir
+        self.size = size
+        self.secrets = secrets or NatsSecrets(workdir / "secrets")
+        self._options = {
+            "encrypt_store": encrypt_store,
+            "sync_interval": sync_interval,
+            "max_file_store": max_file_store,
+        }
+        self.route_tls = write_self_signed(workdir / "route-tls", client_auth=True)
+        ports = free_ports(2 * size)
+        self.ports, self.route_ports = ports[:size], tuple(ports[size:])
+        self.url = ",".join(f"nats://127.0.0.1:{port}" for port in self.ports)
+        self.nodes: list[NatsServer] = []
+        try:
+            for index in range(size):
+                self.nodes.append(self._node(index))
+
+            # Up once JetStream has a meta leader: the declare then succeeds (R``size``, old buckets made erasable).
+            def declared() -> bool:
+                declare(self.url, self.seed_file(ADMIN), replicas=size, migrate=True)
+                return True
+
+            wait_until(declared, timeout, f"the {size}-node NATS cluster")
+            if self.secrets.previous_store_key_file is not None and encrypt_store:
+                self.secrets.finish_store_key_rotation()
+        except BaseException:
+            self.stop()
+            raise
+        NatsServer.running[self.url] = self
+
+    def _node(self, index: int) -> NatsServer:
+        node = ClusterNode(self.node_name(index), self.route_ports[index], self.route_ports, self.route_tls)
+        return NatsServer(
+            self.workdir / f"node-{index + 1}",
+            port=self.ports[index],
+            secrets=self.secrets,
+            cluster=node,
+            **self._options,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def node_name(index: int) -> str:
+        """The ``server_name`` of node ``index`` (0-based): what JetStream names a stream's leader and replicas."""
+        return f"lepton-nats-{index + 1}"
+
+    def index_of(self, name: str) -> int:
+        """The index of the node whose ``server_name`` is ``name`` (a stream's leader, as JetStream names it)."""
+        return next(i for i in range(self.size) if self.node_name(i) == name)
+
+    def seed_file(self, identity: str) -> Path:
+        return self.secrets.seed_file(identity)
+
+    def kill(self, index: int) -> None:
+        """``kill -9`` of node ``index``: its clients move to the other nodes; the cluster goes on while a
+        majority of its nodes is up."""
+        self.nodes[index].kill()
+
+    def restart(self, index: int) -> None:
+        """Starts node ``index`` again on its ports, store and secrets; it rejoins and catches up from the others."""
+        if self.nodes[index].process.alive():
+            self.nodes[index].stop()
+        self.nodes[index] = self._node(index)
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """Every running node rewrites its users file and reloads it (:meth:`NatsServer.reload`)."""
+        for node in self.nodes:
+            if node.process.alive():
+                node.reload(timeout)
+
+    def stop(self) -> None:
+        NatsServer.running.pop(self.url, None)
+        for node in self.nodes:
+            node.process.terminate()  # all at once: each waits a little for the others as it leaves
+        for node in self.nodes:
+            node.stop()
+
 
 def _tcp_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
@@ -316,6 +464,10 @@ def triton_root() -> Path:
     import pytriton
 
     return Path(pytriton.__file__).parent / "tritonserver"
+
+
+#: The name of the shared-memory files Triton's Python backend shares with its stubs (``/dev/shm``).
+SHM_REGION = "/dev/shm/triton_python_backend_shm_region_"
 
 
 class TritonServer:
@@ -374,6 +526,7 @@ class TritonServer:
                 verify each artifact against it (``LEPTON_ARTIFACT_PUBLIC_KEY_FILE`` in Triton's
                 environment, never the model configuration); none: every model load is refused.
         """
+        self.workdir = workdir
         self.secrets_dir = secrets_dir or workdir / "secrets"
         self.control_secret_file = self.secrets_dir / CONTROL.file_name
         self.statistics_secret_file = self.secrets_dir / STATISTICS.file_name
@@ -458,6 +611,34 @@ class TritonServer:
 
     def stop(self) -> None:
         self.process.stop(grace=15.0)
+
+    def kill(self) -> None:
+        """``kill -9`` of Triton and its Python backend stubs (its process group), as a crash would leave it:
+        every model it served is gone. The shared-memory regions its stubs used (``/dev/shm``), which a
+        killed Triton leaves behind, are removed."""
+        regions: set[str] = set()
+        with contextlib.suppress(OSError):  # Triton maps every stub's region: its map names them
+            maps = Path(f"/proc/{self.process.pid}/maps").read_text()
+            regions = {line[line.index(SHM_REGION) :].split()[0] for line in maps.splitlines() if SHM_REGION in line}
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.stop(grace=10.0)  # reaps it and closes its log
+        for region in regions:
+            Path(region).unlink(missing_ok=True)
+
+    def restarted(self) -> TritonServer:
+        """Triton started again as a restarted host (after :meth:`kill`): on this one's gRPC port, with the same
+        secret files and environment; live, serving nothing. Its HTTP port is a fresh one."""
+        if self.process.alive():
+            self.stop()
+        return TritonServer(
+            self.workdir,
+            grpc_port=self.grpc_port,
+            secrets_dir=self.secrets_dir,
+            nats_url=self.nats_url,
+            nats_seed_file=self.nats_seed_file,
+            artifact_public_key_file=self.artifact_public_key_file,
+        )
 
     @classmethod
     def _link_source_packages(cls, backends: Path) -> None:

@@ -156,7 +156,7 @@ class PredictionLogger:
             log.warning("NATS error (serving identity): %s", exc)
 
         nc = await nats.connect(
-            self.url,
+            [url.strip() for url in self.url.split(",") if url.strip()],  # a cluster: every node, comma-separated
             name=self.source,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
