@@ -237,7 +237,11 @@ class TrainingServicer(trainer_pb2_grpc.TrainingServiceServicer):
                 request.search.metric,
             )
         await self._jobs.admit(job, len(children))
-        await submit(self._rt, self._jobs, job, children)
+        try:
+            await submit(self._rt, self._jobs, job, children)
+        except Exception as exc:
+            await self._jobs.withdraw(job, children, exc)  # no job left queued that nothing will start
+            raise
         return job_to_pb(job)
 
     async def GetTrainingJob(

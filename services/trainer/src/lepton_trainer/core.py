@@ -30,6 +30,7 @@ from lepton_core.children import die_with_parent
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.names import check_name, shown
 from lepton_core.quotas import PlanBook, check_at_most, check_room, run_time_exceeded
+from lepton_core.rpc import store_full
 from lepton_core.tenant_deletion import Erased
 from lepton_core.wire import now
 from lepton_ml import artifacts, splits
@@ -383,6 +384,24 @@ class Jobs:
             check_room(plan, "concurrent_jobs", len(unfinished), what="a new job would be one more")
             check_room(plan, "queued_jobs", queued, what="a new job would wait to start as well")
             await self.create(job)
+
+    async def withdraw(self, job: JobRecord, children: list[JobRecord], error: BaseException) -> None:
+        """Undoes the admission of a job whose queueing failed (the store refused or did not take its
+        events): it and its trials are failed with the reason, so none waits queued for a start that never
+        comes, or counts against the tenant's plan. A record the store will not update either (it is full)
+        is erased, which frees room rather than taking it."""
+        cause = "the platform's store is full" if store_full(error) else f"the store did not take it ({error})"
+        reason = f"the job could not be queued: {cause}; submit it again"
+        for record in [*children, job]:
+            try:
+                await self.transition(
+                    record.tenant, record.job_id, state=JobState.FAILED, error=reason, stage="failed", finished_at=now()
+                )
+            except Exception:
+                try:
+                    await self.store.erase(job_key(record.tenant, record.job_id))
+                except Exception:
+                    log.exception("job %s could not be queued, failed or erased: it stays queued", record.job_id)
 
     async def get(self, tenant: str, job_id: str) -> JobRecord:
         return (await self.store.require(job_key(tenant, job_id), f"training job {job_id!r}")).value
