@@ -14,6 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 import lepton_ai as la
+import lepton_ai.datasets as lepton_datasets
 
 from .fakes import FakePlatform, sales_frame, write_csv
 
@@ -284,3 +285,46 @@ def test_delete_returns_how_many_versions_went(client: la.Client, fake: FakePlat
     assert client.datasets.delete("sales") == 2
     assert fake.calls[0].request.dataset == "sales"
     assert client.datasets.list() == []
+
+
+def test_a_file_upload_holds_one_chunk_of_the_file_at_a_time(
+    client: la.Client, fake: FakePlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is hashed, then read again as it is sent, a chunk at a time: never read whole."""
+    path = tmp_path / "blob.csv"
+    data = b"a,b\n" + b"1,2\n" * MIB  # 4 MiB + 4 bytes
+    path.write_bytes(data)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"{self} read whole"))
+    reads: list[int] = []
+    real_open = Path.open
+
+    def watched(self: Path, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(self, *args, **kwargs)
+        if self == path:
+            read = f.read
+            f.read = lambda n=-1: reads.append(n) or read(n)  # type: ignore[method-assign]
+        return f
+
+    monkeypatch.setattr(Path, "open", watched)
+    client.datasets.upload(path, "blob", progress=False)
+    assert reads and all(0 < n <= MIB for n in reads), sorted(set(reads))
+    header, *chunks = fake.calls_to("UploadDataset")[0].requests
+    assert header.header.expected_digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert b"".join(c.chunk for c in chunks) == data
+
+
+def test_a_file_that_changes_while_it_is_sent_is_refused_naming_it(
+    client: la.Client, fake: FakePlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "moving.csv"
+    path.write_bytes(b"a,b\n" + b"1,2\n" * MIB)
+    real = lepton_datasets._payload
+
+    def then_changed(source: object, fmt: str | None) -> Any:
+        payload = real(source, fmt)
+        path.write_bytes(b"a,b\n" + b"3,4\n" * MIB)  # the same size, other bytes
+        return payload
+
+    monkeypatch.setattr(lepton_datasets, "_payload", then_changed)
+    with pytest.raises(la.errors.InvalidArgument, match="changed while it was being uploaded"):
+        client.datasets.upload(path, "moving", progress=False)

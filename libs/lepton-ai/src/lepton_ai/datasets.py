@@ -18,7 +18,7 @@ from lepton.data.v1 import data_pb2, data_pb2_grpc
 
 from lepton_ai import _progress
 from lepton_ai._transport import Transport, ride_out
-from lepton_ai.errors import InvalidArgument
+from lepton_ai.errors import InvalidArgument, LeptonError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,8 +267,8 @@ class Datasets:
         terminal and in Jupyter unless ``progress=False``. If the data service restarts
         mid-upload, the upload starts again once it answers (for up to a minute).
         """
-        data, fmt, default_name = _payload(source, format)
-        name = name or default_name
+        payload = _payload(source, format)
+        name = name or payload.name
         if not name:
             raise InvalidArgument("name: a DataFrame upload needs a dataset name")
         csv = data_pb2.CsvOptions(delimiter=delimiter, encoding=encoding)
@@ -276,16 +276,23 @@ class Datasets:
             csv.has_header = has_header
         header = data_pb2.UploadHeader(
             dataset_name=name,
-            format=fmt,
+            format=payload.format,
             csv=csv,
-            expected_size=len(data),
-            expected_digest="sha256:" + hashlib.sha256(data).hexdigest(),
+            expected_size=payload.size,
+            expected_digest=payload.digest,
         )
         show = _progress.wanted(progress)
 
         def send() -> data_pb2.DatasetVersion:
-            chunks = _chunks(header, data, show, name)
-            answer: data_pb2.DatasetVersion = self._t.call("data", t_stub(self._t).UploadDataset, chunks, timeout=3600)
+            chunks = _chunks(header, payload, show, name)
+            try:
+                answer: data_pb2.DatasetVersion = self._t.call(
+                    "data", t_stub(self._t).UploadDataset, chunks, timeout=3600
+                )
+            except LeptonError:
+                if payload.changed is not None:
+                    raise payload.changed from None
+                raise
             return answer
 
         # Sent again from the start if the data service restarts meanwhile: the same bytes under the
@@ -329,8 +336,42 @@ class Datasets:
         return int(r.versions_deleted)
 
 
-def _payload(source: object, fmt: str | None) -> tuple[bytes, str, str]:
-    """The bytes to send, their format and a default dataset name."""
+@dataclass
+class _Payload:
+    """What an upload sends: a file's bytes, read as they are sent (never held whole), or a DataFrame's
+    Arrow IPC bytes; their format, size and digest, and a default dataset name."""
+
+    format: str
+    size: int
+    digest: str
+    name: str = ""
+    path: Path | None = None
+    data: bytes = b""
+    changed: InvalidArgument | None = None
+    """Set when the file changed while it was sent: what the upload raises (gRPC hides an exception of a
+    request iterator behind a cancelled call)."""
+
+    def pieces(self) -> Iterator[bytes]:
+        """The bytes in :data:`CHUNK`-sized pieces; a file that changed since it was hashed is refused."""
+        if self.path is None:
+            for start in range(0, len(self.data), CHUNK):
+                yield self.data[start : start + CHUNK]
+            return
+        digest, size = hashlib.sha256(), 0
+        with self.path.open("rb") as f:
+            while piece := f.read(CHUNK):
+                digest.update(piece)
+                size += len(piece)
+                if size > self.size:
+                    break
+                yield piece
+        if size != self.size or "sha256:" + digest.hexdigest() != self.digest:
+            self.changed = InvalidArgument(f"source: {self.path} changed while it was being uploaded; upload it again")
+            raise self.changed
+
+
+def _payload(source: object, fmt: str | None) -> _Payload:
+    """What to send (:class:`_Payload`); a file is hashed here in one streaming pass, and read again as sent."""
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.is_file():
@@ -340,7 +381,12 @@ def _payload(source: object, fmt: str | None) -> tuple[bytes, str, str]:
             raise InvalidArgument(
                 f"format: cannot tell the format of {path.name}; pass format='csv' (or parquet, jsonl, arrow)"
             )
-        return path.read_bytes(), guessed, _dataset_name(path.stem)
+        digest, size = hashlib.sha256(), 0
+        with path.open("rb") as f:
+            while piece := f.read(CHUNK):
+                digest.update(piece)
+                size += len(piece)
+        return _Payload(guessed, size, "sha256:" + digest.hexdigest(), _dataset_name(path.stem), path=path)
     if isinstance(source, pl.DataFrame):
         frame = source
     else:
@@ -353,22 +399,22 @@ def _payload(source: object, fmt: str | None) -> tuple[bytes, str, str]:
         frame = pl.from_pandas(source)
     buf = io.BytesIO()
     frame.write_ipc_stream(buf)
-    return buf.getvalue(), "arrow", ""
+    data = buf.getvalue()
+    return _Payload("arrow", len(data), "sha256:" + hashlib.sha256(data).hexdigest(), data=data)
 
 
 def _chunks(
-    header: data_pb2.UploadHeader, data: bytes, show: bool, label: str
+    header: data_pb2.UploadHeader, payload: _Payload, show: bool, label: str
 ) -> Iterator[data_pb2.UploadDatasetRequest]:
     yield data_pb2.UploadDatasetRequest(header=header)
     if not show:
-        for start in range(0, len(data), CHUNK):
-            yield data_pb2.UploadDatasetRequest(chunk=data[start : start + CHUNK])
+        for piece in payload.pieces():
+            yield data_pb2.UploadDatasetRequest(chunk=piece)
         return
     from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with _progress.ProgressBar(f"upload {label}", len(data), *columns) as bar:
-        for start in range(0, len(data), CHUNK):
-            piece = data[start : start + CHUNK]
+    with _progress.ProgressBar(f"upload {label}", payload.size, *columns) as bar:
+        for piece in payload.pieces():
             yield data_pb2.UploadDatasetRequest(chunk=piece)
             bar.update(advance=len(piece))
