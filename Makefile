@@ -44,8 +44,9 @@ check: setup
 	tmp=$$(mktemp -d) && bash tools/gen_protos.sh $$tmp >/dev/null && \
 		diff -r $$tmp/lepton libs/lepton-proto/src/lepton -x __pycache__ && rm -rf $$tmp && echo "protos up to date"
 
+# --durations: the slowest setups and tests in every run's log, to keep the suite's time in view.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 # What the platform survives (issue 19): services killed under users' calls, on platforms of their own.
 test-faults: setup

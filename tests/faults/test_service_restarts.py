@@ -112,6 +112,49 @@ def test_a_deploy_waiting_on_a_deployer_that_dies_mid_rollout_returns_it_ready(
         assert client.deployments.predict(f"{name}-d", rows).shape == (3,)
 
 
+#: How soon after its restart a deployer must finish a rollout that its predecessor died in, when nobody
+#: calls ``Deploy`` again (an alias moved): the event comes back within ``ack_wait_s`` (15 s) of the
+#: kill, then a load. With the former ack wait (``load_timeout_s`` + 30 = 210 s), well over three minutes.
+RESUMED_WITHIN_S = 90.0
+
+
+def test_a_rollout_an_alias_move_started_finishes_after_its_deployer_dies(own: EmbeddedPlatform, diabetes: str) -> None:
+    """A deployment follows ``champion``; the alias moves to version 2 and the deployer is killed while it
+    rolls that out, restarted 2 s later. Nobody calls ``Deploy``: the ``registry.alias.moved`` event comes
+    back to the restarted deployer, which rolls version 2 out, within :data:`RESUMED_WITHIN_S`."""
+    name = f"faults-follow-{secrets.token_hex(2)}"
+    with la.Client(own.api_key, own.url) as client:
+        data = client.datasets.get(diabetes)
+        first = la.models.Ridge().fit(data, "target", model_name=name, progress=False)
+        second = la.models.Lasso().fit(data, "target", model_name=name, progress=False)
+        client.models.set_alias(name, "champion", first.version)
+        client.deployments.deploy(f"{name}-d", name, first.version, follow="champion")
+        client.models.set_alias(name, "champion", second.version)
+        poll_until = time.monotonic() + 30
+        while time.monotonic() < poll_until:
+            found = client.deployments.get_or_none(f"{name}-d")
+            if found is not None and found.target_version == second.version:
+                break  # the deployer has taken the alias's move: the rollout is under way
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the deployer never started rolling out the champion's new version")
+        own.kill("deployer")
+        time.sleep(DOWN_S)
+        own.restart("deployer")
+        restarted = time.monotonic()
+        deployment = None
+        while time.monotonic() - restarted < RESUMED_WITHIN_S + 60:
+            deployment = client.deployments.get_or_none(f"{name}-d")
+            ready = deployment is not None and deployment.state == deployer_pb2.DEPLOYMENT_STATE_READY
+            if ready and deployment.lineage.model_version == second.version:
+                break
+            time.sleep(0.25)
+        resumed_s = time.monotonic() - restarted
+        print(f"\nthe rollout its predecessor died in was finished {resumed_s:.1f} s after the deployer's restart")
+        assert deployment is not None and deployment.lineage.model_version == second.version, deployment
+        assert resumed_s < RESUMED_WITHIN_S, resumed_s
+
+
 def test_an_upload_cut_by_a_data_service_restart_is_sent_again_and_stored_once(
     own: EmbeddedPlatform, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from lepton.events.v1 import events_pb2
 from sklearn.linear_model import Ridge
 
+from lepton_core import events
 from lepton_core.errors import FailedPrecondition, NotFound, ResourceExhausted
 from lepton_core.quotas import PlanBook, PlanRecord
 from lepton_core.store import MemoryStore
 from lepton_core.triton_pool import HostPool, PoolEntry
-from lepton_core.wire import now
+from lepton_core.wire import lineage, now
+from lepton_deployer.api import AliasMovedHandler
 from lepton_deployer.core import Deployer
 from lepton_deployer.records import Defaults, DeploymentRecord, DeploymentState, Route, ServingConfig, VersionInfo
 from lepton_ml import artifacts
@@ -414,6 +417,55 @@ async def test_a_deploy_of_the_version_already_rolling_out_joins_it(rig: Rig) ->
     assert (done.state, done.model_version) == (DeploymentState.READY, 2)
     assert [h.to_version for h in done.history] == [1, 2]  # one rollout to version 2
     assert _kinds(rig) == ["started", "ready"]
+    await asyncio.gather(*deployer.tasks)
+
+
+def _moved(version: int, alias: str = "champion") -> events.Event[events_pb2.ModelAliasMoved]:
+    data = events_pb2.ModelAliasMoved(
+        tenant=TENANT, lineage=lineage(model_name=MODEL, model_version=version), alias=alias
+    )
+    return events.Event(id="e", type="t", source="/test", time="", subject="", data=data, headers={})
+
+
+async def test_an_alias_move_takes_over_the_rollout_a_dead_deployer_left_to_that_version(rig: Rig) -> None:
+    """The deployer died while rolling a champion move out; its replacement gets the move again (the event
+    was not acked) and finishes the rollout. Before, the move was dropped because the record said
+    ROLLING_OUT, and the reconcile loop later rolled the rollout back: the old version served on."""
+    await _serving(rig, rig.deployer(), follow="champion")
+    await rig.version(2)
+    rig.triton.models[A] = {STAGED: {2: rig.files[2]}, STABLE: {1: rig.files[1]}}
+    left = (await rig.deployer().get(TENANT, NAME)).model_copy(
+        update={"state": DeploymentState.ROLLING_OUT, "target_version": 2, "updated_at": now()}
+    )
+    await rig.store.put(f"{TENANT}.{NAME}", left)
+
+    replacement = rig.deployer()
+    await AliasMovedHandler(replacement)(_moved(2))
+
+    record = await replacement.get(TENANT, NAME)
+    assert (record.state, record.model_version, record.target_version) == (DeploymentState.READY, 2, 0)
+    assert rig.triton.serving(A) == {STABLE: [2]}
+
+
+async def test_an_alias_move_during_a_rollout_of_this_deployer_waits_for_it_then_rolls_out(rig: Rig) -> None:
+    """A Deploy's rollout to v2 runs here when the champion moves to v3: the move waits for that rollout to
+    end, then rolls v3 out (it was acked and dropped before, leaving v2 served under a v3 champion)."""
+    deployer = rig.deployer()
+    await _serving(rig, deployer, follow="champion")
+    await rig.version(2)
+    await rig.version(3)
+    rig.triton.hold_loads = asyncio.Event()
+    rig.triton.load_started.clear()
+    await deployer.deploy(TENANT, NAME, MODEL, 2)
+    await rig.triton.load_started.wait()  # the rollout to v2 holds the deployment now
+    moving = asyncio.create_task(AliasMovedHandler(deployer)(_moved(3)))
+    await asyncio.sleep(0.2)
+    assert not moving.done()  # waiting for the running rollout, not dropped
+    rig.triton.hold_loads.set()
+    await moving
+    record = await deployer.get(TENANT, NAME)
+    assert (record.state, record.model_version) == (DeploymentState.READY, 3)
+    assert [h.to_version for h in record.history][-2:] == [2, 3]
     await asyncio.gather(*deployer.tasks)
 
 

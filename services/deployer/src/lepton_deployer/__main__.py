@@ -55,9 +55,10 @@ def main() -> None:
             "deployer",
             {
                 events_pb2.ModelVersionCreated: VersionCreatedHandler(deployer, settings.auto_deploy),
-                events_pb2.ModelAliasMoved: AliasMovedHandler(deployer),
+                events_pb2.ModelAliasMoved: AliasMovedHandler(deployer, rt.js),
             },
-            ack_wait=settings.load_timeout_s + 30,
+            # ack_wait_s (15 s), not the load timeout: a rollout's handler heartbeats while Triton loads,
+            # so the event of a deployer that died mid-rollout comes back within seconds, not minutes.
         )
         rt.every("reconcile", settings.reconcile_interval_s, deployer.reconcile)
         rt.on_tenant_deleted(deployer.delete_tenant)

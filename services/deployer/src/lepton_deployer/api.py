@@ -11,9 +11,12 @@ from lepton.common.v1 import common_pb2
 from lepton.deployer.v1 import deployer_pb2, deployer_pb2_grpc
 from lepton.events.v1 import events_pb2
 from lepton.registry.v1 import registry_pb2, registry_pb2_grpc
+from nats.js import JetStreamContext
+from nats.js import errors as js_errors
 
 from lepton_core import events
 from lepton_core.bounds import check_version
+from lepton_core.bus import EVENTS_STREAM
 from lepton_core.errors import NotFound, ResourceExhausted
 from lepton_core.names import check_name
 from lepton_core.rpc import client_channel, current_tenant, on_behalf
@@ -362,10 +365,16 @@ class VersionCreatedHandler:
 
 
 class AliasMovedHandler:
-    """Rolls out the version an alias moved to, in every deployment that follows that alias."""
+    """Rolls out the version an alias moved to, in every deployment that follows that alias; a move that a
+    later one of the same alias already overtook in the stream is skipped (:func:`superseded`).
 
-    def __init__(self, deployer: Deployer) -> None:
+    Args:
+        js: Where to look for later moves (the service's JetStream context); None: every move is rolled out.
+    """
+
+    def __init__(self, deployer: Deployer, js: JetStreamContext | None = None) -> None:
         self._deployer = deployer
+        self._js = js
 
     async def __call__(self, event: events.Event[events_pb2.ModelAliasMoved]) -> None:
         ev = event.data
@@ -373,15 +382,63 @@ class AliasMovedHandler:
         check_name(ev.lineage.model_name, "lineage.model_name", what="a model name")
         check_name(ev.alias, "alias", what="an alias name")
         check_version(ev.lineage.model_version, "lineage.model_version", zero="the alias was deleted")
-        if ev.lineage.model_version:  # 0: the alias was deleted; keep serving what serves
-            await _follow(self._deployer, ev.tenant, ev.lineage.model_name, ev.alias, ev.lineage.model_version)
+        if not ev.lineage.model_version:  # 0: the alias was deleted; keep serving what serves
+            return
+        if self._js is not None and await superseded(self._js, event):
+            log.info(
+                "%s/%s: %s moved on from v%d already; its later move is rolled out instead",
+                ev.tenant,
+                ev.lineage.model_name,
+                ev.alias,
+                ev.lineage.model_version,
+            )
+            return
+        await _follow(self._deployer, ev.tenant, ev.lineage.model_name, ev.alias, ev.lineage.model_version)
+
+
+async def superseded(js: JetStreamContext, event: events.Event[events_pb2.ModelAliasMoved]) -> bool:
+    """Whether the stream already holds a later move of the same model's same alias than ``event``.
+
+    The deployer handles events one at a time and each rollout waits for Triton's load, so when an
+    alias moves several times quickly (auto-promotion under load), rolling out each version in turn is
+    work the next rollout undoes at once: the later move's own delivery rolls out where the alias went.
+    Reads the tenant's later ``registry.alias.moved`` messages after ``event``'s sequence (usually none).
+    """
+    if not event.sequence:
+        return False
+    subject = events.spec_of(events_pb2.ModelAliasMoved).subject(event.data.tenant)
+    model, alias = event.data.lineage.model_name, event.data.alias
+    sequence = event.sequence + 1
+    while True:
+        try:
+            raw = await js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)
+        except js_errors.NotFoundError:
+            return False
+        sequence = (raw.seq or sequence) + 1
+        try:
+            later = events.decode_parts(
+                raw.subject or subject, dict(raw.headers or {}), raw.data or b"", delivery=1, sequence=sequence - 1
+            )
+        except Exception:  # not ours to judge here: its own delivery dead-letters it
+            continue
+        if later.data.lineage.model_name == model and later.data.alias == alias:
+            return True
 
 
 async def _follow(deployer: Deployer, tenant: str, model: str, follow: str, version: int) -> None:
-    for d in await deployer.list(tenant):
+    def behind(d: DeploymentRecord) -> bool:
         # "latest" only moves forward; an alias may move back (a rollback by alias is a rollout too).
         newer = d.model_version < version if follow == "latest" else d.model_version != version
-        if d.model_name == model and d.follow == follow and newer and d.target_version != version:
-            if d.state == DeploymentState.ROLLING_OUT:
-                continue  # the running rollout finishes first; the next event (or Deploy) moves it on
-            await deployer.deploy(tenant, d.name, model, version, wait=True)
+        return d.model_name == model and d.follow == follow and newer
+
+    for d in await deployer.list(tenant):
+        if not behind(d):
+            continue
+        if d.state in (DeploymentState.ROLLING_OUT, DeploymentState.LOADING):
+            # A rollout of this process finishes first (the event waits, heartbeating); one that is still
+            # under way after that was left by a deployer that died mid-way, and this rollout takes it over.
+            # Before, the move was dropped here: a restarted deployer never rolled out the alias's version.
+            current = await deployer.after_rollout_here(tenant, d.name)
+            if current is None or not behind(current):
+                continue
+        await deployer.deploy(tenant, d.name, model, version, wait=True)

@@ -338,6 +338,15 @@ class Deployer:
             erased.deployments += 1
         return erased
 
+    async def after_rollout_here(self, tenant: str, name: str) -> DeploymentRecord | None:
+        """The deployment's record once no rollout of this process is changing it: waits for one that runs
+        here to end. A record still ``ROLLING_OUT`` after that was left by a deployer that stopped mid-way:
+        a :meth:`deploy` takes it over."""
+        async with self._records.lock(tenant, name):
+            pass
+        found = await self.store.get(f"{tenant}.{name}")
+        return found.value if found else None
+
     # Hosts: the reconcile loop and status.
 
     async def reconcile(self) -> builtins.list[str]:
