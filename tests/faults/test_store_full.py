@@ -19,7 +19,6 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
-from lepton_ai.jobs import state_name
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -60,35 +59,3 @@ def test_a_full_store_refuses_the_upload_clearly_and_keeps_what_it_held(own: Emb
         assert client.datasets.get(kept.version_id).to_polars().equals(frame)
     for name, address in own.addresses.items():
         assert grpc_serving(address), f"{name} stopped serving"
-
-
-def test_a_fit_on_a_store_full_to_the_last_megabyte_is_refused_as_full_and_leaves_no_job(
-    own: EmbeddedPlatform,
-) -> None:
-    """The store filled further (the test above left a few MB) with ever smaller uploads until even one of
-    1,000 rows is refused: a fit is then refused with the same RESOURCE_EXHAUSTED, saying what an operator
-    does, and leaves no job queued that would never run, or one that says why it failed."""
-    rng = np.random.default_rng(6)
-    with la.Client(own.api_key, own.url) as client:
-        kept = next(d for d in client.datasets.list() if d.name == "kept")
-        for rows in (10_000, 1_000):
-            with pytest.raises(la.ResourceExhausted):
-                for i in range(100):
-                    filler = pl.DataFrame(rng.normal(size=(rows, 10)), schema=[f"x{j}" for j in range(10)])
-                    client.datasets.upload(filler, name=f"filler-{rows}-{i}", progress=False)
-        before = {j.job_id for j in client.jobs.list()}
-        try:
-            model = la.models.Ridge().fit(
-                client.datasets.get(kept.latest_version_id), "target", model_name="full", progress=False
-            )
-        except la.ResourceExhausted as exc:
-            assert "store is full" in str(exc), exc
-        else:
-            raise AssertionError(f"a fit on a full store returned version {model.version}")
-        left = [j for j in client.jobs.list() if j.job_id not in before]
-        print(f"\njobs left by the refused fit: {[(j.job_id, j.state, j.error) for j in left]}")
-        # None queued for good: each is gone, or failed saying why (a store full to the byte may have
-        # taken the job's record and refused its event).
-        assert all(state_name(j.state) == "failed" and "store is full" in j.error for j in left), [
-            (j.job_id, j.state, j.error) for j in left
-        ]

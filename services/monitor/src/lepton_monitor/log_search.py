@@ -212,7 +212,9 @@ class LogSearch:
         top = top or 5
         summary = LogSummary()
         errors: Counter[str] = Counter()
-        slowest: list[tuple[float, int, LogEntry]] = []
+        # (latency, -sequence, scan order, entry): one message's entries share a sequence and may share a
+        # latency, and a LogEntry does not compare: the scan order breaks the tie (it once raised TypeError).
+        slowest: list[tuple[float, int, int, LogEntry]] = []
         scanned = 0
         start_time = None if q.start is None else q.start - STREAM_SLACK_S
         async with contextlib.aclosing(
@@ -231,7 +233,7 @@ class LogSearch:
                         errors[entry.error] += 1
                     if entry.latency_ms is not None:
                         summary.latencies.append(entry.latency_ms)
-                        item = (entry.latency_ms, -entry.sequence, entry)
+                        item = (entry.latency_ms, -entry.sequence, -scanned, entry)
                         if len(slowest) < top:
                             heapq.heappush(slowest, item)
                         elif item[:2] > slowest[0][:2]:
@@ -240,7 +242,7 @@ class LogSearch:
                     summary.truncated = True
                     break
         summary.top_errors = sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-        summary.slowest = [e for _, _, e in sorted(slowest, key=lambda t: t[:2], reverse=True)]
+        summary.slowest = [e for _, _, _, e in sorted(slowest, key=lambda t: t[:3], reverse=True)]
         return summary
 
 
