@@ -460,10 +460,54 @@ async def ingest_steps(
     return steps.seconds
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used, all its threads, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nats_pid(nats_url: str) -> int:
+    server = NatsServer.running[nats_url]
+    if not isinstance(server, NatsServer):
+        raise TypeError(f"{nats_url} is a cluster; the data bench runs on one nats-server")
+    return server.process.pid
+
+
+def own_cpu_seconds() -> float:
+    """This process's user + system CPU seconds, all threads (the gRPC client's included)."""
+    times = os.times()
+    return times.user + times.system
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds the service, nats-server and this process (the client) spend on one timed call."""
+
+    pids: dict[str, int]
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def start(self) -> dict[str, float]:
+        return {**{name: cpu_seconds(pid) for name, pid in self.pids.items()}, "client": own_cpu_seconds()}
+
+    def stop(self, before: dict[str, float]) -> None:
+        after = self.start()
+        self.runs.append({name: after[name] - before[name] for name in before})
+
+    def median(self) -> dict[str, float]:
+        return {name: statistics.median(run[name] for run in self.runs) for name in self.runs[0]}
+
+
 async def bench_ingest(
-    stub: data_pb2_grpc.DataServiceStub, objects: ObjectStore, csv_path: Path, tmp: Path, run_id: str
+    stub: data_pb2_grpc.DataServiceStub,
+    objects: ObjectStore,
+    csv_path: Path,
+    tmp: Path,
+    run_id: str,
+    pids: dict[str, int],
 ) -> list[Comparison]:
     uploaded: list[str] = []
+    ours_cpu = CpuMeter(pids)
+    polars_cpu = CpuMeter({})
     transfer_s: list[float] = []
     step_runs: list[dict[str, float]] = []
     stored_bytes: list[int] = []
@@ -476,16 +520,22 @@ async def bench_ingest(
     async def ours(rep: int) -> None:
         name = f"ingest-{run_id}-{rep}"  # a new name each time: content addressing dedupes nothing
         uploaded.append(name)
+        before = ours_cpu.start()
         version, sent_s = await upload(stub, csv_path, name, "csv")
+        if rep >= WARMUP:
+            ours_cpu.stop(before)
         if version.row_count != CSV_ROWS:
             raise RuntimeError(f"stored {version.row_count} rows, expected {CSV_ROWS}")
         stored_bytes.append(version.object.size)
         if rep >= WARMUP:
             transfer_s.append(sent_s)
 
-    async def with_polars(_: int) -> None:
+    async def with_polars(rep: int) -> None:
+        before = polars_cpu.start()
         if polars_ingest(csv_path) != CSV_ROWS:
             raise RuntimeError("polars read a different row count")
+        if rep >= WARMUP:
+            polars_cpu.stop(before)
 
     async def with_pandas(_: int) -> None:
         if pandas_ingest(csv_path) != CSV_ROWS:
@@ -512,6 +562,8 @@ async def bench_ingest(
         "ours_last_chunk_sent_s": transfer_s,
         "steps_median_s": median_steps(step_runs),
         "steps_runs_s": step_runs,
+        "ours_cpu_s": ours_cpu.median(),
+        "polars_cpu_s": polars_cpu.median()["client"],
     }
     ours_desc = "UploadDataset over gRPC (1 MiB chunks) until the stored version: spool, parse, profile, Parquet, store"
     polars = Comparison(
@@ -649,7 +701,8 @@ async def _run(nats_url: str, tmp: Path) -> tuple[list[Comparison], Memory, dict
             async with client_channel(service.address, API_KEY) as channel:
                 stub = data_pb2_grpc.DataServiceStub(channel)
                 memory = await bench_memory(service, stub, csv_path, small_csv, run_id)
-                comparisons = await bench_ingest(stub, objects, csv_path, tmp, run_id)
+                pids = {"service": service.pid, "nats-server": nats_pid(nats_url)}
+                comparisons = await bench_ingest(stub, objects, csv_path, tmp, run_id, pids)
                 csv_path.unlink()
                 comparisons.append(await bench_read(stub, objects, tmp, run_id))
         finally:
@@ -720,6 +773,23 @@ def _step_lines(title: str, total: float, steps: dict[str, float]) -> list[str]:
     return lines
 
 
+def cpu_lines(run: Comparison) -> list[str]:
+    """What the CPU an ingest needs allows: its CPU seconds spread over every core is the least wall time
+    it could take, so the best ratio to polars this machine allows, however well the steps overlap."""
+    cpu: dict[str, float] = run.extra["ours_cpu_s"]
+    polars_cpu: float = run.extra["polars_cpu_s"]
+    cores = len(os.sched_getaffinity(0))
+    total = sum(cpu.values())
+    floor = total / cores
+    best = statistics.median(run.baseline_s) / floor
+    parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+    return [
+        f"CPU an ingest uses (median of {INGEST_REPS}): {total:.2f} s ({parts}); polars' path {polars_cpu:.2f} s",
+        f"  spread over {cores} cores that is at least {floor * 1000:,.0f} ms of wall time: "
+        f"{best:.2f}x polars at best with this work, however the steps overlap",
+    ]
+
+
 def steps_table(results: DataResults) -> str:
     """The median step times beside the medians through the service."""
     ingest_run, read_run = results.comparisons[0], results.comparisons[-1]
@@ -731,6 +801,7 @@ def steps_table(results: DataResults) -> str:
         ours,
         ingest_run.extra["steps_median_s"],
     )
+    lines += cpu_lines(ingest_run)
     read = statistics.median(read_run.ours_s)
     lines += _step_lines(
         f"where a read's time goes (median of {READ_REPS}; a ReadDataset took {read * 1000:,.0f} ms):",

@@ -10,6 +10,7 @@ still serves.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
 from lepton_platform.embedded import EmbeddedPlatform, grpc_serving
+
+from .store import Loop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -38,7 +41,8 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPlatform]:
 
 def test_a_full_store_refuses_the_upload_clearly_and_keeps_what_it_held(own: EmbeddedPlatform) -> None:
     """Uploads of random (incompressible) data until the store is full: the one that does not fit is refused
-    with RESOURCE_EXHAUSTED at once, is no version, and the datasets stored before it are all readable."""
+    with RESOURCE_EXHAUSTED at once, is no version, and the datasets stored before it are all readable;
+    deleting one of them on the store full to the byte works, and makes room for the next upload."""
     rng = np.random.default_rng(5)
     with la.Client(own.api_key, own.url) as client:
         frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
@@ -57,5 +61,42 @@ def test_a_full_store_refuses_the_upload_clearly_and_keeps_what_it_held(own: Emb
             again = client.datasets.get(dataset.version_id)
             assert again.row_count == dataset.row_count
         assert client.datasets.get(kept.version_id).to_polars().equals(frame)
+        # Deleting is how an operator makes room, so a store full to the byte still deletes.
+        client.datasets.delete(stored[0].name)
+        again = client.datasets.upload(frame, name="after-delete", progress=False)
+        assert client.datasets.get(again.version_id).to_polars().equals(frame)
     for name, address in own.addresses.items():
         assert grpc_serving(address), f"{name} stopped serving"
+
+
+def test_a_fit_whose_model_the_store_refuses_fails_at_once_saying_so(own: EmbeddedPlatform) -> None:
+    """The artifacts bucket capped by an operator at 1 MB (a stream at its limit), with room left in the
+    store (the test above deleted 8 MB) for a job's records: a fit whose model (a 300-tree forest, megabytes) the bucket refuses fails
+    within seconds, saying the store is full and what an operator does; it ran once (not again and again
+    against a store that refuses alike, nor left running); the cap lifted, the same fit succeeds."""
+    with la.Client(own.api_key, own.url) as client:
+        kept = next(d for d in client.datasets.list() if d.name == "kept")
+        dataset = client.datasets.get(kept.latest_version_id)
+        nats = Loop(own)
+        try:
+            config = nats.run(nats.js.stream_info("OBJ_artifacts")).config
+            config.max_bytes = 1_000_000
+            nats.run(nats.js.update_stream(config))
+            started = time.monotonic()
+            with pytest.raises(la.FailedPrecondition) as failed:
+                la.models.RandomForestRegressor(n_estimators=300).fit(
+                    dataset, "target", model_name="forest", progress=False, timeout=120
+                )
+            took = time.monotonic() - started
+            config.max_bytes = -1
+            nats.run(nats.js.update_stream(config))
+        finally:
+            nats.close()
+        assert "store is full" in str(failed.value) and "frees room" in str(failed.value), failed.value
+        assert took < 60, f"the refused fit took {took:.0f} s to fail"
+        (job,) = [j for j in client.jobs.list() if j.model_name == "forest"]
+        assert job.attempts == 1, f"the fit was run {job.attempts} times against a full store"
+        model = la.models.RandomForestRegressor(n_estimators=30).fit(
+            dataset, "target", model_name="forest", progress=False
+        )
+        assert model.version >= 1

@@ -428,3 +428,33 @@ async def test_a_write_no_stream_ever_takes_fails_once_the_failover_window_is_ov
     monkeypatch.setattr(bus, "FAILOVER_S", 0.5)
     with pytest.raises(js_errors.NoStreamResponseError):
         await nc.jetstream().publish(f"nostream{uuid.uuid4().hex[:8]}.x", b"lost", headers={"Nats-Msg-Id": "w-1"})
+
+
+async def test_a_write_a_stream_at_its_limit_refuses_is_not_sent_again_and_reads_as_full(nc: NATS) -> None:
+    """nats-server answers a write over a stream's ``max_bytes`` (discard new) with a 503, as it answers one
+    no leader took; a resend cannot help, so the services' context raises it at once, and
+    :func:`bus.store_full` reads it as the store being full (RESOURCE_EXHAUSTED for a caller)."""
+    js = nc.jetstream()
+    name = "CAPPED" + uuid.uuid4().hex[:8].upper()
+    await js.add_stream(
+        config=js_api.StreamConfig(
+            name=name,
+            subjects=[f"{name.lower()}.>"],
+            storage=js_api.StorageType.MEMORY,
+            max_bytes=4096,
+            discard=js_api.DiscardPolicy.NEW,
+        )
+    )
+    try:
+        await js.publish(f"{name.lower()}.x", b"x" * 1000)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(js_errors.APIError) as refused:
+            for _ in range(10):
+                await js.publish(f"{name.lower()}.x", b"x" * 1000, headers={"Nats-Msg-Id": uuid.uuid4().hex})
+        assert asyncio.get_running_loop().time() - started < 1.0  # not resent for FAILOVER_S
+        assert bus.store_full(refused.value), refused.value
+        assert (await js.stream_info(name)).state.messages < 5
+    finally:
+        await js.delete_stream(name)
+    assert not bus.store_full(js_errors.ServiceUnavailableError(code=503, err_code=10077, description="stream closed"))
+    assert not bus.store_full(RuntimeError("maximum"))

@@ -179,8 +179,53 @@ NOT_TAKEN: tuple[type[BaseException], ...] = (
 
 RETRIED: tuple[type[BaseException], ...] = (*NOT_TAKEN, TimeoutError)
 
+#: JetStream's answers when its store has no room: insufficient resources, and storage or memory
+#: resources exceeded (the server's ``max_file_store``, the disk, an account's limits). nats-server sends
+#: the first as a 503, like a stream with no leader, but no resend helps until an operator frees room.
+STORE_FULL_CODES = frozenset({10023, 10047, 10028})
+
+
+#: What a user told that the store is full reads next: who can act, and how.
+STORE_FULL_REMEDY = "an operator frees room (delete datasets or model versions) or raises the store's limit"
+
+
+#: JetStream's "store failed" answer; with "maximum bytes/messages exceeded" it is a stream at its own
+#: limit (``max_bytes``, discard new), as an operator may cap a bucket: full, too, and also sent as a 503.
+STREAM_STORE_FAILED = 10077
+
+
+def store_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is JetStream refusing a write for want of room: no retry helps until an operator acts."""
+    if not isinstance(exc, js_errors.APIError):
+        return False
+    if exc.err_code in STORE_FULL_CODES:
+        return True
+    return exc.err_code == STREAM_STORE_FAILED and "maximum" in (exc.description or "")
+
+
 #: JetStream API requests that only read: asked again after a timeout, they change nothing.
 _READS = (".INFO.", ".MSG.GET.", ".DIRECT.GET.", ".NAMES", ".LIST")
+
+
+#: How often :func:`when_room` tries a write again that the full store refused.
+ROOM_POLL_S = 2.0
+
+
+async def when_room(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """``write()``, tried again every :data:`ROOM_POLL_S` for as long as the store is full.
+
+    For a write that must not be lost and has no caller to refuse (a job's end, recorded by a worker):
+    the work waits, saying so in the log every time, until an operator frees room; it then goes on.
+    Any other failure is raised at once. Cancelled (a service stopping) like any other wait.
+    """
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if not store_full(exc):
+                raise
+            log.error("the store is full: %s waits for room (%s); %s", what, exc, STORE_FULL_REMEDY)
+            await asyncio.sleep(ROOM_POLL_S)
 
 
 class FailoverJetStream(JetStreamContext):
@@ -202,6 +247,8 @@ class FailoverJetStream(JetStreamContext):
                 return await attempt()
             except RETRIED as exc:
                 if isinstance(exc, TimeoutError) and not isinstance(exc, NOT_TAKEN) and not retry_timeout:
+                    raise
+                if store_full(exc):
                     raise
                 if asyncio.get_running_loop().time() + pause > deadline:
                     raise

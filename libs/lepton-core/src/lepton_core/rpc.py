@@ -26,14 +26,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from nats import errors as nats_errors
-from nats.js import errors as js_errors
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from lepton_core import errors
 from lepton_core.access import MUTATING, SERVICE_TOKEN_HEADER, Access, Principal, Rule, ServiceSigner
 from lepton_core.audit import AuditLog
-from lepton_core.bus import NOT_TAKEN
+from lepton_core.bus import NOT_TAKEN, STORE_FULL_REMEDY, store_full
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.tls import Peer
 
@@ -236,15 +235,6 @@ STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     nats_errors.StaleConnectionError,
 )
 
-#: JetStream's answers when its store has no room: insufficient resources, and storage or memory
-#: resources exceeded (the server's ``max_file_store``, the disk, an account's limits).
-STORE_FULL_CODES = frozenset({10023, 10047, 10028})
-
-
-def store_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is JetStream refusing a write for want of room: no retry helps until an operator acts."""
-    return isinstance(exc, js_errors.APIError) and exc.err_code in STORE_FULL_CODES
-
 
 def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
     """The status a failed call answers with: its code, its details, and what its audit record says."""
@@ -268,8 +258,7 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
         return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             errors.details(
-                "the platform's store is full and refused the write (nothing was stored); "
-                "an operator frees room (delete datasets or model versions) or raises the store's limit"
+                f"the platform's store is full and refused the write (nothing was stored); {STORE_FULL_REMEDY}"
             ),
             "store full",
         )

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
-from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore
+from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, store_full
 from lepton_core.errors import Conflict, InvalidArgument, NotFound
 from lepton_core.names import NAME_PATTERN, check_id, check_name, is_id, is_name, shown
 from lepton_core.quotas import PlanBook, amount, check_room
@@ -467,21 +467,35 @@ class Datasets:
                 raise NotFound(f"dataset {ref!r} does not exist", field="dataset")
             return record.model_copy(update={"deleted": True, "updated_at": now()})
 
-        marked, _ = await self._update_dataset(tenant, dataset.name, change)
         objects = 0
+        try:
+            marked, _ = await self._update_dataset(tenant, dataset.name, change)
+        except Exception as exc:
+            if not store_full(exc):
+                raise
+            # A store full to the byte refuses even the mark, and deleting is how room is made: the
+            # versions' objects, nearly all of the bytes, are erased first, then the mark is written.
+            objects += await self._erase_objects(tenant, dataset.version_ids)
+            marked, _ = await self._update_dataset(tenant, dataset.name, change)
+        objects += await self._erase_objects(tenant, marked.version_ids)
         for version_id in marked.version_ids:
-            key = f"{tenant}.v.{version_id}"
-            found = await self._versions.get(key)
-            if found is not None:
-                for obj in (found.value.object, found.value.profile):
-                    if obj is not None and await self._objects.erase(obj):
-                        objects += 1
-            await self._versions.erase(key)
+            await self._versions.erase(f"{tenant}.v.{version_id}")
         key = f"{tenant}.d.{dataset.name}"
         current = await self._datasets.get(key)
         if current is None or current.value.deleted:
             await self._datasets.erase(key)
         return marked, len(marked.version_ids), objects
+
+    async def _erase_objects(self, tenant: str, version_ids: list[str]) -> int:
+        """Erases the versions' objects (data and profile); returns how many there were."""
+        erased = 0
+        for version_id in version_ids:
+            found = await self._versions.get(f"{tenant}.v.{version_id}")
+            if found is not None:
+                for obj in (found.value.object, found.value.profile):
+                    if obj is not None and await self._objects.erase(obj):
+                        erased += 1
+        return erased
 
     # -- splits and reading back -----------------------------------------------------------------
 

@@ -12,12 +12,13 @@ from lepton.events.v1 import events_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core import events
+from lepton_core.bus import STORE_FULL_REMEDY, store_full, when_room
 from lepton_core.errors import InvalidArgument, NotFound, Unavailable
 from lepton_core.names import check_id, check_name
 from lepton_core.rpc import Auth, client_channel, current_tenant, on_behalf
 from lepton_core.service import Runtime
 from lepton_core.tls import Peer
-from lepton_core.wire import lineage, ref_from_pb, ref_to_pb, ts
+from lepton_core.wire import lineage, now, ref_from_pb, ref_to_pb, ts
 from lepton_trainer.catalogue import CATALOGUE, Algorithm
 from lepton_trainer.checks import MAX_LIST_LIMIT, check_job_id, check_search, check_submission
 from lepton_trainer.core import DatasetInfo, JobRecord, Jobs, JobState, plan_job, plan_search
@@ -318,17 +319,20 @@ class Worker:
         # The work queue is written by this service only, but a key or subject is built from what it says.
         check_name(tenant, "tenant", what="a tenant name")
         check_job_id(job_id, "lineage.training_job_id")
-        await self._rt.publish(
-            events_pb2.TrainingStarted(
-                tenant=tenant, lineage=req.lineage, worker_id=self._worker_id, attempt=event.delivery
-            ),
-            tenant=tenant,
-            event_id=f"training.started:{job_id}:{event.delivery}",
-            ce_subject=job_id,
-        )
         try:
+            await self._rt.publish(
+                events_pb2.TrainingStarted(
+                    tenant=tenant, lineage=req.lineage, worker_id=self._worker_id, attempt=event.delivery
+                ),
+                tenant=tenant,
+                event_id=f"training.started:{job_id}:{event.delivery}",
+                ce_subject=job_id,
+            )
             job = await self._jobs.run(tenant, job_id, self._worker_id, self._progress)
         except Exception as exc:
+            if store_full(exc):
+                await self._fail_for_want_of_room(tenant, job_id)
+                return
             if event.delivery >= self._rt.settings.max_deliver:
                 # Last delivery: the job fails for good (the consumer dead-letters the message).
                 job = await self._jobs.transition(
@@ -337,6 +341,23 @@ class Worker:
                 await self._finish(job)
             raise
         await self._finish(job)
+
+    async def _fail_for_want_of_room(self, tenant: str, job_id: str) -> None:
+        """A full store refuses every try alike, so the job fails at once, saying so, instead of being run
+        again and again. The refused write's partial chunks are purged, which usually leaves room for
+        this record; when the store is full to the byte, the record (and its event) waits for room, the
+        message kept in progress meanwhile, so the job never stays running or queued for good."""
+        error = (
+            f"the platform's store is full, so the job could not run or keep its model; {STORE_FULL_REMEDY}, "
+            "then submit the job again"
+        )
+        job = await when_room(
+            lambda: self._jobs.transition(
+                tenant, job_id, state=JobState.FAILED, error=error, stage="failed", finished_at=now()
+            ),
+            f"the failure of job {job_id}",
+        )
+        await when_room(lambda: self._finish(job), f"the event of job {job_id}'s failure")
 
     async def _finish(self, job: JobRecord) -> None:
         """Announces a job's end; a trial instead reports to its search, which may then

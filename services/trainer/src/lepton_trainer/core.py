@@ -25,12 +25,11 @@ import polars as pl
 from pydantic import BaseModel
 
 from lepton_core.bounds import check_fraction
-from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest
+from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest, store_full
 from lepton_core.children import die_with_parent
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.names import check_name, shown
 from lepton_core.quotas import PlanBook, check_at_most, check_room, run_time_exceeded
-from lepton_core.rpc import store_full
 from lepton_core.tenant_deletion import Erased
 from lepton_core.wire import now
 from lepton_ml import artifacts, splits
@@ -494,26 +493,40 @@ class Jobs:
         await proc.stdin.drain()
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-        async def read() -> None:
-            assert proc.stdout is not None
-            async for line in proc.stdout:
-                try:
-                    update = json.loads(line)
-                except ValueError:
-                    continue
-                if "done" in update:
-                    done.set_result(int(update["done"]))
-                    return
-                if not fit_started:
-                    fit_started.append(time.monotonic())
-                changes = {"stage": update["stage"], "progress": update["progress"]}
-                if update["metrics"]:  # keep the last epoch's metrics through the final stages
-                    changes["metrics"] = update["metrics"]
+        async def report(update: dict[str, Any]) -> None:
+            """Records a progress report. It is a report, not the job's outcome: one the store refuses
+            (full, or away for a moment) is skipped, and the fit goes on."""
+            changes = {"stage": update["stage"], "progress": update["progress"]}
+            if update["metrics"]:  # keep the last epoch's metrics through the final stages
+                changes["metrics"] = update["metrics"]
+            try:
                 await self.transition(job.tenant, job.job_id, **changes)
                 if on_progress is not None:
                     await on_progress(job, update["stage"], update["progress"], update["metrics"])
+            except Exception as exc:
+                log.warning("job %s: a progress report was not recorded: %r", job.job_id, exc)
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            try:
+                async for line in proc.stdout:
+                    try:
+                        update = json.loads(line)
+                    except ValueError:
+                        continue
+                    if "done" in update:
+                        done.set_result(int(update["done"]))
+                        return
+                    if not fit_started:
+                        fit_started.append(time.monotonic())
+                    await report(update)
+                error: BaseException = RuntimeError(
+                    f"the fit process died (exit code {await proc.wait()}); see the log"
+                )
+            except Exception as exc:  # the job's wait below must end whatever stops the reading
+                error = exc
             if not done.done():
-                done.set_exception(RuntimeError(f"the fit process died (exit code {await proc.wait()}); see the log"))
+                done.set_exception(error)
 
         def ran() -> float:
             return time.monotonic() - fit_started[0] if fit_started else 0.0
