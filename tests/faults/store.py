@@ -50,7 +50,7 @@ class Loop:
         self.thread = threading.Thread(target=self.loop.run_forever, name="faults-nats", daemon=True)
         self.thread.start()
         self.nc: NATS = self.run(connect(platform.nats_url, "faults-nats", seed_file=str(platform.nats_admin_seed)))
-        # nats-py's own context, not the services' (lepton_core.bus.FailoverJetStream): the writer sees each
+        # nats-py's own context, not the services' (lepton_core.failover.FailoverJetStream): the writer sees each
         # write the store does not take, rather than the services' riding through a failover.
         self.js: JetStreamContext = JetStreamContext(self.nc)
 

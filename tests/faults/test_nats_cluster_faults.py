@@ -46,7 +46,7 @@ DOWN_S = 5.0
 #: Fits in flight at each leader's kill.
 FITS = 2
 #: How soon a write with two of three nodes gone must be refused: the services ride a failover for
-#: ``lepton_core.bus.FAILOVER_S`` (20 s) before they give up; this leaves room for a loaded machine.
+#: ``lepton_core.failover.FAILOVER_S`` (20 s) before they give up; this leaves room for a loaded machine.
 REFUSED_WITHIN_S = 45.0
 #: How soon a restarted node's replicas must be current again.
 CATCH_UP_S = 60.0

@@ -71,9 +71,10 @@ def test_a_full_store_refuses_the_upload_clearly_and_keeps_what_it_held(own: Emb
 
 def test_a_fit_whose_model_the_store_refuses_fails_at_once_saying_so(own: EmbeddedPlatform) -> None:
     """The artifacts bucket capped by an operator at 1 MB (a stream at its limit), with room left in the
-    store (the test above deleted 8 MB) for a job's records: a fit whose model (a 300-tree forest, megabytes) the bucket refuses fails
-    within seconds, saying the store is full and what an operator does; it ran once (not again and again
-    against a store that refuses alike, nor left running); the cap lifted, the same fit succeeds."""
+    store (the test above deleted 8 MB) for a job's records: a fit whose model (a 300-tree forest,
+    megabytes) the bucket refuses fails within seconds, saying the store is full and what an operator
+    does; it ran once (not again and again against a store that refuses alike, nor left running); the
+    cap lifted, the same fit succeeds."""
     with la.Client(own.api_key, own.url) as client:
         kept = next(d for d in client.datasets.list() if d.name == "kept")
         dataset = client.datasets.get(kept.latest_version_id)

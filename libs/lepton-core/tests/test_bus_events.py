@@ -13,8 +13,9 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 from pydantic import BaseModel
 
-from lepton_core import bus, events
+from lepton_core import bus, events, failover
 from lepton_core.bus import (
+    CHUNK_SIZE,
     DEADLETTER_STREAM,
     EVENTS_STREAM,
     EraseRefused,
@@ -25,6 +26,7 @@ from lepton_core.bus import (
     erase_messages,
     migrate_bucket,
     sha256_digest,
+    store_full,
 )
 from lepton_core.errors import Conflict, DataIntegrityError, InvalidArgument, NotFound
 from lepton_core.wire import lineage
@@ -98,6 +100,38 @@ async def test_object_store_round_trip_dedupe_and_tamper_detection(nc: NATS) -> 
         await objects.get(ref)
     with pytest.raises(NotFound):
         await objects.get(ObjectRefRecord(bucket="artifacts", name="nope", digest="sha256:0", size=0))
+
+
+async def test_a_put_is_nats_object_store_layout_replaces_the_one_before_and_leaves_no_chunk_when_refused(
+    nc: NATS,
+) -> None:
+    """ObjectStore.put writes its chunks several at a time, not through nats-py's put: nats-py still reads
+    the object whole (chunks in order, its SHA-256), a second put under the name purges the first's
+    chunks, and a put a capped bucket refuses part-way leaves no chunk of it behind."""
+    js = nc.jetstream()
+    objects = ObjectStore(js)
+    name = f"{tenant()}/layout"
+    first = bytes(range(256)) * 40_000  # 10 MB: more chunks than the window of acks awaited
+    await objects.put("artifacts", name, first)
+    store = await js.object_store("artifacts")
+    read = await store.get(name)
+    assert read.data == first and read.info.chunks == 10 and read.info.size == len(first)
+    before = (await js.stream_info("OBJ_artifacts")).state.bytes
+    second = first[::-1]
+    ref = await objects.put("artifacts", name, second)
+    assert await objects.get(ref) == second and (await store.get(name)).data == second
+    assert abs((await js.stream_info("OBJ_artifacts")).state.bytes - before) < CHUNK_SIZE  # the first's chunks went
+    await objects.erase(ref)
+
+    capped = "CAP" + uuid.uuid4().hex[:6]
+    await js.create_object_store(capped, config=js_api.ObjectStoreConfig(bucket=capped, max_bytes=3 * CHUNK_SIZE))
+    try:
+        with pytest.raises(js_errors.APIError) as refused:
+            await objects.put(capped, "big", first)
+        assert store_full(refused.value)
+        assert (await js.stream_info(f"OBJ_{capped}")).state.messages == 0
+    finally:
+        await js.delete_object_store(capped)
 
 
 async def test_erase_removes_every_revision_of_a_key_and_leaves_no_tombstone(nc: NATS) -> None:
@@ -402,9 +436,9 @@ async def test_a_write_no_stream_takes_yet_is_sent_again_until_one_does(
 ) -> None:
     """A stream without a leader (a cluster electing one) answers writes with no responders; the services'
     JetStream context sends the write again until a leader takes it: stored once, at sequence 1."""
-    monkeypatch.setattr(bus, "FAILOVER_S", 10.0)
+    monkeypatch.setattr(failover, "FAILOVER_S", 10.0)
     js = nc.jetstream()
-    assert isinstance(js, bus.FailoverJetStream)
+    assert isinstance(js, failover.FailoverJetStream)
     name = "FAILOVER" + uuid.uuid4().hex[:8].upper()
     config = js_api.StreamConfig(name=name, subjects=[f"{name.lower()}.>"], storage=js_api.StorageType.MEMORY)
 
@@ -425,7 +459,7 @@ async def test_a_write_no_stream_takes_yet_is_sent_again_until_one_does(
 async def test_a_write_no_stream_ever_takes_fails_once_the_failover_window_is_over(
     nc: NATS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bus, "FAILOVER_S", 0.5)
+    monkeypatch.setattr(failover, "FAILOVER_S", 0.5)
     with pytest.raises(js_errors.NoStreamResponseError):
         await nc.jetstream().publish(f"nostream{uuid.uuid4().hex[:8]}.x", b"lost", headers={"Nats-Msg-Id": "w-1"})
 

@@ -1,0 +1,139 @@
+"""Riding through a JetStream failover, and telling a full store from one that is only away.
+
+:class:`FailoverJetStream` is the JetStream context every service connection hands out
+(:func:`lepton_core.bus.connect`); :func:`store_full` and :func:`when_room` are how callers tell and
+wait out a store with no room. docs/operations.md ("A 3-node NATS cluster", "The store full").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from nats import errors as nats_errors
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+#: How long a store call rides through a JetStream failover (a cluster's stream leader lost and another
+#: elected, a client moving to another node) before its caller sees the failure (UNAVAILABLE). A stream's
+#: followers elect a new leader 4-9 s after the last heartbeat of the old (nats-server's Raft election
+#: timeout); each try waits up to the context's 5 s timeout.
+FAILOVER_S = 20.0
+
+#: JetStream's answers that say a request was not taken: no stream leader answered (none elected yet),
+#: JetStream is not available on this node for now (503), the connection is being made again.
+NOT_TAKEN: tuple[type[BaseException], ...] = (
+    js_errors.NoStreamResponseError,
+    js_errors.ServiceUnavailableError,
+    nats_errors.NoRespondersError,
+    nats_errors.ConnectionReconnectingError,
+)
+
+RETRIED: tuple[type[BaseException], ...] = (*NOT_TAKEN, TimeoutError)
+
+#: JetStream's answers when its store has no room: insufficient resources, and storage or memory
+#: resources exceeded (the server's ``max_file_store``, the disk, an account's limits). nats-server sends
+#: the first as a 503, like a stream with no leader, but no resend helps until an operator frees room.
+STORE_FULL_CODES = frozenset({10023, 10047, 10028})
+
+
+#: What a user told that the store is full reads next: who can act, and how.
+STORE_FULL_REMEDY = "an operator frees room (delete datasets or model versions) or raises the store's limit"
+
+
+#: JetStream's "store failed" answer; with "maximum bytes/messages exceeded" it is a stream at its own
+#: limit (``max_bytes``, discard new), as an operator may cap a bucket: full, too, and also sent as a 503.
+STREAM_STORE_FAILED = 10077
+
+
+def store_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is JetStream refusing a write for want of room: no retry helps until an operator acts."""
+    if not isinstance(exc, js_errors.APIError):
+        return False
+    if exc.err_code in STORE_FULL_CODES:
+        return True
+    return exc.err_code == STREAM_STORE_FAILED and "maximum" in (exc.description or "")
+
+
+#: JetStream API requests that only read: asked again after a timeout, they change nothing.
+_READS = (".INFO.", ".MSG.GET.", ".DIRECT.GET.", ".NAMES", ".LIST")
+
+
+#: How often :func:`when_room` tries a write again that the full store refused.
+ROOM_POLL_S = 2.0
+
+
+async def when_room(write: Callable[[], Awaitable[T]], what: str) -> T:
+    """``write()``, tried again every :data:`ROOM_POLL_S` for as long as the store is full.
+
+    For a write that must not be lost and has no caller to refuse (a job's end, recorded by a worker):
+    the work waits, saying so in the log every time, until an operator frees room; it then goes on.
+    Any other failure is raised at once. Cancelled (a service stopping) like any other wait.
+    """
+    while True:
+        try:
+            return await write()
+        except Exception as exc:
+            if not store_full(exc):
+                raise
+            log.error("the store is full: %s waits for room (%s); %s", what, exc, STORE_FULL_REMEDY)
+            await asyncio.sleep(ROOM_POLL_S)
+
+
+class FailoverJetStream(JetStreamContext):
+    """The JetStream context every connection of :func:`connect` hands out: a write or read JetStream did
+    not take because its stream has no leader for now is sent again, for up to :data:`FAILOVER_S`.
+
+    Sent again: a publish JetStream did not take (:data:`NOT_TAKEN`); one that timed out only when it
+    carries a ``Nats-Msg-Id`` (the stream drops a repeat: events, dead letters), since a bare write that
+    timed out may have been stored; an API request on :data:`NOT_TAKEN`, and on a timeout when it reads.
+    On one nats-server this only matters across its restart; on a cluster it carries a service through
+    a leader's loss (docs/operations.md) instead of failing the calls of those seconds.
+    """
+
+    async def _again(self, attempt: Callable[[], Awaitable[T]], retry_timeout: bool, what: str) -> T:
+        deadline = asyncio.get_running_loop().time() + FAILOVER_S
+        pause = 0.05
+        while True:
+            try:
+                return await attempt()
+            except RETRIED as exc:
+                if isinstance(exc, TimeoutError) and not isinstance(exc, NOT_TAKEN) and not retry_timeout:
+                    raise
+                if store_full(exc):
+                    raise
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                log.info("%s not taken (%s); again in %.2f s", what, type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    async def publish(  # type: ignore[override]
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        stream: str | None = None,
+        headers: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> js_api.PubAck:
+        deduplicated = bool(headers and "Nats-Msg-Id" in headers)
+        base = super().publish
+        return await self._again(
+            lambda: base(subject, payload, timeout=timeout, stream=stream, headers=headers, **options),
+            deduplicated,
+            f"a write to {subject}",
+        )
+
+    async def _api_request(self, req_subject: str, req: bytes = b"", timeout: float = 5) -> dict[str, Any]:
+        base = super()._api_request
+        reads = any(mark in req_subject for mark in _READS)
+        return await self._again(lambda: base(req_subject, req, timeout), reads, req_subject)
