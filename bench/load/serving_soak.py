@@ -8,8 +8,10 @@ after another (``serve_bench.kserve_caller``, the client code of ``make bench-se
 
 * **per minute**: requests, errors, p50 and p99 latency, and p99 against the first minute's (the run's
   own baseline: a p99 that grows minute after minute is a leak or a queue);
-* **memory**: each process's resident set (its children included: Triton's Python backend stubs) at the
-  start of the load and at its end, and the ratio;
+* **memory**: each process's resident set (its children included: Triton's Python backend stubs) every
+  minute of the load; the table gives the start, the half-way point and the end, and calls a process flat
+  when its end is within :data:`FLAT_X` of its RSS :data:`TAIL_MIN` minutes before (half-way in a shorter
+  run): growth that stopped (a cache, a window filling to its bound), not a leak;
 * **prediction logs**: requests answered, logs the monitor received (``GetPredictionStats``), requests the
   serving model did not log (sampling, rate cap) and logs its queue dropped (the ``dropped_total`` the
   model reports; the ``prediction log queue full`` warning in Triton's log).
@@ -169,6 +171,14 @@ def dropped_by_model(platform: EmbeddedPlatform) -> int:
     return int(words[0]) if words and words[0].isdigit() else 0
 
 
+#: A process whose RSS at the end is within this multiple of its RSS half-way is called flat: what it grew
+#: by, it grew in the first half (a cache, a window, a pool filling to its bound).
+FLAT_X = 1.05
+#: Minutes at the end of a long run whose growth the verdict reads: the monitor keeps an hour of windows,
+#: so it may grow for its first hour by design, and a run past an hour shows whether it then stops.
+TAIL_MIN = 10
+
+
 def run(workdir: Path, concurrency: int, minutes: int) -> dict[str, Any]:
     frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
     row = frame.drop("target").head(1).to_numpy().astype(np.float64)
@@ -180,9 +190,12 @@ def run(workdir: Path, concurrency: int, minutes: int) -> dict[str, Any]:
         before_stats = asyncio.run(prediction_stats(platform))
         print(f"load: {concurrency} clients for {minutes} min after {WARMUP_S:.0f} s of warm-up", flush=True)
         calls, clients = load(platform, concurrency, 60.0 * minutes, row)
-        rss_start = rss_by_process(platform)
-        time.sleep(60.0 * minutes)
-        rss_end = rss_by_process(platform)
+        # Sampled every minute, so growth that stops (a cache or window filling to its bound) can be told
+        # from growth that goes on (a leak): the verdict compares the run's end with its half-way point.
+        samples = [rss_by_process(platform)]
+        for _ in range(minutes):
+            time.sleep(60.0)
+            samples.append(rss_by_process(platform))
         for client_thread in clients:
             client_thread.join(30)
         time.sleep(DRAIN_S)
@@ -194,7 +207,18 @@ def run(workdir: Path, concurrency: int, minutes: int) -> dict[str, Any]:
     return {
         "minutes": per_minute(calls, minutes),
         "errors": calls.errors,
-        "rss": {name: {"start": rss_start.get(name, 0), "end": rss_end.get(name, 0)} for name in rss_start},
+        "rss": {
+            name: {
+                "start": samples[0][name],
+                "half": samples[len(samples) // 2].get(name, 0),
+                # The last TAIL_MIN minutes (or the second half of a shorter run): what the verdict reads.
+                "tail_start": samples[max(len(samples) // 2, len(samples) - 1 - TAIL_MIN)].get(name, 0),
+                "tail_minutes": min(len(samples) - 1 - len(samples) // 2, TAIL_MIN),
+                "end": samples[-1].get(name, 0),
+                "per_minute": [sample.get(name, 0) for sample in samples],
+            }
+            for name in samples[0]
+        },
         "logs": {
             "answered_in_measure": answered,
             "logged_total": logged,
@@ -221,11 +245,27 @@ def report(result: dict[str, Any]) -> None:
     print(render(rows))
     if result["errors"]:
         print("first errors:", *result["errors"], sep="\n  ")
-    rows = [["process", "RSS start MiB", "RSS end MiB", "end / start"]]
+    rows = [["process", "RSS start MiB", "half-way MiB", "end MiB", "end / start", "end / half-way", "last minutes"]]
     for name, rss in sorted(result["rss"].items()):
-        start, end = rss["start"] / 2**20, rss["end"] / 2**20
-        rows.append([name, f"{start:.0f}", f"{end:.0f}", f"{end / start:.2f}x" if start else "-"])
+        start, half, end, tail = (rss[k] / 2**20 for k in ("start", "half", "end", "tail_start"))
+        rows.append(
+            [
+                name,
+                f"{start:.0f}",
+                f"{half:.0f}",
+                f"{end:.0f}",
+                f"{end / start:.2f}x" if start else "-",
+                f"{end / half:.2f}x" if half else "-",
+                f"{'flat' if tail and end / tail <= FLAT_X else 'growing'} ({end / tail:.2f}x in {rss['tail_minutes']})"
+                if tail
+                else "-",
+            ]
+        )
     print(render(rows))
+    print(
+        f"(last minutes: the end's RSS against {TAIL_MIN} minutes before it, or half-way in a shorter run; flat "
+        f"within {FLAT_X:.2f}x; each minute's RSS is in --json)"
+    )
     logs = result["logs"]
     print(
         f"prediction logs: the monitor received {logs['logged_total']} (answered while measured: "
