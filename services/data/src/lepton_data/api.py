@@ -261,22 +261,39 @@ class DataServicer(data_pb2_grpc.DataServiceServicer):
         header: data_pb2.UploadHeader | None = None
         size = 0
         hasher = hashlib.sha256()
+        # Each chunk is hashed and written in a thread while the next one is received (both release the
+        # GIL): the spool overlaps the transfer instead of following each chunk. One chunk at a time, in
+        # order, so the file and the hash see the bytes as sent.
+        spooling: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+
+        def spool(chunk: bytes) -> None:
+            hasher.update(chunk)
+            out.write(chunk)
+
         with path.open("wb") as out:
-            async for req in request_iterator:
-                if header is None:
-                    if req.WhichOneof("part") != "header":
-                        raise InvalidArgument("the first message must be the header", field="header")
-                    header = req.header
-                    check_header(header, self._max_upload)
-                    await self._datasets.ensure_room(tenant, header.dataset_name)
-                    continue
-                if req.WhichOneof("part") != "chunk":
-                    raise InvalidArgument("only chunks may follow the header", field="chunk")
-                size += len(req.chunk)
-                if size > self._max_upload:
-                    raise InvalidArgument(f"upload exceeds the limit of {self._max_upload} bytes", field="chunk")
-                hasher.update(req.chunk)
-                out.write(req.chunk)
+            try:
+                async for req in request_iterator:
+                    if header is None:
+                        if req.WhichOneof("part") != "header":
+                            raise InvalidArgument("the first message must be the header", field="header")
+                        header = req.header
+                        check_header(header, self._max_upload)
+                        await self._datasets.ensure_room(tenant, header.dataset_name)
+                        continue
+                    if req.WhichOneof("part") != "chunk":
+                        raise InvalidArgument("only chunks may follow the header", field="chunk")
+                    size += len(req.chunk)
+                    if size > self._max_upload:
+                        raise InvalidArgument(f"upload exceeds the limit of {self._max_upload} bytes", field="chunk")
+                    if spooling is not None:
+                        await spooling
+                    spooling = loop.run_in_executor(None, spool, req.chunk)
+            finally:
+                if spooling is not None:
+                    await asyncio.gather(spooling, return_exceptions=True)
+            if spooling is not None:
+                await spooling  # a write that failed (the disk full) fails the upload
         if header is None:
             raise InvalidArgument("no header was sent", field="header")
         return header, size, "sha256:" + hasher.hexdigest()
