@@ -112,10 +112,12 @@ bench-console: setup
 # Load: what the embedded store's fsync-every-write costs against nats-server's default, side by side
 # (docs/operations.md); 100 pipelines at once with 1, 2 and 4 trainer processes, throughput against the
 # 1-trainer round and each stage's p50/p99 (docs/benchmarks.md); 5 minutes of serving at concurrency 16; the
-# same 100 pipelines (2 trainers) on one nats-server and on a 3-node cluster, in one run, as ratios.
+# same 100 pipelines (2 trainers) on one nats-server and on a 3-node cluster, in one run, as ratios; what the
+# monitor's windows hold at two log rates, against keeping every log id.
 bench-load: setup
 	$(BIN)/python bench/load/nats_sync_bench.py --pipeline
 	$(BIN)/python bench/load/serving_soak.py
+	$(BIN)/python bench/load/monitor_memory.py
 	$(BIN)/python bench/load/pipelines.py --json bench/results/load-pipelines-latest.json
 	$(BIN)/python bench/load/pipelines.py --nats-nodes 1,3 --trainers 2 --json bench/results/load-cluster-latest.json
 

@@ -3,7 +3,8 @@
 Beside :class:`~lepton_monitor.windows.ServingWindows` (counts, latencies, prediction moments) each window
 keeps:
 
-* the ids of the logs it counted, so a redelivered log is counted once;
+* the ids of the logs it counted, so a redelivered log is counted once (as runs of each model
+  instance's counter, :class:`~lepton_monitor.seen.SeenIds`: not one entry per log);
 * a uniform sample (Vitter's algorithm R, seeded per window) of the logged input rows with their
   predictions, up to ``rows_per_window``, for drift;
 * the logged predictions of each request by request id (up to ``max_samples`` requests), so that ground
@@ -27,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lepton_monitor.records import drop_tenant
+from lepton_monitor.seen import SeenIds
 from lepton_monitor.windows import ServingWindows
 
 REGRESSION = "regression"
@@ -160,7 +162,7 @@ class _RowSample:
 class _LiveWindow:
     start: int
     sample: _RowSample
-    log_ids: set[str] = field(default_factory=set)
+    log_ids: SeenIds = field(default_factory=SeenIds)
     requests: dict[str, list[float]] = field(default_factory=dict)
 
 
