@@ -20,7 +20,7 @@ import pytest
 import lepton_ai as la
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.nats_users import main
-from lepton_platform.processes import NatsServer
+from lepton_platform.processes import NatsServer, StoreDamaged
 from lepton_platform.testing import admin_connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -140,9 +140,10 @@ def test_a_rotated_store_key_re_encrypts_the_store_and_the_old_key_reads_nothing
         finally:
             server.stop()
 
-    # The old key alone no longer opens the store: the server cannot even declare the streams.
+    # The old key alone no longer opens the store: the platform does not start, saying why, rather than
+    # declare the streams anew over what it cannot read.
     first.secrets.store_key_file.write_text(old_key + "\n")
-    with pytest.raises(Exception, match="error creating store for stream"):
+    with pytest.raises(StoreDamaged, match=r"(?s)did not restore .*EVENTS.*unable to recover keys"):
         NatsServer(workdir)
     assert not Path(f"/proc/{(workdir / 'nats-server.pid').read_text().strip()}").exists()  # not left running
     assert "unable to recover keys" in (workdir / "nats-server.log").read_text()

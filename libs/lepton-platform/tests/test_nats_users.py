@@ -66,3 +66,21 @@ def test_the_operator_command_writes_the_users_file_and_issues(
     assert nats_users.main(["revoke", "--dir", str(tmp_path), "--public-key", "UNKNOWN"]) == 1
     out = capsys.readouterr()
     assert (tmp_path / "a.nk").read_text().strip() not in out.out + out.err  # the seed is never printed
+
+
+def test_only_empty_blocks_without_their_key_are_set_aside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a full disk leaves (an empty block whose key was never written) goes; every other block stays."""
+    msgs = tmp_path / "store" / "jetstream" / "$G" / "streams" / "EVENTS" / "msgs"
+    msgs.mkdir(parents=True)
+    (msgs / "1.blk").write_bytes(b"data")
+    (msgs / "1.key").write_bytes(b"key")
+    (msgs / "2.blk").write_bytes(b"")  # a full disk's leftover
+    (msgs / "3.blk").write_bytes(b"")
+    (msgs / "3.key").write_bytes(b"key")  # empty, but with its key: nats-server reads it
+    (msgs / "4.blk").write_bytes(b"data without a key")  # not empty: never touched here
+    aside = tmp_path / "aside"
+    assert nats_users.main(["set-aside-empty-blocks", "--store-dir", str(tmp_path / "store"), "--to", str(aside)]) == 0
+    assert sorted(p.name for p in msgs.iterdir()) == ["1.blk", "1.key", "3.blk", "3.key", "4.blk"]
+    (moved,) = aside.iterdir()
+    assert moved.name.endswith("-EVENTS-2.blk")
+    assert "1 empty block(s)" in capsys.readouterr().out

