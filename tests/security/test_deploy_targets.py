@@ -18,6 +18,7 @@ The legitimate path stays open: a deployment on the ``default`` entry, named, se
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import socket
@@ -32,6 +33,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
+from lepton_ai import deployments as la_deployments
+from lepton_ai._transport import ride_out
 from lepton_platform.demo import PipelineResult
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.processes import start_service
@@ -126,10 +129,12 @@ def test_a_legitimate_deploy_on_the_default_entry_still_serves(
 
 
 def test_another_tenant_s_private_entry_is_refused_as_an_unknown_name(
-    service: StartService, listener: socket.socket
+    service: StartService, listener: socket.socket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A deployer whose pool has an entry private to ``acme`` (at the test's socket): ``evil``
     naming it is told what it is told of a name that does not exist, and nothing connects."""
+    # acme's call gets UNAVAILABLE (no registry): its first answer is enough, not the SDK's minute of retries.
+    monkeypatch.setattr(la_deployments, "ride_out", functools.partial(ride_out, limit=1.0))
     acme_key, evil_key = "key-" + secrets.token_hex(8), "key-" + secrets.token_hex(8)
     private = f"127.0.0.1:{listener.getsockname()[1]}"
     address = service(

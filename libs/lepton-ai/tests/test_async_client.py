@@ -218,7 +218,7 @@ async def test_errors_are_the_sync_errors_and_close_reopens(tmp_path: Path) -> N
         with pytest.raises(la.Unavailable):
             await client.models.get("m")
         with pytest.raises(la.Unavailable):
-            async for _ in client.jobs.watch("job"):
+            async for _ in client.jobs.watch("job", ride_out=1):
                 pass
     with pytest.raises(la.Unavailable):  # closed: the next call opens a channel again
         await client.jobs.get("job")
