@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lepton_platform.embedded import grpc_serving
+from lepton_platform.processes import UNRESTORED_FILE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -112,3 +113,16 @@ def test_up_shows_a_key_it_makes_once_then_where_it_is(tmp_path: Path) -> None:
     assert key not in again, again
     assert f"API key   kept in {tmp_path / 'secrets' / 'api-key'}" in again, again
     assert f'LEPTON_API_KEY="$(cat {tmp_path / "secrets" / "api-key"})"' in again, again
+
+
+def test_up_on_a_store_that_lost_a_stream_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    """A stream nats-server did not restore at an earlier start (noted by the launcher): `make up` exits 1
+    with the reason and the operator's next step, no traceback, and leaves no process running."""
+    (tmp_path / "nats").mkdir()
+    (tmp_path / "nats" / UNRESTORED_FILE).write_text('["EVENTS"]')
+    proc, lines = _up(tmp_path, None)
+    assert proc.wait(timeout=60) == 1
+    out = "".join(lines)
+    assert "lepton: nats-server did not restore EVENTS" in out and "A disk that filled up" in out, out
+    assert "Traceback" not in out, out
+    assert subprocess.run(["pgrep", "-f", str(tmp_path)], check=False).returncode == 1  # nothing left running

@@ -30,6 +30,7 @@ from lepton_platform.processes import (
     NatsCluster,
     NatsServer,
     Process,
+    StoreDamaged,
     TritonServer,
     free_port,
     free_port_block,
@@ -481,6 +482,22 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"starting Lepton in {workdir} ...", flush=True)
+    try:
+        _serve(workdir, api_key, given, new_key, key_file, base_port, stop)
+    except StoreDamaged as exc:  # said as it is, without a traceback: it is the operator's next step
+        print(f"lepton: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _serve(
+    workdir: Path,
+    api_key: str,
+    given: str | None,
+    new_key: bool,
+    key_file: Path,
+    base_port: int | None,
+    stop: threading.Event,
+) -> None:
     with EmbeddedPlatform(
         workdir,
         api_key=api_key,
