@@ -449,7 +449,7 @@ async def ingest_steps(
     # ingest.read_csv runs the UTF-8 check again: take it out.
     steps.seconds["sniff + pl.read_csv"] -= steps.seconds["UTF-8 check (incremental decoder)"]
     steps.time("check_frame (NaN/inf scan)", lambda: ingest.check_frame(df, ingest.Limits(50_000_000, 10_000)))
-    prof: DatasetProfile = steps.time("profile (2 polars passes)", lambda: profile(df))
+    prof: DatasetProfile = steps.time("profile (polars pass + numpy histograms)", lambda: profile(df))
     steps.time("columns_of + profile JSON", lambda: (columns_of(df, prof), prof.model_dump_json()))
     data: bytes = steps.time("parquet_bytes (zstd, statistics)", lambda: parquet_bytes(df))
     name = f"bench-steps/{uuid.uuid4().hex}.parquet"

@@ -9,8 +9,11 @@ every column, the second the histograms, whose bin edges need the first pass's m
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
@@ -163,21 +166,17 @@ def profile(df: pl.DataFrame) -> DatasetProfile:
         source = df.sample(n=LARGE, seed=0) if large else df
         first.update(source.select(quantile_exprs).row(0, named=True))
 
-    # Second pass: histogram bin counts, for numeric columns with a finite range.
+    # Second pass: histogram bin counts, for numeric columns with a finite range: numpy's own
+    # equal-width binning (what the monitor bins live data with), a column a thread.
     ranges: dict[int, tuple[float, float]] = {}
-    hist_exprs: list[pl.Expr] = []
     for j in sorted(numeric):
         lo, hi = _finite(first[f"{j}.min"]), _finite(first[f"{j}.max"])
-        if lo is None or hi is None:
-            continue
-        ranges[j] = (lo, hi)
-        if hi > lo:
-            values = _numeric_values(schema[j][0], schema[j][1])
-            index = _bin_index(values, lo, hi)
-            # Aliased first: value_counts names its fields after the column, which may itself be "n".
-            counted = index.alias("bin").drop_nulls().value_counts(name="n")
-            hist_exprs.append(counted.implode().alias(f"{j}.hist"))
-    second = df.select(hist_exprs).row(0, named=True) if hist_exprs else {}
+        if lo is not None and hi is not None:
+            ranges[j] = (lo, hi)
+    binned = [j for j, (lo, hi) in ranges.items() if hi > lo]
+    with ThreadPoolExecutor(max(1, min(len(binned), os.cpu_count() or 1))) as pool:
+        counted = pool.map(lambda j: _bin_counts(df.get_column(schema[j][0]), *ranges[j]), binned)
+        second = dict(zip(binned, counted, strict=True))
 
     columns: list[ColumnProfile] = []
     for j, (name, dtype) in enumerate(schema):
@@ -203,7 +202,9 @@ def profile(df: pl.DataFrame) -> DatasetProfile:
             if points and all(p is not None for p in points):
                 prof.quantiles = {key: float(p) for key, p in zip(QUANTILES, points, strict=True) if p is not None}
             if j in ranges:
-                prof.histogram = _histogram(ranges[j], count - prof.non_finite, _as_list(second.get(f"{j}.hist")))
+                lo, hi = ranges[j]
+                counts = second.get(j, [count - prof.non_finite])
+                prof.histogram = Histogram(edges=histogram_edges(lo, hi) if hi > lo else [lo, hi], counts=counts)
         elif f"{j}.top" in first:
             prof.top_values = [TopValue(value=t["value"], count=int(t["count"])) for t in _as_list(first[f"{j}.top"])]
         columns.append(prof)
@@ -219,36 +220,17 @@ def histogram_edges(lo: float, hi: float) -> list[float]:
     return [lo + k * width for k in range(HISTOGRAM_BINS)] + [hi]
 
 
-def _bin_index(values: pl.Expr, lo: float, hi: float) -> pl.Expr:
-    """The bin of each value, as ``numpy.histogram(values, bins=histogram_edges(lo, hi))`` counts it.
+def _bin_counts(column: pl.Series, lo: float, hi: float) -> list[int]:
+    """How many of ``column``'s values fall in each bin of :func:`histogram_edges`, as
+    ``numpy.histogram(values, bins=histogram_edges(lo, hi))`` counts them.
 
-    ``floor((v - lo) / width)`` alone is off by one for some values exactly on an edge: the division
-    rounds (``(-8.4 + 10) / 0.8`` is 1.999..., although -8.4 is edge 2 of [-10, 6]). So, like
-    numpy's own uniform-bin path, the estimate is corrected against the edges themselves: down one
-    when the value is below its bin's left edge, up one when it is at or past the next edge. The max
-    lands past the last edge and is clipped into the last, closed bin.
+    numpy's equal-width path (``bins`` a number, ``range`` given) computes the same edges (``lo + k *
+    width``, the last ``hi``), corrects each value's bin against them (a value exactly on an edge
+    goes right), closes the last bin, and leaves out what is outside ``[lo, hi]``: NaN and infinities.
     """
-    width = (hi - lo) / HISTOGRAM_BINS
-    last = HISTOGRAM_BINS - 1
-    guess = ((values - lo) / width).floor().clip(0, last).cast(pl.Int32)
-    # The same float operations as histogram_edges, so the comparisons see the stored edges.
-    left = guess.cast(pl.Float64) * width + lo
-    right = (guess + 1).cast(pl.Float64) * width + lo
-    corrected = (
-        pl.when(values < left).then(guess - 1).when((guess < last) & (values >= right)).then(guess + 1).otherwise(guess)
-    )
-    return corrected.clip(0, last).cast(pl.Int32)
-
-
-def _histogram(bounds: tuple[float, float], finite: int, found: list[dict[str, Any]]) -> Histogram:
-    lo, hi = bounds
-    if hi <= lo:
-        return Histogram(edges=[lo, hi], counts=[finite])
-    edges = histogram_edges(lo, hi)
-    counts = [0] * HISTOGRAM_BINS
-    for entry in found:
-        counts[int(entry["bin"])] = int(entry["n"])
-    return Histogram(edges=edges, counts=counts)
+    values = column.drop_nulls().cast(pl.Float64).to_numpy()
+    counts, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(lo, hi))
+    return [int(c) for c in counts]
 
 
 __all__ = [
