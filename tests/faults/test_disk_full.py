@@ -72,7 +72,7 @@ def _next_block(nats: NatsServer, stream: str) -> Path:
 
 def test_a_full_disks_empty_block_is_set_aside_and_the_stream_comes_back_whole(tmp_path: Path) -> None:
     """The leftover made by hand: an empty block without its key. Without the set-aside, nats-server deletes
-    EVENTS at the restart and the platform declares it anew: 0 messages instead of 20."""
+    EVENTS at the restart (and the platform refuses to start: StoreDamaged)."""
     nats = NatsServer(tmp_path / "nats")
     try:
         _publish(nats, 20)

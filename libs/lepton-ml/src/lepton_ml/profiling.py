@@ -1,9 +1,10 @@
 """Per-column statistics: the data service computes them at ingest, the monitor (its drift reference) from the
 training data, with this one implementation.
 
-A profile is two polars passes over the frame, each a single ``select`` whose expressions
-polars runs in parallel: the first gathers counts, moments, quantiles and top values for
-every column, the second the histograms, whose bin edges need the first pass's min and max.
+A profile is two passes over the frame. The first is one polars ``select`` whose expressions
+polars runs in parallel: counts, moments, quantiles and top values for every column. The second
+counts the histograms, whose bin edges need the first pass's min and max: numpy's equal-width
+``histogram``, a numeric column a thread.
 """
 
 from __future__ import annotations
@@ -174,9 +175,11 @@ def profile(df: pl.DataFrame) -> DatasetProfile:
         if lo is not None and hi is not None:
             ranges[j] = (lo, hi)
     binned = [j for j, (lo, hi) in ranges.items() if hi > lo]
-    with ThreadPoolExecutor(max(1, min(len(binned), os.cpu_count() or 1))) as pool:
-        counted = pool.map(lambda j: _bin_counts(df.get_column(schema[j][0]), *ranges[j]), binned)
-        second = dict(zip(binned, counted, strict=True))
+    second: dict[int, list[int]] = {}
+    if binned:
+        with ThreadPoolExecutor(min(len(binned), os.cpu_count() or 1)) as pool:
+            counted = pool.map(lambda j: _bin_counts(df.get_column(schema[j][0]), *ranges[j]), binned)
+            second = dict(zip(binned, counted, strict=True))
 
     columns: list[ColumnProfile] = []
     for j, (name, dtype) in enumerate(schema):

@@ -36,7 +36,7 @@ from lepton_core.triton_access import CONTROL, STATISTICS, TritonCredential, ens
 from lepton_ml.signing import PUBLIC_KEY_ENV
 from lepton_ml.triton_model.request_gate import FORWARDED_HEADERS, SECRET_PARAMETER
 from lepton_ml.triton_model.request_gate import SECRET_FILE_ENV as INFERENCE_SECRET_FILE_ENV
-from lepton_platform.nats_users import NatsSecrets, declare, set_aside_empty_blocks
+from lepton_platform.nats_users import NatsSecrets, declare, holding_streams, set_aside_empty_blocks
 
 _BIN_DIR = Path(sys.executable).parent
 
@@ -180,16 +180,6 @@ class Process:
 #: In nats-server's folder: the streams holding messages that a start found nats-server had not restored
 #: (a JSON list); the next starts refuse too, until they are restored or an operator deletes the file.
 UNRESTORED_FILE = "unrestored-streams.json"
-
-
-def holding_streams(store: Path) -> set[str]:
-    """The streams with a message block holding bytes in a nats-server store
-    (``<store_dir>/jetstream/<account>/streams/<name>/msgs/<n>.blk``).
-
-    Only they can lose anything: nats-server 2.15 fails to restore some empty streams too (after a
-    store key rotation, every stream without a message), and those are declared anew as they were.
-    """
-    return {block.parents[1].name for block in store.glob("jetstream/*/streams/*/msgs/*.blk") if block.stat().st_size}
 
 
 class StoreDamaged(RuntimeError):

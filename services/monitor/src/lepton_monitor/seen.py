@@ -33,15 +33,15 @@ def _split(log_id: str) -> tuple[str, int] | None:
 class SeenIds:
     """A set of log ids: ``id in seen``, ``seen.add(id)``, ``len(seen)``."""
 
-    __slots__ = ("_count", "_other", "_runs")
+    __slots__ = ("_other", "_runs")
 
     def __init__(self) -> None:
         self._runs: dict[str, list[int]] = {}
         self._other: set[str] = set()
-        self._count = 0
 
     def __len__(self) -> int:
-        return self._count
+        runs = sum(bounds[k + 1] - bounds[k] for bounds in self._runs.values() for k in range(0, len(bounds), 2))
+        return runs + len(self._other)
 
     def __contains__(self, log_id: object) -> bool:
         if not isinstance(log_id, str):
@@ -57,15 +57,12 @@ class SeenIds:
         """Adds ``log_id`` (nothing when it is in already)."""
         split = _split(log_id)
         if split is None:
-            if log_id not in self._other:
-                self._other.add(log_id)
-                self._count += 1
+            self._other.add(log_id)
             return
         prefix, n = split
         bounds = self._runs.setdefault(prefix, [])
         if bounds and bounds[-1] == n:  # the next one in order: the usual case
             bounds[-1] = n + 1
-            self._count += 1
             return
         i = bisect.bisect_right(bounds, n)
         if i % 2 == 1:
@@ -80,7 +77,6 @@ class SeenIds:
             bounds[i] = n
         else:
             bounds[i:i] = [n, n + 1]
-        self._count += 1
 
     def runs(self) -> int:
         """How many runs (and ids of another form) are kept: what its memory grows with."""
