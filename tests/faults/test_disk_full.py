@@ -20,6 +20,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -32,7 +33,8 @@ import pytest
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
-from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM
+from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM, ObjectStore, StoreStalled
+from lepton_core.failover import FAILOVER_S, STALL_PROBE_S
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.processes import UNRESTORED_FILE, NatsServer, StoreDamaged
 from lepton_platform.testing import admin_connect
@@ -140,6 +142,64 @@ def _free_kb(path: Path) -> int:
     return shutil.disk_usage(path).free // 1024
 
 
+def _fill(store: Path) -> Path:
+    """Another writer's file, leaving :data:`LEFT_KB` free on the store's disk."""
+    filler = store / "filler"
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={filler}", "bs=1K", f"count={_free_kb(store) - LEFT_KB}"],
+        check=True,
+        capture_output=True,
+    )
+    return filler
+
+
+#: The services' writes time out after 5 s (nats-py's default); shorter here, only to keep the test short.
+WRITE_TIMEOUT_S = 2.0
+
+
+def test_a_stream_the_full_disk_stopped_is_told_from_a_server_that_is_away(on_tmpfs: Path) -> None:
+    """The bus under the services: an object put and an event (sent again on a timeout, for a failover) to
+    streams the full disk stopped raise ``StoreStalled`` within about one write's timeout and the
+    probe's, not after ``FAILOVER_S`` of resends; a write to a nats-server that is frozen (SIGSTOP: away,
+    not stalled) stays a plain timeout, as before."""
+    nats = NatsServer(on_tmpfs / "nats")
+
+    async def go() -> None:
+        nc = await admin_connect(nats.url, "test-disk-full")
+        js = nc.jetstream(timeout=WRITE_TIMEOUT_S)
+        loop = asyncio.get_running_loop()
+        try:
+            await js.publish(SUBJECT, b"before", stream=EVENTS_STREAM)
+            filler = _fill(on_tmpfs / "nats" / "jetstream")
+            started = loop.time()
+            with pytest.raises(StoreStalled) as put:
+                await ObjectStore(js).put("datasets", "meets-the-full-disk", os.urandom(8 * 1024 * 1024))
+            assert (
+                put.value.stream == "OBJ_datasets" and loop.time() - started < WRITE_TIMEOUT_S + 2 * STALL_PROBE_S + 2
+            )
+            started = loop.time()
+            with pytest.raises(StoreStalled) as event:
+                for i in range(200):
+                    await js.publish(SUBJECT, os.urandom(64 * 1024), headers={"Nats-Msg-Id": f"full-{i}"})
+            assert event.value.stream == EVENTS_STREAM and loop.time() - started < FAILOVER_S
+            assert "no space left on device" in str(event.value) and "restarted" in str(event.value)
+            filler.unlink()
+            os.kill(nats.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(TimeoutError) as away:
+                    await js.publish(f"{EVENTS_ROOT}.default.disk.away", b"x", timeout=1)
+                assert not isinstance(away.value, StoreStalled)
+            finally:
+                os.kill(nats.process.pid, signal.SIGCONT)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        nats.kill()
+
+
 def test_a_real_disk_filling_up_loses_nothing_stored_and_the_platform_serves_again(on_tmpfs: Path) -> None:
     """A dataset and a model stored; another writer fills the store's disk to its last megabyte; an upload
     runs into it (nats-server logs "no space left on device"); nats-server is killed then, as a crash at
@@ -156,12 +216,7 @@ def test_a_real_disk_filling_up_loses_nothing_stored_and_the_platform_serves_aga
                 client.datasets.get(kept.version_id), "target", model_name="kept-model", progress=False
             )
             artifact = client.models.download("kept-model", model.version)
-            filler = store / "filler"
-            subprocess.run(
-                ["dd", "if=/dev/zero", f"of={filler}", "bs=1K", f"count={_free_kb(store) - LEFT_KB}"],
-                check=True,
-                capture_output=True,
-            )
+            filler = _fill(store)
             rng = np.random.default_rng(3)
             big = pl.DataFrame(rng.normal(size=(100_000, 10)), schema=[f"x{j}" for j in range(10)])
             outcome: dict[str, object] = {}
@@ -197,3 +252,44 @@ def test_a_real_disk_filling_up_loses_nothing_stored_and_the_platform_serves_aga
                 client.datasets.get(again.version_id), "target", model_name="after-model", progress=False
             )
             assert refit.version == 1
+
+
+def test_a_full_disk_is_a_clear_error_within_seconds_and_the_restart_serves_again(on_tmpfs: Path) -> None:
+    """The store's disk filled to its last megabyte by another writer: an upload that meets it fails within
+    seconds, RESOURCE_EXHAUSTED, saying the store stopped writing, why, and what an operator does (it used to
+    ride out UNAVAILABLE for over a minute); with the disk's last bytes taken too, a fit's job (writes to other
+    streams) fails the same way. Room freed and nats-server restarted (what the message says to do), both succeed."""
+    store = on_tmpfs / "nats" / "jetstream"
+    with (
+        EmbeddedPlatform(on_tmpfs, api_key=secrets.token_urlsafe(16), triton=False) as platform,
+        la.Client(platform.api_key, platform.url) as client,
+    ):
+        frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+        kept = client.datasets.upload(frame, name="kept", progress=False)
+        filler = _fill(store)
+        big = pl.DataFrame(np.random.default_rng(4).normal(size=(100_000, 10)), schema=[f"x{j}" for j in range(10)])
+        started = time.monotonic()
+        with pytest.raises(la.ResourceExhausted) as refused:
+            client.datasets.upload(big, name="meets-the-full-disk", progress=False)
+        took = time.monotonic() - started
+        message = str(refused.value)
+        assert "stopped writing" in message and "no space left on device" in message, message
+        assert "restarts nats-server" in message and "A disk that filled up" in message, message
+        assert took < 30, f"the refusal took {took:.0f} s"
+        # Small writes may still fit in the room the upload left: the disk filled to its last byte, a fit's job
+        # (its record, another stream) meets it too, and fails as clearly.
+        subprocess.run(["dd", "if=/dev/zero", f"of={store / 'last-bytes'}", "bs=4K"], check=False, capture_output=True)
+        with pytest.raises(la.ResourceExhausted, match="stopped writing"):
+            la.models.LinearRegression().fit(
+                client.datasets.get(kept.version_id), "target", model_name="meets-it-too", progress=False
+            )
+        (store / "last-bytes").unlink()
+        filler.unlink()
+        platform.kill_nats()
+        platform.restart_nats()
+        again = client.datasets.upload(big, name="after-the-restart", progress=False)
+        assert client.datasets.get(again.version_id).to_polars().equals(big)
+        fitted = la.models.LinearRegression().fit(
+            client.datasets.get(kept.version_id), "target", model_name="after-the-restart", progress=False
+        )
+        assert fitted.version >= 1

@@ -492,3 +492,37 @@ async def test_a_write_a_stream_at_its_limit_refuses_is_not_sent_again_and_reads
         await js.delete_stream(name)
     assert not bus.store_full(js_errors.ServiceUnavailableError(code=503, err_code=10077, description="stream closed"))
     assert not bus.store_full(RuntimeError("maximum"))
+
+
+async def test_a_timed_out_write_reads_as_stalled_only_when_its_stream_answers_and_stored_nothing_since(
+    nc: NATS,
+) -> None:
+    """:func:`failover.stalled`, the probe after a write's timeout (the real full disk: tests/faults/test_disk_full.py):
+    a stream that answers and stored nothing in the last half of the write's wait is stalled; one that stored
+    something then is only slow; a stream that does not answer (or is not there) leaves the timeout;
+    :func:`bus.stream_of`
+    names the stream a subject goes to without asking JetStream (services may not list streams)."""
+    js = nc.jetstream()
+    name = "STALL" + uuid.uuid4().hex[:8].upper()
+    subject = f"{name.lower()}.x"
+    await js.add_stream(config=js_api.StreamConfig(name=name, subjects=[f"{name.lower()}.>"]))
+    try:
+        await js.publish(subject, b"stored")
+        await asyncio.sleep(0.6)
+        stalled = await failover.stalled(js, name, subject, 1.0)
+        assert isinstance(stalled, failover.StoreStalled) and isinstance(stalled, TimeoutError)
+        assert (stalled.stream, stalled.subject) == (name, subject) and "stopped writing" in str(stalled)
+        await js.publish(subject, b"stored again")
+        assert await failover.stalled(js, name, subject, 1.0) is None  # it stored something in the last 0.5 s
+        assert await failover.stalled(js, "NOSTREAM" + uuid.uuid4().hex[:8].upper(), subject, 1.0) is None
+    finally:
+        await js.delete_stream(name)
+    held = {
+        "lepton.evt.t1.dataset.created": EVENTS_STREAM,
+        "lepton.jobs.train.t1": bus.JOBS_STREAM,
+        "$KV.jobs.t1.j-1": "KV_jobs",
+        "$O.datasets.C.abc": "OBJ_datasets",
+        "lepton.evtx.a": None,
+        "other": None,
+    }
+    assert {subject: bus.stream_of(subject) for subject in held} == held

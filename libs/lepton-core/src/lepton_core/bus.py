@@ -30,8 +30,10 @@ from pydantic import BaseModel
 
 from lepton_core.errors import Conflict, DataIntegrityError, NotFound, Unavailable
 from lepton_core.failover import NOT_TAKEN as NOT_TAKEN  # re-exported: callers import these from here
+from lepton_core.failover import STALLED_REMEDY as STALLED_REMEDY
 from lepton_core.failover import STORE_FULL_REMEDY as STORE_FULL_REMEDY
-from lepton_core.failover import FailoverJetStream
+from lepton_core.failover import FailoverJetStream, stalled
+from lepton_core.failover import StoreStalled as StoreStalled
 from lepton_core.failover import store_full as store_full
 from lepton_core.failover import when_room as when_room
 from lepton_core.store import R, Store
@@ -117,6 +119,28 @@ def stream_configs(replicas: int = 1) -> list[js_api.StreamConfig]:
     ]
 
 
+#: Each stream of :func:`stream_configs` by the root of its subjects.
+_STREAM_BY_ROOT = {
+    EVENTS_ROOT: EVENTS_STREAM,
+    JOBS_ROOT: JOBS_STREAM,
+    PREDICTIONS_ROOT: PREDICTIONS_STREAM,
+    DEADLETTER_ROOT: DEADLETTER_STREAM,
+    AUDIT_ROOT: AUDIT_STREAM,
+}
+
+
+def stream_of(subject: str) -> str | None:
+    """The platform's stream that holds ``subject`` (a KV bucket's and an object store's included), found
+    from the topology, not asked of JetStream (the services may not list streams); None outside it."""
+    head, _, rest = subject.partition(".")
+    bucket = rest.partition(".")[0]
+    if head == "$KV":
+        return f"KV_{bucket}"
+    if head == "$O":
+        return f"OBJ_{bucket}"
+    return next((stream for root, stream in _STREAM_BY_ROOT.items() if subject.startswith(f"{root}.")), None)
+
+
 async def connect(
     url: str, name: str, *, seed_file: str | None = None, inbox: str | None = None, tls_ca_file: str | None = None
 ) -> NATS:
@@ -177,7 +201,7 @@ class _Client(NATS):
     """nats-py's client whose JetStream contexts ride through a failover (:class:`FailoverJetStream`)."""
 
     def jetstream(self, **opts: Any) -> JetStreamContext:
-        return FailoverJetStream(self, **opts)
+        return FailoverJetStream(self, stream_of=stream_of, **opts)
 
 
 async def require_topology(js: JetStreamContext, streams: Iterable[str]) -> None:
@@ -554,7 +578,8 @@ class ObjectStore:
     async def _publish_chunks(self, subject: str, data: memoryview) -> int:
         """Publishes ``data`` in :data:`CHUNK_SIZE` chunks, in order, up to :data:`PUT_WINDOW` awaiting their
         acks at a time; returns how many. Sent once each, by nats-py's own publish: a resend (the services'
-        failover) could store a chunk out of order."""
+        failover) could store a chunk out of order. A chunk that timed out on a stream that stopped writing
+        raises :class:`~lepton_core.failover.StoreStalled`."""
         offsets = range(0, len(data), CHUNK_SIZE)
         window: deque[asyncio.Task[js_api.PubAck]] = deque()
         try:
@@ -563,15 +588,24 @@ class ObjectStore:
                 window.append(asyncio.ensure_future(JetStreamContext.publish(self._js, subject, payload)))
                 await asyncio.sleep(0)  # the task sends now, so chunks leave in order
                 if len(window) >= PUT_WINDOW:
-                    await window.popleft()
+                    await self._settled(subject, window.popleft())
             while window:
-                await window.popleft()
+                await self._settled(subject, window.popleft())
         finally:
             # Every chunk sent is settled (stored or refused) before the caller purges the object's chunks:
             # nats-server runs a purge apart from the stream's writes, so a chunk still in flight could be
             # stored after it.
             await asyncio.gather(*window, return_exceptions=True)
         return len(offsets)
+
+    async def _settled(self, subject: str, chunk: asyncio.Task[js_api.PubAck]) -> None:
+        try:
+            await chunk
+        except TimeoutError as exc:
+            stream = stream_of(subject) or ""
+            if (instead := await stalled(self._js, stream, subject, self._js._timeout)) is not None:
+                raise instead from exc
+            raise
 
     async def get(self, ref: ObjectRefRecord) -> bytes:
         """Reads an object and checks its digest; a mismatch is a :class:`DataIntegrityError`.

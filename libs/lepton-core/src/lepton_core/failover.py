@@ -2,7 +2,9 @@
 
 :class:`FailoverJetStream` is the JetStream context every service connection hands out
 (:func:`lepton_core.bus.connect`); :func:`store_full` and :func:`when_room` are how callers tell and
-wait out a store with no room. docs/operations.md ("A 3-node NATS cluster", "The store full").
+wait out a store with no room; :func:`stalled` tells a stream that stopped writing (its disk filled up)
+from one that is only slow or away. docs/operations.md ("A 3-node NATS cluster", "The store full",
+"A disk that filled up").
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from nats import errors as nats_errors
@@ -63,6 +66,63 @@ def store_full(exc: BaseException) -> bool:
     return exc.err_code == STREAM_STORE_FAILED and "maximum" in (exc.description or "")
 
 
+#: How long :func:`stalled` waits for the stream to answer its reads.
+STALL_PROBE_S = 2.0
+
+#: What a user told that the store stopped writing reads next.
+STALLED_REMEDY = (
+    "an operator frees room on the store's disk and restarts nats-server (docs/operations.md, 'A disk that filled up')"
+)
+
+
+class StoreStalled(TimeoutError):
+    """A write JetStream left unanswered while the stream it goes to answered a read at once and had stored
+    nothing for most of the write's wait: the stream has stopped writing (:func:`stalled`).
+
+    nats-server 2.15 does this to a stream whose write failed on its disk ("Critical write error: ... no space
+    left on device" in its log, the stream named by its health check) and keeps doing it, even once room is
+    freed, until it is restarted: no resend helps. A :class:`TimeoutError`, so code that only knows
+    timeouts handles it as before; the services' RPCs answer it RESOURCE_EXHAUSTED with :data:`STALLED_REMEDY`.
+    """
+
+    def __init__(self, stream: str, subject: str, waited: float) -> None:
+        self.stream = stream
+        self.subject = subject
+        super().__init__(
+            f"the platform's store stopped writing: a write to its stream {stream} got no answer in {waited:.0f} s "
+            "and the stream, which answers reads, stored nothing meanwhile; nats-server does this after a write "
+            "failed on its disk (its log: 'Critical write error ... no space left on device') until it is "
+            "restarted"
+        )
+
+
+def _server_time(stamp: str) -> datetime:
+    """nats-server's RFC 3339 time (nanoseconds, ``Z``) as a datetime, to the microsecond."""
+    day, _, rest = stamp.rstrip("Z").partition("T")
+    clock, _, fraction = rest.partition(".")
+    return datetime.fromisoformat(f"{day}T{clock}.{(fraction + '000000')[:6]}+00:00")
+
+
+async def stalled(js: JetStreamContext, stream: str, subject: str, waited: float) -> StoreStalled | None:
+    """After a write to ``subject`` (held by ``stream``) timed out after ``waited`` seconds: a
+    :class:`StoreStalled` to raise instead when ``stream`` answers its info within :data:`STALL_PROBE_S` and
+    stored nothing in the last ``waited / 2`` seconds; None when the store is away or only slow (it stored
+    something meanwhile: writes queued before this one), where the timeout stands. The stream's last time is
+    the server's clock, compared with this host's: the same clock on one host (the embedded platform); across
+    hosts, skew past ``waited / 2`` could misname a slow stream as stalled (NTP keeps it to milliseconds)."""
+    try:
+        info = await asyncio.wait_for(
+            JetStreamContext._api_request(js, f"$JS.API.STREAM.INFO.{stream}", b"", STALL_PROBE_S), STALL_PROBE_S
+        )
+        last = _server_time(str(info["state"].get("last_ts") or "0001-01-01T00:00:00Z"))
+    except Exception:  # any failure of the probe leaves the write's own timeout standing
+        return None
+    if last >= datetime.now(UTC) - timedelta(seconds=waited / 2):
+        return None
+    log.error("the store stopped writing to stream %s: %s", stream, STALLED_REMEDY)
+    return StoreStalled(stream, subject, waited)
+
+
 #: JetStream API requests that only read: asked again after a timeout, they change nothing.
 _READS = (".INFO.", ".MSG.GET.", ".DIRECT.GET.", ".NAMES", ".LIST")
 
@@ -96,17 +156,34 @@ class FailoverJetStream(JetStreamContext):
     carries a ``Nats-Msg-Id`` (the stream drops a repeat: events, dead letters), since a bare write that
     timed out may have been stored; an API request on :data:`NOT_TAKEN`, and on a timeout when it reads.
     On one nats-server this only matters across its restart; on a cluster it carries a service through
-    a leader's loss (docs/operations.md) instead of failing the calls of those seconds.
+    a leader's loss (docs/operations.md) instead of failing the calls of those seconds. A write that timed
+    out on a stream that stopped writing (:func:`stalled`; ``stream_of`` names the stream that holds a
+    subject) raises :class:`StoreStalled` at once: no resend helps it.
     """
 
-    async def _again(self, attempt: Callable[[], Awaitable[T]], retry_timeout: bool, what: str) -> T:
+    def __init__(self, conn: Any, *, stream_of: Callable[[str], str | None] = lambda _: None, **opts: Any) -> None:
+        super().__init__(conn, **opts)
+        self._stream_of = stream_of
+
+    async def _again(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        retry_timeout: bool,
+        what: str,
+        on_timeout: Callable[[], Awaitable[BaseException | None]] | None = None,
+    ) -> T:
+        """``attempt()``, sent again as the class says; ``on_timeout``, when given, is asked after each timeout
+        for the error to raise at once instead (a stream that stopped writing: resends cannot help)."""
         deadline = asyncio.get_running_loop().time() + FAILOVER_S
         pause = 0.05
         while True:
             try:
                 return await attempt()
             except RETRIED as exc:
-                if isinstance(exc, TimeoutError) and not isinstance(exc, NOT_TAKEN) and not retry_timeout:
+                timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, NOT_TAKEN)
+                if timed_out and on_timeout is not None and (instead := await on_timeout()) is not None:
+                    raise instead from None
+                if timed_out and not retry_timeout:
                     raise
                 if store_full(exc):
                     raise
@@ -127,10 +204,16 @@ class FailoverJetStream(JetStreamContext):
     ) -> js_api.PubAck:
         deduplicated = bool(headers and "Nats-Msg-Id" in headers)
         base = super().publish
+        holder = stream or self._stream_of(subject)
+
+        async def probe() -> BaseException | None:
+            return None if holder is None else await stalled(self, holder, subject, timeout or self._timeout)
+
         return await self._again(
             lambda: base(subject, payload, timeout=timeout, stream=stream, headers=headers, **options),
             deduplicated,
             f"a write to {subject}",
+            on_timeout=probe,
         )
 
     async def _api_request(self, req_subject: str, req: bytes = b"", timeout: float = 5) -> dict[str, Any]:

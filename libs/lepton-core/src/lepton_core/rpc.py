@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from lepton_core import errors
 from lepton_core.access import MUTATING, SERVICE_TOKEN_HEADER, Access, Principal, Rule, ServiceSigner
 from lepton_core.audit import AuditLog
-from lepton_core.bus import NOT_TAKEN, STORE_FULL_REMEDY, store_full
+from lepton_core.bus import NOT_TAKEN, STALLED_REMEDY, STORE_FULL_REMEDY, StoreStalled, store_full
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.tls import Peer
 
@@ -261,6 +261,14 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
                 f"the platform's store is full and refused the write (nothing was stored); {STORE_FULL_REMEDY}"
             ),
             "store full",
+        )
+    if isinstance(exc, StoreStalled):
+        # A stream that stopped writing (its disk filled up) stays so until nats-server restarts: not a
+        # "try again" (UNAVAILABLE, which the SDK's waits ride out for a minute) but what an operator must do.
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            errors.details(f"{exc}; this call did not complete; {STALLED_REMEDY}"),
+            "store stalled",
         )
     if isinstance(exc, STORE_UNAVAILABLE):
         # NATS did not answer in time, or JetStream has no leader for the stream (a restart, a cluster
