@@ -84,6 +84,7 @@ async def test_drift_retrains_promotes_and_rolls_out(platform: EmbeddedPlatform,
 
     (drift,) = await _wait("a drift incident", incident, timeout=180)
     assert sorted(drift.drifted) == sorted(SHIFTED), list(drift.drifted)
+
     # One retraining, on the newer version, that ends as the champion serving in production. (The platform is
     # shared with other test modules: their models' retrainings are not this one's.)
     def ours(event: Any) -> bool:
