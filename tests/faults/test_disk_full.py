@@ -37,7 +37,7 @@ from lepton_core.bus import EVENTS_ROOT, EVENTS_STREAM, ObjectStore, StoreStalle
 from lepton_core.failover import FAILOVER_S, STALL_PROBE_S
 from lepton_platform.embedded import EmbeddedPlatform
 from lepton_platform.processes import UNRESTORED_FILE, NatsServer, StoreDamaged
-from lepton_platform.testing import admin_connect
+from lepton_platform.testing import admin_connect, stored_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -293,3 +293,65 @@ def test_a_full_disk_is_a_clear_error_within_seconds_and_the_restart_serves_agai
             client.datasets.get(kept.version_id), "target", model_name="after-the-restart", progress=False
         )
         assert fitted.version >= 1
+
+
+def test_an_evaluation_the_full_disk_stops_completes_once_after_the_restart(on_tmpfs: Path) -> None:
+    """A model trained, its evaluation held back (the evaluator frozen), the disk filled to its last byte, the
+    evaluator let go: its writes meet the full disk and the training's event waits in the evaluator's hands,
+    tried again and again without spending a delivery (it used to be nak'd: five tries in about a minute,
+    then dead-lettered), nothing registered meanwhile; room freed and nats-server restarted, the evaluation
+    completes and the model is registered, once, and the user's ``fit`` returns it."""
+    store = on_tmpfs / "nats" / "jetstream"
+    with (
+        EmbeddedPlatform(on_tmpfs, api_key=secrets.token_urlsafe(16), triton=False) as platform,
+        la.Client(platform.api_key, platform.url) as client,
+    ):
+        frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+        dataset = client.datasets.get(client.datasets.upload(frame, name="held", progress=False).version_id)
+        evaluator = platform.processes["evaluator"].pid
+        os.kill(evaluator, signal.SIGSTOP)
+        outcome: dict[str, object] = {}
+
+        def fit() -> None:
+            try:
+                outcome["model"] = la.models.LinearRegression().fit(
+                    dataset, "target", model_name="held", progress=False
+                )
+            except la.LeptonError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=fit)
+        try:
+            thread.start()
+            deadline = time.monotonic() + 120
+            while not asyncio.run(stored_events(platform, "training.completed")):
+                assert time.monotonic() < deadline, "the training never completed"
+                time.sleep(0.5)
+            filler = _fill(store)
+            subprocess.run(
+                ["dd", "if=/dev/zero", f"of={store / 'last-bytes'}", "bs=4K"], check=False, capture_output=True
+            )
+        finally:
+            os.kill(evaluator, signal.SIGCONT)
+        log = on_tmpfs / "logs" / "evaluator.log"
+        deadline = time.monotonic() + 90
+        while log.read_text(errors="replace").count("waits for the store to take writes again") < 2:
+            assert time.monotonic() < deadline, "the evaluator's event never waited on the full disk"
+            time.sleep(0.5)
+        # It waits with the message in hand: no delivery spent (5 would dead-letter it, or strand it when the
+        # dead letter cannot be written either).
+        assert "failed (delivery" not in log.read_text(errors="replace")
+        assert thread.is_alive(), f"fit returned while the disk was full: {outcome}"
+        assert asyncio.run(stored_events(platform, "evaluation.completed")) == []
+        filler.unlink()
+        (store / "last-bytes").unlink()
+        platform.kill_nats()
+        platform.restart_nats()
+        thread.join(timeout=180)
+        assert not thread.is_alive(), "fit never returned after the restart"
+        assert "model" in outcome, outcome
+        assert [v.version for v in client.models.versions("held")] == [1]
+        assert len(asyncio.run(stored_events(platform, "evaluation.completed"))) == 1
+        assert len(asyncio.run(stored_events(platform, "registry.version.created"))) == 1
+        assert platform.processes["evaluator"].alive()
+        assert client.events.dead_letters() == []

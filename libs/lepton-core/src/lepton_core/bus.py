@@ -32,7 +32,7 @@ from lepton_core.errors import Conflict, DataIntegrityError, NotFound, Unavailab
 from lepton_core.failover import NOT_TAKEN as NOT_TAKEN  # re-exported: callers import these from here
 from lepton_core.failover import STALLED_REMEDY as STALLED_REMEDY
 from lepton_core.failover import STORE_FULL_REMEDY as STORE_FULL_REMEDY
-from lepton_core.failover import FailoverJetStream, stalled
+from lepton_core.failover import FailoverJetStream, reconnects, stalled
 from lepton_core.failover import StoreStalled as StoreStalled
 from lepton_core.failover import store_full as store_full
 from lepton_core.failover import when_room as when_room
@@ -581,6 +581,7 @@ class ObjectStore:
         failover) could store a chunk out of order. A chunk that timed out on a stream that stopped writing
         raises :class:`~lepton_core.failover.StoreStalled`."""
         offsets = range(0, len(data), CHUNK_SIZE)
+        connection = reconnects(self._js)
         window: deque[asyncio.Task[js_api.PubAck]] = deque()
         try:
             for offset in offsets:
@@ -588,9 +589,9 @@ class ObjectStore:
                 window.append(asyncio.ensure_future(JetStreamContext.publish(self._js, subject, payload)))
                 await asyncio.sleep(0)  # the task sends now, so chunks leave in order
                 if len(window) >= PUT_WINDOW:
-                    await self._settled(subject, window.popleft())
+                    await self._settled(subject, window.popleft(), connection)
             while window:
-                await self._settled(subject, window.popleft())
+                await self._settled(subject, window.popleft(), connection)
         finally:
             # Every chunk sent is settled (stored or refused) before the caller purges the object's chunks:
             # nats-server runs a purge apart from the stream's writes, so a chunk still in flight could be
@@ -598,12 +599,12 @@ class ObjectStore:
             await asyncio.gather(*window, return_exceptions=True)
         return len(offsets)
 
-    async def _settled(self, subject: str, chunk: asyncio.Task[js_api.PubAck]) -> None:
+    async def _settled(self, subject: str, chunk: asyncio.Task[js_api.PubAck], connection: int) -> None:
         try:
             await chunk
         except TimeoutError as exc:
             stream = stream_of(subject) or ""
-            if (instead := await stalled(self._js, stream, subject, self._js._timeout)) is not None:
+            if (instead := await stalled(self._js, stream, subject, self._js._timeout, connection)) is not None:
                 raise instead from exc
             raise
 

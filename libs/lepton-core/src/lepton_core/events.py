@@ -33,6 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
 from lepton_core.errors import LeptonError
+from lepton_core.failover import ROOM_POLL_S, STALLED_REMEDY, STORE_FULL_REMEDY, StoreStalled, cannot_write
 from lepton_core.names import shown
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.trust import ForgedEvent, check_payload
@@ -356,8 +357,9 @@ Handler = Callable[[Event[Any]], Awaitable[None]]
 class Consumer:
     """A durable pull consumer that dispatches events to typed handlers.
 
-    Outcomes: the handler returns → ack; raises :class:`Retry` or a retryable
-    :class:`LeptonError` → nak with delay; raises anything else → nak with
+    Outcomes: the handler returns → ack; the store takes no write (full, or stopped by a full disk) →
+    the handler runs again, the message kept (:meth:`_handle_when_the_store_writes`); raises
+    :class:`Retry` or a retryable :class:`LeptonError` → nak with delay; raises anything else → nak with
     back-off until ``max_deliver``, then the message goes to the dead-letter
     subject ``lepton.dlq.<durable>.<tenant>`` with the error and is terminated. A message
     that is not a valid event, or that its subject does not vouch for
@@ -454,7 +456,7 @@ class Consumer:
         with self._span(event, msg.subject) as span:
             heartbeat = asyncio.create_task(self._keep_alive(msg))
             try:
-                await handler(event)
+                await self._handle_when_the_store_writes(handler, event)
             except Retry as exc:
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 await msg.nak(delay=exc.delay)
@@ -473,6 +475,23 @@ class Consumer:
             finally:
                 heartbeat.cancel()
             await msg.ack()
+
+    async def _handle_when_the_store_writes(self, handler: Handler, event: Event[Any]) -> None:
+        """``handler(event)``, run again every :data:`~lepton_core.failover.ROOM_POLL_S` for as long as the
+        store takes no write (full, or stopped by a full disk), the message kept meanwhile (its heartbeat):
+        a nak would spend one of its ``max_deliver`` deliveries on each try, and an event whose deliveries
+        ran out while the store could not write would be dead-lettered, or, when the dead letter could not
+        be written either, never handled again. Handlers are idempotent, so a try cut short is harmless."""
+        while True:
+            try:
+                await handler(event)
+                return
+            except Exception as exc:
+                if not cannot_write(exc):
+                    raise
+                remedy = STALLED_REMEDY if isinstance(exc, StoreStalled) else STORE_FULL_REMEDY
+                log.error("event %s waits for the store to take writes again: %s; %s", event.id, exc, remedy)
+                await asyncio.sleep(ROOM_POLL_S)
 
     def _span(self, event: Event[Any], subject: str, replay: bool = False) -> AbstractContextManager[Span]:
         """The CONSUMER span of one handling, in the trace of the chain that published the event

@@ -103,13 +103,32 @@ def _server_time(stamp: str) -> datetime:
     return datetime.fromisoformat(f"{day}T{clock}.{(fraction + '000000')[:6]}+00:00")
 
 
-async def stalled(js: JetStreamContext, stream: str, subject: str, waited: float) -> StoreStalled | None:
+def cannot_write(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store takes no write for now, full (:func:`store_full`) or stopped
+    (:class:`StoreStalled`): work that must not be lost waits for an operator rather than failing or
+    spending its deliveries."""
+    return store_full(exc) or isinstance(exc, StoreStalled)
+
+
+def reconnects(js: JetStreamContext) -> int:
+    """How many times ``js``'s connection was made again so far: a write sent before one and never answered
+    was lost with the old connection (a nats-server restart), not stalled."""
+    return int(js._nc.stats["reconnects"])
+
+
+async def stalled(
+    js: JetStreamContext, stream: str, subject: str, waited: float, reconnected: int
+) -> StoreStalled | None:
     """After a write to ``subject`` (held by ``stream``) timed out after ``waited`` seconds: a
     :class:`StoreStalled` to raise instead when ``stream`` answers its info within :data:`STALL_PROBE_S` and
-    stored nothing in the last ``waited / 2`` seconds; None when the store is away or only slow (it stored
-    something meanwhile: writes queued before this one), where the timeout stands. The stream's last time is
+    stored nothing in the last ``waited / 2`` seconds, on the connection the write went out on (``reconnected``
+    is :func:`reconnects` when it was sent); None when the store is away or only slow (it stored something
+    meanwhile: writes queued before this one) or the connection was made again since (the write was lost with
+    the old one, as across a nats-server restart), where the timeout stands. The stream's last time is
     the server's clock, compared with this host's: the same clock on one host (the embedded platform); across
     hosts, skew past ``waited / 2`` could misname a slow stream as stalled (NTP keeps it to milliseconds)."""
+    if reconnects(js) != reconnected:
+        return None
     try:
         info = await asyncio.wait_for(
             JetStreamContext._api_request(js, f"$JS.API.STREAM.INFO.{stream}", b"", STALL_PROBE_S), STALL_PROBE_S
@@ -117,7 +136,7 @@ async def stalled(js: JetStreamContext, stream: str, subject: str, waited: float
         last = _server_time(str(info["state"].get("last_ts") or "0001-01-01T00:00:00Z"))
     except Exception:  # any failure of the probe leaves the write's own timeout standing
         return None
-    if last >= datetime.now(UTC) - timedelta(seconds=waited / 2):
+    if last >= datetime.now(UTC) - timedelta(seconds=waited / 2) or reconnects(js) != reconnected:
         return None
     log.error("the store stopped writing to stream %s: %s", stream, STALLED_REMEDY)
     return StoreStalled(stream, subject, waited)
@@ -205,9 +224,12 @@ class FailoverJetStream(JetStreamContext):
         deduplicated = bool(headers and "Nats-Msg-Id" in headers)
         base = super().publish
         holder = stream or self._stream_of(subject)
+        connection = reconnects(self)
 
         async def probe() -> BaseException | None:
-            return None if holder is None else await stalled(self, holder, subject, timeout or self._timeout)
+            if holder is None:
+                return None
+            return await stalled(self, holder, subject, timeout or self._timeout, connection)
 
         return await self._again(
             lambda: base(subject, payload, timeout=timeout, stream=stream, headers=headers, **options),
