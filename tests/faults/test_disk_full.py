@@ -355,3 +355,37 @@ def test_an_evaluation_the_full_disk_stops_completes_once_after_the_restart(on_t
         assert len(asyncio.run(stored_events(platform, "registry.version.created"))) == 1
         assert platform.processes["evaluator"].alive()
         assert client.events.dead_letters() == []
+
+
+def test_an_upload_that_fills_the_data_services_own_disk_is_a_clear_error_and_nothing_is_kept(tmp_path: Path) -> None:
+    """The data service spools an upload on its own disk before storing it: a spool disk too small for it (a
+    4 MB tmpfs) fails the upload RESOURCE_EXHAUSTED naming a full disk, not the user's file and not an
+    INTERNAL error; nothing is left in the spool; an upload that fits goes through after it."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    assert os.geteuid() == 0, "this test mounts a tmpfs for the spool: it needs root (CI here runs as root)"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(spool)], check=True)
+    try:
+        with (
+            EmbeddedPlatform(
+                tmp_path / "platform",
+                api_key=secrets.token_urlsafe(16),
+                triton=False,
+                services=("data",),
+                settings={"data": {"spool_dir": str(spool)}},
+            ) as platform,
+            la.Client(platform.api_key, platform.url) as client,
+        ):
+            big = pl.DataFrame(np.random.default_rng(5).normal(size=(100_000, 10)), schema=[f"x{j}" for j in range(10)])
+            with pytest.raises(la.ResourceExhausted) as refused:
+                client.datasets.upload(big, name="too-big-for-the-spool", progress=False)
+            message = str(refused.value)
+            assert "a disk of the platform is full" in message and "No space left on device" in message, message
+            assert str(spool) not in message, message  # the service's paths stay in its log
+            assert list(spool.iterdir()) == []
+            small = pl.from_pandas(load_diabetes(as_frame=True).frame)
+            kept = client.datasets.upload(small, name="fits", progress=False)
+            assert client.datasets.get(kept.version_id).to_polars().equals(small)
+            assert [d.name for d in client.datasets.list()] == ["fits"]
+    finally:
+        subprocess.run(["umount", "-l", str(spool)], check=False)

@@ -34,6 +34,8 @@ from lepton_core.failover import STALLED_REMEDY as STALLED_REMEDY
 from lepton_core.failover import STORE_FULL_REMEDY as STORE_FULL_REMEDY
 from lepton_core.failover import FailoverJetStream, reconnects, stalled
 from lepton_core.failover import StoreStalled as StoreStalled
+from lepton_core.failover import cannot_write as cannot_write
+from lepton_core.failover import no_room as no_room
 from lepton_core.failover import store_full as store_full
 from lepton_core.failover import when_room as when_room
 from lepton_core.store import R, Store

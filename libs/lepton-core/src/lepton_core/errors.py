@@ -8,6 +8,9 @@ from a permanent one.
 
 from __future__ import annotations
 
+import errno
+from typing import TypeGuard
+
 MAX_DETAILS_CHARS = 2000
 """The longest status message a service sends, in characters."""
 MAX_DETAILS_WIRE = 6000
@@ -32,6 +35,16 @@ def details(error: BaseException | str) -> str:
         if i >= MAX_DETAILS_CHARS - 60 or size > MAX_DETAILS_WIRE - 60:
             return f"{text[:i]}... (message cut from {len(text)} characters)"
     return text
+
+
+#: The operating system's "no room" answers to a write: the disk full, or the user's disk quota reached.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is a write on this host's own disk that found no room (an upload's spool, a file
+    being written): the platform's fault to fix, never the caller's input to blame."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 class LeptonError(Exception):

@@ -33,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
 from lepton_core.errors import LeptonError
-from lepton_core.failover import ROOM_POLL_S, STALLED_REMEDY, STORE_FULL_REMEDY, StoreStalled, cannot_write
+from lepton_core.failover import ROOM_POLL_S, cannot_write, no_room
 from lepton_core.names import shown
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.trust import ForgedEvent, check_payload
@@ -489,8 +489,7 @@ class Consumer:
             except Exception as exc:
                 if not cannot_write(exc):
                     raise
-                remedy = STALLED_REMEDY if isinstance(exc, StoreStalled) else STORE_FULL_REMEDY
-                log.error("event %s waits for the store to take writes again: %s; %s", event.id, exc, remedy)
+                log.error("event %s waits for the store to take writes again (%s): %s", event.id, exc, no_room(exc))
                 await asyncio.sleep(ROOM_POLL_S)
 
     def _span(self, event: Event[Any], subject: str, replay: bool = False) -> AbstractContextManager[Span]:

@@ -110,6 +110,13 @@ def cannot_write(exc: BaseException) -> bool:
     return store_full(exc) or isinstance(exc, StoreStalled)
 
 
+def no_room(exc: BaseException) -> str:
+    """What a user or operator is told of ``exc``, a :func:`cannot_write` failure: why, and who does what."""
+    if isinstance(exc, StoreStalled):
+        return f"the platform's store stopped writing (its disk is full); {STALLED_REMEDY}"
+    return f"the platform's store is full; {STORE_FULL_REMEDY}"
+
+
 def reconnects(js: JetStreamContext) -> int:
     """How many times ``js``'s connection was made again so far: a write sent before one and never answered
     was lost with the old connection (a nats-server restart), not stalled."""
@@ -151,7 +158,8 @@ ROOM_POLL_S = 2.0
 
 
 async def when_room(write: Callable[[], Awaitable[T]], what: str) -> T:
-    """``write()``, tried again every :data:`ROOM_POLL_S` for as long as the store is full.
+    """``write()``, tried again every :data:`ROOM_POLL_S` for as long as the store takes no write (full, or
+    stopped by a full disk: :func:`cannot_write`).
 
     For a write that must not be lost and has no caller to refuse (a job's end, recorded by a worker):
     the work waits, saying so in the log every time, until an operator frees room; it then goes on.
@@ -161,9 +169,9 @@ async def when_room(write: Callable[[], Awaitable[T]], what: str) -> T:
         try:
             return await write()
         except Exception as exc:
-            if not store_full(exc):
+            if not cannot_write(exc):
                 raise
-            log.error("the store is full: %s waits for room (%s); %s", what, exc, STORE_FULL_REMEDY)
+            log.error("%s waits for the store to take writes again (%s): %s", what, exc, no_room(exc))
             await asyncio.sleep(ROOM_POLL_S)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -261,6 +262,19 @@ def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
                 f"the platform's store is full and refused the write (nothing was stored); {STORE_FULL_REMEDY}"
             ),
             "store full",
+        )
+    if errors.disk_full(exc):
+        # A disk this service writes to (an upload's spool) is full: not the caller's input, and no retry
+        # helps until an operator frees room. The path stays in the log: it says nothing to a caller.
+        log.error("a write on this service's disk found no room: %s", exc)
+        return (
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            errors.details(
+                f"a disk of the platform is full ({os.strerror(exc.errno or 0)} on the host of the service "
+                "this call reached); this call did not complete and nothing of it was kept; an operator frees "
+                "room on that host's disk (docs/operations.md, 'A disk that filled up')"
+            ),
+            "disk full",
         )
     if isinstance(exc, StoreStalled):
         # A stream that stopped writing (its disk filled up) stays so until nats-server restarts: not a

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from lepton_core.errors import InvalidArgument
+from lepton_core.errors import InvalidArgument, disk_full
 from lepton_core.names import shown
 
 FORMATS = ("csv", "parquet", "jsonl", "arrow")
@@ -158,6 +158,8 @@ def read_csv(path: Path, opts: CsvOptions) -> pl.DataFrame:
             infer_schema_length=10_000,
         )
     except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+        if disk_full(exc):
+            raise  # the service's disk, not the user's CSV
         if utf8:
             _utf8_text(path, opts.encoding)  # raises the precise error when the bytes are not UTF-8
         raise InvalidArgument(f"the CSV could not be parsed: {str(exc).splitlines()[0]}", field="chunk") from exc
@@ -178,6 +180,8 @@ def read_file(path: Path, fmt: str, opts: CsvOptions) -> pl.DataFrame:
             magic = f.read(len(ARROW_FILE_MAGIC))
         return pl.read_ipc(path) if magic == ARROW_FILE_MAGIC else pl.read_ipc_stream(path)
     except (pl.exceptions.PolarsError, ValueError, OSError) as exc:
+        if disk_full(exc):
+            raise  # the service's disk, not the user's file
         raise InvalidArgument(
             f"the file is not valid {fmt}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             field="chunk",

@@ -12,7 +12,7 @@ from lepton.events.v1 import events_pb2
 from lepton.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 from lepton_core import events
-from lepton_core.bus import STORE_FULL_REMEDY, store_full, when_room
+from lepton_core.bus import cannot_write, no_room, when_room
 from lepton_core.errors import InvalidArgument, NotFound, Unavailable
 from lepton_core.names import check_id, check_name
 from lepton_core.rpc import Auth, client_channel, current_tenant, on_behalf
@@ -330,8 +330,8 @@ class Worker:
             )
             job = await self._jobs.run(tenant, job_id, self._worker_id, self._progress)
         except Exception as exc:
-            if store_full(exc):
-                await self._fail_for_want_of_room(tenant, job_id)
+            if cannot_write(exc):
+                await self._fail_for_want_of_room(tenant, job_id, exc)
                 return
             if event.delivery >= self._rt.settings.max_deliver:
                 # Last delivery: the job fails for good (the consumer dead-letters the message).
@@ -342,15 +342,12 @@ class Worker:
             raise
         await self._finish(job)
 
-    async def _fail_for_want_of_room(self, tenant: str, job_id: str) -> None:
+    async def _fail_for_want_of_room(self, tenant: str, job_id: str, refused: BaseException) -> None:
         """A full store refuses every try alike, so the job fails at once, saying so, instead of being run
         again and again. The refused write's partial chunks are purged, which usually leaves room for
         this record; when the store is full to the byte, the record (and its event) waits for room, the
         message kept in progress meanwhile, so the job never stays running or queued for good."""
-        error = (
-            f"the platform's store is full, so the job could not run or keep its model; {STORE_FULL_REMEDY}, "
-            "then submit the job again"
-        )
+        error = f"the job could not run or keep its model: {no_room(refused)}, then submit the job again"
         job = await when_room(
             lambda: self._jobs.transition(
                 tenant, job_id, state=JobState.FAILED, error=error, stage="failed", finished_at=now()

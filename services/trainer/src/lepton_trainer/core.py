@@ -25,7 +25,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from lepton_core.bounds import check_fraction
-from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, sha256_digest, store_full
+from lepton_core.bus import ObjectRefRecord, ObjectStore, RecordStore, cannot_write, no_room, sha256_digest
 from lepton_core.children import die_with_parent
 from lepton_core.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
 from lepton_core.names import check_name, shown
@@ -389,7 +389,7 @@ class Jobs:
         events): it and its trials are failed with the reason, so none waits queued for a start that never
         comes, or counts against the tenant's plan. A record the store will not update either (it is full)
         is erased, which frees room rather than taking it."""
-        cause = "the platform's store is full" if store_full(error) else f"the store did not take it ({error})"
+        cause = no_room(error) if cannot_write(error) else f"the store did not take it ({error})"
         reason = f"the job could not be queued: {cause}; submit it again"
         for record in [*children, job]:
             try:
