@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from lepton.deployer.v1 import deployer_pb2
 from sklearn.datasets import load_diabetes
 
 import lepton_ai as la
@@ -157,6 +158,13 @@ def _fill(store: Path) -> Path:
 WRITE_TIMEOUT_S = 2.0
 
 
+def _take_the_last_bytes(store: Path) -> Path:
+    """Another file taking whatever room :func:`_fill` left (and a write since freed): the disk full to the byte."""
+    rest = store / "last-bytes"
+    subprocess.run(["dd", "if=/dev/zero", f"of={rest}", "bs=4K"], check=False, capture_output=True)
+    return rest
+
+
 def test_a_stream_the_full_disk_stopped_is_told_from_a_server_that_is_away(on_tmpfs: Path) -> None:
     """The bus under the services: an object put and an event (sent again on a timeout, for a failover) to
     streams the full disk stopped raise ``StoreStalled`` within about one write's timeout and the
@@ -278,12 +286,12 @@ def test_a_full_disk_is_a_clear_error_within_seconds_and_the_restart_serves_agai
         assert took < 30, f"the refusal took {took:.0f} s"
         # Small writes may still fit in the room the upload left: the disk filled to its last byte, a fit's job
         # (its record, another stream) meets it too, and fails as clearly.
-        subprocess.run(["dd", "if=/dev/zero", f"of={store / 'last-bytes'}", "bs=4K"], check=False, capture_output=True)
+        rest = _take_the_last_bytes(store)
         with pytest.raises(la.ResourceExhausted, match="stopped writing"):
             la.models.LinearRegression().fit(
                 client.datasets.get(kept.version_id), "target", model_name="meets-it-too", progress=False
             )
-        (store / "last-bytes").unlink()
+        rest.unlink()
         filler.unlink()
         platform.kill_nats()
         platform.restart_nats()
@@ -328,9 +336,7 @@ def test_an_evaluation_the_full_disk_stops_completes_once_after_the_restart(on_t
                 assert time.monotonic() < deadline, "the training never completed"
                 time.sleep(0.5)
             filler = _fill(store)
-            subprocess.run(
-                ["dd", "if=/dev/zero", f"of={store / 'last-bytes'}", "bs=4K"], check=False, capture_output=True
-            )
+            rest = _take_the_last_bytes(store)
         finally:
             os.kill(evaluator, signal.SIGCONT)
         log = on_tmpfs / "logs" / "evaluator.log"
@@ -344,7 +350,7 @@ def test_an_evaluation_the_full_disk_stops_completes_once_after_the_restart(on_t
         assert thread.is_alive(), f"fit returned while the disk was full: {outcome}"
         assert asyncio.run(stored_events(platform, "evaluation.completed")) == []
         filler.unlink()
-        (store / "last-bytes").unlink()
+        rest.unlink()
         platform.kill_nats()
         platform.restart_nats()
         thread.join(timeout=180)
@@ -389,3 +395,46 @@ def test_an_upload_that_fills_the_data_services_own_disk_is_a_clear_error_and_no
             assert [d.name for d in client.datasets.list()] == ["fits"]
     finally:
         subprocess.run(["umount", "-l", str(spool)], check=False)
+
+
+def test_a_deployment_loading_when_the_disk_fills_is_ready_once_after_the_restart(on_tmpfs: Path) -> None:
+    """A deployment asked for (``wait=False``) while Triton is frozen, the store's disk filled to its last byte,
+    Triton let go: the deployer's writes of its deployments' records meet the full disk (it logs that the store
+    stopped writing) and wait; room freed and nats-server restarted, the deployment is READY on the version
+    asked for, announced once, and serves."""
+    store = on_tmpfs / "nats" / "jetstream"
+    with (
+        EmbeddedPlatform(on_tmpfs, api_key=secrets.token_urlsafe(16)) as platform,
+        la.Client(platform.api_key, platform.url) as client,
+    ):
+        frame = pl.from_pandas(load_diabetes(as_frame=True).frame)
+        dataset = client.datasets.get(client.datasets.upload(frame, name="served", progress=False).version_id)
+        model = la.models.LinearRegression().fit(dataset, "target", model_name="served", progress=False)
+        assert platform.triton is not None
+        triton = platform.triton.process.pid
+        os.kill(triton, signal.SIGSTOP)
+        try:
+            asked = client.deployments.deploy("served", "served", model.version, wait=False)
+            assert asked.state != deployer_pb2.DEPLOYMENT_STATE_READY
+            filler = _fill(store)
+            rest = _take_the_last_bytes(store)
+        finally:
+            os.kill(triton, signal.SIGCONT)
+        log = on_tmpfs / "logs" / "deployer.log"
+        deadline = time.monotonic() + 90
+        while "stopped writing" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the deployer never met the full disk"
+            time.sleep(0.5)
+        filler.unlink()
+        rest.unlink()
+        platform.kill_nats()
+        platform.restart_nats()
+        deadline = time.monotonic() + 180
+        while (d := client.deployments.get("served")).state != deployer_pb2.DEPLOYMENT_STATE_READY:
+            assert d.state != deployer_pb2.DEPLOYMENT_STATE_FAILED, d
+            assert time.monotonic() < deadline, f"the deployment never became ready: {d}"
+            time.sleep(1)
+        assert d.lineage.model_version == model.version
+        assert len(client.deployments.predict("served", frame.drop("target").head(5))) == 5
+        ready = asyncio.run(stored_events(platform, "deployment.ready"))
+        assert len([e for e in ready if e.data.lineage.deployment == "served"]) == 1, ready
