@@ -158,6 +158,14 @@ def _fill(store: Path) -> Path:
 WRITE_TIMEOUT_S = 2.0
 
 
+def _wait_for(log: Path, line: str, timeout: float, what: str, times: int = 1) -> None:
+    """Waits until ``log`` holds ``line`` ``times`` times; fails saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count(line) < times:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
 def _take_the_last_bytes(store: Path) -> Path:
     """Another file taking whatever room :func:`_fill` left (and a write since freed): the disk full to the byte."""
     rest = store / "last-bytes"
@@ -237,10 +245,7 @@ def test_a_real_disk_filling_up_loses_nothing_stored_and_the_platform_serves_aga
 
             thread = threading.Thread(target=upload)
             thread.start()
-            deadline = time.monotonic() + 60
-            while "no space left on device" not in log.read_text(errors="replace"):
-                assert time.monotonic() < deadline, "the upload never met the full disk"
-                time.sleep(0.2)
+            _wait_for(log, "no space left on device", 60, "the upload never met the full disk")
             platform.kill_nats()
             filler.unlink()
             platform.restart_nats()
@@ -340,10 +345,8 @@ def test_an_evaluation_the_full_disk_stops_completes_once_after_the_restart(on_t
         finally:
             os.kill(evaluator, signal.SIGCONT)
         log = on_tmpfs / "logs" / "evaluator.log"
-        deadline = time.monotonic() + 90
-        while log.read_text(errors="replace").count("waits for the store to take writes again") < 2:
-            assert time.monotonic() < deadline, "the evaluator's event never waited on the full disk"
-            time.sleep(0.5)
+        waits = "waits for the store to take writes again"
+        _wait_for(log, waits, 90, "the evaluator's event never waited on the full disk", times=2)
         # It waits with the message in hand: no delivery spent (5 would dead-letter it, or strand it when the
         # dead letter cannot be written either).
         assert "failed (delivery" not in log.read_text(errors="replace")
@@ -420,11 +423,7 @@ def test_a_deployment_loading_when_the_disk_fills_is_ready_once_after_the_restar
             rest = _take_the_last_bytes(store)
         finally:
             os.kill(triton, signal.SIGCONT)
-        log = on_tmpfs / "logs" / "deployer.log"
-        deadline = time.monotonic() + 90
-        while "stopped writing" not in log.read_text(errors="replace"):
-            assert time.monotonic() < deadline, "the deployer never met the full disk"
-            time.sleep(0.5)
+        _wait_for(on_tmpfs / "logs" / "deployer.log", "stopped writing", 90, "the deployer never met the full disk")
         filler.unlink()
         rest.unlink()
         platform.kill_nats()
