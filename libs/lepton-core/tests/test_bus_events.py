@@ -500,8 +500,8 @@ async def test_a_timed_out_write_reads_as_stalled_only_when_its_stream_answers_a
     """:func:`failover.stalled`, the probe after a write's timeout (the real full disk: tests/faults/test_disk_full.py):
     a stream that answers and stored nothing in the last half of the write's wait is stalled; one that stored
     something then is only slow; a stream that does not answer (or is not there) leaves the timeout;
-    :func:`bus.stream_of`
-    names the stream a subject goes to without asking JetStream (services may not list streams)."""
+    :func:`bus.stream_of` names the stream a subject goes to without asking JetStream (services may not
+    list streams)."""
     js = nc.jetstream()
     name = "STALL" + uuid.uuid4().hex[:8].upper()
     subject = f"{name.lower()}.x"

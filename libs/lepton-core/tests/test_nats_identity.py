@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lepton_core import nats_identity
-from lepton_core.bus import DEADLETTER_STREAM
+from lepton_core.bus import DEADLETTER_STREAM, stream_of
 from lepton_core.errors import InvalidArgument
 from lepton_core.nats_identity import ADMIN, GRANTS, SERVING, Permissions, permissions
 
@@ -187,3 +187,22 @@ def test_a_service_writes_audit_records_and_key_use_reports_under_its_own_name_o
         assert _may_subscribe(perms, f"{KEY_USE_ROOT}.data") == (identity == "registry"), identity
         assert _may_publish(perms, "$JS.API.CONSUMER.CREATE.AUDIT") == (identity == "registry"), identity
     assert nats_identity.integrator_permissions("acme").publish_allow == ()
+
+
+def test_every_stream_an_identity_writes_it_may_ask_the_info_of() -> None:
+    """After a write times out, the services ask the stream's info to tell a stream a full disk stopped from
+    one that is away (``lepton_core.failover.stalled``): refused, that probe would cost its timeout and log a
+    permissions violation. Only the info: the audit trail's messages stay the registry's to read."""
+    for identity in GRANTS:
+        if identity in (ADMIN, SERVING):  # everything; plain publishes that wait for no answer
+            continue
+        perms = permissions(identity)
+        written = {
+            stream_of(subject.replace("*", "acme").replace(">", "x"))
+            for subject in perms.publish_allow
+            if not subject.startswith("$JS.")
+        }
+        for stream in written - {None}:
+            assert _may_publish(perms, f"$JS.API.STREAM.INFO.{stream}"), (identity, stream)
+        assert _may_publish(perms, "$JS.API.CONSUMER.CREATE.AUDIT") == (identity == "registry"), identity
+        assert not _may_publish(perms, "$JS.API.STREAM.MSG.GET.AUDIT") or identity == "registry", identity

@@ -553,7 +553,7 @@ class ObjectStore:
         nuid = uuid.uuid4().hex
         chunks = f"$O.{bucket}.C.{nuid}"
         try:
-            sent = await self._publish_chunks(chunks, memoryview(data))
+            sent = await self._publish_chunks(f"OBJ_{bucket}", chunks, memoryview(data))
             digest = sha256_hex(await hashing)
             info = js_api.ObjectInfo(
                 name=name,
@@ -577,11 +577,11 @@ class ObjectStore:
             await self._js.purge_stream(f"OBJ_{bucket}", subject=f"$O.{bucket}.C.{before.nuid}")
         return ObjectRefRecord(bucket=bucket, name=name, digest=digest, size=len(data))
 
-    async def _publish_chunks(self, subject: str, data: memoryview) -> int:
-        """Publishes ``data`` in :data:`CHUNK_SIZE` chunks, in order, up to :data:`PUT_WINDOW` awaiting their
-        acks at a time; returns how many. Sent once each, by nats-py's own publish: a resend (the services'
-        failover) could store a chunk out of order. A chunk that timed out on a stream that stopped writing
-        raises :class:`~lepton_core.failover.StoreStalled`."""
+    async def _publish_chunks(self, stream: str, subject: str, data: memoryview) -> int:
+        """Publishes ``data`` in :data:`CHUNK_SIZE` chunks to ``subject`` of ``stream``, in order, up to
+        :data:`PUT_WINDOW` awaiting their acks at a time; returns how many. Sent once each, by nats-py's own
+        publish: a resend (the services' failover) could store a chunk out of order. A chunk that timed out
+        on a stream that stopped writing raises :class:`~lepton_core.failover.StoreStalled`."""
         offsets = range(0, len(data), CHUNK_SIZE)
         connection = reconnects(self._js)
         window: deque[asyncio.Task[js_api.PubAck]] = deque()
@@ -591,9 +591,9 @@ class ObjectStore:
                 window.append(asyncio.ensure_future(JetStreamContext.publish(self._js, subject, payload)))
                 await asyncio.sleep(0)  # the task sends now, so chunks leave in order
                 if len(window) >= PUT_WINDOW:
-                    await self._settled(subject, window.popleft(), connection)
+                    await self._settled(stream, subject, window.popleft(), connection)
             while window:
-                await self._settled(subject, window.popleft(), connection)
+                await self._settled(stream, subject, window.popleft(), connection)
         finally:
             # Every chunk sent is settled (stored or refused) before the caller purges the object's chunks:
             # nats-server runs a purge apart from the stream's writes, so a chunk still in flight could be
@@ -601,11 +601,10 @@ class ObjectStore:
             await asyncio.gather(*window, return_exceptions=True)
         return len(offsets)
 
-    async def _settled(self, subject: str, chunk: asyncio.Task[js_api.PubAck], connection: int) -> None:
+    async def _settled(self, stream: str, subject: str, chunk: asyncio.Task[js_api.PubAck], connection: int) -> None:
         try:
             await chunk
         except TimeoutError as exc:
-            stream = stream_of(subject) or ""
             if (instead := await stalled(self._js, stream, subject, self._js._timeout, connection)) is not None:
                 raise instead from exc
             raise

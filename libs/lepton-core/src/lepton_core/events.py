@@ -33,7 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from lepton_core.bus import DEADLETTER_ROOT, EVENTS_ROOT, JOBS_ROOT, PREDICTIONS_ROOT
 from lepton_core.errors import LeptonError
-from lepton_core.failover import ROOM_POLL_S, cannot_write, no_room
+from lepton_core.failover import when_room
 from lepton_core.names import shown
 from lepton_core.telemetry import extract_context, inject_context
 from lepton_core.trust import ForgedEvent, check_payload
@@ -477,20 +477,12 @@ class Consumer:
             await msg.ack()
 
     async def _handle_when_the_store_writes(self, handler: Handler, event: Event[Any]) -> None:
-        """``handler(event)``, run again every :data:`~lepton_core.failover.ROOM_POLL_S` for as long as the
-        store takes no write (full, or stopped by a full disk), the message kept meanwhile (its heartbeat):
-        a nak would spend one of its ``max_deliver`` deliveries on each try, and an event whose deliveries
-        ran out while the store could not write would be dead-lettered, or, when the dead letter could not
-        be written either, never handled again. Handlers are idempotent, so a try cut short is harmless."""
-        while True:
-            try:
-                await handler(event)
-                return
-            except Exception as exc:
-                if not cannot_write(exc):
-                    raise
-                log.error("event %s waits for the store to take writes again (%s): %s", event.id, exc, no_room(exc))
-                await asyncio.sleep(ROOM_POLL_S)
+        """``handler(event)``, run again for as long as the store takes no write (full, or stopped by a full
+        disk: :func:`~lepton_core.failover.when_room`), the message kept meanwhile by its heartbeat: a nak
+        would spend one of its ``max_deliver`` deliveries on each try, and an event whose deliveries ran out
+        while the store could not write would be dead-lettered, or, when the dead letter could not be
+        written either, never handled again. Handlers are idempotent, so a try cut short is harmless."""
+        await when_room(lambda: handler(event), f"event {event.id}")
 
     def _span(self, event: Event[Any], subject: str, replay: bool = False) -> AbstractContextManager[Span]:
         """The CONSUMER span of one handling, in the trace of the chain that published the event

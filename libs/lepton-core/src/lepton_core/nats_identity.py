@@ -256,7 +256,9 @@ def permissions(identity: str) -> Permissions:
     publish = [f"{EVENTS_ROOT}.*.{area}.>" for area in grants.events]
     publish += list(grants.publish)
     if grants.service:
-        publish += [f"{AUDIT_ROOT}.*.{identity}", f"{KEY_USE_ROOT}.{identity}"]
+        # The audit stream's info too (not its messages): after a write there timed out, the service asks
+        # whether the stream stopped writing (lepton_core.failover.stalled), as for every stream it writes.
+        publish += [f"{AUDIT_ROOT}.*.{identity}", f"{KEY_USE_ROOT}.{identity}", f"$JS.API.STREAM.INFO.{AUDIT_STREAM}"]
     if any(durable.endswith("-tenants") for durable in grants.durables):
         publish += [f"{PURGED_ROOT}.{identity}"]
     # Its durables' dead letters, by tenant (lepton_core.events.dead_letter_subject).
