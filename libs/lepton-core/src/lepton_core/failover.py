@@ -128,12 +128,13 @@ async def stalled(
 ) -> StoreStalled | None:
     """After a write to ``subject`` (held by ``stream``) timed out after ``waited`` seconds: a
     :class:`StoreStalled` to raise instead when ``stream`` answers its info within :data:`STALL_PROBE_S` and
-    stored nothing in the last ``waited / 2`` seconds, on the connection the write went out on (``reconnected``
-    is :func:`reconnects` when it was sent); None when the store is away or only slow (it stored something
-    meanwhile: writes queued before this one) or the connection was made again since (the write was lost with
-    the old one, as across a nats-server restart), where the timeout stands. The stream's last time is
-    the server's clock, compared with this host's: the same clock on one host (the embedded platform); across
-    hosts, skew past ``waited / 2`` could misname a slow stream as stalled (NTP keeps it to milliseconds)."""
+    stored nothing in the last ``waited / 2`` seconds, with a leader and every replica current, on the
+    connection the write went out on (``reconnected`` is :func:`reconnects` when it was sent); None when the
+    store is away or only slow (it stored something meanwhile: writes queued before this one) or the connection
+    was made again since (the write was lost with the old one, as across a nats-server restart), where the
+    timeout stands. The stream's last time is the server's clock, compared with this host's: the same clock on
+    one host (the embedded platform); across hosts, skew past ``waited / 2`` could misname a slow stream as
+    stalled (NTP keeps it to milliseconds)."""
     if reconnects(js) != reconnected:
         return None
     try:
@@ -141,7 +142,13 @@ async def stalled(
             JetStreamContext._api_request(js, f"$JS.API.STREAM.INFO.{stream}", b"", STALL_PROBE_S), STALL_PROBE_S
         )
         last = _server_time(str(info["state"].get("last_ts") or "0001-01-01T00:00:00Z"))
+        cluster = info.get("cluster") or {}
+        replicas = cluster.get("replicas") or []
     except Exception:  # any failure of the probe leaves the write's own timeout standing
+        return None
+    if not cluster.get("leader") or any(r.get("offline") or not r.get("current") for r in replicas):
+        # A replicated stream short of its peers (a cluster without quorum) is away, not stopped: its last
+        # leader may still answer its info for a while.
         return None
     if last >= datetime.now(UTC) - timedelta(seconds=waited / 2) or reconnects(js) != reconnected:
         return None
